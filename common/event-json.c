@@ -1,0 +1,662 @@
+/* SPDX-License-Identifier: MIT */
+/* JSON-lines writer and reader for events (see event-json.h). */
+#include "event-json.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "event-text.h"
+
+/* ------------------------------------------------------------------------ */
+/* Writer                                                                    */
+
+struct out {
+	char *p;
+};
+
+static void put_raw(struct out *o, const char *s, size_t n)
+{
+	memcpy(o->p, s, n);
+	o->p += n;
+}
+
+#define PUT_LIT(o, lit) put_raw((o), (lit), sizeof(lit) - 1)
+
+static void put_u64(struct out *o, uint64_t v)
+{
+	char tmp[20];
+	int n = 0;
+
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	while (n)
+		*o->p++ = tmp[--n];
+}
+
+/* Length of the valid UTF-8 sequence at s (max bytes left), 0 if invalid. */
+static size_t utf8_seq_len(const unsigned char *s, size_t max)
+{
+	unsigned char c = s[0];
+	size_t n;
+	uint32_t cp;
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf) {
+		n = 2;
+		cp = c & 0x1f;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		n = 3;
+		cp = c & 0x0f;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		n = 4;
+		cp = c & 0x07;
+	} else {
+		return 0;
+	}
+	if (n > max)
+		return 0;
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+	    (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return n;
+}
+
+static void put_escaped_byte(struct out *o, unsigned char c)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	put_raw(o, "\\u00", 4);
+	*o->p++ = hex[c >> 4];
+	*o->p++ = hex[c & 15];
+}
+
+/* A quoted JSON string of at most max bytes of s (stops at NUL). */
+static void put_string(struct out *o, const char *str, size_t max)
+{
+	const unsigned char *s = (const unsigned char *)str;
+	size_t len = strnlen(str, max);
+
+	*o->p++ = '"';
+	for (size_t i = 0; i < len;) {
+		unsigned char c = s[i];
+		if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+			*o->p++ = (char)c;
+			i++;
+			continue;
+		}
+		switch (c) {
+		case '"':
+			PUT_LIT(o, "\\\"");
+			i++;
+			continue;
+		case '\\':
+			PUT_LIT(o, "\\\\");
+			i++;
+			continue;
+		case '\n':
+			PUT_LIT(o, "\\n");
+			i++;
+			continue;
+		case '\t':
+			PUT_LIT(o, "\\t");
+			i++;
+			continue;
+		case '\r':
+			PUT_LIT(o, "\\r");
+			i++;
+			continue;
+		default:
+			break;
+		}
+		size_t n = c >= 0x80 ? utf8_seq_len(s + i, len - i) : 0;
+		if (n > 1) {
+			put_raw(o, (const char *)s + i, n);
+			i += n;
+		} else {
+			put_escaped_byte(o, c);
+			i++;
+		}
+	}
+	*o->p++ = '"';
+}
+
+static void put_key(struct out *o, const char *key)
+{
+	*o->p++ = ',';
+	*o->p++ = '"';
+	put_raw(o, key, strlen(key));
+	*o->p++ = '"';
+	*o->p++ = ':';
+}
+
+static void put_u64_field(struct out *o, const char *key, uint64_t v)
+{
+	put_key(o, key);
+	put_u64(o, v);
+}
+
+static void put_name_field(struct out *o, const char *key, const char *name, unsigned v)
+{
+	put_key(o, key);
+	if (name) {
+		*o->p++ = '"';
+		put_raw(o, name, strlen(name));
+		*o->p++ = '"';
+	} else {
+		/* not a value the kernel defines: keep the number */
+		put_u64(o, v);
+	}
+}
+
+size_t event_to_json(const struct tcp_audit_event *ev, char out[EVENT_JSON_MAX])
+{
+	struct out o = {out};
+	char buf[RFC3339_NS_LEN > ADDR_TEXT_LEN ? RFC3339_NS_LEN : ADDR_TEXT_LEN];
+
+	PUT_LIT(&o, "{\"time\":\"");
+	put_raw(&o, buf, format_rfc3339_ns(ev->time_ns, buf));
+	*o.p++ = '"';
+	if (ev->valid & TCP_AUDIT_HAS_HOST) {
+		put_key(&o, "host");
+		put_string(&o, ev->host, sizeof(ev->host));
+	}
+	if (ev->kind == TCP_AUDIT_KIND_GAP) {
+		PUT_LIT(&o, ",\"kind\":\"gap\"");
+		put_name_field(&o, "stage", gap_stage_name(ev->gap_stage), ev->gap_stage);
+		put_u64_field(&o, "lost", ev->gap_lost);
+	} else {
+		put_name_field(&o, "family", family_name(ev->family), ev->family);
+		put_key(&o, "saddr");
+		put_string(&o, format_addr(ev->family, ev->saddr, buf), ADDR_TEXT_LEN);
+		put_u64_field(&o, "sport", ev->sport);
+		put_key(&o, "daddr");
+		put_string(&o, format_addr(ev->family, ev->daddr, buf), ADDR_TEXT_LEN);
+		put_u64_field(&o, "dport", ev->dport);
+		put_name_field(&o, "old_state", tcp_state_name(ev->old_state), ev->old_state);
+		put_name_field(&o, "new_state", tcp_state_name(ev->new_state), ev->new_state);
+		put_u64_field(&o, "pid_on_cpu", ev->pid_on_cpu);
+		if (ev->valid & TCP_AUDIT_HAS_TID)
+			put_u64_field(&o, "tid_on_cpu", ev->tid_on_cpu);
+		put_key(&o, "comm_on_cpu");
+		put_string(&o, ev->comm_on_cpu, sizeof(ev->comm_on_cpu));
+		if (ev->valid & TCP_AUDIT_HAS_OWNER) {
+			put_u64_field(&o, "owner_pid", ev->owner_pid);
+			put_u64_field(&o, "owner_uid", ev->owner_uid);
+			put_key(&o, "owner_comm");
+			put_string(&o, ev->owner_comm, sizeof(ev->owner_comm));
+		}
+		if (ev->valid & TCP_AUDIT_HAS_COOKIE)
+			put_u64_field(&o, "sock_cookie", ev->sock_cookie);
+		if (ev->valid & TCP_AUDIT_HAS_SOCK_INODE) {
+			put_u64_field(&o, "sock_inode", ev->sock_inode);
+			put_u64_field(&o, "sock_uid", ev->sock_uid);
+			put_u64_field(&o, "sock_gid", ev->sock_gid);
+		}
+		if (ev->valid & TCP_AUDIT_HAS_SOCK_STATE)
+			put_name_field(&o, "sock_state", sock_state_name(ev->sock_state),
+				       ev->sock_state);
+		if (ev->valid & TCP_AUDIT_HAS_NETNS)
+			put_u64_field(&o, "netns", ev->netns);
+		if (ev->valid & TCP_AUDIT_HAS_CGROUP)
+			put_u64_field(&o, "cgroup_id", ev->cgroup_id);
+	}
+	if (ev->valid & TCP_AUDIT_HAS_SEQ)
+		put_u64_field(&o, "seq", ev->seq);
+	if (ev->valid & TCP_AUDIT_HAS_KTIME)
+		put_u64_field(&o, "ktime", ev->ktime_ns);
+	*o.p++ = '}';
+	*o.p++ = '\n';
+	return (size_t)(o.p - out);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Reader                                                                    */
+
+enum field_type {
+	F_TIME,
+	F_HOST,
+	F_KIND,
+	F_STAGE,
+	F_FAMILY,
+	F_SADDR,
+	F_DADDR,
+	F_U16,
+	F_U32,
+	F_U64,
+	F_TCP_STATE,
+	F_SOCK_STATE,
+	F_COMM,
+};
+
+struct field {
+	const char *key;
+	enum field_type type;
+	size_t offset;
+	uint32_t valid; /* bit set when present */
+	bool required;  /* required in a state-change line */
+};
+
+#define OFF(m) offsetof(struct tcp_audit_event, m)
+
+static const struct field fields[] = {
+	{"time", F_TIME, OFF(time_ns), 0, true},
+	{"host", F_HOST, OFF(host), TCP_AUDIT_HAS_HOST, false},
+	{"kind", F_KIND, OFF(kind), 0, false},
+	{"stage", F_STAGE, OFF(gap_stage), 0, false},
+	{"lost", F_U64, OFF(gap_lost), 0, false},
+	{"family", F_FAMILY, OFF(family), 0, true},
+	{"saddr", F_SADDR, OFF(saddr), 0, true},
+	{"sport", F_U16, OFF(sport), 0, true},
+	{"daddr", F_DADDR, OFF(daddr), 0, true},
+	{"dport", F_U16, OFF(dport), 0, true},
+	{"old_state", F_TCP_STATE, OFF(old_state), 0, true},
+	{"new_state", F_TCP_STATE, OFF(new_state), 0, true},
+	{"pid_on_cpu", F_U32, OFF(pid_on_cpu), 0, true},
+	{"tid_on_cpu", F_U32, OFF(tid_on_cpu), TCP_AUDIT_HAS_TID, false},
+	{"comm_on_cpu", F_COMM, OFF(comm_on_cpu), 0, true},
+	{"owner_pid", F_U32, OFF(owner_pid), TCP_AUDIT_HAS_OWNER, false},
+	{"owner_uid", F_U32, OFF(owner_uid), TCP_AUDIT_HAS_OWNER, false},
+	{"owner_comm", F_COMM, OFF(owner_comm), TCP_AUDIT_HAS_OWNER, false},
+	{"sock_cookie", F_U64, OFF(sock_cookie), TCP_AUDIT_HAS_COOKIE, false},
+	{"sock_inode", F_U64, OFF(sock_inode), TCP_AUDIT_HAS_SOCK_INODE, false},
+	{"sock_uid", F_U32, OFF(sock_uid), TCP_AUDIT_HAS_SOCK_INODE, false},
+	{"sock_gid", F_U32, OFF(sock_gid), TCP_AUDIT_HAS_SOCK_INODE, false},
+	{"sock_state", F_SOCK_STATE, OFF(sock_state), TCP_AUDIT_HAS_SOCK_STATE, false},
+	{"netns", F_U32, OFF(netns), TCP_AUDIT_HAS_NETNS, false},
+	{"cgroup_id", F_U64, OFF(cgroup_id), TCP_AUDIT_HAS_CGROUP, false},
+	{"seq", F_U64, OFF(seq), TCP_AUDIT_HAS_SEQ, false},
+	{"ktime", F_U64, OFF(ktime_ns), TCP_AUDIT_HAS_KTIME, false},
+};
+
+#define N_FIELDS (sizeof(fields) / sizeof(fields[0]))
+
+/* Keys that must come together, or not at all. */
+static const char *const groups[][3] = {
+	{"owner_pid", "owner_uid", "owner_comm"},
+	{"sock_inode", "sock_uid", "sock_gid"},
+};
+
+struct parser {
+	const char *p, *end;
+	char *err;
+	size_t err_size;
+};
+
+__attribute__((format(printf, 2, 3))) static int fail(struct parser *ps, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(ps->err, ps->err_size, fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+static void skip_ws(struct parser *ps)
+{
+	while (ps->p < ps->end &&
+	       (*ps->p == ' ' || *ps->p == '\t' || *ps->p == '\r' || *ps->p == '\n'))
+		ps->p++;
+}
+
+static int hex4(const char *s, unsigned *v)
+{
+	*v = 0;
+	for (int i = 0; i < 4; i++) {
+		char c = s[i];
+		unsigned d;
+		if (c >= '0' && c <= '9')
+			d = (unsigned)(c - '0');
+		else if (c >= 'a' && c <= 'f')
+			d = (unsigned)(c - 'a' + 10);
+		else if (c >= 'A' && c <= 'F')
+			d = (unsigned)(c - 'A' + 10);
+		else
+			return -1;
+		*v = *v << 4 | d;
+	}
+	return 0;
+}
+
+static size_t put_utf8(char *out, uint32_t cp)
+{
+	if (cp < 0x80) {
+		out[0] = (char)cp;
+		return 1;
+	}
+	if (cp < 0x800) {
+		out[0] = (char)(0xc0 | cp >> 6);
+		out[1] = (char)(0x80 | (cp & 0x3f));
+		return 2;
+	}
+	if (cp < 0x10000) {
+		out[0] = (char)(0xe0 | cp >> 12);
+		out[1] = (char)(0x80 | (cp >> 6 & 0x3f));
+		out[2] = (char)(0x80 | (cp & 0x3f));
+		return 3;
+	}
+	out[0] = (char)(0xf0 | cp >> 18);
+	out[1] = (char)(0x80 | (cp >> 12 & 0x3f));
+	out[2] = (char)(0x80 | (cp >> 6 & 0x3f));
+	out[3] = (char)(0x80 | (cp & 0x3f));
+	return 4;
+}
+
+/*
+ * Decodes a JSON string at ps->p (on the opening quote) into out (at most
+ * cap - 1 bytes, NUL-terminated).  what names it in errors.
+ */
+static int parse_string(struct parser *ps, char *out, size_t cap, size_t *out_len, const char *what)
+{
+	size_t n = 0;
+
+	if (ps->p >= ps->end || *ps->p != '"')
+		return fail(ps, "%s: expected a string", what);
+	ps->p++;
+	for (;;) {
+		char tmp[4];
+		size_t tn;
+
+		if (ps->p >= ps->end)
+			return fail(ps, "%s: unterminated string", what);
+		unsigned char c = (unsigned char)*ps->p;
+		if (c == '"') {
+			ps->p++;
+			break;
+		}
+		if (c < 0x20)
+			return fail(ps, "%s: raw control character in string", what);
+		if (c == '\\') {
+			if (ps->end - ps->p < 2)
+				return fail(ps, "%s: unterminated string", what);
+			char e = ps->p[1];
+			ps->p += 2;
+			tn = 1;
+			switch (e) {
+			case '"':
+			case '\\':
+			case '/':
+				tmp[0] = e;
+				break;
+			case 'b':
+				tmp[0] = '\b';
+				break;
+			case 'f':
+				tmp[0] = '\f';
+				break;
+			case 'n':
+				tmp[0] = '\n';
+				break;
+			case 'r':
+				tmp[0] = '\r';
+				break;
+			case 't':
+				tmp[0] = '\t';
+				break;
+			case 'u': {
+				unsigned cp;
+				if (ps->end - ps->p < 4 || hex4(ps->p, &cp))
+					return fail(ps, "%s: bad \\u escape", what);
+				ps->p += 4;
+				if (cp >= 0xd800 && cp <= 0xdbff) {
+					unsigned lo;
+					if (ps->end - ps->p < 6 || ps->p[0] != '\\' || ps->p[1] != 'u' ||
+					    hex4(ps->p + 2, &lo) || lo < 0xdc00 || lo > 0xdfff)
+						return fail(ps, "%s: unpaired surrogate", what);
+					ps->p += 6;
+					cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+				} else if (cp >= 0xdc00 && cp <= 0xdfff) {
+					return fail(ps, "%s: unpaired surrogate", what);
+				}
+				if (cp == 0)
+					return fail(ps, "%s: NUL character in string", what);
+				if (cp >= 0x80 && cp <= 0xff)
+					tmp[0] = (char)cp; /* a raw byte, see event-json.h */
+				else
+					tn = put_utf8(tmp, cp);
+				break;
+			}
+			default:
+				return fail(ps, "%s: bad escape \\%c", what, e);
+			}
+		} else if (c < 0x80) {
+			tmp[0] = (char)c;
+			tn = 1;
+			ps->p++;
+		} else {
+			tn = utf8_seq_len((const unsigned char *)ps->p, (size_t)(ps->end - ps->p));
+			if (tn == 0)
+				return fail(ps, "%s: invalid UTF-8", what);
+			memcpy(tmp, ps->p, tn);
+			ps->p += tn;
+		}
+		if (n + tn > cap - 1)
+			return fail(ps, "%s: longer than %zu bytes", what, cap - 1);
+		memcpy(out + n, tmp, tn);
+		n += tn;
+	}
+	out[n] = '\0';
+	if (out_len)
+		*out_len = n;
+	return 0;
+}
+
+static int parse_uint(struct parser *ps, uint64_t max, uint64_t *v, const char *what)
+{
+	const char *start = ps->p;
+	uint64_t x = 0;
+
+	if (ps->p >= ps->end || *ps->p < '0' || *ps->p > '9')
+		return fail(ps, "%s: expected a non-negative integer", what);
+	if (*ps->p == '0' && ps->p + 1 < ps->end && ps->p[1] >= '0' && ps->p[1] <= '9')
+		return fail(ps, "%s: leading zero", what);
+	while (ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9') {
+		unsigned d = (unsigned)(*ps->p - '0');
+		if (x > (UINT64_MAX - d) / 10)
+			return fail(ps, "%s: number out of range", what);
+		x = x * 10 + d;
+		ps->p++;
+	}
+	if (ps->p < ps->end && (*ps->p == '.' || *ps->p == 'e' || *ps->p == 'E'))
+		return fail(ps, "%s: expected an integer", what);
+	if (x > max)
+		return fail(ps, "%s: %.*s is out of range (max %llu)", what, (int)(ps->p - start),
+			    start, (unsigned long long)max);
+	*v = x;
+	return 0;
+}
+
+/* A string naming a value (state, family...), or an integer kept as is. */
+static int parse_named(struct parser *ps, int (*from_name)(const char *, size_t), uint64_t max,
+		       uint64_t *v, const char *what)
+{
+	char buf[32];
+	size_t len;
+
+	if (ps->p < ps->end && *ps->p == '"') {
+		int r = parse_string(ps, buf, sizeof(buf), &len, what);
+		if (r)
+			return r;
+		int x = from_name(buf, len);
+		if (x < 0)
+			return fail(ps, "%s: unknown value \"%s\"", what, buf);
+		*v = (uint64_t)x;
+		return 0;
+	}
+	return parse_uint(ps, max, v, what);
+}
+
+static int kind_from_name(const char *name, size_t len)
+{
+	if (len == 3 && memcmp(name, "gap", 3) == 0)
+		return TCP_AUDIT_KIND_GAP;
+	return -1;
+}
+
+int event_from_json(const char *line, size_t len, struct tcp_audit_event *ev, char *err,
+		    size_t err_size)
+{
+	struct parser ps = {line, line + len, err, err_size};
+	bool seen[N_FIELDS] = {false};
+	char addr_text[2][ADDR_TEXT_LEN] = {"", ""};
+	size_t addr_len[2] = {0, 0};
+	int r;
+
+	memset(ev, 0, sizeof(*ev));
+	skip_ws(&ps);
+	if (ps.p >= ps.end || *ps.p != '{')
+		return fail(&ps, "expected a JSON object");
+	ps.p++;
+	skip_ws(&ps);
+	if (ps.p < ps.end && *ps.p == '}')
+		return fail(&ps, "empty object");
+	for (;;) {
+		char key[32];
+		size_t i;
+
+		skip_ws(&ps);
+		r = parse_string(&ps, key, sizeof(key), NULL, "key");
+		if (r)
+			return r;
+		for (i = 0; i < N_FIELDS; i++)
+			if (strcmp(fields[i].key, key) == 0)
+				break;
+		if (i == N_FIELDS)
+			return fail(&ps, "unknown key \"%s\"", key);
+		if (seen[i])
+			return fail(&ps, "duplicate key \"%s\"", key);
+		seen[i] = true;
+		skip_ws(&ps);
+		if (ps.p >= ps.end || *ps.p != ':')
+			return fail(&ps, "%s: expected ':'", key);
+		ps.p++;
+		skip_ws(&ps);
+
+		const struct field *f = &fields[i];
+		unsigned char *dst = (unsigned char *)ev + f->offset;
+		uint64_t v = 0;
+		switch (f->type) {
+		case F_TIME: {
+			char buf[48];
+			size_t n;
+			r = parse_string(&ps, buf, sizeof(buf), &n, key);
+			if (!r && parse_rfc3339_ns(buf, n, &ev->time_ns))
+				r = fail(&ps, "time: \"%s\" is not an RFC 3339 time", buf);
+			break;
+		}
+		case F_HOST:
+			r = parse_string(&ps, (char *)dst, TCP_AUDIT_HOST_LEN, NULL, key);
+			break;
+		case F_COMM:
+			r = parse_string(&ps, (char *)dst, TCP_AUDIT_COMM_LEN, NULL, key);
+			break;
+		case F_SADDR:
+		case F_DADDR: {
+			/* parsed once the family is known */
+			int k = f->type == F_DADDR;
+			r = parse_string(&ps, addr_text[k], ADDR_TEXT_LEN, &addr_len[k], key);
+			break;
+		}
+		case F_KIND:
+			r = parse_named(&ps, kind_from_name, 0, &v, key);
+			if (!r)
+				*dst = (uint8_t)v;
+			break;
+		case F_STAGE:
+			r = parse_named(&ps, gap_stage_from_name, 255, &v, key);
+			if (!r)
+				*dst = (uint8_t)v;
+			break;
+		case F_FAMILY:
+			r = parse_named(&ps, family_from_name, 65535, &v, key);
+			if (!r)
+				ev->family = (uint16_t)v;
+			break;
+		case F_TCP_STATE:
+			r = parse_named(&ps, tcp_state_from_name, 255, &v, key);
+			if (!r)
+				*dst = (uint8_t)v;
+			break;
+		case F_SOCK_STATE:
+			r = parse_named(&ps, sock_state_from_name, 255, &v, key);
+			if (!r)
+				*dst = (uint8_t)v;
+			break;
+		case F_U16:
+			r = parse_uint(&ps, UINT16_MAX, &v, key);
+			if (!r)
+				memcpy(dst, &(uint16_t){(uint16_t)v}, 2);
+			break;
+		case F_U32:
+			r = parse_uint(&ps, UINT32_MAX, &v, key);
+			if (!r)
+				memcpy(dst, &(uint32_t){(uint32_t)v}, 4);
+			break;
+		case F_U64:
+			r = parse_uint(&ps, UINT64_MAX, &v, key);
+			if (!r)
+				memcpy(dst, &v, 8);
+			break;
+		}
+		if (r)
+			return r;
+		ev->valid |= f->valid;
+		skip_ws(&ps);
+		if (ps.p < ps.end && *ps.p == ',') {
+			ps.p++;
+			continue;
+		}
+		if (ps.p < ps.end && *ps.p == '}') {
+			ps.p++;
+			break;
+		}
+		return fail(&ps, "expected ',' or '}' after \"%s\"", key);
+	}
+	skip_ws(&ps);
+	if (ps.p != ps.end)
+		return fail(&ps, "trailing characters after the object");
+
+	for (size_t g = 0; g < sizeof(groups) / sizeof(groups[0]); g++) {
+		int n = 0;
+		for (size_t k = 0; k < 3; k++)
+			for (size_t i = 0; i < N_FIELDS; i++)
+				if (seen[i] && strcmp(fields[i].key, groups[g][k]) == 0)
+					n++;
+		if (n != 0 && n != 3)
+			return fail(&ps, "\"%s\", \"%s\" and \"%s\" go together", groups[g][0],
+				    groups[g][1], groups[g][2]);
+	}
+
+	bool gap = ev->kind == TCP_AUDIT_KIND_GAP;
+	for (size_t i = 0; i < N_FIELDS; i++) {
+		bool gap_key = strcmp(fields[i].key, "stage") == 0 || strcmp(fields[i].key, "lost") == 0;
+		if (gap && gap_key && !seen[i])
+			return fail(&ps, "missing key \"%s\"", fields[i].key);
+		if (!gap && fields[i].required && !seen[i])
+			return fail(&ps, "missing key \"%s\"", fields[i].key);
+		if (!gap && gap_key && seen[i])
+			return fail(&ps, "\"%s\" is only for gap records", fields[i].key);
+		if (gap && i > 0 && fields[i].required && seen[i])
+			return fail(&ps, "\"%s\" does not belong in a gap record", fields[i].key);
+	}
+	if (!gap) {
+		for (int k = 0; k < 2; k++) {
+			if (parse_addr(ev->family, addr_text[k], addr_len[k], k ? ev->daddr : ev->saddr))
+				return fail(&ps, "%s: \"%s\" is not an %s address", k ? "daddr" : "saddr",
+					    addr_text[k], ev->family == AF_INET6 ? "IPv6" : "IPv4");
+		}
+	}
+	return 0;
+}

@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The JSON-lines form of an event: written by the jsonl sink, read back by the
+ * replay eventer.  One definition of the format, so that a file replayed into
+ * the jsonl sink comes out byte for byte the same.
+ *
+ * Strings are always valid JSON and valid UTF-8: bytes of a command name that
+ * are not valid UTF-8 are written as \u0080..\u00ff, and read back as those
+ * raw bytes (valid UTF-8 is written as is, so this is unambiguous for lines
+ * this code wrote).
+ */
+#ifndef TCP_AUDIT_EVENT_JSON_H
+#define TCP_AUDIT_EVENT_JSON_H
+
+#include <stddef.h>
+
+#include <tcp-audit/plugin.h>
+
+/* Enough for any event: every key, every string escaped at 6 bytes a byte. */
+#define EVENT_JSON_MAX 1536
+
+/* Writes one line, '\n' included, no NUL; returns its length. */
+size_t event_to_json(const struct tcp_audit_event *ev, char out[EVENT_JSON_MAX]);
+
+/*
+ * Parses one line (without its '\n') into *ev.  Returns 0, or -EINVAL with a
+ * one-line reason in err ("missing key \"dport\"", "dport: 70000 is out of
+ * range", ...).
+ */
+int event_from_json(const char *line, size_t len, struct tcp_audit_event *ev, char *err,
+		    size_t err_size);
+
+#endif

@@ -1,0 +1,264 @@
+/* SPDX-License-Identifier: MIT */
+/* Text forms of event fields: state names, RFC 3339 times, addresses. */
+#include "event-text.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+
+static const char *const tcp_states[] = {
+	[TCP_AUDIT_TCP_ESTABLISHED] = "ESTABLISHED",
+	[TCP_AUDIT_TCP_SYN_SENT] = "SYN-SENT",
+	[TCP_AUDIT_TCP_SYN_RECV] = "SYN-RECEIVED",
+	[TCP_AUDIT_TCP_FIN_WAIT1] = "FIN-WAIT-1",
+	[TCP_AUDIT_TCP_FIN_WAIT2] = "FIN-WAIT-2",
+	[TCP_AUDIT_TCP_TIME_WAIT] = "TIME-WAIT",
+	[TCP_AUDIT_TCP_CLOSE] = "CLOSED",
+	[TCP_AUDIT_TCP_CLOSE_WAIT] = "CLOSE-WAIT",
+	[TCP_AUDIT_TCP_LAST_ACK] = "LAST-ACK",
+	[TCP_AUDIT_TCP_LISTEN] = "LISTEN",
+	[TCP_AUDIT_TCP_CLOSING] = "CLOSING",
+	[TCP_AUDIT_TCP_NEW_SYN_RECV] = "NEW-SYN-RECV",
+};
+
+static const char *const sock_states[] = {
+	[TCP_AUDIT_SS_FREE] = "FREE",
+	[TCP_AUDIT_SS_UNCONNECTED] = "UNCONNECTED",
+	[TCP_AUDIT_SS_CONNECTING] = "CONNECTING",
+	[TCP_AUDIT_SS_CONNECTED] = "CONNECTED",
+	[TCP_AUDIT_SS_DISCONNECTING] = "DISCONNECTING",
+};
+
+static const char *const gap_stages[] = {
+	[TCP_AUDIT_STAGE_KERNEL] = "kernel",
+	[TCP_AUDIT_STAGE_QUEUE] = "queue",
+	[TCP_AUDIT_STAGE_SPOOL] = "spool",
+	[TCP_AUDIT_STAGE_INPUT] = "input",
+};
+
+#define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
+
+static const char *name_of(const char *const *names, size_t n, unsigned v)
+{
+	return v < n ? names[v] : NULL;
+}
+
+static int value_of(const char *const *names, size_t n, const char *name, size_t len)
+{
+	for (size_t i = 0; i < n; i++)
+		if (names[i] && strlen(names[i]) == len && memcmp(names[i], name, len) == 0)
+			return (int)i;
+	return -1;
+}
+
+const char *tcp_state_name(unsigned state)
+{
+	return name_of(tcp_states, N_ELEMS(tcp_states), state);
+}
+
+int tcp_state_from_name(const char *name, size_t len)
+{
+	return value_of(tcp_states, N_ELEMS(tcp_states), name, len);
+}
+
+const char *sock_state_name(unsigned state)
+{
+	return name_of(sock_states, N_ELEMS(sock_states), state);
+}
+
+int sock_state_from_name(const char *name, size_t len)
+{
+	return value_of(sock_states, N_ELEMS(sock_states), name, len);
+}
+
+const char *gap_stage_name(unsigned stage)
+{
+	return name_of(gap_stages, N_ELEMS(gap_stages), stage);
+}
+
+int gap_stage_from_name(const char *name, size_t len)
+{
+	return value_of(gap_stages, N_ELEMS(gap_stages), name, len);
+}
+
+const char *family_name(unsigned family)
+{
+	switch (family) {
+	case AF_INET:
+		return "inet";
+	case AF_INET6:
+		return "inet6";
+	default:
+		return NULL;
+	}
+}
+
+int family_from_name(const char *name, size_t len)
+{
+	if (len == 4 && memcmp(name, "inet", 4) == 0)
+		return AF_INET;
+	if (len == 5 && memcmp(name, "inet6", 5) == 0)
+		return AF_INET6;
+	return -1;
+}
+
+/* Howard Hinnant's civil-calendar algorithms, proleptic Gregorian. */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+	y -= m <= 2;
+	int64_t era = (y >= 0 ? y : y - 399) / 400;
+	unsigned yoe = (unsigned)(y - era * 400);
+	unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + (int64_t)doe - 719468;
+}
+
+static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
+{
+	z += 719468;
+	int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+	unsigned doe = (unsigned)(z - era * 146097);
+	unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	unsigned mp = (5 * doy + 2) / 153;
+	*d = doy - (153 * mp + 2) / 5 + 1;
+	*m = mp < 10 ? mp + 3 : mp - 9;
+	*y = (int64_t)yoe + era * 400 + (*m <= 2);
+}
+
+static void put_digits(char *p, uint64_t v, int n)
+{
+	for (int i = n - 1; i >= 0; i--) {
+		p[i] = (char)('0' + v % 10);
+		v /= 10;
+	}
+}
+
+size_t format_rfc3339_ns(uint64_t ns, char out[RFC3339_NS_LEN])
+{
+	uint64_t secs = ns / 1000000000u;
+	uint64_t frac = ns % 1000000000u;
+	int64_t days = (int64_t)(secs / 86400);
+	uint64_t sod = secs % 86400;
+	int64_t y;
+	unsigned m, d;
+
+	civil_from_days(days, &y, &m, &d);
+	put_digits(out, (uint64_t)y % 10000, 4);
+	out[4] = '-';
+	put_digits(out + 5, m, 2);
+	out[7] = '-';
+	put_digits(out + 8, d, 2);
+	out[10] = 'T';
+	put_digits(out + 11, sod / 3600, 2);
+	out[13] = ':';
+	put_digits(out + 14, sod / 60 % 60, 2);
+	out[16] = ':';
+	put_digits(out + 17, sod % 60, 2);
+	out[19] = '.';
+	put_digits(out + 20, frac, 9);
+	out[29] = 'Z';
+	out[30] = '\0';
+	return 30;
+}
+
+static int take_digits(const char **p, const char *end, int n, unsigned *v)
+{
+	*v = 0;
+	for (int i = 0; i < n; i++, (*p)++) {
+		if (*p >= end || **p < '0' || **p > '9')
+			return -EINVAL;
+		*v = *v * 10 + (unsigned)(**p - '0');
+	}
+	return 0;
+}
+
+static int expect(const char **p, const char *end, char c)
+{
+	if (*p >= end || **p != c)
+		return -EINVAL;
+	(*p)++;
+	return 0;
+}
+
+int parse_rfc3339_ns(const char *s, size_t len, uint64_t *ns)
+{
+	const char *p = s, *end = s + len;
+	unsigned y, mo, d, h, mi, sec, frac = 0;
+	int64_t offset = 0;
+
+	if (take_digits(&p, end, 4, &y) || expect(&p, end, '-') || take_digits(&p, end, 2, &mo) ||
+	    expect(&p, end, '-') || take_digits(&p, end, 2, &d))
+		return -EINVAL;
+	if (p >= end || (*p != 'T' && *p != 't' && *p != ' '))
+		return -EINVAL;
+	p++;
+	if (take_digits(&p, end, 2, &h) || expect(&p, end, ':') || take_digits(&p, end, 2, &mi) ||
+	    expect(&p, end, ':') || take_digits(&p, end, 2, &sec))
+		return -EINVAL;
+	if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
+		return -EINVAL;
+	if (p < end && *p == '.') {
+		int n = 0;
+		p++;
+		while (p < end && *p >= '0' && *p <= '9') {
+			if (n < 9)
+				frac = frac * 10 + (unsigned)(*p - '0');
+			n++;
+			p++;
+		}
+		if (n == 0)
+			return -EINVAL;
+		for (; n < 9; n++)
+			frac *= 10;
+	}
+	if (p < end && (*p == 'Z' || *p == 'z')) {
+		p++;
+	} else if (p < end && (*p == '+' || *p == '-')) {
+		int sign = *p == '-' ? -1 : 1;
+		unsigned oh, om;
+		p++;
+		if (take_digits(&p, end, 2, &oh) || expect(&p, end, ':') ||
+		    take_digits(&p, end, 2, &om) || oh > 23 || om > 59)
+			return -EINVAL;
+		offset = sign * (int64_t)(oh * 3600 + om * 60);
+	} else {
+		return -EINVAL;
+	}
+	if (p != end)
+		return -EINVAL;
+
+	int64_t secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset;
+	if (secs < 0 || (uint64_t)secs > UINT64_MAX / 1000000000u - 1)
+		return -EINVAL;
+	*ns = (uint64_t)secs * 1000000000u + frac;
+	return 0;
+}
+
+const char *format_addr(unsigned family, const uint8_t addr[16], char out[ADDR_TEXT_LEN])
+{
+	if ((family != AF_INET && family != AF_INET6) ||
+	    !inet_ntop((int)family, addr, out, ADDR_TEXT_LEN))
+		out[0] = '\0';
+	return out;
+}
+
+int parse_addr(unsigned family, const char *s, size_t len, uint8_t addr[16])
+{
+	char buf[ADDR_TEXT_LEN];
+
+	if (len == 0 || len >= sizeof(buf) || (family != AF_INET && family != AF_INET6))
+		return -EINVAL;
+	memcpy(buf, s, len);
+	buf[len] = '\0';
+	memset(addr, 0, 16);
+	return inet_pton((int)family, buf, addr) == 1 ? 0 : -EINVAL;
+}
+
+void copy_fixed_string(char *dst, size_t dst_size, const char *src)
+{
+	size_t n = strnlen(src, dst_size - 1);
+	memcpy(dst, src, n);
+	memset(dst + n, 0, dst_size - n);
+}

@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Text forms of event fields, shared by the core and the built-in plugins so
+ * that every store spells states, times and addresses the same way.
+ */
+#ifndef TCP_AUDIT_EVENT_TEXT_H
+#define TCP_AUDIT_EVENT_TEXT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <tcp-audit/plugin.h>
+
+/* "2026-11-25T01:53:07.123456789Z" plus NUL */
+#define RFC3339_NS_LEN 31
+/* "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255" plus NUL */
+#define ADDR_TEXT_LEN 46
+
+/* RFC 793 spelling ("SYN-SENT"), or NULL for a value outside the kernel's. */
+const char *tcp_state_name(unsigned state);
+/* Inverse of tcp_state_name(); -1 if the name is unknown. */
+int tcp_state_from_name(const char *name, size_t len);
+
+/* "CONNECTED" etc., or NULL. */
+const char *sock_state_name(unsigned state);
+int sock_state_from_name(const char *name, size_t len);
+
+/* "inet" / "inet6", or NULL. */
+const char *family_name(unsigned family);
+int family_from_name(const char *name, size_t len);
+
+const char *gap_stage_name(unsigned stage);
+int gap_stage_from_name(const char *name, size_t len);
+
+/* Writes RFC 3339 UTC with nanoseconds; returns the length (30). */
+size_t format_rfc3339_ns(uint64_t ns, char out[RFC3339_NS_LEN]);
+/*
+ * Parses what format_rfc3339_ns() writes, and also fewer fraction digits and
+ * a numeric offset (+hh:mm).  Returns 0 or -EINVAL.
+ */
+int parse_rfc3339_ns(const char *s, size_t len, uint64_t *ns);
+
+/* inet_ntop() of saddr/daddr for the event's family; "" if the family is odd. */
+const char *format_addr(unsigned family, const uint8_t addr[16], char out[ADDR_TEXT_LEN]);
+/* Parses an address of the given family into 16 zero-padded bytes. */
+int parse_addr(unsigned family, const char *s, size_t len, uint8_t addr[16]);
+
+/* Copies a NUL-terminated string into a fixed field, NUL-padding the rest. */
+void copy_fixed_string(char *dst, size_t dst_size, const char *src);
+
+#endif

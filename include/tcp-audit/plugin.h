@@ -1,0 +1,260 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tcp-audit plugin ABI: the only header a tcp-audit plugin needs.
+ *
+ * A plugin is a shared object exporting one function, tcp_audit_plugin_entry(),
+ * that returns a static descriptor (struct tcp_audit_plugin).  The host checks
+ * the descriptor's ABI version and size before it touches anything else, so a
+ * plugin built for another ABI is refused with a clear message instead of
+ * crashing.  Build plugins with -fvisibility=hidden and mark only the entry
+ * point with TCP_AUDIT_EXPORT.
+ *
+ * Conventions:
+ *  - Every callback returns 0 (or a count) on success and a negative errno on
+ *    failure.  A failed call is retried; N consecutive failures of one plugin
+ *    stop the run (exit 1).  Three values outside the errno range have a
+ *    documented meaning: TCP_AUDIT_END (eventer: end of stream),
+ *    TCP_AUDIT_FATAL (eventer: cannot go on, stop the run now) and
+ *    TCP_AUDIT_RETRY (sinker: the store is temporarily unavailable, hand me
+ *    the same batch again later; not counted as a failure).
+ *  - Plugins never call exit() and never write to stdout/stderr on their own:
+ *    they log through the logger the host passes in, which prefixes each line
+ *    with the plugin's role and name ("[sink:pgsql] ...").
+ *  - The host owns the event buffers.  A sinker that keeps events beyond the
+ *    write() call copies them.
+ *  - Options are declared in a table; the host parses and validates
+ *    "-p KEY=VALUE" values against it and stores them, typed, into a config
+ *    struct of config_size bytes whose fields the table addresses by offset.
+ */
+#ifndef TCP_AUDIT_PLUGIN_H
+#define TCP_AUDIT_PLUGIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Bumped on any incompatible change to the structs or callbacks below. */
+#define TCP_AUDIT_ABI_VERSION 1u
+
+#define TCP_AUDIT_EXPORT __attribute__((visibility("default")))
+#define TCP_AUDIT_ENTRY_SYMBOL "tcp_audit_plugin_entry"
+
+/* Return codes outside the errno range (errno values are below 4096). */
+#define TCP_AUDIT_END (-100001)   /* eventer read(): no more events, ever */
+#define TCP_AUDIT_RETRY (-100002) /* sinker write()/flush(): transient, retry */
+#define TCP_AUDIT_FATAL (-100003) /* eventer read(): cannot go on (logged why) */
+
+/* ------------------------------------------------------------------------ */
+/* Events                                                                    */
+
+/* Kernel TCP states (include/net/tcp_states.h); 0 means unknown. */
+enum tcp_audit_tcp_state {
+	TCP_AUDIT_TCP_ESTABLISHED = 1,
+	TCP_AUDIT_TCP_SYN_SENT = 2,
+	TCP_AUDIT_TCP_SYN_RECV = 3,
+	TCP_AUDIT_TCP_FIN_WAIT1 = 4,
+	TCP_AUDIT_TCP_FIN_WAIT2 = 5,
+	TCP_AUDIT_TCP_TIME_WAIT = 6,
+	TCP_AUDIT_TCP_CLOSE = 7,
+	TCP_AUDIT_TCP_CLOSE_WAIT = 8,
+	TCP_AUDIT_TCP_LAST_ACK = 9,
+	TCP_AUDIT_TCP_LISTEN = 10,
+	TCP_AUDIT_TCP_CLOSING = 11,
+	TCP_AUDIT_TCP_NEW_SYN_RECV = 12,
+};
+
+/* Kernel socket_state (include/uapi/linux/net.h). */
+enum tcp_audit_sock_state {
+	TCP_AUDIT_SS_FREE = 0,
+	TCP_AUDIT_SS_UNCONNECTED = 1,
+	TCP_AUDIT_SS_CONNECTING = 2,
+	TCP_AUDIT_SS_CONNECTED = 3,
+	TCP_AUDIT_SS_DISCONNECTING = 4,
+};
+
+enum tcp_audit_event_kind {
+	TCP_AUDIT_KIND_STATE_CHANGE = 0, /* a TCP state transition */
+	TCP_AUDIT_KIND_GAP = 1,          /* gap_lost events were lost at gap_stage */
+};
+
+/* Where in the pipeline a gap happened. */
+enum tcp_audit_gap_stage {
+	TCP_AUDIT_STAGE_KERNEL = 0, /* kernel ring / trace buffer overflowed */
+	TCP_AUDIT_STAGE_QUEUE = 1,  /* tcp-audit's in-memory queue */
+	TCP_AUDIT_STAGE_SPOOL = 2,  /* tcp-audit's on-disk spool */
+	TCP_AUDIT_STAGE_INPUT = 3,  /* an input the eventer skipped (replay) */
+};
+
+/* Validity bits for the optional fields of struct tcp_audit_event. */
+enum tcp_audit_event_valid {
+	TCP_AUDIT_HAS_OWNER = 1u << 0,      /* owner_pid, owner_uid, owner_comm */
+	TCP_AUDIT_HAS_COOKIE = 1u << 1,     /* sock_cookie */
+	TCP_AUDIT_HAS_SOCK_INODE = 1u << 2, /* sock_inode, sock_uid, sock_gid */
+	TCP_AUDIT_HAS_SOCK_STATE = 1u << 3, /* sock_state */
+	TCP_AUDIT_HAS_NETNS = 1u << 4,      /* netns */
+	TCP_AUDIT_HAS_CGROUP = 1u << 5,     /* cgroup_id */
+	TCP_AUDIT_HAS_SEQ = 1u << 6,        /* seq */
+	TCP_AUDIT_HAS_HOST = 1u << 7,       /* host */
+	TCP_AUDIT_HAS_KTIME = 1u << 8,      /* ktime_ns */
+	TCP_AUDIT_HAS_TID = 1u << 9,        /* tid_on_cpu */
+};
+
+#define TCP_AUDIT_COMM_LEN 16
+#define TCP_AUDIT_HOST_LEN 80 /* HOST_NAME_MAX (64) + NUL, padded */
+
+/*
+ * One event: fixed size, no pointers, so it can be copied, queued and
+ * spooled as plain bytes.  Numbers are in host byte order; addresses are in
+ * network byte order (an IPv4 address fills the first 4 bytes of saddr/daddr,
+ * the rest is zero).  Strings are NUL-terminated and NUL-padded.
+ */
+struct tcp_audit_event {
+	uint64_t time_ns;     /* wall clock, ns since the Unix epoch (UTC) */
+	uint64_t ktime_ns;    /* kernel CLOCK_MONOTONIC timestamp, ns */
+	uint64_t seq;         /* eventer's sequence number: a gap means loss */
+	uint64_t sock_cookie; /* kernel socket cookie: one id per connection */
+	uint64_t sock_inode;  /* inode of the socket file */
+	uint64_t cgroup_id;   /* cgroup v2 id of the process on CPU */
+	uint32_t valid;       /* TCP_AUDIT_HAS_* bits */
+	uint32_t netns;       /* network namespace inode */
+	uint32_t pid_on_cpu;  /* process (tgid) on the CPU when it happened */
+	uint32_t tid_on_cpu;  /* thread on the CPU */
+	uint32_t owner_pid;   /* process that owns the socket */
+	uint32_t owner_uid;
+	uint32_t sock_uid; /* socket inode's uid / gid */
+	uint32_t sock_gid;
+	uint16_t family; /* AF_INET or AF_INET6 */
+	uint16_t sport;
+	uint16_t dport;
+	uint8_t old_state; /* enum tcp_audit_tcp_state */
+	uint8_t new_state;
+	uint8_t sock_state; /* enum tcp_audit_sock_state */
+	uint8_t kind;       /* enum tcp_audit_event_kind */
+	uint8_t gap_stage;  /* enum tcp_audit_gap_stage, for KIND_GAP */
+	uint8_t reserved0[5];
+	uint8_t saddr[16];
+	uint8_t daddr[16];
+	char comm_on_cpu[TCP_AUDIT_COMM_LEN];
+	char owner_comm[TCP_AUDIT_COMM_LEN];
+	char host[TCP_AUDIT_HOST_LEN];
+	uint64_t gap_lost; /* for KIND_GAP: how many events were lost */
+	uint8_t reserved1[8];
+};
+
+_Static_assert(sizeof(struct tcp_audit_event) == 256, "event ABI size");
+
+/* ------------------------------------------------------------------------ */
+/* Logging                                                                   */
+
+enum tcp_audit_log_level {
+	TCP_AUDIT_LOG_ERROR = 0,
+	TCP_AUDIT_LOG_WARNING = 1,
+	TCP_AUDIT_LOG_INFO = 2,
+	TCP_AUDIT_LOG_DEBUG = 3,
+};
+
+/* What the host hands to every plugin instance. */
+struct tcp_audit_host {
+	uint32_t abi_version; /* the host's TCP_AUDIT_ABI_VERSION */
+	uint32_t struct_size; /* sizeof(struct tcp_audit_host) of the host */
+	/* Logs one line, prefixed with the plugin's role and name. */
+	void (*log)(const struct tcp_audit_host *host, int level, const char *fmt, ...)
+		__attribute__((format(printf, 3, 4)));
+	void *host_data; /* the host's, not the plugin's */
+};
+
+#define tcp_audit_log(host, level, ...) ((host)->log((host), (level), __VA_ARGS__))
+#define tcp_audit_error(host, ...) tcp_audit_log(host, TCP_AUDIT_LOG_ERROR, __VA_ARGS__)
+#define tcp_audit_warning(host, ...) tcp_audit_log(host, TCP_AUDIT_LOG_WARNING, __VA_ARGS__)
+#define tcp_audit_info(host, ...) tcp_audit_log(host, TCP_AUDIT_LOG_INFO, __VA_ARGS__)
+#define tcp_audit_debug(host, ...) tcp_audit_log(host, TCP_AUDIT_LOG_DEBUG, __VA_ARGS__)
+
+/* ------------------------------------------------------------------------ */
+/* Options                                                                   */
+
+enum tcp_audit_option_type {
+	TCP_AUDIT_OPT_STRING = 1, /* const char * (host-owned, valid until close) */
+	TCP_AUDIT_OPT_BOOL = 2,   /* bool: true/false, yes/no, on/off, 1/0 */
+	TCP_AUDIT_OPT_INT = 3,    /* int64_t within [min, max] */
+	TCP_AUDIT_OPT_SIZE = 4,   /* uint64_t bytes, suffixes K M G (1024-based) */
+	TCP_AUDIT_OPT_ENUM = 5,   /* int: index of the value in choices "a|b|c" */
+};
+
+struct tcp_audit_option {
+	const char *key;
+	int type;            /* enum tcp_audit_option_type */
+	const char *def;     /* default as text, NULL for none (field left zero) */
+	bool required;       /* must be given with -p */
+	const char *help;    /* one line */
+	size_t offset;       /* where the parsed value goes in the config struct */
+	int64_t min, max;    /* INT and SIZE bounds (both 0: unbounded) */
+	const char *choices; /* ENUM: values separated by '|' */
+};
+
+/* ------------------------------------------------------------------------ */
+/* The descriptor                                                            */
+
+enum tcp_audit_plugin_kind {
+	TCP_AUDIT_EVENTER = 1,
+	TCP_AUDIT_SINKER = 2,
+};
+
+/* Counters an eventer reports; all cumulative since open(). */
+struct tcp_audit_eventer_stats {
+	uint64_t lost;    /* events lost where we cannot hold back (kernel) */
+	uint64_t skipped; /* input records skipped (e.g. malformed replay lines) */
+};
+
+struct tcp_audit_plugin {
+	uint32_t abi_version; /* TCP_AUDIT_ABI_VERSION the plugin was built with */
+	uint32_t struct_size; /* sizeof(struct tcp_audit_plugin) it was built with */
+	const char *name;     /* "bpf", "jsonl", ... */
+	int kind;             /* enum tcp_audit_plugin_kind */
+	const char *description;
+	const struct tcp_audit_option *options; /* ends with a zeroed entry */
+	size_t config_size;                     /* size of the config struct */
+
+	/*
+	 * Eventer.  open() gets the parsed config (host-owned, lives until
+	 * close()).  read() fills up to max events and returns how many, waiting
+	 * at most timeout_ms for the first one (0 on timeout), or TCP_AUDIT_END,
+	 * TCP_AUDIT_FATAL, or a negative errno.  Events before an error are
+	 * returned first; the error comes with the next call.  stats() may be
+	 * NULL.
+	 */
+	int (*eventer_open)(void **self, const void *config, const struct tcp_audit_host *host);
+	int (*eventer_read)(void *self, struct tcp_audit_event *events, size_t max, int timeout_ms);
+	int (*eventer_stats)(void *self, struct tcp_audit_eventer_stats *stats);
+	void (*eventer_close)(void *self);
+
+	/*
+	 * Sinker.  write() stores n events (all of them, or returns an error);
+	 * TCP_AUDIT_RETRY asks the host to hand the same batch again later.
+	 * flush() makes everything written so far durable/visible; may be NULL.
+	 */
+	int (*sinker_open)(void **self, const void *config, const struct tcp_audit_host *host);
+	int (*sinker_write)(void *self, const struct tcp_audit_event *events, size_t n);
+	int (*sinker_flush)(void *self);
+	void (*sinker_close)(void *self);
+};
+
+/*
+ * The one exported symbol.  host_abi is the host's TCP_AUDIT_ABI_VERSION, so
+ * a plugin could serve several; most just return their static descriptor.
+ */
+typedef const struct tcp_audit_plugin *(*tcp_audit_plugin_entry_fn)(uint32_t host_abi);
+TCP_AUDIT_EXPORT const struct tcp_audit_plugin *tcp_audit_plugin_entry(uint32_t host_abi);
+
+/* Fills in the two ABI fields of a descriptor. */
+#define TCP_AUDIT_PLUGIN_HEADER \
+	.abi_version = TCP_AUDIT_ABI_VERSION, .struct_size = sizeof(struct tcp_audit_plugin)
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TCP_AUDIT_PLUGIN_H */

@@ -1,0 +1,167 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * jsonl sink: one JSON object per event per line (format: common/event-json.h)
+ * appended to a file, or written to stdout.  A batch is written whole or not
+ * at all: if a write to a regular file fails half-way, the file is cut back
+ * to where the batch began, so a retried batch never leaves duplicates.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <tcp-audit/plugin.h>
+
+#include "event-json.h"
+
+#define CHUNK (1u << 20) /* bytes formatted before each write() */
+
+struct jsonl_config {
+	const char *path;
+	bool fsync;
+};
+
+struct jsonl {
+	const struct tcp_audit_host *host;
+	const struct jsonl_config *cfg;
+	int fd;
+	bool own_fd;
+	bool regular;
+	char *buf;
+};
+
+static const struct tcp_audit_option jsonl_options[] = {
+	{.key = "path",
+	 .type = TCP_AUDIT_OPT_STRING,
+	 .def = "-",
+	 .help = "file to append the lines to (created 0640 if missing); - for stdout",
+	 .offset = offsetof(struct jsonl_config, path)},
+	{.key = "fsync",
+	 .type = TCP_AUDIT_OPT_BOOL,
+	 .def = "false",
+	 .help = "fsync the file at every flush (at least once a second): durable, slower",
+	 .offset = offsetof(struct jsonl_config, fsync)},
+	{0},
+};
+
+static int jsonl_open(void **self, const void *config, const struct tcp_audit_host *host)
+{
+	const struct jsonl_config *cfg = config;
+	struct jsonl *j = calloc(1, sizeof(*j));
+	struct stat st;
+
+	if (!j)
+		return -ENOMEM;
+	j->host = host;
+	j->cfg = cfg;
+	j->buf = malloc(CHUNK);
+	if (!j->buf) {
+		free(j);
+		return -ENOMEM;
+	}
+	if (strcmp(cfg->path, "-") == 0) {
+		j->fd = STDOUT_FILENO;
+	} else {
+		j->fd = open(cfg->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+		if (j->fd < 0) {
+			int r = -errno;
+			tcp_audit_error(host, "cannot open %s for appending: %s", cfg->path,
+					strerror(errno));
+			free(j->buf);
+			free(j);
+			return r;
+		}
+		j->own_fd = true;
+	}
+	j->regular = fstat(j->fd, &st) == 0 && S_ISREG(st.st_mode);
+	*self = j;
+	return 0;
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static int jsonl_write(void *self, const struct tcp_audit_event *ev, size_t n)
+{
+	struct jsonl *j = self;
+	struct stat st;
+	off_t start = -1;
+	size_t used = 0;
+	int r = 0;
+
+	if (j->regular && fstat(j->fd, &st) == 0)
+		start = st.st_size;
+	for (size_t i = 0; i < n; i++) {
+		used += event_to_json(&ev[i], j->buf + used);
+		if (CHUNK - used < EVENT_JSON_MAX || i + 1 == n) {
+			r = write_all(j->fd, j->buf, used);
+			if (r)
+				break;
+			used = 0;
+		}
+	}
+	if (r) {
+		tcp_audit_error(j->host, "writing %s: %s", j->cfg->path, strerror(-r));
+		if (start >= 0 && ftruncate(j->fd, start) != 0)
+			tcp_audit_error(j->host, "cannot cut %s back to %lld bytes: %s",
+					j->cfg->path, (long long)start, strerror(errno));
+	}
+	return r;
+}
+
+static int jsonl_flush(void *self)
+{
+	struct jsonl *j = self;
+
+	if (j->cfg->fsync && j->regular && fdatasync(j->fd) != 0) {
+		int r = -errno;
+		tcp_audit_error(j->host, "fsync %s: %s", j->cfg->path, strerror(errno));
+		return r;
+	}
+	return 0;
+}
+
+static void jsonl_close(void *self)
+{
+	struct jsonl *j = self;
+
+	if (!j)
+		return;
+	if (j->own_fd)
+		close(j->fd);
+	free(j->buf);
+	free(j);
+}
+
+static const struct tcp_audit_plugin jsonl_plugin = {
+	TCP_AUDIT_PLUGIN_HEADER,
+	.name = "jsonl",
+	.kind = TCP_AUDIT_SINKER,
+	.description = "JSON lines, one event per line, to a file or stdout",
+	.options = jsonl_options,
+	.config_size = sizeof(struct jsonl_config),
+	.sinker_open = jsonl_open,
+	.sinker_write = jsonl_write,
+	.sinker_flush = jsonl_flush,
+	.sinker_close = jsonl_close,
+};
+
+TCP_AUDIT_EXPORT const struct tcp_audit_plugin *tcp_audit_plugin_entry(uint32_t host_abi)
+{
+	(void)host_abi;
+	return &jsonl_plugin;
+}

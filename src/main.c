@@ -1,0 +1,596 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tcp-audit: loads one eventer and one or more sinks and pipes TCP state
+ * change events from the one to the others until told to stop.
+ *
+ * Start-up is all-or-nothing: every plugin is loaded and every option checked
+ * before any plugin is opened, so a mistake on the command line never leaves
+ * half a run behind (exit 2).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "options.h"
+#include "pipeline.h"
+#include "plugin-loader.h"
+
+#define EXIT_USAGE 2
+#define MAX_SINKS 16
+#define MAX_PARAMS 64
+#define DEFAULT_QUEUE_SIZE 65536
+#define DEFAULT_BATCH_SIZE 4096
+#define DEFAULT_MAX_ERRORS 5
+
+static const char *const auto_candidates[] = {"bpf", "tracefs"};
+#define N_AUTO (sizeof(auto_candidates) / sizeof(auto_candidates[0]))
+
+/* One --event or --sink and its -p arguments. */
+struct instance {
+	const char *spec; /* NAME or PATH as given */
+	int kind;
+	struct option_arg args[MAX_PARAMS];
+	size_t n_args;
+
+	struct loaded_plugin lp;
+	void *config;
+	void *self;
+	struct plugin_logger logger;
+	char label[64];
+};
+
+struct cli {
+	struct instance event;
+	bool event_given;
+	struct instance sinks[MAX_SINKS];
+	size_t n_sinks;
+	long max_errors;
+	long queue_size;
+	long batch_size;
+	bool list_plugins;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: tcp-audit [--event NAME|PATH [-p KEY=VALUE]...] [--sink NAME|PATH [-p "
+		"KEY=VALUE]...]...\n"
+		"       tcp-audit --list-plugins | --help | --version\n"
+		"\n"
+		"Captures every TCP connection state change of this machine (IPv4 and IPv6) and\n"
+		"stores the events.  An eventer plugin gets them from the kernel; one or more sink\n"
+		"plugins store them.\n"
+		"\n"
+		"Plugins:\n"
+		"  --event NAME|PATH   where events come from (default: auto = bpf, else tracefs)\n"
+		"  --sink NAME|PATH    where events go; repeat for several (default: sqlite, plus a\n"
+		"                      line per event on stdout when it is a terminal)\n"
+		"  -p, --param KEY=VALUE\n"
+		"                      an option of the --event or --sink just before it\n"
+		"  --list-plugins      list the plugins found, with their options\n"
+		"\n"
+		"  NAME is tcp-audit-NAME-eventer.so or tcp-audit-NAME-sink.so in the plugin\n"
+		"  directories (%s;\n"
+		"  $TCP_AUDIT_PLUGIN_PATH, ':'-separated, overrides); an argument with a '/'\n"
+		"  is a path.\n"
+		"\n"
+		"Pipeline:\n"
+		"  --max-errors N      consecutive failures of one plugin that stop the run\n"
+		"                      (default %d; exit status 1)\n"
+		"  --queue-size N      events held between the eventer and the sinks (default %d);\n"
+		"                      when a sink is that far behind, reading waits\n"
+		"  --batch-size N      most events per read and per sink write (default %d)\n"
+		"\n"
+		"Other:\n"
+		"  -q, --quiet         only warnings and errors on stderr\n"
+		"  -v, --verbose       debug messages too\n"
+		"  -h, --help          this text\n"
+		"  -V, --version       version and plugin ABI version\n"
+		"\n"
+		"Stops on SIGINT or SIGTERM: stops reading, delivers what was read to every sink,\n"
+		"closes the plugins and exits 128+signal (130, 143); a second signal exits at\n"
+		"once.  SIGUSR1 prints the counters.  Exit status 0 when the eventer's input\n"
+		"ends, 1 when a plugin keeps failing, 2 for a usage or start-up error.\n"
+		"\n"
+		"Examples:\n"
+		"  tcp-audit\n"
+		"  tcp-audit --event bpf --sink jsonl -p path=/var/log/tcp-audit.jsonl\n"
+		"  tcp-audit --event bpf --sink sqlite --sink pgsql -p conninfo='dbname=audit'\n"
+		"  tcp-audit --event replay -p path=events.jsonl --sink sqlite -p path=events.db\n",
+		plugin_search_path(), DEFAULT_MAX_ERRORS, DEFAULT_QUEUE_SIZE, DEFAULT_BATCH_SIZE);
+}
+
+__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_line(TCP_AUDIT_LOG_ERROR, "", fmt, ap);
+	va_end(ap);
+	return EXIT_USAGE;
+}
+
+static int parse_long(const char *opt, const char *v, long min, long max, long *out)
+{
+	char *end;
+
+	errno = 0;
+	long x = strtol(v, &end, 10);
+	if (!*v || *end || errno || x < min || x > max)
+		return usage_error("%s: \"%s\" is not a number from %ld to %ld", opt, v, min, max);
+	*out = x;
+	return 0;
+}
+
+static int parse_cli(int argc, char **argv, struct cli *cli)
+{
+	enum { OPT_EVENT = 256, OPT_SINK, OPT_LIST, OPT_MAX_ERRORS, OPT_QUEUE, OPT_BATCH };
+	static const struct option longopts[] = {
+		{"event", required_argument, NULL, OPT_EVENT},
+		{"sink", required_argument, NULL, OPT_SINK},
+		{"param", required_argument, NULL, 'p'},
+		{"list-plugins", no_argument, NULL, OPT_LIST},
+		{"max-errors", required_argument, NULL, OPT_MAX_ERRORS},
+		{"queue-size", required_argument, NULL, OPT_QUEUE},
+		{"batch-size", required_argument, NULL, OPT_BATCH},
+		{"quiet", no_argument, NULL, 'q'},
+		{"verbose", no_argument, NULL, 'v'},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0},
+	};
+	struct instance *last = NULL;
+	int c, r;
+
+	cli->max_errors = DEFAULT_MAX_ERRORS;
+	cli->queue_size = DEFAULT_QUEUE_SIZE;
+	cli->batch_size = DEFAULT_BATCH_SIZE;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+p:qvhV", longopts, NULL)) != -1) {
+		switch (c) {
+		case OPT_EVENT:
+			if (cli->event_given)
+				return usage_error("--event given twice: tcp-audit reads from one "
+						   "eventer");
+			cli->event_given = true;
+			cli->event.spec = optarg;
+			cli->event.kind = TCP_AUDIT_EVENTER;
+			last = &cli->event;
+			break;
+		case OPT_SINK:
+			if (cli->n_sinks == MAX_SINKS)
+				return usage_error("more than %d --sink", MAX_SINKS);
+			last = &cli->sinks[cli->n_sinks++];
+			last->spec = optarg;
+			last->kind = TCP_AUDIT_SINKER;
+			break;
+		case 'p':
+			if (!last)
+				return usage_error("-p %s: put -p after the --event or --sink it is for",
+						   optarg);
+			if (last->n_args == MAX_PARAMS)
+				return usage_error("more than %d -p for %s", MAX_PARAMS, last->spec);
+			if (option_arg_split(optarg, &last->args[last->n_args]))
+				return usage_error("-p \"%s\": expected KEY=VALUE", optarg);
+			last->n_args++;
+			break;
+		case OPT_LIST:
+			cli->list_plugins = true;
+			break;
+		case OPT_MAX_ERRORS:
+			if ((r = parse_long("--max-errors", optarg, 1, 1000000, &cli->max_errors)))
+				return r;
+			break;
+		case OPT_QUEUE:
+			if ((r = parse_long("--queue-size", optarg, 16, 1 << 26, &cli->queue_size)))
+				return r;
+			break;
+		case OPT_BATCH:
+			if ((r = parse_long("--batch-size", optarg, 1, 1 << 20, &cli->batch_size)))
+				return r;
+			break;
+		case 'q':
+			log_max_level = TCP_AUDIT_LOG_WARNING;
+			break;
+		case 'v':
+			log_max_level = TCP_AUDIT_LOG_DEBUG;
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		case 'V':
+			printf("tcp-audit %s (plugin ABI %u)\n", TCP_AUDIT_VERSION,
+			       TCP_AUDIT_ABI_VERSION);
+			exit(0);
+		case ':':
+			return usage_error("%s needs a value (see tcp-audit --help)", argv[optind - 1]);
+		default:
+			if (optopt)
+				return usage_error("unknown option -%c (see tcp-audit --help)", optopt);
+			return usage_error("unknown option %s (see tcp-audit --help)",
+					   argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		return usage_error("unexpected argument \"%s\" (see tcp-audit --help)", argv[optind]);
+	return 0;
+}
+
+/* Parses inst's options into a fresh config for its loaded plugin. */
+static int configure_instance(struct instance *inst, bool skip_unknown)
+{
+	char err[1024];
+	const struct tcp_audit_plugin *d = inst->lp.desc;
+
+	inst->config = calloc(1, d->config_size ? d->config_size : 1);
+	if (!inst->config)
+		return usage_error("out of memory");
+	if (options_apply(d, inst->args, inst->n_args, skip_unknown, inst->config, err,
+			  sizeof(err)) < 0)
+		return usage_error("%s %s: %s", inst->kind == TCP_AUDIT_EVENTER ? "--event" : "--sink",
+				   inst->spec, err);
+	return 0;
+}
+
+/* Loads inst->spec and parses its options. */
+static int load_instance(struct instance *inst)
+{
+	char err[1024];
+
+	if (plugin_load(inst->spec, inst->kind, &inst->lp, err, sizeof(err)) < 0)
+		return usage_error("%s %s: %s", inst->kind == TCP_AUDIT_EVENTER ? "--event" : "--sink",
+				   inst->spec, err);
+	return configure_instance(inst, false);
+}
+
+static void unload_instance(struct instance *inst)
+{
+	free(inst->config);
+	inst->config = NULL;
+	plugin_unload(&inst->lp);
+}
+
+static int open_instance(struct instance *inst)
+{
+	const struct tcp_audit_plugin *d = inst->lp.desc;
+	int r;
+
+	plugin_logger_init(&inst->logger, inst->kind == TCP_AUDIT_EVENTER ? "event" : "sink",
+			   inst->label);
+	if (inst->kind == TCP_AUDIT_EVENTER)
+		r = d->eventer_open(&inst->self, inst->config, &inst->logger.host);
+	else
+		r = d->sinker_open(&inst->self, inst->config, &inst->logger.host);
+	if (r < 0)
+		inst->self = NULL;
+	return r;
+}
+
+static void close_sink(struct instance *inst)
+{
+	if (inst->self)
+		inst->lp.desc->sinker_close(inst->self);
+	inst->self = NULL;
+}
+
+/*
+ * --event auto: the first candidate that loads, accepts the options and
+ * opens.  Each -p key must be known to at least one candidate; a candidate
+ * gets the keys it knows.
+ */
+static int open_auto_eventer(struct instance *ev)
+{
+	bool known[MAX_PARAMS] = {false};
+	char reasons[1024] = "", err[512];
+	size_t n_loaded = 0;
+	int r;
+
+	for (size_t i = 0; i < N_AUTO; i++) {
+		struct loaded_plugin lp;
+		if (plugin_load(auto_candidates[i], TCP_AUDIT_EVENTER, &lp, err, sizeof(err)) < 0) {
+			snprintf(reasons + strlen(reasons), sizeof(reasons) - strlen(reasons),
+				 "%s%s: %s", i ? "; " : "", auto_candidates[i], err);
+			continue;
+		}
+		n_loaded++;
+		for (size_t a = 0; a < ev->n_args; a++)
+			if (option_find(lp.desc->options, ev->args[a].key, ev->args[a].key_len))
+				known[a] = true;
+		plugin_unload(&lp);
+	}
+	if (n_loaded == 0)
+		return usage_error("--event auto: no eventer could be loaded (%s)", reasons);
+	for (size_t a = 0; a < ev->n_args; a++)
+		if (!known[a])
+			return usage_error("--event auto: unknown option \"%.*s\" (see tcp-audit "
+					   "--list-plugins)",
+					   (int)ev->args[a].key_len, ev->args[a].key);
+
+	for (size_t i = 0; i < N_AUTO; i++) {
+		ev->spec = auto_candidates[i];
+		if (plugin_load(ev->spec, TCP_AUDIT_EVENTER, &ev->lp, err, sizeof(err)) < 0)
+			continue;
+		r = configure_instance(ev, true);
+		if (r)
+			return r;
+		snprintf(ev->label, sizeof(ev->label), "%s", ev->lp.desc->name);
+		r = open_instance(ev);
+		if (r == 0) {
+			log_info("--event auto: using %s", ev->label);
+			return 0;
+		}
+		log_info("--event auto: %s cannot be used (%s)%s", ev->label,
+			 r > -4096 ? strerror(-r) : "error", i + 1 < N_AUTO ? ", trying the next" : "");
+		unload_instance(ev);
+	}
+	return usage_error("--event auto: no eventer could be opened (see the messages above)");
+}
+
+static void list_plugins(void)
+{
+	const char *dirs = plugin_search_path();
+	int found = 0;
+
+	printf("Plugin directories: %s\n", dirs);
+	printf("\neventer auto\n    bpf if it loads and attaches, else tracefs\n");
+	for (int kind = TCP_AUDIT_EVENTER; kind <= TCP_AUDIT_SINKER; kind++) {
+		const char *suffix = kind == TCP_AUDIT_EVENTER ? "-eventer.so" : "-sink.so";
+		for (const char *d = dirs; *d;) {
+			const char *colon = strchr(d, ':');
+			size_t len = colon ? (size_t)(colon - d) : strlen(d);
+			char dir[4096];
+			snprintf(dir, sizeof(dir), "%.*s", (int)len, d);
+			DIR *dp = len ? opendir(dir) : NULL;
+			struct dirent *de;
+			while (dp && (de = readdir(dp))) {
+				size_t n = strlen(de->d_name), sl = strlen(suffix);
+				if (n <= sl + 10 || strncmp(de->d_name, "tcp-audit-", 10) ||
+				    strcmp(de->d_name + n - sl, suffix))
+					continue;
+				char path[8192], err[1024];
+				struct loaded_plugin lp;
+				snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+				found++;
+				if (plugin_load(path, kind, &lp, err, sizeof(err)) < 0) {
+					printf("\n%s: cannot be loaded: %s\n", path, err);
+					continue;
+				}
+				const struct tcp_audit_plugin *p = lp.desc;
+				printf("\n%s %s\n    %s\n", plugin_kind_word(p->kind), p->name,
+				       p->description ? p->description : "");
+				for (const struct tcp_audit_option *o = p->options; o && o->key; o++) {
+					printf("    -p %s=<%s>%s%s%s%s\n        %s\n", o->key,
+					       option_type_name(o), o->required ? "  (required)" : "",
+					       o->def ? "  (default: " : "", o->def ? o->def : "",
+					       o->def ? ")" : "", o->help ? o->help : "");
+				}
+				plugin_unload(&lp);
+			}
+			if (dp)
+				closedir(dp);
+			if (!colon)
+				break;
+			d = colon + 1;
+		}
+	}
+	if (!found)
+		printf("\nNo plugin files found.\n");
+}
+
+static void print_counters(struct pipeline *p, const char *what)
+{
+	struct pipeline_stats *st = pipeline_stats(p);
+
+	if (!st)
+		return;
+	fprintf(stderr,
+		"tcp-audit: %s: events read %llu, lost in kernel %llu, lost in queue %llu, "
+		"skipped input %llu, gap records %llu\n",
+		what, (unsigned long long)st->read, (unsigned long long)st->lost_kernel,
+		(unsigned long long)st->lost_queue, (unsigned long long)st->skipped_input,
+		(unsigned long long)st->gap_records);
+	for (size_t i = 0; i < st->n_sinks; i++)
+		fprintf(stderr, "tcp-audit: %s: sink %s: written %llu, undelivered %llu%s\n", what,
+			st->sinks[i].label, (unsigned long long)st->sinks[i].written,
+			(unsigned long long)st->sinks[i].undelivered,
+			st->sinks[i].failed ? " (failed)" : "");
+	free(st);
+}
+
+/* Labels sinks by plugin name, numbering names that repeat ("jsonl#2"). */
+static void label_sinks(struct cli *cli)
+{
+	for (size_t i = 0; i < cli->n_sinks; i++) {
+		const char *name = cli->sinks[i].lp.desc->name;
+		int same = 0, index = 0;
+		for (size_t j = 0; j < cli->n_sinks; j++)
+			if (strcmp(cli->sinks[j].lp.desc->name, name) == 0) {
+				same++;
+				if (j <= i)
+					index++;
+			}
+		if (same > 1)
+			snprintf(cli->sinks[i].label, sizeof(cli->sinks[i].label), "%s#%d", name,
+				 index);
+		else
+			snprintf(cli->sinks[i].label, sizeof(cli->sinks[i].label), "%s", name);
+	}
+}
+
+/* No --sink: sqlite, or JSON lines on stdout if sqlite is not installed. */
+static int add_default_sinks(struct cli *cli)
+{
+	struct loaded_plugin lp;
+	char err[512];
+	static char jsonl_stdout[] = "path=-";
+
+	if (plugin_load("sqlite", TCP_AUDIT_SINKER, &lp, err, sizeof(err)) == 0) {
+		plugin_unload(&lp);
+		cli->sinks[cli->n_sinks].spec = "sqlite";
+	} else {
+		log_warning("the sqlite sink is not available (%s): writing JSON lines to stdout",
+			    err);
+		cli->sinks[cli->n_sinks].spec = "jsonl";
+		option_arg_split(jsonl_stdout, &cli->sinks[cli->n_sinks].args[0]);
+		cli->sinks[cli->n_sinks].n_args = 1;
+	}
+	cli->sinks[cli->n_sinks++].kind = TCP_AUDIT_SINKER;
+	if (isatty(STDOUT_FILENO) && strcmp(cli->sinks[0].spec, "jsonl") != 0) {
+		cli->sinks[cli->n_sinks].spec = "console";
+		cli->sinks[cli->n_sinks++].kind = TCP_AUDIT_SINKER;
+	}
+	return 0;
+}
+
+static int run(struct cli *cli)
+{
+	struct pipeline_stage sinks[MAX_SINKS], eventer;
+	struct pipeline *p = NULL;
+	sigset_t set;
+	int stop_signal = 0, r, status = 0;
+	char host[TCP_AUDIT_HOST_LEN] = "";
+
+	/* 1. load and check everything */
+	if (!cli->event_given) {
+		cli->event.spec = "auto";
+		cli->event.kind = TCP_AUDIT_EVENTER;
+	}
+	if (cli->n_sinks == 0 && (r = add_default_sinks(cli)))
+		return r;
+	bool is_auto = strcmp(cli->event.spec, "auto") == 0;
+	if (!is_auto && (r = load_instance(&cli->event)))
+		return r;
+	for (size_t i = 0; i < cli->n_sinks; i++)
+		if ((r = load_instance(&cli->sinks[i])))
+			return r;
+	label_sinks(cli);
+
+	/* 2. open the sinks, then the eventer, so nothing is read with nowhere to go */
+	for (size_t i = 0; i < cli->n_sinks; i++) {
+		r = open_instance(&cli->sinks[i]);
+		if (r < 0) {
+			log_error("--sink %s: cannot open the sink (%s)", cli->sinks[i].spec,
+				  r > -4096 ? strerror(-r) : "error");
+			status = EXIT_USAGE;
+			goto close_sinks;
+		}
+	}
+	if (is_auto) {
+		r = open_auto_eventer(&cli->event);
+		if (r) {
+			status = r;
+			goto close_sinks;
+		}
+	} else {
+		snprintf(cli->event.label, sizeof(cli->event.label), "%s", cli->event.lp.desc->name);
+		r = open_instance(&cli->event);
+		if (r < 0) {
+			log_error("--event %s: cannot open the eventer (%s)", cli->event.spec,
+				  r > -4096 ? strerror(-r) : "error");
+			status = EXIT_USAGE;
+			goto close_sinks;
+		}
+	}
+
+	/* 3. run; signals are taken synchronously by this thread only */
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+	gethostname(host, sizeof(host) - 1);
+	struct pipeline_config cfg = {
+		.queue_size = (size_t)cli->queue_size,
+		.batch_size = (size_t)cli->batch_size,
+		.max_errors = (int)cli->max_errors,
+		.host = host,
+	};
+	eventer = (struct pipeline_stage){cli->event.lp.desc, cli->event.self, &cli->event.logger,
+					  cli->event.label};
+	char names[512] = "";
+	for (size_t i = 0; i < cli->n_sinks; i++) {
+		sinks[i] = (struct pipeline_stage){cli->sinks[i].lp.desc, cli->sinks[i].self,
+						   &cli->sinks[i].logger, cli->sinks[i].label};
+		snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s",
+			 i ? ", " : "", cli->sinks[i].label);
+	}
+	r = pipeline_start(&p, &cfg, &eventer, sinks, cli->n_sinks);
+	if (r < 0) {
+		log_error("cannot start: %s", strerror(-r));
+		cli->event.lp.desc->eventer_close(cli->event.self);
+		status = 1;
+		goto close_sinks;
+	}
+	log_info("started: eventer %s, sink%s %s", cli->event.label, cli->n_sinks > 1 ? "s" : "",
+		 names);
+
+	enum pipeline_end end = PIPELINE_RUNNING;
+	bool abandoned = false;
+	for (;;) {
+		struct timespec tick = {0, 200 * 1000000L};
+		int sig = sigtimedwait(&set, NULL, &tick);
+		if (sig == SIGUSR1) {
+			print_counters(p, "counters");
+		} else if (sig > 0 && !stop_signal) {
+			stop_signal = sig;
+			log_info("got SIG%s: stopping; delivering what was read (send it again to "
+				 "exit at once)",
+				 sigabbrev_np(sig) ? sigabbrev_np(sig) : "?");
+			pipeline_stop(p);
+		} else if (sig > 0 && !abandoned) {
+			log_warning("got a second signal: exiting without waiting for the sinks");
+			pipeline_abandon(p);
+			abandoned = true;
+			if (!pipeline_wait(p, 3000, &end)) {
+				print_counters(p, "summary");
+				_exit(128 + stop_signal);
+			}
+		}
+		if (pipeline_wait(p, 0, &end))
+			break;
+	}
+	print_counters(p, "summary");
+	pipeline_free(p);
+
+	if (end == PIPELINE_FAILED)
+		status = 1;
+	else if (stop_signal)
+		status = 128 + stop_signal;
+	else
+		status = 0;
+
+close_sinks:
+	for (size_t i = 0; i < cli->n_sinks; i++)
+		close_sink(&cli->sinks[i]);
+	return status;
+}
+
+int main(int argc, char **argv)
+{
+	struct cli *cli = calloc(1, sizeof(*cli));
+	int status;
+
+	if (!cli)
+		return 1;
+	signal(SIGPIPE, SIG_IGN); /* a closed pipe is a write error, not death */
+	status = parse_cli(argc, argv, cli);
+	if (status == 0) {
+		if (cli->list_plugins)
+			list_plugins();
+		else
+			status = run(cli);
+	}
+	unload_instance(&cli->event);
+	for (size_t i = 0; i < cli->n_sinks; i++)
+		unload_instance(&cli->sinks[i]);
+	free(cli);
+	return status;
+}

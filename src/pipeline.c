@@ -1,0 +1,525 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The pipeline (see pipeline.h).  One mutex guards positions and flags; the
+ * events themselves are written by the reader into free ring slots and read
+ * by the sinks from published slots without it, so the plugins' callbacks
+ * never run under the lock.  The ring is written in place by the eventer's
+ * read(), and sinks write straight from it: no event is copied in between.
+ */
+#include "pipeline.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "event-text.h"
+
+#define READ_TIMEOUT_MS 100
+#define FLUSH_INTERVAL_NS 1000000000ull
+#define STATS_INTERVAL_NS 1000000000ull
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+
+struct sink_thread {
+	struct pipeline *p;
+	struct pipeline_stage stage;
+	pthread_t thread;
+	bool started;
+	uint64_t read_pos; /* guarded by p->mu */
+	uint64_t written;  /* guarded by p->mu */
+	bool failed;       /* guarded by p->mu: gave up, no longer holds the ring */
+};
+
+struct pipeline {
+	pthread_mutex_t mu;
+	pthread_cond_t data;  /* new events, or reading ended */
+	pthread_cond_t space; /* a sink advanced, or stop */
+	pthread_cond_t state; /* a thread finished */
+
+	struct pipeline_config cfg;
+	struct tcp_audit_event *ring;
+	uint64_t cap;
+	uint64_t write_pos;
+
+	bool stop;       /* stop reading */
+	bool abandon;    /* stop delivering */
+	bool reader_done;
+	bool failed;
+	bool end_of_stream;
+	int running; /* threads not yet finished */
+
+	struct pipeline_stage eventer;
+	pthread_t reader;
+	bool reader_started;
+	uint64_t read;
+	uint64_t lost_kernel;
+	uint64_t skipped_input;
+	uint64_t gap_records;
+
+	size_t n_sinks;
+	struct sink_thread sinks[];
+};
+
+static uint64_t now_ns(clockid_t clock)
+{
+	struct timespec ts;
+
+	clock_gettime(clock, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void deadline_after_ms(struct timespec *ts, int ms)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
+/* Lowest read position of the sinks still taking events; p->mu held. */
+static uint64_t min_read_pos(const struct pipeline *p)
+{
+	uint64_t min = p->write_pos;
+
+	for (size_t i = 0; i < p->n_sinks; i++)
+		if (!p->sinks[i].failed && p->sinks[i].read_pos < min)
+			min = p->sinks[i].read_pos;
+	return min;
+}
+
+/*
+ * Waits for free slots; returns how many contiguous ones start at
+ * write_pos (at most max), or 0 if reading must stop.  p->mu held.
+ */
+static size_t wait_for_space(struct pipeline *p, size_t max)
+{
+	for (;;) {
+		if (p->stop || p->abandon)
+			return 0;
+		uint64_t used = p->write_pos - min_read_pos(p);
+		if (used < p->cap) {
+			uint64_t start = p->write_pos & (p->cap - 1);
+			uint64_t n = p->cap - used;
+			if (n > p->cap - start)
+				n = p->cap - start;
+			return n < max ? (size_t)n : max;
+		}
+		pthread_cond_wait(&p->space, &p->mu);
+	}
+}
+
+static void publish(struct pipeline *p, size_t n)
+{
+	pthread_mutex_lock(&p->mu);
+	p->write_pos += n;
+	pthread_cond_broadcast(&p->data);
+	pthread_mutex_unlock(&p->mu);
+}
+
+/*
+ * Writes a gap record for events the eventer lost, so the archive tells "no
+ * connections" from "connections we missed".  Waits for a slot even when
+ * reading has been stopped: the loss must reach the sinks.
+ */
+static void add_gap_record(struct pipeline *p, uint64_t lost)
+{
+	pthread_mutex_lock(&p->mu);
+	while (!p->abandon && p->write_pos - min_read_pos(p) >= p->cap)
+		pthread_cond_wait(&p->space, &p->mu);
+	if (p->abandon) {
+		pthread_mutex_unlock(&p->mu);
+		return;
+	}
+	struct tcp_audit_event *ev = &p->ring[p->write_pos & (p->cap - 1)];
+	memset(ev, 0, sizeof(*ev));
+	ev->kind = TCP_AUDIT_KIND_GAP;
+	ev->gap_stage = TCP_AUDIT_STAGE_KERNEL;
+	ev->gap_lost = lost;
+	ev->time_ns = now_ns(CLOCK_REALTIME);
+	ev->ktime_ns = now_ns(CLOCK_MONOTONIC);
+	ev->valid = TCP_AUDIT_HAS_KTIME | TCP_AUDIT_HAS_HOST;
+	copy_fixed_string(ev->host, sizeof(ev->host), p->cfg.host);
+	p->gap_records++;
+	p->write_pos++;
+	pthread_cond_broadcast(&p->data);
+	pthread_mutex_unlock(&p->mu);
+}
+
+static void poll_eventer_stats(struct pipeline *p)
+{
+	struct tcp_audit_eventer_stats st = {0};
+	const struct tcp_audit_plugin *d = p->eventer.desc;
+
+	if (!d->eventer_stats || d->eventer_stats(p->eventer.self, &st) < 0)
+		return;
+	pthread_mutex_lock(&p->mu);
+	uint64_t new_loss = st.lost > p->lost_kernel ? st.lost - p->lost_kernel : 0;
+	p->lost_kernel += new_loss;
+	p->skipped_input = st.skipped;
+	pthread_mutex_unlock(&p->mu);
+	if (new_loss) {
+		log_warning("%s lost %llu events (%llu in all): the kernel buffer was full; a gap "
+			    "record goes to every sink",
+			    p->eventer.label, (unsigned long long)new_loss,
+			    (unsigned long long)p->lost_kernel);
+		add_gap_record(p, new_loss);
+	}
+}
+
+static void fill_host(struct pipeline *p, struct tcp_audit_event *ev, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (ev[i].valid & TCP_AUDIT_HAS_HOST)
+			continue;
+		copy_fixed_string(ev[i].host, sizeof(ev[i].host), p->cfg.host);
+		ev[i].valid |= TCP_AUDIT_HAS_HOST;
+	}
+}
+
+/* Sleeps up to ms unless the pipeline is told to stop (or abandon). */
+static void pause_ms(struct pipeline *p, int ms, bool until_abandon_only)
+{
+	struct timespec deadline;
+
+	deadline_after_ms(&deadline, ms);
+	pthread_mutex_lock(&p->mu);
+	while (!p->abandon && (until_abandon_only || !p->stop))
+		if (pthread_cond_timedwait(&p->space, &p->mu, &deadline) == ETIMEDOUT)
+			break;
+	pthread_mutex_unlock(&p->mu);
+}
+
+static void *reader_main(void *arg)
+{
+	struct pipeline *p = arg;
+	const struct tcp_audit_plugin *d = p->eventer.desc;
+	uint64_t next_stats = now_ns(CLOCK_MONOTONIC) + STATS_INTERVAL_NS;
+	int errors = 0;
+
+	for (;;) {
+		pthread_mutex_lock(&p->mu);
+		size_t room = wait_for_space(p, p->cfg.batch_size);
+		uint64_t start = p->write_pos & (p->cap - 1);
+		pthread_mutex_unlock(&p->mu);
+		if (room == 0)
+			break;
+
+		int n = d->eventer_read(p->eventer.self, &p->ring[start], room, READ_TIMEOUT_MS);
+		if (n > 0) {
+			if ((size_t)n > room)
+				n = (int)room; /* a broken plugin must not run past the ring */
+			fill_host(p, &p->ring[start], (size_t)n);
+			pthread_mutex_lock(&p->mu);
+			p->read += (uint64_t)n;
+			pthread_mutex_unlock(&p->mu);
+			publish(p, (size_t)n);
+			errors = 0;
+		} else if (n == TCP_AUDIT_END) {
+			pthread_mutex_lock(&p->mu);
+			p->end_of_stream = true;
+			pthread_mutex_unlock(&p->mu);
+			break;
+		} else if (n == TCP_AUDIT_FATAL) {
+			log_error("%s cannot go on: stopping", p->eventer.label);
+			pthread_mutex_lock(&p->mu);
+			p->failed = true;
+			pthread_mutex_unlock(&p->mu);
+			break;
+		} else if (n < 0) {
+			errors++;
+			log_error("%s: read failed: %s (%d in a row)", p->eventer.label,
+				  strerror(-n), errors);
+			if (errors >= p->cfg.max_errors) {
+				log_error("%s failed %d times in a row: stopping", p->eventer.label,
+					  errors);
+				pthread_mutex_lock(&p->mu);
+				p->failed = true;
+				pthread_mutex_unlock(&p->mu);
+				break;
+			}
+			pause_ms(p, BACKOFF_MIN_MS, false);
+		}
+		uint64_t now = now_ns(CLOCK_MONOTONIC);
+		if (now >= next_stats) {
+			poll_eventer_stats(p);
+			next_stats = now + STATS_INTERVAL_NS;
+		}
+	}
+	poll_eventer_stats(p);
+	d->eventer_close(p->eventer.self);
+	p->eventer.self = NULL;
+
+	pthread_mutex_lock(&p->mu);
+	p->reader_done = true;
+	p->running--;
+	pthread_cond_broadcast(&p->data);
+	pthread_cond_broadcast(&p->state);
+	pthread_mutex_unlock(&p->mu);
+	return NULL;
+}
+
+/*
+ * Calls write() (or flush() when n == 0) until it succeeds.  RETRY waits with
+ * a growing backoff and is not a failure; other errors count, and max_errors
+ * in a row make the sink give up.  Returns false when it gave up or the run
+ * was abandoned.
+ */
+static bool deliver(struct sink_thread *s, const struct tcp_audit_event *ev, size_t n)
+{
+	struct pipeline *p = s->p;
+	const struct tcp_audit_plugin *d = s->stage.desc;
+	int errors = 0, backoff = BACKOFF_MIN_MS;
+	uint64_t unavailable_since = 0;
+
+	for (;;) {
+		int r = n ? d->sinker_write(s->stage.self, ev, n)
+			  : (d->sinker_flush ? d->sinker_flush(s->stage.self) : 0);
+		if (r == 0) {
+			if (unavailable_since)
+				log_info("%s is writing again after %.1f s", s->stage.label,
+					 (double)(now_ns(CLOCK_MONOTONIC) - unavailable_since) / 1e9);
+			return true;
+		}
+		if (r == TCP_AUDIT_RETRY) {
+			if (!unavailable_since) {
+				unavailable_since = now_ns(CLOCK_MONOTONIC);
+				log_warning("%s is unavailable: holding its events and retrying",
+					    s->stage.label);
+			}
+		} else {
+			errors++;
+			log_error("%s: %s failed: %s (%d in a row)", s->stage.label,
+				  n ? "write" : "flush", r < 0 && r > -4096 ? strerror(-r) : "error",
+				  errors);
+			if (errors >= p->cfg.max_errors) {
+				log_error("%s failed %d times in a row: stopping", s->stage.label,
+					  errors);
+				return false;
+			}
+		}
+		pause_ms(p, backoff, true);
+		pthread_mutex_lock(&p->mu);
+		bool abandon = p->abandon;
+		pthread_mutex_unlock(&p->mu);
+		if (abandon)
+			return false;
+		backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+	}
+}
+
+static void *sink_main(void *arg)
+{
+	struct sink_thread *s = arg;
+	struct pipeline *p = s->p;
+	bool dirty = false, ok = true;
+	uint64_t last_flush = now_ns(CLOCK_MONOTONIC);
+
+	pthread_mutex_lock(&p->mu);
+	for (;;) {
+		if (p->abandon)
+			break;
+		if (s->read_pos == p->write_pos) {
+			if (dirty) {
+				/* caught up: make what we wrote visible now */
+				pthread_mutex_unlock(&p->mu);
+				ok = deliver(s, NULL, 0);
+				last_flush = now_ns(CLOCK_MONOTONIC);
+				dirty = false;
+				pthread_mutex_lock(&p->mu);
+				if (!ok)
+					break;
+				continue;
+			}
+			if (p->reader_done)
+				break;
+			pthread_cond_wait(&p->data, &p->mu);
+			continue;
+		}
+		uint64_t start = s->read_pos & (p->cap - 1);
+		uint64_t n = p->write_pos - s->read_pos;
+		if (n > p->cap - start)
+			n = p->cap - start;
+		if (n > p->cfg.batch_size)
+			n = p->cfg.batch_size;
+		pthread_mutex_unlock(&p->mu);
+
+		ok = deliver(s, &p->ring[start], (size_t)n);
+		if (ok) {
+			dirty = true;
+			uint64_t now = now_ns(CLOCK_MONOTONIC);
+			if (now - last_flush >= FLUSH_INTERVAL_NS) {
+				ok = deliver(s, NULL, 0);
+				last_flush = now;
+				dirty = false;
+			}
+		}
+		pthread_mutex_lock(&p->mu);
+		if (!ok) /* the batch was not written: it stays undelivered */
+			break;
+		s->read_pos += n;
+		s->written += n;
+		pthread_cond_broadcast(&p->space);
+	}
+	if (!ok && !p->abandon) {
+		s->failed = true;
+		p->failed = true;
+		p->stop = true; /* stop reading; the other sinks still drain */
+		pthread_cond_broadcast(&p->space);
+	}
+	p->running--;
+	pthread_cond_broadcast(&p->state);
+	pthread_mutex_unlock(&p->mu);
+	return NULL;
+}
+
+static uint64_t round_up_pow2(uint64_t v)
+{
+	uint64_t x = 1;
+
+	while (x < v)
+		x <<= 1;
+	return x;
+}
+
+int pipeline_start(struct pipeline **out, const struct pipeline_config *cfg,
+		   const struct pipeline_stage *eventer, const struct pipeline_stage *sinks,
+		   size_t n_sinks)
+{
+	struct pipeline *p;
+	pthread_condattr_t ca;
+	int r;
+
+	p = calloc(1, sizeof(*p) + n_sinks * sizeof(p->sinks[0]));
+	if (!p)
+		return -ENOMEM;
+	p->cfg = *cfg;
+	p->cap = round_up_pow2(cfg->queue_size < 2 ? 2 : cfg->queue_size);
+	p->ring = calloc(p->cap, sizeof(*p->ring));
+	if (!p->ring) {
+		free(p);
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&p->mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&p->data, &ca);
+	pthread_cond_init(&p->space, &ca);
+	pthread_cond_init(&p->state, &ca);
+	pthread_condattr_destroy(&ca);
+	p->eventer = *eventer;
+	p->n_sinks = n_sinks;
+
+	pthread_mutex_lock(&p->mu);
+	for (size_t i = 0; i < n_sinks; i++) {
+		struct sink_thread *s = &p->sinks[i];
+		s->p = p;
+		s->stage = sinks[i];
+		r = -pthread_create(&s->thread, NULL, sink_main, s);
+		if (r)
+			goto fail;
+		s->started = true;
+		p->running++;
+	}
+	r = -pthread_create(&p->reader, NULL, reader_main, p);
+	if (r)
+		goto fail;
+	p->reader_started = true;
+	p->running++;
+	pthread_mutex_unlock(&p->mu);
+	*out = p;
+	return 0;
+fail:
+	/* nothing was read: let the started sinks finish at once */
+	p->reader_done = true;
+	pthread_cond_broadcast(&p->data);
+	pthread_mutex_unlock(&p->mu);
+	pipeline_free(p);
+	return r;
+}
+
+void pipeline_stop(struct pipeline *p)
+{
+	pthread_mutex_lock(&p->mu);
+	p->stop = true;
+	pthread_cond_broadcast(&p->space);
+	pthread_mutex_unlock(&p->mu);
+}
+
+void pipeline_abandon(struct pipeline *p)
+{
+	pthread_mutex_lock(&p->mu);
+	p->stop = true;
+	p->abandon = true;
+	pthread_cond_broadcast(&p->space);
+	pthread_cond_broadcast(&p->data);
+	pthread_mutex_unlock(&p->mu);
+}
+
+bool pipeline_wait(struct pipeline *p, int timeout_ms, enum pipeline_end *end)
+{
+	struct timespec deadline;
+	bool done;
+
+	deadline_after_ms(&deadline, timeout_ms);
+	pthread_mutex_lock(&p->mu);
+	while (p->running > 0)
+		if (pthread_cond_timedwait(&p->state, &p->mu, &deadline) == ETIMEDOUT)
+			break;
+	done = p->running == 0;
+	if (p->failed)
+		*end = PIPELINE_FAILED;
+	else if (p->end_of_stream)
+		*end = PIPELINE_END_OF_STREAM;
+	else if (p->stop)
+		*end = PIPELINE_STOPPED;
+	else
+		*end = PIPELINE_RUNNING;
+	pthread_mutex_unlock(&p->mu);
+	return done;
+}
+
+struct pipeline_stats *pipeline_stats(struct pipeline *p)
+{
+	struct pipeline_stats *st = calloc(1, sizeof(*st) + p->n_sinks * sizeof(st->sinks[0]));
+
+	if (!st)
+		return NULL;
+	pthread_mutex_lock(&p->mu);
+	st->read = p->read;
+	st->lost_kernel = p->lost_kernel;
+	st->lost_queue = 0;
+	st->skipped_input = p->skipped_input;
+	st->gap_records = p->gap_records;
+	st->n_sinks = p->n_sinks;
+	for (size_t i = 0; i < p->n_sinks; i++) {
+		st->sinks[i].label = p->sinks[i].stage.label;
+		st->sinks[i].written = p->sinks[i].written;
+		st->sinks[i].undelivered = p->write_pos - p->sinks[i].read_pos;
+		st->sinks[i].failed = p->sinks[i].failed;
+	}
+	pthread_mutex_unlock(&p->mu);
+	return st;
+}
+
+void pipeline_free(struct pipeline *p)
+{
+	if (!p)
+		return;
+	/* Threads still inside a plugin call (abandoned) are left to exit(). */
+	if (p->reader_started && p->reader_done)
+		pthread_join(p->reader, NULL);
+	for (size_t i = 0; i < p->n_sinks; i++)
+		if (p->sinks[i].started)
+			pthread_join(p->sinks[i].thread, NULL);
+	pthread_mutex_destroy(&p->mu);
+	pthread_cond_destroy(&p->data);
+	pthread_cond_destroy(&p->space);
+	pthread_cond_destroy(&p->state);
+	free(p->ring);
+	free(p);
+}

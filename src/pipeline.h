@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The pipeline: one reader thread drains the eventer into a bounded ring of
+ * events; one thread per sink writes from the ring in batches.  Each sink has
+ * its own read position, so a slow sink holds the others back only once it
+ * is a whole ring behind; then the reader waits (backpressure) and the
+ * eventer's own buffer absorbs the burst.  Nothing is dropped in here.
+ */
+#ifndef TCP_AUDIT_PIPELINE_H
+#define TCP_AUDIT_PIPELINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <tcp-audit/plugin.h>
+
+#include "log.h"
+
+struct pipeline;
+
+struct pipeline_stage {
+	const struct tcp_audit_plugin *desc;
+	void *self;
+	struct plugin_logger *logger;
+	const char *label; /* "jsonl", or "jsonl#2" when a name repeats */
+};
+
+struct pipeline_config {
+	size_t queue_size; /* events in the ring */
+	size_t batch_size; /* most events per eventer read / sink write */
+	int max_errors;    /* consecutive failures of one plugin that stop the run */
+	const char *host;  /* put into events that carry no host */
+};
+
+enum pipeline_end {
+	PIPELINE_RUNNING = 0,
+	PIPELINE_END_OF_STREAM, /* the eventer said so: exit 0 */
+	PIPELINE_STOPPED,       /* pipeline_stop() was called */
+	PIPELINE_FAILED,        /* a plugin failed for good: exit 1 */
+};
+
+struct pipeline_sink_stats {
+	const char *label;
+	uint64_t written;     /* records handed to write() successfully */
+	uint64_t undelivered; /* records read but not (yet) written to it */
+	bool failed;
+};
+
+struct pipeline_stats {
+	uint64_t read;          /* records from the eventer */
+	uint64_t lost_kernel;   /* the eventer's count of loss we could not prevent */
+	uint64_t lost_queue;    /* always 0: the queue applies backpressure */
+	uint64_t skipped_input; /* records the eventer skipped (malformed input) */
+	uint64_t gap_records;   /* gap records the core added for lost_kernel */
+	size_t n_sinks;
+	struct pipeline_sink_stats sinks[];
+};
+
+/*
+ * Starts the threads.  The pipeline owns the eventer from here on (it closes
+ * it when reading ends); the sinks stay the caller's to close after
+ * pipeline_free().  Returns 0 or a negative errno.
+ */
+int pipeline_start(struct pipeline **out, const struct pipeline_config *cfg,
+		   const struct pipeline_stage *eventer, const struct pipeline_stage *sinks,
+		   size_t n_sinks);
+
+/* Stop reading; what was read is still delivered.  Async-signal-unsafe. */
+void pipeline_stop(struct pipeline *p);
+
+/* Give up on delivering what is left (a second signal). */
+void pipeline_abandon(struct pipeline *p);
+
+/*
+ * Waits up to timeout_ms for every thread to finish.  Returns true when
+ * they have; *end says why the run ended.
+ */
+bool pipeline_wait(struct pipeline *p, int timeout_ms, enum pipeline_end *end);
+
+/* A snapshot of the counters; free() it. */
+struct pipeline_stats *pipeline_stats(struct pipeline *p);
+
+/* Joins the threads that finished and frees everything. */
+void pipeline_free(struct pipeline *p);
+
+#endif
