@@ -41,6 +41,11 @@ const char *plugin_kind_word(int kind)
 	return kind == TCP_AUDIT_EVENTER ? "eventer" : kind == TCP_AUDIT_SINKER ? "sink" : "plugin";
 }
 
+static const char *with_article(int kind)
+{
+	return kind == TCP_AUDIT_EVENTER ? "an eventer" : "a sink";
+}
+
 static const char *file_suffix(int kind)
 {
 	return kind == TCP_AUDIT_EVENTER ? "eventer" : "sink";
@@ -137,9 +142,8 @@ int plugin_load(const char *name_or_path, int want_kind, struct loaded_plugin *o
 			snprintf(other_file, sizeof(other_file), "tcp-audit-%s-%s.so", name_or_path,
 				 file_suffix(other));
 			if (search(dirs, other_file, other_path, sizeof(other_path)) == 0)
-				return fail(err, err_size, "\"%s\" is a %s, not a %s: use it with %s",
-					    name_or_path, plugin_kind_word(other),
-					    plugin_kind_word(want_kind),
+				return fail(err, err_size, "\"%s\" is %s, not %s: use it with %s",
+					    name_or_path, with_article(other), with_article(want_kind),
 					    other == TCP_AUDIT_EVENTER ? "--event" : "--sink");
 			return fail(err, err_size,
 				    "no %s named \"%s\": %s not found in %s (see tcp-audit "
@@ -187,8 +191,8 @@ int plugin_load(const char *name_or_path, int want_kind, struct loaded_plugin *o
 		goto fail;
 	}
 	if (d->kind != want_kind) {
-		r = fail(err, err_size, "%s is a %s, not a %s: use it with %s", path,
-			 plugin_kind_word(d->kind), plugin_kind_word(want_kind),
+		r = fail(err, err_size, "%s is %s, not %s: use it with %s", path,
+			 with_article(d->kind), with_article(want_kind),
 			 d->kind == TCP_AUDIT_EVENTER ? "--event" : "--sink");
 		goto fail;
 	}

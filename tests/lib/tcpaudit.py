@@ -95,12 +95,73 @@ def read_jsonl(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def summary(stderr_text):
-    """Parses the exit summary lines into a dict (see src/main.c)."""
+def counters(stderr_text, what="summary"):
+    """Parses the exit summary (or SIGUSR1 "counters") lines into a dict:
+    "events read", "lost in kernel", ..., and per sink "sink LABEL written",
+    "sink LABEL undelivered".  Later lines win."""
     out = {}
+    prefix = "tcp-audit: %s: " % what
     for line in stderr_text.splitlines():
-        if line.startswith("tcp-audit: summary: "):
-            for part in line[len("tcp-audit: summary: "):].split(", "):
+        if not line.startswith(prefix):
+            continue
+        body = line[len(prefix):]
+        if body.startswith("sink "):
+            label, _, rest = body[len("sink "):].partition(": ")
+            for part in rest.split(", "):
+                k, _, v = part.partition(" ")
+                out["sink %s %s" % (label, k)] = int(v.split()[0])
+        else:
+            for part in body.split(", "):
                 k, _, v = part.rpartition(" ")
                 out[k] = int(v)
     return out
+
+
+def summary(stderr_text):
+    return counters(stderr_text, "summary")
+
+
+FIXTURES = os.environ.get("TCP_AUDIT_FIXTURE_DIR", "")
+
+
+def fixture(name):
+    """Path of a test fixture plugin, e.g. fixture("faulty-sink")."""
+    return os.path.join(FIXTURES, "tcp-audit-%s.so" % name)
+
+
+def sample_line(seq, **over):
+    """A JSON line in the jsonl sink's exact format, with every field."""
+    fields = [
+        ("time", '"2026-11-25T01:53:07.%09dZ"' % seq),
+        ("host", '"host-a"'),
+        ("family", '"inet"'),
+        ("saddr", '"127.0.0.1"'),
+        ("sport", str(40000 + seq % 20000)),
+        ("daddr", '"127.0.0.2"'),
+        ("dport", "8080"),
+        ("old_state", '"CLOSED"'),
+        ("new_state", '"SYN-SENT"'),
+        ("pid_on_cpu", "100"),
+        ("tid_on_cpu", "101"),
+        ("comm_on_cpu", '"curl"'),
+        ("owner_pid", "100"),
+        ("owner_uid", "1000"),
+        ("owner_comm", '"curl"'),
+        ("sock_cookie", str(1000 + seq)),
+        ("sock_inode", str(50000 + seq)),
+        ("sock_uid", "1000"),
+        ("sock_gid", "1000"),
+        ("sock_state", '"CONNECTING"'),
+        ("netns", "4026531840"),
+        ("cgroup_id", "7"),
+        ("seq", str(seq)),
+        ("ktime", str(1000000 + seq)),
+    ]
+    out = []
+    for k, v in fields:
+        if k in over:
+            if over[k] is None:
+                continue
+            v = over[k]
+        out.append('"%s":%s' % (k, v))
+    return "{" + ",".join(out) + "}"

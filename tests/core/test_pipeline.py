@@ -1,0 +1,187 @@
+"""The pipeline end to end: drain on signal, consecutive errors, counted loss,
+several sinks, backpressure, retries."""
+import json
+import os
+import signal
+import tempfile
+import time
+import unittest
+
+from tcpaudit import Running, counters, fixture, run, summary
+
+SYNTH = fixture("synthetic-eventer")
+FAULTY = fixture("faulty-sink")
+
+
+def seqs(path):
+    with open(path) as f:
+        return [l.strip() for l in f if l.strip()]
+
+
+class Pipeline(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.d = self.tmp.name
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def path(self, name):
+        return os.path.join(self.d, name)
+
+    def test_end_of_stream_delivers_everything(self):
+        r = run(["--event", SYNTH, "-p", "count=50000", "--sink", FAULTY, "-p",
+                 "path=" + self.path("a")])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(seqs(self.path("a")), [str(i) for i in range(1, 50001)])
+        s = summary(r.stderr)
+        self.assertEqual(s["events read"], 50000)
+        self.assertEqual(s["sink faulty written"], 50000)
+        self.assertEqual(s["sink faulty undelivered"], 0)
+
+    def drain_on(self, sig, status):
+        # a slow sink and a fast one; stop while the slow one is behind
+        with Running(["--event", SYNTH, "-p", "count=0", "-p", "interval_ms=2", "-p",
+                      "per_read=50", "--sink", FAULTY, "-p", "path=" + self.path("slow"),
+                      "-p", "delay_ms=100", "--sink", "jsonl", "-p",
+                      "path=" + self.path("fast.jsonl")]) as t:
+            time.sleep(1.0)
+            rc = t.stop(sig)
+            err = t.stderr()
+        self.assertEqual(rc, status, err)
+        s = summary(err)
+        n = s["events read"]
+        self.assertGreater(n, 100)
+        self.assertEqual(seqs(self.path("slow")), [str(i) for i in range(1, n + 1)])
+        with open(self.path("fast.jsonl")) as f:
+            self.assertEqual([json.loads(l)["seq"] for l in f], list(range(1, n + 1)))
+        self.assertEqual(s["sink faulty written"], n)
+        self.assertEqual(s["sink jsonl written"], n)
+        self.assertEqual(s["sink faulty undelivered"], 0)
+        self.assertIn("delivering what was read", err)
+
+    def test_sigint_drains_then_exits_130(self):
+        self.drain_on(signal.SIGINT, 130)
+
+    def test_sigterm_drains_then_exits_143(self):
+        self.drain_on(signal.SIGTERM, 143)
+
+    def test_second_signal_exits_without_waiting(self):
+        with Running(["--event", SYNTH, "-p", "count=0", "-p", "interval_ms=5", "--sink",
+                      FAULTY, "-p", "path=" + self.path("a"), "-p",
+                      "retry_first=1000000"]) as t:
+            t.wait_for_log("is unavailable")
+            t.proc.send_signal(signal.SIGINT)
+            t.wait_for_log("got SIGINT")
+            time.sleep(0.3)
+            self.assertIsNone(t.proc.poll(), "must keep trying to deliver after one signal")
+            started = time.monotonic()
+            rc = t.stop(signal.SIGINT)
+            self.assertLess(time.monotonic() - started, 5)
+            err = t.stderr()
+        self.assertEqual(rc, 130, err)
+        self.assertIn("second signal", err)
+        self.assertGreater(summary(err)["sink faulty undelivered"], 0)
+
+    def test_consecutive_sink_errors_stop_with_exit_1(self):
+        r = run(["--event", SYNTH, "-p", "count=100", "--sink", FAULTY, "-p",
+                 "path=" + self.path("a"), "-p", "fail_first=5"])
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(r.stderr.count("write failed"), 5)
+        self.assertIn("faulty failed 5 times in a row: stopping", r.stderr)
+        s = summary(r.stderr)
+        self.assertEqual(s["sink faulty written"], 0)
+        self.assertEqual(s["sink faulty undelivered"], 100)
+
+    def test_max_errors_option(self):
+        r = run(["--max-errors", "2", "--event", SYNTH, "-p", "count=100", "--sink", FAULTY,
+                 "-p", "path=" + self.path("a"), "-p", "fail_first=5"])
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(r.stderr.count("write failed"), 2)
+
+    def test_errors_below_the_limit_lose_nothing(self):
+        r = run(["--event", SYNTH, "-p", "count=100", "--sink", FAULTY, "-p",
+                 "path=" + self.path("a"), "-p", "fail_first=4"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(seqs(self.path("a")), [str(i) for i in range(1, 101)])
+
+    def test_retry_is_not_an_error(self):
+        r = run(["--event", SYNTH, "-p", "count=100", "--sink", FAULTY, "-p",
+                 "path=" + self.path("a"), "-p", "retry_first=6"], timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(seqs(self.path("a")), [str(i) for i in range(1, 101)])
+        self.assertEqual(r.stderr.count("is unavailable"), 1)  # once per episode
+        self.assertEqual(r.stderr.count("is writing again"), 1)
+
+    def test_consecutive_eventer_errors(self):
+        r = run(["--event", SYNTH, "-p", "count=100", "-p", "fail_at=10", "-p",
+                 "fail_times=5", "--sink", FAULTY, "-p", "path=" + self.path("a")])
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(r.stderr.count("read failed"), 5)
+        # what was read before the failure is still delivered
+        self.assertEqual(seqs(self.path("a")), [str(i) for i in range(1, 11)])
+        r = run(["--event", SYNTH, "-p", "count=100", "-p", "fail_at=10", "-p",
+                 "fail_times=4", "--sink", FAULTY, "-p", "path=" + self.path("b")])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(seqs(self.path("b")), [str(i) for i in range(1, 101)])
+
+    def test_fatal_eventer_error(self):
+        r = run(["--event", SYNTH, "-p", "count=100", "-p", "fatal_at=30", "--sink", FAULTY,
+                 "-p", "path=" + self.path("a")])
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("cannot go on", r.stderr)
+        self.assertEqual(seqs(self.path("a")), [str(i) for i in range(1, 31)])
+
+    def test_kernel_loss_is_counted_and_archived(self):
+        r = run(["--event", SYNTH, "-p", "count=100", "-p", "lost=7", "--sink", FAULTY, "-p",
+                 "path=" + self.path("a"), "--sink", "jsonl", "-p",
+                 "path=" + self.path("b.jsonl")])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        s = summary(r.stderr)
+        self.assertEqual(s["lost in kernel"], 7)
+        self.assertEqual(s["gap records"], 1)
+        self.assertIn("synthetic lost 7 events", r.stderr)
+        self.assertEqual(seqs(self.path("a"))[-1], "gap 7")
+        with open(self.path("b.jsonl")) as f:
+            last = json.loads(f.readlines()[-1])
+        self.assertEqual((last["kind"], last["stage"], last["lost"]), ("gap", "kernel", 7))
+
+    def test_several_sinks_get_the_same_events(self):
+        r = run(["--event", SYNTH, "-p", "count=20000", "--sink", "jsonl", "-p",
+                 "path=" + self.path("1.jsonl"), "--sink", "jsonl", "-p",
+                 "path=" + self.path("2.jsonl"), "--sink", FAULTY, "-p",
+                 "path=" + self.path("f")])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(self.path("1.jsonl"), "rb") as a, open(self.path("2.jsonl"), "rb") as b:
+            one = a.read()
+            self.assertEqual(one, b.read())
+        self.assertEqual(one.count(b"\n"), 20000)
+        s = summary(r.stderr)
+        self.assertEqual(s["sink jsonl#1 written"], 20000)
+        self.assertEqual(s["sink jsonl#2 written"], 20000)
+        self.assertEqual(len(seqs(self.path("f"))), 20000)
+
+    def test_slow_sink_holds_others_back_only_by_the_queue(self):
+        queue = 256
+        with Running(["--queue-size", str(queue), "--batch-size", "64", "--event", SYNTH,
+                      "-p", "count=0", "-p", "interval_ms=1", "-p", "per_read=64",
+                      "--sink", FAULTY, "-p", "path=" + self.path("slow"), "-p",
+                      "delay_ms=50", "--sink", "jsonl", "-p",
+                      "path=" + self.path("fast.jsonl")]) as t:
+            time.sleep(1.5)
+            t.proc.send_signal(signal.SIGUSR1)
+            t.wait_for_log("tcp-audit: counters:")
+            time.sleep(0.2)
+            c = counters(t.stderr(), "counters")
+            rc = t.stop()
+            s = summary(t.stderr())
+        ahead = c["sink jsonl written"] - c["sink faulty written"]
+        self.assertGreater(ahead, 0, c)           # the fast sink is not held in lockstep
+        self.assertLessEqual(ahead, queue, c)     # ... but no more than the queue
+        self.assertEqual(rc, 130)
+        self.assertEqual(s["sink faulty written"], s["events read"])
+        self.assertEqual(s["sink jsonl written"], s["events read"])
+
+
+if __name__ == "__main__":
+    unittest.main()

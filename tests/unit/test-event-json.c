@@ -1,0 +1,235 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests: the JSON-lines writer and reader, and the text helpers. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <cmocka.h>
+
+#include "event-json.h"
+#include "event-text.h"
+
+static struct tcp_audit_event full_event(void)
+{
+	struct tcp_audit_event ev;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.time_ns = 1764035587123456789ull;
+	ev.family = AF_INET6;
+	ev.saddr[15] = 1;
+	ev.daddr[0] = 0xfe;
+	ev.daddr[1] = 0x80;
+	ev.daddr[15] = 2;
+	ev.sport = 443;
+	ev.dport = 65535;
+	ev.old_state = TCP_AUDIT_TCP_SYN_SENT;
+	ev.new_state = TCP_AUDIT_TCP_ESTABLISHED;
+	ev.pid_on_cpu = 4242;
+	ev.tid_on_cpu = 4243;
+	strcpy(ev.comm_on_cpu, "curl");
+	ev.owner_pid = 4242;
+	ev.owner_uid = 1000;
+	strcpy(ev.owner_comm, "curl");
+	ev.sock_cookie = UINT64_MAX;
+	ev.sock_inode = 123456;
+	ev.sock_uid = 1000;
+	ev.sock_gid = 100;
+	ev.sock_state = TCP_AUDIT_SS_CONNECTED;
+	ev.netns = 4026531840u;
+	ev.cgroup_id = 77;
+	ev.seq = 9;
+	ev.ktime_ns = 5555;
+	strcpy(ev.host, "box");
+	ev.valid = TCP_AUDIT_HAS_OWNER | TCP_AUDIT_HAS_COOKIE | TCP_AUDIT_HAS_SOCK_INODE |
+		   TCP_AUDIT_HAS_SOCK_STATE | TCP_AUDIT_HAS_NETNS | TCP_AUDIT_HAS_CGROUP |
+		   TCP_AUDIT_HAS_SEQ | TCP_AUDIT_HAS_HOST | TCP_AUDIT_HAS_KTIME | TCP_AUDIT_HAS_TID;
+	return ev;
+}
+
+static void roundtrip(const struct tcp_audit_event *ev, char *line, size_t *len)
+{
+	struct tcp_audit_event back;
+	char err[256] = "";
+
+	*len = event_to_json(ev, line);
+	assert_true(*len < EVENT_JSON_MAX);
+	assert_int_equal(line[*len - 1], '\n');
+	int r = event_from_json(line, *len - 1, &back, err, sizeof(err));
+	if (r)
+		fail_msg("%s: %.*s", err, (int)*len, line);
+	assert_memory_equal(ev, &back, sizeof(back));
+}
+
+static void test_full_event_text(void **state)
+{
+	(void)state;
+	struct tcp_audit_event ev = full_event();
+	char line[EVENT_JSON_MAX];
+	size_t len;
+
+	roundtrip(&ev, line, &len);
+	assert_string_equal(
+		"{\"time\":\"2025-11-25T01:53:07.123456789Z\",\"host\":\"box\",\"family\":\"inet6\","
+		"\"saddr\":\"::1\",\"sport\":443,\"daddr\":\"fe80::2\",\"dport\":65535,"
+		"\"old_state\":\"SYN-SENT\",\"new_state\":\"ESTABLISHED\",\"pid_on_cpu\":4242,"
+		"\"tid_on_cpu\":4243,\"comm_on_cpu\":\"curl\",\"owner_pid\":4242,\"owner_uid\":1000,"
+		"\"owner_comm\":\"curl\",\"sock_cookie\":18446744073709551615,\"sock_inode\":123456,"
+		"\"sock_uid\":1000,\"sock_gid\":100,\"sock_state\":\"CONNECTED\","
+		"\"netns\":4026531840,\"cgroup_id\":77,\"seq\":9,\"ktime\":5555}\n",
+		(line[len] = '\0', line));
+}
+
+/* Every byte value 1..255 in a command name: valid JSON, same bytes back. */
+static void test_every_byte_survives(void **state)
+{
+	(void)state;
+	for (unsigned b = 1; b < 256; b++) {
+		struct tcp_audit_event ev = full_event();
+		char line[EVENT_JSON_MAX];
+		size_t len;
+		memset(ev.comm_on_cpu, 0, sizeof(ev.comm_on_cpu));
+		memset(ev.comm_on_cpu, (int)b, 15);
+		roundtrip(&ev, line, &len);
+		for (size_t i = 0; i < len - 1; i++) {
+			unsigned char c = (unsigned char)line[i];
+			assert_true(c >= 0x20 && c < 0x7f); /* ASCII-only for bytes not UTF-8 */
+		}
+	}
+}
+
+static void test_escapes(void **state)
+{
+	(void)state;
+	struct tcp_audit_event ev = full_event();
+	char line[EVENT_JSON_MAX];
+	size_t len;
+
+	strcpy(ev.comm_on_cpu, "a\"b\\c\n\x01\x7f\xff");
+	strcpy(ev.owner_comm, "caf\xc3\xa9 \xe2\x82\xac"); /* valid UTF-8 stays raw */
+	roundtrip(&ev, line, &len);
+	line[len] = '\0';
+	assert_non_null(strstr(line, "\"comm_on_cpu\":\"a\\\"b\\\\c\\n\\u0001\\u007f\\u00ff\""));
+	assert_non_null(strstr(line, "\"owner_comm\":\"caf\xc3\xa9 \xe2\x82\xac\""));
+}
+
+static void test_invalid_utf8_sequences(void **state)
+{
+	(void)state;
+	static const char *const bad[] = {
+		"\xc0\xaf",     /* overlong '/' */
+		"\xe0\x80\xaf", /* overlong */
+		"\xed\xa0\x80", /* surrogate */
+		"\xf4\x90\x80\x80", /* above U+10FFFF */
+		"\xc3",         /* truncated */
+		"\x80",         /* lone continuation */
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct tcp_audit_event ev = full_event();
+		char line[EVENT_JSON_MAX];
+		size_t len;
+		copy_fixed_string(ev.comm_on_cpu, sizeof(ev.comm_on_cpu), bad[i]);
+		roundtrip(&ev, line, &len);
+		line[len] = '\0';
+		char want[64] = "\"comm_on_cpu\":\"";
+		for (const unsigned char *p = (const unsigned char *)bad[i]; *p; p++)
+			snprintf(want + strlen(want), sizeof(want) - strlen(want), "\\u00%02x", *p);
+		assert_non_null(strstr(line, want));
+	}
+}
+
+static void test_gap_record(void **state)
+{
+	(void)state;
+	struct tcp_audit_event ev;
+	char line[EVENT_JSON_MAX];
+	size_t len;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.kind = TCP_AUDIT_KIND_GAP;
+	ev.gap_stage = TCP_AUDIT_STAGE_KERNEL;
+	ev.gap_lost = 42;
+	ev.time_ns = 0;
+	roundtrip(&ev, line, &len);
+	line[len] = '\0';
+	assert_string_equal(line, "{\"time\":\"1970-01-01T00:00:00.000000000Z\",\"kind\":\"gap\","
+				  "\"stage\":\"kernel\",\"lost\":42}\n");
+}
+
+static void test_unknown_numbers_are_kept(void **state)
+{
+	(void)state;
+	struct tcp_audit_event ev = full_event();
+	char line[EVENT_JSON_MAX];
+	size_t len;
+
+	ev.new_state = 200; /* not a state the kernel defines today */
+	ev.sock_state = 9;
+	roundtrip(&ev, line, &len);
+	line[len] = '\0';
+	assert_non_null(strstr(line, "\"new_state\":200"));
+	assert_non_null(strstr(line, "\"sock_state\":9"));
+}
+
+static void test_rfc3339(void **state)
+{
+	(void)state;
+	char buf[RFC3339_NS_LEN];
+	uint64_t ns;
+	static const struct {
+		uint64_t ns;
+		const char *text;
+	} cases[] = {
+		{0, "1970-01-01T00:00:00.000000000Z"},
+		{951782400000000001ull, "2000-02-29T00:00:00.000000001Z"},
+		{4107542399999999999ull, "2100-02-28T23:59:59.999999999Z"},
+		{1764035587123456789ull, "2025-11-25T01:53:07.123456789Z"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		assert_int_equal(format_rfc3339_ns(cases[i].ns, buf), 30);
+		assert_string_equal(buf, cases[i].text);
+		assert_int_equal(parse_rfc3339_ns(buf, 30, &ns), 0);
+		assert_true(ns == cases[i].ns);
+	}
+	assert_int_equal(parse_rfc3339_ns("2025-11-25T02:53:07.5+01:00", 27, &ns), 0);
+	assert_true(ns == 1764035587500000000ull);
+	assert_int_equal(parse_rfc3339_ns("2025-11-25T01:53:07", 19, &ns), -EINVAL);
+	assert_int_equal(parse_rfc3339_ns("2025-13-25T01:53:07Z", 20, &ns), -EINVAL);
+	assert_int_equal(parse_rfc3339_ns("2025-11-25T01:53:07.Z", 21, &ns), -EINVAL);
+	assert_int_equal(parse_rfc3339_ns("1969-12-31T23:59:59Z", 20, &ns), -EINVAL);
+}
+
+static void test_names(void **state)
+{
+	(void)state;
+	for (unsigned s = 1; s <= 12; s++) {
+		const char *name = tcp_state_name(s);
+		assert_non_null(name);
+		assert_int_equal(tcp_state_from_name(name, strlen(name)), (int)s);
+	}
+	assert_null(tcp_state_name(0));
+	assert_null(tcp_state_name(13));
+	assert_string_equal(tcp_state_name(TCP_AUDIT_TCP_SYN_RECV), "SYN-RECEIVED");
+	assert_string_equal(tcp_state_name(TCP_AUDIT_TCP_CLOSE), "CLOSED");
+	assert_string_equal(sock_state_name(TCP_AUDIT_SS_DISCONNECTING), "DISCONNECTING");
+	assert_int_equal(tcp_state_from_name("CLOSE", 5), -1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_full_event_text),
+		cmocka_unit_test(test_every_byte_survives),
+		cmocka_unit_test(test_escapes),
+		cmocka_unit_test(test_invalid_utf8_sequences),
+		cmocka_unit_test(test_gap_record),
+		cmocka_unit_test(test_unknown_numbers_are_kept),
+		cmocka_unit_test(test_rfc3339),
+		cmocka_unit_test(test_names),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
