@@ -172,4 +172,4 @@ class Informational(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    tcpaudit.main()

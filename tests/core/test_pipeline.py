@@ -7,6 +7,7 @@ import tempfile
 import time
 import unittest
 
+import tcpaudit
 from tcpaudit import Running, counters, fixture, run, summary
 
 SYNTH = fixture("synthetic-eventer")
@@ -184,4 +185,4 @@ class Pipeline(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    tcpaudit.main()

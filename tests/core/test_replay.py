@@ -6,6 +6,7 @@ import subprocess
 import tempfile
 import unittest
 
+import tcpaudit
 from tcpaudit import BIN, run, sample_line, summary
 
 # command names as the kernel may hold them: quotes, backslashes, control
@@ -185,4 +186,4 @@ class Malformed(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    tcpaudit.main()

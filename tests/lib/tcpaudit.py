@@ -5,6 +5,8 @@ TCP_AUDIT_BIN (the binary in the build tree; run from there it loads the
 plugins of the build tree) and TCP_AUDIT_BUILD_DIR.
 """
 import json
+import sys
+import unittest
 import os
 import signal
 import subprocess
@@ -165,3 +167,51 @@ def sample_line(seq, **over):
             v = over[k]
         out.append('"%s":%s' % (k, v))
     return "{" + ",".join(out) + "}"
+
+
+class _TapResult(unittest.TestResult):
+    """Prints each test as a TAP line as soon as it ends, so `meson test`
+    counts test cases, not files (protocol: 'tap')."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.n = 0
+
+    def _line(self, ok, test, directive="", details=""):
+        self.n += 1
+        name = test.id().split(".", 1)[-1]
+        print("%s %d - %s%s" % ("ok" if ok else "not ok", self.n, name, directive), flush=True)
+        for l in details.splitlines():
+            print("# " + l, flush=True)
+
+    def addSuccess(self, test):
+        super().addSuccess(test)
+        self._line(True, test)
+
+    def addFailure(self, test, err):
+        super().addFailure(test, err)
+        self._line(False, test, details=self.failures[-1][1])
+
+    def addError(self, test, err):
+        super().addError(test, err)
+        self._line(False, test, details=self.errors[-1][1])
+
+    def addSkip(self, test, reason):
+        super().addSkip(test, reason)
+        self._line(True, test, " # SKIP " + reason)
+
+    def addSubTest(self, test, subtest, err):
+        super().addSubTest(test, subtest, err)
+        if err is not None:
+            self._line(False, subtest, details="".join(
+                __import__("traceback").format_exception(*err)))
+
+
+def main():
+    """Runs the calling module's tests, printing TAP."""
+    import __main__
+    suite = unittest.defaultTestLoader.loadTestsFromModule(__main__)
+    result = _TapResult()
+    suite.run(result)
+    print("1..%d" % result.n, flush=True)
+    sys.exit(0 if result.wasSuccessful() else 1)
