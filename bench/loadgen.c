@@ -1,0 +1,192 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * loadgen: churns loopback TCP connections (connect, accept, close) as fast
+ * as the machine allows, and reports its rate and how many TCP state changes
+ * it caused on its own listening port, so a tracer's completeness can be
+ * checked against an exact number.
+ *
+ * Each connection is closed client first, then the server side after it has
+ * read the client's FIN, so it makes exactly 10 transitions:
+ *   client  CLOSED->SYN-SENT->ESTABLISHED->FIN-WAIT-1->FIN-WAIT-2->CLOSED
+ *   server  LISTEN->SYN-RECEIVED->ESTABLISHED->CLOSE-WAIT->LAST-ACK->CLOSED
+ * plus the listener's own CLOSED->LISTEN and LISTEN->CLOSED.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define EVENTS_PER_CONNECTION 10
+#define LISTENER_EVENTS 2
+
+struct job {
+	struct sockaddr_storage addr;
+	socklen_t addr_len;
+	int family;
+	int listener;
+	long per_thread; /* connections per thread, or 0 with a deadline */
+	double deadline; /* CLOCK_MONOTONIC seconds, with per_thread == 0 */
+	atomic_long done;
+	atomic_int failed;
+};
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void die(const char *what)
+{
+	fprintf(stderr, "loadgen: %s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
+/* One connection, start to end; 0 or -1 (errno set). */
+static int one_connection(struct job *j)
+{
+	char buf[16];
+	int c, s = -1;
+
+	c = socket(j->family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (c < 0)
+		return -1;
+	if (connect(c, (struct sockaddr *)&j->addr, j->addr_len) < 0)
+		goto fail;
+	s = accept4(j->listener, NULL, NULL, SOCK_CLOEXEC);
+	if (s < 0)
+		goto fail;
+	close(c); /* client first: FIN-WAIT-1 */
+	c = -1;
+	/* wait for the FIN of whichever client this is, then close: LAST-ACK */
+	while (read(s, buf, sizeof(buf)) > 0)
+		;
+	close(s);
+	return 0;
+fail:
+	if (c >= 0)
+		close(c);
+	if (s >= 0)
+		close(s);
+	return -1;
+}
+
+static void *worker(void *arg)
+{
+	struct job *j = arg;
+
+	for (long i = 0;; i++) {
+		if (j->per_thread ? i >= j->per_thread : (i % 64 == 0 && now() >= j->deadline))
+			break;
+		if (one_connection(j) < 0) {
+			if (atomic_fetch_add(&j->failed, 1) == 0)
+				fprintf(stderr, "loadgen: connection failed: %s\n", strerror(errno));
+			break;
+		}
+		atomic_fetch_add_explicit(&j->done, 1, memory_order_relaxed);
+	}
+	return NULL;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "Usage: loadgen [-6] [-t THREADS] [-p PORT] (-n CONNECTIONS | -d SECONDS)\n"
+		   "Churns loopback TCP connections on PORT (default: any free one) and prints\n"
+		   "  port=P connections=N seconds=S rate=R events=E\n"
+		   "where E is the number of TCP state changes it caused on port P.\n");
+}
+
+int main(int argc, char **argv)
+{
+	struct job j;
+	int threads = 1, port = 0, c;
+	long total = 0;
+	double seconds = 0;
+
+	memset(&j, 0, sizeof(j));
+	j.family = AF_INET;
+	while ((c = getopt(argc, argv, "6t:p:n:d:h")) != -1) {
+		switch (c) {
+		case '6':
+			j.family = AF_INET6;
+			break;
+		case 't':
+			threads = atoi(optarg);
+			break;
+		case 'p':
+			port = atoi(optarg);
+			break;
+		case 'n':
+			total = atol(optarg);
+			break;
+		case 'd':
+			seconds = atof(optarg);
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (threads < 1 || threads > 256 || port < 0 || port > 65535 || (total <= 0) == (seconds <= 0)) {
+		usage(stderr);
+		return 2;
+	}
+
+	j.listener = socket(j.family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (j.listener < 0)
+		die("socket");
+	int one = 1;
+	setsockopt(j.listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (j.family == AF_INET) {
+		struct sockaddr_in *a = (struct sockaddr_in *)&j.addr;
+		a->sin_family = AF_INET;
+		a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		a->sin_port = htons((uint16_t)port);
+		j.addr_len = sizeof(*a);
+	} else {
+		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&j.addr;
+		a->sin6_family = AF_INET6;
+		a->sin6_addr = in6addr_loopback;
+		a->sin6_port = htons((uint16_t)port);
+		j.addr_len = sizeof(*a);
+	}
+	if (bind(j.listener, (struct sockaddr *)&j.addr, j.addr_len) < 0)
+		die("bind");
+	if (getsockname(j.listener, (struct sockaddr *)&j.addr, &j.addr_len) < 0)
+		die("getsockname");
+	if (listen(j.listener, 4096) < 0)
+		die("listen");
+	port = ntohs(j.family == AF_INET ? ((struct sockaddr_in *)&j.addr)->sin_port
+					 : ((struct sockaddr_in6 *)&j.addr)->sin6_port);
+
+	pthread_t tids[256];
+	j.per_thread = total ? (total + threads - 1) / threads : 0;
+	double start = now();
+	j.deadline = start + seconds;
+	for (int i = 0; i < threads; i++)
+		if (pthread_create(&tids[i], NULL, worker, &j) != 0)
+			die("pthread_create");
+	for (int i = 0; i < threads; i++)
+		pthread_join(tids[i], NULL);
+	double elapsed = now() - start;
+	close(j.listener);
+
+	long done = atomic_load(&j.done);
+	printf("port=%d connections=%ld seconds=%.3f rate=%.0f events=%ld\n", port, done, elapsed,
+	       (double)done / elapsed, done * EVENTS_PER_CONNECTION + LISTENER_EVENTS);
+	return atomic_load(&j.failed) ? 1 : 0;
+}
