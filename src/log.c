@@ -61,10 +61,13 @@ DEFINE_LOG(log_debug, TCP_AUDIT_LOG_DEBUG)
 __attribute__((format(printf, 3, 4))) static void plugin_log(const struct tcp_audit_host *host,
 							      int level, const char *fmt, ...)
 {
+	struct plugin_logger *l = host->host_data;
 	va_list ap;
 
+	if (level <= TCP_AUDIT_LOG_ERROR)
+		__atomic_add_fetch(&l->errors, 1, __ATOMIC_RELAXED);
 	va_start(ap, fmt);
-	log_line(level, (const char *)host->host_data, fmt, ap);
+	log_line(level, l->prefix, fmt, ap);
 	va_end(ap);
 }
 
@@ -74,6 +77,6 @@ void plugin_logger_init(struct plugin_logger *l, const char *role, const char *n
 	l->host.abi_version = TCP_AUDIT_ABI_VERSION;
 	l->host.struct_size = sizeof(l->host);
 	l->host.log = plugin_log;
-	l->host.host_data = l->prefix;
+	l->host.host_data = l;
 	snprintf(l->prefix, sizeof(l->prefix), "[%s:%s] ", role, name);
 }

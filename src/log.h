@@ -17,10 +17,11 @@ __attribute__((format(printf, 1, 2))) void log_warning(const char *fmt, ...);
 __attribute__((format(printf, 1, 2))) void log_info(const char *fmt, ...);
 __attribute__((format(printf, 1, 2))) void log_debug(const char *fmt, ...);
 
-/* A plugin instance's logger: host.host_data points at prefix. */
+/* A plugin instance's logger: host.host_data points back at it. */
 struct plugin_logger {
 	struct tcp_audit_host host;
 	char prefix[96]; /* "[sink:pgsql] " */
+	int errors;      /* error lines logged so far */
 };
 
 void plugin_logger_init(struct plugin_logger *l, const char *role, const char *name);

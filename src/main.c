@@ -475,8 +475,9 @@ static int run(struct cli *cli)
 	for (size_t i = 0; i < cli->n_sinks; i++) {
 		r = open_instance(&cli->sinks[i]);
 		if (r < 0) {
-			log_error("--sink %s: cannot open the sink (%s)", cli->sinks[i].spec,
-				  r > -4096 ? strerror(-r) : "error");
+			if (!cli->sinks[i].logger.errors) /* else it said why itself */
+				log_error("--sink %s: cannot open the sink (%s)", cli->sinks[i].spec,
+					  r > -4096 ? strerror(-r) : "error");
 			status = EXIT_USAGE;
 			goto close_sinks;
 		}
@@ -491,8 +492,9 @@ static int run(struct cli *cli)
 		snprintf(cli->event.label, sizeof(cli->event.label), "%s", cli->event.lp.desc->name);
 		r = open_instance(&cli->event);
 		if (r < 0) {
-			log_error("--event %s: cannot open the eventer (%s)", cli->event.spec,
-				  r > -4096 ? strerror(-r) : "error");
+			if (!cli->event.logger.errors)
+				log_error("--event %s: cannot open the eventer (%s)", cli->event.spec,
+					  r > -4096 ? strerror(-r) : "error");
 			status = EXIT_USAGE;
 			goto close_sinks;
 		}

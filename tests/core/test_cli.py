@@ -129,7 +129,8 @@ class BadInput(unittest.TestCase):
         # a start-up failure inside a plugin's open() is exit 2 as well
         r = run(self.replay() + ["--sink", "jsonl", "-p", "path=/nonexistent-dir/x.jsonl"])
         self.assertEqual(r.returncode, 2, r.stderr)
-        self.assertIn("[sink:jsonl] error: cannot open /nonexistent-dir/x.jsonl", r.stderr)
+        self.assertEqual(r.stderr, "tcp-audit: [sink:jsonl] error: cannot open "
+                         "/nonexistent-dir/x.jsonl for appending: No such file or directory\n")
 
 
 class Informational(unittest.TestCase):
