@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The record the BPF program writes into the ring buffer, shared by kernel
+ * and user space.  Compact on purpose (the public event is 256 bytes): the
+ * ring holds more events, and user space fills in the rest.
+ */
+#ifndef TCP_AUDIT_BPF_EVENTER_H
+#define TCP_AUDIT_BPF_EVENTER_H
+
+#define TA_COMM_LEN 16
+#define TA_MAX_PORTS 16
+#define TA_MAX_PREFIXES 8
+
+/* record flags */
+#define TA_REC_OWNER 0x01    /* owner_* are known */
+#define TA_REC_SOCKET 0x02   /* the socket has a struct socket: inode, uid, gid, state */
+#define TA_REC_CGROUP 0x04   /* cgroup_id is the socket's cgroup */
+#define TA_REC_COOKIE 0x08   /* cookie is the socket cookie */
+
+struct ta_record {
+	__u64 ktime;
+	__u64 seq;
+	__u64 cookie;
+	__u64 cgroup_id;
+	__u64 sock_inode;
+	__u32 pid; /* on CPU: tgid */
+	__u32 tid;
+	__u32 owner_pid;
+	__u32 owner_uid;
+	__u32 sock_uid;
+	__u32 sock_gid;
+	__u32 netns;
+	__u16 family;
+	__u16 sport; /* host byte order */
+	__u16 dport;
+	__u8 oldstate;
+	__u8 newstate;
+	__u8 sock_state;
+	__u8 flags;
+	__u8 pad[6];
+	__u8 saddr[16];
+	__u8 daddr[16];
+	char comm[TA_COMM_LEN];
+	char owner_comm[TA_COMM_LEN];
+};
+
+/* An address prefix for the in-kernel filter; v4 in the first 4 bytes. */
+struct ta_prefix {
+	__u8 addr[16];
+	__u16 family;
+	__u16 bits;
+	__u32 pad;
+};
+
+#endif
