@@ -242,51 +242,47 @@ enum field_type {
 
 struct field {
 	const char *key;
+	size_t key_len;
 	enum field_type type;
 	size_t offset;
 	uint32_t valid; /* bit set when present */
 	bool required;  /* required in a state-change line */
+	bool gap_only;  /* only in (and required in) a gap record */
 };
 
 #define OFF(m) offsetof(struct tcp_audit_event, m)
 
 static const struct field fields[] = {
-	{"time", F_TIME, OFF(time_ns), 0, true},
-	{"host", F_HOST, OFF(host), TCP_AUDIT_HAS_HOST, false},
-	{"kind", F_KIND, OFF(kind), 0, false},
-	{"stage", F_STAGE, OFF(gap_stage), 0, false},
-	{"lost", F_U64, OFF(gap_lost), 0, false},
-	{"family", F_FAMILY, OFF(family), 0, true},
-	{"saddr", F_SADDR, OFF(saddr), 0, true},
-	{"sport", F_U16, OFF(sport), 0, true},
-	{"daddr", F_DADDR, OFF(daddr), 0, true},
-	{"dport", F_U16, OFF(dport), 0, true},
-	{"old_state", F_TCP_STATE, OFF(old_state), 0, true},
-	{"new_state", F_TCP_STATE, OFF(new_state), 0, true},
-	{"pid_on_cpu", F_U32, OFF(pid_on_cpu), 0, true},
-	{"tid_on_cpu", F_U32, OFF(tid_on_cpu), TCP_AUDIT_HAS_TID, false},
-	{"comm_on_cpu", F_COMM, OFF(comm_on_cpu), 0, true},
-	{"owner_pid", F_U32, OFF(owner_pid), TCP_AUDIT_HAS_OWNER, false},
-	{"owner_uid", F_U32, OFF(owner_uid), TCP_AUDIT_HAS_OWNER, false},
-	{"owner_comm", F_COMM, OFF(owner_comm), TCP_AUDIT_HAS_OWNER, false},
-	{"sock_cookie", F_U64, OFF(sock_cookie), TCP_AUDIT_HAS_COOKIE, false},
-	{"sock_inode", F_U64, OFF(sock_inode), TCP_AUDIT_HAS_SOCK_INODE, false},
-	{"sock_uid", F_U32, OFF(sock_uid), TCP_AUDIT_HAS_SOCK_INODE, false},
-	{"sock_gid", F_U32, OFF(sock_gid), TCP_AUDIT_HAS_SOCK_INODE, false},
-	{"sock_state", F_SOCK_STATE, OFF(sock_state), TCP_AUDIT_HAS_SOCK_STATE, false},
-	{"netns", F_U32, OFF(netns), TCP_AUDIT_HAS_NETNS, false},
-	{"cgroup_id", F_U64, OFF(cgroup_id), TCP_AUDIT_HAS_CGROUP, false},
-	{"seq", F_U64, OFF(seq), TCP_AUDIT_HAS_SEQ, false},
-	{"ktime", F_U64, OFF(ktime_ns), TCP_AUDIT_HAS_KTIME, false},
+	{"time", 4, F_TIME, OFF(time_ns), 0, true, false},
+	{"host", 4, F_HOST, OFF(host), TCP_AUDIT_HAS_HOST, false, false},
+	{"kind", 4, F_KIND, OFF(kind), 0, false, false},
+	{"stage", 5, F_STAGE, OFF(gap_stage), 0, false, true},
+	{"lost", 4, F_U64, OFF(gap_lost), 0, false, true},
+	{"family", 6, F_FAMILY, OFF(family), 0, true, false},
+	{"saddr", 5, F_SADDR, OFF(saddr), 0, true, false},
+	{"sport", 5, F_U16, OFF(sport), 0, true, false},
+	{"daddr", 5, F_DADDR, OFF(daddr), 0, true, false},
+	{"dport", 5, F_U16, OFF(dport), 0, true, false},
+	{"old_state", 9, F_TCP_STATE, OFF(old_state), 0, true, false},
+	{"new_state", 9, F_TCP_STATE, OFF(new_state), 0, true, false},
+	{"pid_on_cpu", 10, F_U32, OFF(pid_on_cpu), 0, true, false},
+	{"tid_on_cpu", 10, F_U32, OFF(tid_on_cpu), TCP_AUDIT_HAS_TID, false, false},
+	{"comm_on_cpu", 11, F_COMM, OFF(comm_on_cpu), 0, true, false},
+	{"owner_pid", 9, F_U32, OFF(owner_pid), TCP_AUDIT_HAS_OWNER, false, false},
+	{"owner_uid", 9, F_U32, OFF(owner_uid), TCP_AUDIT_HAS_OWNER, false, false},
+	{"owner_comm", 10, F_COMM, OFF(owner_comm), TCP_AUDIT_HAS_OWNER, false, false},
+	{"sock_cookie", 11, F_U64, OFF(sock_cookie), TCP_AUDIT_HAS_COOKIE, false, false},
+	{"sock_inode", 10, F_U64, OFF(sock_inode), TCP_AUDIT_HAS_SOCK_INODE, false, false},
+	{"sock_uid", 8, F_U32, OFF(sock_uid), TCP_AUDIT_HAS_SOCK_INODE, false, false},
+	{"sock_gid", 8, F_U32, OFF(sock_gid), TCP_AUDIT_HAS_SOCK_INODE, false, false},
+	{"sock_state", 10, F_SOCK_STATE, OFF(sock_state), TCP_AUDIT_HAS_SOCK_STATE, false, false},
+	{"netns", 5, F_U32, OFF(netns), TCP_AUDIT_HAS_NETNS, false, false},
+	{"cgroup_id", 9, F_U64, OFF(cgroup_id), TCP_AUDIT_HAS_CGROUP, false, false},
+	{"seq", 3, F_U64, OFF(seq), TCP_AUDIT_HAS_SEQ, false, false},
+	{"ktime", 5, F_U64, OFF(ktime_ns), TCP_AUDIT_HAS_KTIME, false, false},
 };
 
 #define N_FIELDS (sizeof(fields) / sizeof(fields[0]))
-
-/* Keys that must come together, or not at all. */
-static const char *const groups[][3] = {
-	{"owner_pid", "owner_uid", "owner_comm"},
-	{"sock_inode", "sock_uid", "sock_gid"},
-};
 
 struct parser {
 	const char *p, *end;
@@ -511,6 +507,7 @@ int event_from_json(const char *line, size_t len, struct tcp_audit_event *ev, ch
 	struct parser ps = {line, line + len, err, err_size};
 	bool seen[N_FIELDS] = {false};
 	char addr_text[2][ADDR_TEXT_LEN] = {"", ""};
+	size_t next = 0;
 	size_t addr_len[2] = {0, 0};
 	int r;
 
@@ -527,14 +524,21 @@ int event_from_json(const char *line, size_t len, struct tcp_audit_event *ev, ch
 		size_t i;
 
 		skip_ws(&ps);
-		r = parse_string(&ps, key, sizeof(key), NULL, "key");
+		size_t key_len;
+		r = parse_string(&ps, key, sizeof(key), &key_len, "key");
 		if (r)
 			return r;
-		for (i = 0; i < N_FIELDS; i++)
-			if (strcmp(fields[i].key, key) == 0)
-				break;
+		/* keys usually come in the writer's order: try the next one first */
+		i = next < N_FIELDS && fields[next].key_len == key_len &&
+				    memcmp(fields[next].key, key, key_len) == 0
+			    ? next
+			    : N_FIELDS;
+		for (size_t j = 0; i == N_FIELDS && j < N_FIELDS; j++)
+			if (fields[j].key_len == key_len && memcmp(fields[j].key, key, key_len) == 0)
+				i = j;
 		if (i == N_FIELDS)
 			return fail(&ps, "unknown key \"%s\"", key);
+		next = i + 1;
 		if (seen[i])
 			return fail(&ps, "duplicate key \"%s\"", key);
 		seen[i] = true;
@@ -628,28 +632,25 @@ int event_from_json(const char *line, size_t len, struct tcp_audit_event *ev, ch
 	if (ps.p != ps.end)
 		return fail(&ps, "trailing characters after the object");
 
-	for (size_t g = 0; g < sizeof(groups) / sizeof(groups[0]); g++) {
-		int n = 0;
-		for (size_t k = 0; k < 3; k++)
-			for (size_t i = 0; i < N_FIELDS; i++)
-				if (seen[i] && strcmp(fields[i].key, groups[g][k]) == 0)
-					n++;
-		if (n != 0 && n != 3)
-			return fail(&ps, "\"%s\", \"%s\" and \"%s\" go together", groups[g][0],
-				    groups[g][1], groups[g][2]);
-	}
+	/* keys sharing a validity bit (owner_*, sock_inode/uid/gid) come together */
+	uint32_t bits_seen = 0, bits_missing = 0;
+	for (size_t i = 0; i < N_FIELDS; i++)
+		if (fields[i].valid)
+			*(seen[i] ? &bits_seen : &bits_missing) |= fields[i].valid;
+	if (bits_seen & bits_missing & TCP_AUDIT_HAS_OWNER)
+		return fail(&ps, "\"owner_pid\", \"owner_uid\" and \"owner_comm\" go together");
+	if (bits_seen & bits_missing & TCP_AUDIT_HAS_SOCK_INODE)
+		return fail(&ps, "\"sock_inode\", \"sock_uid\" and \"sock_gid\" go together");
 
 	bool gap = ev->kind == TCP_AUDIT_KIND_GAP;
 	for (size_t i = 0; i < N_FIELDS; i++) {
-		bool gap_key = strcmp(fields[i].key, "stage") == 0 || strcmp(fields[i].key, "lost") == 0;
-		if (gap && gap_key && !seen[i])
-			return fail(&ps, "missing key \"%s\"", fields[i].key);
-		if (!gap && fields[i].required && !seen[i])
-			return fail(&ps, "missing key \"%s\"", fields[i].key);
-		if (!gap && gap_key && seen[i])
-			return fail(&ps, "\"%s\" is only for gap records", fields[i].key);
-		if (gap && i > 0 && fields[i].required && seen[i])
-			return fail(&ps, "\"%s\" does not belong in a gap record", fields[i].key);
+		const struct field *f = &fields[i];
+		if ((gap ? f->gap_only : f->required) && !seen[i])
+			return fail(&ps, "missing key \"%s\"", f->key);
+		if (!gap && f->gap_only && seen[i])
+			return fail(&ps, "\"%s\" is only for gap records", f->key);
+		if (gap && i > 0 && f->required && seen[i])
+			return fail(&ps, "\"%s\" does not belong in a gap record", f->key);
 	}
 	if (!gap) {
 		for (int k = 0; k < 2; k++) {
