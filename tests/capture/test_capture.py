@@ -220,6 +220,19 @@ class Capture(unittest.TestCase):
         self.assertEqual({e["sport"] for e in events}, {port})  # server side only
         self.assertEqual(len(events), 2 * (2 + 5))
 
+    @unittest.skipUnless(EVENTER == "bpf", "auto prefers bpf")
+    def test_auto_uses_bpf(self):
+        port = free_port()
+        with Running(["--event", "auto", "-p", "ports=%d" % port, "--sink", "jsonl", "-p",
+                      "path=" + self.out]) as t:
+            with self.assertRaises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", port)).close()
+            time.sleep(0.5)
+            self.assertEqual(t.stop(), 130)
+            self.assertIn("--event auto: using bpf", t.stderr())
+        with open(self.out) as f:
+            self.assertEqual(len(f.readlines()), 2)
+
     def test_burst_nothing_lost(self):
         """20,000 connections as fast as they go, default settings, no filter."""
         port = free_port()
