@@ -39,40 +39,6 @@ static void put_u64(struct out *o, uint64_t v)
 		*o->p++ = tmp[--n];
 }
 
-/* Length of the valid UTF-8 sequence at s (max bytes left), 0 if invalid. */
-static size_t utf8_seq_len(const unsigned char *s, size_t max)
-{
-	unsigned char c = s[0];
-	size_t n;
-	uint32_t cp;
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf) {
-		n = 2;
-		cp = c & 0x1f;
-	} else if (c >= 0xe0 && c <= 0xef) {
-		n = 3;
-		cp = c & 0x0f;
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		n = 4;
-		cp = c & 0x07;
-	} else {
-		return 0;
-	}
-	if (n > max)
-		return 0;
-	for (size_t i = 1; i < n; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (s[i] & 0x3f);
-	}
-	if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-	    (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return n;
-}
-
 static void put_escaped_byte(struct out *o, unsigned char c)
 {
 	static const char hex[] = "0123456789abcdef";
@@ -120,7 +86,7 @@ static void put_string(struct out *o, const char *str, size_t max)
 		default:
 			break;
 		}
-		size_t n = c >= 0x80 ? utf8_seq_len(s + i, len - i) : 0;
+		size_t n = c >= 0x80 ? utf8_sequence_length(s + i, len - i) : 0;
 		if (n > 1) {
 			put_raw(o, (const char *)s + i, n);
 			i += n;
@@ -432,7 +398,7 @@ static int parse_string(struct parser *ps, char *out, size_t cap, size_t *out_le
 			tn = 1;
 			ps->p++;
 		} else {
-			tn = utf8_seq_len((const unsigned char *)ps->p, (size_t)(ps->end - ps->p));
+			tn = utf8_sequence_length((const unsigned char *)ps->p, (size_t)(ps->end - ps->p));
 			if (tn == 0)
 				return fail(ps, "%s: invalid UTF-8", what);
 			memcpy(tmp, ps->p, tn);

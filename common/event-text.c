@@ -262,3 +262,56 @@ void copy_fixed_string(char *dst, size_t dst_size, const char *src)
 	memcpy(dst, src, n);
 	memset(dst + n, 0, dst_size - n);
 }
+
+size_t utf8_sequence_length(const unsigned char *s, size_t max)
+{
+	unsigned char c = s[0];
+	size_t n;
+	uint32_t cp;
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf) {
+		n = 2;
+		cp = c & 0x1f;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		n = 3;
+		cp = c & 0x0f;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		n = 4;
+		cp = c & 0x07;
+	} else {
+		return 0;
+	}
+	if (n > max)
+		return 0;
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+	    (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return n;
+}
+
+size_t bytes_to_utf8(const char *in, size_t len, char *out)
+{
+	const unsigned char *s = (const unsigned char *)in;
+	size_t o = 0;
+
+	for (size_t i = 0; i < len;) {
+		size_t n = utf8_sequence_length(s + i, len - i);
+		if (n) {
+			memcpy(out + o, s + i, n);
+			o += n;
+			i += n;
+		} else { /* the byte as U+0080..U+00FF, as the JSON form does */
+			out[o++] = (char)(0xc0 | s[i] >> 6);
+			out[o++] = (char)(0x80 | (s[i] & 0x3f));
+			i++;
+		}
+	}
+	return o;
+}

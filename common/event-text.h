@@ -45,6 +45,16 @@ const char *format_addr(unsigned family, const uint8_t addr[16], char out[ADDR_T
 /* Parses an address of the given family into 16 zero-padded bytes. */
 int parse_addr(unsigned family, const char *s, size_t len, uint8_t addr[16]);
 
+/* Length of the valid UTF-8 sequence at s (at most max bytes), 0 if invalid. */
+size_t utf8_sequence_length(const unsigned char *s, size_t max);
+
+/*
+ * Bytes as valid UTF-8 text: valid sequences as they are, any other byte as
+ * the character U+0080..U+00FF (the JSON form's convention).  out needs
+ * 2 * len bytes; returns the length written.
+ */
+size_t bytes_to_utf8(const char *in, size_t len, char *out);
+
 /* Copies a NUL-terminated string into a fixed field, NUL-padding the rest. */
 void copy_fixed_string(char *dst, size_t dst_size, const char *src);
 
