@@ -57,6 +57,7 @@ class PostgresServer:
             with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
                 f.write("listen_addresses = ''\nunix_socket_directories = '%s'\n"
                         "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+                        "shared_buffers = 1GB\nmax_wal_size = 8GB\nwal_buffers = 64MB\n"
                         % self.socket_dir)
         r = self._as_postgres([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-l",
                                self.log, "-w", "-t", "60", "start"])
