@@ -55,7 +55,7 @@ struct bpf_eventer {
 static const struct tcp_audit_option bpf_options[] = {
 	{.key = "ring_size",
 	 .type = TCP_AUDIT_OPT_SIZE,
-	 .def = "32M",
+	 .def = "16M",
 	 .min = 1 << 20,
 	 .max = 1ll << 30,
 	 .help = "kernel ring buffer for events (rounded up to a power of 2); ~150 bytes an event",
@@ -373,6 +373,7 @@ static int load(struct bpf_eventer *b, const struct bpf_config *c, bool btf, int
 		return -errno;
 	bpf_program__set_autoload(btf ? b->skel->progs.on_state_tp : b->skel->progs.on_state_btf,
 				  false);
+	bpf_program__set_autoload(b->skel->progs.on_state_rescue, btf);
 	bpf_program__set_autoload(b->skel->progs.on_accept2, arity == 2);
 	bpf_program__set_autoload(b->skel->progs.on_accept4, arity == 4);
 	r = configure(b, c);
@@ -387,6 +388,11 @@ static int load(struct bpf_eventer *b, const struct bpf_config *c, bool btf, int
 		return -errno;
 	b->skel->links.on_state_btf = btf ? link : NULL;
 	b->skel->links.on_state_tp = btf ? NULL : link;
+	if (btf) {
+		b->skel->links.on_state_rescue = bpf_program__attach(b->skel->progs.on_state_rescue);
+		if (!b->skel->links.on_state_rescue)
+			return -errno;
+	}
 	struct bpf_program *acc = arity == 2 ? b->skel->progs.on_accept2
 			       : arity == 4 ? b->skel->progs.on_accept4 : NULL;
 	link = acc ? bpf_program__attach(acc) : NULL;
@@ -520,26 +526,56 @@ static int bpf_read(void *self, struct tcp_audit_event *events, size_t max, int 
 	return (int)b->n;
 }
 
-static int bpf_stats(void *self, struct tcp_audit_eventer_stats *st)
+/* Sums a per-CPU array map's slot over the CPUs. */
+static int percpu_sum(struct bpf_map *map, __u32 key, uint64_t *sum)
 {
-	struct bpf_eventer *b = self;
 	int ncpu = libbpf_num_possible_cpus();
-	__u32 key = 0;
 
 	if (ncpu <= 0)
 		return -EINVAL;
 	__u64 *values = calloc((size_t)ncpu, sizeof(*values));
 	if (!values)
 		return -ENOMEM;
-	if (bpf_map_lookup_elem(bpf_map__fd(b->skel->maps.lost), &key, values) != 0) {
+	if (bpf_map_lookup_elem(bpf_map__fd(map), &key, values) != 0) {
 		free(values);
 		return -errno;
 	}
-	st->lost = 0;
+	*sum = 0;
 	for (int i = 0; i < ncpu; i++)
-		st->lost += values[i];
-	st->skipped = 0;
+		*sum += values[i];
 	free(values);
+	return 0;
+}
+
+/* Runs of prog the kernel skipped because it was already running on that CPU. */
+static uint64_t recursion_misses(struct bpf_program *prog)
+{
+	struct bpf_prog_info info;
+	__u32 len = sizeof(info);
+
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(bpf_program__fd(prog), &info, &len) != 0)
+		return 0;
+	return info.recursion_misses;
+}
+
+static int bpf_stats(void *self, struct tcp_audit_eventer_stats *st)
+{
+	struct bpf_eventer *b = self;
+	uint64_t full = 0, rescued = 0, missed;
+	int r;
+
+	/* the ring was full ... */
+	if ((r = percpu_sum(b->skel->maps.lost, 0, &full)) ||
+	    (r = percpu_sum(b->skel->maps.nesting, 1, &rescued)))
+		return r;
+	/* ... or the kernel skipped a nested run that the rescue program missed too */
+	if (b->skel->links.on_state_btf)
+		missed = recursion_misses(b->skel->progs.on_state_btf);
+	else
+		missed = recursion_misses(b->skel->progs.on_state_tp);
+	st->lost = full + (missed > rescued ? missed - rescued : 0);
+	st->skipped = 0;
 	return 0;
 }
 
