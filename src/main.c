@@ -26,6 +26,7 @@
 #define MAX_PARAMS 64
 #define DEFAULT_QUEUE_SIZE 65536
 #define DEFAULT_BATCH_SIZE 4096
+#define DEFAULT_BACKLOG (1l << 20) /* events: 256 MiB at most, used only while sinks lag */
 #define DEFAULT_MAX_ERRORS 5
 
 static const char *const auto_candidates[] = {"bpf", "tracefs"};
@@ -53,6 +54,7 @@ struct cli {
 	long max_errors;
 	long queue_size;
 	long batch_size;
+	long backlog;
 	bool list_plugins;
 };
 
@@ -83,8 +85,10 @@ static void usage(FILE *f)
 		"Pipeline:\n"
 		"  --max-errors N      consecutive failures of one plugin that stop the run\n"
 		"                      (default %d; exit status 1)\n"
-		"  --queue-size N      events held between the eventer and the sinks (default %d);\n"
-		"                      when a sink is that far behind, reading waits\n"
+		"  --queue-size N      events held between the eventer and the sinks (default %d)\n"
+		"  --backlog N         more events held in memory (256 bytes each) while a sink is a\n"
+		"                      whole queue behind (default %ld, freed as it drains; 0: none);\n"
+		"                      past it, reading waits and the kernel's buffer takes the rest\n"
 		"  --batch-size N      most events per read and per sink write (default %d)\n"
 		"\n"
 		"Other:\n"
@@ -103,7 +107,8 @@ static void usage(FILE *f)
 		"  tcp-audit --event bpf --sink jsonl -p path=/var/log/tcp-audit.jsonl\n"
 		"  tcp-audit --event bpf --sink sqlite --sink pgsql -p conninfo='dbname=audit'\n"
 		"  tcp-audit --event replay -p path=events.jsonl --sink sqlite -p path=events.db\n",
-		plugin_search_path(), DEFAULT_MAX_ERRORS, DEFAULT_QUEUE_SIZE, DEFAULT_BATCH_SIZE);
+		plugin_search_path(), DEFAULT_MAX_ERRORS, DEFAULT_QUEUE_SIZE, DEFAULT_BACKLOG,
+		DEFAULT_BATCH_SIZE);
 }
 
 __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
@@ -130,7 +135,7 @@ static int parse_long(const char *opt, const char *v, long min, long max, long *
 
 static int parse_cli(int argc, char **argv, struct cli *cli)
 {
-	enum { OPT_EVENT = 256, OPT_SINK, OPT_LIST, OPT_MAX_ERRORS, OPT_QUEUE, OPT_BATCH };
+	enum { OPT_EVENT = 256, OPT_SINK, OPT_LIST, OPT_MAX_ERRORS, OPT_QUEUE, OPT_BATCH, OPT_BACKLOG };
 	static const struct option longopts[] = {
 		{"event", required_argument, NULL, OPT_EVENT},
 		{"sink", required_argument, NULL, OPT_SINK},
@@ -139,6 +144,7 @@ static int parse_cli(int argc, char **argv, struct cli *cli)
 		{"max-errors", required_argument, NULL, OPT_MAX_ERRORS},
 		{"queue-size", required_argument, NULL, OPT_QUEUE},
 		{"batch-size", required_argument, NULL, OPT_BATCH},
+		{"backlog", required_argument, NULL, OPT_BACKLOG},
 		{"quiet", no_argument, NULL, 'q'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
@@ -151,6 +157,7 @@ static int parse_cli(int argc, char **argv, struct cli *cli)
 	cli->max_errors = DEFAULT_MAX_ERRORS;
 	cli->queue_size = DEFAULT_QUEUE_SIZE;
 	cli->batch_size = DEFAULT_BATCH_SIZE;
+	cli->backlog = DEFAULT_BACKLOG;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+p:qvhV", longopts, NULL)) != -1) {
 		switch (c) {
@@ -193,6 +200,10 @@ static int parse_cli(int argc, char **argv, struct cli *cli)
 			break;
 		case OPT_BATCH:
 			if ((r = parse_long("--batch-size", optarg, 1, 1 << 20, &cli->batch_size)))
+				return r;
+			break;
+		case OPT_BACKLOG:
+			if ((r = parse_long("--backlog", optarg, 0, 1l << 26, &cli->backlog)))
 				return r;
 			break;
 		case 'q':
@@ -391,10 +402,10 @@ static void print_counters(struct pipeline *p, const char *what)
 		return;
 	fprintf(stderr,
 		"tcp-audit: %s: events read %llu, lost in kernel %llu, lost in queue %llu, "
-		"skipped input %llu, gap records %llu\n",
+		"skipped input %llu, gap records %llu, backlog peak %llu\n",
 		what, (unsigned long long)st->read, (unsigned long long)st->lost_kernel,
 		(unsigned long long)st->lost_queue, (unsigned long long)st->skipped_input,
-		(unsigned long long)st->gap_records);
+		(unsigned long long)st->gap_records, (unsigned long long)st->backlog_peak);
 	for (size_t i = 0; i < st->n_sinks; i++)
 		fprintf(stderr, "tcp-audit: %s: sink %s: written %llu, undelivered %llu%s\n", what,
 			st->sinks[i].label, (unsigned long long)st->sinks[i].written,
@@ -512,6 +523,7 @@ static int run(struct cli *cli)
 	struct pipeline_config cfg = {
 		.queue_size = (size_t)cli->queue_size,
 		.batch_size = (size_t)cli->batch_size,
+		.max_backlog = (uint64_t)cli->backlog,
 		.max_errors = (int)cli->max_errors,
 		.host = host,
 	};

@@ -32,6 +32,19 @@ struct sink_thread {
 	bool failed;       /* guarded by p->mu: gave up, no longer holds the ring */
 };
 
+/*
+ * A block of the backlog: events read while the ring was full, waiting to go
+ * into it.  Only the reader touches blocks, so they need no lock; the count
+ * of spilled events is under p->mu for the counters.
+ */
+#define SPILL_EVENTS 4096 /* 1 MiB */
+
+struct spill {
+	struct spill *next;
+	size_t n, taken;
+	struct tcp_audit_event ev[SPILL_EVENTS];
+};
+
 struct pipeline {
 	pthread_mutex_t mu;
 	pthread_cond_t data;  /* new events, or reading ended */
@@ -49,6 +62,10 @@ struct pipeline {
 	bool failed;
 	bool end_of_stream;
 	int running; /* threads not yet finished */
+
+	struct spill *spill_head, *spill_tail; /* reader only */
+	uint64_t spilled;                      /* events in the backlog, under mu */
+	uint64_t spilled_peak;
 
 	struct pipeline_stage eventer;
 	pthread_t reader;
@@ -92,25 +109,16 @@ static uint64_t min_read_pos(const struct pipeline *p)
 	return min;
 }
 
-/*
- * Waits for free slots; returns how many contiguous ones start at
- * write_pos (at most max), or 0 if reading must stop.  p->mu held.
- */
-static size_t wait_for_space(struct pipeline *p, size_t max)
+/* Contiguous free slots at write_pos (at most max); p->mu held. */
+static size_t free_room(const struct pipeline *p, size_t max)
 {
-	for (;;) {
-		if (p->stop || p->abandon)
-			return 0;
-		uint64_t used = p->write_pos - min_read_pos(p);
-		if (used < p->cap) {
-			uint64_t start = p->write_pos & (p->cap - 1);
-			uint64_t n = p->cap - used;
-			if (n > p->cap - start)
-				n = p->cap - start;
-			return n < max ? (size_t)n : max;
-		}
-		pthread_cond_wait(&p->space, &p->mu);
-	}
+	uint64_t used = p->write_pos - min_read_pos(p);
+	uint64_t start = p->write_pos & (p->cap - 1);
+	uint64_t n = p->cap - used;
+
+	if (n > p->cap - start)
+		n = p->cap - start;
+	return n < max ? (size_t)n : max;
 }
 
 static void publish(struct pipeline *p, size_t n)
@@ -122,20 +130,122 @@ static void publish(struct pipeline *p, size_t n)
 }
 
 /*
+ * Moves backlog blocks into the ring while it has room.  With wait, until the
+ * backlog is empty (or the run is abandoned).
+ */
+static void drain_spill(struct pipeline *p, bool wait)
+{
+	while (p->spill_head) {
+		struct spill *b = p->spill_head;
+		pthread_mutex_lock(&p->mu);
+		size_t room = free_room(p, b->n - b->taken);
+		while (wait && room == 0 && !p->abandon) {
+			pthread_cond_wait(&p->space, &p->mu);
+			room = free_room(p, b->n - b->taken);
+		}
+		uint64_t start = p->write_pos & (p->cap - 1);
+		pthread_mutex_unlock(&p->mu);
+		if (room == 0)
+			return;
+		memcpy(&p->ring[start], &b->ev[b->taken], room * sizeof(b->ev[0]));
+		b->taken += room;
+		pthread_mutex_lock(&p->mu);
+		p->spilled -= room;
+		pthread_mutex_unlock(&p->mu);
+		publish(p, room);
+		if (b->taken == b->n) {
+			p->spill_head = b->next;
+			if (!p->spill_head)
+				p->spill_tail = NULL;
+			free(b);
+		}
+	}
+}
+
+/*
+ * Where the next events go: free ring slots when nothing is backlogged, else
+ * the backlog's last block while the backlog is under its limit, else wait
+ * for the sinks (backpressure).  Returns NULL when reading must stop (unless
+ * final, for what must still be delivered).  *room: how many fit; *in_ring.
+ */
+static struct tcp_audit_event *obtain(struct pipeline *p, size_t max, bool final, size_t *room,
+				      bool *in_ring)
+{
+	for (;;) {
+		drain_spill(p, false);
+		pthread_mutex_lock(&p->mu);
+		if (p->abandon || (p->stop && !final)) {
+			pthread_mutex_unlock(&p->mu);
+			return NULL;
+		}
+		if (!p->spill_head) {
+			*room = free_room(p, max);
+			if (*room) {
+				uint64_t start = p->write_pos & (p->cap - 1);
+				pthread_mutex_unlock(&p->mu);
+				*in_ring = true;
+				return &p->ring[start];
+			}
+		}
+		bool may_spill = p->spilled + max <= p->cfg.max_backlog;
+		if (!may_spill) /* backpressure: the eventer's own buffer waits too */
+			pthread_cond_wait(&p->space, &p->mu);
+		pthread_mutex_unlock(&p->mu);
+		if (!may_spill)
+			continue;
+
+		struct spill *t = p->spill_tail;
+		if (!t || t->n == SPILL_EVENTS) {
+			t = malloc(sizeof(*t));
+			if (!t) { /* no memory for a backlog: wait for the sinks instead */
+				pthread_mutex_lock(&p->mu);
+				pthread_cond_wait(&p->space, &p->mu);
+				pthread_mutex_unlock(&p->mu);
+				continue;
+			}
+			t->next = NULL;
+			t->n = t->taken = 0;
+			if (p->spill_tail)
+				p->spill_tail->next = t;
+			else
+				p->spill_head = t;
+			p->spill_tail = t;
+		}
+		*room = SPILL_EVENTS - t->n < max ? SPILL_EVENTS - t->n : max;
+		*in_ring = false;
+		return &t->ev[t->n];
+	}
+}
+
+/* Hands over n events written where obtain() said. */
+static void commit(struct pipeline *p, size_t n, bool in_ring)
+{
+	if (in_ring) {
+		publish(p, n);
+		return;
+	}
+	p->spill_tail->n += n;
+	pthread_mutex_lock(&p->mu);
+	p->spilled += n;
+	if (p->spilled > p->spilled_peak)
+		p->spilled_peak = p->spilled;
+	pthread_mutex_unlock(&p->mu);
+}
+
+/*
  * Writes a gap record for events the eventer lost, so the archive tells "no
- * connections" from "connections we missed".  Waits for a slot even when
- * reading has been stopped: the loss must reach the sinks.
+ * connections" from "connections we missed".  It goes in line with the
+ * events, and even when reading has been stopped: the loss must reach the
+ * sinks.
  */
 static void add_gap_record(struct pipeline *p, uint64_t lost)
 {
-	pthread_mutex_lock(&p->mu);
-	while (!p->abandon && p->write_pos - min_read_pos(p) >= p->cap)
-		pthread_cond_wait(&p->space, &p->mu);
-	if (p->abandon) {
-		pthread_mutex_unlock(&p->mu);
+	size_t room;
+	bool in_ring;
+	struct tcp_audit_event *ev = obtain(p, 1, true, &room, &in_ring);
+
+	if (!ev)
 		return;
-	}
-	struct tcp_audit_event *ev = &p->ring[p->write_pos & (p->cap - 1)];
 	memset(ev, 0, sizeof(*ev));
 	ev->kind = TCP_AUDIT_KIND_GAP;
 	ev->gap_stage = TCP_AUDIT_STAGE_KERNEL;
@@ -144,10 +254,10 @@ static void add_gap_record(struct pipeline *p, uint64_t lost)
 	ev->ktime_ns = now_ns(CLOCK_MONOTONIC);
 	ev->valid = TCP_AUDIT_HAS_KTIME | TCP_AUDIT_HAS_HOST;
 	copy_fixed_string(ev->host, sizeof(ev->host), p->cfg.host);
+	pthread_mutex_lock(&p->mu);
 	p->gap_records++;
-	p->write_pos++;
-	pthread_cond_broadcast(&p->data);
 	pthread_mutex_unlock(&p->mu);
+	commit(p, 1, in_ring);
 }
 
 static void poll_eventer_stats(struct pipeline *p)
@@ -202,22 +312,21 @@ static void *reader_main(void *arg)
 	int errors = 0;
 
 	for (;;) {
-		pthread_mutex_lock(&p->mu);
-		size_t room = wait_for_space(p, p->cfg.batch_size);
-		uint64_t start = p->write_pos & (p->cap - 1);
-		pthread_mutex_unlock(&p->mu);
-		if (room == 0)
+		size_t room;
+		bool in_ring;
+		struct tcp_audit_event *dest = obtain(p, p->cfg.batch_size, false, &room, &in_ring);
+		if (!dest)
 			break;
 
-		int n = d->eventer_read(p->eventer.self, &p->ring[start], room, READ_TIMEOUT_MS);
+		int n = d->eventer_read(p->eventer.self, dest, room, READ_TIMEOUT_MS);
 		if (n > 0) {
 			if ((size_t)n > room)
-				n = (int)room; /* a broken plugin must not run past the ring */
-			fill_host(p, &p->ring[start], (size_t)n);
+				n = (int)room; /* a broken plugin must not run past the buffer */
+			fill_host(p, dest, (size_t)n);
 			pthread_mutex_lock(&p->mu);
 			p->read += (uint64_t)n;
 			pthread_mutex_unlock(&p->mu);
-			publish(p, (size_t)n);
+			commit(p, (size_t)n, in_ring);
 			errors = 0;
 		} else if (n == TCP_AUDIT_END) {
 			pthread_mutex_lock(&p->mu);
@@ -253,6 +362,13 @@ static void *reader_main(void *arg)
 	poll_eventer_stats(p);
 	d->eventer_close(p->eventer.self);
 	p->eventer.self = NULL;
+	drain_spill(p, true); /* what was read goes to the sinks */
+	while (p->spill_head) { /* abandoned: drop it */
+		struct spill *b = p->spill_head;
+		p->spill_head = b->next;
+		free(b);
+	}
+	p->spill_tail = NULL;
 
 	pthread_mutex_lock(&p->mu);
 	p->reader_done = true;
@@ -495,6 +611,7 @@ struct pipeline_stats *pipeline_stats(struct pipeline *p)
 	st->lost_queue = 0;
 	st->skipped_input = p->skipped_input;
 	st->gap_records = p->gap_records;
+	st->backlog_peak = p->spilled_peak;
 	st->n_sinks = p->n_sinks;
 	for (size_t i = 0; i < p->n_sinks; i++) {
 		st->sinks[i].label = p->sinks[i].stage.label;

@@ -3,8 +3,10 @@
  * The pipeline: one reader thread drains the eventer into a bounded ring of
  * events; one thread per sink writes from the ring in batches.  Each sink has
  * its own read position, so a slow sink holds the others back only once it
- * is a whole ring behind; then the reader waits (backpressure) and the
- * eventer's own buffer absorbs the burst.  Nothing is dropped in here.
+ * is a whole ring behind.  Then the reader keeps reading into a backlog in
+ * memory, blocks allocated as it grows and freed as it drains, up to a
+ * limit; past it the reader waits (backpressure) and the eventer's own buffer
+ * absorbs the burst.  Nothing is dropped in here.
  */
 #ifndef TCP_AUDIT_PIPELINE_H
 #define TCP_AUDIT_PIPELINE_H
@@ -29,6 +31,7 @@ struct pipeline_stage {
 struct pipeline_config {
 	size_t queue_size; /* events in the ring */
 	size_t batch_size; /* most events per eventer read / sink write */
+	uint64_t max_backlog; /* events held beyond the ring while sinks catch up */
 	int max_errors;    /* consecutive failures of one plugin that stop the run */
 	const char *host;  /* put into events that carry no host */
 };
@@ -53,6 +56,7 @@ struct pipeline_stats {
 	uint64_t lost_queue;    /* always 0: the queue applies backpressure */
 	uint64_t skipped_input; /* records the eventer skipped (malformed input) */
 	uint64_t gap_records;   /* gap records the core added for lost_kernel */
+	uint64_t backlog_peak;  /* most events held in the backlog at once */
 	size_t n_sinks;
 	struct pipeline_sink_stats sinks[];
 };

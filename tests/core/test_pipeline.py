@@ -164,7 +164,8 @@ class Pipeline(unittest.TestCase):
 
     def test_slow_sink_holds_others_back_only_by_the_queue(self):
         queue = 256
-        with Running(["--queue-size", str(queue), "--batch-size", "64", "--event", SYNTH,
+        with Running(["--queue-size", str(queue), "--backlog", "0", "--batch-size", "64",
+                      "--event", SYNTH,
                       "-p", "count=0", "-p", "interval_ms=1", "-p", "per_read=64",
                       "--sink", FAULTY, "-p", "path=" + self.path("slow"), "-p",
                       "delay_ms=50", "--sink", "jsonl", "-p",
@@ -182,6 +183,28 @@ class Pipeline(unittest.TestCase):
         self.assertEqual(rc, 130)
         self.assertEqual(s["sink faulty written"], s["events read"])
         self.assertEqual(s["sink jsonl written"], s["events read"])
+
+
+    def test_backlog_absorbs_a_burst_for_a_slow_sink(self):
+        # the eventer reads 100000 events at once; the slow sink takes ~2 s
+        args = ["--queue-size", "1024", "--batch-size", "1024", "--event", SYNTH, "-p",
+                "count=100000", "-p", "per_read=1024", "--sink", FAULTY, "-p",
+                "path=" + self.path("slow"), "-p", "delay_ms=20", "--sink", "jsonl", "-p",
+                "path=" + self.path("fast.jsonl")]
+        r = run(["--backlog", "200000"] + args)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        s = summary(r.stderr)
+        self.assertGreater(s["backlog peak"], 50000)
+        self.assertLessEqual(s["backlog peak"], 200000)
+        self.assertEqual(seqs(self.path("slow")), [str(i) for i in range(1, 100001)])
+        with open(self.path("fast.jsonl")) as f:
+            self.assertEqual([json.loads(l)["seq"] for l in f], list(range(1, 100001)))
+        # without one, the eventer is held back instead; still nothing lost
+        os.unlink(self.path("fast.jsonl"))
+        r = run(["--backlog", "0"] + args)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(summary(r.stderr)["backlog peak"], 0)
+        self.assertEqual(seqs(self.path("slow")), [str(i) for i in range(1, 100001)])
 
 
 if __name__ == "__main__":
