@@ -169,6 +169,21 @@ def sample_line(seq, **over):
     return "{" + ",".join(out) + "}"
 
 
+def store_lines():
+    """Lines for the database sinks' tests: IPv4 and IPv6, a command name with a
+    quote, a tab and a byte that is not UTF-8, one event with no optional
+    field, and a gap record."""
+    out = [sample_line(i) for i in range(1, 6)]
+    out.append(sample_line(6, family='"inet6"', saddr='"::1"', daddr='"2001:db8::42"',
+                           comm_on_cpu='"we\\"i\\trd\\u00ff"'))
+    out.append(sample_line(7, owner_pid=None, owner_uid=None, owner_comm=None,
+                           sock_cookie=None, sock_inode=None, sock_uid=None, sock_gid=None,
+                           sock_state=None, netns=None, cgroup_id=None, tid_on_cpu=None))
+    out.append('{"time":"2026-11-25T01:53:08.000000000Z","host":"host-a","kind":"gap",'
+               '"stage":"kernel","lost":42}')
+    return out
+
+
 class _TapResult(unittest.TestResult):
     """Prints each test as a TAP line as soon as it ends, so `meson test`
     counts test cases, not files (protocol: 'tap')."""

@@ -12,7 +12,7 @@ import unittest
 
 import pgserver
 import tcpaudit
-from tcpaudit import BIN, Running, run, sample_line, summary
+from tcpaudit import Running, run, sample_line, store_lines, summary
 
 ORIGINAL_QUERY = """
 SELECT e.timestamp, e.pid_on_cpu, e.comm_on_cpu, host(e.src_ip), host(e.dst_ip), e.src_port,
@@ -21,18 +21,6 @@ FROM tcp_events e LEFT JOIN tcp_events_socket_info s ON s.tcp_event_uid = e.uid
 WHERE e.dst_port = 8080 AND e.new_state = 'SYN-SENT' AND e.timestamp > '2026-01-01'
 ORDER BY e.timestamp
 """
-
-
-def lines():
-    out = [sample_line(i) for i in range(1, 6)]
-    out.append(sample_line(6, family='"inet6"', saddr='"::1"', daddr='"2001:db8::42"',
-                           comm_on_cpu='"we\\"i\\trd\\u00ff"'))
-    out.append(sample_line(7, owner_pid=None, owner_uid=None, owner_comm=None,
-                           sock_cookie=None, sock_inode=None, sock_uid=None, sock_gid=None,
-                           sock_state=None, netns=None, cgroup_id=None, tid_on_cpu=None))
-    out.append('{"time":"2026-11-25T01:53:08.000000000Z","host":"host-a","kind":"gap",'
-               '"stage":"kernel","lost":42}')
-    return out
 
 
 @unittest.skipUnless(pgserver.available(), "needs root and the postgresql package")
@@ -51,7 +39,7 @@ class PgsqlSink(unittest.TestCase):
         self.tmp = tempfile.TemporaryDirectory()
         self.inp = os.path.join(self.tmp.name, "in.jsonl")
         with open(self.inp, "w") as f:
-            f.write("\n".join(lines()) + "\n")
+            f.write("\n".join(store_lines()) + "\n")
         PgsqlSink.n += 1
         self.db = "t%d" % PgsqlSink.n
         self.pg.createdb(self.db)
@@ -75,7 +63,7 @@ class PgsqlSink(unittest.TestCase):
                      " src_port, dst_port, old_state, new_state, time_ns, family, tid_on_cpu,"
                      " owner_pid, owner_uid, owner_comm, sock_cookie, netns, cgroup_id, host,"
                      " seq, ktime FROM tcp_events ORDER BY seq")
-        want = [json.loads(l) for l in lines() if '"gap"' not in l]
+        want = [json.loads(l) for l in store_lines() if '"gap"' not in l]
         self.assertEqual(len(got), len(want))
         opt = lambda w, k: "" if w.get(k) is None else str(w[k])  # noqa: E731
         for w, g in zip(want, got):

@@ -12,7 +12,7 @@ import time
 import unittest
 
 import tcpaudit
-from tcpaudit import BIN, run, sample_line
+from tcpaudit import BIN, run, sample_line, store_lines
 
 # a query written for the original's PostgreSQL tables
 ORIGINAL_QUERY = """
@@ -24,25 +24,13 @@ ORDER BY e.timestamp
 """
 
 
-def lines():
-    out = [sample_line(i) for i in range(1, 6)]
-    out.append(sample_line(6, family='"inet6"', saddr='"::1"', daddr='"2001:db8::42"',
-                           comm_on_cpu='"we\\"ird\\u00ff"'))
-    out.append(sample_line(7, owner_pid=None, owner_uid=None, owner_comm=None,
-                           sock_cookie=None, sock_inode=None, sock_uid=None, sock_gid=None,
-                           sock_state=None, netns=None, cgroup_id=None, tid_on_cpu=None))
-    out.append('{"time":"2026-11-25T01:53:08.000000000Z","host":"host-a","kind":"gap",'
-               '"stage":"kernel","lost":42}')
-    return out
-
-
 class SqliteSink(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory()
         self.db = os.path.join(self.tmp.name, "events.db")
         self.inp = os.path.join(self.tmp.name, "in.jsonl")
         with open(self.inp, "w") as f:
-            f.write("\n".join(lines()) + "\n")
+            f.write("\n".join(store_lines()) + "\n")
 
     def tearDown(self):
         self.tmp.cleanup()
@@ -60,7 +48,7 @@ class SqliteSink(unittest.TestCase):
 
     def test_every_field_arrives(self):
         self.replay()
-        want = [json.loads(l) for l in lines() if '"gap"' not in l]
+        want = [json.loads(l) for l in store_lines() if '"gap"' not in l]
         got = self.rows("SELECT timestamp, pid_on_cpu, comm_on_cpu, src_ip, dst_ip, src_port,"
                         " dst_port, old_state, new_state, time_ns, family, tid_on_cpu,"
                         " owner_pid, owner_uid, owner_comm, sock_cookie, netns, cgroup_id,"
@@ -71,7 +59,7 @@ class SqliteSink(unittest.TestCase):
             self.assertEqual(g[0], w["time"].replace("T", " ").rstrip("Z"))
             self.assertEqual(g[1:11], [w["pid_on_cpu"],
                                        w["comm_on_cpu"].encode("utf-8").decode("latin-1")
-                                       if w["seq"] != 6 else 'we"ird\xff',
+                                       if w["seq"] != 6 else 'we"i\trd\xff',
                                        w["saddr"], w["daddr"], w["sport"], w["dport"],
                                        w["old_state"], w["new_state"], g[9], w["family"]])
             self.assertEqual(g[11:], [w.get("tid_on_cpu"), w.get("owner_pid"),
