@@ -59,14 +59,13 @@ struct {
 /*
  * The kernel does not run a BPF program inside itself on one CPU: when a
  * softirq interrupts on_state_btf and hits the tracepoint again, that run is
- * skipped (and counted in the program's recursion_misses).  Two more programs
- * on the same tracepoint rescue those: the first does the work only while the
- * primary is busy below it on this CPU, the second only while the first is.
- * Loss is then primary misses - rescued.
+ * skipped (and counted in the program's recursion_misses).  A second program
+ * on the same tracepoint rescues those: it does the work only while the first
+ * is busy below it on this CPU.  Loss is then primary misses - rescued.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, NEST_SLOTS);
+	__uint(max_entries, 2); /* [0]: primary busy depth, [1]: rescued events */
 	__type(key, __u32);
 	__type(value, __u64);
 } nesting SEC(".maps");
@@ -299,32 +298,11 @@ static __always_inline int handle(void *ctx, struct sock *sk, int oldstate, int 
 	return 0;
 }
 
-/* Handles this run if the program that owns busy_slot is busy below it. */
-static __always_inline int rescue(void *ctx, struct sock *sk, int oldstate, int newstate,
-				  __u32 below_slot, __u32 own_busy_slot, __u32 count_slot)
-{
-	__u64 *below = bpf_map_lookup_elem(&nesting, &below_slot);
-
-	if (!below || *below == 0)
-		return 0; /* the program below runs, or ran, for this one */
-	__u64 *count = bpf_map_lookup_elem(&nesting, &count_slot);
-	__u64 *busy = own_busy_slot < NEST_SLOTS ? bpf_map_lookup_elem(&nesting, &own_busy_slot)
-						 : NULL;
-	if (count)
-		(*count)++;
-	if (busy)
-		(*busy)++;
-	handle(ctx, sk, oldstate, newstate, true);
-	if (busy)
-		(*busy)--;
-	return 0;
-}
-
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(on_state_btf, const struct sock *sk, const int oldstate, const int newstate)
 {
-	__u32 slot = NEST_PRIMARY_BUSY;
-	__u64 *busy = bpf_map_lookup_elem(&nesting, &slot);
+	__u32 zero = 0;
+	__u64 *busy = bpf_map_lookup_elem(&nesting, &zero);
 
 	if (busy)
 		(*busy)++;
@@ -337,15 +315,15 @@ int BPF_PROG(on_state_btf, const struct sock *sk, const int oldstate, const int 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(on_state_rescue, const struct sock *sk, const int oldstate, const int newstate)
 {
-	return rescue(ctx, (struct sock *)sk, oldstate, newstate, NEST_PRIMARY_BUSY,
-		      NEST_RESCUE_BUSY, NEST_RESCUED);
-}
+	__u32 zero = 0, one = 1;
+	__u64 *busy = bpf_map_lookup_elem(&nesting, &zero);
 
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(on_state_rescue2, const struct sock *sk, const int oldstate, const int newstate)
-{
-	return rescue(ctx, (struct sock *)sk, oldstate, newstate, NEST_RESCUE_BUSY, NEST_SLOTS,
-		      NEST_RESCUED2);
+	if (!busy || *busy == 0)
+		return 0; /* the primary program runs, or ran, for this one */
+	__u64 *rescued = bpf_map_lookup_elem(&nesting, &one);
+	if (rescued)
+		(*rescued)++;
+	return handle(ctx, (struct sock *)sk, oldstate, newstate, true);
 }
 
 /* For kernels whose tracepoint has no BTF: no socket cookie then. */

@@ -374,7 +374,6 @@ static int load(struct bpf_eventer *b, const struct bpf_config *c, bool btf, int
 	bpf_program__set_autoload(btf ? b->skel->progs.on_state_tp : b->skel->progs.on_state_btf,
 				  false);
 	bpf_program__set_autoload(b->skel->progs.on_state_rescue, btf);
-	bpf_program__set_autoload(b->skel->progs.on_state_rescue2, btf);
 	bpf_program__set_autoload(b->skel->progs.on_accept2, arity == 2);
 	bpf_program__set_autoload(b->skel->progs.on_accept4, arity == 4);
 	r = configure(b, c);
@@ -392,9 +391,6 @@ static int load(struct bpf_eventer *b, const struct bpf_config *c, bool btf, int
 	if (btf) {
 		b->skel->links.on_state_rescue = bpf_program__attach(b->skel->progs.on_state_rescue);
 		if (!b->skel->links.on_state_rescue)
-			return -errno;
-		b->skel->links.on_state_rescue2 = bpf_program__attach(b->skel->progs.on_state_rescue2);
-		if (!b->skel->links.on_state_rescue2)
 			return -errno;
 	}
 	struct bpf_program *acc = arity == 2 ? b->skel->progs.on_accept2
@@ -566,15 +562,13 @@ static uint64_t recursion_misses(struct bpf_program *prog)
 static int bpf_stats(void *self, struct tcp_audit_eventer_stats *st)
 {
 	struct bpf_eventer *b = self;
-	uint64_t full = 0, rescued = 0, rescued2 = 0, missed;
+	uint64_t full = 0, rescued = 0, missed;
 	int r;
 
 	/* the ring was full ... */
 	if ((r = percpu_sum(b->skel->maps.lost, 0, &full)) ||
-	    (r = percpu_sum(b->skel->maps.nesting, NEST_RESCUED, &rescued)) ||
-	    (r = percpu_sum(b->skel->maps.nesting, NEST_RESCUED2, &rescued2)))
+	    (r = percpu_sum(b->skel->maps.nesting, 1, &rescued)))
 		return r;
-	rescued += rescued2;
 	/* ... or the kernel skipped a nested run that the rescue program missed too */
 	if (b->skel->links.on_state_btf)
 		missed = recursion_misses(b->skel->progs.on_state_btf);

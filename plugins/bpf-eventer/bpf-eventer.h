@@ -44,9 +44,6 @@ struct ta_record {
 	char owner_comm[TA_COMM_LEN];
 };
 
-/* Slots of the per-CPU "nesting" map (see bpf-eventer.bpf.c). */
-enum { NEST_PRIMARY_BUSY, NEST_RESCUED, NEST_RESCUE_BUSY, NEST_RESCUED2, NEST_SLOTS };
-
 /* An address prefix for the in-kernel filter; v4 in the first 4 bytes. */
 struct ta_prefix {
 	__u8 addr[16];
