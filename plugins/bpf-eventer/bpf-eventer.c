@@ -23,6 +23,7 @@
 #include "bpf-eventer.h"
 #include "bpf-eventer.skel.h"
 #include "event-text.h"
+#include "kernel-helpers.h"
 
 #define BTF_PATH "/sys/kernel/btf/vmlinux"
 #define CLOCK_REFRESH_NS 1000000000ull
@@ -101,29 +102,10 @@ static const struct tcp_audit_option bpf_options[] = {
 	{0},
 };
 
-static uint64_t clock_ns(clockid_t id)
-{
-	struct timespec ts;
-
-	clock_gettime(id, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* The realtime-monotonic offset, from the closest of a few samples. */
 static void refresh_clock(struct bpf_eventer *b)
 {
-	uint64_t best = UINT64_MAX;
-
-	for (int i = 0; i < 3; i++) {
-		uint64_t m1 = clock_ns(CLOCK_MONOTONIC);
-		uint64_t rt = clock_ns(CLOCK_REALTIME);
-		uint64_t m2 = clock_ns(CLOCK_MONOTONIC);
-		if (m2 - m1 < best) {
-			best = m2 - m1;
-			b->clock_offset = (int64_t)(rt - (m1 + (m2 - m1) / 2));
-		}
-	}
-	b->clock_checked = clock_ns(CLOCK_MONOTONIC);
+	b->clock_offset = realtime_minus_monotonic_ns();
+	b->clock_checked = clock_now_ns(CLOCK_MONOTONIC);
 }
 
 static const struct tcp_audit_host *libbpf_host;
@@ -144,29 +126,19 @@ static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap
 static int parse_ports(const struct tcp_audit_host *host, const char *key, const char *text,
 		       volatile __u16 *out, volatile __u32 *n)
 {
-	char *copy = strdup(text), *save = NULL, *tok;
-	int r = 0;
+	uint16_t ports[TA_MAX_PORTS];
+	size_t count = 0;
+	char err[128];
+	int r = port_list_parse(text, ports, TA_MAX_PORTS, &count, err, sizeof(err));
 
-	if (!copy)
-		return -ENOMEM;
-	*n = 0;
-	for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-		char *end;
-		long v = strtol(tok, &end, 10);
-		if (*n == TA_MAX_PORTS) {
-			tcp_audit_error(host, "option %s: more than %d ports", key, TA_MAX_PORTS);
-			r = -EINVAL;
-			break;
-		}
-		if (!*tok || *end || v < 1 || v > 65535) {
-			tcp_audit_error(host, "option %s: \"%s\" is not a port (1 to 65535)", key, tok);
-			r = -EINVAL;
-			break;
-		}
-		out[(*n)++] = (__u16)v;
-	}
-	free(copy);
-	return r;
+	if (r == -EINVAL)
+		tcp_audit_error(host, "option %s: %s", key, err);
+	if (r)
+		return r;
+	for (size_t i = 0; i < count; i++)
+		out[i] = ports[i];
+	*n = (__u32)count;
+	return 0;
 }
 
 static int parse_prefixes(const struct tcp_audit_host *host, const char *text,
@@ -501,7 +473,7 @@ static int bpf_read(void *self, struct tcp_audit_event *events, size_t max, int 
 	struct bpf_eventer *b = self;
 	int r;
 
-	if (clock_ns(CLOCK_MONOTONIC) - b->clock_checked > CLOCK_REFRESH_NS)
+	if (clock_now_ns(CLOCK_MONOTONIC) - b->clock_checked > CLOCK_REFRESH_NS)
 		refresh_clock(b);
 	b->out = events;
 	b->max = max;
