@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Decodes the kernel's binary trace buffer pages (trace_pipe_raw) into
+ * tcp-audit events, through the event's own format description: field
+ * offsets and sizes come from the kernel's `format` file, never from text
+ * the kernel printed.  Knows sock:inet_sock_set_state and, for kernels
+ * before 4.16, tcp:tcp_set_state (which has no family or protocol fields).
+ *
+ * Kept apart from the tracefs plumbing so that tests and the fuzz target can
+ * feed it recorded pages.
+ */
+#ifndef TCP_AUDIT_TRACEFS_DECODER_H
+#define TCP_AUDIT_TRACEFS_DECODER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <tcp-audit/plugin.h>
+
+struct tep_handle;
+struct kbuffer;
+
+struct ta_field {
+	int offset, size; /* size 0: the event has no such field */
+};
+
+struct ta_decoder {
+	struct tep_handle *tep;
+	struct kbuffer *kbuf;
+	int event_id;
+	bool legacy; /* tcp:tcp_set_state */
+	int page_size;
+	uint8_t *page; /* page_size + slack: a private copy of the page being read */
+	size_t record_min; /* bytes a record needs to hold every field we read */
+	struct ta_field pid, oldstate, newstate, sport, dport, family, protocol, saddr, daddr,
+		saddr_v6, daddr_v6;
+};
+
+/*
+ * Finds the event in tep (sock:inet_sock_set_state, else tcp:tcp_set_state)
+ * and its fields.  Returns 0, or -ENOENT / -EINVAL with a reason in err.
+ */
+int ta_decoder_init(struct ta_decoder *d, struct tep_handle *tep, char *err, size_t err_size);
+void ta_decoder_fini(struct ta_decoder *d);
+
+/* Called for each TCP state change on a page; ts is the raw trace timestamp. */
+typedef int (*ta_record_fn)(void *ctx, struct tcp_audit_event *ev, uint64_t ts);
+
+/*
+ * Decodes one page of len bytes (len <= d->page_size; the bytes after len
+ * count as zero).  Events of other protocols and other event types are
+ * skipped.  Returns how many events went to fn, -EINVAL for a malformed page
+ * (nothing after the damage is used), or fn's negative return.  *missed gets
+ * the events the kernel says it lost before this page (0 if none or unknown).
+ */
+int ta_decoder_page(struct ta_decoder *d, const void *page, size_t len, ta_record_fn fn,
+		    void *ctx, uint64_t *missed);
+
+#endif
