@@ -33,7 +33,7 @@
 #include "kernel-helpers.h"
 
 #define INSTANCE_PREFIX "tcp_audit_"
-#define INSTANCE_REGEX "^tcp_audit_[0-9]+_[0-9]+$"
+#define INSTANCE_REGEX "^tcp_audit_[0-9][0-9]*_[0-9][0-9]*$" /* BRE: libtracefs has no REG_EXTENDED */
 #define MAX_PORTS 16
 #define QUEUE_CAP 16384        /* decoded events held per CPU */
 #define POLL_NS 10000000ull    /* how often an idle reader looks at the buffers */

@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Records raw trace buffer pages of sock:inet_sock_set_state for the decoder
+tests (run as root; writes into tests/tracefs/pages/).
+
+Makes one IPv4 and one IPv6 loopback connection on ports of its own, reads
+the binary per-CPU buffers (trace_pipe_raw) of a private tracing instance,
+and keeps the pages as they are, with the event's format, the page header's
+format and a manifest of the connections made (which the test checks the
+decoded events against).
+"""
+import json
+import os
+import shutil
+import socket
+import sys
+
+TRACING = "/sys/kernel/tracing"
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pages")
+
+
+def connection(family, host):
+    l = socket.socket(family)
+    l.bind((host, 0))
+    l.listen()
+    port = l.getsockname()[1]
+    c = socket.create_connection((host, port))
+    s, _ = l.accept()
+    cport = c.getsockname()[1]
+    c.close()
+    s.close()
+    l.close()
+    return {"family": "inet6" if family == socket.AF_INET6 else "inet", "server_port": port,
+            "client_port": cport}
+
+
+def main():
+    inst = os.path.join(TRACING, "instances", "tcp_audit_record")
+    if os.path.exists(inst):
+        os.rmdir(inst)
+    os.mkdir(inst)
+    try:
+        ev = os.path.join(inst, "events/sock/inet_sock_set_state")
+        with open(os.path.join(inst, "trace_clock"), "w") as f:
+            f.write("mono")
+        with open(os.path.join(ev, "enable"), "w") as f:
+            f.write("1")
+        conns = [connection(socket.AF_INET, "127.0.0.1"), connection(socket.AF_INET6, "::1")]
+        with open(os.path.join(ev, "enable"), "w") as f:
+            f.write("0")
+        os.makedirs(OUT, exist_ok=True)
+        pages = []
+        for cpu in range(os.cpu_count()):
+            path = os.path.join(inst, "per_cpu/cpu%d/trace_pipe_raw" % cpu)
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            n = 0
+            while True:
+                try:
+                    page = os.read(fd, 4096)
+                except BlockingIOError:
+                    break
+                if not page:
+                    break
+                name = "inet_sock_set_state-cpu%d-%d.page" % (cpu, n)
+                with open(os.path.join(OUT, name), "wb") as f:
+                    f.write(page)
+                pages.append(name)
+                n += 1
+            os.close(fd)
+        shutil.copyfile(os.path.join(TRACING, "events/sock/inet_sock_set_state/format"),
+                        os.path.join(OUT, "inet_sock_set_state.format"))
+        shutil.copyfile(os.path.join(TRACING, "events/header_page"),
+                        os.path.join(OUT, "header_page"))
+        with open(os.path.join(OUT, "inet_sock_set_state.json"), "w") as f:
+            json.dump({"kernel": os.uname().release, "pages": pages, "connections": conns}, f,
+                      indent=1)
+        print("recorded %d pages" % len(pages))
+    finally:
+        os.rmdir(inst)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

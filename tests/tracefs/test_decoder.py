@@ -1,0 +1,102 @@
+"""The tracefs record decoder on recorded trace buffer pages.
+
+Arguments: the decode-pages tool and the folder of recorded pages.  The
+inet_sock_set_state page was read from trace_pipe_raw while record-pages.py
+made one IPv4 and one IPv6 loopback connection (its manifest says which);
+the tcp_set_state page holds the same records in the old format.  Neither
+needs root: only the decoder runs.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import tcpaudit
+
+TOOL, PAGES = sys.argv[1], sys.argv[2]
+
+CLIENT = ["CLOSED", "SYN-SENT", "ESTABLISHED", "FIN-WAIT-1", "FIN-WAIT-2", "CLOSED"]
+SERVER = ["LISTEN", "SYN-RECEIVED", "ESTABLISHED", "CLOSE-WAIT", "LAST-ACK", "CLOSED"]
+LISTENER = ["CLOSED", "LISTEN", "CLOSED"]
+
+
+def chain(events):
+    if not events:
+        return []
+    out = [events[0]["old_state"]]
+    for e in events:
+        out.append(e["new_state"] if e["old_state"] == out[-1] else "?")
+    return out
+
+
+def decode(system, event, pages):
+    return subprocess.run([TOOL, os.path.join(PAGES, "header_page"), system,
+                           os.path.join(PAGES, event + ".format")] + pages,
+                          capture_output=True, text=True)
+
+
+class Decoder(unittest.TestCase):
+    def check(self, system, event):
+        with open(os.path.join(PAGES, event + ".json")) as f:
+            manifest = json.load(f)
+        r = decode(system, event, [os.path.join(PAGES, p) for p in manifest["pages"]])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        events = [json.loads(l) for l in r.stdout.splitlines()]
+        times = [e["ktime"] for e in events]
+        self.assertEqual(times, sorted(times), "one CPU's page is in time order")
+        for c in manifest["connections"]:
+            port, cport = c["server_port"], c["client_port"]
+            mine = [e for e in events if port in (e["sport"], e["dport"])]
+            host = "::1" if c["family"] == "inet6" else "127.0.0.1"
+            for e in mine:
+                self.assertEqual(e["family"], c["family"], e)
+                self.assertIn(e["saddr"], (host, "::" if c["family"] == "inet6" else "0.0.0.0"))
+                self.assertGreater(e["tid_on_cpu"], 0)
+            listener = [e for e in mine if e["sport"] == port and e["dport"] == 0]
+            child = [e for e in mine if e["sport"] == port and e["dport"] == cport]
+            client = [e for e in mine if e["dport"] == port and e["sport"] in (0, cport)]
+            self.assertEqual(len(listener) + len(child) + len(client), len(mine))
+            self.assertEqual(chain(listener), LISTENER)
+            self.assertEqual(chain(child), SERVER)
+            self.assertEqual(chain(client), CLIENT)
+        return events
+
+    def test_inet_sock_set_state_page(self):
+        self.check("sock", "inet_sock_set_state")
+
+    def test_tcp_set_state_page_without_family(self):
+        old = self.check("tcp", "tcp_set_state")
+        new = self.check("sock", "inet_sock_set_state")
+        self.assertEqual(old, new)
+
+    def test_damaged_pages_are_reported_not_read(self):
+        with open(os.path.join(PAGES, "inet_sock_set_state-cpu1-0.page"), "rb") as f:
+            page = bytearray(f.read())
+        with tempfile.TemporaryDirectory() as tmp:
+            cases = {}
+            long_commit = bytearray(page)
+            long_commit[8:16] = (len(page)).to_bytes(8, "little")  # more data than the page
+            cases["commit"] = long_commit
+            cases["truncated"] = page[:10]  # shorter than a page header
+            bad_length = bytearray(page)
+            bad_length[16:20] = (0).to_bytes(4, "little")  # type_len 0...
+            bad_length[20:24] = (0xfffffff0).to_bytes(4, "little")  # ...with a huge length
+            cases["length"] = bad_length
+            for name, data in cases.items():
+                path = os.path.join(tmp, name)
+                with open(path, "wb") as f:
+                    f.write(data)
+                r = decode("sock", "inet_sock_set_state", [path])
+                self.assertEqual(r.returncode, 1, name + ": " + r.stderr)
+                self.assertIn(path + ": malformed", r.stderr)
+            # the good page after a bad one is still read
+            good = os.path.join(PAGES, "inet_sock_set_state-cpu1-0.page")
+            r = decode("sock", "inet_sock_set_state", [os.path.join(tmp, "commit"), good])
+            self.assertEqual(r.returncode, 1)
+            self.assertGreaterEqual(len(r.stdout.splitlines()), 22)
+
+
+if __name__ == "__main__":
+    tcpaudit.main()
