@@ -152,7 +152,12 @@ int plugin_load(const char *name_or_path, int want_kind, struct loaded_plugin *o
 		}
 	}
 
-	handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	/*
+	 * RTLD_NODELETE: a plugin's libraries stay mapped after dlclose(), so
+	 * what they keep in static storage (libtracefs caches the tracefs path)
+	 * is neither unmapped under a thread nor reported as a leak.
+	 */
+	handle = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
 	if (!handle)
 		return fail(err, err_size, "%s is not a loadable plugin: %s", path, dlerror());
 

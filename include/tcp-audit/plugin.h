@@ -203,6 +203,9 @@ enum tcp_audit_plugin_kind {
 	TCP_AUDIT_SINKER = 2,
 };
 
+/* eventer_read()'s timeout when the host stops: see below. */
+#define TCP_AUDIT_READ_DRAIN (-1)
+
 /* Counters an eventer reports; all cumulative since open(). */
 struct tcp_audit_eventer_stats {
 	uint64_t lost;    /* events lost where we cannot hold back (kernel) */
@@ -225,6 +228,11 @@ struct tcp_audit_plugin {
 	 * TCP_AUDIT_FATAL, or a negative errno.  Events before an error are
 	 * returned first; the error comes with the next call.  stats() may be
 	 * NULL.
+	 *
+	 * timeout_ms == TCP_AUDIT_READ_DRAIN: the host is stopping; return only
+	 * events that already happened and wait in the eventer's buffer (a kernel
+	 * ring), without waiting, and 0 when there are none.  A source with no
+	 * such buffer (a file being replayed) returns 0 at once.
 	 */
 	int (*eventer_open)(void **self, const void *config, const struct tcp_audit_host *host);
 	int (*eventer_read)(void *self, struct tcp_audit_event *events, size_t max, int timeout_ms);

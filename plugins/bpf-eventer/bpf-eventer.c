@@ -481,7 +481,7 @@ static int bpf_read(void *self, struct tcp_audit_event *events, size_t max, int 
 	r = ring_buffer__consume(b->rb);
 	if (r < 0 && r != -ENOSPC)
 		return r;
-	if (b->n == 0) {
+	if (b->n == 0 && timeout_ms != TCP_AUDIT_READ_DRAIN) {
 		/*
 		 * Sleep until the program wakes us (enough data waiting) or the
 		 * timer runs out, then take whatever has come meanwhile.

@@ -195,9 +195,16 @@ int ta_decoder_page(struct ta_decoder *d, const void *page, size_t len, ta_recor
 		*missed = (uint64_t)lost;
 
 	unsigned long long ts;
+	int last = -1;
 	for (void *rec = kbuffer_read_event(d->kbuf, &ts); rec;
 	     rec = kbuffer_next_event(d->kbuf, &ts)) {
 		int rec_size = kbuffer_event_size(d->kbuf);
+		int at = kbuffer_curr_offset(d->kbuf);
+		if (at <= last) { /* a damaged length that does not move on */
+			r = -EINVAL;
+			break;
+		}
+		last = at;
 		const uint8_t *p = rec;
 		if (p < buf + PAGE_HEADER || p >= buf + size) {
 			r = -EINVAL;

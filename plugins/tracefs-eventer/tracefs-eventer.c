@@ -13,6 +13,7 @@
  * kernel-side loss.
  */
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -33,7 +34,6 @@
 #include "kernel-helpers.h"
 
 #define INSTANCE_PREFIX "tcp_audit_"
-#define INSTANCE_REGEX "^tcp_audit_[0-9][0-9]*_[0-9][0-9]*$" /* BRE: libtracefs has no REG_EXTENDED */
 #define MAX_PORTS 16
 #define QUEUE_CAP 16384        /* decoded events held per CPU */
 #define POLL_NS 10000000ull    /* how often an idle reader looks at the buffers */
@@ -128,26 +128,45 @@ static bool tcp_audit_alive(long pid)
 	return strcmp(comm, "tcp-audit") == 0;
 }
 
+/* The pid in an instance name of ours (tcp_audit_<pid>_<n>), or 0. */
+static long our_instance_pid(const char *name)
+{
+	const char *p = name + strlen(INSTANCE_PREFIX);
+	char *end;
+
+	if (strncmp(name, INSTANCE_PREFIX, strlen(INSTANCE_PREFIX)) != 0 || !isdigit(*p))
+		return 0;
+	long pid = strtol(p, &end, 10);
+	if (*end != '_' || !isdigit(end[1]))
+		return 0;
+	for (p = end + 1; isdigit(*p); p++)
+		;
+	return *p == '\0' ? pid : 0;
+}
+
 /* Removes instances that earlier runs left behind (killed with -9). */
 static void remove_leftovers(const struct tcp_audit_host *host)
 {
-	char **names = tracefs_instances(INSTANCE_REGEX);
+	char *dir = tracefs_get_tracing_file("instances");
+	DIR *d = dir ? opendir(dir) : NULL;
 
-	for (size_t i = 0; names && names[i]; i++) {
-		long pid = strtol(names[i] + strlen(INSTANCE_PREFIX), NULL, 10);
-		if (pid == (long)getpid() || tcp_audit_alive(pid))
-			continue; /* a running tcp-audit's own */
-		struct tracefs_instance *old = tracefs_instance_alloc(NULL, names[i]);
+	for (struct dirent *de = d ? readdir(d) : NULL; de; de = readdir(d)) {
+		long pid = our_instance_pid(de->d_name);
+		if (pid <= 0 || pid == (long)getpid() || tcp_audit_alive(pid))
+			continue; /* not ours, or a running tcp-audit's own */
+		struct tracefs_instance *old = tracefs_instance_alloc(NULL, de->d_name);
 		if (old && tracefs_instance_destroy(old) == 0)
 			tcp_audit_info(host, "removed tracing instance %s left by an earlier run",
-				       names[i]);
+				       de->d_name);
 		else
 			tcp_audit_warning(host, "cannot remove tracing instance %s left by an earlier "
 						"run: %s",
-					  names[i], strerror(errno));
+					  de->d_name, strerror(errno));
 		tracefs_instance_free(old);
 	}
-	tracefs_list_free(names);
+	if (d)
+		closedir(d);
+	tracefs_put_tracing_file(dir);
 }
 
 /* --- the in-kernel filter --------------------------------------------------- */
@@ -310,7 +329,8 @@ static int drain(struct tracefs_eventer *t, struct cpu_reader *c)
 static int tracefs_read(void *self, struct tcp_audit_event *events, size_t max, int timeout_ms)
 {
 	struct tracefs_eventer *t = self;
-	uint64_t deadline = clock_now_ns(CLOCK_MONOTONIC) + (uint64_t)timeout_ms * 1000000u;
+	uint64_t deadline = clock_now_ns(CLOCK_MONOTONIC) +
+			    (uint64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000u;
 
 	for (;;) {
 		uint64_t now = clock_now_ns(CLOCK_MONOTONIC);
@@ -353,7 +373,7 @@ static int tracefs_read(void *self, struct tcp_audit_event *events, size_t max, 
 		if (n > 0)
 			return (int)n;
 		now = clock_now_ns(CLOCK_MONOTONIC);
-		if (now >= deadline)
+		if (now >= deadline || timeout_ms == TCP_AUDIT_READ_DRAIN)
 			return 0;
 		uint64_t wait = deadline - now < POLL_NS ? deadline - now : POLL_NS;
 		struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)wait};

@@ -80,8 +80,9 @@ class Capture(unittest.TestCase):
     def tearDown(self):
         self.tmp.cleanup()
 
-    def capture(self, params, action):
-        """Runs action() while tcp-audit captures; returns (events, summary)."""
+    def capture(self, params, action, settle=0.5):
+        """Runs action() while tcp-audit captures; returns (events, summary).
+        settle: seconds between the action and the stop."""
         if os.path.exists(self.out):
             os.unlink(self.out)  # the jsonl sink appends
         args = ["--event", EVENTER]
@@ -90,7 +91,7 @@ class Capture(unittest.TestCase):
         args += ["--sink", "jsonl", "-p", "path=" + self.out]
         with Running(args) as t:
             action()
-            time.sleep(0.5)  # the reader polls the kernel buffer on a short timer
+            time.sleep(settle)  # the reader polls the kernel buffer on a short timer
             rc = t.stop()
             err = t.stderr()
         self.assertEqual(rc, 130, err)
@@ -190,6 +191,20 @@ class Capture(unittest.TestCase):
         self.assertTrue(events)
         for e in events:
             self.assertIn(keep, (e["sport"], e["dport"]), e)
+
+    def test_stop_right_after_traffic_keeps_what_happened(self):
+        """SIGINT at once: what is still in the kernel buffer is read before exit."""
+        port = free_port()
+        result = {}
+
+        def action():
+            out = subprocess.run([LOADGEN, "-t", "2", "-n", "5000", "-p", str(port)],
+                                 capture_output=True, text=True, check=True).stdout
+            result.update(kv.split("=") for kv in out.split())
+
+        events, s = self.capture(["ports=%d" % port], action, settle=0)
+        self.assertEqual(s["lost in kernel"], 0)
+        self.assertEqual(len(events), int(result["events"]))
 
     def both_families(self, port):
         for fam, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):

@@ -25,7 +25,7 @@ class Fuzz(unittest.TestCase):
                         data = b"L" + data[1:]  # the target's switch to the old format
                     with open(os.path.join(corpus, name), "wb") as f:
                         f.write(data)
-            r = subprocess.run([TARGET, "-max_total_time=%d" % SECONDS, "-max_len=4096",
+            r = subprocess.run([TARGET, "-max_total_time=%d" % SECONDS, "-max_len=4096", "-timeout=10",
                                 "-rss_limit_mb=2048", "-print_final_stats=1", corpus],
                                capture_output=True, text=True, cwd=corpus,
                                env=dict(os.environ, TCP_AUDIT_PAGES=PAGES),

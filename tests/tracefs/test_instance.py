@@ -27,9 +27,13 @@ def tracing_dir():
     return None
 
 
+BASELINE = set()  # instances of tcp-audit processes running besides the tests'
+
+
 def instances():
     d = tracing_dir()
-    return sorted(n for n in os.listdir(os.path.join(d, "instances")) if OURS.match(n))
+    return sorted(n for n in os.listdir(os.path.join(d, "instances"))
+                  if OURS.match(n) and n not in BASELINE)
 
 
 def one_connection():
@@ -50,15 +54,23 @@ class Instance(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory()
         self.out = os.path.join(self.tmp.name, "events.jsonl")
+        self.started = []
+        # a start removes what dead runs left; live ones are not ours to judge
         Running(["--event", "tracefs", "--sink", "jsonl", "-p", "path=/dev/null"]).stop()
-        self.assertEqual(instances(), [], "instances of earlier runs are left")
+        BASELINE.clear()
+        BASELINE.update(instances())
 
     def tearDown(self):
+        for t in self.started:  # a failed test must not leave a capture running
+            if t.proc.poll() is None:
+                t.stop(signal.SIGKILL)
         self.tmp.cleanup()
 
-    def start(self, *extra):
-        return Running(["--event", "tracefs"] + list(extra) +
-                       ["--sink", "jsonl", "-p", "path=" + self.out])
+    def start(self, *extra, env=None):
+        t = Running(["--event", "tracefs"] + list(extra) +
+                    ["--sink", "jsonl", "-p", "path=" + self.out], env=env)
+        self.started.append(t)
+        return t
 
     def test_gone_after_sigint_and_sigterm(self):
         for sig, status in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
@@ -129,6 +141,7 @@ class Instance(unittest.TestCase):
                     os.symlink(os.path.join(root, name), os.path.join(plugins, name))
         env = dict(os.environ, TCP_AUDIT_PLUGIN_PATH=plugins)
         t = Running(["--event", "auto", "--sink", "jsonl", "-p", "path=" + self.out], env=env)
+        self.started.append(t)
         port = one_connection()
         time.sleep(0.3)
         self.assertEqual(t.stop(), 130, t.stderr())
