@@ -19,6 +19,7 @@
 #define READ_TIMEOUT_MS 100
 #define FLUSH_INTERVAL_NS 1000000000ull
 #define STATS_INTERVAL_NS 1000000000ull
+#define DRAIN_LIMIT_NS 3000000000ull /* at most this long reading the rest at a stop */
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 
@@ -304,29 +305,62 @@ static void pause_ms(struct pipeline *p, int ms, bool until_abandon_only)
 	pthread_mutex_unlock(&p->mu);
 }
 
+/* Hands over n events an eventer read into dest (where obtain() said). */
+static void take(struct pipeline *p, struct tcp_audit_event *dest, size_t n, size_t room,
+		 bool in_ring)
+{
+	if (n > room)
+		n = room; /* a broken plugin must not run past the buffer */
+	fill_host(p, dest, n);
+	pthread_mutex_lock(&p->mu);
+	p->read += (uint64_t)n;
+	pthread_mutex_unlock(&p->mu);
+	commit(p, n, in_ring);
+}
+
+/*
+ * Stopping: takes what the eventer's buffer already holds (a kernel ring's
+ * events happened before the stop), for at most DRAIN_LIMIT_NS under a
+ * load that keeps adding to it.
+ */
+static void drain_eventer(struct pipeline *p)
+{
+	const struct tcp_audit_plugin *d = p->eventer.desc;
+	uint64_t deadline = now_ns(CLOCK_MONOTONIC) + DRAIN_LIMIT_NS;
+
+	while (now_ns(CLOCK_MONOTONIC) < deadline) {
+		size_t room;
+		bool in_ring;
+		struct tcp_audit_event *dest = obtain(p, p->cfg.batch_size, true, &room, &in_ring);
+		if (!dest)
+			return; /* abandoned */
+		int n = d->eventer_read(p->eventer.self, dest, room, TCP_AUDIT_READ_DRAIN);
+		if (n <= 0)
+			return;
+		take(p, dest, (size_t)n, room, in_ring);
+	}
+}
+
 static void *reader_main(void *arg)
 {
 	struct pipeline *p = arg;
 	const struct tcp_audit_plugin *d = p->eventer.desc;
 	uint64_t next_stats = now_ns(CLOCK_MONOTONIC) + STATS_INTERVAL_NS;
 	int errors = 0;
+	bool stopped = false;
 
 	for (;;) {
 		size_t room;
 		bool in_ring;
 		struct tcp_audit_event *dest = obtain(p, p->cfg.batch_size, false, &room, &in_ring);
-		if (!dest)
+		if (!dest) {
+			stopped = true;
 			break;
+		}
 
 		int n = d->eventer_read(p->eventer.self, dest, room, READ_TIMEOUT_MS);
 		if (n > 0) {
-			if ((size_t)n > room)
-				n = (int)room; /* a broken plugin must not run past the buffer */
-			fill_host(p, dest, (size_t)n);
-			pthread_mutex_lock(&p->mu);
-			p->read += (uint64_t)n;
-			pthread_mutex_unlock(&p->mu);
-			commit(p, (size_t)n, in_ring);
+			take(p, dest, (size_t)n, room, in_ring);
 			errors = 0;
 		} else if (n == TCP_AUDIT_END) {
 			pthread_mutex_lock(&p->mu);
@@ -359,6 +393,8 @@ static void *reader_main(void *arg)
 			next_stats = now + STATS_INTERVAL_NS;
 		}
 	}
+	if (stopped)
+		drain_eventer(p);
 	poll_eventer_stats(p);
 	d->eventer_close(p->eventer.self);
 	p->eventer.self = NULL;
