@@ -170,6 +170,46 @@ static int decode(const struct ta_decoder *d, const uint8_t *rec, struct tcp_aud
 	return 1;
 }
 
+static uint32_t u32_at(const uint8_t *p)
+{
+	uint32_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return v;
+}
+
+/*
+ * Walks the page's records the way kbuffer will, before it does: kbuffer
+ * loops for ever on a record whose length takes it backwards (a padding or
+ * length word of 2^31 and more), so such a page is refused here.
+ */
+static bool page_walks(const uint8_t *data, size_t size)
+{
+	int64_t pos = 0;
+
+	while (pos < (int64_t)size) {
+		uint32_t word = u32_at(data + pos), type_len = word & 31;
+		int64_t step;
+		if (type_len == 29) { /* padding: a length word follows */
+			step = 4 + (int64_t)(int32_t)u32_at(data + pos + 4);
+		} else if (type_len == 30) { /* time extend */
+			step = 8;
+		} else if (type_len == 31) { /* absolute time stamp */
+			step = 16;
+		} else if (type_len == 0) { /* data with a length word */
+			int32_t n = (int32_t)(u32_at(data + pos + 4) - 4u);
+			n = (int32_t)(((uint32_t)n + 3u) & ~3u);
+			step = 8 + (int64_t)n;
+		} else {
+			step = 4 + 4 * (int64_t)type_len;
+		}
+		if (step <= 0)
+			return false;
+		pos += step;
+	}
+	return true;
+}
+
 int ta_decoder_page(struct ta_decoder *d, const void *page, size_t len, ta_record_fn fn,
 		    void *ctx, uint64_t *missed)
 {
@@ -188,7 +228,8 @@ int ta_decoder_page(struct ta_decoder *d, const void *page, size_t len, ta_recor
 	buf = d->page;
 	memcpy(buf, page, len);
 	memset(buf + len, 0, size + SLACK - len);
-	if (kbuffer_load_subbuffer(d->kbuf, buf) < 0)
+	if (!page_walks(buf + PAGE_HEADER, commit & COMMIT_SIZE_MASK) ||
+	    kbuffer_load_subbuffer(d->kbuf, buf) < 0)
 		return -EINVAL;
 	int lost = kbuffer_missed_events(d->kbuf);
 	if (lost > 0)

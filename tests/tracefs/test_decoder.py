@@ -84,6 +84,10 @@ class Decoder(unittest.TestCase):
             bad_length[16:20] = (0).to_bytes(4, "little")  # type_len 0...
             bad_length[20:24] = (0xfffffff0).to_bytes(4, "little")  # ...with a huge length
             cases["length"] = bad_length
+            backwards = bytearray(page)  # padding whose length walks back: kbuffer would spin
+            backwards[16:20] = (29).to_bytes(4, "little")
+            backwards[20:24] = (0xfffffffc).to_bytes(4, "little")
+            cases["backwards"] = backwards
             for name, data in cases.items():
                 path = os.path.join(tmp, name)
                 with open(path, "wb") as f:
