@@ -179,18 +179,23 @@ static uint32_t u32_at(const uint8_t *p)
 }
 
 /*
- * Walks the page's records the way kbuffer will, before it does: kbuffer
- * loops for ever on a record whose length takes it backwards (a padding or
- * length word of 2^31 and more), so such a page is refused here.
+ * How many bytes of the page's data kbuffer may walk, found by walking the
+ * records the way it will, first: kbuffer loops for ever on a record whose
+ * length takes it backwards (a length word of 2^31 and more), so the walk
+ * stops before such a record and sets *bad.  Padding without a time delta
+ * fills the rest of the page: the data ends there.
  */
-static bool page_walks(const uint8_t *data, size_t size)
+static size_t walkable(const uint8_t *data, size_t size, bool *bad)
 {
 	int64_t pos = 0;
 
+	*bad = false;
 	while (pos < (int64_t)size) {
 		uint32_t word = u32_at(data + pos), type_len = word & 31;
 		int64_t step;
-		if (type_len == 29) { /* padding: a length word follows */
+		if (type_len == 29) { /* padding */
+			if ((word >> 5) == 0)
+				return (size_t)pos;
 			step = 4 + (int64_t)(int32_t)u32_at(data + pos + 4);
 		} else if (type_len == 30) { /* time extend */
 			step = 8;
@@ -203,11 +208,13 @@ static bool page_walks(const uint8_t *data, size_t size)
 		} else {
 			step = 4 + 4 * (int64_t)type_len;
 		}
-		if (step <= 0)
-			return false;
+		if (step <= 0) {
+			*bad = true;
+			return (size_t)pos;
+		}
 		pos += step;
 	}
-	return true;
+	return size;
 }
 
 int ta_decoder_page(struct ta_decoder *d, const void *page, size_t len, ta_record_fn fn,
@@ -228,8 +235,13 @@ int ta_decoder_page(struct ta_decoder *d, const void *page, size_t len, ta_recor
 	buf = d->page;
 	memcpy(buf, page, len);
 	memset(buf + len, 0, size + SLACK - len);
-	if (!page_walks(buf + PAGE_HEADER, commit & COMMIT_SIZE_MASK) ||
-	    kbuffer_load_subbuffer(d->kbuf, buf) < 0)
+	bool bad;
+	size_t good = walkable(buf + PAGE_HEADER, commit & COMMIT_SIZE_MASK, &bad);
+	if (good < (commit & COMMIT_SIZE_MASK)) { /* kbuffer reads only what walks */
+		commit = (commit & ~COMMIT_SIZE_MASK) | good;
+		memcpy(buf + 8, &commit, sizeof(commit));
+	}
+	if (kbuffer_load_subbuffer(d->kbuf, buf) < 0)
 		return -EINVAL;
 	int lost = kbuffer_missed_events(d->kbuf);
 	if (lost > 0)
@@ -267,5 +279,7 @@ int ta_decoder_page(struct ta_decoder *d, const void *page, size_t len, ta_recor
 			n++;
 		}
 	}
+	if (r == 0 && bad)
+		r = -EINVAL; /* what came before the damage was delivered */
 	return r < 0 ? r : n;
 }

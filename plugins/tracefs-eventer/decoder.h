@@ -51,7 +51,8 @@ typedef int (*ta_record_fn)(void *ctx, struct tcp_audit_event *ev, uint64_t ts);
  * Decodes one page of len bytes (len <= d->page_size; the bytes after len
  * count as zero).  Events of other protocols and other event types are
  * skipped.  Returns how many events went to fn, -EINVAL for a malformed page
- * (nothing after the damage is used), or fn's negative return.  *missed gets
+ * (the events before the damage went to fn, nothing after it is used), or
+ * fn's negative return.  *missed gets
  * the events the kernel says it lost before this page (0 if none or unknown).
  */
 int ta_decoder_page(struct ta_decoder *d, const void *page, size_t len, ta_record_fn fn,

@@ -85,7 +85,7 @@ class Decoder(unittest.TestCase):
             bad_length[20:24] = (0xfffffff0).to_bytes(4, "little")  # ...with a huge length
             cases["length"] = bad_length
             backwards = bytearray(page)  # padding whose length walks back: kbuffer would spin
-            backwards[16:20] = (29).to_bytes(4, "little")
+            backwards[16:20] = (29 | 5 << 5).to_bytes(4, "little")  # a discarded event
             backwards[20:24] = (0xfffffffc).to_bytes(4, "little")
             cases["backwards"] = backwards
             for name, data in cases.items():
