@@ -29,9 +29,17 @@
 #define SCHEMA_VERSION 1
 #define RECONNECT_MIN_NS 500000000ull
 
+enum { PARTITION_NONE, PARTITION_DAY };
+
 struct pgsql_config {
 	const char *conninfo;
+	int partition;
+	int64_t retention;
 };
+
+#define KNOWN_DAYS 8
+#define DAY_NS 86400000000000ull
+#define RETENTION_EVERY_NS 3600000000000ull
 
 struct pgsql_sink {
 	const struct tcp_audit_host *host;
@@ -44,6 +52,10 @@ struct pgsql_sink {
 	char *buf;          /* COPY data of a batch */
 	size_t cap, len;
 	char sqlstate[6];   /* of the last failed COPY */
+	bool partitioned;   /* tcp_events is partitioned by day */
+	int64_t days[KNOWN_DAYS]; /* days (since 1970) whose partitions exist */
+	unsigned n_days;
+	uint64_t next_retention; /* CLOCK_MONOTONIC ns of the next retention pass */
 };
 
 static const struct tcp_audit_option pgsql_options[] = {
@@ -52,6 +64,21 @@ static const struct tcp_audit_option pgsql_options[] = {
 	 .def = "",
 	 .help = "libpq connection string or URI (default: the PG* environment variables)",
 	 .offset = offsetof(struct pgsql_config, conninfo)},
+	{.key = "partition",
+	 .type = TCP_AUDIT_OPT_ENUM,
+	 .def = "none",
+	 .choices = "none|day",
+	 .help = "create tcp_events and tcp_events_socket_info partitioned by day (new "
+		 "databases only; an existing partitioned store is kept partitioned)",
+	 .offset = offsetof(struct pgsql_config, partition)},
+	{.key = "retention",
+	 .type = TCP_AUDIT_OPT_INT,
+	 .def = "0",
+	 .min = 0,
+	 .max = 36500,
+	 .help = "days of partitions to keep; older ones are dropped (0: keep all; needs "
+		 "partition=day)",
+	 .offset = offsetof(struct pgsql_config, retention)},
 	{0},
 };
 
@@ -92,12 +119,34 @@ static const char *const steps[] = {
 
 _Static_assert(sizeof(steps) / sizeof(steps[0]) == SCHEMA_VERSION, "one step per version");
 
+/*
+ * partition=day on a new database: the same two tables, partitioned by day
+ * on timestamp.  A partitioned table's keys must hold the partition key, so
+ * the keys are (uid, timestamp) and the socket info rows carry their event's
+ * timestamp (the uid already encodes the time: nothing else changes).  Step
+ * 0 then finds them and adds the rest.
+ */
+static const char *const partitioned_sql =
+	"CREATE TABLE tcp_events ("
+	" uid TEXT COLLATE \"C\", timestamp TIMESTAMP NOT NULL, pid_on_cpu INTEGER,"
+	" comm_on_cpu TEXT, src_ip INET, dst_ip INET, src_port INTEGER, dst_port INTEGER,"
+	" old_state TEXT, new_state TEXT, PRIMARY KEY (uid, timestamp))"
+	" PARTITION BY RANGE (timestamp);"
+	"CREATE TABLE tcp_events_socket_info ("
+	" uid TEXT COLLATE \"C\", tcp_event_uid TEXT COLLATE \"C\", id TEXT, inode INTEGER,"
+	" user_id INTEGER, group_id INTEGER, state TEXT, timestamp TIMESTAMP NOT NULL,"
+	" PRIMARY KEY (uid, timestamp),"
+	" CONSTRAINT fk_tcp_events FOREIGN KEY (tcp_event_uid, timestamp)"
+	" REFERENCES tcp_events (uid, timestamp) ON DELETE CASCADE)"
+	" PARTITION BY RANGE (timestamp);";
+
 /* Columns of the staging tables, in COPY order. */
 #define EVENT_COLUMNS                                                                      \
 	"uid, timestamp, pid_on_cpu, comm_on_cpu, src_ip, dst_ip, src_port, dst_port, "    \
 	"old_state, new_state, time_ns, family, tid_on_cpu, owner_pid, owner_uid, "        \
 	"owner_comm, sock_cookie, netns, cgroup_id, host, seq, ktime"
 #define INFO_COLUMNS "uid, tcp_event_uid, id, inode, user_id, group_id, state"
+#define INFO_COLUMNS_PARTITIONED INFO_COLUMNS ", timestamp"
 #define GAP_COLUMNS "uid, timestamp, time_ns, host, stage, lost, seq, ktime"
 
 static const char *const staging_sql =
@@ -108,6 +157,15 @@ static const char *const staging_sql =
 	" (LIKE tcp_events_socket_info INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;"
 	"CREATE TEMP TABLE IF NOT EXISTS stage_gaps"
 	" (LIKE tcp_audit_gaps INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;";
+
+static const char *const merge_partitioned_sql =
+	"INSERT INTO tcp_events (" EVENT_COLUMNS ") SELECT " EVENT_COLUMNS " FROM stage_events"
+	" ON CONFLICT (uid, timestamp) DO NOTHING;"
+	"INSERT INTO tcp_events_socket_info (" INFO_COLUMNS_PARTITIONED ") SELECT "
+	INFO_COLUMNS_PARTITIONED " FROM stage_info ON CONFLICT (uid, timestamp) DO NOTHING;"
+	"INSERT INTO tcp_audit_gaps (" GAP_COLUMNS ") SELECT " GAP_COLUMNS " FROM stage_gaps"
+	" ON CONFLICT (uid) DO NOTHING;"
+	"COMMIT";
 
 static const char *const merge_sql =
 	"INSERT INTO tcp_events (" EVENT_COLUMNS ") SELECT " EVENT_COLUMNS " FROM stage_events"
@@ -188,6 +246,104 @@ static bool exec_ok(struct pgsql_sink *s, const char *sql)
 	return ok;
 }
 
+/* tcp_events' relkind: 'r' a table, 'p' partitioned, 0 none; -1 on error */
+static int table_kind(struct pgsql_sink *s)
+{
+	PGresult *res = PQexec(s->conn, "SELECT c.relkind FROM pg_class c"
+					" WHERE c.oid = to_regclass('tcp_events')");
+	int kind = -1;
+
+	if (PQresultStatus(res) == PGRES_TUPLES_OK)
+		kind = PQntuples(res) == 0 ? 0 : PQgetvalue(res, 0, 0)[0];
+	PQclear(res);
+	return kind;
+}
+
+static void day_name(int64_t day, char *out, size_t size, bool dashes)
+{
+	time_t t = (time_t)(day * 86400);
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(out, size, dashes ? "%Y-%m-%d" : "%Y%m%d", &tm);
+}
+
+/* Makes the day's partitions of both tables unless known to exist. */
+static bool ensure_day(struct pgsql_sink *s, int64_t day)
+{
+	for (unsigned i = 0; i < s->n_days && i < KNOWN_DAYS; i++)
+		if (s->days[i] == day)
+			return true;
+	char from[16], to[16], tag[16], sql[1024];
+	day_name(day, from, sizeof(from), true);
+	day_name(day + 1, to, sizeof(to), true);
+	day_name(day, tag, sizeof(tag), false);
+	snprintf(sql, sizeof(sql),
+		 "CREATE TABLE IF NOT EXISTS tcp_events_%s PARTITION OF tcp_events"
+		 " FOR VALUES FROM ('%s') TO ('%s');"
+		 "CREATE TABLE IF NOT EXISTS tcp_events_socket_info_%s PARTITION OF"
+		 " tcp_events_socket_info FOR VALUES FROM ('%s') TO ('%s')",
+		 tag, from, to, tag, from, to);
+	if (!exec_ok(s, sql))
+		return false;
+	s->days[s->n_days++ % KNOWN_DAYS] = day;
+	return true;
+}
+
+/*
+ * Drops the day partitions older than the retention (socket info first: its
+ * rows point at the events).  Runs at open and then hourly; a failure is
+ * logged and retried at the next pass.
+ */
+static void apply_retention(struct pgsql_sink *s)
+{
+	struct timespec now;
+
+	if (!s->cfg->retention || !s->partitioned)
+		return;
+	clock_gettime(CLOCK_REALTIME, &now);
+	int64_t oldest_kept = now.tv_sec / 86400 - s->cfg->retention;
+	char keep[16], sql[512];
+	day_name(oldest_kept, keep, sizeof(keep), false);
+	snprintf(sql, sizeof(sql),
+		 "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+		 " WHERE i.inhparent IN (to_regclass('tcp_events'),"
+		 " to_regclass('tcp_events_socket_info'))"
+		 " AND right(c.relname, 8) ~ '^[0-9]{8}$' AND right(c.relname, 8) < '%s'"
+		 " ORDER BY c.relname LIKE 'tcp_events_socket_info_%%' DESC",
+		 keep);
+	PGresult *res = PQexec(s->conn, sql);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		PQclear(res);
+		log_pg(s, TCP_AUDIT_LOG_WARNING, "cannot list the old partitions in");
+		return;
+	}
+	for (int i = 0; i < PQntuples(res); i++) {
+		char *name = PQescapeIdentifier(s->conn, PQgetvalue(res, i, 0),
+						strlen(PQgetvalue(res, i, 0)));
+		if (!name)
+			continue;
+		/* a partition the socket info's key points at leaves its parent first */
+		if (strncmp(PQgetvalue(res, i, 0), "tcp_events_socket_info_", 23) == 0)
+			snprintf(sql, sizeof(sql), "DROP TABLE IF EXISTS %s", name);
+		else
+			snprintf(sql, sizeof(sql),
+				 "BEGIN; ALTER TABLE tcp_events DETACH PARTITION %s;"
+				 " DROP TABLE %s; COMMIT",
+				 name, name);
+		if (exec_ok(s, sql))
+			tcp_audit_info(s->host, "%s: dropped %s (older than %" PRId64 " days)",
+				       s->store, PQgetvalue(res, i, 0), s->cfg->retention);
+		else {
+			log_pg(s, TCP_AUDIT_LOG_WARNING, "cannot drop an old partition in");
+			exec_ok(s, "ROLLBACK");
+		}
+		PQfreemem(name);
+	}
+	PQclear(res);
+	s->n_days = 0; /* what was dropped must be made again if events come for it */
+}
+
 static int migrate(struct pgsql_sink *s)
 {
 	PGresult *res;
@@ -205,6 +361,30 @@ static int migrate(struct pgsql_sink *s)
 	}
 	version = PQgetisnull(res, 0, 0) ? 0 : atoi(PQgetvalue(res, 0, 0));
 	PQclear(res);
+	int kind = table_kind(s);
+	if (kind < 0)
+		goto fail;
+	if (s->cfg->partition == PARTITION_DAY && kind == 'r') {
+		exec_ok(s, "ROLLBACK");
+		tcp_audit_error(s->host,
+				"%s: tcp_events exists and is not partitioned; partition=day applies "
+				"to a new database (move the data to one made with it)",
+				s->store);
+		return -EINVAL;
+	}
+	if (s->cfg->partition == PARTITION_DAY && kind == 0) {
+		if (!exec_ok(s, partitioned_sql))
+			goto fail;
+		kind = 'p';
+	}
+	s->partitioned = kind == 'p';
+	if (s->cfg->retention && !s->partitioned) {
+		exec_ok(s, "ROLLBACK");
+		tcp_audit_error(s->host, "%s: retention= needs tables partitioned by day "
+					 "(partition=day, on a new database)",
+				s->store);
+		return -EINVAL;
+	}
 	if (version > SCHEMA_VERSION) {
 		exec_ok(s, "ROLLBACK");
 		tcp_audit_error(s->host,
@@ -273,6 +453,8 @@ static int pgsql_open(void **self, const void *config, const struct tcp_audit_ho
 	r = migrate(s);
 	if (r)
 		goto fail;
+	apply_retention(s);
+	s->next_retention = now_ns() + RETENTION_EVERY_NS;
 	if (!exec_ok(s, staging_sql)) {
 		log_pg(s, TCP_AUDIT_LOG_ERROR, "cannot create staging tables in");
 		r = -EIO;
@@ -443,6 +625,10 @@ static void info_row(struct pgsql_sink *s, const struct tcp_audit_event *e, cons
 	put_u64(s, e->sock_gid);
 	put_sep(s, '\t');
 	put_text(s, e->valid & TCP_AUDIT_HAS_SOCK_STATE ? sock_state_name(e->sock_state) : NULL, 32);
+	if (s->partitioned) {
+		put_sep(s, '\t');
+		put_timestamp(s, e->time_ns);
+	}
 	put_sep(s, '\n');
 }
 
@@ -529,6 +715,17 @@ static int store_batch(struct pgsql_sink *s, const struct tcp_audit_event *ev, s
 		gaps += ev[i].kind == TCP_AUDIT_KIND_GAP;
 		infos += ev[i].kind != TCP_AUDIT_KIND_GAP && (ev[i].valid & TCP_AUDIT_HAS_SOCK_INODE);
 	}
+	/* partitions first, on their own: a batch rolled back must not take them along */
+	for (size_t i = 0; s->partitioned && i < n; i++) {
+		if (ev[i].kind == TCP_AUDIT_KIND_GAP)
+			continue;
+		int64_t day = (int64_t)(ev[i].time_ns / DAY_NS);
+		if (!ensure_day(s, day))
+			return -EIO;
+		/* PostgreSQL rounds to microseconds: the last one of a day may round over */
+		if (ev[i].time_ns % DAY_NS >= DAY_NS - 1000 && !ensure_day(s, day + 1))
+			return -EIO;
+	}
 	if (!exec_ok(s, "BEGIN"))
 		return -EIO;
 	if (n > gaps) {
@@ -545,7 +742,8 @@ static int store_batch(struct pgsql_sink *s, const struct tcp_audit_event *ev, s
 			return -EIO;
 	}
 	if (infos) {
-		if (!copy_begin(s, direct ? "tcp_events_socket_info" : "stage_info", INFO_COLUMNS))
+		if (!copy_begin(s, direct ? "tcp_events_socket_info" : "stage_info",
+				s->partitioned ? INFO_COLUMNS_PARTITIONED : INFO_COLUMNS))
 			return -EIO;
 		for (size_t i = 0; ok && i < n; i++) {
 			if (ev[i].kind == TCP_AUDIT_KIND_GAP || !(ev[i].valid & TCP_AUDIT_HAS_SOCK_INODE))
@@ -568,7 +766,9 @@ static int store_batch(struct pgsql_sink *s, const struct tcp_audit_event *ev, s
 		if (!copy_end(s, ok))
 			return -EIO;
 	}
-	return exec_ok(s, direct ? "COMMIT" : merge_sql) ? 0 : -EIO;
+	return exec_ok(s, direct ? "COMMIT" : s->partitioned ? merge_partitioned_sql : merge_sql)
+		       ? 0
+		       : -EIO;
 }
 
 #define UNIQUE_VIOLATION "23505"
@@ -584,6 +784,10 @@ static int pgsql_write(void *self, const struct tcp_audit_event *ev, size_t n)
 		s->next_try = now_ns() + RECONNECT_MIN_NS;
 		if (connect_store(s) != 0)
 			return TCP_AUDIT_RETRY; /* the outage was logged when it began */
+	}
+	if (now_ns() >= s->next_retention) {
+		apply_retention(s);
+		s->next_retention = now_ns() + RETENTION_EVERY_NS;
 	}
 	r = store_batch(s, ev, n, true);
 	if (r == -EIO && strcmp(s->sqlstate, UNIQUE_VIOLATION) == 0 &&

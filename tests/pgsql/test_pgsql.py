@@ -126,6 +126,77 @@ class PgsqlSink(unittest.TestCase):
         self.assertEqual(self.q("SELECT comm_on_cpu, owner_pid FROM tcp_events"
                                 " WHERE uid LIKE '6f1c0cde%'"), [["old", ""]])
 
+    def dated_lines(self, days_ago):
+        """store_lines' events, each day of days_ago in turn (UTC)."""
+        import datetime
+        today = datetime.datetime.now(datetime.timezone.utc).date()
+        out = []
+        for i, line in enumerate(l for l in store_lines() if '"gap"' not in l):
+            day = today - datetime.timedelta(days=days_ago[i % len(days_ago)])
+            out.append(line.replace('"time":"2026-11-25T', '"time":"%sT' % day.isoformat()))
+        path = os.path.join(self.tmp.name, "dated-%s.jsonl" % "-".join(map(str, days_ago)))
+        with open(path, "w") as f:
+            f.write("\n".join(out) + "\n")
+        return path
+
+    def partitions(self):
+        return sorted(r[0] for r in self.q(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent IN ('tcp_events'::regclass,"
+            " 'tcp_events_socket_info'::regclass)"))
+
+    def test_partitioned_by_day(self):
+        import datetime
+        path = self.dated_lines([10, 1, 0])
+        r = run(["--event", "replay", "-p", "path=" + path] + self.sink() + ["-p", "partition=day"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.q("SELECT relkind FROM pg_class WHERE relname = 'tcp_events'"),
+                         [["p"]])
+        today = datetime.datetime.now(datetime.timezone.utc).date()
+        days = sorted((today - datetime.timedelta(days=d)).strftime("%Y%m%d") for d in (10, 1, 0))
+        self.assertEqual(self.partitions(), sorted(["tcp_events_" + d for d in days] +
+                                                   ["tcp_events_socket_info_" + d for d in days]))
+        self.assertEqual(self.q("SELECT count(*) FROM tcp_events_" + days[0]), [["3"]])
+        # the same again (without the option: the store stays partitioned): nothing twice
+        r = run(["--event", "replay", "-p", "path=" + path] + self.sink())
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.q("SELECT (SELECT count(*) FROM tcp_events),"
+                                " (SELECT count(*) FROM tcp_events_socket_info)"), [["7", "6"]])
+        # the original's join and cascade still work
+        self.assertEqual(len(self.q("SELECT e.uid FROM tcp_events e JOIN tcp_events_socket_info s"
+                                    " ON s.tcp_event_uid = e.uid")), 6)
+        self.pg.psql(self.db, "DELETE FROM tcp_events WHERE seq = 1")
+        self.assertEqual(self.q("SELECT count(*) FROM tcp_events_socket_info"), [["5"]])
+
+    def test_retention_drops_old_days(self):
+        import datetime
+        old = self.dated_lines([10, 0])
+        r = run(["--event", "replay", "-p", "path=" + old] + self.sink() + ["-p", "partition=day"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(len(self.partitions()), 4)
+        r = run(["--event", "replay", "-p", "path=" + self.dated_lines([0])] + self.sink() +
+                ["-p", "retention=5"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        gone = (datetime.datetime.now(datetime.timezone.utc).date() -
+                datetime.timedelta(days=10)).strftime("%Y%m%d")
+        self.assertIn("dropped tcp_events_%s (older than 5 days)" % gone, r.stderr)
+        today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d")
+        self.assertEqual(self.partitions(), ["tcp_events_" + today,
+                                             "tcp_events_socket_info_" + today])
+        self.assertEqual(self.q("SELECT count(*) FROM tcp_events"), [["7"]])
+
+    def test_partitioning_asked_of_an_unpartitioned_store(self):
+        self.replay()
+        r = run(["--event", "replay", "-p", "path=" + self.inp] + self.sink() +
+                ["-p", "partition=day"])
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("tcp_events exists and is not partitioned", r.stderr)
+        r = run(["--event", "replay", "-p", "path=" + self.inp] + self.sink() +
+                ["-p", "retention=30"])
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("retention= needs tables partitioned by day", r.stderr)
+        self.assertEqual(self.q("SELECT count(*) FROM tcp_events"), [["7"]])
+
     def test_server_restart_mid_run_loses_and_duplicates_nothing(self):
         total = 60000
         fifo = os.path.join(self.tmp.name, "fifo")
