@@ -115,6 +115,41 @@ static int check_descriptor(const struct tcp_audit_plugin *d, char *err, size_t 
 	return 0;
 }
 
+/*
+ * Running as root, a plugin runs as root: refuse one that someone else could
+ * have put there or changed.  The file (after symlinks) and its folder must
+ * be owned by root and writable by nobody else.
+ */
+static int check_owner(const char *path, char *err, size_t err_size)
+{
+	char real[PATH_MAX];
+	struct stat st;
+
+	if (geteuid() != 0)
+		return 0;
+	if (!realpath(path, real))
+		return fail(err, err_size, "plugin file %s: %s", path, strerror(errno));
+	for (int i = 0; i < 2; i++) {
+		if (i == 1)
+			*strrchr(real, '/') = '\0'; /* the folder; "" is / */
+		const char *shown = real[0] ? real : "/";
+		char what[PATH_MAX + 16] = "it";
+		if (i == 1)
+			snprintf(what, sizeof(what), "its folder %s", shown);
+		if (stat(shown, &st) != 0)
+			return fail(err, err_size, "%s: %s", shown, strerror(errno));
+		if (st.st_uid != 0)
+			return fail(err, err_size,
+				    "refused: %s is owned by uid %u, not root (a plugin runs as root)",
+				    what, (unsigned)st.st_uid);
+		if (st.st_mode & (S_IWGRP | S_IWOTH))
+			return fail(err, err_size,
+				    "refused: %s is writable by %s (a plugin runs as root: chmod go-w)",
+				    what, st.st_mode & S_IWOTH ? "others" : "its group");
+	}
+	return 0;
+}
+
 int plugin_load(const char *name_or_path, int want_kind, struct loaded_plugin *out, char *err,
 		size_t err_size)
 {
@@ -151,6 +186,9 @@ int plugin_load(const char *name_or_path, int want_kind, struct loaded_plugin *o
 				    plugin_kind_word(want_kind), name_or_path, file, dirs);
 		}
 	}
+
+	if ((r = check_owner(path, err, err_size)) < 0)
+		return r;
 
 	/*
 	 * RTLD_NODELETE: a plugin's libraries stay mapped after dlclose(), so

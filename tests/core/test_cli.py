@@ -49,6 +49,29 @@ class BadInput(unittest.TestCase):
             f.write("not an ELF file\n")
         self.assertUsageError(self.replay() + ["--sink", bogus], "is not a loadable plugin")
 
+    @unittest.skipUnless(os.geteuid() == 0, "the check applies when running as root")
+    def test_plugin_that_others_could_change_is_refused(self):
+        import shutil
+        d = os.path.join(self.tmp.name, "plugins")
+        os.mkdir(d, 0o755)
+        so = os.path.join(d, "tcp-audit-jsonl-sink.so")
+        shutil.copy(os.path.join(tcpaudit.BUILD_DIR, "plugins", "jsonl-sink",
+                                 "tcp-audit-jsonl-sink.so"), so)
+        sink = ["--sink", so, "-p", "path=" + self.out]
+        os.chmod(so, 0o664)
+        self.assertUsageError(self.replay() + sink, "refused: it is writable by its group")
+        os.chmod(so, 0o644)
+        os.chown(so, 65534, -1)
+        self.assertUsageError(self.replay() + sink, "refused: it is owned by uid 65534")
+        os.chown(so, 0, -1)
+        os.chmod(d, 0o777)
+        self.assertUsageError(self.replay() + sink,
+                              "refused: its folder %s is writable by others" % d)
+        os.chmod(d, 0o755)
+        r = run(self.replay() + sink)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(os.path.getsize(self.out) > 0, True)
+
     def test_shared_object_without_entry(self):
         self.assertUsageError(self.replay() + ["--sink", fixture("noentry-sink")],
                               "is not a tcp-audit plugin", "tcp_audit_plugin_entry")
