@@ -9,12 +9,11 @@
 
 #include <netinet/in.h>
 #include <traceevent/event-parse.h>
-#include <traceevent/kbuffer.h>
 
 /* a page: u64 timestamp, a long of commit (size and flags), then the data */
 #define PAGE_HEADER (8 + sizeof(long))
 #define COMMIT_SIZE_MASK ((1ul << 27) - 1)
-#define SLACK 64 /* zeroed bytes after a page: kbuffer may peek a word past the end */
+#define SLACK 64 /* zeroed bytes after a page: a length word may sit past the end */
 
 static int find(struct tep_event *ev, const char *name, struct ta_field *f, bool required,
 		char *err, size_t err_size)
@@ -100,9 +99,8 @@ int ta_decoder_init(struct ta_decoder *d, struct tep_handle *tep, char *err, siz
 		snprintf(err, err_size, "strange trace buffer page size %d", d->page_size);
 		return -EINVAL;
 	}
-	d->kbuf = kbuffer_alloc(KBUFFER_LSIZE_SAME_AS_HOST, KBUFFER_ENDIAN_SAME_AS_HOST);
 	d->page = calloc(1, (size_t)d->page_size + SLACK);
-	if (!d->kbuf || !d->page) {
+	if (!d->page) {
 		ta_decoder_fini(d);
 		snprintf(err, err_size, "out of memory");
 		return -ENOMEM;
@@ -112,10 +110,7 @@ int ta_decoder_init(struct ta_decoder *d, struct tep_handle *tep, char *err, siz
 
 void ta_decoder_fini(struct ta_decoder *d)
 {
-	if (d->kbuf)
-		kbuffer_free(d->kbuf);
 	free(d->page);
-	d->kbuf = NULL;
 	d->page = NULL;
 }
 
@@ -179,107 +174,92 @@ static uint32_t u32_at(const uint8_t *p)
 }
 
 /*
- * How many bytes of the page's data kbuffer may walk, found by walking the
- * records the way it will, first: kbuffer loops for ever on a record whose
- * length takes it backwards (a length word of 2^31 and more), so the walk
- * stops before such a record and sets *bad.  Padding without a time delta
- * fills the rest of the page: the data ends there.
+ * The page is walked here, by the ring buffer's own rules (the kernel's
+ * rb_event_length() and rb_update_read_stamp()), not with libtraceevent's
+ * kbuffer: kbuffer (1.7) loops for ever on a record whose length word takes
+ * it backwards, which the fuzz target found.  Every step must move forward
+ * and stay inside the data; the first that does not ends the page as damaged
+ * (what came before it is kept).
  */
-static size_t walkable(const uint8_t *data, size_t size, bool *bad)
-{
-	int64_t pos = 0;
-
-	*bad = false;
-	while (pos < (int64_t)size) {
-		uint32_t word = u32_at(data + pos), type_len = word & 31;
-		int64_t step;
-		if (type_len == 29) { /* padding */
-			if ((word >> 5) == 0)
-				return (size_t)pos;
-			step = 4 + (int64_t)(int32_t)u32_at(data + pos + 4);
-		} else if (type_len == 30) { /* time extend */
-			step = 8;
-		} else if (type_len == 31) { /* absolute time stamp */
-			step = 16;
-		} else if (type_len == 0) { /* data with a length word */
-			int32_t n = (int32_t)(u32_at(data + pos + 4) - 4u);
-			n = (int32_t)(((uint32_t)n + 3u) & ~3u);
-			step = 8 + (int64_t)n;
-		} else {
-			step = 4 + 4 * (int64_t)type_len;
-		}
-		if (step <= 0) {
-			*bad = true;
-			return (size_t)pos;
-		}
-		pos += step;
-	}
-	return size;
-}
+#define TYPE_PADDING 29
+#define TYPE_TIME_EXTEND 30
+#define TYPE_TIME_STAMP 31
+#define TS_SHIFT 27
+#define TS_MSB (0xf8ull << 56) /* absolute stamps lack the top 5 bits */
+#define MISSED_EVENTS (1ul << 31)
+#define MISSED_STORED (1ul << 30)
 
 int ta_decoder_page(struct ta_decoder *d, const void *page, size_t len, ta_record_fn fn,
 		    void *ctx, uint64_t *missed)
 {
 	size_t size = (size_t)d->page_size;
-	uint8_t *buf;
-	int n = 0, r = 0;
+	uint8_t *buf = d->page;
+	int n = 0;
 
 	*missed = 0;
 	if (len > size || len < PAGE_HEADER)
 		return -EINVAL;
-	/* kbuffer trusts the page: check its length against what we have */
-	unsigned long commit;
-	memcpy(&commit, (const uint8_t *)page + 8, sizeof(commit));
-	if ((commit & COMMIT_SIZE_MASK) > len - PAGE_HEADER)
-		return -EINVAL;
-	buf = d->page;
 	memcpy(buf, page, len);
 	memset(buf + len, 0, size + SLACK - len);
-	bool bad;
-	size_t good = walkable(buf + PAGE_HEADER, commit & COMMIT_SIZE_MASK, &bad);
-	if (good < (commit & COMMIT_SIZE_MASK)) { /* kbuffer reads only what walks */
-		commit = (commit & ~COMMIT_SIZE_MASK) | good;
-		memcpy(buf + 8, &commit, sizeof(commit));
-	}
-	if (kbuffer_load_subbuffer(d->kbuf, buf) < 0)
-		return -EINVAL;
-	int lost = kbuffer_missed_events(d->kbuf);
-	if (lost > 0)
-		*missed = (uint64_t)lost;
 
-	unsigned long long ts;
-	int last = -1;
-	for (void *rec = kbuffer_read_event(d->kbuf, &ts); rec;
-	     rec = kbuffer_next_event(d->kbuf, &ts)) {
-		int rec_size = kbuffer_event_size(d->kbuf);
-		int at = kbuffer_curr_offset(d->kbuf);
-		if (at <= last) { /* a damaged length that does not move on */
-			r = -EINVAL;
-			break;
-		}
-		last = at;
-		const uint8_t *p = rec;
-		if (p < buf + PAGE_HEADER || p >= buf + size) {
-			r = -EINVAL;
-			break;
-		}
-		if (rec_size < 2 || (size_t)rec_size > (size_t)(buf + size - p)) {
-			r = -EINVAL;
-			break;
-		}
-		if ((size_t)rec_size < d->record_min)
-			continue; /* too short for our event: another event type */
-		struct tcp_audit_event ev;
-		if (decode(d, p, &ev) == 1) {
-			int fr = fn(ctx, &ev, ts);
-			if (fr < 0) {
-				r = fr;
-				break;
-			}
-			n++;
-		}
+	uint64_t ts;
+	unsigned long commit;
+	memcpy(&ts, buf, sizeof(ts));
+	memcpy(&commit, buf + 8, sizeof(commit));
+	size_t data_size = commit & COMMIT_SIZE_MASK;
+	if (data_size > len - PAGE_HEADER)
+		return -EINVAL;
+	const uint8_t *data = buf + PAGE_HEADER;
+	if (commit & MISSED_EVENTS) {
+		unsigned long stored = 0;
+		if ((commit & MISSED_STORED) && data_size + sizeof(stored) <= len - PAGE_HEADER)
+			memcpy(&stored, data + data_size, sizeof(stored));
+		*missed = stored;
 	}
-	if (r == 0 && bad)
-		r = -EINVAL; /* what came before the damage was delivered */
-	return r < 0 ? r : n;
+
+	size_t pos = 0;
+	while (pos < data_size) {
+		uint32_t word = u32_at(data + pos), type_len = word & 31, delta = word >> 5;
+		const uint8_t *rec = NULL;
+		size_t step, rec_len = 0;
+
+		if (type_len == TYPE_PADDING) {
+			if (delta == 0)
+				break; /* the rest of the page is padding */
+			step = 4 + (size_t)u32_at(data + pos + 4);
+		} else if (type_len == TYPE_TIME_EXTEND) {
+			ts += ((uint64_t)u32_at(data + pos + 4) << TS_SHIFT) + delta;
+			step = 8;
+		} else if (type_len == TYPE_TIME_STAMP) {
+			uint64_t abs = ((uint64_t)u32_at(data + pos + 4) << TS_SHIFT) | delta;
+			ts = abs | (ts & TS_MSB);
+			step = 8;
+		} else if (type_len == 0) { /* a length word, itself included, then data */
+			uint32_t length = u32_at(data + pos + 4);
+			if (length < 4)
+				return -EINVAL;
+			step = 4 + (((size_t)length + 3) & ~(size_t)3);
+			rec = data + pos + 8;
+			rec_len = length - 4;
+			ts += delta;
+		} else {
+			step = 4 + 4 * (size_t)type_len;
+			rec = data + pos + 4;
+			rec_len = 4 * (size_t)type_len;
+			ts += delta;
+		}
+		if (step < 4 || step > data_size - pos)
+			return -EINVAL; /* a length that leaves the page: damaged here */
+		if (rec && rec_len >= d->record_min) {
+			struct tcp_audit_event ev;
+			if (decode(d, rec, &ev) == 1) {
+				int fr = fn(ctx, &ev, ts);
+				if (fr < 0)
+					return fr;
+				n++;
+			}
+		}
+		pos += step;
+	}
+	return n;
 }

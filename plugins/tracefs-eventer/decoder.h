@@ -19,7 +19,6 @@
 #include <tcp-audit/plugin.h>
 
 struct tep_handle;
-struct kbuffer;
 
 struct ta_field {
 	int offset, size; /* size 0: the event has no such field */
@@ -27,7 +26,6 @@ struct ta_field {
 
 struct ta_decoder {
 	struct tep_handle *tep;
-	struct kbuffer *kbuf;
 	int event_id;
 	bool legacy; /* tcp:tcp_set_state */
 	int page_size;
