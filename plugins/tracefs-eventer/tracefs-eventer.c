@@ -381,21 +381,28 @@ static int tracefs_read(void *self, struct tcp_audit_event *events, size_t max, 
 	}
 }
 
-/* Sums a counter of the per-CPU stats files ("dropped events: 12"). */
-static uint64_t stats_counter(struct tracefs_eventer *t, const char *name)
+/*
+ * The kernel's loss: the per-CPU stats' "dropped events" (what did not fit,
+ * the buffers do not overwrite) and "overrun", summed over the CPUs.  One
+ * read of each CPU's stats file.
+ */
+static uint64_t kernel_loss(struct tracefs_eventer *t)
 {
+	static const char *const counters[] = {"dropped events:", "overrun:"};
 	uint64_t sum = 0;
 
 	for (int i = 0; i < t->n_cpus; i++) {
 		char file[64];
 		snprintf(file, sizeof(file), "per_cpu/cpu%d/stats", t->cpus[i].cpu);
 		char *text = tracefs_instance_file_read(t->inst, file, NULL);
-		if (!text)
-			continue;
-		for (char *line = text; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
-			size_t len = strlen(name);
-			if (strncmp(line, name, len) == 0 && line[len] == ':')
-				sum += strtoull(line + len + 1, NULL, 10);
+		for (char *line = text; line && *line;) {
+			for (size_t k = 0; k < sizeof(counters) / sizeof(counters[0]); k++) {
+				size_t len = strlen(counters[k]);
+				if (strncmp(line, counters[k], len) == 0)
+					sum += strtoull(line + len, NULL, 10);
+			}
+			char *end = strchr(line, '\n');
+			line = end ? end + 1 : NULL;
 		}
 		free(text);
 	}
@@ -406,8 +413,7 @@ static int tracefs_stats(void *self, struct tcp_audit_eventer_stats *st)
 {
 	struct tracefs_eventer *t = self;
 
-	/* the buffers do not overwrite: "dropped events" is what did not fit */
-	st->lost = stats_counter(t, "dropped events") + stats_counter(t, "overrun");
+	st->lost = kernel_loss(t);
 	st->skipped = t->malformed;
 	return 0;
 }
