@@ -158,23 +158,23 @@ static const char *const staging_sql =
 	"CREATE TEMP TABLE IF NOT EXISTS stage_gaps"
 	" (LIKE tcp_audit_gaps INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;";
 
-static const char *const merge_partitioned_sql =
-	"INSERT INTO tcp_events (" EVENT_COLUMNS ") SELECT " EVENT_COLUMNS " FROM stage_events"
-	" ON CONFLICT (uid, timestamp) DO NOTHING;"
-	"INSERT INTO tcp_events_socket_info (" INFO_COLUMNS_PARTITIONED ") SELECT "
-	INFO_COLUMNS_PARTITIONED " FROM stage_info ON CONFLICT (uid, timestamp) DO NOTHING;"
-	"INSERT INTO tcp_audit_gaps (" GAP_COLUMNS ") SELECT " GAP_COLUMNS " FROM stage_gaps"
-	" ON CONFLICT (uid) DO NOTHING;"
-	"COMMIT";
+/*
+ * Staged rows into the tables, each event once: the same statements for both
+ * layouts, but for the key (uid; partitioned: uid, timestamp) and the socket
+ * info's columns.
+ */
+#define MERGE_SQL(key, info_columns)                                                      \
+	"INSERT INTO tcp_events (" EVENT_COLUMNS ") SELECT " EVENT_COLUMNS " FROM stage_events" \
+	" ON CONFLICT (" key ") DO NOTHING;"                                               \
+	"INSERT INTO tcp_events_socket_info (" info_columns ") SELECT " info_columns       \
+	" FROM stage_info ON CONFLICT (" key ") DO NOTHING;"                               \
+	"INSERT INTO tcp_audit_gaps (" GAP_COLUMNS ") SELECT " GAP_COLUMNS " FROM stage_gaps" \
+	" ON CONFLICT (uid) DO NOTHING;"                                                   \
+	"COMMIT"
 
-static const char *const merge_sql =
-	"INSERT INTO tcp_events (" EVENT_COLUMNS ") SELECT " EVENT_COLUMNS " FROM stage_events"
-	" ON CONFLICT (uid) DO NOTHING;"
-	"INSERT INTO tcp_events_socket_info (" INFO_COLUMNS ") SELECT " INFO_COLUMNS
-	" FROM stage_info ON CONFLICT (uid) DO NOTHING;"
-	"INSERT INTO tcp_audit_gaps (" GAP_COLUMNS ") SELECT " GAP_COLUMNS " FROM stage_gaps"
-	" ON CONFLICT (uid) DO NOTHING;"
-	"COMMIT";
+static const char *const merge_sql = MERGE_SQL("uid", INFO_COLUMNS);
+static const char *const merge_partitioned_sql =
+	MERGE_SQL("uid, timestamp", INFO_COLUMNS_PARTITIONED);
 
 static uint64_t now_ns(void)
 {
