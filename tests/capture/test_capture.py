@@ -16,7 +16,7 @@ import time
 import unittest
 
 import tcpaudit
-from tcpaudit import Running, summary
+from tcpaudit import CLIENT, LISTENER, SERVER, Running, states, summary
 
 EVENTER = sys.argv[1] if len(sys.argv) > 1 else "bpf"
 LOADGEN = os.environ.get("TCP_AUDIT_LOADGEN", "")
@@ -24,9 +24,6 @@ LOADGEN = os.environ.get("TCP_AUDIT_LOADGEN", "")
 HAS_OWNER = EVENTER == "bpf"
 HAS_COOKIE = EVENTER == "bpf"
 
-CLIENT = ["CLOSED", "SYN-SENT", "ESTABLISHED", "FIN-WAIT-1", "FIN-WAIT-2", "CLOSED"]
-SERVER = ["LISTEN", "SYN-RECEIVED", "ESTABLISHED", "CLOSE-WAIT", "LAST-ACK", "CLOSED"]
-LISTENER = ["CLOSED", "LISTEN", "CLOSED"]
 
 # a server and a client in processes of their own, with their own names
 PEER = textwrap.dedent("""
@@ -59,6 +56,13 @@ def free_port(family=socket.AF_INET):
         return s.getsockname()[1]
 
 
+def loadgen(port, connections, result):
+    """Runs the load generator to its end; its report (events=, ...) goes into result."""
+    out = subprocess.run([LOADGEN, "-t", "2", "-n", str(connections), "-p", str(port)],
+                         capture_output=True, text=True, check=True).stdout
+    result.update(kv.split("=") for kv in out.split())
+
+
 def wait_for_quiet_port(port, timeout=2.0):
     """Waits until no socket on port is in a state that will still change
     (TIME-WAIT sockets have no more transitions to report)."""
@@ -75,18 +79,6 @@ def wait_for_quiet_port(port, timeout=2.0):
         if not busy:
             return
         time.sleep(0.001)
-
-
-def states(events):
-    """The transition chain of one socket's events: [old0, new0, new1, ...]."""
-    if not events:
-        return []
-    chain = [events[0]["old_state"]]
-    for e in events:
-        if e["old_state"] != chain[-1]:
-            chain.append("?%s" % e["old_state"])
-        chain.append(e["new_state"])
-    return chain
 
 
 @unittest.skipUnless(os.geteuid() == 0, "kernel tracing needs root")
@@ -216,9 +208,7 @@ class Capture(unittest.TestCase):
         result = {}
 
         def action():
-            out = subprocess.run([LOADGEN, "-t", "2", "-n", "5000", "-p", str(port)],
-                                 capture_output=True, text=True, check=True).stdout
-            result.update(kv.split("=") for kv in out.split())
+            loadgen(port, 5000, result)
             # the last ACKs may still be on their way through loopback: events
             # that happen after the stop are not the point
             wait_for_quiet_port(port)
@@ -285,12 +275,7 @@ class Capture(unittest.TestCase):
         port = free_port()
         result = {}
 
-        def action():
-            out = subprocess.run([LOADGEN, "-t", "2", "-n", "20000", "-p", str(port)],
-                                 capture_output=True, text=True, check=True).stdout
-            result.update(kv.split("=") for kv in out.split())
-
-        events, s = self.capture([], action)
+        events, s = self.capture([], lambda: loadgen(port, 20000, result))
         mine = [e for e in events if port in (e["sport"], e["dport"])]
         self.assertEqual(s["lost in kernel"], 0)
         if events and "seq" in events[0]:

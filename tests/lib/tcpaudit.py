@@ -169,6 +169,24 @@ def sample_line(seq, **over):
     return "{" + ",".join(out) + "}"
 
 
+# A socket's transitions over loopback, as the kernel tests expect them.
+CLIENT = ["CLOSED", "SYN-SENT", "ESTABLISHED", "FIN-WAIT-1", "FIN-WAIT-2", "CLOSED"]
+SERVER = ["LISTEN", "SYN-RECEIVED", "ESTABLISHED", "CLOSE-WAIT", "LAST-ACK", "CLOSED"]
+LISTENER = ["CLOSED", "LISTEN", "CLOSED"]
+
+
+def states(events):
+    """The transition chain of one socket's events: [old0, new0, new1, ...]."""
+    if not events:
+        return []
+    chain = [events[0]["old_state"]]
+    for e in events:
+        if e["old_state"] != chain[-1]:
+            chain.append("?%s" % e["old_state"])
+        chain.append(e["new_state"])
+    return chain
+
+
 def store_lines():
     """Lines for the database sinks' tests: IPv4 and IPv6, a command name with a
     quote, a tab and a byte that is not UTF-8, one event with no optional

@@ -14,22 +14,9 @@ import tempfile
 import unittest
 
 import tcpaudit
+from tcpaudit import CLIENT, LISTENER, SERVER, states
 
 TOOL, PAGES = sys.argv[1], sys.argv[2]
-
-CLIENT = ["CLOSED", "SYN-SENT", "ESTABLISHED", "FIN-WAIT-1", "FIN-WAIT-2", "CLOSED"]
-SERVER = ["LISTEN", "SYN-RECEIVED", "ESTABLISHED", "CLOSE-WAIT", "LAST-ACK", "CLOSED"]
-LISTENER = ["CLOSED", "LISTEN", "CLOSED"]
-
-
-def chain(events):
-    if not events:
-        return []
-    out = [events[0]["old_state"]]
-    for e in events:
-        out.append(e["new_state"] if e["old_state"] == out[-1] else "?")
-    return out
-
 
 def decode(system, event, pages):
     return subprocess.run([TOOL, os.path.join(PAGES, "header_page"), system,
@@ -58,9 +45,9 @@ class Decoder(unittest.TestCase):
             child = [e for e in mine if e["sport"] == port and e["dport"] == cport]
             client = [e for e in mine if e["dport"] == port and e["sport"] in (0, cport)]
             self.assertEqual(len(listener) + len(child) + len(client), len(mine))
-            self.assertEqual(chain(listener), LISTENER)
-            self.assertEqual(chain(child), SERVER)
-            self.assertEqual(chain(client), CLIENT)
+            self.assertEqual(states(listener), LISTENER)
+            self.assertEqual(states(child), SERVER)
+            self.assertEqual(states(client), CLIENT)
         return events
 
     def test_inet_sock_set_state_page(self):
