@@ -186,17 +186,14 @@ static uint32_t u32_at(const uint8_t *p)
 #define TYPE_TIME_STAMP 31
 #define TS_SHIFT 27
 #define TS_MSB (0xf8ull << 56) /* absolute stamps lack the top 5 bits */
-#define MISSED_EVENTS (1ul << 31)
-#define MISSED_STORED (1ul << 30)
 
 int ta_decoder_page(struct ta_decoder *d, const void *page, size_t len, ta_record_fn fn,
-		    void *ctx, uint64_t *missed)
+		    void *ctx)
 {
 	size_t size = (size_t)d->page_size;
 	uint8_t *buf = d->page;
 	int n = 0;
 
-	*missed = 0;
 	if (len > size || len < PAGE_HEADER)
 		return -EINVAL;
 	memcpy(buf, page, len);
@@ -210,12 +207,6 @@ int ta_decoder_page(struct ta_decoder *d, const void *page, size_t len, ta_recor
 	if (data_size > len - PAGE_HEADER)
 		return -EINVAL;
 	const uint8_t *data = buf + PAGE_HEADER;
-	if (commit & MISSED_EVENTS) {
-		unsigned long stored = 0;
-		if ((commit & MISSED_STORED) && data_size + sizeof(stored) <= len - PAGE_HEADER)
-			memcpy(&stored, data + data_size, sizeof(stored));
-		*missed = stored;
-	}
 
 	size_t pos = 0;
 	while (pos < data_size) {

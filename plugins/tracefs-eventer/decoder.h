@@ -50,10 +50,10 @@ typedef int (*ta_record_fn)(void *ctx, struct tcp_audit_event *ev, uint64_t ts);
  * count as zero).  Events of other protocols and other event types are
  * skipped.  Returns how many events went to fn, -EINVAL for a malformed page
  * (the events before the damage went to fn, nothing after it is used), or
- * fn's negative return.  *missed gets
- * the events the kernel says it lost before this page (0 if none or unknown).
+ * fn's negative return.  Loss is not read from pages: the eventer takes it
+ * from the kernel's per-CPU stats, which count every drop.
  */
 int ta_decoder_page(struct ta_decoder *d, const void *page, size_t len, ta_record_fn fn,
-		    void *ctx, uint64_t *missed);
+		    void *ctx);
 
 #endif

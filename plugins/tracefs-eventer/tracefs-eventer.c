@@ -311,9 +311,8 @@ static int drain(struct tracefs_eventer *t, struct cpu_reader *c)
 			c->drained = true;
 			return 0;
 		}
-		uint64_t missed;
 		t->filling = c;
-		int r = ta_decoder_page(&t->dec, t->page, (size_t)len, on_record, t, &missed);
+		int r = ta_decoder_page(&t->dec, t->page, (size_t)len, on_record, t);
 		if (r == -EINVAL) {
 			if (t->malformed++ == 0)
 				tcp_audit_warning(t->host, "cpu %d: a trace buffer page is malformed; "

@@ -85,12 +85,11 @@ int main(int argc, char **argv)
 	}
 	for (int i = 4; i < argc; i++) {
 		char *page = slurp(argv[i], &len);
-		uint64_t missed;
 		if (!page) {
 			fprintf(stderr, "%s: %s\n", argv[i], strerror(errno));
 			return 2;
 		}
-		int r = ta_decoder_page(&d, page, len, print_event, NULL, &missed);
+		int r = ta_decoder_page(&d, page, len, print_event, NULL);
 		if (r < 0) {
 			fprintf(stderr, "%s: malformed\n", argv[i]);
 			status = 1;
