@@ -20,6 +20,7 @@
 #include "options.h"
 #include "pipeline.h"
 #include "plugin-loader.h"
+#include "spool.h"
 
 #define EXIT_USAGE 2
 #define MAX_SINKS 16
@@ -28,6 +29,8 @@
 #define DEFAULT_BATCH_SIZE 4096
 #define DEFAULT_BACKLOG (1l << 20) /* events: 256 MiB at most, used only while sinks lag */
 #define DEFAULT_MAX_ERRORS 5
+#define DEFAULT_SPOOL_SIZE (1ull << 30)
+#define DEFAULT_STOP_GRACE_S 5
 
 static const char *const auto_candidates[] = {"bpf", "tracefs"};
 #define N_AUTO (sizeof(auto_candidates) / sizeof(auto_candidates[0]))
@@ -55,6 +58,11 @@ struct cli {
 	long queue_size;
 	long batch_size;
 	long backlog;
+	const char *spool_dir;
+	uint64_t spool_size;
+	int spool_on_full;
+	bool spool_tuned; /* --spool-size or --spool-on-full given */
+	long stop_grace;
 	bool list_plugins;
 };
 
@@ -91,6 +99,22 @@ static void usage(FILE *f)
 		"                      past it, reading waits and the kernel's buffer takes the rest\n"
 		"  --batch-size N      most events per read and per sink write (default %d)\n"
 		"\n"
+		"Spool (nothing lost when a sink is down or tcp-audit is killed):\n"
+		"  --spool DIR         every event goes to files in DIR first; each sink reads\n"
+		"                      from there at its own pace and its position is saved, so\n"
+		"                      a sink that is down holds back no other, and the next\n"
+		"                      start delivers what a sink had not stored (replaces\n"
+		"                      --queue-size and --backlog)\n"
+		"  --spool-size SIZE   cap on DIR's files, K/M/G suffixes (default 1G, at least 1M)\n"
+		"  --spool-on-full block|drop_oldest\n"
+		"                      at the cap: reading waits for the sinks and the kernel's\n"
+		"                      buffer takes new events (block, default), or the oldest\n"
+		"                      events a sink has not stored are dropped; either way loss\n"
+		"                      is counted and written to every sink as a gap record\n"
+		"  --stop-grace SECONDS\n"
+		"                      at a stop, how long a sink that cannot store is waited\n"
+		"                      for before its events are left in the spool (default %d)\n"
+		"\n"
 		"Other:\n"
 		"  -q, --quiet         only warnings and errors on stderr\n"
 		"  -v, --verbose       debug messages too\n"
@@ -108,7 +132,7 @@ static void usage(FILE *f)
 		"  tcp-audit --event bpf --sink sqlite --sink pgsql -p conninfo='dbname=audit'\n"
 		"  tcp-audit --event replay -p path=events.jsonl --sink sqlite -p path=events.db\n",
 		plugin_search_path(), DEFAULT_MAX_ERRORS, DEFAULT_QUEUE_SIZE, DEFAULT_BACKLOG,
-		DEFAULT_BATCH_SIZE);
+		DEFAULT_BATCH_SIZE, DEFAULT_STOP_GRACE_S);
 }
 
 __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
@@ -135,7 +159,19 @@ static int parse_long(const char *opt, const char *v, long min, long max, long *
 
 static int parse_cli(int argc, char **argv, struct cli *cli)
 {
-	enum { OPT_EVENT = 256, OPT_SINK, OPT_LIST, OPT_MAX_ERRORS, OPT_QUEUE, OPT_BATCH, OPT_BACKLOG };
+	enum {
+		OPT_EVENT = 256,
+		OPT_SINK,
+		OPT_LIST,
+		OPT_MAX_ERRORS,
+		OPT_QUEUE,
+		OPT_BATCH,
+		OPT_BACKLOG,
+		OPT_SPOOL,
+		OPT_SPOOL_SIZE,
+		OPT_SPOOL_ON_FULL,
+		OPT_STOP_GRACE,
+	};
 	static const struct option longopts[] = {
 		{"event", required_argument, NULL, OPT_EVENT},
 		{"sink", required_argument, NULL, OPT_SINK},
@@ -145,6 +181,10 @@ static int parse_cli(int argc, char **argv, struct cli *cli)
 		{"queue-size", required_argument, NULL, OPT_QUEUE},
 		{"batch-size", required_argument, NULL, OPT_BATCH},
 		{"backlog", required_argument, NULL, OPT_BACKLOG},
+		{"spool", required_argument, NULL, OPT_SPOOL},
+		{"spool-size", required_argument, NULL, OPT_SPOOL_SIZE},
+		{"spool-on-full", required_argument, NULL, OPT_SPOOL_ON_FULL},
+		{"stop-grace", required_argument, NULL, OPT_STOP_GRACE},
 		{"quiet", no_argument, NULL, 'q'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
@@ -158,6 +198,9 @@ static int parse_cli(int argc, char **argv, struct cli *cli)
 	cli->queue_size = DEFAULT_QUEUE_SIZE;
 	cli->batch_size = DEFAULT_BATCH_SIZE;
 	cli->backlog = DEFAULT_BACKLOG;
+	cli->spool_size = DEFAULT_SPOOL_SIZE;
+	cli->spool_on_full = SPOOL_BLOCK;
+	cli->stop_grace = DEFAULT_STOP_GRACE_S;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+p:qvhV", longopts, NULL)) != -1) {
 		switch (c) {
@@ -206,6 +249,33 @@ static int parse_cli(int argc, char **argv, struct cli *cli)
 			if ((r = parse_long("--backlog", optarg, 0, 1l << 26, &cli->backlog)))
 				return r;
 			break;
+		case OPT_SPOOL:
+			if (!*optarg)
+				return usage_error("--spool: give a directory");
+			cli->spool_dir = optarg;
+			break;
+		case OPT_SPOOL_SIZE:
+			cli->spool_tuned = true;
+			if (option_parse_size(optarg, &cli->spool_size) < 0 ||
+			    cli->spool_size < SPOOL_MIN_BYTES)
+				return usage_error("--spool-size: \"%s\" is not a size of at least 1M "
+						   "(digits with K, M, G or T)",
+						   optarg);
+			break;
+		case OPT_SPOOL_ON_FULL:
+			cli->spool_tuned = true;
+			if (strcmp(optarg, "block") == 0)
+				cli->spool_on_full = SPOOL_BLOCK;
+			else if (strcmp(optarg, "drop_oldest") == 0)
+				cli->spool_on_full = SPOOL_DROP_OLDEST;
+			else
+				return usage_error("--spool-on-full: \"%s\" is not block or drop_oldest",
+						   optarg);
+			break;
+		case OPT_STOP_GRACE:
+			if ((r = parse_long("--stop-grace", optarg, 0, 86400, &cli->stop_grace)))
+				return r;
+			break;
 		case 'q':
 			log_max_level = TCP_AUDIT_LOG_WARNING;
 			break;
@@ -230,6 +300,8 @@ static int parse_cli(int argc, char **argv, struct cli *cli)
 	}
 	if (optind < argc)
 		return usage_error("unexpected argument \"%s\" (see tcp-audit --help)", argv[optind]);
+	if (!cli->spool_dir && cli->spool_tuned)
+		return usage_error("--spool-size and --spool-on-full need --spool DIR");
 	return 0;
 }
 
@@ -402,15 +474,19 @@ static void print_counters(struct pipeline *p, const char *what)
 		return;
 	fprintf(stderr,
 		"tcp-audit: %s: events read %llu, lost in kernel %llu, lost in queue %llu, "
-		"skipped input %llu, gap records %llu, backlog peak %llu\n",
+		"lost in spool %llu, skipped input %llu, gap records %llu, backlog peak %llu, "
+		"spool bytes %llu\n",
 		what, (unsigned long long)st->read, (unsigned long long)st->lost_kernel,
-		(unsigned long long)st->lost_queue, (unsigned long long)st->skipped_input,
-		(unsigned long long)st->gap_records, (unsigned long long)st->backlog_peak);
+		(unsigned long long)st->lost_queue, (unsigned long long)st->lost_spool,
+		(unsigned long long)st->skipped_input, (unsigned long long)st->gap_records,
+		(unsigned long long)st->backlog_peak, (unsigned long long)st->spool_bytes);
 	for (size_t i = 0; i < st->n_sinks; i++)
 		fprintf(stderr, "tcp-audit: %s: sink %s: written %llu, undelivered %llu%s\n", what,
 			st->sinks[i].label, (unsigned long long)st->sinks[i].written,
 			(unsigned long long)st->sinks[i].undelivered,
-			st->sinks[i].failed ? " (failed)" : "");
+			st->sinks[i].failed		 ? " (failed)"
+			: st->sinks[i].left_in_spool ? " (kept in the spool)"
+						     : "");
 	free(st);
 }
 
@@ -463,6 +539,8 @@ static int run(struct cli *cli)
 {
 	struct pipeline_stage sinks[MAX_SINKS], eventer;
 	struct pipeline *p = NULL;
+	struct spool *spool = NULL;
+	uint64_t spool_lost = 0;
 	sigset_t set;
 	int stop_signal = 0, r, status = 0;
 	char host[TCP_AUDIT_HOST_LEN] = "";
@@ -481,8 +559,27 @@ static int run(struct cli *cli)
 		if ((r = load_instance(&cli->sinks[i])))
 			return r;
 	label_sinks(cli);
+	gethostname(host, sizeof(host) - 1);
 
-	/* 2. open the sinks, then the eventer, so nothing is read with nowhere to go */
+	/* 2. the spool, the sinks, then the eventer, so nothing is read with nowhere to go */
+	if (cli->spool_dir) {
+		const char *labels[MAX_SINKS];
+		char err[1024];
+		for (size_t i = 0; i < cli->n_sinks; i++)
+			labels[i] = cli->sinks[i].label;
+		struct spool_config sc = {.dir = cli->spool_dir,
+					  .host = host,
+					  .max_bytes = cli->spool_size,
+					  .on_full = cli->spool_on_full};
+		if (spool_open(&spool, &sc, labels, cli->n_sinks, &spool_lost, err, sizeof(err)) <
+		    0)
+			return usage_error("--spool: %s", err);
+		if (spool_lost)
+			log_warning("spool: %llu events in %s are lost to damage (see above); each "
+				    "sink that misses them gets a gap record in their place",
+				    (unsigned long long)spool_lost, cli->spool_dir);
+	}
+	/* open the sinks, then the eventer, so nothing is read with nowhere to go */
 	for (size_t i = 0; i < cli->n_sinks; i++) {
 		r = open_instance(&cli->sinks[i]);
 		if (r < 0) {
@@ -519,13 +616,14 @@ static int run(struct cli *cli)
 	sigaddset(&set, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 
-	gethostname(host, sizeof(host) - 1);
 	struct pipeline_config cfg = {
 		.queue_size = (size_t)cli->queue_size,
 		.batch_size = (size_t)cli->batch_size,
 		.max_backlog = (uint64_t)cli->backlog,
 		.max_errors = (int)cli->max_errors,
 		.host = host,
+		.spool = spool,
+		.stop_grace_ms = (int)cli->stop_grace * 1000,
 	};
 	eventer = (struct pipeline_stage){cli->event.lp.desc, cli->event.self, &cli->event.logger,
 					  cli->event.label};
@@ -584,6 +682,7 @@ static int run(struct cli *cli)
 close_sinks:
 	for (size_t i = 0; i < cli->n_sinks; i++)
 		close_sink(&cli->sinks[i]);
+	spool_close(spool);
 	return status;
 }
 

@@ -129,7 +129,7 @@ static int parse_int(const char *v, int64_t *out)
 	return 0;
 }
 
-static int parse_size(const char *v, uint64_t *out)
+int option_parse_size(const char *v, uint64_t *out)
 {
 	char *end;
 	uint64_t mult = 1;
@@ -237,7 +237,7 @@ static int apply_one(const struct tcp_audit_option *opt, const char *value, void
 	}
 	case TCP_AUDIT_OPT_SIZE: {
 		uint64_t x;
-		r = parse_size(value, &x);
+		r = option_parse_size(value, &x);
 		if (r == -EINVAL)
 			return fail(err, err_size,
 				    "option \"%s\": \"%s\" is not a size (a number with an optional "

@@ -35,6 +35,9 @@ int options_apply(const struct tcp_audit_plugin *plugin, const struct option_arg
 int option_check_declaration(const struct tcp_audit_option *opt, size_t config_size, char *err,
 			     size_t err_size);
 
+/* A size: digits with an optional K/M/G/T suffix (1024-based).  0 or -errno. */
+int option_parse_size(const char *v, uint64_t *out);
+
 /* "string", "bool", "integer", "size", "one of a|b" for --list-plugins. */
 const char *option_type_name(const struct tcp_audit_option *opt);
 

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "event-text.h"
+#include "spool.h"
 
 #define READ_TIMEOUT_MS 100
 #define FLUSH_INTERVAL_NS 1000000000ull
@@ -31,6 +32,8 @@ struct sink_thread {
 	uint64_t read_pos; /* guarded by p->mu */
 	uint64_t written;  /* guarded by p->mu */
 	bool failed;       /* guarded by p->mu: gave up, no longer holds the ring */
+	bool left_in_spool; /* guarded by p->mu: stopped, the rest stays spooled */
+	struct tcp_audit_event *buf; /* spool mode: the batch read from the spool */
 };
 
 /*
@@ -58,6 +61,7 @@ struct pipeline {
 	uint64_t write_pos;
 
 	bool stop;       /* stop reading */
+	uint64_t stop_ns; /* CLOCK_MONOTONIC of the stop */
 	bool abandon;    /* stop delivering */
 	bool reader_done;
 	bool failed;
@@ -75,6 +79,10 @@ struct pipeline {
 	uint64_t lost_kernel;
 	uint64_t skipped_input;
 	uint64_t gap_records;
+
+	struct tcp_audit_event *inbuf; /* spool mode: what the eventer reads into */
+	uint64_t lost_spool;           /* under mu: abandoned before the spool had them */
+	bool spool_waiting, spool_dropping; /* reader only: the episode was logged */
 
 	size_t n_sinks;
 	struct sink_thread sinks[];
@@ -172,6 +180,16 @@ static void drain_spill(struct pipeline *p, bool wait)
 static struct tcp_audit_event *obtain(struct pipeline *p, size_t max, bool final, size_t *room,
 				      bool *in_ring)
 {
+	if (p->cfg.spool) { /* the spool takes what comes: read into the batch buffer */
+		pthread_mutex_lock(&p->mu);
+		bool quit = p->abandon || (p->stop && !final);
+		pthread_mutex_unlock(&p->mu);
+		if (quit)
+			return NULL;
+		*room = max < p->cfg.batch_size ? max : p->cfg.batch_size;
+		*in_ring = false;
+		return p->inbuf;
+	}
 	for (;;) {
 		drain_spill(p, false);
 		pthread_mutex_lock(&p->mu);
@@ -218,9 +236,15 @@ static struct tcp_audit_event *obtain(struct pipeline *p, size_t max, bool final
 	}
 }
 
+static void spool_commit(struct pipeline *p, const struct tcp_audit_event *ev, size_t n);
+
 /* Hands over n events written where obtain() said. */
 static void commit(struct pipeline *p, size_t n, bool in_ring)
 {
+	if (p->cfg.spool) {
+		spool_commit(p, p->inbuf, n);
+		return;
+	}
 	if (in_ring) {
 		publish(p, n);
 		return;
@@ -239,17 +263,12 @@ static void commit(struct pipeline *p, size_t n, bool in_ring)
  * events, and even when reading has been stopped: the loss must reach the
  * sinks.
  */
-static void add_gap_record(struct pipeline *p, uint64_t lost)
+static void make_gap_record(struct pipeline *p, struct tcp_audit_event *ev, int stage,
+			    uint64_t lost)
 {
-	size_t room;
-	bool in_ring;
-	struct tcp_audit_event *ev = obtain(p, 1, true, &room, &in_ring);
-
-	if (!ev)
-		return;
 	memset(ev, 0, sizeof(*ev));
 	ev->kind = TCP_AUDIT_KIND_GAP;
-	ev->gap_stage = TCP_AUDIT_STAGE_KERNEL;
+	ev->gap_stage = (uint8_t)stage;
 	ev->gap_lost = lost;
 	ev->time_ns = now_ns(CLOCK_REALTIME);
 	ev->ktime_ns = now_ns(CLOCK_MONOTONIC);
@@ -258,7 +277,76 @@ static void add_gap_record(struct pipeline *p, uint64_t lost)
 	pthread_mutex_lock(&p->mu);
 	p->gap_records++;
 	pthread_mutex_unlock(&p->mu);
+}
+
+static void add_gap_record(struct pipeline *p, int stage, uint64_t lost)
+{
+	size_t room;
+	bool in_ring;
+	struct tcp_audit_event *ev = obtain(p, 1, true, &room, &in_ring);
+
+	if (!ev)
+		return;
+	make_gap_record(p, ev, stage, lost);
 	commit(p, 1, in_ring);
+}
+
+/*
+ * Appends events to the spool.  When it is full (on_full=block) or cannot be
+ * written (disk full), reading waits until a sink confirms or the disk has
+ * room, logged once per episode; the eventer's kernel buffer takes the burst
+ * meanwhile, and counts what it cannot take.  At a stop what was read goes in
+ * above the cap rather than be lost.  Under on_full=drop_oldest the spool
+ * removes the oldest segment instead; each sink that misses those events
+ * finds a gap record in their place.
+ */
+static void spool_commit(struct pipeline *p, const struct tcp_audit_event *ev, size_t n)
+{
+	struct spool *sp = p->cfg.spool;
+	size_t done = 0;
+
+	while (done < n) {
+		uint64_t dropped = 0;
+		pthread_mutex_lock(&p->mu);
+		bool force = p->stop;
+		pthread_mutex_unlock(&p->mu);
+		ssize_t k = spool_append(sp, ev + done, n - done, force, &dropped);
+		if (dropped && !p->spool_dropping) {
+			log_warning("spool is full: dropping the oldest events a sink has not "
+				    "had (on_full=drop_oldest); counted, and each sink that misses "
+				    "them gets a gap record");
+			p->spool_dropping = true;
+		}
+		if (k > 0) {
+			done += (size_t)k;
+			publish(p, (size_t)k);
+			continue;
+		}
+		if (!p->spool_waiting) {
+			if (k == 0)
+				log_warning("spool is full (on_full=block): reading waits for the "
+					    "sinks; the kernel's buffer holds new events meanwhile");
+			else
+				log_error("spool: cannot append: %s: reading waits and retries",
+					  strerror((int)-k));
+		}
+		p->spool_waiting = true;
+		struct timespec deadline;
+		deadline_after_ms(&deadline, BACKOFF_MIN_MS);
+		pthread_mutex_lock(&p->mu);
+		if (p->abandon) {
+			p->lost_spool += n - done;
+			pthread_mutex_unlock(&p->mu);
+			return;
+		}
+		pthread_cond_timedwait(&p->space, &p->mu, &deadline);
+		pthread_mutex_unlock(&p->mu);
+	}
+	/* an episode ends when the spool has room to spare again */
+	if ((p->spool_dropping || p->spool_waiting) && spool_bytes(sp) < spool_cap(sp) / 2) {
+		log_info("spool is below half full again");
+		p->spool_dropping = p->spool_waiting = false;
+	}
 }
 
 static void poll_eventer_stats(struct pipeline *p)
@@ -278,7 +366,7 @@ static void poll_eventer_stats(struct pipeline *p)
 			    "record goes to every sink",
 			    p->eventer.label, (unsigned long long)new_loss,
 			    (unsigned long long)p->lost_kernel);
-		add_gap_record(p, new_loss);
+		add_gap_record(p, TCP_AUDIT_STAGE_KERNEL, new_loss);
 	}
 }
 
@@ -349,6 +437,7 @@ static void *reader_main(void *arg)
 	int errors = 0;
 	bool stopped = false;
 
+
 	for (;;) {
 		size_t room;
 		bool in_ring;
@@ -415,6 +504,15 @@ static void *reader_main(void *arg)
 	return NULL;
 }
 
+/* p->mu held. */
+static void request_stop(struct pipeline *p)
+{
+	if (!p->stop)
+		p->stop_ns = now_ns(CLOCK_MONOTONIC);
+	p->stop = true;
+	pthread_cond_broadcast(&p->space);
+}
+
 /*
  * Calls write() (or flush() when n == 0) until it succeeds.  RETRY waits with
  * a growing backoff and is not a failure; other errors count, and max_errors
@@ -457,9 +555,22 @@ static bool deliver(struct sink_thread *s, const struct tcp_audit_event *ev, siz
 		pause_ms(p, backoff, true);
 		pthread_mutex_lock(&p->mu);
 		bool abandon = p->abandon;
+		bool leave = p->cfg.spool && p->stop &&
+			     now_ns(CLOCK_MONOTONIC) >=
+				     p->stop_ns + (uint64_t)p->cfg.stop_grace_ms * 1000000u;
+		if (leave)
+			s->left_in_spool = true;
+		uint64_t left = p->write_pos - s->read_pos;
 		pthread_mutex_unlock(&p->mu);
 		if (abandon)
 			return false;
+		if (leave) {
+			log_warning("%s still cannot store %.1f s after the stop: its %llu undelivered "
+				    "events stay in the spool for the next start",
+				    s->stage.label, (double)p->cfg.stop_grace_ms / 1000.0,
+				    (unsigned long long)left);
+			return false;
+		}
 		backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
 	}
 }
@@ -517,11 +628,88 @@ static void *sink_main(void *arg)
 		s->written += n;
 		pthread_cond_broadcast(&p->space);
 	}
-	if (!ok && !p->abandon) {
+	if (!ok && !p->abandon && !s->left_in_spool) {
 		s->failed = true;
 		p->failed = true;
-		p->stop = true; /* stop reading; the other sinks still drain */
+		request_stop(p); /* stop reading; the other sinks still drain */
 		pthread_cond_broadcast(&p->space);
+	}
+	p->running--;
+	pthread_cond_broadcast(&p->state);
+	pthread_mutex_unlock(&p->mu);
+	return NULL;
+}
+
+/*
+ * A sink's thread with a spool: reads its batches from the spool at its own
+ * position and confirms a position to the spool each time the sink has
+ * flushed, so what it stored is not handed to it again after a restart.
+ */
+static void *sink_spool_main(void *arg)
+{
+	struct sink_thread *s = arg;
+	struct pipeline *p = s->p;
+	struct spool *sp = p->cfg.spool;
+	size_t idx = (size_t)(s - p->sinks);
+	bool dirty = false, ok = true;
+	uint64_t last_flush = now_ns(CLOCK_MONOTONIC);
+	int read_errors = 0;
+
+	pthread_mutex_lock(&p->mu);
+	for (;;) {
+		if (p->abandon)
+			break;
+		uint64_t pos = s->read_pos, end = p->write_pos;
+		if (pos == end && !dirty) {
+			if (p->reader_done)
+				break;
+			pthread_cond_wait(&p->data, &p->mu);
+			continue;
+		}
+		pthread_mutex_unlock(&p->mu);
+
+		uint64_t next = pos;
+		ssize_t m = 0;
+		if (pos < end) {
+			m = spool_read(sp, idx, pos, end, s->buf, p->cfg.batch_size, &next);
+			if (m < 0) {
+				read_errors++;
+				log_error("%s: cannot read the spool: %s (%d in a row)", s->stage.label,
+					  strerror((int)-m), read_errors);
+				ok = read_errors < p->cfg.max_errors;
+				if (ok)
+					pause_ms(p, BACKOFF_MIN_MS, true);
+				pthread_mutex_lock(&p->mu);
+				if (!ok)
+					break;
+				continue;
+			}
+			read_errors = 0;
+			if (m > 0) {
+				ok = deliver(s, s->buf, (size_t)m);
+				if (ok)
+					dirty = true;
+			}
+		}
+		uint64_t now = now_ns(CLOCK_MONOTONIC);
+		if (ok && dirty && (next == end || now - last_flush >= FLUSH_INTERVAL_NS)) {
+			ok = deliver(s, NULL, 0);
+			last_flush = now;
+			dirty = false;
+			if (ok && spool_confirm(sp, idx, next) < 0)
+				log_error("%s: cannot save its spool position: %m", s->stage.label);
+		}
+		pthread_mutex_lock(&p->mu);
+		if (!ok)
+			break;
+		s->read_pos = next;
+		s->written += (uint64_t)m;
+		pthread_cond_broadcast(&p->space);
+	}
+	if (!ok && !p->abandon && !s->left_in_spool) {
+		s->failed = true;
+		p->failed = true;
+		request_stop(p);
 	}
 	p->running--;
 	pthread_cond_broadcast(&p->state);
@@ -550,11 +738,29 @@ int pipeline_start(struct pipeline **out, const struct pipeline_config *cfg,
 	if (!p)
 		return -ENOMEM;
 	p->cfg = *cfg;
-	p->cap = round_up_pow2(cfg->queue_size < 2 ? 2 : cfg->queue_size);
-	p->ring = calloc(p->cap, sizeof(*p->ring));
-	if (!p->ring) {
-		free(p);
-		return -ENOMEM;
+	if (cfg->spool) { /* no ring: the spool holds the events */
+		p->inbuf = calloc(cfg->batch_size, sizeof(*p->inbuf));
+		bool no_mem = !p->inbuf;
+		for (size_t i = 0; i < n_sinks; i++) {
+			p->sinks[i].buf = calloc(cfg->batch_size, sizeof(*p->sinks[i].buf));
+			no_mem = no_mem || !p->sinks[i].buf;
+			p->sinks[i].read_pos = spool_start(cfg->spool, i);
+		}
+		p->write_pos = spool_end(cfg->spool);
+		if (no_mem) {
+			for (size_t i = 0; i < n_sinks; i++)
+				free(p->sinks[i].buf);
+			free(p->inbuf);
+			free(p);
+			return -ENOMEM;
+		}
+	} else {
+		p->cap = round_up_pow2(cfg->queue_size < 2 ? 2 : cfg->queue_size);
+		p->ring = calloc(p->cap, sizeof(*p->ring));
+		if (!p->ring) {
+			free(p);
+			return -ENOMEM;
+		}
 	}
 	pthread_mutex_init(&p->mu, NULL);
 	pthread_condattr_init(&ca);
@@ -571,7 +777,7 @@ int pipeline_start(struct pipeline **out, const struct pipeline_config *cfg,
 		struct sink_thread *s = &p->sinks[i];
 		s->p = p;
 		s->stage = sinks[i];
-		r = -pthread_create(&s->thread, NULL, sink_main, s);
+		r = -pthread_create(&s->thread, NULL, cfg->spool ? sink_spool_main : sink_main, s);
 		if (r)
 			goto fail;
 		s->started = true;
@@ -597,8 +803,7 @@ fail:
 void pipeline_stop(struct pipeline *p)
 {
 	pthread_mutex_lock(&p->mu);
-	p->stop = true;
-	pthread_cond_broadcast(&p->space);
+	request_stop(p);
 	pthread_mutex_unlock(&p->mu);
 }
 
@@ -645,6 +850,7 @@ struct pipeline_stats *pipeline_stats(struct pipeline *p)
 	st->read = p->read;
 	st->lost_kernel = p->lost_kernel;
 	st->lost_queue = 0;
+	st->lost_spool = p->lost_spool;
 	st->skipped_input = p->skipped_input;
 	st->gap_records = p->gap_records;
 	st->backlog_peak = p->spilled_peak;
@@ -654,8 +860,13 @@ struct pipeline_stats *pipeline_stats(struct pipeline *p)
 		st->sinks[i].written = p->sinks[i].written;
 		st->sinks[i].undelivered = p->write_pos - p->sinks[i].read_pos;
 		st->sinks[i].failed = p->sinks[i].failed;
+		st->sinks[i].left_in_spool = p->sinks[i].left_in_spool;
 	}
 	pthread_mutex_unlock(&p->mu);
+	if (p->cfg.spool) {
+		st->spool_bytes = spool_bytes(p->cfg.spool);
+		st->lost_spool += spool_lost(p->cfg.spool);
+	}
 	return st;
 }
 
@@ -673,6 +884,9 @@ void pipeline_free(struct pipeline *p)
 	pthread_cond_destroy(&p->data);
 	pthread_cond_destroy(&p->space);
 	pthread_cond_destroy(&p->state);
+	for (size_t i = 0; i < p->n_sinks; i++)
+		free(p->sinks[i].buf);
+	free(p->inbuf);
 	free(p->ring);
 	free(p);
 }

@@ -34,6 +34,15 @@ struct pipeline_config {
 	uint64_t max_backlog; /* events held beyond the ring while sinks catch up */
 	int max_errors;    /* consecutive failures of one plugin that stop the run */
 	const char *host;  /* put into events that carry no host */
+	/*
+	 * With a spool (see spool.h; opened by the caller, who closes it after
+	 * pipeline_free()), events go through it instead of the ring and the
+	 * backlog: the reader never waits for a sink, each sink reads at its own
+	 * pace, and a sink still unavailable stop_grace_ms after a stop leaves
+	 * the rest in the spool for the next start.
+	 */
+	struct spool *spool;
+	int stop_grace_ms;
 };
 
 enum pipeline_end {
@@ -48,12 +57,15 @@ struct pipeline_sink_stats {
 	uint64_t written;     /* records handed to write() successfully */
 	uint64_t undelivered; /* records read but not (yet) written to it */
 	bool failed;
+	bool left_in_spool; /* gave up at the stop: undelivered stays spooled */
 };
 
 struct pipeline_stats {
 	uint64_t read;          /* records from the eventer */
 	uint64_t lost_kernel;   /* the eventer's count of loss we could not prevent */
 	uint64_t lost_queue;    /* always 0: the queue applies backpressure */
+	uint64_t lost_spool;    /* dropped to make room (on_full=drop_oldest), or damaged */
+	uint64_t spool_bytes;   /* in the spool's files now (0 without one) */
 	uint64_t skipped_input; /* records the eventer skipped (malformed input) */
 	uint64_t gap_records;   /* gap records the core added for lost_kernel */
 	uint64_t backlog_peak;  /* most events held in the backlog at once */

@@ -1,0 +1,263 @@
+"""The durable spool (--spool DIR): a sink that is down holds back no other,
+kill -9 and restart delivers what was spooled once, the cap's two policies,
+damaged and truncated spool files.  Real files, real processes; the events
+come from the synthetic eventer (seq 1..N) and the faulty sink records the
+seq of each event it stores."""
+import glob
+import json
+import os
+import signal
+import tempfile
+import time
+import unittest
+
+import tcpaudit
+from tcpaudit import Running, fixture, run, summary
+
+SYNTH = fixture("synthetic-eventer")
+FAULTY = fixture("faulty-sink")
+HEADER = 64
+RECORD = 272
+
+
+def lines(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [l.strip() for l in f if l.strip()]
+
+
+def jsonl_seqs(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [e["seq"] for e in map(json.loads, filter(str.strip, f))
+                if e.get("kind") != "gap"]
+
+
+def summary_of(t):
+    """The counters of a running tcp-audit (SIGUSR1)."""
+    before = t.stderr().count("tcp-audit: counters: events read")
+    t.proc.send_signal(signal.SIGUSR1)
+    wait_until(lambda: t.stderr().count("tcp-audit: counters: events read") > before,
+               what="the counters")
+    return tcpaudit.counters(t.stderr(), "counters")
+
+
+def wait_until(cond, timeout=20, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+class Spool(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.d = self.tmp.name
+        self.spool = os.path.join(self.d, "spool")
+        self.down = os.path.join(self.d, "down")
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def path(self, name):
+        return os.path.join(self.d, name)
+
+    def faulty(self, name="a", down=True):
+        args = ["--sink", FAULTY, "-p", "path=" + self.path(name), "-p", "append=true"]
+        if down:
+            args += ["-p", "down_file=" + self.down]
+        return args
+
+    def segments(self):
+        return sorted(glob.glob(os.path.join(self.spool, "*.spool")))
+
+    def test_a_sink_that_is_down_holds_back_no_other(self):
+        open(self.down, "w").close()
+        with Running(["--spool", self.spool, "--event", SYNTH, "-p", "count=0", "-p",
+                      "interval_ms=2", "-p", "per_read=20"] + self.faulty() +
+                     ["--sink", "jsonl", "-p", "path=" + self.path("b.jsonl")]) as t:
+            wait_until(lambda: len(jsonl_seqs(self.path("b.jsonl"))) >= 2000,
+                       what="the jsonl sink to store 2000 events while the other is down")
+            self.assertEqual(lines(self.path("a")), [])
+            os.unlink(self.down)
+            wait_until(lambda: len(lines(self.path("a"))) >= 2000, what="the catch-up")
+            rc = t.stop(signal.SIGTERM)
+            err = t.stderr()
+        self.assertEqual(rc, 143, err)
+        n = summary(err)["events read"]
+        self.assertEqual(lines(self.path("a")), [str(i) for i in range(1, n + 1)])
+        self.assertEqual(jsonl_seqs(self.path("b.jsonl")), list(range(1, n + 1)))
+        self.assertIn("faulty is unavailable", err)
+        # everything stored: no segment file is left behind
+        self.assertEqual(self.segments(), [])
+
+    def test_kill_9_then_restart_delivers_the_spooled_events_once(self):
+        open(self.down, "w").close()
+        with Running(["--spool", self.spool, "--event", SYNTH, "-p", "count=0", "-p",
+                      "interval_ms=1", "-p", "per_read=50"] + self.faulty() +
+                     ["--sink", "jsonl", "-p", "path=" + self.path("b.jsonl")]) as t:
+            wait_until(lambda: len(jsonl_seqs(self.path("b.jsonl"))) >= 5000,
+                       what="5000 events stored by jsonl")
+            t.proc.kill()
+            t.proc.wait()
+        stored_b = jsonl_seqs(self.path("b.jsonl"))
+        self.assertEqual(lines(self.path("a")), [])
+        os.unlink(self.down)
+        # the next start, with an eventer that has nothing new
+        r = run(["--spool", self.spool, "--event", "replay", "-p", "path=/dev/null"] +
+                self.faulty() + ["--sink", "jsonl", "-p", "path=" + self.path("b.jsonl")])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        a = [int(x) for x in lines(self.path("a"))]
+        n = len(a)
+        self.assertGreaterEqual(n, len(stored_b))
+        # every spooled event, in order, none twice
+        self.assertEqual(a, list(range(1, n + 1)))
+        b = jsonl_seqs(self.path("b.jsonl"))
+        self.assertEqual(sorted(set(b)), list(range(1, n + 1)))
+        self.assertIn("not yet confirmed by faulty: delivering them first", r.stderr)
+        self.assertEqual(summary(r.stderr)["sink faulty written"], n)
+
+    def test_block_at_the_cap_waits_and_loses_nothing(self):
+        open(self.down, "w").close()
+        # 20,000 events are 5.4 MB of spool: four times the cap
+        with Running(["--spool", self.spool, "--spool-size", "1M", "--event", SYNTH, "-p",
+                      "count=20000", "-p", "per_read=100"] + self.faulty()) as t:
+            t.wait_for_log("spool is full (on_full=block)")
+            time.sleep(1)
+            size = sum(os.path.getsize(f) for f in self.segments())
+            self.assertLessEqual(size, 1 << 20)
+            self.assertEqual(t.stderr().count("spool is full"), 1, "one warning per episode")
+            os.unlink(self.down)
+            rc = t.proc.wait(timeout=60)
+            err = t.stderr()
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(lines(self.path("a")), [str(i) for i in range(1, 20001)])
+        s = summary(err)
+        self.assertEqual(s["lost in spool"], 0)
+
+    def test_drop_oldest_at_the_cap_counts_the_loss_in_gap_records(self):
+        open(self.down, "w").close()
+        with Running(["--spool", self.spool, "--spool-size", "1M", "--spool-on-full",
+                      "drop_oldest", "--event", SYNTH, "-p", "count=20000", "-p",
+                      "per_read=100", "-p", "interval_ms=2"] + self.faulty() +
+                     ["--sink", "jsonl", "-p", "path=" + self.path("b.jsonl")]) as t:
+            t.wait_for_log("dropping the oldest events")
+            wait_until(lambda: summary_of(t)["events read"] == 20000, timeout=30,
+                       what="all events read")
+            os.unlink(self.down)
+            rc = t.proc.wait(timeout=60)
+            err = t.stderr()
+        self.assertEqual(rc, 0, err)
+        a = lines(self.path("a"))
+        seqs = [int(x) for x in a if not x.startswith("gap")]
+        gaps = [int(x.split()[1]) for x in a if x.startswith("gap")]
+        lost = summary(err)["lost in spool"]
+        self.assertGreater(lost, 10000)
+        # the down sink: the batch it held, the newest events, gap records for the rest
+        self.assertEqual(sum(gaps), lost)
+        self.assertEqual(seqs, sorted(set(seqs)))
+        self.assertEqual(seqs[-1], 20000)
+        self.assertEqual(len(seqs) + lost, 20000)
+        self.assertEqual(err.count("dropping the oldest events"), 1)
+        # the sink that kept up: every event either there or counted in a gap record
+        with open(self.path("b.jsonl")) as f:
+            b = [json.loads(l) for l in f]
+        b_seqs = [e["seq"] for e in b if e.get("kind") != "gap"]
+        self.assertEqual(b_seqs, sorted(set(b_seqs)))
+        self.assertEqual(len(b_seqs) + sum(e["lost"] for e in b if e.get("kind") == "gap"),
+                         20000)
+
+    def spool_undelivered(self, count):
+        """Runs with the faulty sink down: count events stay in the spool."""
+        open(self.down, "w").close()
+        with Running(["--spool", self.spool, "--spool-size", "1M", "--stop-grace", "1",
+                      "--event", SYNTH, "-p", "count=%d" % count] + self.faulty()) as t:
+            t.wait_for_log("is unavailable")
+            time.sleep(0.5)
+            rc = t.stop(signal.SIGTERM)
+            err = t.stderr()
+        self.assertEqual(rc, 143, err)
+        self.assertIn("stay in the spool for the next start", err)
+        s = summary(err)
+        self.assertEqual(s["sink faulty undelivered"], count)
+        os.unlink(self.down)
+
+    def test_stop_leaves_an_unavailable_sinks_events_for_the_next_start(self):
+        self.spool_undelivered(3000)
+        r = run(["--spool", self.spool, "--event", "replay", "-p", "path=/dev/null"] +
+                self.faulty())
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(lines(self.path("a")), [str(i) for i in range(1, 3001)])
+
+    def test_damaged_and_truncated_files_are_reported_and_the_rest_recovered(self):
+        self.spool_undelivered(3000)
+        segs = self.segments()
+        self.assertGreaterEqual(len(segs), 4)
+        per_seg = (os.path.getsize(segs[0]) - HEADER) // RECORD
+        # a flipped byte in record 100 of the first file
+        with open(segs[0], "r+b") as f:
+            f.seek(HEADER + 100 * RECORD + 40)
+            b = f.read(1)
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([b[0] ^ 0xff]))
+        # the second file's header is garbage
+        with open(segs[1], "r+b") as f:
+            f.write(b"garbage!")
+        # the last file ends in half a record
+        with open(segs[-1], "r+b") as f:
+            f.truncate(os.path.getsize(segs[-1]) - RECORD // 2)
+        last_records = (os.path.getsize(segs[-1]) - HEADER) // RECORD
+
+        r = run(["--spool", self.spool, "--event", "replay", "-p", "path=/dev/null"] +
+                self.faulty())
+        self.assertEqual(r.returncode, 0, r.stderr)
+        name0, name1, name_last = (os.path.basename(x) for x in (segs[0], segs[1], segs[-1]))
+        self.assertIn("%s: 1 damaged record at offset %d (position 100)" %
+                      (name0, HEADER + 100 * RECORD), r.stderr)
+        self.assertIn("%s: damaged header: file moved aside as %s.damaged" % (name1, name1),
+                      r.stderr)
+        self.assertIn("%s: ends in a partial record at offset %d" %
+                      (name_last, HEADER + last_records * RECORD), r.stderr)
+        self.assertTrue(os.path.exists(segs[1] + ".damaged"))
+
+        a = lines(self.path("a"))
+        seqs = [int(x) for x in a if not x.startswith("gap")]
+        gaps = [int(x.split()[1]) for x in a if x.startswith("gap")]
+        lost_file = set(range(per_seg + 1, 2 * per_seg + 1))
+        expected = [i for i in range(1, 3000) if i != 101 and i not in lost_file]
+        self.assertEqual(seqs, expected)
+        # a gap record in place of each: damaged record, damaged file, torn record
+        self.assertEqual(gaps, [1, per_seg, 1])
+        self.assertEqual(summary(r.stderr)["lost in spool"], per_seg + 2)
+        self.assertIn("%d events in %s are lost to damage" % (per_seg + 1, self.spool),
+                      r.stderr)
+
+    def test_a_spool_in_use_is_refused(self):
+        with Running(["--spool", self.spool, "--event", SYNTH, "-p", "count=0", "-p",
+                      "interval_ms=50", "--sink", FAULTY, "-p", "path=" + self.path("a")]) as t:
+            r = run(["--spool", self.spool, "--event", SYNTH, "--sink", FAULTY, "-p",
+                     "path=" + self.path("b")])
+            self.assertEqual(r.returncode, 2)
+            self.assertIn("is in use by another tcp-audit (pid %d)" % t.proc.pid, r.stderr)
+            t.stop(signal.SIGTERM)
+
+    def test_option_mistakes(self):
+        for args, msg in [
+            (["--spool-size", "10"], "--spool-size: \"10\" is not a size of at least 1M"),
+            (["--spool-on-full", "wait"], "\"wait\" is not block or drop_oldest"),
+            (["--spool-size", "1G"], "need --spool DIR"),
+        ]:
+            if "need --spool DIR" not in msg:
+                args = ["--spool", self.spool] + args
+            r = run(args + ["--event", SYNTH, "--sink", FAULTY, "-p", "path=" + self.path("x")])
+            self.assertEqual(r.returncode, 2, args)
+            self.assertIn(msg, r.stderr)
+            self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+
+
+if __name__ == "__main__":
+    tcpaudit.main()
