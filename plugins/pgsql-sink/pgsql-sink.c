@@ -48,6 +48,7 @@ struct pgsql_sink {
 	char store[256];    /* user@host:port/db, for messages */
 	char *secret;       /* a password to keep out of messages */
 	bool down;          /* in an outage: logged once */
+	bool set_up;        /* tables checked/migrated on this store */
 	uint64_t next_try;  /* CLOCK_MONOTONIC ns of the next reconnect */
 	char *buf;          /* COPY data of a batch */
 	size_t cap, len;
@@ -411,7 +412,29 @@ fail:
 	return -EIO;
 }
 
-/* Connects (or reconnects) and makes the session's staging tables. */
+/*
+ * After connecting: the tables (once per run: the server may have been
+ * unreachable at start), the retention, the session's staging tables.
+ */
+static int set_up_session(struct pgsql_sink *s)
+{
+	int r;
+
+	if (!s->set_up) {
+		if ((r = migrate(s)))
+			return r;
+		apply_retention(s);
+		s->next_retention = now_ns() + RETENTION_EVERY_NS;
+		s->set_up = true;
+	}
+	if (!exec_ok(s, staging_sql)) {
+		log_pg(s, TCP_AUDIT_LOG_ERROR, "cannot create staging tables in");
+		return -EIO;
+	}
+	return 0;
+}
+
+/* Connects (or reconnects) and sets the session up. */
 static int connect_store(struct pgsql_sink *s)
 {
 	if (s->conn)
@@ -422,9 +445,21 @@ static int connect_store(struct pgsql_sink *s)
 	describe_store(s);
 	if (PQstatus(s->conn) != CONNECTION_OK)
 		return -ECONNREFUSED;
-	if (!exec_ok(s, staging_sql))
-		return -EIO;
-	return 0;
+	return set_up_session(s);
+}
+
+/*
+ * A failed first connection that is worth waiting for: no server there (yet),
+ * or one that is starting, stopping or recovering.  A server that answers
+ * "no" (password, database, role) is a mistake to report at once.
+ */
+static bool worth_waiting(struct pgsql_sink *s)
+{
+	const char *msg = PQerrorMessage(s->conn);
+
+	return !strstr(msg, "FATAL") || strstr(msg, "starting up") ||
+	       strstr(msg, "shutting down") || strstr(msg, "recovery") ||
+	       strstr(msg, "not yet accepting connections");
 }
 
 static void pgsql_close(void *self);
@@ -446,20 +481,27 @@ static int pgsql_open(void **self, const void *config, const struct tcp_audit_ho
 	}
 	describe_store(s);
 	if (PQstatus(s->conn) != CONNECTION_OK) {
-		log_pg(s, TCP_AUDIT_LOG_ERROR, "cannot connect to PostgreSQL at");
-		r = -ECONNREFUSED;
-		goto fail;
+		char *perr = NULL;
+		PQconninfoOption *parsed = PQconninfoParse(s->cfg->conninfo, &perr);
+		bool usable = parsed != NULL;
+		PQconninfoFree(parsed);
+		PQfreemem(perr);
+		if (!usable || !worth_waiting(s)) {
+			log_pg(s, TCP_AUDIT_LOG_ERROR, "cannot connect to PostgreSQL at");
+			r = -ECONNREFUSED;
+			goto fail;
+		}
+		/* capture from the start; the events wait (memory or spool) */
+		log_pg(s, TCP_AUDIT_LOG_WARNING,
+		       "capturing anyway; holding the events and retrying to connect to");
+		s->down = true;
+		s->next_try = now_ns() + RECONNECT_MIN_NS;
+		*self = s;
+		return 0;
 	}
-	r = migrate(s);
+	r = set_up_session(s);
 	if (r)
 		goto fail;
-	apply_retention(s);
-	s->next_retention = now_ns() + RETENTION_EVERY_NS;
-	if (!exec_ok(s, staging_sql)) {
-		log_pg(s, TCP_AUDIT_LOG_ERROR, "cannot create staging tables in");
-		r = -EIO;
-		goto fail;
-	}
 	*self = s;
 	return 0;
 fail:

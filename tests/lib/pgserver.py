@@ -30,7 +30,12 @@ def available():
 
 
 class PostgresServer:
-    def __init__(self):
+    """durable=True keeps synchronous_commit on: a COMMIT that returned
+    survives a kill -9 of the server (what the fault tests rely on, as a
+    production server would).  Off, the last commits can vanish in a crash."""
+
+    def __init__(self, durable=False):
+        self.durable = durable
         self.bindir = pg_bindir()
         self.dir = tempfile.mkdtemp(prefix="tcp-audit-pg-")
         os.chmod(self.dir, 0o755)
@@ -56,9 +61,9 @@ class PostgresServer:
                 f.write("local all audit scram-sha-256\nlocal all all trust\n")
             with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
                 f.write("listen_addresses = ''\nunix_socket_directories = '%s'\n"
-                        "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+                        "fsync = off\nsynchronous_commit = %s\nfull_page_writes = off\n"
                         "shared_buffers = 1GB\nmax_wal_size = 8GB\nwal_buffers = 64MB\n"
-                        % self.socket_dir)
+                        % (self.socket_dir, "on" if self.durable else "off"))
         r = self._as_postgres([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-l",
                                self.log, "-w", "-t", "60", "start"])
         if r.returncode:

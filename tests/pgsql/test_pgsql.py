@@ -4,6 +4,7 @@ the middle of a run losing and duplicating nothing, clear start-up errors
 that never show the password."""
 import json
 import os
+import signal
 import subprocess
 import tempfile
 import threading
@@ -27,7 +28,7 @@ ORDER BY e.timestamp
 class PgsqlSink(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.pg = pgserver.PostgresServer()
+        cls.pg = pgserver.PostgresServer(durable=True)
         cls.pg.start()
         cls.n = 0
 
@@ -233,9 +234,24 @@ class PgsqlSink(unittest.TestCase):
         self.assertNotIn(pgserver.PASSWORD, r.stderr)
         return r.stderr
 
-    def test_unreachable_server(self):
-        err = self.start_error("host=/nonexistent-dir dbname=x user=postgres")
-        self.assertIn("cannot connect to PostgreSQL at postgres@/nonexistent-dir:5432/x", err)
+    def test_unreachable_server_is_waited_for(self):
+        # no server there (yet): capture goes on and the events wait for it
+        # (the fault tests check that they arrive when it comes up)
+        with Running(["--event", "replay", "-p", "path=" + self.inp, "--sink", "pgsql", "-p",
+                      "conninfo=host=/nonexistent-dir dbname=x user=postgres"]) as t:
+            t.wait_for_log("holding the events and retrying to connect to "
+                           "postgres@/nonexistent-dir:5432/x")
+            t.proc.send_signal(signal.SIGINT)
+            t.wait_for_log("got SIGINT")
+            rc = t.stop(signal.SIGINT)  # the second signal: give up on the sink
+            err = t.stderr()
+        self.assertEqual(rc, 130, err)
+        self.assertEqual(summary(err)["sink pgsql undelivered"], len(store_lines()))
+
+    def test_malformed_conninfo(self):
+        err = self.start_error("host=/tmp dbname")
+        self.assertIn("cannot connect to PostgreSQL", err)
+        self.assertIn('missing "=" after "dbname"', err)
 
     def test_wrong_password_is_never_shown(self):
         err = self.start_error("host=%s dbname=%s user=audit password=wrong-%s"

@@ -1,0 +1,251 @@
+"""Fault tests with real parts: kernel capture (bpf) of loopback traffic from
+the load generator, a real PostgreSQL the test starts, kills and restarts, a
+real SQLite file on a tmpfs that fills up, and tcp-audit itself killed with
+-9 or stopped with SIGTERM under load.  In each, every event captured must
+end up in every sink exactly once (or be counted as lost)."""
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+
+import pgserver
+import tcpaudit
+from tcpaudit import Running, counters, run, summary
+
+LOADGEN = os.environ.get("TCP_AUDIT_LOADGEN", "")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def loadgen(port, connections):
+    out = subprocess.run([LOADGEN, "-t", "2", "-n", str(connections), "-p", str(port)],
+                         capture_output=True, text=True, check=True).stdout
+    return dict(kv.split("=") for kv in out.split())
+
+
+def jsonl(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(l) for l in f if l.endswith("\n")]
+
+
+def wait_until(cond, timeout=60, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError("timed out after %d s waiting for %s" % (timeout, what))
+
+
+def running_counters(t):
+    before = t.stderr().count("tcp-audit: counters: ")
+    t.proc.send_signal(signal.SIGUSR1)
+    wait_until(lambda: t.stderr().count("tcp-audit: counters: ") > before, 10, "counters")
+    return counters(t.stderr(), "counters")
+
+
+@unittest.skipUnless(pgserver.available() and os.geteuid() == 0,
+                     "needs root (kernel tracing) and the postgresql package")
+class Faults(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.pg = pgserver.PostgresServer(durable=True)
+        cls.pg.start()
+        cls.n = 0
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.pg.cleanup()
+
+    def setUp(self):
+        if not self.pg.running:
+            self.pg.start()
+        self.tmp = tempfile.TemporaryDirectory()
+        self.d = self.tmp.name
+        Faults.n += 1
+        self.db = "f%d" % Faults.n
+        self.pg.createdb(self.db)
+        self.port = free_port()
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def path(self, name):
+        return os.path.join(self.d, name)
+
+    def pg_seqs(self, where=""):
+        out = self.pg.psql(self.db, "SELECT seq FROM tcp_events WHERE (src_port = %d OR "
+                                    "dst_port = %d) %s ORDER BY seq" % (self.port, self.port,
+                                                                        where))
+        return [int(x) for x in out.split()]
+
+    def pg_count(self):
+        try:
+            return int(self.pg.psql(self.db, "SELECT count(*) FROM tcp_events").strip())
+        except RuntimeError:
+            return -1  # no table yet, or the server is down
+
+    def assert_each_once(self):
+        dup = self.pg.psql(self.db, "SELECT count(*) - count(DISTINCT uid) FROM tcp_events")
+        self.assertEqual(dup.strip(), "0")
+
+    def capture_args(self, *extra):
+        return ["--event", "bpf", "-p", "ports=%d" % self.port, "--sink", "pgsql", "-p",
+                "conninfo=" + self.pg.conninfo(self.db), "--sink", "jsonl", "-p",
+                "path=" + self.path("ref.jsonl")] + list(extra)
+
+    def test_postgres_killed_9_and_restarted_10_s_later(self):
+        with Running(["--spool", self.path("spool")] + self.capture_args()) as t:
+            loadgen(self.port, 1000)
+            wait_until(lambda: self.pg_count() > 0, what="the first rows")
+            self.pg.kill9()
+            loadgen(self.port, 1000)
+            during = len(jsonl(self.path("ref.jsonl")))
+            # the other sink is not held back by the outage
+            wait_until(lambda: len(jsonl(self.path("ref.jsonl"))) >= 20000, 30,
+                       "the jsonl sink to have the events made during the outage")
+            time.sleep(10)
+            self.pg.start()
+            loadgen(self.port, 1000)
+            time.sleep(1)
+            ref = jsonl(self.path("ref.jsonl"))
+            wait_until(lambda: self.pg_count() >= len(ref), 60, "PostgreSQL to catch up")
+            rc = t.stop(signal.SIGTERM)
+            err = t.stderr()
+        self.assertEqual(rc, 143, err)
+        self.assertGreater(during, 0)
+        ref = [e["seq"] for e in jsonl(self.path("ref.jsonl")) if e.get("kind") != "gap"]
+        s = summary(err)
+        self.assertEqual(len(ref), s["events read"])
+        self.assertEqual(self.pg_seqs(), sorted(ref))
+        self.assert_each_once()
+        self.assertIn("connection lost", err)
+        self.assertIn("is back", err)
+
+    def test_postgres_unreachable_at_start(self):
+        self.pg.stop()
+        with Running(self.capture_args()) as t:
+            t.wait_for_log("holding the events and retrying to connect")
+            loadgen(self.port, 2000)
+            time.sleep(2)
+            self.pg.start()
+            ref = jsonl(self.path("ref.jsonl"))
+            wait_until(lambda: self.pg_count() >= len(ref), 60, "PostgreSQL to catch up")
+            rc = t.stop(signal.SIGTERM)
+            err = t.stderr()
+        self.assertEqual(rc, 143, err)
+        ref = [e["seq"] for e in jsonl(self.path("ref.jsonl")) if e.get("kind") != "gap"]
+        self.assertGreaterEqual(len(ref), 20001)
+        # everything from the start, once
+        self.assertEqual(self.pg_seqs(), sorted(ref))
+        self.assert_each_once()
+        self.assertEqual(summary(err)["sink pgsql undelivered"], 0)
+
+    def test_tcp_audit_killed_9_then_restarted_delivers_the_spool_once(self):
+        self.pg.stop()
+        spool = self.path("spool")
+        with Running(["--spool", spool] + self.capture_args()) as t:
+            loadgen(self.port, 2000)
+            wait_until(lambda: len(jsonl(self.path("ref.jsonl"))) >= 20001, 30,
+                       "the events in the jsonl sink")
+            # the pgsql sink has had nothing: all of it waits in the spool
+            t.proc.kill()
+            t.proc.wait()
+        ref = [e["seq"] for e in jsonl(self.path("ref.jsonl")) if e.get("kind") != "gap"]
+        self.pg.start()
+        with Running(["--spool", spool] + self.capture_args()) as t:
+            wait_until(lambda: self.pg_count() >= len(ref), 60, "the spooled events")
+            time.sleep(1)
+            rc = t.stop(signal.SIGTERM)
+            err = t.stderr()
+        self.assertEqual(rc, 143, err)
+        self.assertIn("not yet confirmed by pgsql: delivering them first", err)
+        self.assertEqual(self.pg_seqs(), sorted(ref))
+        self.assert_each_once()
+
+    def test_sigterm_under_load_delivers_everything_read_to_every_sink(self):
+        db_path = self.path("events.db")
+        done = threading.Event()
+
+        def churn():
+            while not done.is_set():
+                loadgen(self.port, 500)
+
+        with Running(self.capture_args("--sink", "sqlite", "-p", "path=" + db_path)) as t:
+            th = threading.Thread(target=churn)
+            th.start()
+            try:
+                time.sleep(3)
+                rc = t.stop(signal.SIGTERM)
+                err = t.stderr()
+            finally:
+                done.set()
+                th.join()
+        self.assertEqual(rc, 143, err)
+        s = summary(err)
+        read = s["events read"]
+        self.assertGreater(read, 10000)
+        for sink in ("pgsql", "jsonl", "sqlite"):
+            self.assertEqual(s["sink %s undelivered" % sink], 0, err)
+        ref = jsonl(self.path("ref.jsonl"))
+        gaps = s["gap records"]
+        self.assertEqual(len(ref), read + gaps)
+        with sqlite3.connect(db_path) as db:
+            rows = db.execute("SELECT count(*) FROM tcp_events").fetchone()[0]
+            gap_rows = db.execute("SELECT count(*) FROM tcp_audit_gaps").fetchone()[0]
+        self.assertEqual((rows, gap_rows), (read, gaps))
+        self.assertEqual(self.pg_count(), read)
+        self.assert_each_once()
+
+    def test_sqlite_on_a_full_tmpfs_resumes_when_space_is_freed(self):
+        mnt = self.path("small")
+        os.mkdir(mnt)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", mnt], check=True)
+        try:
+            db_path = os.path.join(mnt, "events.db")
+            filler = os.path.join(mnt, "filler")
+            args = ["--event", "bpf", "-p", "ports=%d" % self.port, "--sink", "sqlite", "-p",
+                    "path=" + db_path, "--sink", "jsonl", "-p", "path=" + self.path("ref.jsonl")]
+            with Running(args) as t:
+                # fill what is left of the file system
+                subprocess.run(["dd", "if=/dev/zero", "of=" + filler, "bs=64k"],
+                               capture_output=True)
+                loadgen(self.port, 2000)
+                t.wait_for_log("holding events and retrying")
+                wait_until(lambda: len(jsonl(self.path("ref.jsonl"))) >= 20001, 30,
+                           "the other sink to have everything")
+                self.assertIsNone(t.proc.poll())
+                os.unlink(filler)
+                ref = [e for e in jsonl(self.path("ref.jsonl")) if e.get("kind") != "gap"]
+
+                def stored():
+                    try:
+                        with sqlite3.connect("file:%s?mode=ro" % db_path, uri=True) as db:
+                            return db.execute("SELECT count(*) FROM tcp_events").fetchone()[0]
+                    except sqlite3.Error:
+                        return -1
+                wait_until(lambda: stored() >= len(ref), 60, "sqlite to catch up")
+                rc = t.stop(signal.SIGTERM)
+                err = t.stderr()
+            self.assertEqual(rc, 143, err)
+            self.assertIn("is writable again", err)
+            self.assertEqual(stored(), len(ref))
+            self.assertEqual(summary(err)["sink sqlite undelivered"], 0)
+        finally:
+            subprocess.run(["umount", "-l", mnt])
+
+
+if __name__ == "__main__":
+    tcpaudit.main()
