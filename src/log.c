@@ -71,6 +71,14 @@ __attribute__((format(printf, 3, 4))) static void plugin_log(const struct tcp_au
 	va_end(ap);
 }
 
+static void plugin_keep_capability(const struct tcp_audit_host *host, int cap)
+{
+	struct plugin_logger *l = host->host_data;
+
+	if (cap >= 0 && cap < 64)
+		l->keep_caps |= 1ull << cap;
+}
+
 void plugin_logger_init(struct plugin_logger *l, const char *role, const char *name)
 {
 	memset(l, 0, sizeof(*l));
@@ -78,5 +86,6 @@ void plugin_logger_init(struct plugin_logger *l, const char *role, const char *n
 	l->host.struct_size = sizeof(l->host);
 	l->host.log = plugin_log;
 	l->host.host_data = l;
+	l->host.keep_capability = plugin_keep_capability;
 	snprintf(l->prefix, sizeof(l->prefix), "[%s:%s] ", role, name);
 }

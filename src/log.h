@@ -22,6 +22,7 @@ struct plugin_logger {
 	struct tcp_audit_host host;
 	char prefix[96]; /* "[sink:pgsql] " */
 	int errors;      /* error lines logged so far */
+	uint64_t keep_caps; /* CAP_* bits the plugin asked to keep */
 };
 
 void plugin_logger_init(struct plugin_logger *l, const char *role, const char *name);

@@ -20,6 +20,7 @@
 #include "options.h"
 #include "pipeline.h"
 #include "plugin-loader.h"
+#include "privileges.h"
 #include "spool.h"
 
 #define EXIT_USAGE 2
@@ -62,6 +63,7 @@ struct cli {
 	uint64_t spool_size;
 	int spool_on_full;
 	bool spool_tuned; /* --spool-size or --spool-on-full given */
+	const char *user;
 	long stop_grace;
 	bool list_plugins;
 };
@@ -114,6 +116,13 @@ static void usage(FILE *f)
 		"  --stop-grace SECONDS\n"
 		"                      at a stop, how long a sink that cannot store is waited\n"
 		"                      for before its events are left in the spool (default %d)\n"
+		"\n"
+		"Privileges:\n"
+		"  --user NAME         once the eventer is attached, run as this user: the sinks\n"
+		"                      and the spool are opened as NAME, their files are NAME's\n"
+		"  (always)            once the eventer is attached, every capability it does not\n"
+		"                      need is dropped (bpf: all; tracefs: all but\n"
+		"                      cap_dac_override, to read its stats and remove its instance)\n"
 		"\n"
 		"Other:\n"
 		"  -q, --quiet         only warnings and errors on stderr\n"
@@ -171,6 +180,7 @@ static int parse_cli(int argc, char **argv, struct cli *cli)
 		OPT_SPOOL_SIZE,
 		OPT_SPOOL_ON_FULL,
 		OPT_STOP_GRACE,
+		OPT_USER,
 	};
 	static const struct option longopts[] = {
 		{"event", required_argument, NULL, OPT_EVENT},
@@ -185,6 +195,7 @@ static int parse_cli(int argc, char **argv, struct cli *cli)
 		{"spool-size", required_argument, NULL, OPT_SPOOL_SIZE},
 		{"spool-on-full", required_argument, NULL, OPT_SPOOL_ON_FULL},
 		{"stop-grace", required_argument, NULL, OPT_STOP_GRACE},
+		{"user", required_argument, NULL, OPT_USER},
 		{"quiet", no_argument, NULL, 'q'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
@@ -271,6 +282,11 @@ static int parse_cli(int argc, char **argv, struct cli *cli)
 			else
 				return usage_error("--spool-on-full: \"%s\" is not block or drop_oldest",
 						   optarg);
+			break;
+		case OPT_USER:
+			if (!*optarg)
+				return usage_error("--user: give a user name");
+			cli->user = optarg;
 			break;
 		case OPT_STOP_GRACE:
 			if ((r = parse_long("--stop-grace", optarg, 0, 86400, &cli->stop_grace)))
@@ -535,12 +551,80 @@ static int add_default_sinks(struct cli *cli)
 	return 0;
 }
 
+static int open_sinks(struct cli *cli)
+{
+	for (size_t i = 0; i < cli->n_sinks; i++) {
+		int r = open_instance(&cli->sinks[i]);
+		if (r < 0) {
+			if (!cli->sinks[i].logger.errors) /* else it said why itself */
+				log_error("--sink %s: cannot open the sink (%s)", cli->sinks[i].spec,
+					  r > -4096 ? strerror(-r) : "error");
+			return EXIT_USAGE;
+		}
+	}
+	return 0;
+}
+
+static int open_eventer(struct cli *cli, bool is_auto)
+{
+	int r;
+
+	if (is_auto)
+		return open_auto_eventer(&cli->event);
+	snprintf(cli->event.label, sizeof(cli->event.label), "%s", cli->event.lp.desc->name);
+	r = open_instance(&cli->event);
+	if (r < 0) {
+		if (!cli->event.logger.errors)
+			log_error("--event %s: cannot open the eventer (%s)", cli->event.spec,
+				  r > -4096 ? strerror(-r) : "error");
+		return EXIT_USAGE;
+	}
+	return 0;
+}
+
+/* After the eventer is open: only what it asked for is kept. */
+static int drop_privileges(struct cli *cli)
+{
+	char err[512], names[256];
+	uint64_t kept;
+
+	if (privileges_drop(cli->user, cli->event.logger.keep_caps, &kept, err, sizeof(err)) < 0)
+		return usage_error("%s", err);
+	capability_names(kept, names, sizeof(names));
+	if (cli->user)
+		log_info("running as user %s (uid %u), capabilities kept: %s", cli->user,
+			 (unsigned)getuid(), names);
+	else
+		log_info("capabilities kept after opening %s: %s", cli->event.label, names);
+	return 0;
+}
+
+static int open_spool(struct cli *cli, const char *host, struct spool **spool)
+{
+	const char *labels[MAX_SINKS];
+	char err[1024];
+	uint64_t lost = 0;
+
+	for (size_t i = 0; i < cli->n_sinks; i++)
+		labels[i] = cli->sinks[i].label;
+	struct spool_config sc = {.dir = cli->spool_dir,
+				  .host = host,
+				  .max_bytes = cli->spool_size,
+				  .on_full = cli->spool_on_full};
+	if (spool_open(spool, &sc, labels, cli->n_sinks, &lost, err, sizeof(err)) < 0)
+		return usage_error("--spool: %s", err);
+	if (lost)
+		log_warning("spool: %llu events in %s are lost to damage (see above); each sink "
+			    "that misses them gets a gap record in their place",
+			    (unsigned long long)lost, cli->spool_dir);
+	return 0;
+}
+
 static int run(struct cli *cli)
 {
 	struct pipeline_stage sinks[MAX_SINKS], eventer;
 	struct pipeline *p = NULL;
 	struct spool *spool = NULL;
-	uint64_t spool_lost = 0;
 	sigset_t set;
 	int stop_signal = 0, r, status = 0;
 	char host[TCP_AUDIT_HOST_LEN] = "";
@@ -561,52 +645,23 @@ static int run(struct cli *cli)
 	label_sinks(cli);
 	gethostname(host, sizeof(host) - 1);
 
-	/* 2. the spool, the sinks, then the eventer, so nothing is read with nowhere to go */
-	if (cli->spool_dir) {
-		const char *labels[MAX_SINKS];
-		char err[1024];
-		for (size_t i = 0; i < cli->n_sinks; i++)
-			labels[i] = cli->sinks[i].label;
-		struct spool_config sc = {.dir = cli->spool_dir,
-					  .host = host,
-					  .max_bytes = cli->spool_size,
-					  .on_full = cli->spool_on_full};
-		if (spool_open(&spool, &sc, labels, cli->n_sinks, &spool_lost, err, sizeof(err)) <
-		    0)
-			return usage_error("--spool: %s", err);
-		if (spool_lost)
-			log_warning("spool: %llu events in %s are lost to damage (see above); each "
-				    "sink that misses them gets a gap record in their place",
-				    (unsigned long long)spool_lost, cli->spool_dir);
-	}
-	/* open the sinks, then the eventer, so nothing is read with nowhere to go */
-	for (size_t i = 0; i < cli->n_sinks; i++) {
-		r = open_instance(&cli->sinks[i]);
-		if (r < 0) {
-			if (!cli->sinks[i].logger.errors) /* else it said why itself */
-				log_error("--sink %s: cannot open the sink (%s)", cli->sinks[i].spec,
-					  r > -4096 ? strerror(-r) : "error");
-			status = EXIT_USAGE;
-			goto close_sinks;
-		}
-	}
-	if (is_auto) {
-		r = open_auto_eventer(&cli->event);
-		if (r) {
-			status = r;
-			goto close_sinks;
-		}
-	} else {
-		snprintf(cli->event.label, sizeof(cli->event.label), "%s", cli->event.lp.desc->name);
-		r = open_instance(&cli->event);
-		if (r < 0) {
-			if (!cli->event.logger.errors)
-				log_error("--event %s: cannot open the eventer (%s)", cli->event.spec,
-					  r > -4096 ? strerror(-r) : "error");
-			status = EXIT_USAGE;
-			goto close_sinks;
-		}
-	}
+	/*
+	 * 2. open.  The eventer needs root; once it is open only the capabilities
+	 * it asked for are kept.  With --user the sinks and the spool are opened
+	 * after the switch, as that user (their files are the user's); without,
+	 * the sinks are opened first, with root's access to the paths given.
+	 * Nothing is read before everything is open.
+	 */
+	if (!cli->user && (status = open_sinks(cli)))
+		goto close_all;
+	if ((status = open_eventer(cli, is_auto)))
+		goto close_all;
+	if ((status = drop_privileges(cli)))
+		goto close_all;
+	if (cli->user && (status = open_sinks(cli)))
+		goto close_all;
+	if (cli->spool_dir && (status = open_spool(cli, host, &spool)))
+		goto close_all;
 
 	/* 3. run; signals are taken synchronously by this thread only */
 	sigemptyset(&set);
@@ -637,10 +692,10 @@ static int run(struct cli *cli)
 	r = pipeline_start(&p, &cfg, &eventer, sinks, cli->n_sinks);
 	if (r < 0) {
 		log_error("cannot start: %s", strerror(-r));
-		cli->event.lp.desc->eventer_close(cli->event.self);
 		status = 1;
-		goto close_sinks;
+		goto close_all;
 	}
+	cli->event.self = NULL; /* the pipeline's now */
 	log_info("started: eventer %s, sink%s %s", cli->event.label, cli->n_sinks > 1 ? "s" : "",
 		 names);
 
@@ -679,7 +734,10 @@ static int run(struct cli *cli)
 	else
 		status = 0;
 
-close_sinks:
+close_all:
+	if (cli->event.self)
+		cli->event.lp.desc->eventer_close(cli->event.self);
+	cli->event.self = NULL;
 	for (size_t i = 0; i < cli->n_sinks; i++)
 		close_sink(&cli->sinks[i]);
 	spool_close(spool);

@@ -165,7 +165,21 @@ struct tcp_audit_host {
 	void (*log)(const struct tcp_audit_host *host, int level, const char *fmt, ...)
 		__attribute__((format(printf, 3, 4)));
 	void *host_data; /* the host's, not the plugin's */
+	/*
+	 * Since tcp-audit 0.2; check with TCP_AUDIT_HOST_HAS(host,
+	 * keep_capability).  The host drops its privileges once the eventer is
+	 * open: an eventer calls this from open() for each capability (CAP_*
+	 * from <linux/capability.h>) that read(), stats() or close() still need.
+	 * An eventer that does not call it keeps none.
+	 */
+	void (*keep_capability)(const struct tcp_audit_host *host, int cap);
 };
+
+/* Whether a host struct of struct_size bytes has member (newer hosts add at the end). */
+#define TCP_AUDIT_HOST_HAS(host, member)                                                   \
+	((host)->struct_size >= offsetof(struct tcp_audit_host, member) +                  \
+					sizeof(((struct tcp_audit_host *)0)->member) &&    \
+	 (host)->member != NULL)
 
 #define tcp_audit_log(host, level, ...) ((host)->log((host), (level), __VA_ARGS__))
 #define tcp_audit_error(host, ...) tcp_audit_log(host, TCP_AUDIT_LOG_ERROR, __VA_ARGS__)

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <linux/capability.h>
 #include <netinet/in.h>
 #include <unistd.h>
 
@@ -473,6 +474,9 @@ static int tracefs_open(void **self, const void *config, const struct tcp_audit_
 				strerror(e));
 		return -EPERM;
 	}
+	/* after open: the per-CPU stats files and removing the instance at close */
+	if (TCP_AUDIT_HOST_HAS(host, keep_capability))
+		host->keep_capability(host, CAP_DAC_OVERRIDE);
 	struct tracefs_eventer *t = calloc(1, sizeof(*t));
 	if (!t)
 		return -ENOMEM;

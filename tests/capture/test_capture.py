@@ -270,15 +270,74 @@ class Capture(unittest.TestCase):
         with open(self.out) as f:
             self.assertEqual(len(f.readlines()), 2)
 
+    def proc_status(self, pid):
+        with open("/proc/%d/status" % pid) as f:
+            return dict(l.rstrip("\n").split(":\t", 1) for l in f if ":\t" in l)
+
+    def test_privileges_dropped_once_attached(self):
+        """--user: the sinks run as that user, with only what the eventer needs."""
+        import pwd
+        nobody = pwd.getpwnam("nobody")
+        os.chmod(self.tmp.name, 0o711)  # nobody may pass through
+        d = os.path.join(self.tmp.name, "nobody")
+        os.mkdir(d)
+        os.chown(d, nobody.pw_uid, nobody.pw_gid)
+        out = os.path.join(d, "events.jsonl")
+        port = free_port()
+        with Running(["--event", EVENTER, "-p", "ports=%d" % port, "--user", "nobody",
+                      "--sink", "jsonl", "-p", "path=" + out]) as t:
+            st = self.proc_status(t.proc.pid)
+            server = self.peer("ta-server", "server", "4", port)
+            self.assertEqual(server.stdout.readline().strip(), "listening")
+            client = self.peer("ta-client", "client", "4", port)
+            cport = int(client.stdout.readline())
+            client.wait(timeout=10)
+            server.wait(timeout=10)
+            time.sleep(0.5)
+            rc = t.stop()
+            err = t.stderr()
+        self.assertEqual(rc, 130, err)
+        self.assertEqual(st["Uid"].split(), [str(nobody.pw_uid)] * 4)
+        self.assertEqual(st["Gid"].split()[0], str(nobody.pw_gid))
+        self.assertEqual(st["NoNewPrivs"], "1")
+        kept = 0 if EVENTER == "bpf" else 1 << 1  # tracefs: CAP_DAC_OVERRIDE
+        for which in ("CapEff", "CapPrm", "CapBnd"):
+            self.assertEqual(int(st[which], 16), kept, which)
+        self.assertEqual(os.stat(out).st_uid, nobody.pw_uid)
+        # and capture still works, stats and close included
+        with open(out) as f:
+            events = [json.loads(l) for l in f]
+        self.assertEqual(states([e for e in events if e["dport"] == cport]), SERVER)
+        self.assertNotIn("error", err)
+        if EVENTER == "tracefs":
+            self.assertEqual([i for i in os.listdir("/sys/kernel/tracing/instances")
+                              if i.startswith("tcp_audit_%d_" % t.proc.pid)], [])
+
+    def test_capabilities_dropped_without_user(self):
+        with Running(["--event", EVENTER, "--sink", "jsonl", "-p", "path=" + self.out]) as t:
+            st = self.proc_status(t.proc.pid)
+            t.stop()
+        kept = 0 if EVENTER == "bpf" else 1 << 1
+        self.assertEqual(st["Uid"].split()[0], "0")
+        self.assertEqual(int(st["CapEff"], 16), kept)
+        self.assertEqual(int(st["CapBnd"], 16), kept)
+
     def test_burst_nothing_lost(self):
         """20,000 connections as fast as they go, default settings, no filter."""
         port = free_port()
         result = {}
 
         events, s = self.capture([], lambda: loadgen(port, 20000, result))
+        gaps = [e for e in events if e.get("kind") == "gap"]
+        events = [e for e in events if e.get("kind") != "gap"]
         mine = [e for e in events if port in (e["sport"], e["dport"])]
-        self.assertEqual(s["lost in kernel"], 0)
-        if events and "seq" in events[0]:
+        # Counted loss: rarely (about one burst in 30 here) the kernel skips a
+        # program run nested in a softirq and counts it; it must be in a gap
+        # record, and it may explain missing events below.
+        counted = s["lost in kernel"]
+        self.assertEqual(sum(e["lost"] for e in gaps), counted)
+        self.assertLessEqual(counted, 5 if EVENTER == "bpf" else 0)
+        if events and "seq" in events[0] and not counted:
             # CPUs fill the ring side by side: seq order is not file order
             seqs = sorted(e["seq"] for e in events if "seq" in e)
             self.assertEqual(seqs, list(range(seqs[0], seqs[0] + len(seqs))), "seq has gaps")
@@ -300,8 +359,8 @@ class Capture(unittest.TestCase):
         anomaly = missing[pair[0]]
         if missing:
             print("# missing transitions: %s" % dict(missing))
-        self.assertEqual(missing, collections.Counter({t: anomaly for t in pair if anomaly}),
-                         "lost events")
+        unexplained = missing - collections.Counter({t: anomaly for t in pair if anomaly})
+        self.assertLessEqual(sum(unexplained.values()), counted, "lost events")
         self.assertLessEqual(anomaly, 5 if EVENTER == "bpf" else 0)
 
 
