@@ -3,6 +3,8 @@
 # "N passed, N failed[, N skipped]", counting test cases.
 #   tests/run-all.sh             the normal build, in build/
 #   tests/run-all.sh --sanitize  an AddressSanitizer + UBSan build, in build-asan/
+#   tests/run-all.sh --valgrind  the normal build, tcp-audit under valgrind memcheck,
+#                                the suites that need no kernel tracing
 # Extra arguments go to `meson test` (e.g. --suite unit).
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -14,6 +16,13 @@ if [ "${1:-}" = "--sanitize" ]; then
 	dir=build-asan
 	setup+=(-Db_sanitize=address,undefined -Dbuildtype=debug)
 fi
+test_args=()
+junit=testlog.junit.xml
+if [ "${1:-}" = "--valgrind" ]; then
+	shift
+	test_args=(--setup valgrind --suite unit --suite plugins --suite pgsql --no-suite fuzz)
+	junit=testlog-valgrind.junit.xml
+fi
 
 if [ -d "$dir" ]; then
 	meson setup --reconfigure "$dir" "${setup[@]}" >/dev/null || exit 1
@@ -22,10 +31,11 @@ else
 fi
 ninja -C "$dir" || { echo "0 passed, 1 failed"; exit 1; }
 
-meson test -C "$dir" --print-errorlogs "$@"
+rm -f "$dir/meson-logs/$junit" # never count an older run's results
+meson test -C "$dir" --print-errorlogs "${test_args[@]}" "$@"
 status=$?
 
-python3 - "$dir/meson-logs/testlog.junit.xml" "$status" <<'PY'
+python3 - "$dir/meson-logs/$junit" "$status" <<'PY'
 import sys
 import xml.etree.ElementTree as ET
 passed = failed = skipped = 0

@@ -8,6 +8,7 @@ import json
 import sys
 import unittest
 import os
+import shlex
 import signal
 import subprocess
 import tempfile
@@ -16,11 +17,13 @@ import time
 BIN = os.environ.get("TCP_AUDIT_BIN", "")
 BUILD_DIR = os.environ.get("TCP_AUDIT_BUILD_DIR", "")
 SOURCE_DIR = os.environ.get("TCP_AUDIT_SOURCE_DIR", "")
+# a command tcp-audit runs under, e.g. valgrind (meson test --setup valgrind)
+WRAPPER = shlex.split(os.environ.get("TCP_AUDIT_WRAPPER", ""))
 
 
 def run(args, input=None, timeout=60, env=None):
     """Runs tcp-audit to completion; returns CompletedProcess (text)."""
-    return subprocess.run([BIN] + list(args), input=input, capture_output=True,
+    return subprocess.run(WRAPPER + [BIN] + list(args), input=input, capture_output=True,
                           text=True, timeout=timeout, env=env)
 
 
@@ -38,7 +41,7 @@ class Running:
         self.stdout_path = os.path.join(self.dir.name, "stdout")
         self._err = open(self.stderr_path, "wb")
         self._out = open(self.stdout_path, "wb")
-        self.proc = subprocess.Popen([BIN] + list(args), stdout=self._out,
+        self.proc = subprocess.Popen(WRAPPER + [BIN] + list(args), stdout=self._out,
                                      stderr=self._err, stdin=subprocess.DEVNULL,
                                      env=env)
         if wait_started:
