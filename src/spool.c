@@ -327,7 +327,8 @@ static int list_segments(struct spool *s)
 			break;
 	}
 	closedir(d);
-	qsort(s->segs, s->n_segs, sizeof(s->segs[0]), compare_segments);
+	if (s->n_segs > 1)
+		qsort(s->segs, s->n_segs, sizeof(s->segs[0]), compare_segments);
 	s->bytes = 0;
 	return r;
 }
