@@ -3,8 +3,8 @@
 # "N passed, N failed[, N skipped]", counting test cases.
 #   tests/run-all.sh             the normal build, in build/
 #   tests/run-all.sh --sanitize  an AddressSanitizer + UBSan build, in build-asan/
-#   tests/run-all.sh --valgrind  the normal build, tcp-audit under valgrind memcheck,
-#                                the suites that need no kernel tracing
+#   tests/run-all.sh --valgrind  the normal build, tcp-audit and the C tests under
+#                                valgrind memcheck (all but the fuzz runs)
 # Extra arguments go to `meson test` (e.g. --suite unit).
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -20,7 +20,7 @@ test_args=()
 junit=testlog.junit.xml
 if [ "${1:-}" = "--valgrind" ]; then
 	shift
-	test_args=(--setup valgrind --suite unit --suite plugins --suite pgsql --no-suite fuzz)
+	test_args=(--setup valgrind --no-suite fuzz)
 	junit=testlog-valgrind.junit.xml
 fi
 

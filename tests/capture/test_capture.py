@@ -322,6 +322,7 @@ class Capture(unittest.TestCase):
         self.assertEqual(int(st["CapEff"], 16), kept)
         self.assertEqual(int(st["CapBnd"], 16), kept)
 
+    @unittest.skipIf(tcpaudit.WRAPPER, "a speed test: not under valgrind")
     def test_burst_nothing_lost(self):
         """20,000 connections as fast as they go, default settings, no filter."""
         port = free_port()

@@ -187,8 +187,8 @@ class Faults(unittest.TestCase):
             th = threading.Thread(target=churn)
             th.start()
             try:
-                time.sleep(3)
-                rc = t.stop(signal.SIGTERM)
+                time.sleep(1 if tcpaudit.WRAPPER else 3)
+                rc = t.stop(signal.SIGTERM, timeout=600)
                 err = t.stderr()
             finally:
                 done.set()
