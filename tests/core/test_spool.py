@@ -12,7 +12,7 @@ import time
 import unittest
 
 import tcpaudit
-from tcpaudit import Running, fixture, run, summary
+from tcpaudit import Running, fixture, run, summary, wait_until
 
 SYNTH = fixture("synthetic-eventer")
 FAULTY = fixture("faulty-sink")
@@ -34,23 +34,6 @@ def jsonl_seqs(path):
         return [e["seq"] for e in map(json.loads, filter(str.strip, f))
                 if e.get("kind") != "gap"]
 
-
-def summary_of(t):
-    """The counters of a running tcp-audit (SIGUSR1)."""
-    before = t.stderr().count("tcp-audit: counters: events read")
-    t.proc.send_signal(signal.SIGUSR1)
-    wait_until(lambda: t.stderr().count("tcp-audit: counters: events read") > before,
-               what="the counters")
-    return tcpaudit.counters(t.stderr(), "counters")
-
-
-def wait_until(cond, timeout=20, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
 
 
 class Spool(unittest.TestCase):
@@ -146,7 +129,7 @@ class Spool(unittest.TestCase):
                       "per_read=100", "-p", "interval_ms=2"] + self.faulty() +
                      ["--sink", "jsonl", "-p", "path=" + self.path("b.jsonl")]) as t:
             t.wait_for_log("dropping the oldest events")
-            wait_until(lambda: summary_of(t)["events read"] == 20000, timeout=30,
+            wait_until(lambda: t.counters()["events read"] == 20000, timeout=30,
                        what="all events read")
             os.unlink(self.down)
             rc = t.proc.wait(timeout=60)

@@ -16,7 +16,7 @@ import unittest
 
 import pgserver
 import tcpaudit
-from tcpaudit import Running, counters, run, summary
+from tcpaudit import Running, run, summary, wait_until
 
 LOADGEN = os.environ.get("TCP_AUDIT_LOADGEN", "")
 
@@ -38,22 +38,6 @@ def jsonl(path):
         return []
     with open(path) as f:
         return [json.loads(l) for l in f if l.endswith("\n")]
-
-
-def wait_until(cond, timeout=60, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError("timed out after %d s waiting for %s" % (timeout, what))
-
-
-def running_counters(t):
-    before = t.stderr().count("tcp-audit: counters: ")
-    t.proc.send_signal(signal.SIGUSR1)
-    wait_until(lambda: t.stderr().count("tcp-audit: counters: ") > before, 10, "counters")
-    return counters(t.stderr(), "counters")
 
 
 @unittest.skipUnless(pgserver.available() and os.geteuid() == 0,

@@ -1,7 +1,8 @@
 """A bounded libFuzzer run of one parser that takes outside input: no crash,
 no hang, no leak, no undefined behaviour (ASan + UBSan), and the target's own
 checks (round trips, bounds).  Arguments: the fuzz target and which parser it
-is (options, replay-line, spool), which picks the seeds."""
+is (options, replay-line, spool; decoder, with the folder of recorded trace
+pages as a third), which picks the seeds."""
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import tcpaudit
 from tcpaudit import Running, fixture, sample_line, store_lines
 
 TARGET, KIND = sys.argv[1], sys.argv[2]
+PAGES = sys.argv[3] if len(sys.argv) > 3 else ""
 SECONDS = int(os.environ.get("TCP_AUDIT_FUZZ_SECONDS", "20"))
 
 
@@ -53,6 +55,18 @@ def seeds_spool(tmp):
     return out
 
 
+def seeds_decoder():
+    """The recorded trace pages; the target reads an 'L' first byte as the
+    old tcp_set_state format."""
+    out = []
+    for name in sorted(os.listdir(PAGES)):
+        if name.endswith(".page"):
+            with open(os.path.join(PAGES, name), "rb") as f:
+                data = f.read()
+            out.append(b"L" + data[1:] if name.startswith("tcp_set_state") else data)
+    return out
+
+
 class Fuzz(unittest.TestCase):
     def test_survives_fuzzing(self):
         with tempfile.TemporaryDirectory() as tmp:
@@ -63,9 +77,10 @@ class Fuzz(unittest.TestCase):
             for i, data in enumerate(seeds):
                 with open(os.path.join(corpus, "seed%d" % i), "wb") as f:
                     f.write(data)
-            r = subprocess.run([TARGET, "-max_total_time=%d" % SECONDS, "-max_len=8192",
+            r = subprocess.run([TARGET, "-max_total_time=%d" % SECONDS, "-max_len=%d" % (4096 if KIND == "decoder" else 8192),
                                 "-timeout=10", "-rss_limit_mb=2048", "-print_final_stats=1",
                                 corpus], capture_output=True, text=True, cwd=tmp,
+                               env=dict(os.environ, TCP_AUDIT_PAGES=PAGES),
                                timeout=SECONDS + 120)
             tail = "\n".join(r.stderr.splitlines()[-25:])
             self.assertEqual(r.returncode, 0, tail)

@@ -67,6 +67,14 @@ class Running:
         raise AssertionError("tcp-audit did not log %r within %ss:\n%s"
                              % (text, timeout, self.stderr()))
 
+    def counters(self):
+        """Asks for the counters (SIGUSR1) and returns them parsed."""
+        mark = "tcp-audit: counters: events read"
+        before = self.stderr().count(mark)
+        self.proc.send_signal(signal.SIGUSR1)
+        wait_until(lambda: self.stderr().count(mark) > before, 10, "the counters")
+        return counters(self.stderr(), "counters")
+
     def stop(self, sig=signal.SIGINT, timeout=60):
         """Signals it and waits; returns the exit status."""
         if self.proc.poll() is None:
@@ -98,6 +106,16 @@ class Running:
 def read_jsonl(path):
     with open(path, "r", encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def wait_until(cond, timeout=30, what="condition"):
+    """Polls cond() until it is true; fails the test after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out after %d s waiting for %s" % (timeout, what))
 
 
 def counters(stderr_text, what="summary"):
