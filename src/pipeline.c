@@ -263,12 +263,17 @@ static void commit(struct pipeline *p, size_t n, bool in_ring)
  * events, and even when reading has been stopped: the loss must reach the
  * sinks.
  */
-static void make_gap_record(struct pipeline *p, struct tcp_audit_event *ev, int stage,
-			    uint64_t lost)
+static void add_gap_record(struct pipeline *p, uint64_t lost)
 {
+	size_t room;
+	bool in_ring;
+	struct tcp_audit_event *ev = obtain(p, 1, true, &room, &in_ring);
+
+	if (!ev)
+		return;
 	memset(ev, 0, sizeof(*ev));
 	ev->kind = TCP_AUDIT_KIND_GAP;
-	ev->gap_stage = (uint8_t)stage;
+	ev->gap_stage = TCP_AUDIT_STAGE_KERNEL;
 	ev->gap_lost = lost;
 	ev->time_ns = now_ns(CLOCK_REALTIME);
 	ev->ktime_ns = now_ns(CLOCK_MONOTONIC);
@@ -277,17 +282,6 @@ static void make_gap_record(struct pipeline *p, struct tcp_audit_event *ev, int 
 	pthread_mutex_lock(&p->mu);
 	p->gap_records++;
 	pthread_mutex_unlock(&p->mu);
-}
-
-static void add_gap_record(struct pipeline *p, int stage, uint64_t lost)
-{
-	size_t room;
-	bool in_ring;
-	struct tcp_audit_event *ev = obtain(p, 1, true, &room, &in_ring);
-
-	if (!ev)
-		return;
-	make_gap_record(p, ev, stage, lost);
 	commit(p, 1, in_ring);
 }
 
@@ -366,7 +360,7 @@ static void poll_eventer_stats(struct pipeline *p)
 			    "record goes to every sink",
 			    p->eventer.label, (unsigned long long)new_loss,
 			    (unsigned long long)p->lost_kernel);
-		add_gap_record(p, TCP_AUDIT_STAGE_KERNEL, new_loss);
+		add_gap_record(p, new_loss);
 	}
 }
 
@@ -436,7 +430,6 @@ static void *reader_main(void *arg)
 	uint64_t next_stats = now_ns(CLOCK_MONOTONIC) + STATS_INTERVAL_NS;
 	int errors = 0;
 	bool stopped = false;
-
 
 	for (;;) {
 		size_t room;
@@ -632,7 +625,6 @@ static void *sink_main(void *arg)
 		s->failed = true;
 		p->failed = true;
 		request_stop(p); /* stop reading; the other sinks still drain */
-		pthread_cond_broadcast(&p->space);
 	}
 	p->running--;
 	pthread_cond_broadcast(&p->state);
@@ -696,8 +688,10 @@ static void *sink_spool_main(void *arg)
 			ok = deliver(s, NULL, 0);
 			last_flush = now;
 			dirty = false;
-			if (ok && spool_confirm(sp, idx, next) < 0)
-				log_error("%s: cannot save its spool position: %m", s->stage.label);
+			int r = ok ? spool_confirm(sp, idx, next) : 0;
+			if (r < 0)
+				log_error("%s: cannot save its spool position: %s", s->stage.label,
+					  strerror(-r));
 		}
 		pthread_mutex_lock(&p->mu);
 		if (!ok)
