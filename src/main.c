@@ -603,7 +603,6 @@ static int open_spool(struct cli *cli, const char *host, struct spool **spool)
 {
 	const char *labels[MAX_SINKS];
 	char err[1024];
-	uint64_t lost = 0;
 
 	for (size_t i = 0; i < cli->n_sinks; i++)
 		labels[i] = cli->sinks[i].label;
@@ -611,8 +610,9 @@ static int open_spool(struct cli *cli, const char *host, struct spool **spool)
 				  .host = host,
 				  .max_bytes = cli->spool_size,
 				  .on_full = cli->spool_on_full};
-	if (spool_open(spool, &sc, labels, cli->n_sinks, &lost, err, sizeof(err)) < 0)
+	if (spool_open(spool, &sc, labels, cli->n_sinks, err, sizeof(err)) < 0)
 		return usage_error("--spool: %s", err);
+	uint64_t lost = spool_lost(*spool);
 	if (lost)
 		log_warning("spool: %llu events in %s are lost to damage (see above); each sink "
 			    "that misses them gets a gap record in their place",

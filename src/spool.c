@@ -449,14 +449,13 @@ static int lock_dir(struct spool *s, char *err, size_t errlen)
 }
 
 int spool_open(struct spool **out, const struct spool_config *cfg, const char *const *labels,
-	       size_t n_sinks, uint64_t *lost, char *err, size_t errlen)
+	       size_t n_sinks, char *err, size_t errlen)
 {
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	struct spool *s;
 	int r;
 
 	pthread_once(&once, crc_init);
-	*lost = 0;
 	if (n_sinks > SPOOL_MAX_SINKS) {
 		snprintf(err, errlen, "the spool takes at most %d sinks", SPOOL_MAX_SINKS);
 		return -EINVAL;
@@ -542,9 +541,9 @@ int spool_open(struct spool **out, const struct spool_config *cfg, const char *c
 		if (g.first + records + torn > data_end)
 			data_end = g.first + records + torn;
 		if (!ok && g.first + records > from)
-			*lost += g.first + records - from;
+			s->lost += g.first + records - from;
 		if (ok && torn && g.first + g.count >= min_saved)
-			*lost += torn;
+			s->lost += torn;
 		if (ok && kept && g.first < s->segs[kept - 1].first + s->segs[kept - 1].count) {
 			log_error("spool: %s: segments overlap at position %" PRIu64
 				  ": the later file is moved aside",
@@ -572,7 +571,6 @@ int spool_open(struct spool **out, const struct spool_config *cfg, const char *c
 	 * meaningful after the files are gone.
 	 */
 	s->end = data_end > max_pos ? data_end : max_pos;
-	s->lost = *lost;
 
 	uint64_t oldest = kept ? s->segs[0].first : s->end;
 	for (size_t i = 0; i < n_sinks; i++) {

@@ -44,11 +44,11 @@ struct spool;
  * Opens (creating it if needed) and locks the spool, and recovers what is
  * there: each sink starts at its saved position; a sink without one starts
  * with new events.  Damaged segment files are reported and moved aside as
- * NAME.damaged; *lost gets the records known lost that way.  Returns 0 or a
+ * NAME.damaged; spool_lost() then counts the records lost that way.  Returns 0 or a
  * negative errno with a message in err.
  */
 int spool_open(struct spool **out, const struct spool_config *cfg, const char *const *labels,
-	       size_t n_sinks, uint64_t *lost, char *err, size_t errlen);
+	       size_t n_sinks, char *err, size_t errlen);
 
 /* Flushes, saves the positions and frees (NULL is fine). */
 void spool_close(struct spool *s);

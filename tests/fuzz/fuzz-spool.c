@@ -56,7 +56,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct spool_config cfg = {.dir = dir, .host = "h", .max_bytes = 1 << 20};
 	struct spool *s;
 	char err[512];
-	uint64_t lost;
 
 	if (!dir[0]) {
 		snprintf(dir, sizeof(dir), "/dev/shm/tcp-audit-fuzz-spool-%d", (int)getpid());
@@ -70,7 +69,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	put("s.position", data, POS_BYTES);
 	put("00000000000000000000.spool", data + POS_BYTES, size - POS_BYTES);
-	if (spool_open(&s, &cfg, labels, 1, &lost, err, sizeof(err)) < 0)
+	if (spool_open(&s, &cfg, labels, 1, err, sizeof(err)) < 0)
 		return 0;
 	uint64_t pos = spool_start(s, 0), end = spool_end(s), next;
 	for (int rounds = 0; pos < end; rounds++) {
