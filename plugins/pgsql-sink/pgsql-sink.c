@@ -450,13 +450,20 @@ static int connect_store(struct pgsql_sink *s)
 
 /*
  * A failed first connection that is worth waiting for: no server there (yet),
- * or one that is starting, stopping or recovering.  A server that answers
- * "no" (password, database, role) is a mistake to report at once.
+ * or one that is starting, stopping or recovering.  A malformed conninfo, or
+ * a server that answers "no" (password, database, role), is a mistake to
+ * report at once.
  */
 static bool worth_waiting(struct pgsql_sink *s)
 {
 	const char *msg = PQerrorMessage(s->conn);
+	char *err = NULL;
+	PQconninfoOption *parsed = PQconninfoParse(s->cfg->conninfo, &err);
 
+	PQconninfoFree(parsed);
+	PQfreemem(err);
+	if (!parsed)
+		return false;
 	return !strstr(msg, "FATAL") || strstr(msg, "starting up") ||
 	       strstr(msg, "shutting down") || strstr(msg, "recovery") ||
 	       strstr(msg, "not yet accepting connections");
@@ -474,34 +481,19 @@ static int pgsql_open(void **self, const void *config, const struct tcp_audit_ho
 	s->host = host;
 	s->cfg = config;
 	find_secret(s);
-	s->conn = PQconnectdb(s->cfg->conninfo);
-	if (!s->conn) {
-		r = -ENOMEM;
-		goto fail;
-	}
-	describe_store(s);
-	if (PQstatus(s->conn) != CONNECTION_OK) {
-		char *perr = NULL;
-		PQconninfoOption *parsed = PQconninfoParse(s->cfg->conninfo, &perr);
-		bool usable = parsed != NULL;
-		PQconninfoFree(parsed);
-		PQfreemem(perr);
-		if (!usable || !worth_waiting(s)) {
-			log_pg(s, TCP_AUDIT_LOG_ERROR, "cannot connect to PostgreSQL at");
-			r = -ECONNREFUSED;
-			goto fail;
-		}
+	r = connect_store(s);
+	if (r == -ECONNREFUSED && worth_waiting(s)) {
 		/* capture from the start; the events wait (memory or spool) */
 		log_pg(s, TCP_AUDIT_LOG_WARNING,
 		       "capturing anyway; holding the events and retrying to connect to");
 		s->down = true;
 		s->next_try = now_ns() + RECONNECT_MIN_NS;
-		*self = s;
-		return 0;
-	}
-	r = set_up_session(s);
-	if (r)
+	} else if (r == -ECONNREFUSED) {
+		log_pg(s, TCP_AUDIT_LOG_ERROR, "cannot connect to PostgreSQL at");
 		goto fail;
+	} else if (r) {
+		goto fail;
+	}
 	*self = s;
 	return 0;
 fail:
