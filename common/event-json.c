@@ -103,28 +103,6 @@ static void put_string(struct out *o, const char *str, size_t max)
 #define PUT_U64_FIELD(o, key, v) (PUT_KEY((o), key), put_u64((o), (v)))
 #define PUT_NAME_FIELD(o, key, name, v) (PUT_KEY((o), key), put_name((o), (name), (v)))
 
-/* A dotted quad, without inet_ntop's printf. */
-static void put_ipv4(struct out *o, const uint8_t a[4])
-{
-	*o->p++ = '"';
-	for (int i = 0; i < 4; i++) {
-		if (i)
-			*o->p++ = '.';
-		put_u64(o, a[i]);
-	}
-	*o->p++ = '"';
-}
-
-static void put_addr(struct out *o, unsigned family, const uint8_t addr[16])
-{
-	char buf[ADDR_TEXT_LEN];
-
-	if (family == AF_INET)
-		put_ipv4(o, addr);
-	else
-		put_string(o, format_addr(family, addr, buf), ADDR_TEXT_LEN);
-}
-
 static void put_name(struct out *o, const char *name, unsigned v)
 {
 	if (name) {
@@ -140,7 +118,7 @@ static void put_name(struct out *o, const char *name, unsigned v)
 size_t event_to_json(const struct tcp_audit_event *ev, char out[EVENT_JSON_MAX])
 {
 	struct out o = {out};
-	char buf[RFC3339_NS_LEN];
+	char buf[RFC3339_NS_LEN > ADDR_TEXT_LEN ? RFC3339_NS_LEN : ADDR_TEXT_LEN];
 
 	PUT_LIT(&o, "{\"time\":\"");
 	put_raw(&o, buf, format_rfc3339_ns(ev->time_ns, buf));
@@ -156,10 +134,10 @@ size_t event_to_json(const struct tcp_audit_event *ev, char out[EVENT_JSON_MAX])
 	} else {
 		PUT_NAME_FIELD(&o, "family", family_name(ev->family), ev->family);
 		PUT_KEY(&o, "saddr");
-		put_addr(&o, ev->family, ev->saddr);
+		put_string(&o, format_addr(ev->family, ev->saddr, buf), ADDR_TEXT_LEN);
 		PUT_U64_FIELD(&o, "sport", ev->sport);
 		PUT_KEY(&o, "daddr");
-		put_addr(&o, ev->family, ev->daddr);
+		put_string(&o, format_addr(ev->family, ev->daddr, buf), ADDR_TEXT_LEN);
 		PUT_U64_FIELD(&o, "dport", ev->dport);
 		PUT_NAME_FIELD(&o, "old_state", tcp_state_name(ev->old_state), ev->old_state);
 		PUT_NAME_FIELD(&o, "new_state", tcp_state_name(ev->new_state), ev->new_state);
