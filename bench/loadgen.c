@@ -33,6 +33,7 @@ struct job {
 	socklen_t addr_len;
 	int family;
 	int listener;
+	bool busy;
 	long per_thread; /* connections per thread, or 0 with a deadline */
 	double deadline; /* CLOCK_MONOTONIC seconds, with per_thread == 0 */
 	atomic_long done;
@@ -54,7 +55,7 @@ static void die(const char *what)
 }
 
 /* One connection, start to end; 0 or -1 (errno set). */
-static int one_connection(struct job *j)
+static int fin_connection(struct job *j)
 {
 	char buf[16];
 	int c, s = -1;
@@ -82,6 +83,27 @@ fail:
 	return -1;
 }
 
+static int busy_connection(struct job *j)
+{
+	int c, s;
+
+	c = socket(j->family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (c < 0)
+		return -1;
+	if (connect(c, (struct sockaddr *)&j->addr, j->addr_len) < 0) {
+		close(c);
+		return -1;
+	}
+	s = accept4(j->listener, NULL, NULL, SOCK_CLOEXEC);
+	if (s < 0) {
+		close(c);
+		return -1;
+	}
+	close(s);
+	close(c);
+	return 0;
+}
+
 static void *worker(void *arg)
 {
 	struct job *j = arg;
@@ -89,7 +111,7 @@ static void *worker(void *arg)
 	for (long i = 0;; i++) {
 		if (j->per_thread ? i >= j->per_thread : (i % 64 == 0 && now() >= j->deadline))
 			break;
-		if (one_connection(j) < 0) {
+		if ((j->busy ? busy_connection(j) : fin_connection(j)) < 0) {
 			if (atomic_fetch_add(&j->failed, 1) == 0)
 				fprintf(stderr, "loadgen: connection failed: %s\n", strerror(errno));
 			break;
@@ -116,10 +138,18 @@ int main(int argc, char **argv)
 
 	memset(&j, 0, sizeof(j));
 	j.family = AF_INET;
-	while ((c = getopt(argc, argv, "6t:p:n:d:h")) != -1) {
+	while ((c = getopt(argc, argv, "6s:t:p:n:d:h")) != -1) {
 		switch (c) {
 		case '6':
 			j.family = AF_INET6;
+			break;
+		case 's':
+			if (strcmp(optarg, "busy") == 0)
+				j.busy = true;
+			else if (strcmp(optarg, "fin") != 0) {
+				usage(stderr);
+				return 2;
+			}
 			break;
 		case 't':
 			threads = atoi(optarg);

@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@
 #include "plugin-loader.h"
 #include "privileges.h"
 #include "spool.h"
+#include "state-dir.h"
 
 #define EXIT_USAGE 2
 #define MAX_SINKS 16
@@ -59,10 +61,13 @@ struct cli {
 	long queue_size;
 	long batch_size;
 	long backlog;
-	const char *spool_dir;
+	const char *spool_dir; /* --spool DIR, or the default one (see choose_spool) */
+	bool no_spool;         /* --spool none */
+	char default_spool[PATH_MAX];
 	uint64_t spool_size;
 	int spool_on_full;
 	bool spool_tuned; /* --spool-size or --spool-on-full given */
+	const char *memory_tuned; /* --queue-size or --backlog given */
 	const char *user;
 	long stop_grace;
 	bool list_plugins;
@@ -102,11 +107,14 @@ static void usage(FILE *f)
 		"  --batch-size N      most events per read and per sink write (default %d)\n"
 		"\n"
 		"Spool (nothing lost when a sink is down or tcp-audit is killed):\n"
-		"  --spool DIR         every event goes to files in DIR first; each sink reads\n"
+		"  --spool DIR|none    every event goes to files in DIR first; each sink reads\n"
 		"                      from there at its own pace and its position is saved, so\n"
-		"                      a sink that is down holds back no other, and the next\n"
-		"                      start delivers what a sink had not stored (replaces\n"
-		"                      --queue-size and --backlog)\n"
+		"                      a sink that is down holds back no other, memory does not\n"
+		"                      grow with a burst, and the next start delivers what a sink\n"
+		"                      had not stored.  Default: $STATE_DIRECTORY/spool, else\n"
+		"                      %s/spool (none for an eventer that reads a file,\n"
+		"                      such as replay).  none: events wait in memory\n"
+		"                      (--queue-size, --backlog) and are lost with the process\n"
 		"  --spool-size SIZE   cap on DIR's files, K/M/G suffixes (default 1G, at least 1M)\n"
 		"  --spool-on-full block|drop_oldest\n"
 		"                      at the cap: reading waits for the sinks and the kernel's\n"
@@ -141,7 +149,7 @@ static void usage(FILE *f)
 		"  tcp-audit --event bpf --sink sqlite --sink pgsql -p conninfo='dbname=audit'\n"
 		"  tcp-audit --event replay -p path=events.jsonl --sink sqlite -p path=events.db\n",
 		plugin_search_path(), DEFAULT_MAX_ERRORS, DEFAULT_QUEUE_SIZE, DEFAULT_BACKLOG,
-		DEFAULT_BATCH_SIZE, DEFAULT_STOP_GRACE_S);
+		DEFAULT_BATCH_SIZE, DEFAULT_STATE_DIRECTORY, DEFAULT_STOP_GRACE_S);
 }
 
 __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
@@ -251,6 +259,7 @@ static int parse_cli(int argc, char **argv, struct cli *cli)
 		case OPT_QUEUE:
 			if ((r = parse_long("--queue-size", optarg, 16, 1 << 26, &cli->queue_size)))
 				return r;
+			cli->memory_tuned = "--queue-size";
 			break;
 		case OPT_BATCH:
 			if ((r = parse_long("--batch-size", optarg, 1, 1 << 20, &cli->batch_size)))
@@ -259,10 +268,11 @@ static int parse_cli(int argc, char **argv, struct cli *cli)
 		case OPT_BACKLOG:
 			if ((r = parse_long("--backlog", optarg, 0, 1l << 26, &cli->backlog)))
 				return r;
+			cli->memory_tuned = "--backlog";
 			break;
 		case OPT_SPOOL:
 			if (!*optarg)
-				return usage_error("--spool: give a directory");
+				return usage_error("--spool: give a directory, or none");
 			cli->spool_dir = optarg;
 			break;
 		case OPT_SPOOL_SIZE:
@@ -316,8 +326,13 @@ static int parse_cli(int argc, char **argv, struct cli *cli)
 	}
 	if (optind < argc)
 		return usage_error("unexpected argument \"%s\" (see tcp-audit --help)", argv[optind]);
-	if (!cli->spool_dir && cli->spool_tuned)
-		return usage_error("--spool-size and --spool-on-full need --spool DIR");
+	if (cli->spool_dir && strcmp(cli->spool_dir, "none") == 0) {
+		if (cli->spool_tuned)
+			return usage_error("--spool-size and --spool-on-full need a spool, not --spool "
+					   "none");
+		cli->spool_dir = NULL;
+		cli->no_spool = true;
+	}
 	return 0;
 }
 
@@ -599,11 +614,52 @@ static int drop_privileges(struct cli *cli)
 	return 0;
 }
 
+/*
+ * Without --spool, the default spool in the state folder, so that memory does
+ * not grow with a burst and a kill -9 loses nothing; but not for an eventer
+ * that reads a file: its input is durable already, and with no spool a slow
+ * sink makes reading wait rather than lose.
+ */
+static int choose_spool(struct cli *cli, bool is_auto)
+{
+	const struct tcp_audit_plugin *d = is_auto ? NULL : cli->event.lp.desc;
+
+	if (cli->spool_dir && cli->memory_tuned)
+		return usage_error("%s sizes the in-memory pipeline, which a spool replaces: give "
+				   "--spool none to use it",
+				   cli->memory_tuned);
+	if (cli->spool_dir || cli->no_spool)
+		return 0;
+	if (d && TCP_AUDIT_PLUGIN_HAS(d, flags) && (d->flags & TCP_AUDIT_PLUGIN_REREADABLE_INPUT)) {
+		if (cli->spool_tuned)
+			return usage_error("--spool-size and --spool-on-full: eventer %s reads a "
+					   "file and has no spool unless --spool DIR is given",
+					   d->name);
+		return 0;
+	}
+	if (cli->memory_tuned)
+		return usage_error("%s sizes the in-memory pipeline, which the default spool "
+				   "replaces: give --spool none to use it",
+				   cli->memory_tuned);
+	if (state_path("spool", cli->default_spool, sizeof(cli->default_spool)) < 0)
+		return usage_error("$STATE_DIRECTORY is too long");
+	cli->spool_dir = cli->default_spool;
+	return 0;
+}
+
 static int open_spool(struct cli *cli, const char *host, struct spool **spool)
 {
 	const char *labels[MAX_SINKS];
 	char err[1024];
+	int r;
 
+	if (cli->spool_dir == cli->default_spool && (r = make_state_directory()) < 0) {
+		char dir[PATH_MAX];
+		state_path(NULL, dir, sizeof(dir));
+		return usage_error("cannot create %s for the default spool: %s (give --spool DIR, "
+				   "or --spool none)",
+				   dir, strerror(-r));
+	}
 	for (size_t i = 0; i < cli->n_sinks; i++)
 		labels[i] = cli->sinks[i].label;
 	struct spool_config sc = {.dir = cli->spool_dir,
@@ -611,7 +667,10 @@ static int open_spool(struct cli *cli, const char *host, struct spool **spool)
 				  .max_bytes = cli->spool_size,
 				  .on_full = cli->spool_on_full};
 	if (spool_open(spool, &sc, labels, cli->n_sinks, err, sizeof(err)) < 0)
-		return usage_error("--spool: %s", err);
+		return usage_error("--spool: %s%s", err,
+				   cli->spool_dir == cli->default_spool
+					   ? " (the default spool: give --spool DIR, or --spool none)"
+					   : "");
 	uint64_t lost = spool_lost(*spool);
 	if (lost)
 		log_warning("spool: %llu events in %s are lost to damage (see above); each sink "
@@ -643,6 +702,8 @@ static int run(struct cli *cli)
 		if ((r = load_instance(&cli->sinks[i])))
 			return r;
 	label_sinks(cli);
+	if ((r = choose_spool(cli, is_auto)))
+		return r;
 	gethostname(host, sizeof(host) - 1);
 
 	/*

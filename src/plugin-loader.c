@@ -219,11 +219,11 @@ int plugin_load(const char *name_or_path, int want_kind, struct loaded_plugin *o
 			 path, d->abi_version, TCP_AUDIT_ABI_VERSION);
 		goto fail;
 	}
-	if (d->struct_size < sizeof(struct tcp_audit_plugin)) {
+	if (d->struct_size < TCP_AUDIT_PLUGIN_MIN_SIZE) {
 		r = fail(err, err_size,
-			 "%s has a plugin descriptor of %u bytes, ABI version %u needs %zu: rebuild "
-			 "the plugin against this tcp-audit's <tcp-audit/plugin.h>",
-			 path, d->struct_size, TCP_AUDIT_ABI_VERSION, sizeof(struct tcp_audit_plugin));
+			 "%s has a plugin descriptor of %u bytes, ABI version %u needs at least %zu: "
+			 "rebuild the plugin against this tcp-audit's <tcp-audit/plugin.h>",
+			 path, d->struct_size, TCP_AUDIT_ABI_VERSION, TCP_AUDIT_PLUGIN_MIN_SIZE);
 		goto fail;
 	}
 	r = check_descriptor(d, err, err_size);

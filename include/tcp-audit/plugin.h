@@ -262,7 +262,27 @@ struct tcp_audit_plugin {
 	int (*sinker_write)(void *self, const struct tcp_audit_event *events, size_t n);
 	int (*sinker_flush)(void *self);
 	void (*sinker_close)(void *self);
+
+	/*
+	 * Since tcp-audit 0.2 (read it with TCP_AUDIT_PLUGIN_HAS(desc, flags));
+	 * TCP_AUDIT_PLUGIN_* bits.
+	 */
+	uint32_t flags;
 };
+
+/*
+ * An eventer whose input outlives the run (a file being replayed): what it
+ * read can be read again, so tcp-audit does not spool it by default.
+ */
+#define TCP_AUDIT_PLUGIN_REREADABLE_INPUT (1u << 0)
+
+/* The descriptor of the first release ended before flags. */
+#define TCP_AUDIT_PLUGIN_MIN_SIZE offsetof(struct tcp_audit_plugin, flags)
+
+/* Whether a descriptor of struct_size bytes has member (newer ones add at the end). */
+#define TCP_AUDIT_PLUGIN_HAS(desc, member)                                                 \
+	((desc)->struct_size >= offsetof(struct tcp_audit_plugin, member) +                \
+					sizeof(((struct tcp_audit_plugin *)0)->member))
 
 /*
  * The one exported symbol.  host_abi is the host's TCP_AUDIT_ABI_VERSION, so

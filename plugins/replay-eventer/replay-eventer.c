@@ -233,6 +233,7 @@ static const struct tcp_audit_plugin replay_plugin = {
 	.eventer_read = replay_read,
 	.eventer_stats = replay_stats,
 	.eventer_close = replay_close,
+	.flags = TCP_AUDIT_PLUGIN_REREADABLE_INPUT,
 };
 
 TCP_AUDIT_EXPORT const struct tcp_audit_plugin *tcp_audit_plugin_entry(uint32_t host_abi)

@@ -164,8 +164,8 @@ class Pipeline(unittest.TestCase):
 
     def test_slow_sink_holds_others_back_only_by_the_queue(self):
         queue = 256
-        with Running(["--queue-size", str(queue), "--backlog", "0", "--batch-size", "64",
-                      "--event", SYNTH,
+        with Running(["--spool", "none", "--queue-size", str(queue), "--backlog", "0",
+                      "--batch-size", "64", "--event", SYNTH,
                       "-p", "count=0", "-p", "interval_ms=1", "-p", "per_read=64",
                       "--sink", FAULTY, "-p", "path=" + self.path("slow"), "-p",
                       "delay_ms=50", "--sink", "jsonl", "-p",
@@ -187,7 +187,8 @@ class Pipeline(unittest.TestCase):
 
     def test_backlog_absorbs_a_burst_for_a_slow_sink(self):
         # the eventer reads 100000 events at once; the slow sink takes ~2 s
-        args = ["--queue-size", "1024", "--batch-size", "1024", "--event", SYNTH, "-p",
+        args = ["--spool", "none", "--queue-size", "1024", "--batch-size", "1024", "--event",
+                SYNTH, "-p",
                 "count=100000", "-p", "per_read=1024", "--sink", FAULTY, "-p",
                 "path=" + self.path("slow"), "-p", "delay_ms=20", "--sink", "jsonl", "-p",
                 "path=" + self.path("fast.jsonl")]

@@ -232,9 +232,11 @@ class Spool(unittest.TestCase):
         for args, msg in [
             (["--spool-size", "10"], "--spool-size: \"10\" is not a size of at least 1M"),
             (["--spool-on-full", "wait"], "\"wait\" is not block or drop_oldest"),
-            (["--spool-size", "1G"], "need --spool DIR"),
+            (["--spool", "none", "--spool-size", "1G"], "need a spool, not --spool none"),
+            (["--queue-size", "100"], "--queue-size sizes the in-memory pipeline, which a "
+             "spool replaces: give --spool none"),
         ]:
-            if "need --spool DIR" not in msg:
+            if "--spool" not in args:
                 args = ["--spool", self.spool] + args
             r = run(args + ["--event", SYNTH, "--sink", FAULTY, "-p", "path=" + self.path("x")])
             self.assertEqual(r.returncode, 2, args)

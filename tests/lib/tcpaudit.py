@@ -21,10 +21,20 @@ SOURCE_DIR = os.environ.get("TCP_AUDIT_SOURCE_DIR", "")
 WRAPPER = shlex.split(os.environ.get("TCP_AUDIT_WRAPPER", ""))
 
 
+def with_state_directory(env, directory):
+    """env (default: ours) with STATE_DIRECTORY set to directory unless env sets it:
+    a test's tcp-audit keeps its default archive and spool to itself, never in
+    /var/lib/tcp-audit."""
+    env = dict(os.environ if env is None else env)
+    env.setdefault("STATE_DIRECTORY", directory)
+    return env
+
+
 def run(args, input=None, timeout=60, env=None):
     """Runs tcp-audit to completion; returns CompletedProcess (text)."""
-    return subprocess.run(WRAPPER + [BIN] + list(args), input=input, capture_output=True,
-                          text=True, timeout=timeout, env=env)
+    with tempfile.TemporaryDirectory(prefix="tcp-audit-state-") as state:
+        return subprocess.run(WRAPPER + [BIN] + list(args), input=input, capture_output=True,
+                              text=True, timeout=timeout, env=with_state_directory(env, state))
 
 
 class Running:
@@ -41,9 +51,11 @@ class Running:
         self.stdout_path = os.path.join(self.dir.name, "stdout")
         self._err = open(self.stderr_path, "wb")
         self._out = open(self.stdout_path, "wb")
+        self.state_dir = os.path.join(self.dir.name, "state")
+        os.mkdir(self.state_dir)
         self.proc = subprocess.Popen(WRAPPER + [BIN] + list(args), stdout=self._out,
                                      stderr=self._err, stdin=subprocess.DEVNULL,
-                                     env=env)
+                                     env=with_state_directory(env, self.state_dir))
         if wait_started:
             self.wait_for_log("tcp-audit: started", start_timeout)
 
