@@ -14,26 +14,38 @@ static uint64_t mix(uint64_t h)
 	return h;
 }
 
-void event_uid(const struct tcp_audit_event *ev, uint64_t salt, char out[EVENT_UID_LEN])
+void event_uid_bytes(const struct tcp_audit_event *ev, uint8_t out[EVENT_UID_BYTES])
 {
-	static const char hex[] = "0123456789abcdef";
 	uint64_t words[sizeof(*ev) / 8];
-	uint64_t h = 0x9e3779b97f4a7c15ull ^ salt;
-	unsigned char b[16];
+	uint64_t h = 0x9e3779b97f4a7c15ull;
 
 	memcpy(words, ev, sizeof(words));
 	for (size_t i = 0; i < sizeof(words) / 8; i++)
 		h = mix(h ^ words[i]) + i;
 	for (int i = 0; i < 8; i++) {
-		b[i] = (unsigned char)(ev->time_ns >> (56 - 8 * i));
-		b[8 + i] = (unsigned char)(h >> (56 - 8 * i));
+		out[i] = (uint8_t)(ev->time_ns >> (56 - 8 * i));
+		out[8 + i] = (uint8_t)(h >> (56 - 8 * i));
 	}
+}
+
+void event_uid_text(const uint8_t uid[EVENT_UID_BYTES], char out[EVENT_UID_LEN])
+{
+	static const char hex[] = "0123456789abcdef";
 	char *p = out;
-	for (int i = 0; i < 16; i++) {
+
+	for (int i = 0; i < EVENT_UID_BYTES; i++) {
 		if (i == 4 || i == 6 || i == 8 || i == 10)
 			*p++ = '-';
-		*p++ = hex[b[i] >> 4];
-		*p++ = hex[b[i] & 15];
+		*p++ = hex[uid[i] >> 4];
+		*p++ = hex[uid[i] & 15];
 	}
 	*p = '\0';
+}
+
+void event_uid(const struct tcp_audit_event *ev, char out[EVENT_UID_LEN])
+{
+	uint8_t b[EVENT_UID_BYTES];
+
+	event_uid_bytes(ev, b);
+	event_uid_text(b, out);
 }

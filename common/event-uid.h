@@ -13,8 +13,15 @@
 #include <tcp-audit/plugin.h>
 
 #define EVENT_UID_LEN 37 /* 36 characters and a NUL */
+#define EVENT_UID_BYTES 16
 
-/* salt tells apart ids derived from one event (0: the event's own). */
-void event_uid(const struct tcp_audit_event *ev, uint64_t salt, char out[EVENT_UID_LEN]);
+/* The 16 bytes (big-endian time, then the hash): a PostgreSQL uuid as is. */
+void event_uid_bytes(const struct tcp_audit_event *ev, uint8_t out[EVENT_UID_BYTES]);
+
+/* The same as text: "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx", lower case. */
+void event_uid_text(const uint8_t uid[EVENT_UID_BYTES], char out[EVENT_UID_LEN]);
+
+/* Both in one. */
+void event_uid(const struct tcp_audit_event *ev, char out[EVENT_UID_LEN]);
 
 #endif

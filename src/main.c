@@ -635,6 +635,8 @@ static int choose_spool(struct cli *cli, bool is_auto)
 			return usage_error("--spool-size and --spool-on-full: eventer %s reads a "
 					   "file and has no spool unless --spool DIR is given",
 					   d->name);
+		if (!cli->memory_tuned) /* reading waits for the sinks: no events pile up */
+			cli->backlog = 0;
 		return 0;
 	}
 	if (cli->memory_tuned)

@@ -1,22 +1,35 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * pgsql sink: events into PostgreSQL, the original's tables (tcp_events,
- * tcp_events_socket_info) plus our columns.  A batch is one transaction of a
- * few COPYs, so a handful of round trips carry thousands of events.  A batch
- * that meets events already stored (retried after a lost connection, whether
- * its COMMIT made it or not; a replayed file) goes again through staging
- * tables and INSERT ... ON CONFLICT (uid) DO NOTHING: each event once.
+ * pgsql sink: events into PostgreSQL, one compact row per event in
+ * tcp_audit_events (schema v2), with the original's tables (tcp_events,
+ * tcp_events_socket_info) and our tcp_audit_gaps as views over it.
+ *
+ * Ingest is one transaction per batch of one binary COPY.  The table is
+ * partitioned by time into chunks (an hour, or a day with partition=day):
+ * per row the server maintains only the primary key (uid, time_ns), whose
+ * uid starts with the time so it appends, and BRIN summaries (time, the
+ * view's timestamp and uid, the socket cookie), which cost next to nothing
+ * on rows that arrive in time order.  The B-trees that lookups by
+ * destination, owner, cookie and uid want are built once per chunk, when it
+ * closes (when events an hour past its end have been written), by sorting
+ * it: a B-tree maintained per row at random keys costs more than the
+ * insert itself.  A batch that meets events already stored (retried after a
+ * lost connection, whether its COMMIT made it or not; a replayed file) goes
+ * again through a staging table and INSERT ... ON CONFLICT DO NOTHING: each
+ * event once.
  *
  * Connection: the libpq environment (PGHOST, PGPORT, PGDATABASE, PGUSER,
  * PGPASSWORD, PGPASSFILE, PGSSLMODE, ...) as in the original, or conninfo=.
  * Messages name the store as user@host:port/dbname and never hold a password.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include <libpq-fe.h>
@@ -25,11 +38,17 @@
 
 #include "event-text.h"
 #include "event-uid.h"
+#include "sql-case.h"
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 #define RECONNECT_MIN_NS 500000000ull
+#define HOUR_NS 3600000000000ull
+#define DAY_NS 86400000000000ull
+#define RETENTION_EVERY_NS 3600000000000ull
+#define CLOSE_AFTER_NS HOUR_NS /* a chunk closes once events this much past its end arrive */
+#define MIGRATE_SLICE 100000
 
-enum { PARTITION_NONE, PARTITION_DAY };
+enum { PARTITION_DEFAULT, PARTITION_HOUR, PARTITION_DAY, PARTITION_NONE };
 
 struct pgsql_config {
 	const char *conninfo;
@@ -37,25 +56,28 @@ struct pgsql_config {
 	int64_t retention;
 };
 
-#define KNOWN_DAYS 8
-#define DAY_NS 86400000000000ull
-#define RETENTION_EVERY_NS 3600000000000ull
+#define KNOWN_CHUNKS 16
+#define MAX_OPEN_CHUNKS 64
 
 struct pgsql_sink {
 	const struct tcp_audit_host *host;
 	const struct pgsql_config *cfg;
 	PGconn *conn;
-	char store[256];    /* user@host:port/db, for messages */
-	char *secret;       /* a password to keep out of messages */
-	bool down;          /* in an outage: logged once */
-	bool set_up;        /* tables checked/migrated on this store */
-	uint64_t next_try;  /* CLOCK_MONOTONIC ns of the next reconnect */
-	char *buf;          /* COPY data of a batch */
+	char store[256];   /* user@host:port/db, for messages */
+	char *secret;      /* a password to keep out of messages */
+	bool down;         /* in an outage: logged once */
+	bool set_up;       /* tables checked/migrated on this store */
+	uint64_t next_try; /* CLOCK_MONOTONIC ns of the next reconnect */
+	char *buf;         /* COPY data of a batch */
 	size_t cap, len;
-	char sqlstate[6];   /* of the last failed COPY */
-	bool partitioned;   /* tcp_events is partitioned by day */
-	int64_t days[KNOWN_DAYS]; /* days (since 1970) whose partitions exist */
-	unsigned n_days;
+	char sqlstate[6]; /* of the last failed COPY */
+	uint64_t chunk_ns; /* length of a chunk (partition) */
+	int64_t known[KNOWN_CHUNKS]; /* chunks (time_ns / chunk_ns) whose partitions exist */
+	unsigned n_known;
+	int64_t open_chunks[MAX_OPEN_CHUNKS]; /* partitions without their lookup indexes */
+	unsigned n_open;
+	bool open_overflow; /* more than MAX_OPEN_CHUNKS: ask the catalog again */
+	uint64_t newest;         /* the newest event time written */
 	uint64_t next_retention; /* CLOCK_MONOTONIC ns of the next retention pass */
 };
 
@@ -67,38 +89,94 @@ static const struct tcp_audit_option pgsql_options[] = {
 	 .offset = offsetof(struct pgsql_config, conninfo)},
 	{.key = "partition",
 	 .type = TCP_AUDIT_OPT_ENUM,
-	 .def = "none",
-	 .choices = "none|day",
-	 .help = "create tcp_events and tcp_events_socket_info partitioned by day (new "
-		 "databases only; an existing partitioned store is kept partitioned)",
+	 .def = "default",
+	 .choices = "default|hour|day|none",
+	 .help = "length of the time chunks tcp_audit_events is partitioned into, for a new "
+		 "database (default: hour; an existing database keeps its own; none: as "
+		 "default, kept from v1)",
 	 .offset = offsetof(struct pgsql_config, partition)},
 	{.key = "retention",
 	 .type = TCP_AUDIT_OPT_INT,
 	 .def = "0",
 	 .min = 0,
 	 .max = 36500,
-	 .help = "days of partitions to keep; older ones are dropped (0: keep all; needs "
-		 "partition=day)",
+	 .help = "days of events to keep; older chunks are dropped, at start and hourly (0: "
+		 "keep all)",
 	 .offset = offsetof(struct pgsql_config, retention)},
 	{0},
 };
 
-/* Schema steps: steps[v] takes version v to v + 1, in one transaction. */
-static const char *const steps[] = {
-	/* 0 -> 1: the original's tables (kept if they exist), then ours */
-	/* our uids compare as bytes ("C"): same results, faster than a locale */
-	"CREATE TABLE IF NOT EXISTS tcp_events ("
-	" uid TEXT COLLATE \"C\" PRIMARY KEY, timestamp TIMESTAMP, pid_on_cpu INTEGER, comm_on_cpu TEXT,"
-	" src_ip INET, dst_ip INET, src_port INTEGER, dst_port INTEGER, old_state TEXT,"
-	" new_state TEXT);"
-	"CREATE TABLE IF NOT EXISTS tcp_events_socket_info ("
-	" uid TEXT COLLATE \"C\" PRIMARY KEY, tcp_event_uid TEXT COLLATE \"C\", id TEXT, inode INTEGER, user_id INTEGER,"
-	" group_id INTEGER, state TEXT,"
-	" CONSTRAINT fk_tcp_events FOREIGN KEY(tcp_event_uid) REFERENCES tcp_events(uid)"
-	" ON DELETE CASCADE);"
-	/* inode numbers and ids can pass 2^31: widen (queries stay the same) */
-	"ALTER TABLE tcp_events_socket_info ALTER COLUMN inode TYPE BIGINT,"
-	" ALTER COLUMN user_id TYPE BIGINT, ALTER COLUMN group_id TYPE BIGINT;"
+/* ------------------------------------------------------------------------ */
+/* Schema                                                                    */
+
+/*
+ * The table, its columns ordered for alignment (no padding between them).
+ * The view's timestamp (schema v1: microseconds, UTC) is a function of
+ * time_ns so that a BRIN index can summarize it too.
+ */
+static const char *const table_sql =
+	"CREATE FUNCTION tcp_audit_timestamp(ns bigint) RETURNS timestamp LANGUAGE sql"
+	" IMMUTABLE PARALLEL SAFE AS"
+	" $$SELECT '1970-01-01 00:00:00'::timestamp + ((ns + 500) / 1000)"
+	" * interval '1 microsecond'$$;"
+	"CREATE TABLE tcp_audit_events ("
+	" uid uuid NOT NULL, time_ns bigint NOT NULL, sock_cookie bigint, sock_inode bigint,"
+	" cgroup_id bigint, seq bigint, ktime bigint, gap_lost bigint, owner_uid bigint,"
+	" sock_uid bigint, sock_gid bigint, netns bigint,"
+	" pid_on_cpu integer, tid_on_cpu integer, owner_pid integer, sport integer,"
+	" dport integer, kind smallint NOT NULL, family smallint, old_state smallint,"
+	" new_state smallint, sock_state smallint, gap_stage smallint,"
+	" saddr inet, daddr inet, host text, comm_on_cpu text, owner_comm text,"
+	" PRIMARY KEY (uid, time_ns)) PARTITION BY RANGE (time_ns);"
+	"CREATE INDEX tcp_audit_events_brin ON tcp_audit_events USING brin"
+	" (time_ns, tcp_audit_timestamp(time_ns), (uid::text COLLATE \"C\"), sock_cookie)"
+	" WITH (autosummarize = on);"
+	"CREATE INDEX tcp_audit_events_gaps ON tcp_audit_events (time_ns) WHERE kind = 1;";
+#define N_COLUMNS 28
+
+/* What a closed chunk gets, built by sorting it once (%s: the partition). */
+static const char *const chunk_indexes_sql =
+	"CREATE INDEX IF NOT EXISTS %s_dst ON %s (daddr, dport);"
+	"CREATE INDEX IF NOT EXISTS %s_owner ON %s (owner_pid);"
+	"CREATE INDEX IF NOT EXISTS %s_cookie ON %s (sock_cookie);"
+	"CREATE INDEX IF NOT EXISTS %s_uid ON %s ((uid::text COLLATE \"C\"))";
+
+/* The views, with the names of event-text.c; the socket info is part of its event. */
+static int views_sql(char *out, size_t size)
+{
+	char old_state[1024], new_state[1024], sock_state[512], family[256], stage[256];
+
+	if (sql_case_name(old_state, sizeof(old_state), SQL_TCP_STATE, "old_state") < 0 ||
+	    sql_case_name(new_state, sizeof(new_state), SQL_TCP_STATE, "new_state") < 0 ||
+	    sql_case_name(sock_state, sizeof(sock_state), SQL_SOCK_STATE, "sock_state") < 0 ||
+	    sql_case_name(family, sizeof(family), SQL_FAMILY, "family") < 0 ||
+	    sql_case_name(stage, sizeof(stage), SQL_GAP_STAGE, "gap_stage") < 0)
+		return -1;
+	int n = snprintf(
+		out, size,
+		"CREATE VIEW tcp_events AS SELECT (uid::text COLLATE \"C\") AS uid,"
+		" tcp_audit_timestamp(time_ns) AS timestamp, pid_on_cpu, comm_on_cpu,"
+		" saddr AS src_ip, daddr AS dst_ip, sport AS src_port, dport AS dst_port,"
+		" %s AS old_state, %s AS new_state, time_ns, %s AS family, tid_on_cpu, owner_pid,"
+		" owner_uid, owner_comm, sock_cookie, netns, cgroup_id, host, seq, ktime"
+		" FROM tcp_audit_events WHERE kind = 0;"
+		"CREATE VIEW tcp_events_socket_info AS SELECT (uid::text COLLATE \"C\") AS uid,"
+		" (uid::text COLLATE \"C\") AS tcp_event_uid, to_hex(sock_cookie) AS id,"
+		" sock_inode AS inode, sock_uid AS user_id, sock_gid AS group_id, %s AS state,"
+		" tcp_audit_timestamp(time_ns) AS timestamp"
+		" FROM tcp_audit_events WHERE kind = 0 AND sock_inode IS NOT NULL;"
+		"CREATE VIEW tcp_audit_gaps AS SELECT (uid::text COLLATE \"C\") AS uid,"
+		" tcp_audit_timestamp(time_ns) AS timestamp, time_ns, host, %s AS stage,"
+		" gap_lost AS lost, seq, ktime FROM tcp_audit_events WHERE kind = 1",
+		old_state, new_state, family, sock_state, stage);
+	return n > 0 && (size_t)n < size ? 0 : -1;
+}
+
+/*
+ * Schema v1 came from the original's tables (kept and extended): a database
+ * of the original's is first given v1's columns, then migrated like any v1.
+ */
+static const char *const original_to_v1_sql =
 	"ALTER TABLE tcp_events ADD COLUMN IF NOT EXISTS time_ns BIGINT,"
 	" ADD COLUMN IF NOT EXISTS family TEXT, ADD COLUMN IF NOT EXISTS tid_on_cpu INTEGER,"
 	" ADD COLUMN IF NOT EXISTS owner_pid INTEGER, ADD COLUMN IF NOT EXISTS owner_uid BIGINT,"
@@ -106,76 +184,13 @@ static const char *const steps[] = {
 	" ADD COLUMN IF NOT EXISTS netns BIGINT, ADD COLUMN IF NOT EXISTS cgroup_id BIGINT,"
 	" ADD COLUMN IF NOT EXISTS host TEXT, ADD COLUMN IF NOT EXISTS seq BIGINT,"
 	" ADD COLUMN IF NOT EXISTS ktime BIGINT;"
-	"CREATE TABLE IF NOT EXISTS tcp_audit_gaps ("
-	" uid TEXT COLLATE \"C\" PRIMARY KEY, timestamp TIMESTAMP, time_ns BIGINT, host TEXT,"
-	" stage TEXT,"
-	" lost BIGINT, seq BIGINT, ktime BIGINT);"
-	"CREATE INDEX IF NOT EXISTS tcp_events_timestamp ON tcp_events(timestamp);"
-	"CREATE INDEX IF NOT EXISTS tcp_events_dst ON tcp_events(dst_ip, dst_port);"
-	"CREATE INDEX IF NOT EXISTS tcp_events_cookie ON tcp_events(sock_cookie);"
-	"CREATE INDEX IF NOT EXISTS tcp_events_owner ON tcp_events(owner_pid);"
-	"CREATE INDEX IF NOT EXISTS tcp_events_socket_info_event"
-	" ON tcp_events_socket_info(tcp_event_uid);",
-};
+	"CREATE TABLE IF NOT EXISTS tcp_events_socket_info (uid TEXT PRIMARY KEY,"
+	" tcp_event_uid TEXT, id TEXT, inode BIGINT, user_id BIGINT, group_id BIGINT, state TEXT);"
+	"CREATE TABLE IF NOT EXISTS tcp_audit_gaps (uid TEXT PRIMARY KEY, timestamp TIMESTAMP,"
+	" time_ns BIGINT, host TEXT, stage TEXT, lost BIGINT, seq BIGINT, ktime BIGINT)";
 
-_Static_assert(sizeof(steps) / sizeof(steps[0]) == SCHEMA_VERSION, "one step per version");
-
-/*
- * partition=day on a new database: the same two tables, partitioned by day
- * on timestamp.  A partitioned table's keys must hold the partition key, so
- * the keys are (uid, timestamp) and the socket info rows carry their event's
- * timestamp (the uid already encodes the time: nothing else changes).  Step
- * 0 then finds them and adds the rest.
- */
-static const char *const partitioned_sql =
-	"CREATE TABLE tcp_events ("
-	" uid TEXT COLLATE \"C\", timestamp TIMESTAMP NOT NULL, pid_on_cpu INTEGER,"
-	" comm_on_cpu TEXT, src_ip INET, dst_ip INET, src_port INTEGER, dst_port INTEGER,"
-	" old_state TEXT, new_state TEXT, PRIMARY KEY (uid, timestamp))"
-	" PARTITION BY RANGE (timestamp);"
-	"CREATE TABLE tcp_events_socket_info ("
-	" uid TEXT COLLATE \"C\", tcp_event_uid TEXT COLLATE \"C\", id TEXT, inode INTEGER,"
-	" user_id INTEGER, group_id INTEGER, state TEXT, timestamp TIMESTAMP NOT NULL,"
-	" PRIMARY KEY (uid, timestamp),"
-	" CONSTRAINT fk_tcp_events FOREIGN KEY (tcp_event_uid, timestamp)"
-	" REFERENCES tcp_events (uid, timestamp) ON DELETE CASCADE)"
-	" PARTITION BY RANGE (timestamp);";
-
-/* Columns of the staging tables, in COPY order. */
-#define EVENT_COLUMNS                                                                      \
-	"uid, timestamp, pid_on_cpu, comm_on_cpu, src_ip, dst_ip, src_port, dst_port, "    \
-	"old_state, new_state, time_ns, family, tid_on_cpu, owner_pid, owner_uid, "        \
-	"owner_comm, sock_cookie, netns, cgroup_id, host, seq, ktime"
-#define INFO_COLUMNS "uid, tcp_event_uid, id, inode, user_id, group_id, state"
-#define INFO_COLUMNS_PARTITIONED INFO_COLUMNS ", timestamp"
-#define GAP_COLUMNS "uid, timestamp, time_ns, host, stage, lost, seq, ktime"
-
-static const char *const staging_sql =
-	"SET client_min_messages = warning;"
-	"CREATE TEMP TABLE IF NOT EXISTS stage_events"
-	" (LIKE tcp_events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;"
-	"CREATE TEMP TABLE IF NOT EXISTS stage_info"
-	" (LIKE tcp_events_socket_info INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;"
-	"CREATE TEMP TABLE IF NOT EXISTS stage_gaps"
-	" (LIKE tcp_audit_gaps INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;";
-
-/*
- * Staged rows into the tables, each event once: the same statements for both
- * layouts, but for the key (uid; partitioned: uid, timestamp) and the socket
- * info's columns.
- */
-#define MERGE_SQL(key, info_columns)                                                      \
-	"INSERT INTO tcp_events (" EVENT_COLUMNS ") SELECT " EVENT_COLUMNS " FROM stage_events" \
-	" ON CONFLICT (" key ") DO NOTHING;"                                               \
-	"INSERT INTO tcp_events_socket_info (" info_columns ") SELECT " info_columns       \
-	" FROM stage_info ON CONFLICT (" key ") DO NOTHING;"                               \
-	"INSERT INTO tcp_audit_gaps (" GAP_COLUMNS ") SELECT " GAP_COLUMNS " FROM stage_gaps" \
-	" ON CONFLICT (uid) DO NOTHING;"                                                   \
-	"COMMIT"
-
-static const char *const merge_sql = MERGE_SQL("uid", INFO_COLUMNS);
-static const char *const merge_partitioned_sql =
-	MERGE_SQL("uid, timestamp", INFO_COLUMNS_PARTITIONED);
+/* A v1 event's time: time_ns, or (rows of the original's) its timestamp. */
+#define V1_TIME_NS "coalesce(e.time_ns, (extract(epoch FROM e.timestamp) * 1000000000)::bigint)"
 
 static uint64_t now_ns(void)
 {
@@ -247,145 +262,311 @@ static bool exec_ok(struct pgsql_sink *s, const char *sql)
 	return ok;
 }
 
-/* tcp_events' relkind: 'r' a table, 'p' partitioned, 0 none; -1 on error */
-static int table_kind(struct pgsql_sink *s)
+/* The first column of the first row as a number; -1 for none or an error. */
+static int64_t query_int(struct pgsql_sink *s, const char *sql)
 {
-	PGresult *res = PQexec(s->conn, "SELECT c.relkind FROM pg_class c"
-					" WHERE c.oid = to_regclass('tcp_events')");
-	int kind = -1;
+	PGresult *res = PQexec(s->conn, sql);
+	int64_t v = -1;
 
-	if (PQresultStatus(res) == PGRES_TUPLES_OK)
-		kind = PQntuples(res) == 0 ? 0 : PQgetvalue(res, 0, 0)[0];
+	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0 && !PQgetisnull(res, 0, 0))
+		v = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 	PQclear(res);
-	return kind;
+	return v;
 }
 
-static void day_name(int64_t day, char *out, size_t size, bool dashes)
+/* ------------------------------------------------------------------------ */
+/* Chunks                                                                    */
+
+/* tcp_audit_events_YYYYMMDD (day chunks) or tcp_audit_events_YYYYMMDDHH. */
+static void chunk_name(const struct pgsql_sink *s, int64_t chunk, char *out, size_t size)
 {
-	time_t t = (time_t)(day * 86400);
+	time_t t = (time_t)(chunk * (int64_t)(s->chunk_ns / 1000000000u));
 	struct tm tm;
+	char stamp[16];
 
 	gmtime_r(&t, &tm);
-	strftime(out, size, dashes ? "%Y-%m-%d" : "%Y%m%d", &tm);
+	strftime(stamp, sizeof(stamp), s->chunk_ns == DAY_NS ? "%Y%m%d" : "%Y%m%d%H", &tm);
+	snprintf(out, size, "tcp_audit_events_%s", stamp);
 }
 
-/* Makes the day's partitions of both tables unless known to exist. */
-static bool ensure_day(struct pgsql_sink *s, int64_t day)
+/* The chunk a partition name stands for; -1 if it is not one of ours. */
+static int64_t chunk_of_name(const struct pgsql_sink *s, const char *name)
 {
-	for (unsigned i = 0; i < s->n_days && i < KNOWN_DAYS; i++)
-		if (s->days[i] == day)
+	const char *p = name + strlen("tcp_audit_events_");
+	size_t digits = s->chunk_ns == DAY_NS ? 8 : 10;
+	struct tm tm = {0};
+
+	if (strncmp(name, "tcp_audit_events_", strlen("tcp_audit_events_")) != 0 ||
+	    strlen(p) != digits || strspn(p, "0123456789") != digits)
+		return -1;
+	if (sscanf(p, "%4d%2d%2d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday) != 3)
+		return -1;
+	if (digits == 10 && sscanf(p + 8, "%2d", &tm.tm_hour) != 1)
+		return -1;
+	tm.tm_year -= 1900;
+	tm.tm_mon -= 1;
+	return (int64_t)timegm(&tm) / (int64_t)(s->chunk_ns / 1000000000u);
+}
+
+static void note_open_chunk(struct pgsql_sink *s, int64_t chunk)
+{
+	for (unsigned i = 0; i < s->n_open; i++)
+		if (s->open_chunks[i] == chunk)
+			return;
+	if (s->n_open < MAX_OPEN_CHUNKS)
+		s->open_chunks[s->n_open++] = chunk;
+	else
+		s->open_overflow = true;
+}
+
+/* Makes the chunk's partition unless known to exist; a new one is open. */
+static bool ensure_chunk(struct pgsql_sink *s, int64_t chunk)
+{
+	for (unsigned i = 0; i < s->n_known && i < KNOWN_CHUNKS; i++)
+		if (s->known[i] == chunk)
 			return true;
-	char from[16], to[16], tag[16], sql[1024];
-	day_name(day, from, sizeof(from), true);
-	day_name(day + 1, to, sizeof(to), true);
-	day_name(day, tag, sizeof(tag), false);
+	char name[64], sql[512];
+	chunk_name(s, chunk, name, sizeof(name));
+	snprintf(sql, sizeof(sql), "SELECT (to_regclass('%s') IS NOT NULL)::int", name);
+	int64_t exists = query_int(s, sql);
 	snprintf(sql, sizeof(sql),
-		 "CREATE TABLE IF NOT EXISTS tcp_events_%s PARTITION OF tcp_events"
-		 " FOR VALUES FROM ('%s') TO ('%s');"
-		 "CREATE TABLE IF NOT EXISTS tcp_events_socket_info_%s PARTITION OF"
-		 " tcp_events_socket_info FOR VALUES FROM ('%s') TO ('%s')",
-		 tag, from, to, tag, from, to);
-	if (!exec_ok(s, sql))
+		 "CREATE TABLE IF NOT EXISTS %s PARTITION OF tcp_audit_events"
+		 " FOR VALUES FROM (%" PRId64 ") TO (%" PRId64 ")",
+		 name, chunk * (int64_t)s->chunk_ns, (chunk + 1) * (int64_t)s->chunk_ns);
+	if (exists < 0 || (exists == 0 && !exec_ok(s, sql)))
 		return false;
-	s->days[s->n_days++ % KNOWN_DAYS] = day;
+	s->known[s->n_known++ % KNOWN_CHUNKS] = chunk;
+	if (exists == 0) /* an existing one that is open was found at set-up */
+		note_open_chunk(s, chunk);
+	return true;
+}
+
+/* Partitions of ours that lack the lookup indexes of a closed chunk. */
+static bool find_open_chunks(struct pgsql_sink *s)
+{
+	s->open_overflow = false;
+	PGresult *res = PQexec(s->conn,
+			       "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON"
+			       " c.oid = i.inhrelid WHERE i.inhparent = 'tcp_audit_events'::regclass"
+			       " AND to_regclass(quote_ident(c.relname || '_uid')) IS NULL");
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		PQclear(res);
+		return false;
+	}
+	for (int i = 0; i < PQntuples(res); i++) {
+		int64_t chunk = chunk_of_name(s, PQgetvalue(res, i, 0));
+		if (chunk >= 0)
+			note_open_chunk(s, chunk);
+	}
+	PQclear(res);
 	return true;
 }
 
 /*
- * Drops the day partitions older than the retention (socket info first: its
- * rows point at the events).  Runs at open and then hourly; a failure is
- * logged and retried at the next pass.
+ * Builds the lookup indexes of one chunk that has closed, if any; one per
+ * call, so a batch waits for at most one.  Another tcp-audit writing to the
+ * same database may be building them: then it is left to that one.
+ */
+static void close_a_chunk(struct pgsql_sink *s, uint64_t newest)
+{
+	for (unsigned i = 0; i < s->n_open; i++) {
+		int64_t chunk = s->open_chunks[i];
+		if ((uint64_t)(chunk + 1) * s->chunk_ns + CLOSE_AFTER_NS > newest)
+			continue;
+		char name[64], sql[1024], lock[160];
+		chunk_name(s, chunk, name, sizeof(name));
+		snprintf(sql, sizeof(sql), chunk_indexes_sql, name, name, name, name, name, name,
+			 name, name);
+		snprintf(lock, sizeof(lock),
+			 "SELECT 1 WHERE pg_try_advisory_xact_lock(hashtext('tcp-audit %s'))", name);
+		uint64_t start = now_ns();
+		bool ok = exec_ok(s, "BEGIN");
+		bool mine = ok && query_int(s, lock) == 1;
+		ok = ok && (!mine || exec_ok(s, sql)) && exec_ok(s, "COMMIT");
+		if (!ok) {
+			log_pg(s, TCP_AUDIT_LOG_WARNING, "cannot index the closed chunk %s in", name);
+			exec_ok(s, "ROLLBACK");
+			return; /* tried again after the next batch */
+		}
+		if (mine)
+			tcp_audit_info(s->host, "%s: indexed the closed chunk %s in %.1f s", s->store,
+				       name, (double)(now_ns() - start) / 1e9);
+		s->open_chunks[i] = s->open_chunks[--s->n_open];
+		if (s->open_overflow)
+			find_open_chunks(s);
+		return;
+	}
+}
+
+/*
+ * Drops the chunks wholly older than the retention.  Runs at open and then
+ * hourly; a failure is logged and retried at the next pass.
  */
 static void apply_retention(struct pgsql_sink *s)
 {
 	struct timespec now;
 
-	if (!s->cfg->retention || !s->partitioned)
+	if (!s->cfg->retention)
 		return;
 	clock_gettime(CLOCK_REALTIME, &now);
-	int64_t oldest_kept = now.tv_sec / 86400 - s->cfg->retention;
-	char keep[16], sql[512];
-	day_name(oldest_kept, keep, sizeof(keep), false);
-	snprintf(sql, sizeof(sql),
-		 "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-		 " WHERE i.inhparent IN (to_regclass('tcp_events'),"
-		 " to_regclass('tcp_events_socket_info'))"
-		 " AND right(c.relname, 8) ~ '^[0-9]{8}$' AND right(c.relname, 8) < '%s'"
-		 " ORDER BY c.relname LIKE 'tcp_events_socket_info_%%' DESC",
-		 keep);
-	PGresult *res = PQexec(s->conn, sql);
+	int64_t keep_from = (now.tv_sec / 86400 - s->cfg->retention) * 86400; /* s, UTC day */
+	PGresult *res = PQexec(s->conn, "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON"
+					" c.oid = i.inhrelid WHERE i.inhparent ="
+					" 'tcp_audit_events'::regclass ORDER BY 1");
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		PQclear(res);
-		log_pg(s, TCP_AUDIT_LOG_WARNING, "cannot list the old partitions in");
+		log_pg(s, TCP_AUDIT_LOG_WARNING, "cannot list the chunks in");
 		return;
 	}
 	for (int i = 0; i < PQntuples(res); i++) {
-		char *name = PQescapeIdentifier(s->conn, PQgetvalue(res, i, 0),
-						strlen(PQgetvalue(res, i, 0)));
+		const char *rel = PQgetvalue(res, i, 0);
+		int64_t chunk = chunk_of_name(s, rel);
+		if (chunk < 0 || (chunk + 1) * (int64_t)(s->chunk_ns / 1000000000u) > keep_from)
+			continue;
+		char *name = PQescapeIdentifier(s->conn, rel, strlen(rel)), sql[512];
 		if (!name)
 			continue;
-		/* a partition the socket info's key points at leaves its parent first */
-		if (strncmp(PQgetvalue(res, i, 0), "tcp_events_socket_info_", 23) == 0)
-			snprintf(sql, sizeof(sql), "DROP TABLE IF EXISTS %s", name);
-		else
-			snprintf(sql, sizeof(sql),
-				 "BEGIN; ALTER TABLE tcp_events DETACH PARTITION %s;"
-				 " DROP TABLE %s; COMMIT",
-				 name, name);
+		snprintf(sql, sizeof(sql), "DROP TABLE IF EXISTS %s", name);
 		if (exec_ok(s, sql))
 			tcp_audit_info(s->host, "%s: dropped %s (older than %" PRId64 " days)",
-				       s->store, PQgetvalue(res, i, 0), s->cfg->retention);
-		else {
-			log_pg(s, TCP_AUDIT_LOG_WARNING, "cannot drop an old partition in");
-			exec_ok(s, "ROLLBACK");
-		}
+				       s->store, rel, s->cfg->retention);
+		else
+			log_pg(s, TCP_AUDIT_LOG_WARNING, "cannot drop an old chunk in");
 		PQfreemem(name);
+		for (unsigned j = 0; j < s->n_open; j++)
+			if (s->open_chunks[j] == chunk)
+				s->open_chunks[j--] = s->open_chunks[--s->n_open];
 	}
 	PQclear(res);
-	s->n_days = 0; /* what was dropped must be made again if events come for it */
+	s->n_known = 0; /* what was dropped must be made again if events come for it */
+}
+
+/* ------------------------------------------------------------------------ */
+/* Migrations                                                                */
+
+/*
+ * Schema v1 -> v2, in the caller's transaction: every event of tcp_events
+ * (with its socket info) and tcp_audit_gaps goes into tcp_audit_events, in
+ * slices so that a long migration shows its progress; then the old tables
+ * give way to the views and the chunks before now are indexed.
+ */
+static bool migrate_v1(struct pgsql_sink *s)
+{
+	char family[256], old_state[1024], new_state[1024], sock_state[512], stage[256];
+	char sql[8192];
+	int64_t total = query_int(s, "SELECT count(*) FROM tcp_events"), done = 0;
+
+	if (total < 0)
+		return false;
+	tcp_audit_info(s->host, "%s: migrating %" PRId64 " events from schema v1 to v2", s->store,
+		       total);
+	sql_case_number(family, sizeof(family), SQL_FAMILY, "e.family");
+	sql_case_number(old_state, sizeof(old_state), SQL_TCP_STATE, "e.old_state");
+	sql_case_number(new_state, sizeof(new_state), SQL_TCP_STATE, "e.new_state");
+	sql_case_number(sock_state, sizeof(sock_state), SQL_SOCK_STATE, "i.state");
+	sql_case_number(stage, sizeof(stage), SQL_GAP_STAGE, "stage");
+
+	/* the partitions the old events need */
+	snprintf(sql, sizeof(sql),
+		 "SELECT DISTINCT (t / %" PRIu64 ") FROM (SELECT " V1_TIME_NS " AS t FROM"
+		 " tcp_events e UNION ALL SELECT time_ns FROM tcp_audit_gaps) x WHERE t IS NOT NULL",
+		 s->chunk_ns);
+	PGresult *res = PQexec(s->conn, sql);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		PQclear(res);
+		return false;
+	}
+	for (int i = 0; i < PQntuples(res); i++)
+		if (!ensure_chunk(s, strtoll(PQgetvalue(res, i, 0), NULL, 10))) {
+			PQclear(res);
+			return false;
+		}
+	PQclear(res);
+
+	/* a slice: the events after $1 up to $2 (NULL: to the end), by uid */
+	snprintf(sql, sizeof(sql),
+		 "INSERT INTO tcp_audit_events (uid, time_ns, kind, host, family, saddr, daddr,"
+		 " sport, dport, old_state, new_state, pid_on_cpu, tid_on_cpu, comm_on_cpu,"
+		 " owner_pid, owner_uid, owner_comm, sock_cookie, sock_inode, sock_uid, sock_gid,"
+		 " sock_state, netns, cgroup_id, seq, ktime) SELECT e.uid::uuid, " V1_TIME_NS ","
+		 " 0, e.host, %s, e.src_ip, e.dst_ip, e.src_port, e.dst_port, %s, %s, e.pid_on_cpu,"
+		 " e.tid_on_cpu, e.comm_on_cpu, e.owner_pid, e.owner_uid, e.owner_comm,"
+		 " coalesce(e.sock_cookie, ('x' || lpad(i.id, 16, '0'))::bit(64)::bigint),"
+		 " i.inode, i.user_id, i.group_id, %s, e.netns, e.cgroup_id, e.seq, e.ktime"
+		 " FROM tcp_events e LEFT JOIN tcp_events_socket_info i ON i.tcp_event_uid = e.uid"
+		 " WHERE e.uid > $1 AND ($2::text IS NULL OR e.uid <= $2)"
+		 " ON CONFLICT DO NOTHING",
+		 family, old_state, new_state, sock_state);
+	char last[256] = "", upto[256], bound[128];
+	snprintf(bound, sizeof(bound),
+		 "SELECT uid FROM tcp_events WHERE uid > $1 ORDER BY uid LIMIT 1 OFFSET %d",
+		 MIGRATE_SLICE - 1);
+	for (bool more = true; more;) {
+		const char *params[2] = {last, NULL};
+		res = PQexecParams(s->conn, bound, 1, NULL, params, NULL, NULL, 0);
+		if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+			PQclear(res);
+			return false;
+		}
+		more = PQntuples(res) == 1;
+		if (more)
+			snprintf(upto, sizeof(upto), "%s", PQgetvalue(res, 0, 0));
+		PQclear(res);
+		params[1] = more ? upto : NULL;
+		res = PQexecParams(s->conn, sql, 2, NULL, params, NULL, NULL, 0);
+		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+			PQclear(res);
+			return false;
+		}
+		done += strtoll(PQcmdTuples(res), NULL, 10);
+		PQclear(res);
+		if (more)
+			snprintf(last, sizeof(last), "%s", upto);
+		tcp_audit_info(s->host, "%s: migrated %" PRId64 " of %" PRId64 " events (%d%%)",
+			       s->store, done, total, total ? (int)(done * 100 / total) : 100);
+	}
+	snprintf(sql, sizeof(sql),
+		 "INSERT INTO tcp_audit_events (uid, time_ns, kind, host, seq, ktime, gap_stage,"
+		 " gap_lost) SELECT uid::uuid, time_ns, 1, host, seq, ktime, %s, lost"
+		 " FROM tcp_audit_gaps ON CONFLICT DO NOTHING;"
+		 "DROP TABLE tcp_events_socket_info CASCADE; DROP TABLE tcp_events CASCADE;"
+		 " DROP TABLE tcp_audit_gaps CASCADE",
+		 stage);
+	return exec_ok(s, sql);
+}
+
+/* The chunk length of an existing v2 store, from tcp_audit_schema. */
+static uint64_t store_chunk_ns(struct pgsql_sink *s)
+{
+	PGresult *res = PQexec(s->conn, "SELECT chunk FROM tcp_audit_schema");
+	uint64_t ns = 0;
+
+	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+		ns = strcmp(PQgetvalue(res, 0, 0), "day") == 0 ? DAY_NS : HOUR_NS;
+	PQclear(res);
+	return ns;
 }
 
 static int migrate(struct pgsql_sink *s)
 {
-	PGresult *res;
+	char views[8192];
 	int version;
 
 	if (!exec_ok(s, "BEGIN") ||
 	    !exec_ok(s, "SELECT pg_advisory_xact_lock(hashtext('tcp-audit schema'))") ||
 	    !exec_ok(s, "SET LOCAL client_min_messages = warning") ||
-	    !exec_ok(s, "CREATE TABLE IF NOT EXISTS tcp_audit_schema (version INTEGER NOT NULL)"))
+	    !exec_ok(s, "CREATE TABLE IF NOT EXISTS tcp_audit_schema (version INTEGER NOT NULL)") ||
+	    !exec_ok(s, "ALTER TABLE tcp_audit_schema ADD COLUMN IF NOT EXISTS chunk TEXT"))
 		goto fail;
-	res = PQexec(s->conn, "SELECT max(version) FROM tcp_audit_schema");
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		PQclear(res);
+	int64_t v = query_int(s, "SELECT coalesce(max(version), 0) FROM tcp_audit_schema");
+	int64_t v1_tables = query_int(s, "SELECT count(*) FROM pg_class WHERE oid ="
+					 " to_regclass('tcp_events') AND relkind IN ('r', 'p')");
+	int64_t v1_partitioned = query_int(s, "SELECT count(*) FROM pg_class WHERE oid ="
+					      " to_regclass('tcp_events') AND relkind = 'p'");
+	if (v < 0 || v1_tables < 0 || v1_partitioned < 0)
 		goto fail;
-	}
-	version = PQgetisnull(res, 0, 0) ? 0 : atoi(PQgetvalue(res, 0, 0));
-	PQclear(res);
-	int kind = table_kind(s);
-	if (kind < 0)
-		goto fail;
-	if (s->cfg->partition == PARTITION_DAY && kind == 'r') {
-		exec_ok(s, "ROLLBACK");
-		tcp_audit_error(s->host,
-				"%s: tcp_events exists and is not partitioned; partition=day applies "
-				"to a new database (move the data to one made with it)",
-				s->store);
-		return -EINVAL;
-	}
-	if (s->cfg->partition == PARTITION_DAY && kind == 0) {
-		if (!exec_ok(s, partitioned_sql))
-			goto fail;
-		kind = 'p';
-	}
-	s->partitioned = kind == 'p';
-	if (s->cfg->retention && !s->partitioned) {
-		exec_ok(s, "ROLLBACK");
-		tcp_audit_error(s->host, "%s: retention= needs tables partitioned by day "
-					 "(partition=day, on a new database)",
-				s->store);
-		return -EINVAL;
-	}
+	version = (int)v;
 	if (version > SCHEMA_VERSION) {
 		exec_ok(s, "ROLLBACK");
 		tcp_audit_error(s->host,
@@ -394,17 +575,39 @@ static int migrate(struct pgsql_sink *s)
 				s->store, version, SCHEMA_VERSION);
 		return -EINVAL;
 	}
-	for (; version < SCHEMA_VERSION; version++) {
-		char bump[96];
-		snprintf(bump, sizeof(bump),
-			 "DELETE FROM tcp_audit_schema; INSERT INTO tcp_audit_schema VALUES (%d)",
-			 version + 1);
-		if (!exec_ok(s, steps[version]) || !exec_ok(s, bump))
+	uint64_t wanted = s->cfg->partition == PARTITION_DAY    ? DAY_NS
+			  : s->cfg->partition == PARTITION_HOUR ? HOUR_NS
+								: 0;
+	if (version == SCHEMA_VERSION) {
+		s->chunk_ns = store_chunk_ns(s);
+		if (!s->chunk_ns)
 			goto fail;
-		tcp_audit_info(s->host, "%s: schema version %d", s->store, version + 1);
+		if (wanted && wanted != s->chunk_ns) {
+			exec_ok(s, "ROLLBACK");
+			tcp_audit_error(s->host,
+					"%s: tcp_audit_events is in chunks of a%s; partition=%s "
+					"applies to a new database",
+					s->store, s->chunk_ns == DAY_NS ? " day" : "n hour",
+					wanted == DAY_NS ? "day" : "hour");
+			return -EINVAL;
+		}
+		return exec_ok(s, "COMMIT") ? 0 : -EIO;
 	}
-	if (!exec_ok(s, "COMMIT"))
+
+	/* a new store, or v1 (ours or the original's tables) to migrate */
+	s->chunk_ns = wanted ? wanted : v1_partitioned ? DAY_NS : HOUR_NS;
+	if (views_sql(views, sizeof(views)) < 0 || !exec_ok(s, table_sql))
 		goto fail;
+	if (v1_tables && ((version == 0 && !exec_ok(s, original_to_v1_sql)) || !migrate_v1(s)))
+		goto fail;
+	char bump[160];
+	snprintf(bump, sizeof(bump),
+		 "DELETE FROM tcp_audit_schema; INSERT INTO tcp_audit_schema VALUES (%d, '%s')",
+		 SCHEMA_VERSION, s->chunk_ns == DAY_NS ? "day" : "hour");
+	if (!exec_ok(s, views) || !exec_ok(s, bump) || !exec_ok(s, "COMMIT"))
+		goto fail;
+	tcp_audit_info(s->host, "%s: schema version %d (chunks of a%s)", s->store, SCHEMA_VERSION,
+		       s->chunk_ns == DAY_NS ? " day" : "n hour");
 	return 0;
 fail:
 	log_pg(s, TCP_AUDIT_LOG_ERROR, "cannot set up the tables in");
@@ -414,7 +617,8 @@ fail:
 
 /*
  * After connecting: the tables (once per run: the server may have been
- * unreachable at start), the retention, the session's staging tables.
+ * unreachable at start), the retention, the chunks still open, the
+ * session's staging table.
  */
 static int set_up_session(struct pgsql_sink *s)
 {
@@ -427,8 +631,12 @@ static int set_up_session(struct pgsql_sink *s)
 		s->next_retention = now_ns() + RETENTION_EVERY_NS;
 		s->set_up = true;
 	}
-	if (!exec_ok(s, staging_sql)) {
-		log_pg(s, TCP_AUDIT_LOG_ERROR, "cannot create staging tables in");
+	s->n_known = 0;
+	if (!find_open_chunks(s) ||
+	    !exec_ok(s, "SET client_min_messages = warning;"
+			"CREATE TEMP TABLE IF NOT EXISTS tcp_audit_stage"
+			" (LIKE tcp_audit_events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")) {
+		log_pg(s, TCP_AUDIT_LOG_ERROR, "cannot set up the session in");
 		return -EIO;
 	}
 	return 0;
@@ -483,7 +691,7 @@ static int pgsql_open(void **self, const void *config, const struct tcp_audit_ho
 	find_secret(s);
 	r = connect_store(s);
 	if (r == -ECONNREFUSED && worth_waiting(s)) {
-		/* capture from the start; the events wait (memory or spool) */
+		/* capture from the start; the events wait (spool or memory) */
 		log_pg(s, TCP_AUDIT_LOG_WARNING,
 		       "capturing anyway; holding the events and retrying to connect to");
 		s->down = true;
@@ -502,7 +710,10 @@ fail:
 }
 
 /* ------------------------------------------------------------------------ */
-/* COPY text format                                                          */
+/* Binary COPY                                                               */
+
+#define ROW_MAX 1024 /* more than a row takes: 28 fields, strings of at most 2 * 80 bytes */
+#define COPY_CHUNK (256 * 1024)
 
 static int reserve(struct pgsql_sink *s, size_t more)
 {
@@ -519,192 +730,151 @@ static int reserve(struct pgsql_sink *s, size_t more)
 	return 0;
 }
 
-static void put(struct pgsql_sink *s, const char *p, size_t n)
+static void put(struct pgsql_sink *s, const void *p, size_t n)
 {
 	memcpy(s->buf + s->len, p, n);
 	s->len += n;
 }
 
-static void put_sep(struct pgsql_sink *s, char c)
+static void put_be16(struct pgsql_sink *s, uint16_t v)
 {
-	s->buf[s->len++] = c;
+	v = htons(v);
+	put(s, &v, 2);
+}
+
+static void put_be32(struct pgsql_sink *s, uint32_t v)
+{
+	v = htonl(v);
+	put(s, &v, 4);
 }
 
 static void put_null(struct pgsql_sink *s)
 {
-	put(s, "\\N", 2);
+	put_be32(s, UINT32_MAX); /* length -1 */
 }
 
-static void put_u64(struct pgsql_sink *s, uint64_t v)
+static void put_i16(struct pgsql_sink *s, bool valid, int v)
 {
-	char tmp[24];
-	put(s, tmp, (size_t)snprintf(tmp, sizeof(tmp), "%" PRIu64, v));
-}
-
-static void put_i64(struct pgsql_sink *s, int64_t v)
-{
-	char tmp[24];
-	put(s, tmp, (size_t)snprintf(tmp, sizeof(tmp), "%" PRId64, v));
-}
-
-static void put_opt(struct pgsql_sink *s, bool valid, int64_t v)
-{
-	if (valid)
-		put_i64(s, v);
-	else
+	if (!valid) {
 		put_null(s);
+		return;
+	}
+	put_be32(s, 2);
+	put_be16(s, (uint16_t)v);
 }
 
-/* Text as valid UTF-8 with COPY's escapes; NULL writes \N. */
-static void put_text(struct pgsql_sink *s, const char *v, size_t max)
+static void put_i32(struct pgsql_sink *s, bool valid, uint32_t v)
+{
+	if (!valid) {
+		put_null(s);
+		return;
+	}
+	put_be32(s, 4);
+	put_be32(s, v);
+}
+
+/* u64 values go into BIGINT, PostgreSQL's signed 64 bits, bit for bit */
+static void put_i64(struct pgsql_sink *s, bool valid, uint64_t v)
+{
+	if (!valid) {
+		put_null(s);
+		return;
+	}
+	put_be32(s, 8);
+	put_be32(s, (uint32_t)(v >> 32));
+	put_be32(s, (uint32_t)v);
+}
+
+/* Text as valid UTF-8 (the JSON form's convention for other bytes). */
+static void put_text(struct pgsql_sink *s, bool valid, const char *v, size_t max)
 {
 	char utf8[2 * TCP_AUDIT_HOST_LEN];
 
-	if (!v) {
+	if (!valid) {
 		put_null(s);
 		return;
 	}
 	size_t n = bytes_to_utf8(v, strnlen(v, max), utf8);
-	for (size_t i = 0; i < n; i++) {
-		char c = utf8[i];
-		if (c == '\\' || c == '\t' || c == '\n' || c == '\r') {
-			s->buf[s->len++] = '\\';
-			c = c == '\t' ? 't' : c == '\n' ? 'n' : c == '\r' ? 'r' : '\\';
-		}
-		s->buf[s->len++] = c;
-	}
+	put_be32(s, (uint32_t)n);
+	put(s, utf8, n);
 }
 
-static void put_timestamp(struct pgsql_sink *s, uint64_t ns)
+/* inet's binary form: family, bits, is_cidr, length, address */
+static void put_inet(struct pgsql_sink *s, unsigned family, const uint8_t addr[16])
 {
-	char ts[RFC3339_NS_LEN];
+	bool v6 = family == AF_INET6;
 
-	format_rfc3339_ns(ns, ts);
-	ts[10] = ' ';
-	put(s, ts, 29); /* PostgreSQL rounds to microseconds; time_ns keeps the rest */
-}
-
-#define ROW_MAX 1024
-
-static void event_row(struct pgsql_sink *s, const struct tcp_audit_event *e, const char *uid)
-{
-	char addr[ADDR_TEXT_LEN];
-	uint32_t v = e->valid;
-
-	put(s, uid, EVENT_UID_LEN - 1);
-	put_sep(s, '\t');
-	put_timestamp(s, e->time_ns);
-	put_sep(s, '\t');
-	put_u64(s, e->pid_on_cpu);
-	put_sep(s, '\t');
-	put_text(s, e->comm_on_cpu, TCP_AUDIT_COMM_LEN);
-	put_sep(s, '\t');
-	put_text(s, format_addr(e->family, e->saddr, addr), ADDR_TEXT_LEN);
-	put_sep(s, '\t');
-	put_text(s, format_addr(e->family, e->daddr, addr), ADDR_TEXT_LEN);
-	put_sep(s, '\t');
-	put_u64(s, e->sport);
-	put_sep(s, '\t');
-	put_u64(s, e->dport);
-	put_sep(s, '\t');
-	put_text(s, tcp_state_name(e->old_state), 32);
-	put_sep(s, '\t');
-	put_text(s, tcp_state_name(e->new_state), 32);
-	put_sep(s, '\t');
-	put_u64(s, e->time_ns);
-	put_sep(s, '\t');
-	put_text(s, family_name(e->family), 8);
-	put_sep(s, '\t');
-	put_opt(s, v & TCP_AUDIT_HAS_TID, e->tid_on_cpu);
-	put_sep(s, '\t');
-	put_opt(s, v & TCP_AUDIT_HAS_OWNER, e->owner_pid);
-	put_sep(s, '\t');
-	put_opt(s, v & TCP_AUDIT_HAS_OWNER, e->owner_uid);
-	put_sep(s, '\t');
-	put_text(s, v & TCP_AUDIT_HAS_OWNER ? e->owner_comm : NULL, TCP_AUDIT_COMM_LEN);
-	put_sep(s, '\t');
-	/* u64 values are stored as BIGINT, PostgreSQL's signed 64 bits */
-	put_opt(s, v & TCP_AUDIT_HAS_COOKIE, (int64_t)e->sock_cookie);
-	put_sep(s, '\t');
-	put_opt(s, v & TCP_AUDIT_HAS_NETNS, e->netns);
-	put_sep(s, '\t');
-	put_opt(s, v & TCP_AUDIT_HAS_CGROUP, (int64_t)e->cgroup_id);
-	put_sep(s, '\t');
-	put_text(s, v & TCP_AUDIT_HAS_HOST ? e->host : NULL, TCP_AUDIT_HOST_LEN);
-	put_sep(s, '\t');
-	put_opt(s, v & TCP_AUDIT_HAS_SEQ, (int64_t)e->seq);
-	put_sep(s, '\t');
-	put_opt(s, v & TCP_AUDIT_HAS_KTIME, (int64_t)e->ktime_ns);
-	put_sep(s, '\n');
-}
-
-static void info_row(struct pgsql_sink *s, const struct tcp_audit_event *e, const char *uid)
-{
-	char info_uid[EVENT_UID_LEN], id[24];
-
-	event_uid(e, 1, info_uid);
-	put(s, info_uid, EVENT_UID_LEN - 1);
-	put_sep(s, '\t');
-	put(s, uid, EVENT_UID_LEN - 1);
-	put_sep(s, '\t');
-	if (e->valid & TCP_AUDIT_HAS_COOKIE) /* the id: the socket cookie, never an address */
-		put(s, id, (size_t)snprintf(id, sizeof(id), "%" PRIx64, e->sock_cookie));
-	else
+	if (family != AF_INET && !v6) {
 		put_null(s);
-	put_sep(s, '\t');
-	put_u64(s, e->sock_inode);
-	put_sep(s, '\t');
-	put_u64(s, e->sock_uid);
-	put_sep(s, '\t');
-	put_u64(s, e->sock_gid);
-	put_sep(s, '\t');
-	put_text(s, e->valid & TCP_AUDIT_HAS_SOCK_STATE ? sock_state_name(e->sock_state) : NULL, 32);
-	if (s->partitioned) {
-		put_sep(s, '\t');
-		put_timestamp(s, e->time_ns);
+		return;
 	}
-	put_sep(s, '\n');
+	uint8_t head[4] = {v6 ? 3 : 2, v6 ? 128 : 32, 0, v6 ? 16 : 4};
+	put_be32(s, 4 + head[3]);
+	put(s, head, 4);
+	put(s, addr, head[3]);
 }
 
-static void gap_row(struct pgsql_sink *s, const struct tcp_audit_event *e)
+static void event_row(struct pgsql_sink *s, const struct tcp_audit_event *e)
 {
-	char uid[EVENT_UID_LEN];
+	uint8_t uid[EVENT_UID_BYTES];
+	uint32_t v = e->valid;
+	bool gap = e->kind == TCP_AUDIT_KIND_GAP, st = !gap,
+	     owner = st && (v & TCP_AUDIT_HAS_OWNER), inode = st && (v & TCP_AUDIT_HAS_SOCK_INODE);
 
-	event_uid(e, 0, uid);
-	put(s, uid, EVENT_UID_LEN - 1);
-	put_sep(s, '\t');
-	put_timestamp(s, e->time_ns);
-	put_sep(s, '\t');
-	put_u64(s, e->time_ns);
-	put_sep(s, '\t');
-	put_text(s, e->valid & TCP_AUDIT_HAS_HOST ? e->host : NULL, TCP_AUDIT_HOST_LEN);
-	put_sep(s, '\t');
-	put_text(s, gap_stage_name(e->gap_stage), 16);
-	put_sep(s, '\t');
-	put_u64(s, e->gap_lost);
-	put_sep(s, '\t');
-	put_opt(s, e->valid & TCP_AUDIT_HAS_SEQ, (int64_t)e->seq);
-	put_sep(s, '\t');
-	put_opt(s, e->valid & TCP_AUDIT_HAS_KTIME, (int64_t)e->ktime_ns);
-	put_sep(s, '\n');
+	event_uid_bytes(e, uid);
+	put_be16(s, N_COLUMNS);
+	put_be32(s, EVENT_UID_BYTES);
+	put(s, uid, EVENT_UID_BYTES);
+	put_i64(s, true, e->time_ns);
+	put_i64(s, st && (v & TCP_AUDIT_HAS_COOKIE), e->sock_cookie);
+	put_i64(s, inode, e->sock_inode);
+	put_i64(s, st && (v & TCP_AUDIT_HAS_CGROUP), e->cgroup_id);
+	put_i64(s, v & TCP_AUDIT_HAS_SEQ, e->seq);
+	put_i64(s, v & TCP_AUDIT_HAS_KTIME, e->ktime_ns);
+	put_i64(s, gap, e->gap_lost);
+	put_i64(s, owner, e->owner_uid);
+	put_i64(s, inode, e->sock_uid);
+	put_i64(s, inode, e->sock_gid);
+	put_i64(s, st && (v & TCP_AUDIT_HAS_NETNS), e->netns);
+	put_i32(s, st, e->pid_on_cpu);
+	put_i32(s, st && (v & TCP_AUDIT_HAS_TID), e->tid_on_cpu);
+	put_i32(s, owner, e->owner_pid);
+	put_i32(s, st, e->sport);
+	put_i32(s, st, e->dport);
+	put_i16(s, true, e->kind);
+	put_i16(s, st, e->family);
+	put_i16(s, st, e->old_state);
+	put_i16(s, st, e->new_state);
+	put_i16(s, st && (v & TCP_AUDIT_HAS_SOCK_STATE), e->sock_state);
+	put_i16(s, gap, e->gap_stage);
+	if (st) {
+		put_inet(s, e->family, e->saddr);
+		put_inet(s, e->family, e->daddr);
+	} else {
+		put_null(s);
+		put_null(s);
+	}
+	put_text(s, v & TCP_AUDIT_HAS_HOST, e->host, TCP_AUDIT_HOST_LEN);
+	put_text(s, st, e->comm_on_cpu, TCP_AUDIT_COMM_LEN);
+	put_text(s, owner, e->owner_comm, TCP_AUDIT_COMM_LEN);
 }
 
-#define COPY_CHUNK (256 * 1024)
-
-static bool copy_begin(struct pgsql_sink *s, const char *table, const char *columns)
+static bool copy_begin(struct pgsql_sink *s, const char *table)
 {
-	char sql[512];
+	static const char header[19] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0";
+	char sql[128];
 
-	snprintf(sql, sizeof(sql), "COPY %s (%s) FROM STDIN", table, columns);
+	snprintf(sql, sizeof(sql), "COPY %s FROM STDIN (FORMAT binary)", table);
 	PGresult *res = PQexec(s->conn, sql);
 	bool ok = PQresultStatus(res) == PGRES_COPY_IN;
 	PQclear(res);
 	s->len = 0;
+	put(s, header, sizeof(header));
 	return ok;
 }
 
-/* Sends what is formatted once there is a chunk of it, so the server parses
- * while we format. */
+/* Sends what is encoded once there is a chunk of it, so the server parses
+ * while we encode. */
 static bool copy_send(struct pgsql_sink *s, bool force)
 {
 	if (s->len == 0 || (!force && s->len < COPY_CHUNK))
@@ -718,6 +888,7 @@ static bool copy_end(struct pgsql_sink *s, bool ok)
 {
 	PGresult *res;
 
+	put_be16(s, UINT16_MAX); /* the trailer: a field count of -1 */
 	ok = copy_send(s, true) && ok;
 	ok = PQputCopyEnd(s->conn, ok ? NULL : "tcp-audit: sending failed") == 1 && ok;
 	res = PQgetResult(s->conn);
@@ -731,76 +902,37 @@ static bool copy_end(struct pgsql_sink *s, bool ok)
 }
 
 /*
- * One batch in one transaction.  direct: COPY into the tables themselves, the
+ * One batch in one transaction.  direct: COPY into the table itself, the
  * fast way; fails with unique_violation if any event is already stored.
- * Otherwise: COPY into the staging tables and merge with ON CONFLICT DO
+ * Otherwise: COPY into the staging table and merge with ON CONFLICT DO
  * NOTHING, which stores each event once whatever was stored before.
  */
 static int store_batch(struct pgsql_sink *s, const struct tcp_audit_event *ev, size_t n,
 		       bool direct)
 {
-	char uid[EVENT_UID_LEN];
-	size_t infos = 0, gaps = 0;
 	bool ok = true;
 
 	if (reserve(s, COPY_CHUNK + ROW_MAX))
 		return -ENOMEM;
-	for (size_t i = 0; i < n; i++) {
-		gaps += ev[i].kind == TCP_AUDIT_KIND_GAP;
-		infos += ev[i].kind != TCP_AUDIT_KIND_GAP && (ev[i].valid & TCP_AUDIT_HAS_SOCK_INODE);
-	}
 	/* partitions first, on their own: a batch rolled back must not take them along */
-	for (size_t i = 0; s->partitioned && i < n; i++) {
-		if (ev[i].kind == TCP_AUDIT_KIND_GAP)
-			continue;
-		int64_t day = (int64_t)(ev[i].time_ns / DAY_NS);
-		if (!ensure_day(s, day))
+	int64_t last = -1;
+	for (size_t i = 0; i < n; i++) {
+		int64_t chunk = (int64_t)(ev[i].time_ns / s->chunk_ns);
+		if (chunk != last && !ensure_chunk(s, chunk))
 			return -EIO;
-		/* PostgreSQL rounds to microseconds: the last one of a day may round over */
-		if (ev[i].time_ns % DAY_NS >= DAY_NS - 1000 && !ensure_day(s, day + 1))
-			return -EIO;
+		last = chunk;
 	}
-	if (!exec_ok(s, "BEGIN"))
+	if (!exec_ok(s, "BEGIN") || !copy_begin(s, direct ? "tcp_audit_events" : "tcp_audit_stage"))
 		return -EIO;
-	if (n > gaps) {
-		if (!copy_begin(s, direct ? "tcp_events" : "stage_events", EVENT_COLUMNS))
-			return -EIO;
-		for (size_t i = 0; ok && i < n; i++) {
-			if (ev[i].kind == TCP_AUDIT_KIND_GAP)
-				continue;
-			event_uid(&ev[i], 0, uid);
-			event_row(s, &ev[i], uid);
-			ok = copy_send(s, false);
-		}
-		if (!copy_end(s, ok))
-			return -EIO;
+	for (size_t i = 0; ok && i < n; i++) {
+		event_row(s, &ev[i]);
+		ok = copy_send(s, false);
 	}
-	if (infos) {
-		if (!copy_begin(s, direct ? "tcp_events_socket_info" : "stage_info",
-				s->partitioned ? INFO_COLUMNS_PARTITIONED : INFO_COLUMNS))
-			return -EIO;
-		for (size_t i = 0; ok && i < n; i++) {
-			if (ev[i].kind == TCP_AUDIT_KIND_GAP || !(ev[i].valid & TCP_AUDIT_HAS_SOCK_INODE))
-				continue;
-			event_uid(&ev[i], 0, uid);
-			info_row(s, &ev[i], uid);
-			ok = copy_send(s, false);
-		}
-		if (!copy_end(s, ok))
-			return -EIO;
-	}
-	if (gaps) {
-		if (!copy_begin(s, direct ? "tcp_audit_gaps" : "stage_gaps", GAP_COLUMNS))
-			return -EIO;
-		for (size_t i = 0; ok && i < n; i++)
-			if (ev[i].kind == TCP_AUDIT_KIND_GAP) {
-				gap_row(s, &ev[i]);
-				ok = copy_send(s, false);
-			}
-		if (!copy_end(s, ok))
-			return -EIO;
-	}
-	return exec_ok(s, direct ? "COMMIT" : s->partitioned ? merge_partitioned_sql : merge_sql)
+	if (!copy_end(s, ok))
+		return -EIO;
+	return exec_ok(s, direct ? "COMMIT"
+				 : "INSERT INTO tcp_audit_events SELECT * FROM tcp_audit_stage"
+				   " ON CONFLICT DO NOTHING; COMMIT")
 		       ? 0
 		       : -EIO;
 }
@@ -834,6 +966,10 @@ static int pgsql_write(void *self, const struct tcp_audit_event *ev, size_t n)
 		if (s->down)
 			tcp_audit_info(s->host, "connection to %s is back", s->store);
 		s->down = false;
+		for (size_t i = 0; i < n; i++)
+			if (ev[i].time_ns > s->newest)
+				s->newest = ev[i].time_ns;
+		close_a_chunk(s, s->newest);
 		return 0;
 	}
 	if (PQstatus(s->conn) != CONNECTION_OK) {
@@ -871,8 +1007,8 @@ static const struct tcp_audit_plugin pgsql_plugin = {
 	TCP_AUDIT_PLUGIN_HEADER,
 	.name = "pgsql",
 	.kind = TCP_AUDIT_SINKER,
-	.description = "PostgreSQL: the original's tables (tcp_events, tcp_events_socket_info) "
-		       "and ours, batched with COPY, exactly once across reconnects",
+	.description = "PostgreSQL: one row per event in tcp_audit_events (partitioned by time), "
+		       "the original's tables as views, binary COPY, exactly once across reconnects",
 	.options = pgsql_options,
 	.config_size = sizeof(struct pgsql_config),
 	.sinker_open = pgsql_open,

@@ -114,7 +114,7 @@ class PgsqlSink(unittest.TestCase):
                                 " (SELECT count(*) FROM tcp_events_socket_info),"
                                 " (SELECT count(*) FROM tcp_audit_gaps)"), [["7", "6", "1"]])
 
-    def test_existing_original_tables_are_kept_and_extended(self):
+    def test_the_original_tables_are_migrated(self):
         self.pg.psql(self.db, """
             CREATE TABLE tcp_events (uid TEXT PRIMARY KEY, timestamp TIMESTAMP,
               pid_on_cpu INTEGER, comm_on_cpu TEXT, src_ip INET, dst_ip INET, src_port INTEGER,
@@ -143,22 +143,24 @@ class PgsqlSink(unittest.TestCase):
     def partitions(self):
         return sorted(r[0] for r in self.q(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-            " WHERE i.inhparent IN ('tcp_events'::regclass,"
-            " 'tcp_events_socket_info'::regclass)"))
+            " WHERE i.inhparent = 'tcp_audit_events'::regclass"))
+
+    def indexes(self, table):
+        return sorted(r[0] for r in self.q(
+            "SELECT indexname FROM pg_indexes WHERE tablename = '%s'" % table))
 
     def test_partitioned_by_day(self):
         import datetime
         path = self.dated_lines([10, 1, 0])
         r = run(["--event", "replay", "-p", "path=" + path] + self.sink() + ["-p", "partition=day"])
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertEqual(self.q("SELECT relkind FROM pg_class WHERE relname = 'tcp_events'"),
+        self.assertEqual(self.q("SELECT relkind FROM pg_class WHERE relname = 'tcp_audit_events'"),
                          [["p"]])
         today = datetime.datetime.now(datetime.timezone.utc).date()
         days = sorted((today - datetime.timedelta(days=d)).strftime("%Y%m%d") for d in (10, 1, 0))
-        self.assertEqual(self.partitions(), sorted(["tcp_events_" + d for d in days] +
-                                                   ["tcp_events_socket_info_" + d for d in days]))
-        self.assertEqual(self.q("SELECT count(*) FROM tcp_events_" + days[0]), [["3"]])
-        # the same again (without the option: the store stays partitioned): nothing twice
+        self.assertEqual(self.partitions(), ["tcp_audit_events_" + d for d in days])
+        self.assertEqual(self.q("SELECT count(*) FROM tcp_audit_events_" + days[0]), [["3"]])
+        # the same again (without the option: the store keeps its chunks): nothing twice
         r = run(["--event", "replay", "-p", "path=" + path] + self.sink())
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(self.q("SELECT (SELECT count(*) FROM tcp_events),"
@@ -169,33 +171,74 @@ class PgsqlSink(unittest.TestCase):
         self.pg.psql(self.db, "DELETE FROM tcp_events WHERE seq = 1")
         self.assertEqual(self.q("SELECT count(*) FROM tcp_events_socket_info"), [["5"]])
 
+    def test_hour_chunks_get_their_indexes_when_they_close(self):
+        # events over four hours, then one two hours later: the first four close
+        lines = [sample_line(i, time='"2026-11-25T%02d:%02d:07.%09dZ"' % (i // 10, i % 60, i))
+                 for i in range(1, 40)]
+        # a chunk closes per batch written after it may: four batches more
+        lines += [sample_line(i, time='"2026-11-25T06:00:00.%09dZ"' % i) for i in range(40, 80)]
+        path = os.path.join(self.tmp.name, "hours.jsonl")
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        r = run(["--batch-size", "10", "--event", "replay", "-p", "path=" + path] + self.sink())
+        self.assertEqual(r.returncode, 0, r.stderr)
+        hours = ["tcp_audit_events_20261125%02d" % h for h in (0, 1, 2, 3, 6)]
+        self.assertEqual(self.partitions(), hours)
+        for h in hours[:4]:
+            self.assertIn("indexed the closed chunk %s" % h, r.stderr)
+            for kind in ("_cookie", "_dst", "_owner", "_uid"):
+                self.assertIn(h + kind, self.indexes(h))
+        self.assertNotIn("indexed the closed chunk %s" % hours[4], r.stderr)
+        self.assertFalse([i for i in self.indexes(hours[4]) if i.endswith("_dst")])
+        # lookups on a closed chunk use them
+        uid = self.q("SELECT uid FROM tcp_events WHERE seq = 5")[0][0]
+        plan = self.pg.psql(self.db, "SET enable_seqscan = off; EXPLAIN " +
+                            ORIGINAL_QUERY.replace("WHERE", "WHERE e.uid = '%s' AND" % uid))
+        self.assertIn(hours[0] + "_uid", plan)
+        self.assertEqual(len(self.q(ORIGINAL_QUERY.replace("WHERE",
+                                                           "WHERE e.uid = '%s' AND" % uid))), 1)
+        plan = self.pg.psql(self.db, "SET enable_seqscan = off; EXPLAIN SELECT * FROM"
+                            " tcp_audit_events WHERE daddr = '127.0.0.2' AND dport = 8080")
+        self.assertIn(hours[0] + "_dst", plan)
+        # a restart finds nothing left to index but the open chunk
+        r = run(["--event", "replay", "-p", "path=" + path] + self.sink())
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn("indexed the closed chunk", r.stderr)
+
     def test_retention_drops_old_days(self):
         import datetime
         old = self.dated_lines([10, 0])
         r = run(["--event", "replay", "-p", "path=" + old] + self.sink() + ["-p", "partition=day"])
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertEqual(len(self.partitions()), 4)
+        self.assertEqual(len(self.partitions()), 2)
         r = run(["--event", "replay", "-p", "path=" + self.dated_lines([0])] + self.sink() +
                 ["-p", "retention=5"])
         self.assertEqual(r.returncode, 0, r.stderr)
         gone = (datetime.datetime.now(datetime.timezone.utc).date() -
                 datetime.timedelta(days=10)).strftime("%Y%m%d")
-        self.assertIn("dropped tcp_events_%s (older than 5 days)" % gone, r.stderr)
+        self.assertIn("dropped tcp_audit_events_%s (older than 5 days)" % gone, r.stderr)
         today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d")
-        self.assertEqual(self.partitions(), ["tcp_events_" + today,
-                                             "tcp_events_socket_info_" + today])
+        self.assertEqual(self.partitions(), ["tcp_audit_events_" + today])
         self.assertEqual(self.q("SELECT count(*) FROM tcp_events"), [["7"]])
 
-    def test_partitioning_asked_of_an_unpartitioned_store(self):
+    def test_retention_with_hour_chunks(self):
+        r = run(["--event", "replay", "-p", "path=" + self.dated_lines([3, 0])] + self.sink())
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(len(self.partitions()), 2, r.stderr)
+        r = run(["--event", "replay", "-p", "path=/dev/null"] + self.sink() + ["-p", "retention=2"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(len(self.partitions()), 1, r.stderr)
+        self.assertIn("dropped tcp_audit_events_", r.stderr)
+        self.assertEqual(self.q("SELECT count(*) FROM tcp_events"), [["3"]])
+
+    def test_other_chunks_asked_of_an_existing_store(self):
         self.replay()
         r = run(["--event", "replay", "-p", "path=" + self.inp] + self.sink() +
                 ["-p", "partition=day"])
         self.assertEqual(r.returncode, 2)
-        self.assertIn("tcp_events exists and is not partitioned", r.stderr)
-        r = run(["--event", "replay", "-p", "path=" + self.inp] + self.sink() +
-                ["-p", "retention=30"])
-        self.assertEqual(r.returncode, 2)
-        self.assertIn("retention= needs tables partitioned by day", r.stderr)
+        self.assertIn("tcp_audit_events is in chunks of an hour; partition=day applies to a new"
+                      " database", r.stderr)
+        self.assertEqual(len(r.stderr.splitlines()), 1, r.stderr)
         self.assertEqual(self.q("SELECT count(*) FROM tcp_events"), [["7"]])
 
     def test_server_restart_mid_run_loses_and_duplicates_nothing(self):
@@ -274,6 +317,164 @@ class PgsqlSink(unittest.TestCase):
     def test_missing_database(self):
         err = self.start_error(self.pg.conninfo("no_such_db"))
         self.assertIn('database "no_such_db" does not exist', err)
+
+
+# Schema v1 as tcp-audit 0.1 made it, unpartitioned and partitioned by day.
+V1_TABLES = """
+CREATE TABLE tcp_events (uid TEXT COLLATE "C" PRIMARY KEY, timestamp TIMESTAMP, pid_on_cpu INTEGER,
+ comm_on_cpu TEXT, src_ip INET, dst_ip INET, src_port INTEGER, dst_port INTEGER, old_state TEXT,
+ new_state TEXT);
+CREATE TABLE tcp_events_socket_info (uid TEXT COLLATE "C" PRIMARY KEY,
+ tcp_event_uid TEXT COLLATE "C", id TEXT, inode INTEGER, user_id INTEGER, group_id INTEGER,
+ state TEXT, CONSTRAINT fk_tcp_events FOREIGN KEY(tcp_event_uid) REFERENCES tcp_events(uid)
+ ON DELETE CASCADE);
+"""
+V1_PARTITIONED_TABLES = """
+CREATE TABLE tcp_events (uid TEXT COLLATE "C", timestamp TIMESTAMP NOT NULL, pid_on_cpu INTEGER,
+ comm_on_cpu TEXT, src_ip INET, dst_ip INET, src_port INTEGER, dst_port INTEGER,
+ old_state TEXT, new_state TEXT, PRIMARY KEY (uid, timestamp)) PARTITION BY RANGE (timestamp);
+CREATE TABLE tcp_events_socket_info (uid TEXT COLLATE "C", tcp_event_uid TEXT COLLATE "C",
+ id TEXT, inode INTEGER, user_id INTEGER, group_id INTEGER, state TEXT,
+ timestamp TIMESTAMP NOT NULL, PRIMARY KEY (uid, timestamp),
+ CONSTRAINT fk_tcp_events FOREIGN KEY (tcp_event_uid, timestamp)
+ REFERENCES tcp_events (uid, timestamp) ON DELETE CASCADE) PARTITION BY RANGE (timestamp);
+CREATE TABLE tcp_events_20261124 PARTITION OF tcp_events
+ FOR VALUES FROM ('2026-11-24') TO ('2026-11-25');
+CREATE TABLE tcp_events_20261125 PARTITION OF tcp_events
+ FOR VALUES FROM ('2026-11-25') TO ('2026-11-26');
+CREATE TABLE tcp_events_socket_info_20261124 PARTITION OF tcp_events_socket_info
+ FOR VALUES FROM ('2026-11-24') TO ('2026-11-25');
+CREATE TABLE tcp_events_socket_info_20261125 PARTITION OF tcp_events_socket_info
+ FOR VALUES FROM ('2026-11-25') TO ('2026-11-26');
+"""
+V1_REST = """
+ALTER TABLE tcp_events_socket_info ALTER COLUMN inode TYPE BIGINT,
+ ALTER COLUMN user_id TYPE BIGINT, ALTER COLUMN group_id TYPE BIGINT;
+ALTER TABLE tcp_events ADD COLUMN time_ns BIGINT, ADD COLUMN family TEXT,
+ ADD COLUMN tid_on_cpu INTEGER, ADD COLUMN owner_pid INTEGER, ADD COLUMN owner_uid BIGINT,
+ ADD COLUMN owner_comm TEXT, ADD COLUMN sock_cookie BIGINT, ADD COLUMN netns BIGINT,
+ ADD COLUMN cgroup_id BIGINT, ADD COLUMN host TEXT, ADD COLUMN seq BIGINT, ADD COLUMN ktime BIGINT;
+CREATE TABLE tcp_audit_gaps (uid TEXT COLLATE "C" PRIMARY KEY, timestamp TIMESTAMP,
+ time_ns BIGINT, host TEXT, stage TEXT, lost BIGINT, seq BIGINT, ktime BIGINT);
+CREATE INDEX tcp_events_timestamp ON tcp_events(timestamp);
+CREATE INDEX tcp_events_dst ON tcp_events(dst_ip, dst_port);
+CREATE INDEX tcp_events_cookie ON tcp_events(sock_cookie);
+CREATE INDEX tcp_events_owner ON tcp_events(owner_pid);
+CREATE INDEX tcp_events_socket_info_event ON tcp_events_socket_info(tcp_event_uid);
+CREATE TABLE tcp_audit_schema (version INTEGER NOT NULL);
+INSERT INTO tcp_audit_schema VALUES (1);
+"""
+# n v1 events spread over two days from 2026-11-24 (UTC), two thirds with socket info,
+# every 7th IPv6, and a gap record
+V1_FILL = """
+INSERT INTO tcp_events SELECT
+ lpad(to_hex(t >> 32), 8, '0') || '-' || lpad(to_hex((t >> 16) & 65535), 4, '0') || '-' ||
+ lpad(to_hex(t & 65535), 4, '0') || '-' || lpad(to_hex(i & 65535), 4, '0') || '-' ||
+ lpad(to_hex((i * 2654435761) & 281474976710655), 12, '0'),
+ '1970-01-01'::timestamp + ((t + 500) / 1000) * interval '1 microsecond',
+ 1000 + i %% 50, 'proc' || (i %% 50),
+ CASE WHEN i %% 7 = 0 THEN '::1'::inet ELSE ('10.0.0.' || (i %% 200))::inet END,
+ CASE WHEN i %% 7 = 0 THEN ('2001:db8::' || (i %% 90))::inet ELSE ('10.1.0.' || (i %% 250))::inet END,
+ 30000 + i %% 30000, 80 + i %% 3,
+ CASE i %% 3 WHEN 0 THEN 'CLOSED' WHEN 1 THEN 'SYN-SENT' ELSE 'ESTABLISHED' END,
+ CASE i %% 3 WHEN 0 THEN 'SYN-SENT' WHEN 1 THEN 'ESTABLISHED' ELSE 'FIN-WAIT-1' END,
+ t, CASE WHEN i %% 7 = 0 THEN 'inet6' ELSE 'inet' END, 2000 + i %% 50,
+ CASE WHEN i %% 5 = 0 THEN NULL ELSE 1000 + i %% 50 END, CASE WHEN i %% 5 = 0 THEN NULL ELSE 0 END,
+ CASE WHEN i %% 5 = 0 THEN NULL ELSE 'owner' || (i %% 50) END, 5000 + i / 5, 4026531840, 7,
+ 'v1-host', i, 100000 + i
+FROM (SELECT i, 1795478400000000000 + i * (172000000000000 / %(n)d) AS t
+      FROM generate_series(1, %(n)d) i) x;
+INSERT INTO tcp_events_socket_info SELECT 'info-' || uid, uid, to_hex(sock_cookie),
+ 70000 + seq, 1000, 1001, 'CONNECTED' %(info_ts)s FROM tcp_events WHERE seq %% 3 <> 0;
+INSERT INTO tcp_audit_gaps VALUES ('18eb26d8-53eb-6000-0000-000000000001',
+ '2026-11-25 01:53:07.5', 1795571587500000000, 'v1-host', 'kernel', 42, NULL, NULL);
+"""
+SAMPLE = ("SELECT e.uid, e.timestamp, e.pid_on_cpu, e.comm_on_cpu, e.src_ip, e.dst_ip, e.src_port,"
+          " e.dst_port, e.old_state, e.new_state, e.time_ns, e.family, e.tid_on_cpu, e.owner_pid,"
+          " e.owner_uid, e.owner_comm, e.sock_cookie, e.netns, e.cgroup_id, e.host, e.seq,"
+          " e.ktime, s.tcp_event_uid, s.id, s.inode, s.user_id, s.group_id, s.state"
+          " FROM tcp_events e LEFT JOIN tcp_events_socket_info s ON s.tcp_event_uid = e.uid"
+          " WHERE e.seq %% %d = 1 AND e.host = 'v1-host' ORDER BY e.uid")
+
+
+@unittest.skipUnless(pgserver.available(), "needs root and the postgresql package")
+class PgsqlMigration(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.pg = pgserver.PostgresServer(durable=True)
+        cls.pg.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.pg.cleanup()
+
+    def make_v1(self, db, n, partitioned):
+        self.pg.createdb(db)
+        self.pg.psql(db, (V1_PARTITIONED_TABLES if partitioned else V1_TABLES) + V1_REST)
+        self.pg.psql(db, V1_FILL % {"n": n, "info_ts": ", timestamp" if partitioned else ""})
+
+    def migrate(self, db, n, partitioned, *options):
+        before = self.pg.psql(db, SAMPLE % (n // 97))
+        gaps = self.pg.psql(db, "SELECT uid, timestamp, time_ns, host, stage, lost"
+                                " FROM tcp_audit_gaps")
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        inp = os.path.join(tmp.name, "in.jsonl")
+        with open(inp, "w") as f:
+            f.write("\n".join(store_lines()) + "\n")
+        r = run(["--event", "replay", "-p", "path=" + inp, "--sink", "pgsql", "-p",
+                 "conninfo=" + self.pg.conninfo(db)] + list(options), timeout=900)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("migrating %d events from schema v1 to v2" % n, r.stderr)
+        self.assertIn("migrated %d of %d events (100%%)" % (n, n), r.stderr)
+        after = self.pg.psql(db, SAMPLE % (n // 97))
+        self.assertGreater(after.count("\n"), 90)
+        self.assertEqual(after, before)
+        q = lambda sql: self.pg.psql(db, sql).strip()  # noqa: E731
+        self.assertEqual(q("SELECT count(*) FROM tcp_events"), str(n + 7))
+        self.assertEqual(q("SELECT count(*) FROM tcp_events_socket_info"), str(n - n // 3 + 6))
+        self.assertIn(gaps.strip(), q("SELECT uid, timestamp, time_ns, host, stage, lost"
+                                      " FROM tcp_audit_gaps"))
+        self.assertEqual(q("SELECT string_agg(relname, ',' ORDER BY relname) FROM pg_class"
+                           " WHERE relname IN ('tcp_events', 'tcp_events_socket_info',"
+                           " 'tcp_audit_gaps') AND relkind = 'v'"),
+                         "tcp_audit_gaps,tcp_events,tcp_events_socket_info")
+        self.assertEqual(q("SELECT version, chunk FROM tcp_audit_schema"),
+                         "2|" + ("day" if partitioned else "hour"))
+        # the uids were kept: the same events again store nothing new
+        r = run(["--event", "replay", "-p", "path=" + inp, "--sink", "pgsql", "-p",
+                 "conninfo=" + self.pg.conninfo(db)])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(q("SELECT count(*) FROM tcp_events"), str(n + 7))
+        return r.stderr
+
+    def test_v1_partitioned_database_of_1m_events(self):
+        n = 20000 if tcpaudit.WRAPPER else 1000000  # under valgrind, a smaller one
+        self.make_v1("v1p", n, True)
+        self.migrate("v1p", n, True)
+        self.assertEqual(self.pg.psql("v1p", "SELECT string_agg(c.relname, ',' ORDER BY 1)"
+                                      " FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                                      " WHERE i.inhparent = 'tcp_audit_events'::regclass").strip(),
+                         "tcp_audit_events_20261124,tcp_audit_events_20261125")
+
+    def test_v1_database_into_hour_chunks(self):
+        self.make_v1("v1h", 5000, False)
+        err = self.migrate("v1h", 5000, False)
+        # the old chunks close as new events come: one is indexed after the first batch
+        self.assertIn("indexed the closed chunk tcp_audit_events_20261124", err)
+
+    def test_kill_9_during_migration_leaves_v1_whole(self):
+        n = 20000 if tcpaudit.WRAPPER else 300000
+        self.make_v1("v1k", n, False)
+        with Running(["--event", "replay", "-p", "path=/dev/null", "--sink", "pgsql", "-p",
+                      "conninfo=" + self.pg.conninfo("v1k")], wait_started=False) as t:
+            t.wait_for_log("migrating %d events" % n, timeout=300)
+            t.proc.kill()
+            t.wait()
+        time.sleep(0.5)  # the server ends the dead session's transaction
+        self.assertEqual(self.pg.psql("v1k", "SELECT version FROM tcp_audit_schema").strip(), "1")
+        self.assertEqual(self.pg.psql("v1k", "SELECT count(*) FROM tcp_events").strip(), str(n))
+        self.assertEqual(self.pg.psql("v1k", "SELECT to_regclass('tcp_audit_events')").strip(), "")
 
 
 if __name__ == "__main__":

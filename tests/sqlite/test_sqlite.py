@@ -79,8 +79,10 @@ class SqliteSink(unittest.TestCase):
                          " ON s.tcp_event_uid = e.uid ORDER BY e.seq")
         self.assertEqual([r[0] for r in info], [1, 2, 3, 4, 5, 6])
         self.assertEqual(info[0][1:], (b"%x" % 1001, 50001, 1000, 1000, b"CONNECTING"))
-        uids = self.rows("SELECT uid FROM tcp_events UNION ALL SELECT uid FROM"
-                         " tcp_events_socket_info")
+        # the socket info is part of its event: the same uid
+        self.assertEqual(self.rows("SELECT count(*) FROM tcp_events_socket_info"
+                                   " WHERE uid <> tcp_event_uid"), [(0,)])
+        uids = self.rows("SELECT uid FROM tcp_events")
         self.assertEqual(len({u[0] for u in uids}), len(uids))
         for (u,) in uids:
             self.assertRegex(u.decode(), r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-"
@@ -100,7 +102,7 @@ class SqliteSink(unittest.TestCase):
 
     def test_schema_version(self):
         self.replay()
-        self.assertEqual(self.rows("PRAGMA user_version"), [(1,)])
+        self.assertEqual(self.rows("PRAGMA user_version"), [(2,)])
         self.assertEqual(self.rows("PRAGMA journal_mode"), [(b"wal",)])
         with sqlite3.connect(self.db) as db:
             db.execute("PRAGMA user_version = 99")
@@ -155,6 +157,175 @@ class SqliteSink(unittest.TestCase):
                 self.assertEqual(len(r.stderr.splitlines()), 1, r.stderr)
                 self.assertIn(msg, r.stderr)
 
+    def test_default_path_is_in_the_state_directory(self):
+        env = dict(os.environ, STATE_DIRECTORY=os.path.join(self.tmp.name, "state"))
+        r = run(["--event", "replay", "-p", "path=" + self.inp, "--sink", "sqlite"], env=env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.db = os.path.join(self.tmp.name, "state", "tcp-audit.db")
+        self.assertEqual(self.rows("SELECT count(*) FROM tcp_events"), [(7,)])
+        self.assertEqual(stat.S_IMODE(os.stat(os.path.dirname(self.db)).st_mode), 0o750)
+
+    def test_view_value_forms(self):
+        lines = [sample_line(1, time='"2026-11-25T01:53:07.000000009Z"', sock_cookie="255",
+                             old_state='"NEW-SYN-RECV"', new_state='"TIME-WAIT"',
+                             sock_state='"DISCONNECTING"'),
+                 sample_line(2, sock_cookie=str(2**64 - 1), family='"inet6"',
+                             saddr='"::ffff:10.0.0.1"', daddr='"fe80::1"')]
+        with open(self.inp, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        self.replay()
+        self.assertEqual(self.rows(
+            "SELECT timestamp, old_state, new_state, src_ip, dst_ip, family, sock_cookie"
+            " FROM tcp_events ORDER BY seq"),
+            [(b"2026-11-25 01:53:07.000000009", b"NEW-SYN-RECV", b"TIME-WAIT", b"127.0.0.1",
+              b"127.0.0.2", b"inet", 255),
+             (b"2026-11-25 01:53:07.000000002", b"CLOSED", b"SYN-SENT", b"::ffff:10.0.0.1",
+              b"fe80::1", b"inet6", -1)])
+        self.assertEqual(self.rows("SELECT id, state FROM tcp_events_socket_info ORDER BY inode"),
+                         [(b"ff", b"DISCONNECTING"), (b"ffffffffffffffff", b"CONNECTING")])
+        # a state the kernel adds later keeps its number
+        with sqlite3.connect(self.db) as db:
+            db.execute("UPDATE tcp_audit_events SET new_state = 99 WHERE seq = 1")
+        self.assertEqual(self.rows("SELECT new_state FROM tcp_events WHERE seq = 1"), [(b"99",)])
+
+    def test_time_range_by_uid_uses_the_key(self):
+        self.replay()
+        # the README's way of asking for a time range: a range of uids
+        t0, t1 = 1795571587000000002, 1795571587000000004
+        sql = ("SELECT seq FROM tcp_audit_events WHERE uid >= printf('%08x-%04x-%04x', ?1 >> 32,"
+               " (?1 >> 16) & 65535, ?1 & 65535) AND uid < printf('%08x-%04x-%04x', (?2 + 1) >> 32,"
+               " ((?2 + 1) >> 16) & 65535, (?2 + 1) & 65535) ORDER BY uid")
+        with sqlite3.connect(self.db) as db:
+            self.assertEqual([r[0] for r in db.execute(sql, (t0, t1))], [2, 3, 4])
+            plan = " ".join(str(r) for r in db.execute("EXPLAIN QUERY PLAN " + sql, (t0, t1)))
+        self.assertIn("USING PRIMARY KEY", plan)
+        # the original's join for one uid uses it too
+        with sqlite3.connect(self.db) as db:
+            plan = " ".join(str(r) for r in db.execute(
+                "EXPLAIN QUERY PLAN " + ORIGINAL_QUERY.replace("WHERE", "WHERE e.uid = 'x' AND")))
+        self.assertNotIn("SCAN", plan)
+
+
+# Schema v1 as tcp-audit 0.1 made it (tests/sqlite: a v1 file of 1M events).
+V1_SCHEMA = """
+CREATE TABLE tcp_events (uid TEXT PRIMARY KEY, timestamp TEXT NOT NULL, pid_on_cpu INTEGER,
+ comm_on_cpu TEXT, src_ip TEXT, dst_ip TEXT, src_port INTEGER, dst_port INTEGER,
+ old_state TEXT, new_state TEXT, time_ns INTEGER NOT NULL, family TEXT, tid_on_cpu INTEGER,
+ owner_pid INTEGER, owner_uid INTEGER, owner_comm TEXT, sock_cookie INTEGER, netns INTEGER,
+ cgroup_id INTEGER, host TEXT, seq INTEGER, ktime INTEGER);
+CREATE TABLE tcp_events_socket_info (uid TEXT PRIMARY KEY, tcp_event_uid TEXT, id TEXT,
+ inode INTEGER, user_id INTEGER, group_id INTEGER, state TEXT,
+ CONSTRAINT fk_tcp_events FOREIGN KEY(tcp_event_uid) REFERENCES tcp_events(uid)
+ ON DELETE CASCADE);
+CREATE TABLE tcp_audit_gaps (uid TEXT PRIMARY KEY, timestamp TEXT NOT NULL,
+ time_ns INTEGER NOT NULL, host TEXT, stage TEXT, lost INTEGER, seq INTEGER, ktime INTEGER);
+CREATE INDEX tcp_events_timestamp ON tcp_events(timestamp);
+CREATE INDEX tcp_events_dst ON tcp_events(dst_ip, dst_port);
+CREATE INDEX tcp_events_cookie ON tcp_events(sock_cookie);
+CREATE INDEX tcp_events_owner ON tcp_events(owner_pid);
+CREATE INDEX tcp_events_socket_info_event ON tcp_events_socket_info(tcp_event_uid);
+PRAGMA user_version = 1;
+"""
+
+# n v1 events 1 us apart from T0, two thirds with socket info, every 7th IPv6
+V1_FILL = """
+WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < :n)
+INSERT INTO tcp_events SELECT
+ printf('%08x-%04x-%04x-%04x-%012x', t >> 32, (t >> 16) & 65535, t & 65535, i & 65535,
+        (i * 2654435761) & 281474976710655),
+ strftime('%Y-%m-%d %H:%M:%S', t / 1000000000, 'unixepoch') || printf('.%09d', t % 1000000000),
+ 1000 + i % 50, 'proc' || (i % 50), CASE WHEN i % 7 = 0 THEN '::1' ELSE '10.0.0.' || (i % 200) END,
+ CASE WHEN i % 7 = 0 THEN '2001:db8::' || (i % 90) ELSE '10.1.0.' || (i % 250) END,
+ 30000 + i % 30000, 80 + i % 3,
+ CASE i % 3 WHEN 0 THEN 'CLOSED' WHEN 1 THEN 'SYN-SENT' ELSE 'ESTABLISHED' END,
+ CASE i % 3 WHEN 0 THEN 'SYN-SENT' WHEN 1 THEN 'ESTABLISHED' ELSE 'FIN-WAIT-1' END,
+ t, CASE WHEN i % 7 = 0 THEN 'inet6' ELSE 'inet' END, 2000 + i % 50,
+ CASE WHEN i % 5 = 0 THEN NULL ELSE 1000 + i % 50 END, CASE WHEN i % 5 = 0 THEN NULL ELSE 0 END,
+ CASE WHEN i % 5 = 0 THEN NULL ELSE 'owner' || (i % 50) END, 5000 + i / 5, 4026531840, 7,
+ 'v1-host', i, 100000 + i
+FROM (SELECT i, 1795571587000000000 + i * 1000 AS t FROM c);
+INSERT INTO tcp_events_socket_info SELECT 'info-' || uid, uid, printf('%x', sock_cookie),
+ 70000 + seq, 1000, 1001, 'CONNECTED' FROM tcp_events WHERE seq % 3 <> 0;
+INSERT INTO tcp_audit_gaps VALUES ('18eb26d8-53eb-6000-0000-000000000001',
+ '2026-11-25 01:53:07.500000000', 1795571587500000000, 'v1-host', 'kernel', 42, NULL, NULL);
+"""
+
+
+class SqliteMigration(unittest.TestCase):
+    N = 20000 if tcpaudit.WRAPPER else 1000000  # under valgrind, a smaller file
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.db = os.path.join(self.tmp.name, "v1.db")
+        with sqlite3.connect(self.db) as db:
+            db.executescript(V1_SCHEMA)
+            db.execute("PRAGMA journal_mode = WAL")
+            db.executescript(V1_FILL.replace(":n", str(self.N)))
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def query(self, sql):
+        with sqlite3.connect(self.db) as db:
+            return db.execute(sql).fetchall()
+
+    def test_v1_file_is_migrated_in_place(self):
+        sample = ("SELECT e.uid, e.timestamp, e.pid_on_cpu, e.comm_on_cpu, e.src_ip, e.dst_ip,"
+                  " e.src_port, e.dst_port, e.old_state, e.new_state, e.time_ns, e.family,"
+                  " e.tid_on_cpu, e.owner_pid, e.owner_uid, e.owner_comm, e.sock_cookie,"
+                  " e.netns, e.cgroup_id, e.host, e.seq, e.ktime, s.id, s.inode, s.user_id,"
+                  " s.group_id, s.state FROM tcp_events e LEFT JOIN tcp_events_socket_info s"
+                  " ON s.tcp_event_uid = e.uid WHERE e.seq %% 9973 = 1 AND e.host = 'v1-host'"
+                  " ORDER BY e.uid")
+        before = self.query(sample % ())
+        gaps = self.query("SELECT uid, timestamp, time_ns, host, stage, lost FROM tcp_audit_gaps")
+        inp = os.path.join(self.tmp.name, "in.jsonl")
+        with open(inp, "w") as f:
+            f.write("\n".join(store_lines()) + "\n")
+        r = run(["--event", "replay", "-p", "path=" + inp, "--sink", "sqlite", "-p",
+                 "path=" + self.db], timeout=600)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("migrating %d events from schema v1 to v2" % self.N, r.stderr)
+        if self.N >= 200000:  # slices of 100000
+            self.assertIn("migrated 100000 of %d events (%d%%)" % (self.N, 10**7 // self.N),
+                          r.stderr)
+        self.assertIn("migrated %d of %d events (100%%)" % (self.N, self.N), r.stderr)
+        self.assertEqual(self.query("PRAGMA user_version"), [(2,)])
+        self.assertEqual(sorted(r[0] for r in self.query(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")), ["tcp_audit_events"])
+        # every v1 event, unchanged as the original's queries see it (the socket
+        # info's own uid excepted: it is now its event's), and the new ones after
+        after = self.query(sample % ())
+        self.assertEqual(len(after), len(before))
+        self.assertEqual(after, before)
+        self.assertEqual(self.query("SELECT count(*) FROM tcp_events"), [(self.N + 7,)])
+        self.assertEqual(self.query("SELECT count(*) FROM tcp_events_socket_info"),
+                         [(self.N - self.N // 3 + 6,)])
+        self.assertEqual(self.query("SELECT uid, timestamp, time_ns, host, stage, lost"
+                                    " FROM tcp_audit_gaps ORDER BY time_ns")[0], gaps[0])
+        self.assertEqual(self.query("PRAGMA integrity_check"), [("ok",)])
+        # uids were kept: the same events again store nothing new
+        r = run(["--event", "replay", "-p", "path=" + inp, "--sink", "sqlite", "-p",
+                 "path=" + self.db])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.query("SELECT count(*) FROM tcp_events"), [(self.N + 7,)])
+
+    def test_kill_9_during_migration_leaves_v1_whole(self):
+        with tcpaudit.Running(["--event", "replay", "-p", "path=/dev/null", "--sink", "sqlite",
+                               "-p", "path=" + self.db], wait_started=False) as t:
+            t.wait_for_log("migrating %d events" % self.N, timeout=300)
+            if self.N >= 200000:
+                t.wait_for_log("migrated 100000 of", timeout=300)
+            t.proc.kill()
+            t.wait()
+        self.assertEqual(self.query("PRAGMA user_version"), [(1,)])
+        self.assertEqual(self.query("SELECT count(*) FROM tcp_events"), [(self.N,)])
+        self.assertEqual(self.query("SELECT count(*) FROM sqlite_master"
+                                    " WHERE name = 'tcp_audit_events'"), [(0,)])
+        r = run(["--event", "replay", "-p", "path=/dev/null", "--sink", "sqlite", "-p",
+                 "path=" + self.db], timeout=600)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.query("SELECT count(*) FROM tcp_events"), [(self.N,)])
 
 if __name__ == "__main__":
     tcpaudit.main()
