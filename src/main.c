@@ -11,10 +11,12 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -649,6 +651,28 @@ static int choose_spool(struct cli *cli, bool is_auto)
 	return 0;
 }
 
+/*
+ * --user with the default spool: a state directory that does not exist yet
+ * is made here, as root, and given to the user (as systemd gives a unit's
+ * StateDirectory= to its User=).  One that exists is left as it is.
+ */
+static int prepare_state_directory(struct cli *cli)
+{
+	char dir[PATH_MAX];
+	struct stat st;
+	struct passwd *pw;
+
+	if (!cli->user || cli->spool_dir != cli->default_spool)
+		return 0;
+	if (state_path(NULL, dir, sizeof(dir)) < 0 || stat(dir, &st) == 0 ||
+	    !(pw = getpwnam(cli->user)))
+		return 0; /* an unknown user is reported when privileges are dropped */
+	if (mkdir(dir, 0750) < 0 || chown(dir, pw->pw_uid, pw->pw_gid) < 0)
+		return usage_error("cannot make %s for user %s (the default spool): %s", dir,
+				   cli->user, strerror(errno));
+	return 0;
+}
+
 static int open_spool(struct cli *cli, const char *host, struct spool **spool)
 {
 	const char *labels[MAX_SINKS];
@@ -717,7 +741,7 @@ static int run(struct cli *cli)
 	 */
 	if (!cli->user && (status = open_sinks(cli)))
 		goto close_all;
-	if ((status = open_eventer(cli, is_auto)))
+	if ((status = prepare_state_directory(cli)) || (status = open_eventer(cli, is_auto)))
 		goto close_all;
 	if ((status = drop_privileges(cli)))
 		goto close_all;

@@ -284,8 +284,11 @@ class Capture(unittest.TestCase):
         os.chown(d, nobody.pw_uid, nobody.pw_gid)
         out = os.path.join(d, "events.jsonl")
         port = free_port()
+        # the default spool's state directory, made for nobody
+        state = os.path.join(self.tmp.name, "state")
+        env = dict(os.environ, STATE_DIRECTORY=state)
         with Running(["--event", EVENTER, "-p", "ports=%d" % port, "--user", "nobody",
-                      "--sink", "jsonl", "-p", "path=" + out]) as t:
+                      "--sink", "jsonl", "-p", "path=" + out], env=env) as t:
             st = self.proc_status(t.proc.pid)
             server = self.peer("ta-server", "server", "4", port)
             self.assertEqual(server.stdout.readline().strip(), "listening")
@@ -304,6 +307,7 @@ class Capture(unittest.TestCase):
         for which in ("CapEff", "CapPrm", "CapBnd"):
             self.assertEqual(int(st[which], 16), kept, which)
         self.assertEqual(os.stat(out).st_uid, nobody.pw_uid)
+        self.assertEqual(os.stat(os.path.join(state, "spool")).st_uid, nobody.pw_uid)
         # and capture still works, stats and close included
         with open(out) as f:
             events = [json.loads(l) for l in f]

@@ -228,6 +228,43 @@ class Spool(unittest.TestCase):
             self.assertIn("is in use by another tcp-audit (pid %d)" % t.proc.pid, r.stderr)
             t.stop(signal.SIGTERM)
 
+    def test_on_by_default_in_the_state_directory_and_kill_9_loses_nothing(self):
+        state = self.path("state")
+        env = dict(os.environ, STATE_DIRECTORY=state)
+        default_spool = os.path.join(state, "spool")
+        open(self.down, "w").close()
+        with Running(["--event", SYNTH, "-p", "count=0", "-p", "interval_ms=1", "-p",
+                      "per_read=50"] + self.faulty(), env=env) as t:
+            wait_until(lambda: t.counters()["events read"] >= 3000, what="3000 events read")
+            self.assertTrue(glob.glob(os.path.join(default_spool, "*.spool")))
+            self.assertEqual(t.counters()["backlog peak"], 0)  # nothing held in memory
+            t.proc.kill()
+            t.proc.wait()
+        self.assertEqual(lines(self.path("a")), [])
+        os.unlink(self.down)
+        # the next start with that spool gets every event read before the kill, in order
+        r = run(["--spool", default_spool, "--event", "replay", "-p", "path=/dev/null"] +
+                self.faulty())
+        self.assertEqual(r.returncode, 0, r.stderr)
+        a = [int(x) for x in lines(self.path("a"))]
+        self.assertGreaterEqual(len(a), 3000)
+        self.assertEqual(a, list(range(1, len(a) + 1)))
+
+    def test_not_by_default_for_a_file_nor_with_none(self):
+        state = self.path("state")
+        env = dict(os.environ, STATE_DIRECTORY=state)
+        inp = self.path("in.jsonl")
+        with open(inp, "w") as f:
+            f.write("\n".join(tcpaudit.sample_line(i) for i in range(1, 101)) + "\n")
+        r = run(["--event", "replay", "-p", "path=" + inp] + self.faulty(down=False), env=env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(summary(r.stderr)["sink faulty written"], 100)
+        r = run(["--spool", "none", "--event", SYNTH, "-p", "count=100"] +
+                self.faulty("b", down=False), env=env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(lines(self.path("b")), [str(i) for i in range(1, 101)])
+        self.assertFalse(os.path.exists(os.path.join(state, "spool")))
+
     def test_option_mistakes(self):
         for args, msg in [
             (["--spool-size", "10"], "--spool-size: \"10\" is not a size of at least 1M"),
