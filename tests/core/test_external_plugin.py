@@ -58,7 +58,11 @@ static void c_close(void *self)
 }
 
 static const struct tcp_audit_plugin plugin = {
+#ifdef OLD_DESCRIPTOR /* as a plugin built for tcp-audit 0.1 fills it: no flags */
+	.abi_version = TCP_AUDIT_ABI_VERSION, .struct_size = TCP_AUDIT_PLUGIN_MIN_SIZE,
+#else
 	TCP_AUDIT_PLUGIN_HEADER,
+#endif
 	.name = "counter", .kind = TCP_AUDIT_SINKER, .description = "counts events",
 	.options = opts, .config_size = sizeof(struct cfg),
 	.sinker_open = c_open, .sinker_write = c_write, .sinker_close = c_close,
@@ -111,10 +115,13 @@ class ExternalPlugin(unittest.TestCase):
         with open(src, "w") as f:
             f.write(PLUGIN_SOURCE)
         so = os.path.join(self.tmp.name, "tcp-audit-counter-sink.so")
-        r = subprocess.run(["cc", "-std=gnu17", "-Wall", "-Wextra", "-Werror", "-shared",
-                            "-fPIC", "-fvisibility=hidden", "-o", so, src] + cflags,
-                           capture_output=True, text=True)
-        self.assertEqual(r.returncode, 0, r.stderr)
+        old = os.path.join(self.tmp.name, "old", "tcp-audit-counter-sink.so")
+        os.makedirs(os.path.dirname(old), exist_ok=True)
+        for out, extra in ((so, []), (old, ["-DOLD_DESCRIPTOR"])):
+            r = subprocess.run(["cc", "-std=gnu17", "-Wall", "-Wextra", "-Werror", "-shared",
+                                "-fPIC", "-fvisibility=hidden", "-o", out, src] + extra + cflags,
+                               capture_output=True, text=True)
+            self.assertEqual(r.returncode, 0, r.stderr)
         exported = subprocess.run(["nm", "-D", "--defined-only", so], capture_output=True,
                                   text=True).stdout
         self.assertIn("tcp_audit_plugin_entry", exported)
@@ -142,6 +149,13 @@ class ExternalPlugin(unittest.TestCase):
                            capture_output=True, text=True, timeout=60)
         self.assertEqual(r.returncode, 2)
         self.assertIn('option "every": 0 is out of range (1 to 100)', r.stderr)
+        # a plugin whose descriptor ends before flags (built for 0.1) loads and runs too
+        r = subprocess.run([exe, "--event", "replay", "-p", "path=" + inp, "--sink", old,
+                            "-p", "path=" + count], env=env, capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(count) as f:
+            self.assertEqual(f.read(), "100\n")
 
 
 if __name__ == "__main__":
