@@ -88,8 +88,9 @@ static void usage(FILE *f)
 		"\n"
 		"Plugins:\n"
 		"  --event NAME|PATH   where events come from (default: auto = bpf, else tracefs)\n"
-		"  --sink NAME|PATH    where events go; repeat for several (default: sqlite, plus a\n"
-		"                      line per event on stdout when it is a terminal)\n"
+		"  --sink NAME|PATH    where events go; repeat for several (default: sqlite, in\n"
+		"                      $STATE_DIRECTORY/tcp-audit.db, else %s/tcp-audit.db,\n"
+		"                      plus a line per event on stdout when it is a terminal)\n"
 		"  -p, --param KEY=VALUE\n"
 		"                      an option of the --event or --sink just before it\n"
 		"  --list-plugins      list the plugins found, with their options\n"
@@ -102,11 +103,13 @@ static void usage(FILE *f)
 		"Pipeline:\n"
 		"  --max-errors N      consecutive failures of one plugin that stop the run\n"
 		"                      (default %d; exit status 1)\n"
-		"  --queue-size N      events held between the eventer and the sinks (default %d)\n"
-		"  --backlog N         more events held in memory (256 bytes each) while a sink is a\n"
-		"                      whole queue behind (default %ld, freed as it drains; 0: none);\n"
-		"                      past it, reading waits and the kernel's buffer takes the rest\n"
 		"  --batch-size N      most events per read and per sink write (default %d)\n"
+		"  --queue-size N      with --spool none: events held between the eventer and the\n"
+		"                      sinks (default %d)\n"
+		"  --backlog N         with --spool none: more events held in memory (256 bytes\n"
+		"                      each) while a sink is a whole queue behind (default %ld,\n"
+		"                      freed as it drains; 0: none); past it, reading waits and\n"
+		"                      the kernel's buffer takes the rest\n"
 		"\n"
 		"Spool (nothing lost when a sink is down or tcp-audit is killed):\n"
 		"  --spool DIR|none    every event goes to files in DIR first; each sink reads\n"
@@ -114,8 +117,8 @@ static void usage(FILE *f)
 		"                      a sink that is down holds back no other, memory does not\n"
 		"                      grow with a burst, and the next start delivers what a sink\n"
 		"                      had not stored.  Default: $STATE_DIRECTORY/spool, else\n"
-		"                      %s/spool (none for an eventer that reads a file,\n"
-		"                      such as replay).  none: events wait in memory\n"
+		"                      %s/spool (none for an eventer that reads\n"
+		"                      a file, such as replay).  none: events wait in memory\n"
 		"                      (--queue-size, --backlog) and are lost with the process\n"
 		"  --spool-size SIZE   cap on DIR's files, K/M/G suffixes (default 1G, at least 1M)\n"
 		"  --spool-on-full block|drop_oldest\n"
@@ -150,8 +153,8 @@ static void usage(FILE *f)
 		"  tcp-audit --event bpf --sink jsonl -p path=/var/log/tcp-audit.jsonl\n"
 		"  tcp-audit --event bpf --sink sqlite --sink pgsql -p conninfo='dbname=audit'\n"
 		"  tcp-audit --event replay -p path=events.jsonl --sink sqlite -p path=events.db\n",
-		plugin_search_path(), DEFAULT_MAX_ERRORS, DEFAULT_QUEUE_SIZE, DEFAULT_BACKLOG,
-		DEFAULT_BATCH_SIZE, DEFAULT_STATE_DIRECTORY, DEFAULT_STOP_GRACE_S);
+		DEFAULT_STATE_DIRECTORY, plugin_search_path(), DEFAULT_MAX_ERRORS, DEFAULT_BATCH_SIZE, DEFAULT_QUEUE_SIZE,
+		DEFAULT_BACKLOG, DEFAULT_STATE_DIRECTORY, DEFAULT_STOP_GRACE_S);
 }
 
 __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
