@@ -1,25 +1,62 @@
 #!/usr/bin/env python3
-"""The tcp-audit benchmark: completeness and overhead side by side, in one run.
+"""The tcp-audit benchmark: capture, burst, sink throughput and lookups, in one run.
 
-For each eventer (bpf, tracefs) and sink (jsonl to a file, sqlite, pgsql) it
-alternates untraced and traced rounds of the loopback load generator and
-reports medians:
-  completeness  events captured for the generator's port / events it caused
-  overhead      the generator's connection rate traced / untraced
-  CPU           tcp-audit's user+system CPU time per million events captured
-  RSS           tcp-audit's peak resident set
-  loss          the loss counters of tcp-audit's exit summary
-Then sink throughput: a replay of a generated file of --replay-events events
-into each sink (rows/s), and for pgsql the original's one-INSERT-per-event way
-on the same server.
+Sections (--sections, all by default; each can run alone):
+
+capture  For each load -- the load generator's two shapes (fin: the client
+         closes first, the server after reading its FIN, and connect() spends
+         most of the time finding a reusable port: 65-130 us of CPU per
+         connection; busy: connect, accept, close, close, nothing else, ~20 us
+         per connection, so tracing costs show; see bench/loadgen.c), with 1
+         and 2 threads, --connections per round at full speed -- and each
+         configuration (--configs), it alternates untraced and traced rounds
+         and reports medians of:
+           completeness  events stored for the generator's port / events it
+                         caused (the traced round stops tcp-audit with SIGINT
+                         and waits for its exit, which waits for every sink
+                         to store what was read; then it counts in the store)
+           overhead      the generator's connection rate traced / untraced
+           CPU           tcp-audit's user+system CPU time per event read
+                         (PostgreSQL's own CPU, server and backends, beside it)
+           RSS           tcp-audit's peak resident set
+           loss          the loss counted in tcp-audit's exit summary
+burst    2,000,000 events (--burst-connections of the fin shape, 2 threads)
+         into `tcp-audit` with no arguments at all: share stored, counted
+         loss, peak RSS, overhead, and how long the stop took to store it all.
+replay   Sink throughput: a replay of --replay-events events shaped like a
+         capture (bench/shaped.py), in time order and shuffled, into jsonl,
+         sqlite and pgsql on a stock and a tuned PostgreSQL, each into a fresh
+         store; on the stock server also its own COPY FROM a CSV of the same
+         events into an index-free table, and the original's one INSERT per
+         event (bench/pg-insert-baseline).
+archive  Lookups in an archive of --archive-events events spanning 24 hours,
+         in SQLite and in the stock PostgreSQL: build rate, size, and the
+         time of four typical queries.
+
+Configurations (rows of capture):
+  default            tcp-audit with no arguments (eventer auto, sqlite at
+                     $STATE_DIRECTORY/tcp-audit.db, the default spool)
+  bpf-jsonl          --event bpf --sink jsonl (the default spool)
+  bpf-jsonl-nospool  the same with --spool none
+  bpf-sqlite         --event bpf --sink sqlite (the default spool)
+  bpf-pgsql-stock    --event bpf --sink pgsql, on a PostgreSQL as initdb leaves it
+  bpf-pgsql-tuned    the same on a PostgreSQL tuned for speed (fsync off, ...)
+  tracefs-jsonl      --event tracefs --sink jsonl (the default spool)
+Every tcp-audit runs with STATE_DIRECTORY set to a fresh directory of its own.
+
+Output: Markdown tables on stdout (each section's as it ends), and one JSON
+line per row on stderr.
 
 Run as root from the source tree after building (`ninja -C build`):
-    bench/run.py            # the full benchmark, prints a Markdown table
-    bench/run.py --quick    # a smaller, faster run
+    bench/run.py            # everything (about half an hour on 2 cores)
+    bench/run.py --quick    # smaller rounds and files
+    bench/run.py --sections capture --configs default,bpf-jsonl --shapes busy
+    bench/run.py --sections replay,archive --archive-events 2000000
 """
 import argparse
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -32,263 +69,975 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
 
-import tcpaudit  # noqa: E402  (summary parsing, sample lines)
+import shaped  # noqa: E402  (capture-shaped events)
+import tcpaudit  # noqa: E402  (summary parsing)
+
+SECTIONS = ("capture", "burst", "replay", "archive")
+SHAPES = ("fin", "busy")
+
+# name: (eventer shown, sink shown, spool shown, arguments before the sink's own)
+CONFIGS = {
+    "default": ("auto", "sqlite", "default", None),
+    "bpf-jsonl": ("bpf", "jsonl", "default", ["--event", "bpf"]),
+    "bpf-jsonl-nospool": ("bpf", "jsonl", "none", ["--spool", "none", "--event", "bpf"]),
+    "bpf-sqlite": ("bpf", "sqlite", "default", ["--event", "bpf"]),
+    "bpf-pgsql-stock": ("bpf", "pgsql (stock)", "default", ["--event", "bpf"]),
+    "bpf-pgsql-tuned": ("bpf", "pgsql (tuned)", "default", ["--event", "bpf"]),
+    "tracefs-jsonl": ("tracefs", "jsonl", "default", ["--event", "tracefs"]),
+}
+
+STOP_TIMEOUT = 1800  # seconds a stopped tcp-audit may take to store what it read
 
 
-def free_port(family):
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
+def emit(row):
+    print(json.dumps(row), file=sys.stderr, flush=True)
+
+
+def progress(a, text):
+    if a.verbose:
+        print("# " + text, file=sys.stderr, flush=True)
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def loadgen(build, connections, threads, port, ipv6=False):
-    args = [os.path.join(build, "bench", "loadgen"), "-t", str(threads), "-p", str(port),
-            "-n", str(connections)] + (["-6"] if ipv6 else [])
-    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
-    return {k: float(v) for k, v in (kv.split("=") for kv in out.split())}
+# TIME-WAIT: when the kernel's table of time-wait sockets is full
+# (net.ipv4.tcp_max_tw_buckets), closing connections skip TIME-WAIT, and the
+# fin shape, whose connect() otherwise searches for a reusable port, runs ~7
+# times faster (measured: 101,000/s instead of 15,000/s after ten busy
+# rounds).  A round could then be compared with one that ran under other
+# conditions, so every round first waits until one round's worth of
+# time-wait sockets (a local port range) fits in the table, and counts the
+# sockets that still skipped TIME-WAIT (TcpExt TCPTimeWaitOverflow).
+
+def _read_int(path, index=0):
+    with open(path) as f:
+        return int(f.read().split()[index])
 
 
-class Sink:
-    """How to point tcp-audit at a store and count what arrived in it."""
-
-    def __init__(self, name, workdir, pg=None):
-        # "jsonl+spool": the jsonl sink behind the durable spool (--spool)
-        self.name, _, extra = name.partition("+")
-        self.spool = extra == "spool"
-        self.workdir = workdir
-        self.pg = pg
-        self.round = 0
-
-    def args(self):
-        self.round += 1
-        spool = []
-        if self.spool:
-            self.spool_dir = os.path.join(self.workdir, "spool%d" % self.round)
-            spool = ["--spool", self.spool_dir]
-        return spool + self.sink_args()
-
-    def sink_args(self):
-        if self.name == "jsonl":
-            self.path = os.path.join(self.workdir, "round%d.jsonl" % self.round)
-            return ["--sink", "jsonl", "-p", "path=" + self.path]
-        if self.name == "sqlite":
-            self.path = os.path.join(self.workdir, "round%d.db" % self.round)
-            return ["--sink", "sqlite", "-p", "path=" + self.path]
-        if self.name == "pgsql":
-            self.db = "bench%d" % self.round
-            self.pg.createdb(self.db)
-            return ["--sink", "pgsql", "-p", "conninfo=" + self.pg.conninfo(self.db)]
-        raise ValueError(self.name)
-
-    def count(self, port):
-        if self.spool:
-            shutil.rmtree(self.spool_dir, ignore_errors=True)
-        if self.name == "jsonl":
-            n = 0
-            needle = (b'"sport":%d,' % port, b'"dport":%d,' % port)
-            with open(self.path, "rb") as f:
-                for line in f:
-                    if needle[0] in line or needle[1] in line:
-                        n += 1
-            os.unlink(self.path)
-            return n
-        q = "SELECT count(*) FROM tcp_events WHERE src_port = %d OR dst_port = %d" % (port, port)
-        if self.name == "sqlite":
-            with sqlite3.connect(self.path) as db:
-                n = db.execute(q).fetchone()[0]
-            for suffix in ("", "-wal", "-shm"):
-                if os.path.exists(self.path + suffix):
-                    os.unlink(self.path + suffix)
-            return n
-        n = int(self.pg.psql(self.db, q).strip())
-        self.pg.dropdb(self.db)
-        return n
+def tw_sockets():
+    with open("/proc/net/sockstat") as f:
+        for line in f:
+            if line.startswith("TCP:"):
+                w = line.split()
+                return int(w[w.index("tw") + 1])
+    return 0
 
 
-def traced_round(a, eventer, sink, connections):
-    port = free_port(socket.AF_INET)
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([a.bin, "--event", eventer] + sink.args(),
-                                stdout=subprocess.DEVNULL, stderr=err)
-        deadline = time.monotonic() + 30
-        while True:
-            err.seek(0)
-            text = err.read().decode(errors="replace")
-            if "tcp-audit: started" in text:
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("tcp-audit did not start:\n" + text)
-            time.sleep(0.05)
-        gen = loadgen(a.build, connections, a.threads, port)
-        time.sleep(0.5)  # let the last events leave the kernel ring
-        proc.send_signal(signal.SIGINT)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        err.seek(0)
-        text = err.read().decode(errors="replace")
-    s = tcpaudit.summary(text)
-    captured = sink.count(port)
-    return {
-        "rate": gen["rate"],
-        "caused": gen["events"],
-        "captured": captured,
-        "completeness": captured / gen["events"],
-        "cpu": usage.ru_utime + usage.ru_stime,
-        "events_total": s.get("events read", 0),
-        "rss_mib": usage.ru_maxrss / 1024,
-        "lost": s.get("lost in kernel", 0) + s.get("lost in queue", 0) +
-                s.get("lost in spool", 0),
-    }
+def tw_overflows():
+    with open("/proc/net/netstat") as f:
+        lines = [line.split() for line in f if line.startswith("TcpExt:")]
+    keys, values = lines[0], lines[1]
+    return int(values[keys.index("TCPTimeWaitOverflow")])
 
 
-def capture_bench(a, eventer, sink_name, workdir, pg, rows):
-    sink = Sink(sink_name, workdir, pg)
-    untraced, traced = [], []
-    for _ in range(a.rounds):
-        untraced.append(loadgen(a.build, a.connections, a.threads,
-                                free_port(socket.AF_INET))["rate"])
-        traced.append(traced_round(a, eventer, sink, a.connections))
-    base = statistics.median(untraced)
-    rates = [t["rate"] for t in traced]
-    cpu_per_m = [t["cpu"] / (t["events_total"] / 1e6) for t in traced if t["events_total"]]
-    row = {
-        "eventer": eventer,
-        "sink": sink_name,
-        "caused": int(statistics.median(t["caused"] for t in traced)),
-        "completeness": min(t["completeness"] for t in traced),
-        "untraced": base,
-        "traced": statistics.median(rates),
-        "overhead": statistics.median(rates) / base,
-        "cpu_us_per_event": statistics.median(cpu_per_m) if cpu_per_m else float("nan"),
-        "rss_mib": max(t["rss_mib"] for t in traced),
-        "lost": sum(t["lost"] for t in traced),
-    }
-    rows.append(row)
-    print(json.dumps(row), file=sys.stderr, flush=True)
+def wait_tw_room(a, timeout=90):
+    """Waits until a round's time-wait sockets fit in the table; returns the
+    seconds waited."""
+    cap = _read_int("/proc/sys/net/ipv4/tcp_max_tw_buckets")
+    ports = (_read_int("/proc/sys/net/ipv4/ip_local_port_range", 1) -
+             _read_int("/proc/sys/net/ipv4/ip_local_port_range", 0) + 1)
+    target = cap - ports if cap > 2 * ports else cap // 4
+    t0 = time.monotonic()
+    while tw_sockets() > target and time.monotonic() - t0 < timeout:
+        time.sleep(0.5)
+    waited = time.monotonic() - t0
+    if waited >= 1:
+        progress(a, "waited %.0f s for time-wait sockets to expire" % waited)
+    return waited
 
 
-def make_replay_file(path, n):
-    with open(path, "w") as f:
-        for i in range(1, n + 1):
-            f.write(tcpaudit.sample_line(i) + "\n")
-
-
-def replay_bench(a, sink_name, workdir, pg, replay_file, n, rows):
-    sink = Sink(sink_name, workdir, pg)
-    args = [a.bin, "--event", "replay", "-p", "path=" + replay_file] + sink.args()
-    start = time.monotonic()
+def loadgen(a, shape, threads, connections, port=0):
+    args = [os.path.join(a.build, "bench", "loadgen"), "-s", shape, "-t", str(threads),
+            "-p", str(port), "-n", str(connections)]
+    waited = wait_tw_room(a)
+    before = tw_overflows()
     r = subprocess.run(args, capture_output=True, text=True)
-    secs = time.monotonic() - start
-    if r.returncode != 0:
-        raise RuntimeError("replay into %s failed:\n%s" % (sink_name, r.stderr))
-    if sink_name == "jsonl":
-        os.unlink(sink.path)
-    elif sink_name == "sqlite":
-        with sqlite3.connect(sink.path) as db:
-            got = db.execute("SELECT count(*) FROM tcp_events").fetchone()[0]
-        assert got == n, (got, n)
-        os.unlink(sink.path)
-    else:
-        got = int(pg.psql(sink.db, "SELECT count(*) FROM tcp_events").strip())
-        assert got == n, (got, n)
-        pg.dropdb(sink.db)
-    row = {"sink": sink_name, "events": n, "seconds": secs, "rows_per_s": n / secs}
-    rows.append(row)
-    print(json.dumps(row), file=sys.stderr, flush=True)
+    if r.returncode:
+        raise RuntimeError("%s failed (%d): %s%s" % (" ".join(args), r.returncode, r.stdout,
+                                                     r.stderr))
+    out = {k: float(v) for k, v in (kv.split("=") for kv in r.stdout.split())}
+    out["tw_overflow"] = tw_overflows() - before
+    out["tw_wait_s"] = waited
+    return out
 
 
-def baseline_bench(a, pg, replay_file, n, rows):
+# -- PostgreSQL: servers started on first use, their CPU time
+
+class Servers:
+    def __init__(self):
+        self.pg = {}
+        self.n = 0
+
+    def get(self, kind):
+        """The "stock" or "tuned" server, started on first use."""
+        if kind not in self.pg:
+            import pgserver
+            if not pgserver.available():
+                raise RuntimeError("PostgreSQL is needed (the postgresql package, as root)")
+            pg = pgserver.PostgresServer(stock=(kind == "stock"))
+            pg.start()
+            self.pg[kind] = pg
+        return self.pg[kind]
+
+    def fresh_db(self, kind, prefix):
+        self.n += 1
+        name = "%s_%d" % (prefix, self.n)
+        self.get(kind).createdb(name)
+        return name
+
+    def cleanup(self):
+        for pg in self.pg.values():
+            pg.cleanup()
+
+
+def _cpu_ticks(pid, children_too):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is the state (field 3); utime, stime, cutime, cstime are 14-17
+    ticks = int(fields[11]) + int(fields[12])
+    if children_too:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks
+
+
+def server_cpu(pg):
+    """CPU seconds used so far by the server: the postmaster, its live
+    children (backends, writers) and the children it has reaped."""
+    if pg is None:
+        return None
+    with open(os.path.join(pg.data, "postmaster.pid")) as f:
+        master = int(f.readline())
+    ticks = _cpu_ticks(master, True)
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[2])
+            if ppid == master:
+                ticks += _cpu_ticks(int(d), False)
+        except (OSError, ValueError, IndexError):
+            pass
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def settle_server_cpu(pg, before):
+    """The server's CPU since before, once the tcp-audit backend has gone."""
+    if pg is None:
+        return None
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        n = int(pg.psql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE "
+                                    "backend_type = 'client backend' AND pid <> "
+                                    "pg_backend_pid()").strip())
+        if n == 0:
+            break
+        time.sleep(0.05)
+    time.sleep(0.1)  # let the postmaster reap it
+    return server_cpu(pg) - before
+
+
+# -- tcp-audit processes
+
+class TcpAudit:
+    """One tcp-audit run with STATE_DIRECTORY set to a fresh directory of its
+    own; stderr goes to a file, stdout to /dev/null (not a terminal)."""
+
+    def __init__(self, a, workdir):
+        self.a = a
+        self.state = tempfile.mkdtemp(prefix="state-", dir=workdir)
+        self.proc = None
+
+    def start(self, args):
+        self.args = args
+        self.err = tempfile.TemporaryFile()
+        env = dict(os.environ, STATE_DIRECTORY=self.state)
+        self.started_at = time.monotonic()
+        self.proc = subprocess.Popen([self.a.bin] + args, stdout=subprocess.DEVNULL,
+                                     stderr=self.err, stdin=subprocess.DEVNULL, env=env)
+
+    def stderr(self):
+        self.err.seek(0)
+        return self.err.read().decode(errors="replace")
+
+    def wait_started(self, timeout=30):
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.stderr()
+            if "tcp-audit: started" in text:
+                for line in text.splitlines():
+                    if "tcp-audit: started: eventer " in line:
+                        self.eventer = line.split("eventer ", 1)[1].split(",")[0]
+                return
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError("tcp-audit %s did not start:\n%s" % (
+                    shlex.join(self.args), text))
+            time.sleep(0.05)
+
+    def hwm_mib(self):
+        """Peak RSS so far from /proc (VmHWM).  Not rusage's ru_maxrss: Linux
+        carries the forking Python's own peak across exec into it."""
+        try:
+            with open("/proc/%d/status" % self.proc.pid) as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return 0.0
+
+    def wait(self, timeout, sig=None):
+        """Signals it (if sig), waits for its exit; returns the result."""
+        t0 = time.monotonic()
+        hwm = self.hwm_mib()
+        if sig is not None:
+            self.proc.send_signal(sig)
+        deadline = t0 + timeout
+        while True:
+            hwm = max(hwm, self.hwm_mib())
+            pid, status, usage = os.wait4(self.proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError("tcp-audit %s did not exit within %d s:\n%s" % (
+                    shlex.join(self.args), timeout, self.stderr()[-4000:]))
+            time.sleep(0.02)
+        end = time.monotonic()
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        text = self.stderr()
+        self.err.close()
+        return {
+            "rc": self.proc.returncode,
+            "wall": end - self.started_at,
+            "stop_s": end - t0,
+            "cpu": usage.ru_utime + usage.ru_stime,
+            "rss_mib": hwm or usage.ru_maxrss / 1024,
+            "summary": tcpaudit.summary(text),
+            "stderr": text,
+        }
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def cleanup(self):
+        self.kill()
+        shutil.rmtree(self.state, ignore_errors=True)
+
+
+def lost(summary):
+    return (summary.get("lost in kernel", 0) + summary.get("lost in queue", 0) +
+            summary.get("lost in spool", 0))
+
+
+# -- the stores: where a configuration writes, how to count what it stored
+
+def count_jsonl(path, port=None):
+    if port is None:
+        with open(path, "rb") as f:
+            return sum(1 for _ in f)
+    n = 0
+    needle = (b'"sport":%d,' % port, b'"dport":%d,' % port)
+    with open(path, "rb") as f:
+        for line in f:
+            if needle[0] in line or needle[1] in line:
+                n += 1
+    return n
+
+
+def port_query(port):
+    return "SELECT count(*) FROM tcp_events WHERE src_port = %d OR dst_port = %d" % (port, port)
+
+
+def count_sqlite(path, port=None):
+    q = port_query(port) if port is not None else "SELECT count(*) FROM tcp_events"
+    if not os.path.exists(path):
+        raise RuntimeError("%s was not written" % path)
+    db = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
+    try:
+        return db.execute(q).fetchone()[0]
+    finally:
+        db.close()
+
+
+class Store:
+    """A fresh store for one run of a configuration: the arguments that point
+    tcp-audit at it, and the count of what arrived."""
+
+    def __init__(self, kind, ta, servers):
+        self.kind, self.ta, self.servers = kind, ta, servers
+        self.pg = self.db = None
+        if kind == "jsonl":
+            self.path = os.path.join(ta.state, "events.jsonl")
+            self.args = ["--sink", "jsonl", "-p", "path=" + self.path]
+        elif kind == "sqlite":
+            self.path = os.path.join(ta.state, "events.db")
+            self.args = ["--sink", "sqlite", "-p", "path=" + self.path]
+        elif kind == "default":  # what tcp-audit with no arguments writes to
+            self.path = os.path.join(ta.state, "tcp-audit.db")
+            self.args = []
+        elif kind in ("pgsql-stock", "pgsql-tuned"):
+            server = kind.split("-")[1]
+            self.pg = servers.get(server)
+            self.db = servers.fresh_db(server, "bench")
+            self.args = ["--sink", "pgsql", "-p", "conninfo=" + self.pg.conninfo(self.db)]
+        else:
+            raise ValueError(kind)
+
+    def count(self, port=None):
+        if self.kind == "jsonl":
+            return count_jsonl(self.path, port)
+        if self.kind in ("sqlite", "default"):
+            return count_sqlite(self.path, port)
+        q = port_query(port) if port is not None else "SELECT count(*) FROM tcp_events"
+        return int(self.pg.psql(self.db, q).strip())
+
+    def size(self):
+        if self.pg:
+            return int(self.pg.psql(self.db, "SELECT pg_database_size(current_database())")
+                       .strip())
+        return sum(os.path.getsize(self.path + s) for s in ("", "-wal")
+                   if os.path.exists(self.path + s))
+
+    def drop(self):
+        if self.pg:
+            self.pg.dropdb(self.db)
+
+
+def default_path_problem(a, workdir):
+    """None when tcp-audit with no arguments stores under $STATE_DIRECTORY,
+    else why not.  Asked of --list-plugins first, so that the benchmark never
+    writes to /var/lib/tcp-audit."""
+    state = tempfile.mkdtemp(prefix="state-", dir=workdir)
+    try:
+        r = subprocess.run([a.bin, "--list-plugins"], capture_output=True, text=True,
+                           env=dict(os.environ, STATE_DIRECTORY=state))
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+    # the sqlite sink's entry, up to its next option
+    text = r.stdout.split("\nsink sqlite", 1)[-1].split("\n\n", 1)[0]
+    text = " ".join(text.split())
+    path = text.split("-p path=", 1)[-1].split(" -p ", 1)[0]
+    if "-p path=" in text and ("STATE_DIRECTORY" in path or state in path):
+        return None
+    return ("this tcp-audit's sqlite sink does not store under $STATE_DIRECTORY by default "
+            "(--list-plugins says: path=%s): tcp-audit with no arguments would write "
+            "outside the benchmark's directory" % path.strip())
+
+
+def config_store(name):
+    if name == "default":
+        return "default"
+    sink = name.split("-")[1]
+    if sink == "pgsql":
+        return "pgsql-" + name.split("-")[2]
+    return sink
+
+
+def config_args(name, store):
+    pre = CONFIGS[name][3]
+    return [] if pre is None else pre + store.args
+
+
+# -- capture and burst
+
+def traced_round(a, servers, workdir, config, shape, threads, connections):
+    ta = TcpAudit(a, workdir)
+    store = None
+    try:
+        store = Store(config_store(config), ta, servers)
+        wait_tw_room(a)  # before tcp-audit starts, so that it does not idle meanwhile
+        pg_before = server_cpu(store.pg)
+        ta.start(config_args(config, store))
+        ta.wait_started()
+        port = free_port()
+        gen = loadgen(a, shape, threads, connections, port)
+        time.sleep(0.5)  # let the last events leave the kernel's buffer
+        res = ta.wait(STOP_TIMEOUT, signal.SIGINT)
+        if res["rc"] != 130:
+            raise RuntimeError("tcp-audit %s exited %d:\n%s" % (
+                shlex.join(ta.args), res["rc"], res["stderr"][-4000:]))
+        pg_cpu = settle_server_cpu(store.pg, pg_before)
+        stored = store.count(port)
+        read = res["summary"].get("events read", 0)
+        return {
+            "eventer": getattr(ta, "eventer", "?"),
+            "rate": gen["rate"],
+            "caused": int(gen["events"]),
+            "stored": stored,
+            "completeness": stored / gen["events"],
+            "cpu_us_per_event": 1e6 * res["cpu"] / read if read else None,
+            "server_cpu_us_per_event": 1e6 * pg_cpu / read if read and pg_cpu is not None
+            else None,
+            "rss_mib": res["rss_mib"],
+            "lost": lost(res["summary"]),
+            "stop_s": res["stop_s"],
+            "events_read": read,
+            "tw_overflow": gen["tw_overflow"],
+        }
+    finally:
+        if store:
+            store.drop()
+        ta.cleanup()
+
+
+def measure(a, servers, workdir, config, shape, threads, connections, rounds):
+    untraced, traced, overflow = [], [], 0
+    for r in range(rounds):
+        progress(a, "%s %s/%d round %d: untraced" % (config, shape, threads, r + 1))
+        gen = loadgen(a, shape, threads, connections)
+        untraced.append(gen["rate"])
+        overflow += gen["tw_overflow"]
+        progress(a, "%s %s/%d round %d: traced" % (config, shape, threads, r + 1))
+        traced.append(traced_round(a, servers, workdir, config, shape, threads, connections))
+    base = median(untraced)
+    rate = median([t["rate"] for t in traced])
+    eventer, sink, spool, _ = CONFIGS[config]
+    return {
+        "config": config,
+        "eventer": traced[0]["eventer"] if eventer == "auto" else eventer,
+        "sink": sink,
+        "spool": spool,
+        "shape": shape,
+        "threads": threads,
+        "rounds": rounds,
+        "caused": int(median([t["caused"] for t in traced])),
+        "stored": int(median([t["stored"] for t in traced])),
+        "completeness": median([t["completeness"] for t in traced]),
+        "completeness_worst": min(t["completeness"] for t in traced),
+        "untraced": base,
+        "traced": rate,
+        "overhead": rate / base,
+        "cpu_us_per_event": median([t["cpu_us_per_event"] for t in traced]),
+        "server_cpu_us_per_event": median([t["server_cpu_us_per_event"] for t in traced]),
+        "rss_mib": median([t["rss_mib"] for t in traced]),
+        "lost": median([t["lost"] for t in traced]),
+        "stop_s": median([t["stop_s"] for t in traced]),
+        "untraced_rounds": untraced,
+        "traced_rounds": traced,
+        "tw_overflow": overflow + sum(t["tw_overflow"] for t in traced),
+    }
+
+
+def fmt(v, f, none="-"):
+    return none if v is None else f % v
+
+
+def capture_section(a, servers, workdir):
+    out, rows_all = [], []
+    for shape in a.shapes:
+        for threads in a.threads:
+            rows = []
+            for config in a.configs:
+                if config == "default" and a.default_problem:
+                    row = {"section": "capture", "config": config, "shape": shape,
+                           "threads": threads, "skipped": a.default_problem}
+                    emit(row)
+                    rows.append(row)
+                    continue
+                row = measure(a, servers, workdir, config, shape, threads, a.connections,
+                              a.rounds)
+                row["section"] = "capture"
+                emit(row)
+                rows.append(row)
+                rows_all.append(row)
+            out.append("")
+            out.append("Capture, %s shape, %d loadgen thread%s: %d connections (%d events) per "
+                       "round, %d untraced and %d traced rounds alternating, medians." % (
+                           shape, threads, "" if threads == 1 else "s", a.connections,
+                           10 * a.connections + 2, a.rounds, a.rounds))
+            out.append("")
+            out.append("| config | eventer | sink | spool | stored / caused | completeness "
+                       "(worst) | rate untraced | rate traced | overhead | tcp-audit CPU per "
+                       "event | PostgreSQL CPU per event | peak RSS | counted loss | stop |")
+            out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+            for r in rows:
+                if "skipped" in r:
+                    out.append("| %s | skipped: %s |" % (r["config"], r["skipped"]))
+                    continue
+                out.append("| %s | %s | %s | %s | %d / %d | %.4f%% (%.4f%%) | %.0f/s | %.0f/s "
+                           "| %.3f | %.3f us | %s | %.1f MiB | %g | %.1f s |" % (
+                               r["config"], r["eventer"], r["sink"], r["spool"], r["stored"],
+                               r["caused"], 100 * r["completeness"],
+                               100 * r["completeness_worst"], r["untraced"], r["traced"],
+                               r["overhead"], r["cpu_us_per_event"] or float("nan"),
+                               fmt(r["server_cpu_us_per_event"], "%.3f us"), r["rss_mib"],
+                               r["lost"], r["stop_s"]))
+    out.append("")
+    out.append("stored: events for the generator's port found in the store after tcp-audit's "
+               "exit; stop: from SIGINT to exit (delivering what was read).")
+    out += tw_note(rows_all)
+    return out
+
+
+def tw_note(rows):
+    hit = ["%s %s/%d" % (r["config"], r["shape"], r["threads"]) for r in rows
+           if r.get("tw_overflow")]
+    if not hit:
+        return []
+    return ["", "Warning: the kernel's time-wait table overflowed during rounds of %s (closed "
+                "connections skipped TIME-WAIT, which changes the fin shape's speed): their "
+                "rates are not comparable." % ", ".join(hit)]
+
+
+def burst_section(a, servers, workdir):
+    if a.default_problem:
+        emit({"section": "burst", "skipped": a.default_problem})
+        return ["", "Burst into the default setup: skipped: %s." % a.default_problem]
+    row = measure(a, servers, workdir, "default", "fin", 2, a.burst_connections, a.rounds)
+    row["section"] = "burst"
+    emit(row)
+    return [
+        "",
+        "Burst into the default setup (`tcp-audit`, no arguments): %d connections of the fin "
+        "shape, 2 loadgen threads, %d events, %d round%s, medians." % (
+            a.burst_connections, row["caused"], a.rounds, "" if a.rounds == 1 else "s"),
+        "",
+        "| events caused | stored | stored % (worst) | counted loss | peak RSS | rate untraced "
+        "| rate traced | overhead | tcp-audit CPU per event | stop (until all stored) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        "| %d | %d | %.4f%% (%.4f%%) | %g | %.1f MiB | %.0f/s | %.0f/s | %.3f | %.3f us | "
+        "%.1f s |" % (row["caused"], row["stored"], 100 * row["completeness"],
+                      100 * row["completeness_worst"], row["lost"], row["rss_mib"],
+                      row["untraced"], row["traced"], row["overhead"],
+                      row["cpu_us_per_event"] or float("nan"), row["stop_s"]),
+    ] + tw_note([row])
+
+
+# -- replay: sink throughput
+
+def replay_into(a, servers, workdir, kind, path, n, keep=False):
+    """Replays path into a fresh store of kind; returns (row data, store)."""
+    ta = TcpAudit(a, workdir)
+    store = None
+    done = False
+    try:
+        store = Store(kind, ta, servers)
+        pg_before = server_cpu(store.pg)
+        ta.start(["--event", "replay", "-p", "path=" + path] + store.args)
+        res = ta.wait(STOP_TIMEOUT * 4)
+        if res["rc"] != 0:
+            raise RuntimeError("replay into %s failed (%d):\n%s" % (kind, res["rc"],
+                                                                   res["stderr"][-4000:]))
+        pg_cpu = settle_server_cpu(store.pg, pg_before)
+        got = store.count()
+        if got != n:
+            raise RuntimeError("replay into %s stored %d of %d events" % (kind, got, n))
+        row = {
+            "events": n,
+            "seconds": res["wall"],
+            "events_per_s": n / res["wall"],
+            "cpu_us_per_event": 1e6 * res["cpu"] / n,
+            "server_cpu_us_per_event": None if pg_cpu is None else 1e6 * pg_cpu / n,
+            "rss_mib": res["rss_mib"],
+            "size_bytes": store.size(),
+        }
+        done = True
+        if keep:
+            return row, store, ta
+        return row, None, None
+    finally:
+        if not (keep and done):
+            if store:
+                store.drop()
+            ta.cleanup()
+
+
+def psql_times(pg, db, sql, runs, warmup=1):
+    """Milliseconds per run of sql as psql's \\timing measures it: from
+    sending the query to having the whole result in libpq, printing left
+    out (the result goes to /dev/null)."""
+    script = "\\o /dev/null\n\\timing on\n" + (sql.rstrip().rstrip(";") + ";\n") * (
+        warmup + runs)
+    out = pg.psql_script(db, script)
+    times = [float(line.split()[1]) for line in out.splitlines() if line.startswith("Time: ")]
+    if len(times) != warmup + runs:
+        raise RuntimeError("psql printed %d times, expected %d:\n%s" % (
+            len(times), warmup + runs, out))
+    return times[warmup:]
+
+
+def reference_copy(a, pg, db, n):
+    """The server's own COPY FROM a CSV of what the sink stored into an
+    index-free table with the same columns; returns the row data."""
+    csv = os.path.join(pg.dir, "reference.csv")
+    try:
+        pg.psql(db, "COPY (SELECT * FROM tcp_audit_events) TO '%s' (FORMAT csv)" % csv)
+        pg.psql(db, "DROP TABLE IF EXISTS ref; CREATE TABLE ref (LIKE tcp_audit_events)")
+        ms = psql_times(pg, db, "COPY ref FROM '%s' (FORMAT csv)" % csv, 1, warmup=0)[0]
+        got = int(pg.psql(db, "SELECT count(*) FROM ref").strip())
+        size = os.path.getsize(csv)
+        pg.psql(db, "DROP TABLE ref")
+    finally:
+        if os.path.exists(csv):
+            os.unlink(csv)
+    return {"events": got, "seconds": ms / 1000, "events_per_s": got / (ms / 1000),
+            "csv_bytes": size}
+
+
+def baseline(a, pg, path, n):
+    """The original's way, one INSERT per event (bench/pg-insert-baseline),
+    over the first n events of path."""
+    part = path + ".baseline"
+    with open(path) as src, open(part, "w") as dst:
+        for i, line in enumerate(src):
+            if i >= n:
+                break
+            dst.write(line)
     pg.createdb("baseline")
-    env = dict(os.environ, **pg.env("baseline"))
-    out = subprocess.run([os.path.join(a.build, "bench", "pg-insert-baseline"), replay_file],
-                         env=env, capture_output=True, text=True, check=True).stdout
-    kv = {k: float(v) for k, v in (x.split("=") for x in out.split())}
-    row = {"sink": "pgsql (original: one INSERT per event)", "events": int(kv["rows"]),
-           "seconds": kv["seconds"], "rows_per_s": kv["rate"]}
-    rows.append(row)
-    print(json.dumps(row), file=sys.stderr, flush=True)
-    pg.dropdb("baseline")
+    try:
+        env = dict(os.environ, **pg.env("baseline"))
+        r = subprocess.run([os.path.join(a.build, "bench", "pg-insert-baseline"), part],
+                           env=env, capture_output=True, text=True)
+        if r.returncode:
+            raise RuntimeError("pg-insert-baseline failed: " + r.stderr)
+        kv = {k: float(v) for k, v in (x.split("=") for x in r.stdout.split())}
+        return {"events": int(kv["rows"]), "seconds": kv["seconds"], "events_per_s": kv["rate"]}
+    finally:
+        pg.dropdb("baseline")
+        os.unlink(part)
 
 
-def markdown(a, capture_rows, sink_rows):
-    out = []
-    out.append("Capture: %d connections (%d events) per round, %d loadgen threads, %d traced "
-               "and %d untraced rounds alternating, medians." %
-               (a.connections, a.connections * 10 + 2, a.threads, a.rounds, a.rounds))
-    out.append("")
-    out.append("| eventer | sink | completeness (worst round) | rate untraced | rate traced "
-               "| overhead (traced/untraced) | tcp-audit CPU per event | peak RSS | lost |")
-    out.append("|---|---|---|---|---|---|---|---|---|")
-    for r in capture_rows:
-        out.append("| %s | %s | %.4f%% | %.0f/s | %.0f/s | %.3f | %.3f us | %.1f MiB | %d |" % (
-            r["eventer"], r["sink"], 100 * r["completeness"], r["untraced"], r["traced"],
-            r["overhead"], r["cpu_us_per_event"], r["rss_mib"], r["lost"]))
-    out.append("")
-    out.append("| sink throughput (replay) | events | seconds | rows/s |")
-    out.append("|---|---|---|---|")
-    for r in sink_rows:
-        out.append("| %s | %d | %.2f | %.0f |" % (r["sink"], r["events"], r["seconds"],
-                                                  r["rows_per_s"]))
-    pg = [r for r in sink_rows if r["sink"] == "pgsql"]
-    base = [r for r in sink_rows if r["sink"].startswith("pgsql (original")]
-    if pg and base:
+REPLAY_SINKS = (("jsonl", "jsonl (reference)"), ("sqlite", "sqlite"),
+                ("pgsql-stock", "pgsql, stock PostgreSQL"),
+                ("pgsql-tuned", "pgsql, tuned PostgreSQL"))
+
+
+def replay_section(a, servers, workdir):
+    n = a.replay_events
+    in_order = os.path.join(workdir, "replay.jsonl")
+    shuffled = os.path.join(workdir, "replay-shuffled.jsonl")
+    progress(a, "making %d capture-shaped events" % n)
+    shaped.write(in_order, n, seed=1, events_per_s=20000.0)
+    shaped.shuffle(in_order, shuffled)
+    rows = []
+
+    def add(row):
+        row["section"] = "replay"
+        emit(row)
+        rows.append(row)
+
+    for variant, path in (("in order", in_order), ("shuffled", shuffled)):
+        for kind, label in REPLAY_SINKS:
+            progress(a, "replay %s into %s" % (variant, label))
+            keep = kind == "pgsql-stock" and variant == "in order" and a.reference
+            row, store, ta = replay_into(a, servers, workdir, kind, path, n, keep=keep)
+            row.update({"store": label, "variant": variant})
+            add(row)
+            if keep:
+                try:
+                    progress(a, "reference: the server's COPY FROM csv")
+                    ref = reference_copy(a, store.pg, store.db, n)
+                    ref.update({"store": "stock PostgreSQL: COPY FROM csv into an index-free "
+                                         "table (reference)", "variant": variant})
+                    add(ref)
+                finally:
+                    store.drop()
+                    ta.cleanup()
+    if a.baseline_events:
+        progress(a, "the original's one INSERT per event")
+        row = baseline(a, servers.get("stock"), in_order, a.baseline_events)
+        row.update({"store": "stock PostgreSQL: the original's one INSERT per event",
+                    "variant": "in order"})
+        add(row)
+    os.unlink(in_order)
+    os.unlink(shuffled)
+
+    out = ["", "Sink throughput: a replay of %d capture-shaped events (bench/shaped.py: "
+               "per-connection chains, a third IPv6, two thirds with socket info), each "
+               "into a fresh store; shuffled: the same events in random order." % n, "",
+           "| store | order | events | seconds | events/s | tcp-audit CPU per event | "
+           "PostgreSQL CPU per event | peak RSS | store size |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append("| %s | %s | %d | %.2f | %.0f | %s | %s | %s | %s |" % (
+            r["store"], r["variant"], r["events"], r["seconds"], r["events_per_s"],
+            fmt(r.get("cpu_us_per_event"), "%.3f us"),
+            fmt(r.get("server_cpu_us_per_event"), "%.3f us"),
+            fmt(r.get("rss_mib"), "%.1f MiB"),
+            fmt(r.get("size_bytes") and r["size_bytes"] / 2**20, "%.0f MiB")))
+    stock = [r for r in rows if r["store"] == "pgsql, stock PostgreSQL"
+             and r["variant"] == "in order"]
+    base = [r for r in rows if "one INSERT per event" in r["store"]]
+    ref = [r for r in rows if "(reference)" in r["store"] and "COPY" in r["store"]]
+    if stock and base:
         out.append("")
-        out.append("pgsql sink / original way: %.1fx" % (pg[0]["rows_per_s"] /
-                                                       base[0]["rows_per_s"]))
-    return "\n".join(out)
+        out.append("pgsql sink / the original's way, stock server: %.1fx" % (
+            stock[0]["events_per_s"] / base[0]["events_per_s"]))
+    if stock and ref:
+        out.append("pgsql sink / the server's own COPY FROM csv, stock server: %.2f" % (
+            stock[0]["events_per_s"] / ref[0]["events_per_s"]))
+    return out
+
+
+# -- archive: lookups
+
+def sqlite_pick(path, t_mid):
+    db = sqlite3.connect(path)
+    try:
+        uid, cookie, t = db.execute(
+            "SELECT uid, sock_cookie, time_ns FROM tcp_audit_events WHERE kind = 0 AND "
+            "time_ns >= ? AND sock_cookie IS NOT NULL ORDER BY time_ns LIMIT 1",
+            (t_mid,)).fetchone()
+        addr, port = db.execute(
+            "SELECT daddr, dport FROM tcp_audit_events WHERE time_ns BETWEEN ? AND ? AND "
+            "kind = 0 AND daddr NOT IN ('127.0.0.1', '::1') GROUP BY daddr, dport "
+            "ORDER BY count(*) DESC, daddr LIMIT 1", (t, t + 3600 * 10**9)).fetchone()
+    finally:
+        db.close()
+    return {"uid": uid, "cookie": cookie, "time_ns": t, "daddr": addr, "dport": port}
+
+
+def pgsql_pick(pg, db, t_mid):
+    line = pg.psql(db, "SELECT uid::text, sock_cookie, time_ns FROM tcp_audit_events WHERE "
+                       "kind = 0 AND time_ns >= %d AND sock_cookie IS NOT NULL ORDER BY "
+                       "time_ns LIMIT 1" % t_mid).strip()
+    uid, cookie, t = line.split("|")
+    t = int(t)
+    line = pg.psql(db, "SELECT host(daddr), dport FROM tcp_audit_events WHERE time_ns "
+                       "BETWEEN %d AND %d AND kind = 0 AND NOT (daddr <<= '127.0.0.0/8' OR "
+                       "daddr = '::1') GROUP BY daddr, dport ORDER BY count(*) DESC, daddr "
+                       "LIMIT 1" % (t, t + 3600 * 10**9)).strip()
+    addr, port = line.split("|")
+    return {"uid": uid, "cookie": int(cookie), "time_ns": t, "daddr": addr, "dport": int(port)}
+
+
+JOIN = ("SELECT e.timestamp, e.pid_on_cpu, e.comm_on_cpu, e.src_ip, e.dst_ip, e.src_port, "
+        "e.dst_port, e.old_state, e.new_state, s.id, s.inode, s.user_id, s.group_id, s.state "
+        "FROM tcp_events e LEFT JOIN tcp_events_socket_info s ON s.tcp_event_uid = e.uid "
+        "WHERE e.uid = '%s'")
+
+
+def uid_prefix(t):
+    """The first 18 characters of every uid of time t (ns): its time in hex."""
+    return "%08x-%04x-%04x" % (t >> 32, (t >> 16) & 65535, t & 65535)
+
+
+def time_range(t0, t1, pgsql):
+    """A half-open time range as each store answers it fast: PostgreSQL on
+    time_ns (chunks, BRIN), SQLite on its key, the uid, which starts with the
+    time (the README's way, with the printf done here)."""
+    if pgsql:
+        return "time_ns >= %d AND time_ns < %d" % (t0, t1)
+    return "uid >= '%s' AND uid < '%s'" % (uid_prefix(t0), uid_prefix(t1))
+
+
+def queries(v, pgsql):
+    addr = "'%s'::inet" % v["daddr"] if pgsql else "'%s'" % v["daddr"]
+    t = v["time_ns"]
+    return [
+        ("the original's join, one uid", JOIN % v["uid"]),
+        ("one connection by cookie",
+         "SELECT * FROM tcp_audit_events WHERE sock_cookie = %d" % v["cookie"]),
+        ("one minute",
+         "SELECT * FROM tcp_audit_events WHERE %s" % time_range(t, t + 60 * 10**9, pgsql)),
+        ("one address:port, one hour",
+         "SELECT * FROM tcp_audit_events WHERE daddr = %s AND dport = %d AND %s" % (
+             addr, v["dport"], time_range(t, t + 3600 * 10**9, pgsql))),
+    ]
+
+
+def sqlite_times(path, sql, runs, warmup=1):
+    """Milliseconds per run through python's sqlite3: prepare (no statement
+    cache), step and fetch every row into Python tuples."""
+    db = sqlite3.connect(path, cached_statements=0)
+    try:
+        times, rows = [], 0
+        for i in range(warmup + runs):
+            t0 = time.perf_counter()
+            rows = len(db.execute(sql).fetchall())
+            times.append(1000 * (time.perf_counter() - t0))
+        return times[warmup:], rows
+    finally:
+        db.close()
+
+
+def archive_section(a, servers, workdir):
+    n = a.archive_events
+    path = os.path.join(workdir, "archive.jsonl")
+    progress(a, "making a %d-event archive file spanning 24 hours" % n)
+    first, last = shaped.write(path, n, seed=3, events_per_s=n / 86400.0)
+    t_mid = first + (last - first) // 2
+    builds, results = [], []
+    for kind, label in (("sqlite", "SQLite"), ("pgsql-stock", "PostgreSQL (stock)")):
+        progress(a, "archive: building %s" % label)
+        row, store, ta = replay_into(a, servers, workdir, kind, path, n, keep=True)
+        try:
+            row.update({"section": "archive", "store": label, "what": "build",
+                        "input_bytes": os.path.getsize(path)})
+            emit(row)
+            builds.append(row)
+            pgsql = kind != "sqlite"
+            v = pgsql_pick(store.pg, store.db, t_mid) if pgsql else sqlite_pick(store.path,
+                                                                               t_mid)
+            for what, sql in queries(v, pgsql):
+                progress(a, "archive %s: %s" % (label, what))
+                if pgsql:
+                    times = psql_times(store.pg, store.db, sql, a.query_runs)
+                    rows = int(store.pg.psql(store.db, "SELECT count(*) FROM (%s) q" % sql)
+                               .strip())
+                else:
+                    times, rows = sqlite_times(store.path, sql, a.query_runs)
+                r = {"section": "archive", "store": label, "what": "query", "query": what,
+                     "sql": sql, "ms": median(times), "ms_runs": times, "rows": rows}
+                emit(r)
+                results.append(r)
+        finally:
+            store.drop()
+            ta.cleanup()
+    os.unlink(path)
+    out = ["", "Archive: %d capture-shaped events over 24 hours (%.0f events/s on average), "
+               "replayed into a fresh store." % (n, n / 86400.0), "",
+           "| store | build events/s | build seconds | size | bytes per event |",
+           "|---|---|---|---|---|"]
+    for r in builds:
+        out.append("| %s | %.0f | %.1f | %.0f MiB | %.0f |" % (
+            r["store"], r["events_per_s"], r["seconds"], r["size_bytes"] / 2**20,
+            r["size_bytes"] / n))
+    out += ["", "Lookups, median of %d runs after one warm-up (SQLite: python sqlite3, "
+                "prepare + fetch of every row; PostgreSQL: psql's \\timing, from sending the "
+                "query to the whole result in libpq):" % a.query_runs, "",
+            "| store | query | ms | rows |", "|---|---|---|---|"]
+    for r in results:
+        out.append("| %s | %s | %.2f | %d |" % (r["store"], r["query"], r["ms"], r["rows"]))
+    out += ["", "Queries (values picked from the archive: the first event with a cookie past "
+                "the middle of the day, and the busiest remote address:port in the hour "
+                "that follows it):", ""]
+    seen = set()
+    for r in results:
+        if (r["store"], r["query"]) not in seen:
+            seen.add((r["store"], r["query"]))
+            out.append("- %s, %s: `%s`" % (r["store"], r["query"], r["sql"]))
+    return out
+
+
+# -- main
+
+def commit():
+    def git(*args):
+        r = subprocess.run(["git", "-C", ROOT] + list(args), capture_output=True, text=True)
+        return r.stdout.strip() if r.returncode == 0 else ""
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--untracked-files=no"):
+        head += " (plus uncommitted changes)"
+    return head
+
+
+def comma_list(text, allowed, what):
+    items = [x for x in text.split(",") if x]
+    for x in items:
+        if x not in allowed:
+            raise SystemExit("bench/run.py: unknown %s %r (one of %s)" % (
+                what, x, ", ".join(allowed)))
+    return items
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--build", default=os.path.join(ROOT, "build"))
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        epilog="Sections: " + ", ".join(SECTIONS) + ". Configurations: " +
+               ", ".join(CONFIGS) + ". See the top of bench/run.py for what each measures.")
+    p.add_argument("--build", default=os.path.join(ROOT, "build"),
+                   help="the build directory (default: build/ of this tree)")
+    p.add_argument("--sections", default=",".join(SECTIONS),
+                   help="comma list of sections to run (default: all)")
+    p.add_argument("--configs", default=",".join(CONFIGS),
+                   help="comma list of capture configurations (default: all)")
+    p.add_argument("--shapes", default=",".join(SHAPES),
+                   help="load shapes for capture (default fin,busy)")
+    p.add_argument("--threads", default="1,2",
+                   help="loadgen thread counts for capture (default 1,2)")
     p.add_argument("--connections", type=int, default=200000,
-                   help="connections per round (10 events each; default 200000)")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=2, help="traced (and untraced) rounds")
-    p.add_argument("--eventers", default="bpf,tracefs")
-    p.add_argument("--sinks", default="jsonl,jsonl+spool,sqlite,pgsql",
-                   help="sinks measured with the bpf eventer; jsonl+spool is jsonl behind "
-                        "--spool (default jsonl,jsonl+spool,sqlite,pgsql)")
-    p.add_argument("--tracefs-sinks", default="jsonl",
-                   help="sinks measured with the tracefs eventer (default jsonl)")
-    p.add_argument("--replay-events", type=int, default=1000000)
-    p.add_argument("--baseline-events", type=int, default=100000)
-    p.add_argument("--quick", action="store_true", help="20000 connections, 1 round, "
-                   "100000 replayed events")
+                   help="connections per capture round (10 events each; default 200000)")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="traced (and untraced) rounds per row (default 2)")
+    p.add_argument("--burst-connections", type=int, default=200000,
+                   help="connections of the burst (10 events each; default 200000)")
+    p.add_argument("--replay-events", type=int, default=1000000,
+                   help="events replayed into each sink (default 1000000)")
+    p.add_argument("--no-reference", dest="reference", action="store_false",
+                   help="skip the server's own COPY FROM csv in replay")
+    p.add_argument("--baseline-events", type=int, default=100000,
+                   help="events stored the original's way, one INSERT each (default "
+                        "100000; 0: skip)")
+    p.add_argument("--archive-events", type=int, default=10000000,
+                   help="events in the lookup archive (default 10000000)")
+    p.add_argument("--no-archive", action="store_true", help="skip the archive section")
+    p.add_argument("--query-runs", type=int, default=5,
+                   help="timed runs of each lookup, after one warm-up (default 5)")
+    p.add_argument("--workdir", help="where the files go (default: a new temporary "
+                                     "directory, removed at the end)")
+    p.add_argument("--quick", action="store_true",
+                   help="20000 connections per round and per burst, 1 round, 100000 "
+                        "replayed events, 20000 baseline events, a 1000000-event archive")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="progress lines (starting with #) on stderr")
     a = p.parse_args()
     if a.quick:
-        a.connections, a.rounds, a.replay_events, a.baseline_events = 20000, 1, 100000, 20000
+        a.connections, a.burst_connections, a.rounds = 20000, 20000, 1
+        a.replay_events, a.baseline_events, a.archive_events = 100000, 20000, 1000000
+    if min(a.rounds, a.connections, a.burst_connections, a.replay_events, a.archive_events,
+           a.query_runs) < 1 or a.baseline_events < 0:
+        sys.exit("bench/run.py: rounds, connections, events and runs must be positive")
+    a.sections = comma_list(a.sections, SECTIONS, "section")
+    if a.no_archive and "archive" in a.sections:
+        a.sections.remove("archive")
+    a.configs = comma_list(a.configs, list(CONFIGS), "configuration")
+    a.shapes = comma_list(a.shapes, SHAPES, "shape")
+    a.threads = [int(t) for t in a.threads.split(",") if t]
     a.bin = os.path.join(a.build, "src", "tcp-audit")
     if os.geteuid() != 0:
         sys.exit("bench/run.py: run as root (kernel tracing)")
+    for exe in (a.bin, os.path.join(a.build, "bench", "loadgen")):
+        if not os.access(exe, os.X_OK):
+            sys.exit("bench/run.py: %s is missing: build first (ninja -C %s)" % (exe, a.build))
 
-    workdir = tempfile.mkdtemp(prefix="tcp-audit-bench-")
-    sinks = a.sinks.split(",")
-    pg = None
+    print("# tcp-audit benchmark")
+    print("")
+    print("Command: `%s`  " % shlex.join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]))
+    print("Commit: %s  " % commit())
+    print("Machine: %d CPUs, Linux %s, %s" % (os.cpu_count(), os.uname().release,
+                                             time.strftime("%Y-%m-%d %H:%M UTC",
+                                                           time.gmtime())))
+    sys.stdout.flush()
+
+    workdir = a.workdir or tempfile.mkdtemp(prefix="tcp-audit-bench-")
+    os.makedirs(workdir, exist_ok=True)
+    servers = Servers()
     try:
-        if "pgsql" in sinks:
-            from pgserver import PostgresServer
-            pg = PostgresServer()
-            pg.start()
-        capture_rows, sink_rows = [], []
-        for eventer in a.eventers.split(","):
-            for sink in (sinks if eventer == "bpf" else a.tracefs_sinks.split(",")):
-                capture_bench(a, eventer, sink, workdir, pg, capture_rows)
-        replay_file = os.path.join(workdir, "replay.jsonl")
-        make_replay_file(replay_file, a.replay_events)
-        for sink in (s for s in sinks if "+" not in s):  # the store, not the route
-            replay_bench(a, sink, workdir, pg, replay_file, a.replay_events, sink_rows)
-        if pg:
-            base_file = os.path.join(workdir, "baseline.jsonl")
-            make_replay_file(base_file, a.baseline_events)
-            baseline_bench(a, pg, base_file, a.baseline_events, sink_rows)
-        print(markdown(a, capture_rows, sink_rows))
+        a.default_problem = None
+        if "burst" in a.sections or "default" in a.configs and "capture" in a.sections:
+            a.default_problem = default_path_problem(a, workdir)
+        for section in a.sections:
+            out = {"capture": capture_section, "burst": burst_section,
+                   "replay": replay_section, "archive": archive_section}[section](
+                       a, servers, workdir)
+            print("\n".join(out))
+            sys.stdout.flush()
+        if servers.pg:
+            print("")
+            for kind, pg in sorted(servers.pg.items()):
+                print("PostgreSQL %s (%s): %s  " % (
+                    kind, os.path.basename(os.path.dirname(pg.bindir)),
+                    ", ".join("%s %s" % kv for kv in pg.settings().items())))
     finally:
-        if pg:
-            pg.cleanup()
-        shutil.rmtree(workdir, ignore_errors=True)
+        servers.cleanup()
+        if not a.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,12 @@ initdb of a cluster in a temporary directory as the `postgres` OS user,
 listening on a Unix socket in that directory only (no TCP port), trust for
 the `postgres` role and scram-sha-256 for a role `audit` with a password (to
 test authentication).  Stopped by stop() or at exit of a `with` block.
+
+Two kinds of cluster: tuned for speed (the default, what the tests use: fsync
+and full_page_writes off, large buffers), or stock=True: the settings exactly
+as initdb, and so Debian's pg_createcluster, leave them (fsync,
+synchronous_commit and full_page_writes on, shared_buffers 128MB, max_wal_size
+1GB), for the benchmark's "as installed" server.
 """
 import glob
 import os
@@ -32,10 +38,18 @@ def available():
 class PostgresServer:
     """durable=True keeps synchronous_commit on: a COMMIT that returned
     survives a kill -9 of the server (what the fault tests rely on, as a
-    production server would).  Off, the last commits can vanish in a crash."""
+    production server would).  Off, the last commits can vanish in a crash.
 
-    def __init__(self, durable=False):
-        self.durable = durable
+    stock=True: no tuning at all, only the Unix socket (and the roles and
+    pg_hba.conf above); durable is then implied."""
+
+    # what a stock cluster is expected to show (settings() reads the real ones)
+    STOCK = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on",
+             "shared_buffers": "128MB", "max_wal_size": "1GB"}
+
+    def __init__(self, durable=False, stock=False):
+        self.durable = durable or stock
+        self.stock = stock
         self.bindir = pg_bindir()
         self.dir = tempfile.mkdtemp(prefix="tcp-audit-pg-")
         os.chmod(self.dir, 0o755)
@@ -61,9 +75,11 @@ class PostgresServer:
                 f.write("local all audit scram-sha-256\nlocal all all trust\n")
             with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
                 f.write("listen_addresses = ''\nunix_socket_directories = '%s'\n"
-                        "fsync = off\nsynchronous_commit = %s\nfull_page_writes = off\n"
-                        "shared_buffers = 1GB\nmax_wal_size = 8GB\nwal_buffers = 64MB\n"
-                        % (self.socket_dir, "on" if self.durable else "off"))
+                        % self.socket_dir)
+                if not self.stock:
+                    f.write("fsync = off\nsynchronous_commit = %s\nfull_page_writes = off\n"
+                            "shared_buffers = 1GB\nmax_wal_size = 8GB\nwal_buffers = 64MB\n"
+                            % ("on" if self.durable else "off"))
         r = self._as_postgres([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-l",
                                self.log, "-w", "-t", "60", "start"])
         if r.returncode:
@@ -111,6 +127,22 @@ class PostgresServer:
         if r.returncode:
             raise RuntimeError("psql: " + r.stderr)
         return r.stdout
+
+    def psql_script(self, db, script, timeout=None):
+        """Runs a psql script (several statements and backslash commands, such
+        as \\timing) given as text on its stdin; returns its stdout."""
+        r = subprocess.run([os.path.join(self.bindir, "psql"), "-X", "-q", "-At", "-v",
+                            "ON_ERROR_STOP=1", "-h", self.socket_dir, "-U", "postgres",
+                            "-d", db, "-f", "-"], input=script, capture_output=True,
+                           text=True, timeout=timeout)
+        if r.returncode:
+            raise RuntimeError("psql: " + r.stderr)
+        return r.stdout
+
+    def settings(self, names=("fsync", "synchronous_commit", "full_page_writes",
+                              "shared_buffers", "max_wal_size", "wal_buffers")):
+        """The running server's values of these settings, as SHOW prints them."""
+        return {n: self.psql("postgres", "SHOW %s" % n).strip() for n in names}
 
     def createdb(self, name, owner="postgres"):
         self.psql("postgres", "CREATE DATABASE %s OWNER %s" % (name, owner))
