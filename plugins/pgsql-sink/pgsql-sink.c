@@ -47,6 +47,7 @@
 #define RETENTION_EVERY_NS 3600000000000ull
 #define CLOSE_AFTER_NS HOUR_NS /* a chunk closes once events this much past its end arrive */
 #define MIGRATE_SLICE 100000
+#define ANALYZE_EVERY_NS 60000000000ull /* the open chunk's statistics */
 
 enum { PARTITION_DEFAULT, PARTITION_HOUR, PARTITION_DAY, PARTITION_NONE };
 
@@ -79,6 +80,7 @@ struct pgsql_sink {
 	bool open_overflow; /* more than MAX_OPEN_CHUNKS: ask the catalog again */
 	uint64_t newest;         /* the newest event time written */
 	uint64_t next_retention; /* CLOCK_MONOTONIC ns of the next retention pass */
+	uint64_t next_analyze;   /* CLOCK_MONOTONIC ns of the next ANALYZE of the open chunk */
 };
 
 static const struct tcp_audit_option pgsql_options[] = {
@@ -139,7 +141,8 @@ static const char *const chunk_indexes_sql =
 	"CREATE INDEX IF NOT EXISTS %s_dst ON %s (daddr, dport);"
 	"CREATE INDEX IF NOT EXISTS %s_owner ON %s (owner_pid);"
 	"CREATE INDEX IF NOT EXISTS %s_cookie ON %s (sock_cookie);"
-	"CREATE INDEX IF NOT EXISTS %s_uid ON %s ((uid::text COLLATE \"C\"))";
+	"CREATE INDEX IF NOT EXISTS %s_uid ON %s ((uid::text COLLATE \"C\"));"
+	"ANALYZE %s";
 
 /* The views, with the names of event-text.c; the socket info is part of its event. */
 static int views_sql(char *out, size_t size)
@@ -377,7 +380,7 @@ static void close_a_chunk(struct pgsql_sink *s, uint64_t newest)
 		char name[64], sql[1024], lock[160];
 		chunk_name(s, chunk, name, sizeof(name));
 		snprintf(sql, sizeof(sql), chunk_indexes_sql, name, name, name, name, name, name,
-			 name, name);
+			 name, name, name);
 		snprintf(lock, sizeof(lock),
 			 "SELECT 1 WHERE pg_try_advisory_xact_lock(hashtext('tcp-audit %s'))", name);
 		uint64_t start = now_ns();
@@ -397,6 +400,25 @@ static void close_a_chunk(struct pgsql_sink *s, uint64_t newest)
 			find_open_chunks(s);
 		return;
 	}
+}
+
+/*
+ * The planner needs statistics of the open chunk to use its BRIN summaries
+ * (of the views' uid, for one): without them it reads the chunk.  Autovacuum
+ * comes to a chunk that only grows late, so the sink asks for them, once a
+ * minute, for the chunk of the newest events (a sample: tens of ms).
+ */
+static void analyze_open_chunk(struct pgsql_sink *s)
+{
+	char name[64], sql[128];
+
+	if (now_ns() < s->next_analyze || !s->newest)
+		return;
+	s->next_analyze = now_ns() + ANALYZE_EVERY_NS;
+	chunk_name(s, (int64_t)(s->newest / s->chunk_ns), name, sizeof(name));
+	snprintf(sql, sizeof(sql), "ANALYZE %s", name);
+	if (!exec_ok(s, sql))
+		log_pg(s, TCP_AUDIT_LOG_WARNING, "cannot analyze %s in", name);
 }
 
 /*
@@ -970,6 +992,7 @@ static int pgsql_write(void *self, const struct tcp_audit_event *ev, size_t n)
 			if (ev[i].time_ns > s->newest)
 				s->newest = ev[i].time_ns;
 		close_a_chunk(s, s->newest);
+		analyze_open_chunk(s);
 		return 0;
 	}
 	if (PQstatus(s->conn) != CONNECTION_OK) {

@@ -9,13 +9,17 @@
  * batch.  Files of schema v1 (two tables of text rows) are migrated in place
  * when first opened.
  *
- * Per row, SQLite maintains one B-tree: the table, keyed by the event's uid,
- * whose first 16 hex digits are its time, so rows append in time order and
- * a time range is a range of uids (see the README).  No
- * secondary index is maintained per row: measured on this sink, each one
- * (time, cookie) costs about 0.5 us per event even in time order, and one
- * keyed at random (addresses, pids) several microseconds once it outgrows
- * the page cache.  Gap records, rare, have an index of their own.
+ * Per row, SQLite maintains two B-trees: the table, in the order events
+ * arrive (rowid), and the unique index of the event's uid, whose first 16
+ * hex digits are its time, so it appends as events arrive in time order and
+ * a time range is a range of uids (see the README).  Nothing else is
+ * indexed per row: measured on this sink, each more index (time, cookie)
+ * costs about 0.5 us per event even in time order, and one keyed at random
+ * (addresses, pids) several microseconds once it outgrows the page cache.
+ * A separate uid index rather than a table keyed by uid: as fast in time
+ * order, and about twice as fast when events come out of order (only the
+ * index is written at random then, not the rows).  Gap records, rare, have
+ * an index of their own.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -39,7 +43,7 @@
 #define DEFAULT_FILE "tcp-audit.db"
 #define SCHEMA_VERSION "2"
 #define PAGE_SIZE "16384" /* new files: fewer, fuller pages per row appended */
-#define CACHE_KIB "8192"  /* page cache per connection */
+#define CACHE_KIB "32768" /* page cache: out-of-order uids stay in it longer */  /* page cache per connection */
 #define MIGRATE_SLICE 100000 /* v1 events copied per step of a migration */
 
 enum { SYNC_OFF, SYNC_NORMAL, SYNC_FULL };
@@ -77,7 +81,7 @@ static const struct tcp_audit_option sqlite_options[] = {
 /* Columns of tcp_audit_events, in the order of the insert's parameters. */
 #define EVENT_TABLE                                                                        \
 	"CREATE TABLE tcp_audit_events ("                                                 \
-	" uid TEXT PRIMARY KEY," /* event_uid(): time first, so keys append */             \
+	" uid TEXT NOT NULL UNIQUE," /* event_uid(): time first, so keys append */    \
 	" time_ns INTEGER NOT NULL, kind INTEGER NOT NULL, host TEXT,"                     \
 	" family INTEGER, saddr TEXT, daddr TEXT, sport INTEGER, dport INTEGER,"           \
 	" old_state INTEGER, new_state INTEGER,"                                           \
@@ -85,7 +89,7 @@ static const struct tcp_audit_option sqlite_options[] = {
 	" owner_pid INTEGER, owner_uid INTEGER, owner_comm TEXT,"                          \
 	" sock_cookie INTEGER, sock_inode INTEGER, sock_uid INTEGER, sock_gid INTEGER,"    \
 	" sock_state INTEGER, netns INTEGER, cgroup_id INTEGER, seq INTEGER, ktime INTEGER," \
-	" gap_stage INTEGER, gap_lost INTEGER) WITHOUT ROWID;"                             \
+	" gap_stage INTEGER, gap_lost INTEGER);"                             \
 	"CREATE INDEX tcp_audit_events_gaps ON tcp_audit_events(time_ns) WHERE kind = 1;"
 #define N_COLUMNS 28
 

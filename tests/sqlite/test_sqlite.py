@@ -198,7 +198,7 @@ class SqliteSink(unittest.TestCase):
         with sqlite3.connect(self.db) as db:
             self.assertEqual([r[0] for r in db.execute(sql, (t0, t1))], [2, 3, 4])
             plan = " ".join(str(r) for r in db.execute("EXPLAIN QUERY PLAN " + sql, (t0, t1)))
-        self.assertIn("USING PRIMARY KEY", plan)
+        self.assertIn("USING INDEX sqlite_autoindex_tcp_audit_events_1 (uid>? AND uid<?)", plan)
         # the original's join for one uid uses it too
         with sqlite3.connect(self.db) as db:
             plan = " ".join(str(r) for r in db.execute(
