@@ -153,8 +153,9 @@ static void usage(FILE *f)
 		"  tcp-audit --event bpf --sink jsonl -p path=/var/log/tcp-audit.jsonl\n"
 		"  tcp-audit --event bpf --sink sqlite --sink pgsql -p conninfo='dbname=audit'\n"
 		"  tcp-audit --event replay -p path=events.jsonl --sink sqlite -p path=events.db\n",
-		DEFAULT_STATE_DIRECTORY, plugin_search_path(), DEFAULT_MAX_ERRORS, DEFAULT_BATCH_SIZE, DEFAULT_QUEUE_SIZE,
-		DEFAULT_BACKLOG, DEFAULT_STATE_DIRECTORY, DEFAULT_STOP_GRACE_S);
+		DEFAULT_STATE_DIRECTORY, plugin_search_path(), DEFAULT_MAX_ERRORS,
+		DEFAULT_BATCH_SIZE, DEFAULT_QUEUE_SIZE, DEFAULT_BACKLOG, DEFAULT_STATE_DIRECTORY,
+		DEFAULT_STOP_GRACE_S);
 }
 
 __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)

@@ -43,7 +43,7 @@
 #define DEFAULT_FILE "tcp-audit.db"
 #define SCHEMA_VERSION "2"
 #define PAGE_SIZE "16384" /* new files: fewer, fuller pages per row appended */
-#define CACHE_KIB "32768" /* page cache: out-of-order uids stay in it longer */  /* page cache per connection */
+#define CACHE_KIB "32768" /* page cache: out-of-order uids stay in it longer */
 #define MIGRATE_SLICE 100000 /* v1 events copied per step of a migration */
 
 enum { SYNC_OFF, SYNC_NORMAL, SYNC_FULL };

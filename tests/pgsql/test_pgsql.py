@@ -374,7 +374,8 @@ INSERT INTO tcp_events SELECT
  '1970-01-01'::timestamp + ((t + 500) / 1000) * interval '1 microsecond',
  1000 + i %% 50, 'proc' || (i %% 50),
  CASE WHEN i %% 7 = 0 THEN '::1'::inet ELSE ('10.0.0.' || (i %% 200))::inet END,
- CASE WHEN i %% 7 = 0 THEN ('2001:db8::' || (i %% 90))::inet ELSE ('10.1.0.' || (i %% 250))::inet END,
+ CASE WHEN i %% 7 = 0 THEN ('2001:db8::' || (i %% 90))::inet
+      ELSE ('10.1.0.' || (i %% 250))::inet END,
  30000 + i %% 30000, 80 + i %% 3,
  CASE i %% 3 WHEN 0 THEN 'CLOSED' WHEN 1 THEN 'SYN-SENT' ELSE 'ESTABLISHED' END,
  CASE i %% 3 WHEN 0 THEN 'SYN-SENT' WHEN 1 THEN 'ESTABLISHED' ELSE 'FIN-WAIT-1' END,
