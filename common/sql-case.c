@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* SQL CASE expressions between numbers and names (see sql-case.h). */
+/* SQL the database sinks share: names of numbers, the views (see sql-case.h). */
 #include "sql-case.h"
 
 #include <stdarg.h>
@@ -66,4 +66,31 @@ int sql_case_name(char *out, size_t size, enum sql_names names, const char *expr
 int sql_case_number(char *out, size_t size, enum sql_names names, const char *expr)
 {
 	return build(out, size, names, expr, false);
+}
+
+int sql_views(char *out, size_t size, const struct sql_view_forms *f)
+{
+	char old_state[1024], new_state[1024], sock_state[512], family[256], stage[256];
+
+	if (sql_case_name(old_state, sizeof(old_state), SQL_TCP_STATE, "old_state") < 0 ||
+	    sql_case_name(new_state, sizeof(new_state), SQL_TCP_STATE, "new_state") < 0 ||
+	    sql_case_name(sock_state, sizeof(sock_state), SQL_SOCK_STATE, "sock_state") < 0 ||
+	    sql_case_name(family, sizeof(family), SQL_FAMILY, "family") < 0 ||
+	    sql_case_name(stage, sizeof(stage), SQL_GAP_STAGE, "gap_stage") < 0)
+		return -1;
+	int n = snprintf(
+		out, size,
+		"CREATE VIEW tcp_events AS SELECT %s AS uid, %s AS timestamp, pid_on_cpu,"
+		" comm_on_cpu, saddr AS src_ip, daddr AS dst_ip, sport AS src_port,"
+		" dport AS dst_port, %s AS old_state, %s AS new_state, time_ns, %s AS family,"
+		" tid_on_cpu, owner_pid, owner_uid, owner_comm, sock_cookie, netns, cgroup_id,"
+		" host, seq, ktime FROM tcp_audit_events WHERE kind = 0;"
+		"CREATE VIEW tcp_events_socket_info AS SELECT %s AS uid, %s AS tcp_event_uid,"
+		" %s AS id, sock_inode AS inode, sock_uid AS user_id, sock_gid AS group_id,"
+		" %s AS state%s FROM tcp_audit_events WHERE kind = 0 AND sock_inode IS NOT NULL;"
+		"CREATE VIEW tcp_audit_gaps AS SELECT %s AS uid, %s AS timestamp, time_ns, host,"
+		" %s AS stage, gap_lost AS lost, seq, ktime FROM tcp_audit_events WHERE kind = 1;",
+		f->uid, f->timestamp, old_state, new_state, family, f->uid, f->uid, f->cookie_hex,
+		sock_state, f->info_extra, f->uid, f->timestamp, stage);
+	return n > 0 && (size_t)n < size ? 0 : -1;
 }

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * SQL CASE expressions between our numbers and their names (states, socket
- * states, families, gap stages), for the database sinks' views and
- * migrations, made from the one table of names in event-text.c so that a
- * store never spells a name differently.  The SQL is what SQLite and
- * PostgreSQL both accept.
+ * SQL the database sinks share: CASE expressions between our numbers and
+ * their names (states, socket states, families, gap stages), made from the
+ * one table of names in event-text.c so that a store never spells a name
+ * differently, and the views that serve the original's tables, whose columns
+ * are a contract with their users.  The SQL is what SQLite and PostgreSQL
+ * both accept; what differs between them comes in as expressions.
  */
 #ifndef TCP_AUDIT_SQL_CASE_H
 #define TCP_AUDIT_SQL_CASE_H
@@ -27,5 +28,20 @@ int sql_case_name(char *out, size_t size, enum sql_names names, const char *expr
 
 /* "CASE expr WHEN 'ESTABLISHED' THEN 1 ... END": name to number (else NULL). */
 int sql_case_number(char *out, size_t size, enum sql_names names, const char *expr);
+
+/* A store's expressions, over tcp_audit_events' columns, for the views. */
+struct sql_view_forms {
+	const char *uid;        /* the uid as the original's text */
+	const char *timestamp;  /* the original's timestamp from time_ns */
+	const char *cookie_hex; /* the socket info's id: sock_cookie in hex, NULL if NULL */
+	const char *info_extra; /* more columns of tcp_events_socket_info ("" or ", ...") */
+};
+
+/*
+ * CREATE VIEW statements of tcp_events, tcp_events_socket_info and
+ * tcp_audit_gaps (the socket info is part of its event: its uid is the
+ * event's).  Returns 0, or -1 if out is too small.
+ */
+int sql_views(char *out, size_t size, const struct sql_view_forms *forms);
 
 #endif

@@ -151,36 +151,13 @@ static const char *const chunk_indexes_sql =
 	"CREATE INDEX IF NOT EXISTS %s_uid ON %s ((uid::text COLLATE \"C\"));"
 	"ANALYZE %s";
 
-/* The views, with the names of event-text.c; the socket info is part of its event. */
-static int views_sql(char *out, size_t size)
-{
-	char old_state[1024], new_state[1024], sock_state[512], family[256], stage[256];
-
-	if (sql_case_name(old_state, sizeof(old_state), SQL_TCP_STATE, "old_state") < 0 ||
-	    sql_case_name(new_state, sizeof(new_state), SQL_TCP_STATE, "new_state") < 0 ||
-	    sql_case_name(sock_state, sizeof(sock_state), SQL_SOCK_STATE, "sock_state") < 0 ||
-	    sql_case_name(family, sizeof(family), SQL_FAMILY, "family") < 0 ||
-	    sql_case_name(stage, sizeof(stage), SQL_GAP_STAGE, "gap_stage") < 0)
-		return -1;
-	int n = snprintf(
-		out, size,
-		"CREATE VIEW tcp_events AS SELECT (uid::text COLLATE \"C\") AS uid,"
-		" tcp_audit_timestamp(time_ns) AS timestamp, pid_on_cpu, comm_on_cpu,"
-		" saddr AS src_ip, daddr AS dst_ip, sport AS src_port, dport AS dst_port,"
-		" %s AS old_state, %s AS new_state, time_ns, %s AS family, tid_on_cpu, owner_pid,"
-		" owner_uid, owner_comm, sock_cookie, netns, cgroup_id, host, seq, ktime"
-		" FROM tcp_audit_events WHERE kind = 0;"
-		"CREATE VIEW tcp_events_socket_info AS SELECT (uid::text COLLATE \"C\") AS uid,"
-		" (uid::text COLLATE \"C\") AS tcp_event_uid, to_hex(sock_cookie) AS id,"
-		" sock_inode AS inode, sock_uid AS user_id, sock_gid AS group_id, %s AS state,"
-		" tcp_audit_timestamp(time_ns) AS timestamp"
-		" FROM tcp_audit_events WHERE kind = 0 AND sock_inode IS NOT NULL;"
-		"CREATE VIEW tcp_audit_gaps AS SELECT (uid::text COLLATE \"C\") AS uid,"
-		" tcp_audit_timestamp(time_ns) AS timestamp, time_ns, host, %s AS stage,"
-		" gap_lost AS lost, seq, ktime FROM tcp_audit_events WHERE kind = 1",
-		old_state, new_state, family, sock_state, stage);
-	return n > 0 && (size_t)n < size ? 0 : -1;
-}
+/* The views in PostgreSQL: the text uid and the timestamp as the BRIN summarizes them. */
+static const struct sql_view_forms view_forms = {
+	.uid = "(uid::text COLLATE \"C\")",
+	.timestamp = "tcp_audit_timestamp(time_ns)",
+	.cookie_hex = "to_hex(sock_cookie)",
+	.info_extra = ", tcp_audit_timestamp(time_ns) AS timestamp", /* as v1 partitioned had */
+};
 
 /*
  * Schema v1 came from the original's tables (kept and extended): a database
@@ -667,7 +644,7 @@ static int migrate(struct pgsql_sink *s)
 
 	/* a new store, or v1 (ours or the original's tables) to migrate */
 	s->chunk_ns = wanted ? wanted : v1_partitioned ? DAY_NS : HOUR_NS;
-	if (views_sql(views, sizeof(views)) < 0 || !exec_ok(s, table_sql))
+	if (sql_views(views, sizeof(views), &view_forms) < 0 || !exec_ok(s, table_sql))
 		goto fail;
 	if (v1_tables && ((version == 0 && !exec_ok(s, original_to_v1_sql)) || !migrate_v1(s)))
 		goto fail;

@@ -98,37 +98,13 @@ static const struct tcp_audit_option sqlite_options[] = {
 	"strftime('%Y-%m-%d %H:%M:%S', time_ns / 1000000000, 'unixepoch')"                 \
 	" || printf('.%09d', time_ns % 1000000000)"
 
-/*
- * The views, made with the names of event-text.c.  The socket info is part
- * of its event: its uid is the event's.
- */
-static int views_sql(char *out, size_t size)
-{
-	char old_state[1024], new_state[1024], sock_state[512], family[256], stage[256];
-
-	if (sql_case_name(old_state, sizeof(old_state), SQL_TCP_STATE, "old_state") < 0 ||
-	    sql_case_name(new_state, sizeof(new_state), SQL_TCP_STATE, "new_state") < 0 ||
-	    sql_case_name(sock_state, sizeof(sock_state), SQL_SOCK_STATE, "sock_state") < 0 ||
-	    sql_case_name(family, sizeof(family), SQL_FAMILY, "family") < 0 ||
-	    sql_case_name(stage, sizeof(stage), SQL_GAP_STAGE, "gap_stage") < 0)
-		return -1;
-	int n = snprintf(
-		out, size,
-		"CREATE VIEW tcp_events AS SELECT uid, %s AS timestamp,"
-		" pid_on_cpu, comm_on_cpu, saddr AS src_ip, daddr AS dst_ip, sport AS src_port,"
-		" dport AS dst_port, %s AS old_state, %s AS new_state, time_ns, %s AS family,"
-		" tid_on_cpu, owner_pid, owner_uid, owner_comm, sock_cookie, netns, cgroup_id,"
-		" host, seq, ktime FROM tcp_audit_events WHERE kind = 0;"
-		"CREATE VIEW tcp_events_socket_info AS SELECT uid, uid AS tcp_event_uid,"
-		" CASE WHEN sock_cookie IS NOT NULL THEN printf('%%x', sock_cookie) END AS id,"
-		" sock_inode AS inode, sock_uid AS user_id, sock_gid AS group_id, %s AS state"
-		" FROM tcp_audit_events WHERE kind = 0 AND sock_inode IS NOT NULL;"
-		"CREATE VIEW tcp_audit_gaps AS SELECT uid, %s AS timestamp,"
-		" time_ns, host, %s AS stage, gap_lost AS lost, seq, ktime"
-		" FROM tcp_audit_events WHERE kind = 1;",
-		TIMESTAMP_SQL, old_state, new_state, family, sock_state, TIMESTAMP_SQL, stage);
-	return n > 0 && (size_t)n < size ? 0 : -1;
-}
+/* The views in SQLite's SQL: only built-in functions, so any SQLite client reads them. */
+static const struct sql_view_forms view_forms = {
+	.uid = "uid",
+	.timestamp = TIMESTAMP_SQL,
+	.cookie_hex = "CASE WHEN sock_cookie IS NOT NULL THEN printf('%x', sock_cookie) END",
+	.info_extra = "",
+};
 
 static int exec(struct sqlite_sink *s, const char *sql)
 {
@@ -274,7 +250,7 @@ static int migrate(struct sqlite_sink *s)
 	}
 	if (version == atoi(SCHEMA_VERSION))
 		return 0;
-	if (views_sql(views, sizeof(views)) < 0)
+	if (sql_views(views, sizeof(views), &view_forms) < 0)
 		return -ENOMEM;
 	/* a new file: bigger pages, set before anything is written */
 	if (version == 0 && exec(s, "PRAGMA page_size = " PAGE_SIZE))
