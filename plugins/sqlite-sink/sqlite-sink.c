@@ -58,7 +58,7 @@ struct sqlite_sink {
 	const struct sqlite_config *cfg;
 	char path[PATH_MAX];
 	sqlite3 *db;
-	sqlite3_stmt *insert, *begin, *commit, *rollback;
+	sqlite3_stmt *insert, *insert_many, *begin, *commit, *rollback;
 	bool unavailable; /* in a retry episode: logged once */
 };
 
@@ -92,6 +92,9 @@ static const struct tcp_audit_option sqlite_options[] = {
 	" gap_stage INTEGER, gap_lost INTEGER);"                             \
 	"CREATE INDEX tcp_audit_events_gaps ON tcp_audit_events(time_ns) WHERE kind = 1;"
 #define N_COLUMNS 28
+/* Rows per INSERT for full runs of a batch: one statement's run (cursors opened, the program
+ * started and halted) per row cost as much as the row itself; 32 rows share it. */
+#define ROWS_PER_INSERT 32
 
 /* 'YYYY-MM-DD HH:MM:SS.nnnnnnnnn' (UTC) from time_ns, as schema v1 stored it */
 #define TIMESTAMP_SQL                                                                      \
@@ -125,6 +128,27 @@ static int prepare(struct sqlite_sink *s, const char *sql, sqlite3_stmt **st)
 		return -EIO;
 	}
 	return 0;
+}
+
+/* INSERT of `rows` rows, their parameters numbered row after row. */
+static int prepare_insert(struct sqlite_sink *s, int rows, sqlite3_stmt **st)
+{
+	static const char row[] = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+	static const char head[] = "INSERT INTO tcp_audit_events VALUES ",
+			  tail[] = " ON CONFLICT(uid) DO NOTHING";
+	_Static_assert(sizeof(row) == 2 * N_COLUMNS + 2, "one ? per column");
+	char sql[sizeof(head) + ROWS_PER_INSERT * sizeof(row) + sizeof(tail)];
+	size_t n = sizeof(head) - 1;
+
+	memcpy(sql, head, n);
+	for (int i = 0; i < rows; i++) {
+		if (i)
+			sql[n++] = ',';
+		memcpy(sql + n, row, sizeof(row) - 1);
+		n += sizeof(row) - 1;
+	}
+	memcpy(sql + n, tail, sizeof(tail));
+	return prepare(s, sql, st);
 }
 
 static int step(sqlite3_stmt *st)
@@ -310,7 +334,6 @@ static int sqlite_open(void **self, const void *config, const struct tcp_audit_h
 	static const char *const sync_sql[] = {"PRAGMA synchronous = OFF",
 					       "PRAGMA synchronous = NORMAL",
 					       "PRAGMA synchronous = FULL"};
-	char insert[512];
 	int r;
 
 	if (!s)
@@ -338,11 +361,8 @@ static int sqlite_open(void **self, const void *config, const struct tcp_audit_h
 		r = -EIO;
 		goto fail;
 	}
-	int n = snprintf(insert, sizeof(insert), "INSERT INTO tcp_audit_events VALUES (");
-	for (int i = 1; i <= N_COLUMNS; i++)
-		n += snprintf(insert + n, sizeof(insert) - (size_t)n, "%s?%d", i > 1 ? "," : "", i);
-	snprintf(insert + n, sizeof(insert) - (size_t)n, ") ON CONFLICT(uid) DO NOTHING");
-	if ((r = prepare(s, insert, &s->insert)) || (r = prepare(s, "BEGIN IMMEDIATE", &s->begin)) ||
+	if ((r = prepare_insert(s, 1, &s->insert)) ||
+	    (r = prepare_insert(s, ROWS_PER_INSERT, &s->insert_many)) || (r = prepare(s, "BEGIN IMMEDIATE", &s->begin)) ||
 	    (r = prepare(s, "COMMIT", &s->commit)) || (r = prepare(s, "ROLLBACK", &s->rollback)))
 		goto fail;
 	*self = s;
@@ -368,52 +388,75 @@ static void bind_opt(sqlite3_stmt *st, int i, bool valid, int64_t v)
 		sqlite3_bind_null(st, i);
 }
 
-/* One row; u64 values are stored as SQLite's signed 64-bit integers. */
-static int insert(struct sqlite_sink *s, const struct tcp_audit_event *e)
-{
+/* Text a row's parameters point to until the statement has run (SQLITE_STATIC). */
+struct row_text {
 	char uid[EVENT_UID_LEN], src[ADDR_TEXT_LEN], dst[ADDR_TEXT_LEN];
-	sqlite3_stmt *st = s->insert;
+};
+
+/* Binds one row at parameter base + 1...; u64 values are stored as SQLite's signed 64-bit
+ * integers. */
+static void bind_row(sqlite3_stmt *st, int base, const struct tcp_audit_event *e,
+		     struct row_text *t)
+{
 	uint32_t v = e->valid;
 	bool gap = e->kind == TCP_AUDIT_KIND_GAP, owner = !gap && (v & TCP_AUDIT_HAS_OWNER),
 	     inode = !gap && (v & TCP_AUDIT_HAS_SOCK_INODE);
 
-	event_uid(e, uid);
-	sqlite3_bind_text(st, 1, uid, EVENT_UID_LEN - 1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, (sqlite3_int64)e->time_ns);
-	sqlite3_bind_int(st, 3, e->kind);
-	bind_text(st, 4, v & TCP_AUDIT_HAS_HOST ? e->host : NULL, TCP_AUDIT_HOST_LEN);
+	event_uid(e, t->uid);
+	sqlite3_bind_text(st, base + 1, t->uid, EVENT_UID_LEN - 1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, base + 2, (sqlite3_int64)e->time_ns);
+	sqlite3_bind_int(st, base + 3, e->kind);
+	bind_text(st, base + 4, v & TCP_AUDIT_HAS_HOST ? e->host : NULL, TCP_AUDIT_HOST_LEN);
 	if (gap) {
 		for (int i = 5; i <= 24; i++)
-			sqlite3_bind_null(st, i);
-		sqlite3_bind_int(st, 27, e->gap_stage);
-		sqlite3_bind_int64(st, 28, (sqlite3_int64)e->gap_lost);
+			sqlite3_bind_null(st, base + i);
+		sqlite3_bind_int(st, base + 27, e->gap_stage);
+		sqlite3_bind_int64(st, base + 28, (sqlite3_int64)e->gap_lost);
 	} else {
-		sqlite3_bind_int(st, 5, e->family);
-		bind_text(st, 6, format_addr(e->family, e->saddr, src), ADDR_TEXT_LEN);
-		bind_text(st, 7, format_addr(e->family, e->daddr, dst), ADDR_TEXT_LEN);
-		sqlite3_bind_int(st, 8, e->sport);
-		sqlite3_bind_int(st, 9, e->dport);
-		sqlite3_bind_int(st, 10, e->old_state);
-		sqlite3_bind_int(st, 11, e->new_state);
-		sqlite3_bind_int64(st, 12, e->pid_on_cpu);
-		bind_opt(st, 13, v & TCP_AUDIT_HAS_TID, e->tid_on_cpu);
-		bind_text(st, 14, e->comm_on_cpu, TCP_AUDIT_COMM_LEN);
-		bind_opt(st, 15, owner, e->owner_pid);
-		bind_opt(st, 16, owner, e->owner_uid);
-		bind_text(st, 17, owner ? e->owner_comm : NULL, TCP_AUDIT_COMM_LEN);
-		bind_opt(st, 18, v & TCP_AUDIT_HAS_COOKIE, (int64_t)e->sock_cookie);
-		bind_opt(st, 19, inode, (int64_t)e->sock_inode);
-		bind_opt(st, 20, inode, e->sock_uid);
-		bind_opt(st, 21, inode, e->sock_gid);
-		bind_opt(st, 22, v & TCP_AUDIT_HAS_SOCK_STATE, e->sock_state);
-		bind_opt(st, 23, v & TCP_AUDIT_HAS_NETNS, e->netns);
-		bind_opt(st, 24, v & TCP_AUDIT_HAS_CGROUP, (int64_t)e->cgroup_id);
-		sqlite3_bind_null(st, 27);
-		sqlite3_bind_null(st, 28);
+		sqlite3_bind_int(st, base + 5, e->family);
+		bind_text(st, base + 6, format_addr(e->family, e->saddr, t->src), ADDR_TEXT_LEN);
+		bind_text(st, base + 7, format_addr(e->family, e->daddr, t->dst), ADDR_TEXT_LEN);
+		sqlite3_bind_int(st, base + 8, e->sport);
+		sqlite3_bind_int(st, base + 9, e->dport);
+		sqlite3_bind_int(st, base + 10, e->old_state);
+		sqlite3_bind_int(st, base + 11, e->new_state);
+		sqlite3_bind_int64(st, base + 12, e->pid_on_cpu);
+		bind_opt(st, base + 13, v & TCP_AUDIT_HAS_TID, e->tid_on_cpu);
+		bind_text(st, base + 14, e->comm_on_cpu, TCP_AUDIT_COMM_LEN);
+		bind_opt(st, base + 15, owner, e->owner_pid);
+		bind_opt(st, base + 16, owner, e->owner_uid);
+		bind_text(st, base + 17, owner ? e->owner_comm : NULL, TCP_AUDIT_COMM_LEN);
+		bind_opt(st, base + 18, v & TCP_AUDIT_HAS_COOKIE, (int64_t)e->sock_cookie);
+		bind_opt(st, base + 19, inode, (int64_t)e->sock_inode);
+		bind_opt(st, base + 20, inode, e->sock_uid);
+		bind_opt(st, base + 21, inode, e->sock_gid);
+		bind_opt(st, base + 22, v & TCP_AUDIT_HAS_SOCK_STATE, e->sock_state);
+		bind_opt(st, base + 23, v & TCP_AUDIT_HAS_NETNS, e->netns);
+		bind_opt(st, base + 24, v & TCP_AUDIT_HAS_CGROUP, (int64_t)e->cgroup_id);
+		sqlite3_bind_null(st, base + 27);
+		sqlite3_bind_null(st, base + 28);
 	}
-	bind_opt(st, 25, v & TCP_AUDIT_HAS_SEQ, (int64_t)e->seq);
-	bind_opt(st, 26, v & TCP_AUDIT_HAS_KTIME, (int64_t)e->ktime_ns);
-	return step(st);
+	bind_opt(st, base + 25, v & TCP_AUDIT_HAS_SEQ, (int64_t)e->seq);
+	bind_opt(st, base + 26, v & TCP_AUDIT_HAS_KTIME, (int64_t)e->ktime_ns);
+}
+
+/* The batch's rows, ROWS_PER_INSERT at a time, then the rest one by one. */
+static int insert_all(struct sqlite_sink *s, const struct tcp_audit_event *ev, size_t n)
+{
+	struct row_text text[ROWS_PER_INSERT];
+	size_t i = 0;
+	int rc = SQLITE_OK;
+
+	for (; rc == SQLITE_OK && n - i >= ROWS_PER_INSERT; i += ROWS_PER_INSERT) {
+		for (int r = 0; r < ROWS_PER_INSERT; r++)
+			bind_row(s->insert_many, r * N_COLUMNS, &ev[i + (size_t)r], &text[r]);
+		rc = step(s->insert_many);
+	}
+	for (; rc == SQLITE_OK && i < n; i++) {
+		bind_row(s->insert, 0, &ev[i], &text[0]);
+		rc = step(s->insert);
+	}
+	return rc;
 }
 
 /* Errors a store recovers from by itself: the batch is worth retrying. */
@@ -437,8 +480,8 @@ static int sqlite_write(void *self, const struct tcp_audit_event *ev, size_t n)
 	struct sqlite_sink *s = self;
 	int rc = step(s->begin);
 
-	for (size_t i = 0; rc == SQLITE_OK && i < n; i++)
-		rc = insert(s, &ev[i]);
+	if (rc == SQLITE_OK)
+		rc = insert_all(s, ev, n);
 	if (rc == SQLITE_OK)
 		rc = step(s->commit);
 	if (rc == SQLITE_OK) {
@@ -468,6 +511,7 @@ static void sqlite_close(void *self)
 	if (!s)
 		return;
 	sqlite3_finalize(s->insert);
+	sqlite3_finalize(s->insert_many);
 	sqlite3_finalize(s->begin);
 	sqlite3_finalize(s->commit);
 	sqlite3_finalize(s->rollback);

@@ -100,6 +100,25 @@ class SqliteSink(unittest.TestCase):
         self.assertEqual(self.rows("SELECT count(*) FROM tcp_events_socket_info"), [(6,)])
         self.assertEqual(self.rows("SELECT count(*) FROM tcp_audit_gaps"), [(1,)])
 
+    def test_many_rows_per_insert_store_what_one_row_inserts_store(self):
+        # full runs of a batch go in multi-row INSERTs, the rest row by row; a batch
+        # of one takes the row-by-row path only. Every kind of event in both, and
+        # each event twice in the same batch.
+        lines = store_lines() + [sample_line(i) for i in range(8, 80)]
+        with open(self.inp, "w") as f:
+            f.write("\n".join(lines + lines) + "\n")
+        tables = []
+        for batch in ("1", "4096"):
+            db = os.path.join(self.tmp.name, "batch-%s.db" % batch)
+            r = run(["--batch-size", batch, "--event", "replay", "-p", "path=" + self.inp,
+                     "--sink", "sqlite", "-p", "path=" + db])
+            self.assertEqual(r.returncode, 0, r.stderr)
+            with sqlite3.connect(db) as c:
+                c.text_factory = bytes
+                tables.append(c.execute("SELECT * FROM tcp_audit_events ORDER BY uid").fetchall())
+        self.assertEqual(len(tables[0]), len(lines))
+        self.assertEqual(tables[0], tables[1])
+
     def test_schema_version(self):
         self.replay()
         self.assertEqual(self.rows("PRAGMA user_version"), [(2,)])
