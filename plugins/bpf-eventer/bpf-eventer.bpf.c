@@ -1,15 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0 OR MIT
 /*
  * The kernel half of the bpf eventer: every TCP state change from the
- * sock:inet_sock_set_state tracepoint, with the socket's owner, into a ring
- * buffer that wakes the reader only when enough is waiting.
+ * sock:inet_sock_set_state tracepoint (BTF-typed, so the socket is read with
+ * plain loads rather than a helper call per field) into a ring buffer that
+ * wakes the reader only when enough is waiting, and a record per accept()ed
+ * TCP socket from the accept syscalls' exit tracepoints.
  *
- * Owners: many transitions run in softirq context, where the task on the CPU
- * is not the socket's owner.  The owner is recorded where it is known, in
- * process context: a connect() (CLOSED->SYN-SENT) and a listen()
- * (->LISTEN) run in the owner's syscall; a child socket first inherits its
- * listener's owner and then gets the process that accept()s it.  The map is
- * keyed by socket address and forgotten when the socket reaches CLOSED.
+ * Owners are worked out in user space from these records (bpf-eventer.c):
+ * per-socket state in the kernel (socket storage, hash maps) cost more per
+ * event than everything else here together.  So that owners stay right under
+ * filters, an event the filters drop still goes out, as a quiet record, when
+ * it names an owner or ends a socket and the socket may yet pass.
  */
 #include "vmlinux.h"
 
@@ -70,41 +71,6 @@ struct {
 	__type(value, __u64);
 } nesting SEC(".maps");
 
-struct owner {
-	__u32 pid;
-	__u32 uid;
-	char comm[TA_COMM_LEN];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 1 << 18);
-	__type(key, __u64); /* struct sock address */
-	__type(value, struct owner);
-} owners SEC(".maps");
-
-struct listener_key {
-	__u32 netns;
-	__u16 family;
-	__u16 port;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 1 << 14);
-	__type(key, struct listener_key);
-	__type(value, struct owner);
-} listeners SEC(".maps");
-
-static __always_inline void current_owner(struct owner *o)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-
-	o->pid = id >> 32;
-	o->uid = (__u32)bpf_get_current_uid_gid();
-	bpf_get_current_comm(o->comm, sizeof(o->comm));
-}
-
 static __always_inline bool port_in(const volatile __u16 *list, __u32 n, __u16 port)
 {
 	for (__u32 i = 0; i < TA_MAX_PORTS; i++) {
@@ -134,22 +100,37 @@ static __always_inline bool in_prefix(const volatile struct ta_prefix *p, __u16 
 	return true;
 }
 
-static __always_inline bool passes(const struct ta_record *r)
+enum verdict {
+	PASS,
+	DROP_SOCKET, /* none of this socket's events can pass */
+	DROP_EVENT,  /* this one does not pass; others of the socket may */
+};
+
+/*
+ * The filters.  A connecting socket has no local port yet in its
+ * CLOSED->SYN-SENT event (it is chosen just after), so the local port does
+ * not decide that one: DROP_EVENT at most.
+ */
+static __always_inline enum verdict filter(const struct ta_record *r)
 {
+	bool unbound = r->newstate == TCP_SYN_SENT && r->sport == 0;
+	enum verdict port_drop = unbound ? DROP_EVENT : DROP_SOCKET;
+
 	if (filter_family && r->family != filter_family)
-		return false;
-	if (n_ports && !port_in(ports, n_ports, r->sport) && !port_in(ports, n_ports, r->dport))
-		return false;
-	if (n_lports && !port_in(lports, n_lports, r->sport))
-		return false;
-	if (n_rports && !port_in(rports, n_rports, r->dport))
-		return false;
-	if (state_mask && !(state_mask & (1u << (r->newstate & 31))))
-		return false;
+		return DROP_SOCKET;
 	if (filter_netns && r->netns != filter_netns)
-		return false;
+		return DROP_SOCKET;
 	if (filter_cgroup && r->cgroup_id != filter_cgroup)
-		return false;
+		return DROP_SOCKET;
+	/* a listener has no remote side: its children are judged on their own */
+	if (r->newstate == TCP_LISTEN || (r->oldstate == TCP_LISTEN && r->newstate == TCP_CLOSE))
+		port_drop = DROP_EVENT;
+	if (n_ports && !port_in(ports, n_ports, r->sport) && !port_in(ports, n_ports, r->dport))
+		return port_drop;
+	if (n_lports && !port_in(lports, n_lports, r->sport))
+		return port_drop;
+	if (n_rports && !port_in(rports, n_rports, r->dport))
+		return port_drop;
 	if (n_prefixes) {
 		bool hit = false;
 		for (__u32 i = 0; i < TA_MAX_PREFIXES; i++) {
@@ -162,40 +143,43 @@ static __always_inline bool passes(const struct ta_record *r)
 			}
 		}
 		if (!hit)
-			return false;
+			return port_drop;
 	}
-	return true;
+	if (state_mask && !(state_mask & (1u << (r->newstate & 31))))
+		return DROP_EVENT;
+	return PASS;
 }
 
 /* Reads the socket's addresses, ports, namespace, cgroup and socket info. */
-static __always_inline void read_sock(struct ta_record *r, struct sock *sk)
+static __always_inline void read_sock(struct ta_record *r, const struct sock *sk,
+				      const struct tcp_sock *tp)
 {
-	struct inet_sock *inet = (struct inet_sock *)sk;
+	const struct inet_sock *inet = &tp->inet_conn.icsk_inet;
 
 	/* what the tracepoint itself reports (skc_num is gone by the last CLOSE) */
-	r->family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	r->sport = __builtin_bswap16(BPF_CORE_READ(inet, inet_sport));
-	r->dport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	r->family = sk->__sk_common.skc_family;
+	r->sport = __builtin_bswap16(inet->inet_sport);
+	r->dport = __builtin_bswap16(sk->__sk_common.skc_dport);
 	if (r->family == AF_INET) {
-		bpf_core_read(r->saddr, 4, &inet->inet_saddr);
-		bpf_core_read(r->daddr, 4, &sk->__sk_common.skc_daddr);
+		__builtin_memcpy(r->saddr, &inet->inet_saddr, 4);
+		__builtin_memcpy(r->daddr, &sk->__sk_common.skc_daddr, 4);
 	} else {
-		bpf_core_read(r->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
-		bpf_core_read(r->daddr, 16, &sk->__sk_common.skc_v6_daddr);
+		__builtin_memcpy(r->saddr, &sk->__sk_common.skc_v6_rcv_saddr, 16);
+		__builtin_memcpy(r->daddr, &sk->__sk_common.skc_v6_daddr, 16);
 	}
-	r->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	r->netns = sk->__sk_common.skc_net.net->ns.inum;
 	if (bpf_core_field_exists(sk->sk_cgrp_data.cgroup)) {
-		struct cgroup *cg = BPF_CORE_READ(sk, sk_cgrp_data.cgroup);
+		struct cgroup *cg = sk->sk_cgrp_data.cgroup;
 		if (cg) {
-			r->cgroup_id = BPF_CORE_READ(cg, kn, id);
+			r->cgroup_id = cg->kn->id;
 			r->flags |= TA_REC_CGROUP;
 		}
 	}
-	struct socket *so = BPF_CORE_READ(sk, sk_socket);
+	struct socket *so = sk->sk_socket;
 	if (so) {
 		/* the socket's inode: struct socket_alloc { socket; vfs_inode; } */
 		struct socket_alloc *sa = (struct socket_alloc *)so;
-		r->sock_state = (__u8)BPF_CORE_READ(so, state);
+		r->sock_state = (__u8)so->state;
 		r->sock_inode = BPF_CORE_READ(sa, vfs_inode.i_ino);
 		r->sock_uid = BPF_CORE_READ(sa, vfs_inode.i_uid.val);
 		r->sock_gid = BPF_CORE_READ(sa, vfs_inode.i_gid.val);
@@ -203,110 +187,95 @@ static __always_inline void read_sock(struct ta_record *r, struct sock *sk)
 	}
 }
 
-/*
- * Keeps the owner map and fills r's owner.  Runs for every TCP event, filtered
- * or not, so that owners are known whatever the filters let through.
- */
-static __always_inline void track_owner(struct ta_record *r, __u64 key)
+/* Counts an event that found the ring full. */
+static __always_inline void count_lost(void)
 {
-	struct owner *o = bpf_map_lookup_elem(&owners, &key);
-	struct owner cur;
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&lost, &zero);
 
-	if (r->newstate == TCP_SYN_SENT || r->newstate == TCP_LISTEN) {
-		/* connect() and listen() run in the owner's own syscall */
-		current_owner(&cur);
-		bpf_map_update_elem(&owners, &key, &cur, BPF_ANY);
-		if (r->newstate == TCP_LISTEN) {
-			struct listener_key lk = {r->netns, r->family, r->sport};
-			bpf_map_update_elem(&listeners, &lk, &cur, BPF_ANY);
-		}
-		o = &cur;
-	} else if (r->oldstate == TCP_LISTEN && r->newstate != TCP_CLOSE) {
-		/* a child socket's first event, before accept(): its listener's owner */
-		struct listener_key lk = {r->netns, r->family, r->sport};
-		o = bpf_map_lookup_elem(&listeners, &lk);
-		if (o) {
-			cur = *o;
-			bpf_map_update_elem(&owners, &key, &cur, BPF_ANY);
-			o = &cur;
-		} else {
-			bpf_map_delete_elem(&owners, &key); /* whatever was there is stale */
-		}
-	}
-	if (o) {
-		r->owner_pid = o->pid;
-		r->owner_uid = o->uid;
-		__builtin_memcpy(r->owner_comm, o->comm, sizeof(r->owner_comm));
-		r->flags |= TA_REC_OWNER;
-	}
-	if (r->newstate == TCP_CLOSE) {
-		bpf_map_delete_elem(&owners, &key);
-		if (r->oldstate == TCP_LISTEN) {
-			struct listener_key lk = {r->netns, r->family, r->sport};
-			bpf_map_delete_elem(&listeners, &lk);
-		}
-	}
+	if (n)
+		(*n)++;
 }
 
-static __always_inline int handle(void *ctx, struct sock *sk, int oldstate, int newstate,
-				  bool btf)
+/*
+ * Sends r, waking the reader only when this record makes the waiting data
+ * cross the threshold; below it (and above, while the reader is busy) the
+ * reader polls on its own timer.  A wake-up per event would cost the traced
+ * workload far more than the tracing itself.
+ */
+static __always_inline void send(const struct ta_record *r)
 {
-	struct ta_record r = {};
-
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
-		return 0;
-	r.oldstate = (__u8)oldstate;
-	r.newstate = (__u8)newstate;
-	read_sock(&r, sk);
-	if (r.family != AF_INET && r.family != AF_INET6)
-		return 0;
-	track_owner(&r, (__u64)sk);
-	if (!passes(&r))
-		return 0;
-
-	r.seq = __sync_fetch_and_add(&seq_counter, 1) + 1;
 	struct ta_record *out = bpf_ringbuf_reserve(&events, sizeof(*out), 0);
-	if (!out) {
-		__u32 zero = 0;
-		__u64 *n = bpf_map_lookup_elem(&lost, &zero);
-		if (n)
-			(*n)++;
-		return 0;
-	}
-	__u64 id = bpf_get_current_pid_tgid();
-	r.ktime = bpf_ktime_get_ns();
-	r.pid = id >> 32;
-	r.tid = (__u32)id;
-	bpf_get_current_comm(r.comm, sizeof(r.comm));
-	if (btf) {
-		r.cookie = bpf_get_socket_cookie(sk);
-		r.flags |= TA_REC_COOKIE;
-	}
-	__builtin_memcpy(out, &r, sizeof(r));
 
-	/*
-	 * Wake the reader only when this record makes the waiting data cross the
-	 * threshold; below it (and above, while the reader is busy) it polls on
-	 * its own timer.  A wake-up per event would cost the traced workload far
-	 * more than the tracing itself.
-	 */
+	if (!out) {
+		count_lost();
+		return;
+	}
+	__builtin_memcpy(out, r, sizeof(*r));
 	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-	__u64 flags = avail >= wakeup_bytes && avail < wakeup_bytes + 4 * sizeof(r) + 64
+	__u64 flags = avail >= wakeup_bytes && avail < wakeup_bytes + 4 * sizeof(*r) + 64
 			      ? BPF_RB_FORCE_WAKEUP
 			      : BPF_RB_NO_WAKEUP;
 	bpf_ringbuf_submit(out, flags);
+}
+
+/* The process on the CPU, and its uid where it names a socket's owner. */
+static __always_inline void current_task(struct ta_record *r, bool uid)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+
+	r->pid = id >> 32;
+	r->tid = (__u32)id;
+	if (uid) {
+		r->uid = (__u32)bpf_get_current_uid_gid();
+		r->flags |= TA_REC_UID;
+	}
+	bpf_get_current_comm(r->comm, sizeof(r->comm));
+}
+
+static __always_inline int handle(const struct sock *sk, int oldstate, int newstate)
+{
+	struct ta_record r = {};
+	/* NULL for anything but TCP; typed as tcp_sock, its inet_sock part is readable */
+	const struct tcp_sock *tp = bpf_skc_to_tcp_sock((struct sock *)sk);
+
+	if (!tp)
+		return 0;
+	r.kind = TA_KIND_STATE;
+	r.oldstate = (__u8)oldstate;
+	r.newstate = (__u8)newstate;
+	read_sock(&r, sk, tp);
+	if (r.family != AF_INET && r.family != AF_INET6)
+		return 0;
+	/* connect() and listen() run in the owner's own syscall */
+	bool names_owner = newstate == TCP_SYN_SENT || newstate == TCP_LISTEN;
+	enum verdict v = filter(&r);
+	if (v == DROP_SOCKET)
+		return 0;
+	if (v == DROP_EVENT) {
+		/* what user space needs to keep owners right: who, and when it ends */
+		if (!names_owner && newstate != TCP_CLOSE &&
+		    !(oldstate == TCP_LISTEN && newstate != TCP_CLOSE))
+			return 0;
+		r.flags |= TA_REC_QUIET;
+	}
+	r.seq = v == PASS ? __sync_fetch_and_add(&seq_counter, 1) + 1 : 0;
+	r.ktime = bpf_ktime_get_ns();
+	current_task(&r, names_owner);
+	r.cookie = bpf_get_socket_cookie((struct sock *)sk);
+	send(&r);
 	return 0;
 }
 
 SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(on_state_btf, const struct sock *sk, const int oldstate, const int newstate)
+int BPF_PROG(on_state, const struct sock *sk, const int oldstate, const int newstate)
 {
 	__u32 zero = 0;
 	__u64 *busy = bpf_map_lookup_elem(&nesting, &zero);
 
 	if (busy)
 		(*busy)++;
-	handle(ctx, (struct sock *)sk, oldstate, newstate, true);
+	handle(sk, oldstate, newstate);
 	if (busy)
 		(*busy)--;
 	return 0;
@@ -323,43 +292,53 @@ int BPF_PROG(on_state_rescue, const struct sock *sk, const int oldstate, const i
 	__u64 *rescued = bpf_map_lookup_elem(&nesting, &one);
 	if (rescued)
 		(*rescued)++;
-	return handle(ctx, (struct sock *)sk, oldstate, newstate, true);
-}
-
-/* For kernels whose tracepoint has no BTF: no socket cookie then. */
-SEC("tracepoint/sock/inet_sock_set_state")
-int on_state_tp(struct trace_event_raw_inet_sock_set_state *args)
-{
-	return handle(args, (struct sock *)BPF_CORE_READ(args, skaddr),
-		      BPF_CORE_READ(args, oldstate), BPF_CORE_READ(args, newstate), false);
+	return handle(sk, oldstate, newstate);
 }
 
 /*
- * accept() returns a child socket: its owner is the process that accepted it.
- * inet_csk_accept() lost two arguments in Linux 6.10; user space loads the
- * variant that matches the running kernel.
+ * accept() and accept4() returned fd: the socket behind it now belongs to
+ * this process.  From the task's file table: fd -> file -> socket -> sock.
+ * The socket's cookie was given by its first state change (its SYN-RECEIVED,
+ * before accept() could return it); 0 if that was before tcp-audit started.
  */
-static __always_inline int accepted(struct sock *newsk)
+static __always_inline int accepted_fd(long fd)
 {
-	struct owner cur;
-	__u64 key = (__u64)newsk;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct ta_record r = {};
+	struct file **fds, *file;
 
-	/* a child already closed before accept() must not leave an entry behind */
-	if (!newsk || BPF_CORE_READ(newsk, __sk_common.skc_state) == TCP_CLOSE)
+	if (fd < 0)
 		return 0;
-	current_owner(&cur);
-	bpf_map_update_elem(&owners, &key, &cur, BPF_ANY);
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_core_read(&file, sizeof(file), &fds[fd]) || !file)
+		return 0;
+	struct socket *so = BPF_CORE_READ(file, private_data);
+	if (!so || BPF_CORE_READ(so, file) != file) /* not a socket (any more) */
+		return 0;
+	struct sock *sk = BPF_CORE_READ(so, sk);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	r.cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	if (!r.cookie)
+		return 0;
+	r.kind = TA_KIND_ACCEPT;
+	r.ktime = bpf_ktime_get_ns();
+	current_task(&r, true);
+	send(&r);
 	return 0;
 }
 
-SEC("fexit/inet_csk_accept")
-int BPF_PROG(on_accept2, struct sock *sk, void *arg, struct sock *ret)
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int on_accept4_exit(struct trace_event_raw_sys_exit *args)
 {
-	return accepted(ret);
+	return accepted_fd(args->ret);
 }
 
-SEC("fexit/inet_csk_accept")
-int BPF_PROG(on_accept4, struct sock *sk, int flags, int *err, bool kern, struct sock *ret)
+SEC("tracepoint/syscalls/sys_exit_accept")
+int on_accept_exit(struct trace_event_raw_sys_exit *args)
 {
-	return accepted(ret);
+	return accepted_fd(args->ret);
 }

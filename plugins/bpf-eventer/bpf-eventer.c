@@ -6,6 +6,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +16,6 @@
 #include <unistd.h>
 
 #include <bpf/bpf.h>
-#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 
 #include <tcp-audit/plugin.h>
@@ -24,9 +24,23 @@
 #include "bpf-eventer.skel.h"
 #include "event-text.h"
 #include "kernel-helpers.h"
+#include "owners.h"
 
 #define BTF_PATH "/sys/kernel/btf/vmlinux"
 #define CLOCK_REFRESH_NS 1000000000ull
+/* Sockets whose owner is kept at most (40 bytes each, in a table at most half full). */
+#define OWNED_SOCKETS_MAX (1u << 20)
+#define LISTENERS_MAX (1u << 16)
+/* A socket seen only in quiet records is forgotten after this long. */
+#define PENDING_NS (300 * 1000000000ull)
+#define EXPIRE_EVERY_NS (60 * 1000000000ull)
+/*
+ * A child socket's events before accept() (SYN-RECEIVED, ESTABLISHED) wait
+ * for it, so that they carry the process that accepts it rather than the
+ * listener's; at most this long, and at most HOLD_MAX events.
+ */
+#define HOLD_NS 1000000000ull
+#define HOLD_MAX 8192u
 
 enum { FAMILY_ALL, FAMILY_INET, FAMILY_INET6 };
 
@@ -51,6 +65,16 @@ struct bpf_eventer {
 	/* the batch being filled by the ring buffer callback */
 	struct tcp_audit_event *out;
 	size_t n, max;
+	/* owners of sockets by cookie, of listeners by owner_listener_key() */
+	struct owner_table *sockets, *listeners;
+	uint64_t expired_at; /* monotonic ns */
+	bool full_warned;
+	/* events waiting for their socket's accept(), in arrival order (a ring) */
+	struct held {
+		struct tcp_audit_event ev;
+		uint64_t due; /* monotonic ns */
+	} *hold;
+	size_t hold_head, hold_n;
 };
 
 static const struct tcp_audit_option bpf_options[] = {
@@ -258,8 +282,17 @@ static int configure(struct bpf_eventer *b, const struct bpf_config *c)
 	return -bpf_map__set_max_entries(b->skel->maps.events, (__u32)ring) ? -EINVAL : 0;
 }
 
+static void fill_owner(struct tcp_audit_event *e, const struct owner *o)
+{
+	e->owner_pid = o->pid;
+	e->owner_uid = o->uid;
+	memcpy(e->owner_comm, o->comm, TA_COMM_LEN);
+	e->owner_comm[TCP_AUDIT_COMM_LEN - 1] = '\0';
+	e->valid |= TCP_AUDIT_HAS_OWNER;
+}
+
 static void convert(const struct bpf_eventer *b, const struct ta_record *k,
-		    struct tcp_audit_event *e)
+		    const struct owner *owner, struct tcp_audit_event *e)
 {
 	memset(e, 0, sizeof(*e));
 	e->ktime_ns = k->ktime;
@@ -277,18 +310,11 @@ static void convert(const struct bpf_eventer *b, const struct ta_record *k,
 	memcpy(e->comm_on_cpu, k->comm, TA_COMM_LEN);
 	e->comm_on_cpu[TCP_AUDIT_COMM_LEN - 1] = '\0';
 	e->netns = k->netns;
-	e->valid = TCP_AUDIT_HAS_KTIME | TCP_AUDIT_HAS_SEQ | TCP_AUDIT_HAS_TID | TCP_AUDIT_HAS_NETNS;
-	if (k->flags & TA_REC_OWNER) {
-		e->owner_pid = k->owner_pid;
-		e->owner_uid = k->owner_uid;
-		memcpy(e->owner_comm, k->owner_comm, TA_COMM_LEN);
-		e->owner_comm[TCP_AUDIT_COMM_LEN - 1] = '\0';
-		e->valid |= TCP_AUDIT_HAS_OWNER;
-	}
-	if (k->flags & TA_REC_COOKIE) {
-		e->sock_cookie = k->cookie;
-		e->valid |= TCP_AUDIT_HAS_COOKIE;
-	}
+	e->sock_cookie = k->cookie;
+	e->valid = TCP_AUDIT_HAS_KTIME | TCP_AUDIT_HAS_SEQ | TCP_AUDIT_HAS_TID |
+		   TCP_AUDIT_HAS_NETNS | TCP_AUDIT_HAS_COOKIE;
+	if (owner)
+		fill_owner(e, owner);
 	if (k->flags & TA_REC_SOCKET) {
 		e->sock_inode = k->sock_inode;
 		e->sock_uid = k->sock_uid;
@@ -302,78 +328,172 @@ static void convert(const struct bpf_eventer *b, const struct ta_record *k,
 	}
 }
 
+/* key's entry in t, added if missing; NULL (warned once) when t cannot take it. */
+static struct owner_entry *entry(struct bpf_eventer *b, struct owner_table *t, uint64_t key)
+{
+	bool full;
+	struct owner_entry *en = owner_table_add(t, key, &full);
+
+	if (!en && !b->full_warned) {
+		tcp_audit_warning(b->host, "cannot keep more socket owners (%s, %zu sockets): "
+					   "events of new sockets may have no owner",
+				  full ? "at the limit" : "out of memory", owner_table_count(t));
+		b->full_warned = true;
+	}
+	return en;
+}
+
+/* Sets key's owner (confirmed unless pending_since); returns its entry or NULL. */
+static struct owner_entry *set_owner(struct bpf_eventer *b, struct owner_table *t, uint64_t key,
+				     const struct owner *o, uint64_t pending_since,
+				     bool from_listener)
+{
+	struct owner_entry *en = entry(b, t, key);
+
+	if (en) {
+		en->owner = *o;
+		en->pending_since = pending_since;
+		en->from_listener = from_listener;
+		en->closed = false;
+	}
+	return en;
+}
+
+/*
+ * Owners, from what the kernel saw in the owner's own system calls:
+ * connect() (CLOSED->SYN-SENT) and listen() (->LISTEN) run in the owner's
+ * process; a child socket first gets its listener's owner (its first event,
+ * from LISTEN), then the process that accept()ed it.  Returns the entry of
+ * the record's socket, or NULL.
+ */
+static struct owner_entry *track_owner(struct bpf_eventer *b, const struct ta_record *k,
+				       const struct owner *cpu)
+{
+	bool quiet = k->flags & TA_REC_QUIET;
+	uint64_t pending = quiet ? (k->ktime ? k->ktime : 1) : 0;
+	uint64_t lkey = owner_listener_key(k->netns, k->family, k->sport);
+
+	if (k->newstate == TCP_AUDIT_TCP_SYN_SENT || k->newstate == TCP_AUDIT_TCP_LISTEN) {
+		if (k->newstate == TCP_AUDIT_TCP_LISTEN)
+			set_owner(b, b->listeners, lkey, cpu, 0, false);
+		return set_owner(b, b->sockets, k->cookie, cpu, pending, false);
+	}
+	if (k->oldstate == TCP_AUDIT_TCP_LISTEN && k->newstate != TCP_AUDIT_TCP_CLOSE) {
+		const struct owner_entry *l = owner_table_find(b->listeners, lkey);
+		if (l) {
+			struct owner copy = l->owner; /* the tables may move as they grow */
+			return set_owner(b, b->sockets, k->cookie, &copy, pending, true);
+		}
+	}
+	struct owner_entry *en = owner_table_find(b->sockets, k->cookie);
+	if (en && !quiet)
+		en->pending_since = 0;
+	return en;
+}
+
+/* The socket has had its last event, and its held ones are out: forget it. */
+static void forget_if_done(struct bpf_eventer *b, uint64_t cookie)
+{
+	struct owner_entry *en = owner_table_find(b->sockets, cookie);
+
+	if (en && en->closed && !en->held)
+		owner_table_forget(b->sockets, cookie);
+}
+
+/*
+ * Moves held events to the batch from the oldest, while the oldest's socket
+ * has been accept()ed or closed or it has waited long enough (all, with
+ * force), at most limit of them.
+ */
+static void release_held(struct bpf_eventer *b, uint64_t now, bool force, size_t limit)
+{
+	while (b->hold_n && b->n < b->max && limit--) {
+		struct held *h = &b->hold[b->hold_head];
+		uint64_t cookie = h->ev.sock_cookie;
+		struct owner_entry *en = owner_table_find(b->sockets, cookie);
+		if (en && en->from_listener && !en->closed && now < h->due && !force)
+			break;
+		if (en) {
+			fill_owner(&h->ev, &en->owner);
+			en->held--;
+		}
+		b->out[b->n++] = h->ev;
+		b->hold_head = (b->hold_head + 1) % HOLD_MAX;
+		b->hold_n--;
+		forget_if_done(b, cookie);
+	}
+}
+
 static int on_record(void *ctx, void *data, size_t len)
 {
 	struct bpf_eventer *b = ctx;
+	const struct ta_record *k = data;
+	struct owner cpu = {.pid = k->pid, .uid = k->uid};
 
 	if (len < sizeof(struct ta_record))
 		return 0;
-	convert(b, data, &b->out[b->n++]);
+	memcpy(cpu.comm, k->comm, sizeof(cpu.comm));
+	if (k->kind == TA_KIND_ACCEPT) {
+		struct owner_entry *en = entry(b, b->sockets, k->cookie);
+		if (en) {
+			en->owner = cpu;
+			en->from_listener = false;
+			en->pending_since = 0;
+		}
+		return 0;
+	}
+	if (k->kind != TA_KIND_STATE)
+		return 0;
+	struct owner_entry *en = track_owner(b, k, &cpu);
+	if (!(k->flags & TA_REC_QUIET)) {
+		if (en && (en->from_listener || en->held)) {
+			/* before accept(), or behind events that are: wait, in order */
+			if (b->hold_n == HOLD_MAX) {
+				release_held(b, 0, true, 1); /* the batch has room for one */
+				en = owner_table_find(b->sockets, k->cookie);
+			}
+			struct held *h = &b->hold[(b->hold_head + b->hold_n++) % HOLD_MAX];
+			convert(b, k, NULL, &h->ev);
+			h->due = k->ktime + HOLD_NS;
+			if (en)
+				en->held++;
+		} else {
+			convert(b, k, en ? &en->owner : NULL, &b->out[b->n++]);
+		}
+	}
+	if (k->newstate == TCP_AUDIT_TCP_CLOSE) {
+		if (en) {
+			en->closed = true;
+			forget_if_done(b, k->cookie);
+		}
+		if (k->oldstate == TCP_AUDIT_TCP_LISTEN)
+			owner_table_forget(b->listeners,
+					   owner_listener_key(k->netns, k->family, k->sport));
+	}
 	/* a full batch: stop here (libbpf has consumed this record already) */
 	return b->n >= b->max ? -ENOSPC : 0;
 }
 
-/* How many arguments the kernel's inet_csk_accept() has, 0 if unknown. */
-static int accept_arity(void)
-{
-	struct btf *vmlinux = btf__load_vmlinux_btf();
-	int n = 0;
-
-	if (!vmlinux)
-		return 0;
-	int id = btf__find_by_name_kind(vmlinux, "inet_csk_accept", BTF_KIND_FUNC);
-	if (id > 0) {
-		const struct btf_type *fn = btf__type_by_id(vmlinux, (__u32)id);
-		const struct btf_type *proto = btf__type_by_id(vmlinux, fn->type);
-		if (proto && btf_is_func_proto(proto))
-			n = btf_vlen(proto);
-	}
-	btf__free(vmlinux);
-	return n;
-}
-
 /*
- * Loads and attaches with the BTF tracepoint or the classic one, with or
- * without the accept() hook (arity: inet_csk_accept()'s, 0 for none).
+ * Loads and attaches.  The accept() tracepoints are optional: without them an
+ * accepted socket's owner is the process that created its listener.
  */
-static int load(struct bpf_eventer *b, const struct bpf_config *c, bool btf, int arity)
+static int load(struct bpf_eventer *b)
 {
-	int r;
+	struct tcp_audit_bpf *k = b->skel;
+	int r = tcp_audit_bpf__load(k);
 
-	b->skel = tcp_audit_bpf__open();
-	if (!b->skel)
-		return -errno;
-	bpf_program__set_autoload(btf ? b->skel->progs.on_state_tp : b->skel->progs.on_state_btf,
-				  false);
-	bpf_program__set_autoload(b->skel->progs.on_state_rescue, btf);
-	bpf_program__set_autoload(b->skel->progs.on_accept2, arity == 2);
-	bpf_program__set_autoload(b->skel->progs.on_accept4, arity == 4);
-	r = configure(b, c);
 	if (r)
 		return r;
-	r = tcp_audit_bpf__load(b->skel);
-	if (r)
-		return r;
-	struct bpf_link *link =
-		bpf_program__attach(btf ? b->skel->progs.on_state_btf : b->skel->progs.on_state_tp);
-	if (!link)
+	if (!(k->links.on_state = bpf_program__attach(k->progs.on_state)) ||
+	    !(k->links.on_state_rescue = bpf_program__attach(k->progs.on_state_rescue)))
 		return -errno;
-	b->skel->links.on_state_btf = btf ? link : NULL;
-	b->skel->links.on_state_tp = btf ? NULL : link;
-	if (btf) {
-		b->skel->links.on_state_rescue = bpf_program__attach(b->skel->progs.on_state_rescue);
-		if (!b->skel->links.on_state_rescue)
-			return -errno;
-	}
-	struct bpf_program *acc = arity == 2 ? b->skel->progs.on_accept2
-			       : arity == 4 ? b->skel->progs.on_accept4 : NULL;
-	link = acc ? bpf_program__attach(acc) : NULL;
-	if (acc && !link)
-		return -errno;
-	if (arity == 2)
-		b->skel->links.on_accept2 = link;
-	else if (arity == 4)
-		b->skel->links.on_accept4 = link;
+	k->links.on_accept4_exit = bpf_program__attach(k->progs.on_accept4_exit);
+	k->links.on_accept_exit = bpf_program__attach(k->progs.on_accept_exit);
+	if (!k->links.on_accept4_exit || !k->links.on_accept_exit)
+		tcp_audit_info(b->host, "no syscalls:sys_exit_accept tracepoints on this kernel: an "
+					"accepted socket's owner is the process that created its "
+					"listener");
 	return 0;
 }
 
@@ -388,6 +508,13 @@ static int bpf_open(void **self, const void *config, const struct tcp_audit_host
 	if (!b)
 		return -ENOMEM;
 	b->host = host;
+	b->sockets = owner_table_new(OWNED_SOCKETS_MAX);
+	b->listeners = owner_table_new(LISTENERS_MAX);
+	b->hold = calloc(HOLD_MAX, sizeof(*b->hold));
+	if (!b->sockets || !b->listeners || !b->hold) {
+		r = -ENOMEM;
+		goto fail;
+	}
 	libbpf_host = host;
 	libbpf_set_print(libbpf_log);
 
@@ -399,17 +526,6 @@ static int bpf_open(void **self, const void *config, const struct tcp_audit_host
 		r = -ENOTSUP;
 		goto fail;
 	}
-	/*
-	 * Most capable first: the BTF tracepoint with the accept() hook (which
-	 * needs BPF trampolines), then without the hook, then the classic
-	 * tracepoint.
-	 */
-	static const struct {
-		bool btf, accept;
-	} tries[] = {{true, true}, {true, false}, {false, false}};
-	int arity = accept_arity(), first = 0;
-
-	/* check the options once, before trying anything */
 	b->skel = tcp_audit_bpf__open();
 	if (!b->skel) {
 		r = -errno;
@@ -419,35 +535,17 @@ static int bpf_open(void **self, const void *config, const struct tcp_audit_host
 	r = configure(b, c);
 	if (r)
 		goto fail; /* logged */
-	for (size_t i = 0; i < sizeof(tries) / sizeof(tries[0]); i++) {
-		if (tries[i].accept && !arity)
-			continue;
-		if (b->skel) {
-			tcp_audit_bpf__destroy(b->skel);
-			b->skel = NULL;
-		}
-		r = load(b, c, tries[i].btf, tries[i].accept ? arity : 0);
-		if (r == 0)
-			break;
-		tcp_audit_debug(host, "loading with%s BTF tracepoint, with%s accept() hook: %s",
-				tries[i].btf ? "" : "out", tries[i].accept ? "" : "out", strerror(-r));
-		if (!first)
-			first = r;
-	}
-	if (r == 0 && !b->skel->links.on_accept2 && !b->skel->links.on_accept4)
-		tcp_audit_info(host, "this kernel does not let BPF hook accept(): an accepted "
-				     "socket's owner is the process that created its listener");
-	if (r) {
-		if (r == -EPERM || r == -EACCES || first == -EPERM || first == -EACCES) {
-			tcp_audit_error(host, "not allowed to load BPF programs (%s): run tcp-audit as "
-					      "root (or with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)",
-					strerror(-r));
-			r = -EPERM;
-			goto fail;
-		}
+	r = load(b);
+	if (r == -EPERM || r == -EACCES) {
+		tcp_audit_error(host, "not allowed to load BPF programs (%s): run tcp-audit as "
+				      "root (or with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)",
+				strerror(-r));
+		goto fail;
 	}
 	if (r) {
-		tcp_audit_error(host, "cannot load or attach the BPF program: %s", strerror(-r));
+		tcp_audit_error(host, "cannot load or attach the BPF program: %s (it needs Linux "
+				      "5.11 or later with BTF; else use --event tracefs)",
+				strerror(-r));
 		goto fail;
 	}
 	b->rb = ring_buffer__new(bpf_map__fd(b->skel->maps.events), on_record, b, NULL);
@@ -457,9 +555,7 @@ static int bpf_open(void **self, const void *config, const struct tcp_audit_host
 		goto fail;
 	}
 	refresh_clock(b);
-	tcp_audit_debug(host, "attached to %s, ring buffer %u bytes",
-			b->skel->links.on_state_btf ? "tp_btf/inet_sock_set_state"
-						    : "tracepoint sock:inet_sock_set_state",
+	tcp_audit_debug(host, "attached to tp_btf/inet_sock_set_state, ring buffer %u bytes",
 			bpf_map__max_entries(b->skel->maps.events));
 	*self = b;
 	return 0;
@@ -473,14 +569,22 @@ static int bpf_read(void *self, struct tcp_audit_event *events, size_t max, int 
 	struct bpf_eventer *b = self;
 	int r;
 
-	if (clock_now_ns(CLOCK_MONOTONIC) - b->clock_checked > CLOCK_REFRESH_NS)
+	uint64_t now = clock_now_ns(CLOCK_MONOTONIC);
+	if (now - b->clock_checked > CLOCK_REFRESH_NS)
 		refresh_clock(b);
+	if (now - b->expired_at > EXPIRE_EVERY_NS && now > PENDING_NS) {
+		owner_table_expire(b->sockets, now - PENDING_NS);
+		b->expired_at = now;
+	}
 	b->out = events;
 	b->max = max;
 	b->n = 0;
+	release_held(b, now, false, SIZE_MAX);
 	r = ring_buffer__consume(b->rb);
 	if (r < 0 && r != -ENOSPC)
 		return r;
+	if (timeout_ms == TCP_AUDIT_READ_DRAIN)
+		release_held(b, now, true, SIZE_MAX); /* stopping: no accept() to wait for */
 	if (b->n == 0 && timeout_ms != TCP_AUDIT_READ_DRAIN) {
 		/*
 		 * Sleep until the program wakes us (enough data waiting) or the
@@ -495,6 +599,7 @@ static int bpf_read(void *self, struct tcp_audit_event *events, size_t max, int 
 				return r;
 		}
 	}
+	release_held(b, clock_now_ns(CLOCK_MONOTONIC), false, SIZE_MAX);
 	return (int)b->n;
 }
 
@@ -542,10 +647,7 @@ static int bpf_stats(void *self, struct tcp_audit_eventer_stats *st)
 	    (r = percpu_sum(b->skel->maps.nesting, 1, &rescued)))
 		return r;
 	/* ... or the kernel skipped a nested run that the rescue program missed too */
-	if (b->skel->links.on_state_btf)
-		missed = recursion_misses(b->skel->progs.on_state_btf);
-	else
-		missed = recursion_misses(b->skel->progs.on_state_tp);
+	missed = recursion_misses(b->skel->progs.on_state);
 	st->lost = full + (missed > rescued ? missed - rescued : 0);
 	st->skipped = 0;
 	return 0;
@@ -559,6 +661,9 @@ static void bpf_close(void *self)
 		return;
 	ring_buffer__free(b->rb);
 	tcp_audit_bpf__destroy(b->skel);
+	owner_table_free(b->sockets);
+	owner_table_free(b->listeners);
+	free(b->hold);
 	libbpf_set_print(NULL);
 	libbpf_host = NULL;
 	free(b);

@@ -11,37 +11,40 @@
 #define TA_MAX_PORTS 16
 #define TA_MAX_PREFIXES 8
 
+/* record kinds */
+#define TA_KIND_STATE 0  /* a state change */
+#define TA_KIND_ACCEPT 1 /* accept() returned the socket of cookie to pid */
+
 /* record flags */
-#define TA_REC_OWNER 0x01    /* owner_* are known */
-#define TA_REC_SOCKET 0x02   /* the socket has a struct socket: inode, uid, gid, state */
-#define TA_REC_CGROUP 0x04   /* cgroup_id is the socket's cgroup */
-#define TA_REC_COOKIE 0x08   /* cookie is the socket cookie */
+#define TA_REC_UID 0x01    /* uid is the on-CPU process's */
+#define TA_REC_SOCKET 0x02 /* the socket has a struct socket: inode, uid, gid, state */
+#define TA_REC_CGROUP 0x04 /* cgroup_id is the socket's cgroup */
+#define TA_REC_QUIET 0x08  /* dropped by the filters: for keeping owners only */
 
 struct ta_record {
 	__u64 ktime;
-	__u64 seq;
+	__u64 seq; /* 0 in quiet records */
 	__u64 cookie;
 	__u64 cgroup_id;
 	__u64 sock_inode;
 	__u32 pid; /* on CPU: tgid */
 	__u32 tid;
-	__u32 owner_pid;
-	__u32 owner_uid;
+	__u32 uid;
 	__u32 sock_uid;
 	__u32 sock_gid;
 	__u32 netns;
 	__u16 family;
 	__u16 sport; /* host byte order */
 	__u16 dport;
+	__u8 kind;
 	__u8 oldstate;
 	__u8 newstate;
 	__u8 sock_state;
 	__u8 flags;
-	__u8 pad[6];
+	__u8 pad[1];
 	__u8 saddr[16];
 	__u8 daddr[16];
 	char comm[TA_COMM_LEN];
-	char owner_comm[TA_COMM_LEN];
 };
 
 /* An address prefix for the in-kernel filter; v4 in the first 4 bytes. */

@@ -43,11 +43,47 @@ PEER = textwrap.dedent("""
             pass
         s.close()
         l.close()
+    elif sys.argv[2] == "churn":
+        for _ in range(40):
+            socket.create_connection((host, port)).close()
     else:
         c = socket.create_connection((host, port))
         print(c.getsockname()[1], flush=True)
         c.close()
 """)
+
+# a pre-fork server: the parent listens, two children named ta-acceptor accept
+PREFORK = textwrap.dedent("""
+    import ctypes, os, socket, sys
+    libc = ctypes.CDLL(None)
+    libc.prctl(15, b"ta-parent", 0, 0, 0)
+    port, n = int(sys.argv[1]), int(sys.argv[2])
+    l = socket.socket()
+    l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind(("127.0.0.1", port))
+    l.listen(64)
+    kids = []
+    for _ in range(2):
+        pid = os.fork()
+        if pid == 0:
+            libc.prctl(15, b"ta-acceptor", 0, 0, 0)
+            for _ in range(n):
+                s, _ = l.accept()
+                while s.recv(100):
+                    pass
+                s.close()
+            os._exit(0)
+        kids.append(pid)
+    print(" ".join(map(str, kids)), flush=True)
+    for k in kids:
+        os.waitpid(k, 0)
+    l.close()
+""")
+
+
+def own_comm():
+    with open("/proc/self/comm") as f:
+        return f.read().strip()
 
 
 def free_port(family=socket.AF_INET):
@@ -256,6 +292,60 @@ class Capture(unittest.TestCase):
         self.assertEqual(len(events), 12)
         events, _ = self.capture(["ports=%d" % port, "addrs=::1/128,10.0.0.0/8"], both)
         self.assertEqual({e["family"] for e in events}, {"inet6"})
+
+    @unittest.skipUnless(HAS_OWNER, "this eventer cannot know owners")
+    def test_owners_under_filters_that_drop_the_owners_events(self):
+        # the events that name an owner (connect's SYN-SENT, listen's LISTEN)
+        # are the ones these filters drop; every event kept still has its owner
+        port = free_port()
+        both = lambda: self.both_families(port)
+        for params, n in ((["ports=%d" % port, "states=ESTABLISHED,CLOSE-WAIT"], 6),
+                          (["lports=%d" % port], 14)):
+            events, _ = self.capture(params, both)
+            self.assertEqual(len(events), n, events)
+            self.assertEqual({(e.get("owner_pid"), e.get("owner_comm")) for e in events},
+                             {(os.getpid(), own_comm())}, events)
+
+    @unittest.skipUnless(HAS_OWNER, "this eventer cannot know owners")
+    def test_pre_fork_server_events_are_owned_by_the_acceptor(self):
+        # a parent listens and forks acceptors with another name (nginx,
+        # Apache prefork, gunicorn, postmaster): each accepted socket, from its
+        # first event, belongs to the child that accepted it
+        port, per_child = free_port(), 20
+        procs = {}
+
+        def action():
+            server = subprocess.Popen([sys.executable, "-c", PREFORK, str(port), str(per_child)],
+                                      stdout=subprocess.PIPE, text=True)
+            procs["server"] = server.pid
+            procs["acceptors"] = [int(p) for p in server.stdout.readline().split()]
+            client = self.peer("ta-client", "churn", "4", port)
+            procs["client"] = client.pid
+            client.communicate(input=None, timeout=20)
+            server.wait(timeout=20)
+
+        events, s = self.capture(["ports=%d" % port], action)
+        self.assertEqual(s["lost in kernel"], 0)
+        by_socket = collections.defaultdict(list)
+        for e in events:
+            by_socket[e["sock_cookie"]].append(e)
+        children = [evs for evs in by_socket.values()
+                    if evs[0]["sport"] == port and evs[0]["dport"] != 0]
+        clients = [evs for evs in by_socket.values() if evs[0]["dport"] == port]
+        self.assertEqual((len(children), len(clients)), (2 * per_child, 2 * per_child))
+        for evs in children:
+            self.assertEqual(states(evs), SERVER, evs)
+            owners = {(e["owner_pid"], e["owner_comm"]) for e in evs}
+            self.assertEqual(len(owners), 1, evs)
+            pid, comm = owners.pop()
+            self.assertIn(pid, procs["acceptors"])
+            self.assertEqual(comm, "ta-acceptor")
+        for evs in clients:
+            self.assertEqual({(e["owner_pid"], e["owner_comm"]) for e in evs},
+                             {(procs["client"], "ta-client")}, evs)
+        listener = [e for e in events if e["sport"] == port and e["dport"] == 0]
+        self.assertEqual({(e["owner_pid"], e["owner_comm"]) for e in listener},
+                         {(procs["server"], "ta-parent")})
 
     @unittest.skipUnless(EVENTER == "bpf", "auto prefers bpf")
     def test_auto_uses_bpf(self):
