@@ -580,6 +580,9 @@ static int bpf_read(void *self, struct tcp_audit_event *events, size_t max, int 
 	b->max = max;
 	b->n = 0;
 	release_held(b, now, false, SIZE_MAX);
+	/* on_record() needs room for one event (it stops the ring once the batch is full) */
+	if (b->n == b->max)
+		return (int)b->n;
 	r = ring_buffer__consume(b->rb);
 	if (r < 0 && r != -ENOSPC)
 		return r;

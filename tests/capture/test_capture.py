@@ -417,6 +417,43 @@ class Capture(unittest.TestCase):
         self.assertEqual(int(st["CapBnd"], 16), kept)
 
     @unittest.skipIf(tcpaudit.WRAPPER, "a speed test: not under valgrind")
+    def test_connections_accepted_late_in_small_batches(self):
+        # 300 connections wait in the accept queue, then are accepted at once:
+        # with bpf their first events wait for accept() and then all come out
+        # together, through batches of 8 events
+        port, n = free_port(), 300
+
+        def action():
+            l = socket.socket()
+            l.bind(("127.0.0.1", port))
+            l.listen(n)
+            clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
+            time.sleep(0.3)
+            servers = [l.accept()[0] for _ in range(n)]
+            for c in clients:
+                c.close()
+            time.sleep(0.1)
+            for sv in servers:
+                sv.close()
+            l.close()
+
+        if os.path.exists(self.out):
+            os.unlink(self.out)
+        with Running(["--batch-size", "8", "--event", EVENTER, "-p", "ports=%d" % port,
+                      "--sink", "jsonl", "-p", "path=" + self.out]) as t:
+            action()
+            time.sleep(0.5)
+            self.assertEqual(t.stop(), 130, t.stderr())
+        with open(self.out) as f:
+            events = [json.loads(l) for l in f]
+        got = collections.Counter((e["old_state"], e["new_state"]) for e in events)
+        want = collections.Counter({t: n for t in zip(CLIENT, CLIENT[1:])})
+        want.update({t: n for t in zip(SERVER, SERVER[1:])})
+        want.update(zip(LISTENER, LISTENER[1:]))
+        self.assertEqual(got, want)
+        if HAS_OWNER:
+            self.assertEqual({e.get("owner_pid") for e in events}, {os.getpid()})
+
     def test_burst_nothing_lost(self):
         """20,000 connections as fast as they go, default settings, no filter."""
         port = free_port()
