@@ -75,6 +75,7 @@ struct bpf_eventer {
 		uint64_t due; /* monotonic ns */
 	} *hold;
 	size_t hold_head, hold_n;
+	uint64_t seen_ktime; /* the newest record's */
 };
 
 static const struct tcp_audit_option bpf_options[] = {
@@ -432,6 +433,8 @@ static int on_record(void *ctx, void *data, size_t len)
 
 	if (len < sizeof(struct ta_record))
 		return 0;
+	if (k->ktime > b->seen_ktime)
+		b->seen_ktime = k->ktime;
 	memcpy(cpu.comm, k->comm, sizeof(cpu.comm));
 	if (k->kind == TA_KIND_ACCEPT) {
 		struct owner_entry *en = entry(b, b->sockets, k->cookie);
@@ -564,6 +567,18 @@ fail:
 	return r;
 }
 
+/*
+ * The clock held events are due by: the kernel's, as far as records have been
+ * read, so that a reader running behind does not give up on an accept() that
+ * waits in the ring; the wall clock one HOLD_NS later when none come.
+ */
+static uint64_t hold_clock(const struct bpf_eventer *b, uint64_t now)
+{
+	uint64_t idle = now > HOLD_NS ? now - HOLD_NS : 0;
+
+	return b->seen_ktime > idle ? b->seen_ktime : idle;
+}
+
 static int bpf_read(void *self, struct tcp_audit_event *events, size_t max, int timeout_ms)
 {
 	struct bpf_eventer *b = self;
@@ -579,7 +594,7 @@ static int bpf_read(void *self, struct tcp_audit_event *events, size_t max, int 
 	b->out = events;
 	b->max = max;
 	b->n = 0;
-	release_held(b, now, false, SIZE_MAX);
+	release_held(b, hold_clock(b, now), false, SIZE_MAX);
 	/* on_record() needs room for one event (it stops the ring once the batch is full) */
 	if (b->n == b->max)
 		return (int)b->n;
@@ -602,7 +617,7 @@ static int bpf_read(void *self, struct tcp_audit_event *events, size_t max, int 
 				return r;
 		}
 	}
-	release_held(b, clock_now_ns(CLOCK_MONOTONIC), false, SIZE_MAX);
+	release_held(b, hold_clock(b, clock_now_ns(CLOCK_MONOTONIC)), false, SIZE_MAX);
 	return (int)b->n;
 }
 
