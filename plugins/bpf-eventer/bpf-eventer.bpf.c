@@ -226,10 +226,8 @@ static __always_inline void current_task(struct ta_record *r, bool uid)
 
 	r->pid = id >> 32;
 	r->tid = (__u32)id;
-	if (uid) {
+	if (uid)
 		r->uid = (__u32)bpf_get_current_uid_gid();
-		r->flags |= TA_REC_UID;
-	}
 	bpf_get_current_comm(r->comm, sizeof(r->comm));
 }
 
@@ -319,7 +317,9 @@ static __always_inline int accepted_fd(long fd)
 	if (!so || BPF_CORE_READ(so, file) != file) /* not a socket (any more) */
 		return 0;
 	struct sock *sk = BPF_CORE_READ(so, sk);
-	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+	/* one closed (reset) in the accept queue has had its last event: nothing to own */
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP ||
+	    BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_CLOSE)
 		return 0;
 	r.cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 	if (!r.cookie)

@@ -84,7 +84,7 @@ static const struct tcp_audit_option bpf_options[] = {
 	 .def = "16M",
 	 .min = 1 << 20,
 	 .max = 1ll << 30,
-	 .help = "kernel ring buffer for events (rounded up to a power of 2); ~150 bytes an event",
+	 .help = "kernel ring buffer for events (rounded up to a power of 2); 136 bytes an event",
 	 .offset = offsetof(struct bpf_config, ring_size)},
 	{.key = "family",
 	 .type = TCP_AUDIT_OPT_ENUM,
@@ -437,6 +437,7 @@ static int on_record(void *ctx, void *data, size_t len)
 		b->seen_ktime = k->ktime;
 	memcpy(cpu.comm, k->comm, sizeof(cpu.comm));
 	if (k->kind == TA_KIND_ACCEPT) {
+		/* not set_owner(): a socket closed while its events are held stays closed */
 		struct owner_entry *en = entry(b, b->sockets, k->cookie);
 		if (en) {
 			en->owner = cpu;

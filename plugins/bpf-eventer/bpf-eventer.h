@@ -16,7 +16,6 @@
 #define TA_KIND_ACCEPT 1 /* accept() returned the socket of cookie to pid */
 
 /* record flags */
-#define TA_REC_UID 0x01    /* uid is the on-CPU process's */
 #define TA_REC_SOCKET 0x02 /* the socket has a struct socket: inode, uid, gid, state */
 #define TA_REC_CGROUP 0x04 /* cgroup_id is the socket's cgroup */
 #define TA_REC_QUIET 0x08  /* dropped by the filters: for keeping owners only */
@@ -29,7 +28,7 @@ struct ta_record {
 	__u64 sock_inode;
 	__u32 pid; /* on CPU: tgid */
 	__u32 tid;
-	__u32 uid;
+	__u32 uid; /* the on-CPU process's where it names an owner (SYN-SENT, LISTEN, accept) */
 	__u32 sock_uid;
 	__u32 sock_gid;
 	__u32 netns;

@@ -409,10 +409,9 @@ static bool refresh_chunk(struct pgsql_sink *s, int64_t chunk, bool analyze)
 		exec_ok(s, "ROLLBACK");
 		tcp_audit_debug(s->host, "%s: did not summarize %s now (busy)", s->store, name);
 		return false;
-	} else
-		tcp_audit_debug(s->host, "%s: summarized%s %s in %.3f s", s->store,
-				analyze ? " and analyzed" : "", name,
-				(double)(now_ns() - start) / 1e9);
+	}
+	tcp_audit_debug(s->host, "%s: summarized%s %s in %.3f s", s->store,
+			analyze ? " and analyzed" : "", name, (double)(now_ns() - start) / 1e9);
 	return true;
 }
 

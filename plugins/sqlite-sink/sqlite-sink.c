@@ -362,7 +362,8 @@ static int sqlite_open(void **self, const void *config, const struct tcp_audit_h
 		goto fail;
 	}
 	if ((r = prepare_insert(s, 1, &s->insert)) ||
-	    (r = prepare_insert(s, ROWS_PER_INSERT, &s->insert_many)) || (r = prepare(s, "BEGIN IMMEDIATE", &s->begin)) ||
+	    (r = prepare_insert(s, ROWS_PER_INSERT, &s->insert_many)) ||
+	    (r = prepare(s, "BEGIN IMMEDIATE", &s->begin)) ||
 	    (r = prepare(s, "COMMIT", &s->commit)) || (r = prepare(s, "ROLLBACK", &s->rollback)))
 		goto fail;
 	*self = s;
