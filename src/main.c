@@ -709,6 +709,20 @@ static int open_spool(struct cli *cli, const char *host, struct spool **spool)
 	return 0;
 }
 
+/*
+ * The stop signals are blocked in every thread and taken by sigtimedwait().
+ * A handler is installed too: a signal inherited as ignored (a shell's
+ * background job ignores SIGINT) is then still taken, and where a signal
+ * reaches a thread after all (valgrind routes signals itself) it is noted
+ * here instead of ending the process by its default action.
+ */
+static volatile sig_atomic_t handled_signal;
+
+static void note_signal(int sig)
+{
+	handled_signal = sig;
+}
+
 static int run(struct cli *cli)
 {
 	struct pipeline_stage sinks[MAX_SINKS], eventer;
@@ -760,6 +774,11 @@ static int run(struct cli *cli)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGHUP);
 	sigaddset(&set, SIGUSR1);
+	struct sigaction sa = {.sa_handler = note_signal};
+	sigemptyset(&sa.sa_mask);
+	for (int i = 1; i < NSIG; i++)
+		if (sigismember(&set, i) == 1)
+			sigaction(i, &sa, NULL);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 
 	struct pipeline_config cfg = {
@@ -795,6 +814,10 @@ static int run(struct cli *cli)
 	for (;;) {
 		struct timespec tick = {0, 200 * 1000000L};
 		int sig = sigtimedwait(&set, NULL, &tick);
+		if (sig <= 0 && handled_signal) {
+			sig = handled_signal;
+			handled_signal = 0;
+		}
 		if (sig == SIGUSR1) {
 			print_counters(p, "counters");
 		} else if (sig > 0 && !stop_signal) {

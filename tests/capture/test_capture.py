@@ -468,14 +468,19 @@ class Capture(unittest.TestCase):
         # record, and it may explain missing events below.
         counted = s["lost in kernel"]
         self.assertEqual(sum(e["lost"] for e in gaps), counted)
-        self.assertLessEqual(counted, 5 if EVENTER == "bpf" else 0)
+        # Under valgrind tcp-audit reads some 30 times slower than the
+        # generator writes: the kernel's buffer may overflow, and the test then
+        # holds it to what always holds, that every loss is counted.
+        slow = bool(tcpaudit.WRAPPER)
+        if not slow:
+            self.assertLessEqual(counted, 5 if EVENTER == "bpf" else 0)
         if events and "seq" in events[0] and not counted:
             # CPUs fill the ring side by side: seq order is not file order
             seqs = sorted(e["seq"] for e in events if "seq" in e)
             self.assertEqual(seqs, list(range(seqs[0], seqs[0] + len(seqs))), "seq has gaps")
         conns = int(result["connections"])
         self.assertEqual(int(result["events"]), 10 * conns + 2)
-        self.assertGreaterEqual(len(mine), 200000)
+        self.assertGreaterEqual(len(mine), 200000 - (counted if slow else 0))
         got = collections.Counter((e["old_state"], e["new_state"]) for e in mine)
         want = collections.Counter({t: conns for t in zip(CLIENT, CLIENT[1:])})
         want.update({t: conns for t in zip(SERVER, SERVER[1:])})
@@ -493,7 +498,7 @@ class Capture(unittest.TestCase):
             print("# missing transitions: %s" % dict(missing))
         unexplained = missing - collections.Counter({t: anomaly for t in pair if anomaly})
         self.assertLessEqual(sum(unexplained.values()), counted, "lost events")
-        self.assertLessEqual(anomaly, 5 if EVENTER == "bpf" else 0)
+        self.assertLessEqual(anomaly, (5 if EVENTER == "bpf" else 0) + (counted if slow else 0))
 
 
 if __name__ == "__main__":

@@ -249,6 +249,8 @@ class _TapResult(unittest.TestResult):
         print("%s %d - %s%s" % ("ok" if ok else "not ok", self.n, name, directive), flush=True)
         for l in details.splitlines():
             print("# " + l, flush=True)
+        if details:  # `meson test --print-errorlogs` shows stderr only
+            print("%s:\n%s" % (name, details), file=sys.stderr, flush=True)
 
     def addSuccess(self, test):
         super().addSuccess(test)
