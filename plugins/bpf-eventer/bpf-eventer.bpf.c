@@ -30,18 +30,9 @@
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
-/* Settings, fixed before load (0 / empty: no filter). */
+/* Settings, fixed before load. */
 const volatile __u64 wakeup_bytes = 1 << 20;
-const volatile __u16 filter_family = 0;
-const volatile __u32 n_ports = 0, n_lports = 0, n_rports = 0;
-const volatile __u16 ports[TA_MAX_PORTS] = {};
-const volatile __u16 lports[TA_MAX_PORTS] = {};
-const volatile __u16 rports[TA_MAX_PORTS] = {};
-const volatile __u32 n_prefixes = 0;
-const volatile struct ta_prefix prefixes[TA_MAX_PREFIXES] = {};
-const volatile __u32 state_mask = 0; /* bit n: new state n passes */
-const volatile __u32 filter_netns = 0;
-const volatile __u64 filter_cgroup = 0;
+const volatile struct ta_filter filter_cfg = {};
 
 __u64 seq_counter = 0;
 
@@ -70,85 +61,6 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } nesting SEC(".maps");
-
-static __always_inline bool port_in(const volatile __u16 *list, __u32 n, __u16 port)
-{
-	for (__u32 i = 0; i < TA_MAX_PORTS; i++) {
-		if (i >= n)
-			break;
-		if (list[i] == port)
-			return true;
-	}
-	return false;
-}
-
-static __always_inline bool in_prefix(const volatile struct ta_prefix *p, __u16 family,
-				      const __u8 *addr)
-{
-	__u32 bits = p->bits;
-
-	if (p->family != family)
-		return false;
-	for (__u32 i = 0; i < 16; i++) {
-		if (bits == 0)
-			return true;
-		__u8 mask = bits >= 8 ? 0xff : (__u8)(0xff << (8 - bits));
-		if ((addr[i] & mask) != (p->addr[i] & mask))
-			return false;
-		bits = bits >= 8 ? bits - 8 : 0;
-	}
-	return true;
-}
-
-enum verdict {
-	PASS,
-	DROP_SOCKET, /* none of this socket's events can pass */
-	DROP_EVENT,  /* this one does not pass; others of the socket may */
-};
-
-/*
- * The filters.  A connecting socket has no local port yet in its
- * CLOSED->SYN-SENT event (it is chosen just after), so the local port does
- * not decide that one: DROP_EVENT at most.
- */
-static __always_inline enum verdict filter(const struct ta_record *r)
-{
-	bool unbound = r->newstate == TCP_SYN_SENT && r->sport == 0;
-	enum verdict port_drop = unbound ? DROP_EVENT : DROP_SOCKET;
-
-	if (filter_family && r->family != filter_family)
-		return DROP_SOCKET;
-	if (filter_netns && r->netns != filter_netns)
-		return DROP_SOCKET;
-	if (filter_cgroup && r->cgroup_id != filter_cgroup)
-		return DROP_SOCKET;
-	/* a listener has no remote side: its children are judged on their own */
-	if (r->newstate == TCP_LISTEN || (r->oldstate == TCP_LISTEN && r->newstate == TCP_CLOSE))
-		port_drop = DROP_EVENT;
-	if (n_ports && !port_in(ports, n_ports, r->sport) && !port_in(ports, n_ports, r->dport))
-		return port_drop;
-	if (n_lports && !port_in(lports, n_lports, r->sport))
-		return port_drop;
-	if (n_rports && !port_in(rports, n_rports, r->dport))
-		return port_drop;
-	if (n_prefixes) {
-		bool hit = false;
-		for (__u32 i = 0; i < TA_MAX_PREFIXES; i++) {
-			if (i >= n_prefixes)
-				break;
-			if (in_prefix(&prefixes[i], r->family, r->saddr) ||
-			    in_prefix(&prefixes[i], r->family, r->daddr)) {
-				hit = true;
-				break;
-			}
-		}
-		if (!hit)
-			return port_drop;
-	}
-	if (state_mask && !(state_mask & (1u << (r->newstate & 31))))
-		return DROP_EVENT;
-	return PASS;
-}
 
 /* Reads the socket's addresses, ports, namespace, cgroup and socket info. */
 static __always_inline void read_sock(struct ta_record *r, const struct sock *sk,
@@ -247,17 +159,19 @@ static __always_inline int handle(const struct sock *sk, int oldstate, int newst
 		return 0;
 	/* connect() and listen() run in the owner's own syscall */
 	bool names_owner = newstate == TCP_SYN_SENT || newstate == TCP_LISTEN;
-	enum verdict v = filter(&r);
-	if (v == DROP_SOCKET)
+	struct ta_subject subject = {r.cgroup_id, r.netns,   r.family, r.sport,
+				     r.dport,     r.oldstate, r.newstate, r.saddr, r.daddr};
+	enum ta_verdict v = ta_filter(&filter_cfg, &subject);
+	if (v == TA_DROP_SOCKET)
 		return 0;
-	if (v == DROP_EVENT) {
+	if (v == TA_DROP_EVENT) {
 		/* what user space needs to keep owners right: who, and when it ends */
 		if (!names_owner && newstate != TCP_CLOSE &&
 		    !(oldstate == TCP_LISTEN && newstate != TCP_CLOSE))
 			return 0;
 		r.flags |= TA_REC_QUIET;
 	}
-	r.seq = v == PASS ? __sync_fetch_and_add(&seq_counter, 1) + 1 : 0;
+	r.seq = v == TA_PASS ? __sync_fetch_and_add(&seq_counter, 1) + 1 : 0;
 	r.ktime = bpf_ktime_get_ns();
 	current_task(&r, names_owner);
 	r.cookie = bpf_get_socket_cookie((struct sock *)sk);

@@ -257,29 +257,29 @@ static int parse_cgroup(const struct tcp_audit_host *host, const char *text, vol
 
 static int configure(struct bpf_eventer *b, const struct bpf_config *c)
 {
-	struct tcp_audit_bpf__rodata *ro = b->skel->rodata;
+	volatile struct ta_filter *f = &b->skel->rodata->filter_cfg;
 	const struct tcp_audit_host *h = b->host;
 	int r = 0;
 
-	ro->filter_family = c->family == FAMILY_INET ? AF_INET : c->family == FAMILY_INET6 ? AF_INET6 : 0;
-	if (c->ports && (r = parse_ports(h, "ports", c->ports, ro->ports, &ro->n_ports)))
+	f->family = c->family == FAMILY_INET ? AF_INET : c->family == FAMILY_INET6 ? AF_INET6 : 0;
+	if (c->ports && (r = parse_ports(h, "ports", c->ports, f->ports, &f->n_ports)))
 		return r;
-	if (c->lports && (r = parse_ports(h, "lports", c->lports, ro->lports, &ro->n_lports)))
+	if (c->lports && (r = parse_ports(h, "lports", c->lports, f->lports, &f->n_lports)))
 		return r;
-	if (c->rports && (r = parse_ports(h, "rports", c->rports, ro->rports, &ro->n_rports)))
+	if (c->rports && (r = parse_ports(h, "rports", c->rports, f->rports, &f->n_rports)))
 		return r;
-	if (c->addrs && (r = parse_prefixes(h, c->addrs, ro->prefixes, &ro->n_prefixes)))
+	if (c->addrs && (r = parse_prefixes(h, c->addrs, f->prefixes, &f->n_prefixes)))
 		return r;
-	if (c->states && (r = parse_states(h, c->states, &ro->state_mask)))
+	if (c->states && (r = parse_states(h, c->states, &f->state_mask)))
 		return r;
-	if (c->cgroup && (r = parse_cgroup(h, c->cgroup, &ro->filter_cgroup)))
+	if (c->cgroup && (r = parse_cgroup(h, c->cgroup, &f->cgroup)))
 		return r;
-	ro->filter_netns = (__u32)c->netns;
+	f->netns = (__u32)c->netns;
 
 	uint64_t ring = 1;
 	while (ring < c->ring_size)
 		ring <<= 1;
-	ro->wakeup_bytes = ring / 16;
+	b->skel->rodata->wakeup_bytes = ring / 16;
 	return -bpf_map__set_max_entries(b->skel->maps.events, (__u32)ring) ? -EINVAL : 0;
 }
 

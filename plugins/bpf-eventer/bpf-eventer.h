@@ -7,9 +7,9 @@
 #ifndef TCP_AUDIT_BPF_EVENTER_H
 #define TCP_AUDIT_BPF_EVENTER_H
 
+#include "ta-filter.h"
+
 #define TA_COMM_LEN 16
-#define TA_MAX_PORTS 16
-#define TA_MAX_PREFIXES 8
 
 /* record kinds */
 #define TA_KIND_STATE 0  /* a state change */
@@ -44,14 +44,6 @@ struct ta_record {
 	__u8 saddr[16];
 	__u8 daddr[16];
 	char comm[TA_COMM_LEN];
-};
-
-/* An address prefix for the in-kernel filter; v4 in the first 4 bytes. */
-struct ta_prefix {
-	__u8 addr[16];
-	__u16 family;
-	__u16 bits;
-	__u32 pad;
 };
 
 #endif
