@@ -132,6 +132,9 @@ size_t event_to_json(const struct tcp_audit_event *ev, char out[EVENT_JSON_MAX])
 		PUT_NAME_FIELD(&o, "stage", gap_stage_name(ev->gap_stage), ev->gap_stage);
 		PUT_U64_FIELD(&o, "lost", ev->gap_lost);
 	} else {
+		bool snapshot = ev->kind == TCP_AUDIT_KIND_SNAPSHOT;
+		if (snapshot)
+			PUT_LIT(&o, ",\"kind\":\"snapshot\"");
 		PUT_NAME_FIELD(&o, "family", family_name(ev->family), ev->family);
 		PUT_KEY(&o, "saddr");
 		put_string(&o, format_addr(ev->family, ev->saddr, buf), ADDR_TEXT_LEN);
@@ -141,11 +144,13 @@ size_t event_to_json(const struct tcp_audit_event *ev, char out[EVENT_JSON_MAX])
 		PUT_U64_FIELD(&o, "dport", ev->dport);
 		PUT_NAME_FIELD(&o, "old_state", tcp_state_name(ev->old_state), ev->old_state);
 		PUT_NAME_FIELD(&o, "new_state", tcp_state_name(ev->new_state), ev->new_state);
-		PUT_U64_FIELD(&o, "pid_on_cpu", ev->pid_on_cpu);
-		if (ev->valid & TCP_AUDIT_HAS_TID)
-			PUT_U64_FIELD(&o, "tid_on_cpu", ev->tid_on_cpu);
-		PUT_KEY(&o, "comm_on_cpu");
-		put_string(&o, ev->comm_on_cpu, sizeof(ev->comm_on_cpu));
+		if (!snapshot) { /* a snapshot has no process on the CPU */
+			PUT_U64_FIELD(&o, "pid_on_cpu", ev->pid_on_cpu);
+			if (ev->valid & TCP_AUDIT_HAS_TID)
+				PUT_U64_FIELD(&o, "tid_on_cpu", ev->tid_on_cpu);
+			PUT_KEY(&o, "comm_on_cpu");
+			put_string(&o, ev->comm_on_cpu, sizeof(ev->comm_on_cpu));
+		}
 		if (ev->valid & TCP_AUDIT_HAS_OWNER) {
 			PUT_U64_FIELD(&o, "owner_pid", ev->owner_pid);
 			PUT_U64_FIELD(&o, "owner_uid", ev->owner_uid);
@@ -453,6 +458,8 @@ static int kind_from_name(const char *name, size_t len)
 {
 	if (len == 3 && memcmp(name, "gap", 3) == 0)
 		return TCP_AUDIT_KIND_GAP;
+	if (len == 8 && memcmp(name, "snapshot", 8) == 0)
+		return TCP_AUDIT_KIND_SNAPSHOT;
 	return -1;
 }
 
@@ -597,9 +604,17 @@ int event_from_json(const char *line, size_t len, struct tcp_audit_event *ev, ch
 	if (bits_seen & bits_missing & TCP_AUDIT_HAS_SOCK_INODE)
 		return fail(&ps, "\"sock_inode\", \"sock_uid\" and \"sock_gid\" go together");
 
-	bool gap = ev->kind == TCP_AUDIT_KIND_GAP;
+	bool gap = ev->kind == TCP_AUDIT_KIND_GAP, snapshot = ev->kind == TCP_AUDIT_KIND_SNAPSHOT;
 	for (size_t i = 0; i < N_FIELDS; i++) {
 		const struct field *f = &fields[i];
+		bool on_cpu = f->offset == OFF(pid_on_cpu) || f->offset == OFF(tid_on_cpu) ||
+			      f->offset == OFF(comm_on_cpu);
+		if (snapshot && on_cpu) {
+			if (seen[i])
+				return fail(&ps, "\"%s\" does not belong in a snapshot record",
+					    f->key);
+			continue;
+		}
 		if ((gap ? f->gap_only : f->required) && !seen[i])
 			return fail(&ps, "missing key \"%s\"", f->key);
 		if (!gap && f->gap_only && seen[i])

@@ -94,3 +94,19 @@ int sql_views(char *out, size_t size, const struct sql_view_forms *f)
 		sock_state, f->info_extra, f->uid, f->timestamp, stage);
 	return n > 0 && (size_t)n < size ? 0 : -1;
 }
+
+int sql_snapshot_view(char *out, size_t size, const struct sql_view_forms *f, const char *create)
+{
+	char state[1024], family[256];
+
+	if (sql_case_name(state, sizeof(state), SQL_TCP_STATE, "new_state") < 0 ||
+	    sql_case_name(family, sizeof(family), SQL_FAMILY, "family") < 0)
+		return -1;
+	int n = snprintf(out, size,
+			 "%s tcp_audit_snapshots AS SELECT %s AS uid, %s AS timestamp, time_ns,"
+			 " host, %s AS family, saddr, sport, daddr, dport, %s AS state, owner_pid,"
+			 " owner_uid, owner_comm, sock_cookie, sock_inode, sock_uid, sock_gid,"
+			 " netns, cgroup_id FROM tcp_audit_events WHERE kind = 2;",
+			 create, f->uid, f->timestamp, family, state);
+	return n > 0 && (size_t)n < size ? 0 : -1;
+}

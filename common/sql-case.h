@@ -44,4 +44,12 @@ struct sql_view_forms {
  */
 int sql_views(char *out, size_t size, const struct sql_view_forms *forms);
 
+/*
+ * The view tcp_audit_snapshots (the sockets open when a run began), made with
+ * `create` ("CREATE VIEW IF NOT EXISTS" in SQLite, "CREATE OR REPLACE VIEW"
+ * in PostgreSQL): a store of schema v2 made before it gets it when opened.
+ */
+int sql_snapshot_view(char *out, size_t size, const struct sql_view_forms *forms,
+		      const char *create);
+
 #endif

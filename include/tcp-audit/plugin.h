@@ -76,9 +76,23 @@ enum tcp_audit_sock_state {
 	TCP_AUDIT_SS_DISCONNECTING = 4,
 };
 
+/*
+ * Kinds are added without an ABI bump: a sinker stores or shows a kind it
+ * does not know as it would a state change (its fields are those of one), or
+ * skips it; it never fails on one.
+ */
 enum tcp_audit_event_kind {
 	TCP_AUDIT_KIND_STATE_CHANGE = 0, /* a TCP state transition */
 	TCP_AUDIT_KIND_GAP = 1,          /* gap_lost events were lost at gap_stage */
+	/*
+	 * A socket that existed when recording began, from the eventer's
+	 * start-up snapshot: old_state == new_state == the state it was in,
+	 * its addresses, ports, netns and, where known, cookie, owner (the
+	 * process holding it then) and socket file.  No process on the CPU
+	 * (pid_on_cpu 0, comm_on_cpu empty), no seq.  All of a run's come
+	 * before its first state change.
+	 */
+	TCP_AUDIT_KIND_SNAPSHOT = 2,
 };
 
 /* Where in the pipeline a gap happened. */

@@ -25,6 +25,7 @@
 #include "event-text.h"
 #include "kernel-helpers.h"
 #include "owners.h"
+#include "snapshot.h"
 
 #define BTF_PATH "/sys/kernel/btf/vmlinux"
 #define CLOCK_REFRESH_NS 1000000000ull
@@ -54,6 +55,7 @@ struct bpf_config {
 	const char *states;
 	int64_t netns;
 	const char *cgroup;
+	bool snapshot;
 };
 
 struct bpf_eventer {
@@ -76,6 +78,7 @@ struct bpf_eventer {
 	} *hold;
 	size_t hold_head, hold_n;
 	uint64_t seen_ktime; /* the newest record's */
+	struct snapshot snap; /* the sockets open at start, handed out first */
 };
 
 static const struct tcp_audit_option bpf_options[] = {
@@ -124,6 +127,12 @@ static const struct tcp_audit_option bpf_options[] = {
 	 .type = TCP_AUDIT_OPT_STRING,
 	 .help = "only sockets of this cgroup v2 (an id, or a path under /sys/fs/cgroup)",
 	 .offset = offsetof(struct bpf_config, cgroup)},
+	{.key = "snapshot",
+	 .type = TCP_AUDIT_OPT_BOOL,
+	 .def = "true",
+	 .help = "at start, a \"snapshot\" record for every TCP socket open then, in every "
+		 "network namespace, with its owner (which its later events carry too)",
+	 .offset = offsetof(struct bpf_config, snapshot)},
 	{0},
 };
 
@@ -478,6 +487,51 @@ static int on_record(void *ctx, void *data, size_t len)
 	return b->n >= b->max ? -ENOSPC : 0;
 }
 
+/* The snapshot keeps what the filters could pass; it lists what they pass. */
+static bool snapshot_keep(struct snapshot_socket *sk, void *arg)
+{
+	const struct bpf_eventer *b = arg;
+	struct ta_subject subject = {sk->cgroup, sk->netns, sk->family, sk->sport, sk->dport,
+				     sk->state,  sk->state, sk->saddr,  sk->daddr};
+	enum ta_verdict v = ta_filter(&b->skel->rodata->filter_cfg, &subject);
+
+	sk->quiet = v != TA_PASS;
+	return v != TA_DROP_SOCKET;
+}
+
+/*
+ * The sockets open now (the programs are attached: whatever changes from
+ * here on is in the ring too): their owners go into the tables, so that
+ * their later events carry them, and their records are handed out first.
+ */
+static void take_snapshot(struct bpf_eventer *b)
+{
+	struct snapshot *s = &b->snap;
+
+	if (snapshot_take(s, OWNED_SOCKETS_MAX, snapshot_keep, b, b->host))
+		return; /* logged; recording goes on without */
+	size_t listed = 0;
+	for (size_t i = 0; i < s->n; i++) {
+		const struct snapshot_socket *sk = &s->sockets[i];
+		struct owner o = {.pid = sk->owner_pid, .uid = sk->owner_uid};
+		listed += !sk->quiet;
+		if (!sk->owner_pid)
+			continue;
+		memcpy(o.comm, sk->owner_comm, sizeof(o.comm));
+		if (sk->cookie)
+			set_owner(b, b->sockets, sk->cookie, &o, 0, false);
+		if (sk->state == TCP_AUDIT_TCP_LISTEN)
+			set_owner(b, b->listeners,
+				  owner_listener_key(sk->netns, sk->family, sk->sport), &o, 0,
+				  false);
+	}
+	tcp_audit_info(b->host,
+		       "snapshot: %zu TCP sockets open in %zu network namespace%s (%zu not "
+		       "listed: filtered out or over the limit), taken in %.0f ms",
+		       listed, s->namespaces, s->namespaces == 1 ? "" : "s",
+		       s->n - listed + s->not_listed, (double)s->duration_ns / 1e6);
+}
+
 /*
  * Loads and attaches.  The accept() tracepoints are optional: without them an
  * accepted socket's owner is the process that created its listener.
@@ -561,6 +615,8 @@ static int bpf_open(void **self, const void *config, const struct tcp_audit_host
 	refresh_clock(b);
 	tcp_audit_debug(host, "attached to tp_btf/inet_sock_set_state, ring buffer %u bytes",
 			bpf_map__max_entries(b->skel->maps.events));
+	if (c->snapshot)
+		take_snapshot(b);
 	*self = b;
 	return 0;
 fail:
@@ -591,6 +647,11 @@ static int bpf_read(void *self, struct tcp_audit_event *events, size_t max, int 
 	if (now - b->expired_at > EXPIRE_EVERY_NS && now > PENDING_NS) {
 		owner_table_expire(b->sockets, now - PENDING_NS);
 		b->expired_at = now;
+	}
+	if (b->snap.next < b->snap.n) {
+		size_t n = snapshot_next_events(&b->snap, events, max);
+		if (n)
+			return (int)n;
 	}
 	b->out = events;
 	b->max = max;
@@ -683,6 +744,7 @@ static void bpf_close(void *self)
 	owner_table_free(b->sockets);
 	owner_table_free(b->listeners);
 	free(b->hold);
+	snapshot_free(&b->snap);
 	libbpf_set_print(NULL);
 	libbpf_host = NULL;
 	free(b);

@@ -102,6 +102,13 @@ static size_t format_line(const struct console *c, const struct tcp_audit_event 
 		safe_comm(ev->owner_comm, comm);
 		snprintf(owner, sizeof(owner), "  owner %u %s", ev->owner_pid, comm);
 	}
+	if (ev->kind == TCP_AUDIT_KIND_SNAPSHOT) {
+		const char *st = tcp_state_name(ev->new_state);
+		int n = snprintf(out, LINE_MAX_LEN, "%s  %-5s %s -> %s  open at start: %s%s\n",
+				 when, ev->family == AF_INET6 ? "tcp6" : "tcp4", src, dst,
+				 st ? st : "?", owner);
+		return n < 0 ? 0 : (size_t)n >= LINE_MAX_LEN ? LINE_MAX_LEN - 1 : (size_t)n;
+	}
 	safe_comm(ev->comm_on_cpu, comm);
 	const char *from = tcp_state_name(ev->old_state), *to = tcp_state_name(ev->new_state);
 	int n = snprintf(out, LINE_MAX_LEN, "%s  %-5s %s -> %s  %s -> %s%s  (on cpu %u %s)\n", when,

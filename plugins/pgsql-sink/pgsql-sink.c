@@ -597,9 +597,11 @@ static uint64_t store_chunk_ns(struct pgsql_sink *s)
 
 static int migrate(struct pgsql_sink *s)
 {
-	char views[8192];
+	char views[8192], snapshots[2048];
 	int version;
 
+	if (sql_snapshot_view(snapshots, sizeof(snapshots), &view_forms, "CREATE OR REPLACE VIEW") < 0)
+		return -ENOMEM;
 	if (!exec_ok(s, "BEGIN") ||
 	    !exec_ok(s, "SELECT pg_advisory_xact_lock(hashtext('tcp-audit schema'))") ||
 	    !exec_ok(s, "SET LOCAL client_min_messages = warning") ||
@@ -638,7 +640,7 @@ static int migrate(struct pgsql_sink *s)
 					wanted == DAY_NS ? "day" : "hour");
 			return -EINVAL;
 		}
-		return exec_ok(s, "COMMIT") ? 0 : -EIO;
+		return exec_ok(s, snapshots) && exec_ok(s, "COMMIT") ? 0 : -EIO;
 	}
 
 	/* a new store, or v1 (ours or the original's tables) to migrate */
@@ -651,7 +653,8 @@ static int migrate(struct pgsql_sink *s)
 	snprintf(bump, sizeof(bump),
 		 "DELETE FROM tcp_audit_schema; INSERT INTO tcp_audit_schema VALUES (%d, '%s')",
 		 SCHEMA_VERSION, s->chunk_ns == DAY_NS ? "day" : "hour");
-	if (!exec_ok(s, views) || !exec_ok(s, bump) || !exec_ok(s, "COMMIT"))
+	if (!exec_ok(s, views) || !exec_ok(s, snapshots) || !exec_ok(s, bump) ||
+	    !exec_ok(s, "COMMIT"))
 		goto fail;
 	tcp_audit_info(s->host, "%s: schema version %d (chunks of a%s)", s->store, SCHEMA_VERSION,
 		       s->chunk_ns == DAY_NS ? " day" : "n hour");

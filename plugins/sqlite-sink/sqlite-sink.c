@@ -253,7 +253,7 @@ out:
 
 static int migrate(struct sqlite_sink *s)
 {
-	char views[8192];
+	char views[8192], snapshots[2048];
 	int version, rc;
 
 	version = (int)query_int(s, "PRAGMA user_version");
@@ -272,8 +272,11 @@ static int migrate(struct sqlite_sink *s)
 				s->path, version, SCHEMA_VERSION);
 		return -EINVAL;
 	}
+	if (sql_snapshot_view(snapshots, sizeof(snapshots), &view_forms,
+			      "CREATE VIEW IF NOT EXISTS") < 0)
+		return -ENOMEM;
 	if (version == atoi(SCHEMA_VERSION))
-		return 0;
+		return exec(s, snapshots) ? -EIO : 0;
 	if (sql_views(views, sizeof(views), &view_forms) < 0)
 		return -ENOMEM;
 	/* a new file: bigger pages, set before anything is written */
@@ -284,6 +287,8 @@ static int migrate(struct sqlite_sink *s)
 	rc = version == 0 ? exec(s, EVENT_TABLE) : migrate_v1(s);
 	if (rc == SQLITE_OK)
 		rc = exec(s, views);
+	if (rc == SQLITE_OK)
+		rc = exec(s, snapshots);
 	if (rc == SQLITE_OK)
 		rc = exec(s, "PRAGMA user_version = " SCHEMA_VERSION);
 	if (rc == SQLITE_OK)

@@ -23,6 +23,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <linux/capability.h>
+#include <linux/types.h>
 #include <netinet/in.h>
 #include <unistd.h>
 
@@ -33,6 +34,8 @@
 
 #include "decoder.h"
 #include "kernel-helpers.h"
+#include "snapshot.h"
+#include "ta-filter.h"
 
 #define INSTANCE_PREFIX "tcp_audit_"
 #define MAX_PORTS 16
@@ -48,6 +51,7 @@ struct tracefs_config {
 	const char *ports;
 	const char *lports;
 	const char *rports;
+	bool snapshot;
 };
 
 static const struct tcp_audit_option tracefs_options[] = {
@@ -76,6 +80,12 @@ static const struct tcp_audit_option tracefs_options[] = {
 	 .type = TCP_AUDIT_OPT_STRING,
 	 .help = "only sockets with one of these remote ports (up to 16)",
 	 .offset = offsetof(struct tracefs_config, rports)},
+	{.key = "snapshot",
+	 .type = TCP_AUDIT_OPT_BOOL,
+	 .def = "true",
+	 .help = "at start, a \"snapshot\" record for every TCP socket open then, in every "
+		 "network namespace, with the process holding it",
+	 .offset = offsetof(struct tracefs_config, snapshot)},
 	{0},
 };
 
@@ -109,6 +119,7 @@ struct tracefs_eventer {
 	uint64_t malformed;
 	struct tid_entry *tids;
 	struct cpu_reader *filling; /* decode callback's target */
+	struct snapshot snap;       /* the sockets open at start, handed out first */
 };
 
 /* --- instance names and leftovers ------------------------------------------ */
@@ -326,9 +337,53 @@ static int drain(struct tracefs_eventer *t, struct cpu_reader *c)
 	return 0;
 }
 
+/* The snapshot lists what the options' filters pass. */
+static bool snapshot_keep(struct snapshot_socket *sk, void *arg)
+{
+	const struct ta_filter *f = arg;
+	struct ta_subject subject = {sk->cgroup, sk->netns, sk->family, sk->sport, sk->dport,
+				     sk->state,  sk->state, sk->saddr,  sk->daddr};
+
+	return ta_filter(f, &subject) == TA_PASS;
+}
+
+static int take_snapshot(struct tracefs_eventer *t, const struct tracefs_config *c)
+{
+	struct ta_filter f = {.family = c->family == 1 ? AF_INET : c->family == 2 ? AF_INET6 : 0};
+	const char *lists[3] = {c->ports, c->lports, c->rports};
+	__u16 *ports[3] = {f.ports, f.lports, f.rports};
+	__u32 *n[3] = {&f.n_ports, &f.n_lports, &f.n_rports};
+	uint16_t parsed[MAX_PORTS];
+
+	for (int i = 0; i < 3; i++) {
+		size_t count = 0;
+		char err[128];
+		if (!lists[i])
+			continue;
+		if (port_list_parse(lists[i], parsed, MAX_PORTS, &count, err, sizeof(err)))
+			return -EINVAL; /* cannot be: the filter took them */
+		memcpy(ports[i], parsed, count * sizeof(parsed[0]));
+		*n[i] = (__u32)count;
+	}
+	if (snapshot_take(&t->snap, SNAPSHOT_MAX_DEFAULT, snapshot_keep, &f, t->host))
+		return 0; /* logged; recording goes on without */
+	tcp_audit_info(t->host,
+		       "snapshot: %zu TCP sockets open in %zu network namespace%s (%zu not "
+		       "listed: filtered out or over the limit), taken in %.0f ms",
+		       t->snap.n, t->snap.namespaces, t->snap.namespaces == 1 ? "" : "s",
+		       t->snap.not_listed, (double)t->snap.duration_ns / 1e6);
+	return 0;
+}
+
 static int tracefs_read(void *self, struct tcp_audit_event *events, size_t max, int timeout_ms)
 {
 	struct tracefs_eventer *t = self;
+
+	if (t->snap.next < t->snap.n) {
+		size_t n = snapshot_next_events(&t->snap, events, max);
+		if (n)
+			return (int)n;
+	}
 	uint64_t deadline = clock_now_ns(CLOCK_MONOTONIC) +
 			    (uint64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000u;
 
@@ -445,6 +500,7 @@ static void tracefs_close(void *self)
 		tep_free(t->tep);
 	free(t->page);
 	free(t->tids);
+	snapshot_free(&t->snap);
 	free(t);
 }
 
@@ -564,6 +620,8 @@ static int tracefs_open(void **self, const void *config, const struct tcp_audit_
 	}
 	t->clock_offset = realtime_minus_monotonic_ns();
 	t->clock_checked = clock_now_ns(CLOCK_MONOTONIC);
+	if (c->snapshot && (r = take_snapshot(t, c)))
+		return fail(t, r);
 	*self = t;
 	return 0;
 }

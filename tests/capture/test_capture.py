@@ -80,6 +80,28 @@ PREFORK = textwrap.dedent("""
     l.close()
 """)
 
+# a connection that exists before tcp-audit starts: a process named argv[1]
+# listens on port argv[3] (family argv[2]), connects to itself and accepts,
+# then closes all three when a line comes on stdin
+PAIR = textwrap.dedent("""
+    import ctypes, socket, sys
+    ctypes.CDLL(None).prctl(15, sys.argv[1].encode(), 0, 0, 0)  # PR_SET_NAME
+    fam = socket.AF_INET6 if sys.argv[2] == "6" else socket.AF_INET
+    host = "::1" if fam == socket.AF_INET6 else "127.0.0.1"
+    l = socket.socket(fam)
+    l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind((host, int(sys.argv[3])))
+    l.listen()
+    c = socket.create_connection((host, int(sys.argv[3])))
+    s, _ = l.accept()
+    print(c.getsockname()[1], flush=True)
+    sys.stdin.readline()
+    c.close()
+    s.close()
+    l.close()
+    print("closed", flush=True)
+""")
+
 
 def own_comm():
     with open("/proc/self/comm") as f:
@@ -126,9 +148,11 @@ class Capture(unittest.TestCase):
     def tearDown(self):
         self.tmp.cleanup()
 
-    def capture(self, params, action, settle=0.5):
+    def capture(self, params, action, settle=0.5, snapshots=False):
         """Runs action() while tcp-audit captures; returns (events, summary).
-        settle: seconds between the action and the stop."""
+        settle: seconds between the action and the stop.  The start-up
+        snapshot's records (of sockets left by earlier tests too, TIME-WAIT
+        ones among them) are left out unless snapshots."""
         if os.path.exists(self.out):
             os.unlink(self.out)  # the jsonl sink appends
         args = ["--event", EVENTER]
@@ -142,7 +166,10 @@ class Capture(unittest.TestCase):
             err = t.stderr()
         self.assertEqual(rc, 130, err)
         with open(self.out) as f:
-            return [json.loads(l) for l in f], summary(err)
+            events = [json.loads(l) for l in f]
+        if not snapshots:
+            events = [e for e in events if e.get("kind") != "snapshot"]
+        return events, summary(err)
 
     def peer(self, name, role, family, port):
         return subprocess.Popen([sys.executable, "-c", PEER, name, role, family, str(port)],
@@ -305,6 +332,107 @@ class Capture(unittest.TestCase):
             self.assertEqual(len(events), n, events)
             self.assertEqual({(e.get("owner_pid"), e.get("owner_comm")) for e in events},
                              {(os.getpid(), own_comm())}, events)
+
+    def pair(self, name, family, port, netns=None):
+        cmd = [sys.executable, "-c", PAIR, name, family, str(port)]
+        p = subprocess.Popen((["ip", "netns", "exec", netns] if netns else []) + cmd,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        p.client_port = int(p.stdout.readline())
+        return p
+
+    @staticmethod
+    def close_pair(p):
+        p.stdin.write("close\n")
+        p.stdin.flush()
+        assert p.stdout.readline() == "closed\n"
+        p.wait()
+
+    def test_snapshot_of_connections_open_before_start(self):
+        """Connections opened before the start and closed after it: a snapshot
+        record for each of their sockets, owned by the process holding them,
+        and (bpf) the same owner and cookie on their later events."""
+        p4, p6 = free_port(), free_port(socket.AF_INET6)
+        pairs = {"inet": self.pair("ta-holder", "4", p4), "inet6": self.pair("ta-holder", "6", p6)}
+
+        def close_all():
+            for p in pairs.values():
+                self.close_pair(p)
+
+        try:
+            events, _ = self.capture(["ports=%d,%d" % (p4, p6)], close_all, snapshots=True)
+        finally:
+            for p in pairs.values():
+                p.kill()
+        snaps = [e for e in events if e.get("kind") == "snapshot"]
+        later = [e for e in events if "kind" not in e]
+        self.assertEqual(events[:len(snaps)], snaps, "snapshot records come first")
+        # TIME-WAIT ones (no owner: no socket file) may be left by earlier tests
+        self.assertTrue(all("owner_pid" not in e for e in snaps if e["new_state"] == "TIME-WAIT"))
+        snaps = [e for e in snaps if e["new_state"] != "TIME-WAIT"]
+        for fam, port in (("inet", p4), ("inet6", p6)):
+            pid, cport = pairs[fam].pid, pairs[fam].client_port
+            mine = sorted((e["sport"], e["dport"], e["new_state"]) for e in snaps
+                          if e["family"] == fam)
+            self.assertEqual(mine, sorted([(port, cport, "ESTABLISHED"), (port, 0, "LISTEN"),
+                                           (cport, port, "ESTABLISHED")]), snaps)
+            for e in (e for e in snaps if e["family"] == fam):
+                self.assertEqual(e["old_state"], e["new_state"])
+                self.assertEqual((e["owner_pid"], e["owner_comm"]), (pid, "ta-holder"), e)
+                self.assertGreater(e["sock_inode"], 0)
+                self.assertNotIn("pid_on_cpu", e)
+                self.assertEqual(e["netns"], os.stat("/proc/self/ns/net").st_ino)
+            # their ends, recorded after the start
+            client = [e for e in later if e["family"] == fam and e["sport"] == cport]
+            self.assertEqual(states(client), CLIENT[2:])
+            server = [e for e in later if e["family"] == fam and e["dport"] == cport]
+            self.assertEqual(states(server), SERVER[2:])
+            if HAS_OWNER:
+                for e in client + server:
+                    self.assertEqual((e["owner_pid"], e["owner_comm"]), (pid, "ta-holder"), e)
+            if HAS_COOKIE:
+                cookie = {(e["sport"], e["dport"]): e["sock_cookie"] for e in snaps}
+                for e in client + server:
+                    self.assertEqual(e["sock_cookie"], cookie[(e["sport"], e["dport"])], e)
+
+        # snapshot=false: none
+        port = free_port()
+        p = self.pair("ta-holder", "4", port)
+        try:
+            events, _ = self.capture(["ports=%d" % port, "snapshot=false"],
+                                     lambda: self.close_pair(p), snapshots=True)
+        finally:
+            p.kill()
+        self.assertEqual([e for e in events if e.get("kind") == "snapshot"], [])
+        self.assertEqual(states([e for e in events if e["sport"] == p.client_port]), CLIENT[2:])
+
+    def test_snapshot_in_two_network_namespaces(self):
+        """The sockets of other network namespaces are in the snapshot, each
+        with its namespace and owner (the same port in both: they are apart)."""
+        port = free_port()
+        names = ["ta-snap-%d-%s" % (os.getpid(), x) for x in "ab"]
+        pairs = []
+        try:
+            for n in names:
+                subprocess.run(["ip", "netns", "add", n], check=True)
+                subprocess.run(["ip", "netns", "exec", n, "ip", "link", "set", "lo", "up"],
+                               check=True)
+                pairs.append(self.pair("ta-in-" + n[-1], "4", port, netns=n))
+            inodes = [os.stat("/run/netns/" + n).st_ino for n in names]
+            events, _ = self.capture(["ports=%d" % port], lambda: None, snapshots=True)
+        finally:
+            for p in pairs:
+                p.kill()
+                p.wait()
+            for n in names:
+                subprocess.run(["ip", "netns", "del", n])
+        snaps = [e for e in events if e.get("kind") == "snapshot"]
+        for n, ino, p in zip(names, inodes, pairs):
+            mine = sorted((e["sport"], e["dport"], e["new_state"], e["owner_pid"],
+                           e["owner_comm"]) for e in snaps if e["netns"] == ino)
+            self.assertEqual(mine, sorted([
+                (port, 0, "LISTEN", p.pid, "ta-in-" + n[-1]),
+                (port, p.client_port, "ESTABLISHED", p.pid, "ta-in-" + n[-1]),
+                (p.client_port, port, "ESTABLISHED", p.pid, "ta-in-" + n[-1])]), snaps)
 
     @unittest.skipUnless(HAS_OWNER, "this eventer cannot know owners")
     def test_pre_fork_server_events_are_owned_by_the_acceptor(self):

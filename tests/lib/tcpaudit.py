@@ -220,6 +220,14 @@ def states(events):
     return chain
 
 
+# A start-up snapshot record: a listener held by a process, as the eventers write it.
+SNAPSHOT_LINE = ('{"time":"2026-11-25T01:53:06.000000000Z","host":"host-a","kind":"snapshot",'
+                 '"family":"inet6","saddr":"::1","sport":8443,"daddr":"::","dport":0,'
+                 '"old_state":"LISTEN","new_state":"LISTEN","owner_pid":77,"owner_uid":1000,'
+                 '"owner_comm":"nginx","sock_cookie":4242,"sock_inode":99,"sock_uid":1000,'
+                 '"sock_gid":1000,"netns":4026531840,"ktime":5}')
+
+
 def store_lines():
     """Lines for the database sinks' tests: IPv4 and IPv6, a command name with a
     quote, a tab and a byte that is not UTF-8, one event with no optional

@@ -13,7 +13,7 @@ import unittest
 
 import pgserver
 import tcpaudit
-from tcpaudit import Running, run, sample_line, store_lines, summary
+from tcpaudit import SNAPSHOT_LINE, Running, run, sample_line, store_lines, summary
 
 ORIGINAL_QUERY = """
 SELECT e.timestamp, e.pid_on_cpu, e.comm_on_cpu, host(e.src_ip), host(e.dst_ip), e.src_port,
@@ -57,6 +57,25 @@ class PgsqlSink(unittest.TestCase):
     def replay(self, path=None):
         r = run(["--event", "replay", "-p", "path=" + (path or self.inp)] + self.sink())
         self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_snapshot_records_in_their_view_not_in_tcp_events(self):
+        with open(self.inp, "a") as f:
+            f.write(SNAPSHOT_LINE + "\n")
+        self.replay()
+        want = [["2026-11-25 01:53:06", "host-a", "inet6", "::1", "8443", "::", "0", "LISTEN",
+                 "77", "1000", "nginx", "4242", "99", "4026531840"]]
+        q = ("SELECT timestamp, host, family, host(saddr), sport, host(daddr), dport, state,"
+             " owner_pid, owner_uid, owner_comm, sock_cookie, sock_inode, netns"
+             " FROM tcp_audit_snapshots")
+        self.assertEqual(self.q(q), want)
+        self.assertEqual(self.q("SELECT count(*) FROM tcp_events WHERE src_port = 8443"),
+                         [["0"]])
+        # a v2 database made before the view gets it when opened
+        self.pg.psql(self.db, "DROP VIEW tcp_audit_snapshots")
+        with open(self.inp, "w") as f:
+            f.write(sample_line(99) + "\n")
+        self.replay()
+        self.assertEqual(self.q(q), want)
 
     def test_every_field_arrives(self):
         self.replay()

@@ -12,7 +12,7 @@ import time
 import unittest
 
 import tcpaudit
-from tcpaudit import BIN, run, sample_line, store_lines
+from tcpaudit import BIN, SNAPSHOT_LINE, run, sample_line, store_lines
 
 # a query written for the original's PostgreSQL tables
 ORIGINAL_QUERY = """
@@ -70,6 +70,25 @@ class SqliteSink(unittest.TestCase):
         self.assertEqual(got[0][9], 1795571587000000001)
         gaps = self.rows("SELECT timestamp, host, stage, lost FROM tcp_audit_gaps")
         self.assertEqual(gaps, [(b"2026-11-25 01:53:08.000000000", b"host-a", b"kernel", 42)])
+
+    def test_snapshot_records_in_their_view_not_in_tcp_events(self):
+        with open(self.inp, "a") as f:
+            f.write(SNAPSHOT_LINE + "\n")
+        self.replay()
+        want = [(b"2026-11-25 01:53:06.000000000", b"host-a", b"inet6", b"::1", 8443, b"::", 0,
+                 b"LISTEN", 77, 1000, b"nginx", 4242, 99, 4026531840)]
+        q = ("SELECT timestamp, host, family, saddr, sport, daddr, dport, state, owner_pid,"
+             " owner_uid, owner_comm, sock_cookie, sock_inode, netns FROM tcp_audit_snapshots")
+        self.assertEqual(self.rows(q), want)
+        self.assertEqual(self.rows("SELECT count(*) FROM tcp_events WHERE src_port = 8443"),
+                         [(0,)])
+        # a v2 file made before the view gets it when opened
+        with sqlite3.connect(self.db) as db:
+            db.execute("DROP VIEW tcp_audit_snapshots")
+        with open(self.inp, "w") as f:
+            f.write(sample_line(99) + "\n")
+        self.replay()
+        self.assertEqual(self.rows(q), want)
 
     def test_original_tables_and_query(self):
         self.replay()

@@ -160,6 +160,31 @@ static void test_gap_record(void **state)
 				  "\"stage\":\"kernel\",\"lost\":42}\n");
 }
 
+static void test_snapshot_record(void **state)
+{
+	(void)state;
+	struct tcp_audit_event ev = full_event(), back;
+	char line[EVENT_JSON_MAX], err[256];
+	size_t len;
+
+	ev.kind = TCP_AUDIT_KIND_SNAPSHOT;
+	ev.old_state = ev.new_state = TCP_AUDIT_TCP_LISTEN;
+	ev.pid_on_cpu = ev.tid_on_cpu = 0; /* none: not written, not read */
+	memset(ev.comm_on_cpu, 0, sizeof(ev.comm_on_cpu));
+	ev.valid &= ~(uint32_t)TCP_AUDIT_HAS_TID;
+	roundtrip(&ev, line, &len);
+	line[len] = '\0';
+	assert_non_null(strstr(line, ",\"kind\":\"snapshot\",\"family\":"));
+	assert_null(strstr(line, "on_cpu"));
+	/* the process on the CPU does not belong in one */
+	const char *bad = "{\"time\":\"2026-11-25T01:53:06Z\",\"kind\":\"snapshot\",\"family\":"
+			  "\"inet\",\"saddr\":\"1.2.3.4\",\"sport\":1,\"daddr\":\"1.2.3.5\","
+			  "\"dport\":2,\"old_state\":\"LISTEN\",\"new_state\":\"LISTEN\","
+			  "\"pid_on_cpu\":3}";
+	assert_int_equal(event_from_json(bad, strlen(bad), &back, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "does not belong in a snapshot record"));
+}
+
 static void test_unknown_numbers_are_kept(void **state)
 {
 	(void)state;
@@ -227,6 +252,7 @@ int main(void)
 		cmocka_unit_test(test_escapes),
 		cmocka_unit_test(test_invalid_utf8_sequences),
 		cmocka_unit_test(test_gap_record),
+		cmocka_unit_test(test_snapshot_record),
 		cmocka_unit_test(test_unknown_numbers_are_kept),
 		cmocka_unit_test(test_rfc3339),
 		cmocka_unit_test(test_names),
