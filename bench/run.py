@@ -29,6 +29,11 @@ replay   Sink throughput: a replay of --replay-events events shaped like a
          store; on the stock server also its own COPY FROM a CSV of the same
          events into an index-free table, and the original's one INSERT per
          event (bench/pg-insert-baseline).
+snapshot The start-up snapshot with --snapshot-sockets TCP sockets open on the
+         host (half of them clients, half accepted, all held by one process
+         across several loopback source addresses): for each eventer, the
+         time the snapshot took (as tcp-audit logs it), the time from exec to
+         "started", the snapshot records stored, and tcp-audit's peak RSS.
 archive  Lookups in an archive of --archive-events events spanning 24 hours,
          in SQLite and in the stock PostgreSQL: build rate, size, and the
          time of four typical queries.
@@ -56,6 +61,7 @@ Run as root from the source tree after building (`ninja -C build`):
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -74,7 +80,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 import shaped  # noqa: E402  (capture-shaped events)
 import tcpaudit  # noqa: E402  (summary parsing)
 
-SECTIONS = ("capture", "burst", "replay", "archive")
+SECTIONS = ("capture", "burst", "replay", "snapshot", "archive")
 SHAPES = ("fin", "busy")
 
 # name: (eventer shown, sink shown, spool shown, arguments before the sink's own)
@@ -618,6 +624,92 @@ def burst_section(a, servers, workdir):
     ] + tw_note([row])
 
 
+# -- snapshot: the sockets open at start
+
+# holds argv[1] connections (2 sockets each) to a listener of its own, from
+# source address argv[2], until stdin closes
+HOLDER = r"""
+import socket, sys
+n = int(sys.argv[1])
+l = socket.socket()
+l.bind(("127.0.0.1", 0))
+l.listen(4096)
+port = l.getsockname()[1]
+keep = []
+for i in range(n):
+    c = socket.socket()
+    c.bind((sys.argv[2], 0))
+    c.connect(("127.0.0.1", port))
+    keep += [c, l.accept()[0]]
+print(port, flush=True)
+sys.stdin.read()
+"""
+# connections per holder: a process may have 20,000 files open here (RLIMIT_NOFILE's
+# hard limit, which root cannot raise without CAP_SYS_RESOURCE)
+PER_HOLDER = 9000
+
+
+def snapshot_section(a, servers, workdir):
+    conns = a.snapshot_sockets // 2
+    progress(a, "snapshot: opening %d connections" % conns)
+    holders = []
+    for i in range(0, conns, PER_HOLDER):
+        holders.append(subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(min(PER_HOLDER, conns - i)),
+             "127.0.0.%d" % (2 + len(holders))], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True))
+    if len(holders) > 16:
+        sys.exit("bench/run.py: --snapshot-sockets: at most %d" % (32 * PER_HOLDER))
+    rows = []
+    try:
+        ports = ",".join(h.stdout.readline().strip() for h in holders)
+        for eventer in ("bpf", "tracefs"):
+            out = os.path.join(workdir, "snapshot-%s.jsonl" % eventer)
+            err = os.path.join(workdir, "snapshot-%s.err" % eventer)
+            env = dict(os.environ, STATE_DIRECTORY=os.path.join(workdir, "state-snap"))
+            with open(err, "w") as ef:
+                t0 = time.monotonic()
+                t = subprocess.Popen([a.bin, "--spool", "none", "--event", eventer, "-p",
+                                      "ports=" + ports, "--sink", "jsonl", "-p",
+                                      "path=" + out], stderr=ef, env=env)
+                started = None
+                while started is None and t.poll() is None:
+                    with open(err) as f:
+                        if "tcp-audit: started" in f.read():
+                            started = time.monotonic() - t0
+                    time.sleep(0.01)
+                time.sleep(1)
+                t.send_signal(signal.SIGINT)
+                _, status, usage = os.wait4(t.pid, 0)
+            with open(err) as f:
+                text = f.read()
+            m = re.search(r"snapshot: (\d+) TCP sockets .* taken in (\d+) ms", text)
+            with open(out) as f:
+                stored = sum('"kind":"snapshot"' in line for line in f)
+            row = {"section": "snapshot", "eventer": eventer,
+                   "sockets": 2 * conns + len(holders),
+                   "listed": int(m[1]) if m else None, "snapshot_ms": int(m[2]) if m else None,
+                   "start_s": started, "stored": stored, "rss_mib": usage.ru_maxrss / 1024}
+            emit(row)
+            rows.append(row)
+            os.unlink(out)
+    finally:
+        for h in holders:
+            h.stdin.close()
+            h.wait()
+    lines = ["", "Start-up snapshot with %d TCP sockets open, held by %d processes (`-p ports=` "
+             "of their listeners: all of them are listed)." % (2 * conns + len(holders),
+                                                               len(holders)), "",
+             "| eventer | sockets listed | snapshot took | exec to started | records stored "
+             "| peak RSS |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append("| %s | %s | %s ms | %s s | %d | %.1f MiB |" % (
+            r["eventer"], r["listed"], r["snapshot_ms"],
+            "%.2f" % r["start_s"] if r["start_s"] is not None else "-", r["stored"],
+            r["rss_mib"]))
+    return lines
+
+
 # -- replay: sink throughput
 
 def replay_into(a, servers, workdir, kind, path, n, keep=False):
@@ -974,6 +1066,8 @@ def main():
     p.add_argument("--baseline-events", type=int, default=100000,
                    help="events stored the original's way, one INSERT each (default "
                         "100000; 0: skip)")
+    p.add_argument("--snapshot-sockets", type=int, default=100000,
+                   help="TCP sockets open for the snapshot section (default 100000)")
     p.add_argument("--archive-events", type=int, default=10000000,
                    help="events in the lookup archive (default 10000000)")
     p.add_argument("--no-archive", action="store_true", help="skip the archive section")
@@ -991,7 +1085,7 @@ def main():
         a.connections, a.burst_connections, a.rounds = 20000, 20000, 1
         a.replay_events, a.baseline_events, a.archive_events = 100000, 20000, 1000000
     if min(a.rounds, a.connections, a.burst_connections, a.replay_events, a.archive_events,
-           a.query_runs) < 1 or a.baseline_events < 0:
+           a.query_runs, a.snapshot_sockets) < 1 or a.baseline_events < 0:
         sys.exit("bench/run.py: rounds, connections, events and runs must be positive")
     a.sections = comma_list(a.sections, SECTIONS, "section")
     if a.no_archive and "archive" in a.sections:
@@ -1024,7 +1118,8 @@ def main():
             a.default_problem = default_path_problem(a, workdir)
         for section in a.sections:
             out = {"capture": capture_section, "burst": burst_section,
-                   "replay": replay_section, "archive": archive_section}[section](
+                   "replay": replay_section, "snapshot": snapshot_section,
+                   "archive": archive_section}[section](
                        a, servers, workdir)
             print("\n".join(out))
             sys.stdout.flush()

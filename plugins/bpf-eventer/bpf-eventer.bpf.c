@@ -25,8 +25,12 @@
 #define IPPROTO_TCP 6
 #define TCP_ESTABLISHED 1
 #define TCP_SYN_SENT 2
+#define TCP_FIN_WAIT1 4
 #define TCP_CLOSE 7
+#define TCP_CLOSE_WAIT 8
+#define TCP_LAST_ACK 9
 #define TCP_LISTEN 10
+#define PF_KTHREAD 0x00200000
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -159,6 +163,18 @@ static __always_inline int handle(const struct sock *sk, int oldstate, int newst
 		return 0;
 	/* connect() and listen() run in the owner's own syscall */
 	bool names_owner = newstate == TCP_SYN_SENT || newstate == TCP_LISTEN;
+	/*
+	 * close() or shutdown() by whoever holds the socket now (a child it was
+	 * handed to, a process that got it over SCM_RIGHTS): only ever run in
+	 * that process's own system call, or a kernel thread's
+	 */
+	if ((oldstate == TCP_ESTABLISHED && newstate == TCP_FIN_WAIT1) ||
+	    (oldstate == TCP_CLOSE_WAIT && newstate == TCP_LAST_ACK)) {
+		if (!(bpf_get_current_task_btf()->flags & PF_KTHREAD)) {
+			names_owner = true;
+			r.flags |= TA_REC_CLOSER;
+		}
+	}
 	struct ta_subject subject = {r.cgroup_id, r.netns,   r.family, r.sport,
 				     r.dport,     r.oldstate, r.newstate, r.saddr, r.daddr};
 	enum ta_verdict v = ta_filter(&filter_cfg, &subject);

@@ -373,8 +373,9 @@ static struct owner_entry *set_owner(struct bpf_eventer *b, struct owner_table *
  * Owners, from what the kernel saw in the owner's own system calls:
  * connect() (CLOSED->SYN-SENT) and listen() (->LISTEN) run in the owner's
  * process; a child socket first gets its listener's owner (its first event,
- * from LISTEN), then the process that accept()ed it.  Returns the entry of
- * the record's socket, or NULL.
+ * from LISTEN), then the process that accept()ed it; the process whose
+ * close() or shutdown() ends a connection holds it then (it may have been
+ * handed on).  Returns the entry of the record's socket, or NULL.
  */
 static struct owner_entry *track_owner(struct bpf_eventer *b, const struct ta_record *k,
 				       const struct owner *cpu)
@@ -383,6 +384,12 @@ static struct owner_entry *track_owner(struct bpf_eventer *b, const struct ta_re
 	uint64_t pending = quiet ? (k->ktime ? k->ktime : 1) : 0;
 	uint64_t lkey = owner_listener_key(k->netns, k->family, k->sport);
 
+	if (k->flags & TA_REC_CLOSER) {
+		/* the last holder closes it: a socket handed on gets its new holder */
+		const struct owner_entry *en = owner_table_find(b->sockets, k->cookie);
+		return set_owner(b, b->sockets, k->cookie, cpu, en && !en->pending_since ? 0 : pending,
+				 false);
+	}
 	if (k->newstate == TCP_AUDIT_TCP_SYN_SENT || k->newstate == TCP_AUDIT_TCP_LISTEN) {
 		if (k->newstate == TCP_AUDIT_TCP_LISTEN)
 			set_owner(b, b->listeners, lkey, cpu, 0, false);

@@ -19,6 +19,7 @@
 #define TA_REC_SOCKET 0x02 /* the socket has a struct socket: inode, uid, gid, state */
 #define TA_REC_CGROUP 0x04 /* cgroup_id is the socket's cgroup */
 #define TA_REC_QUIET 0x08  /* dropped by the filters: for keeping owners only */
+#define TA_REC_CLOSER 0x10 /* close()/shutdown() by the process on the CPU: it holds it */
 
 struct ta_record {
 	__u64 ktime;

@@ -86,8 +86,10 @@ class Faults(unittest.TestCase):
         self.assertEqual(dup.strip(), "0")
 
     def capture_args(self, *extra):
-        return ["--event", "bpf", "-p", "ports=%d" % self.port, "--sink", "pgsql", "-p",
-                "conninfo=" + self.pg.conninfo(self.db), "--sink", "jsonl", "-p",
+        # (no snapshot: the counts below are of state changes)
+        return ["--event", "bpf", "-p", "ports=%d" % self.port, "-p", "snapshot=false",
+                "--sink", "pgsql", "-p", "conninfo=" + self.pg.conninfo(self.db), "--sink",
+                "jsonl", "-p",
                 "path=" + self.path("ref.jsonl")] + list(extra)
 
     def test_postgres_killed_9_and_restarted_10_s_later(self):
@@ -200,8 +202,9 @@ class Faults(unittest.TestCase):
         try:
             db_path = os.path.join(mnt, "events.db")
             filler = os.path.join(mnt, "filler")
-            args = ["--event", "bpf", "-p", "ports=%d" % self.port, "--sink", "sqlite", "-p",
-                    "path=" + db_path, "--sink", "jsonl", "-p", "path=" + self.path("ref.jsonl")]
+            args = ["--event", "bpf", "-p", "ports=%d" % self.port, "-p", "snapshot=false",
+                    "--sink", "sqlite", "-p", "path=" + db_path, "--sink", "jsonl", "-p",
+                    "path=" + self.path("ref.jsonl")]
             with Running(args) as t:
                 # fill what is left of the file system
                 subprocess.run(["dd", "if=/dev/zero", "of=" + filler, "bs=64k"],

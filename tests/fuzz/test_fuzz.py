@@ -12,7 +12,7 @@ import time
 import unittest
 
 import tcpaudit
-from tcpaudit import Running, fixture, sample_line, store_lines
+from tcpaudit import SNAPSHOT_LINE, Running, fixture, sample_line, store_lines
 
 TARGET, KIND = sys.argv[1], sys.argv[2]
 PAGES = sys.argv[3] if len(sys.argv) > 3 else ""
@@ -28,6 +28,7 @@ def seeds_replay_line():
     out = [sample_line(i).encode() for i in (1, 2, 77)]
     out += [l.encode() for l in store_lines()]
     out += [b'{"kind":"gap","time":"2026-11-25T00:00:00Z","stage":"kernel","lost":3}']
+    out += [SNAPSHOT_LINE.encode()]
     return out
 
 
