@@ -444,9 +444,19 @@ out:
 	free(l.v);
 	free(d.buf);
 	s->duration_ns = now_ns(CLOCK_MONOTONIC) - start;
-	if (r)
+	if (r) {
 		snapshot_free(s);
-	return r;
+		return r;
+	}
+	size_t listed = 0;
+	for (size_t i = 0; i < s->n; i++)
+		listed += !s->sockets[i].quiet;
+	tcp_audit_info(host,
+		       "snapshot: %zu TCP sockets open in %zu network namespace%s (%zu not "
+		       "listed: filtered out or over the limit), taken in %.0f ms",
+		       listed, s->namespaces, s->namespaces == 1 ? "" : "s",
+		       s->n - listed + s->not_listed, (double)s->duration_ns / 1e6);
+	return 0;
 }
 
 void snapshot_event(const struct snapshot *s, const struct snapshot_socket *sk,

@@ -49,8 +49,9 @@ struct snapshot {
 typedef bool (*snapshot_keep_fn)(struct snapshot_socket *sk, void *arg);
 
 /*
- * Takes the snapshot into *s (zeroed first): at most max sockets that keep
- * (NULL: all) accepts.  Namespaces it cannot enter are skipped and counted.
+ * Takes the snapshot into *s (zeroed first) and logs what it found: at most
+ * max sockets that keep (NULL: all) accepts.  Namespaces it cannot enter are
+ * skipped and counted.
  * Returns 0, or a negative errno when it could not run at all (logged).
  */
 int snapshot_take(struct snapshot *s, size_t max, snapshot_keep_fn keep, void *arg,

@@ -517,11 +517,9 @@ static void take_snapshot(struct bpf_eventer *b)
 
 	if (snapshot_take(s, OWNED_SOCKETS_MAX, snapshot_keep, b, b->host))
 		return; /* logged; recording goes on without */
-	size_t listed = 0;
 	for (size_t i = 0; i < s->n; i++) {
 		const struct snapshot_socket *sk = &s->sockets[i];
 		struct owner o = {.pid = sk->owner_pid, .uid = sk->owner_uid};
-		listed += !sk->quiet;
 		if (!sk->owner_pid)
 			continue;
 		memcpy(o.comm, sk->owner_comm, sizeof(o.comm));
@@ -532,11 +530,6 @@ static void take_snapshot(struct bpf_eventer *b)
 				  owner_listener_key(sk->netns, sk->family, sk->sport), &o, 0,
 				  false);
 	}
-	tcp_audit_info(b->host,
-		       "snapshot: %zu TCP sockets open in %zu network namespace%s (%zu not "
-		       "listed: filtered out or over the limit), taken in %.0f ms",
-		       listed, s->namespaces, s->namespaces == 1 ? "" : "s",
-		       s->n - listed + s->not_listed, (double)s->duration_ns / 1e6);
 }
 
 /*

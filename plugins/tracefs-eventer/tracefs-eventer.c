@@ -365,14 +365,8 @@ static int take_snapshot(struct tracefs_eventer *t, const struct tracefs_config 
 		memcpy(ports[i], parsed, count * sizeof(parsed[0]));
 		*n[i] = (__u32)count;
 	}
-	if (snapshot_take(&t->snap, SNAPSHOT_MAX_DEFAULT, snapshot_keep, &f, t->host))
-		return 0; /* logged; recording goes on without */
-	tcp_audit_info(t->host,
-		       "snapshot: %zu TCP sockets open in %zu network namespace%s (%zu not "
-		       "listed: filtered out or over the limit), taken in %.0f ms",
-		       t->snap.n, t->snap.namespaces, t->snap.namespaces == 1 ? "" : "s",
-		       t->snap.not_listed, (double)t->snap.duration_ns / 1e6);
-	return 0;
+	snapshot_take(&t->snap, SNAPSHOT_MAX_DEFAULT, snapshot_keep, &f, t->host);
+	return 0; /* failed: logged; recording goes on without */
 }
 
 static int tracefs_read(void *self, struct tcp_audit_event *events, size_t max, int timeout_ms)
