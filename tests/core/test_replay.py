@@ -7,7 +7,7 @@ import tempfile
 import unittest
 
 import tcpaudit
-from tcpaudit import BIN, run, sample_line, summary
+from tcpaudit import BIN, SNAPSHOT_LINE, run, sample_line, summary
 
 # command names as the kernel may hold them: quotes, backslashes, control
 # characters, valid and invalid UTF-8 (written \u0080-\u00ff, see README)
@@ -37,6 +37,7 @@ def lines_with_everything():
     out.append('{"time":"2026-11-25T01:53:08.000000000Z","host":"host-a","kind":"gap",'
                '"stage":"kernel","lost":12345,"ktime":99}')
     out.append(sample_line(60, sport="0", dport="65535", sock_cookie="18446744073709551615"))
+    out.append(SNAPSHOT_LINE)
     return out
 
 
@@ -85,6 +86,20 @@ class RoundTrip(unittest.TestCase):
         for o in objs:
             if o.get("kind") != "gap":
                 self.assertRegex(o["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")
+
+    def test_console_shows_every_kind(self):
+        self.write_input([sample_line(1), SNAPSHOT_LINE,
+                          '{"time":"2026-11-25T01:53:08.000000000Z","kind":"gap",'
+                          '"stage":"queue","lost":7}'])
+        r = run(["--event", "replay", "-p", "path=" + self.inp, "--sink", "console"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = r.stdout.splitlines()
+        self.assertEqual(len(lines), 3, r.stdout)
+        self.assertIn(" -> ", lines[0])
+        self.assertIn("(on cpu ", lines[0])
+        self.assertEqual(lines[1], "2026-11-25 01:53:06.000000  tcp6  [::1]:8443 -> [::]:0  "
+                                   "open at start: LISTEN  owner 77 nginx")
+        self.assertEqual(lines[2], "2026-11-25 01:53:08.000000  GAP: 7 events lost (queue)")
 
     def test_appends_to_existing_file(self):
         self.write_input([sample_line(1)])
