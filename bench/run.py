@@ -683,7 +683,7 @@ def snapshot_section(a, servers, workdir):
                 _, status, usage = os.wait4(t.pid, 0)
             with open(err) as f:
                 text = f.read()
-            m = re.search(r"snapshot: (\d+) TCP sockets .* taken in (\d+) ms", text)
+            m = re.search(r"snapshot: (\d+) TCP sockets? .* taken in (\d+) ms", text)
             with open(out) as f:
                 stored = sum('"kind":"snapshot"' in line for line in f)
             row = {"section": "snapshot", "eventer": eventer,

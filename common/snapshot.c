@@ -452,9 +452,9 @@ out:
 	for (size_t i = 0; i < s->n; i++)
 		listed += !s->sockets[i].quiet;
 	tcp_audit_info(host,
-		       "snapshot: %zu TCP sockets open in %zu network namespace%s (%zu not "
+		       "snapshot: %zu TCP socket%s open in %zu network namespace%s (%zu not "
 		       "listed: filtered out or over the limit), taken in %.0f ms",
-		       listed, s->namespaces, s->namespaces == 1 ? "" : "s",
+		       listed, listed == 1 ? "" : "s", s->namespaces, s->namespaces == 1 ? "" : "s",
 		       s->n - listed + s->not_listed, (double)s->duration_ns / 1e6);
 	return 0;
 }
