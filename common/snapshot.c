@@ -10,6 +10,7 @@
  * them.
  */
 #include "snapshot.h"
+#include "kernel-helpers.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -30,14 +31,6 @@
 
 #define TCP_NEW_SYN_RECV 12 /* request sockets: not sockets of their own yet */
 #define RECV_BUFFER (64 * 1024)
-
-static uint64_t now_ns(clockid_t clock)
-{
-	struct timespec ts;
-
-	clock_gettime(clock, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* ------------------------------------------------------------------------ */
 /* Network namespaces                                                        */
@@ -391,11 +384,11 @@ int snapshot_take(struct snapshot *s, size_t max, snapshot_keep_fn keep, void *a
 {
 	struct ns_list l = {0};
 	struct dump d = {s, max, keep, arg, malloc(RECV_BUFFER)};
-	uint64_t start = now_ns(CLOCK_MONOTONIC);
+	uint64_t start = clock_now_ns(CLOCK_MONOTONIC);
 	int r;
 
 	memset(s, 0, sizeof(*s));
-	s->time_ns = now_ns(CLOCK_REALTIME);
+	s->time_ns = clock_now_ns(CLOCK_REALTIME);
 	s->ktime_ns = start;
 	if (!d.buf)
 		return -ENOMEM;
@@ -430,11 +423,11 @@ int snapshot_take(struct snapshot *s, size_t max, snapshot_keep_fn keep, void *a
 			s->namespaces++;
 		}
 	}
-	uint64_t dumped = now_ns(CLOCK_MONOTONIC);
+	uint64_t dumped = clock_now_ns(CLOCK_MONOTONIC);
 	r = find_owners(s);
 	tcp_audit_debug(host, "snapshot: namespaces and sockets %.1f ms, owners %.1f ms",
 			(double)(dumped - start) / 1e6,
-			(double)(now_ns(CLOCK_MONOTONIC) - dumped) / 1e6);
+			(double)(clock_now_ns(CLOCK_MONOTONIC) - dumped) / 1e6);
 	if (r)
 		tcp_audit_error(host, "snapshot: cannot find the sockets' owners: %s",
 				strerror(-r));
@@ -443,7 +436,7 @@ out:
 		close(l.v[i].fd);
 	free(l.v);
 	free(d.buf);
-	s->duration_ns = now_ns(CLOCK_MONOTONIC) - start;
+	s->duration_ns = clock_now_ns(CLOCK_MONOTONIC) - start;
 	if (r) {
 		snapshot_free(s);
 		return r;

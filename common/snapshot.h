@@ -13,7 +13,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <linux/types.h>
+
 #include <tcp-audit/plugin.h>
+
+#include "ta-filter.h"
 
 /* Sockets listed at most by default (the rest are counted, not listed). */
 #define SNAPSHOT_MAX_DEFAULT 1000000
@@ -44,6 +48,16 @@ struct snapshot {
 	size_t unreadable;    /* namespaces that could not be read */
 	uint64_t duration_ns; /* how long taking it took */
 };
+
+/* The filters' verdict on a socket, as if it had just entered its state. */
+static inline enum ta_verdict snapshot_filter(const volatile struct ta_filter *f,
+					      const struct snapshot_socket *sk)
+{
+	struct ta_subject subject = {sk->cgroup, sk->netns, sk->family, sk->sport, sk->dport,
+				     sk->state,  sk->state, sk->saddr,  sk->daddr};
+
+	return ta_filter(f, &subject);
+}
 
 /* Decides whether a socket is kept; may set its quiet flag. */
 typedef bool (*snapshot_keep_fn)(struct snapshot_socket *sk, void *arg);

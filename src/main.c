@@ -769,16 +769,14 @@ static int run(struct cli *cli)
 		goto close_all;
 
 	/* 3. run; signals are taken synchronously by this thread only */
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SIGUSR1);
+	static const int taken[] = {SIGINT, SIGTERM, SIGHUP, SIGUSR1};
 	struct sigaction sa = {.sa_handler = note_signal};
 	sigemptyset(&sa.sa_mask);
-	for (int i = 1; i < NSIG; i++)
-		if (sigismember(&set, i) == 1)
-			sigaction(i, &sa, NULL);
+	sigemptyset(&set);
+	for (size_t i = 0; i < sizeof(taken) / sizeof(taken[0]); i++) {
+		sigaddset(&set, taken[i]);
+		sigaction(taken[i], &sa, NULL);
+	}
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 
 	struct pipeline_config cfg = {

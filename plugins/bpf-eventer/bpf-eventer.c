@@ -387,8 +387,8 @@ static struct owner_entry *track_owner(struct bpf_eventer *b, const struct ta_re
 	if (k->flags & TA_REC_CLOSER) {
 		/* the last holder closes it: a socket handed on gets its new holder */
 		const struct owner_entry *en = owner_table_find(b->sockets, k->cookie);
-		return set_owner(b, b->sockets, k->cookie, cpu, en && !en->pending_since ? 0 : pending,
-				 false);
+		uint64_t since = en && !en->pending_since ? 0 : pending;
+		return set_owner(b, b->sockets, k->cookie, cpu, since, false);
 	}
 	if (k->newstate == TCP_AUDIT_TCP_SYN_SENT || k->newstate == TCP_AUDIT_TCP_LISTEN) {
 		if (k->newstate == TCP_AUDIT_TCP_LISTEN)
@@ -498,9 +498,7 @@ static int on_record(void *ctx, void *data, size_t len)
 static bool snapshot_keep(struct snapshot_socket *sk, void *arg)
 {
 	const struct bpf_eventer *b = arg;
-	struct ta_subject subject = {sk->cgroup, sk->netns, sk->family, sk->sport, sk->dport,
-				     sk->state,  sk->state, sk->saddr,  sk->daddr};
-	enum ta_verdict v = ta_filter(&b->skel->rodata->filter_cfg, &subject);
+	enum ta_verdict v = snapshot_filter(&b->skel->rodata->filter_cfg, sk);
 
 	sk->quiet = v != TA_PASS;
 	return v != TA_DROP_SOCKET;

@@ -600,7 +600,8 @@ static int migrate(struct pgsql_sink *s)
 	char views[8192], snapshots[2048];
 	int version;
 
-	if (sql_snapshot_view(snapshots, sizeof(snapshots), &view_forms, "CREATE OR REPLACE VIEW") < 0)
+	if (sql_snapshot_view(snapshots, sizeof(snapshots), &view_forms,
+			      "CREATE OR REPLACE VIEW") < 0)
 		return -ENOMEM;
 	if (!exec_ok(s, "BEGIN") ||
 	    !exec_ok(s, "SELECT pg_advisory_xact_lock(hashtext('tcp-audit schema'))") ||

@@ -38,7 +38,6 @@
 #include "ta-filter.h"
 
 #define INSTANCE_PREFIX "tcp_audit_"
-#define MAX_PORTS 16
 #define QUEUE_CAP 16384        /* decoded events held per CPU */
 #define POLL_NS 10000000ull    /* how often an idle reader looks at the buffers */
 #define TID_SLOTS 4096         /* thread -> process cache */
@@ -119,6 +118,7 @@ struct tracefs_eventer {
 	uint64_t malformed;
 	struct tid_entry *tids;
 	struct cpu_reader *filling; /* decode callback's target */
+	struct ta_filter filter;    /* the options' filters, for the snapshot */
 	struct snapshot snap;       /* the sockets open at start, handed out first */
 };
 
@@ -195,18 +195,22 @@ static int append(char *buf, size_t size, const char *fmt, ...)
 	return n < 0 || (size_t)n >= size - len ? -ENOSPC : 0;
 }
 
+/* Appends the clause of a port list, whose ports go into out[] and *n too. */
 static int port_clause(struct tracefs_eventer *t, char *buf, size_t size, const char *key,
-		       const char *list, bool local, bool remote)
+		       const char *list, bool local, bool remote, __u16 *out, __u32 *n_out)
 {
-	uint16_t ports[MAX_PORTS];
+	uint16_t ports[TA_MAX_PORTS];
 	size_t n = 0;
 	char err[128];
-	int r = port_list_parse(list, ports, MAX_PORTS, &n, err, sizeof(err));
+	int r = port_list_parse(list, ports, TA_MAX_PORTS, &n, err, sizeof(err));
 
 	if (r == -EINVAL)
 		tcp_audit_error(t->host, "option %s: %s", key, err);
 	if (r)
 		return r;
+	for (size_t i = 0; i < n; i++)
+		out[i] = ports[i];
+	*n_out = (__u32)n;
 	if (buf[0] && (r = append(buf, size, " && ")))
 		return r;
 	if ((r = append(buf, size, "(")))
@@ -227,17 +231,21 @@ static int build_filter(struct tracefs_eventer *t, const struct tracefs_config *
 	int r = 0;
 
 	buf[0] = '\0';
+	t->filter.family = c->family == 1 ? AF_INET : c->family == 2 ? AF_INET6 : 0;
 	if (t->dec.protocol.size)
 		r = append(buf, size, "protocol == %d", IPPROTO_TCP);
 	if (!r && c->family && t->dec.family.size)
 		r = append(buf, size, "%sfamily == %d", buf[0] ? " && " : "",
 			   c->family == 1 ? AF_INET : AF_INET6);
 	if (!r && c->ports)
-		r = port_clause(t, buf, size, "ports", c->ports, true, true);
+		r = port_clause(t, buf, size, "ports", c->ports, true, true, t->filter.ports,
+				&t->filter.n_ports);
 	if (!r && c->lports)
-		r = port_clause(t, buf, size, "lports", c->lports, true, false);
+		r = port_clause(t, buf, size, "lports", c->lports, true, false, t->filter.lports,
+				&t->filter.n_lports);
 	if (!r && c->rports)
-		r = port_clause(t, buf, size, "rports", c->rports, false, true);
+		r = port_clause(t, buf, size, "rports", c->rports, false, true, t->filter.rports,
+				&t->filter.n_rports);
 	if (r == -ENOSPC)
 		tcp_audit_error(t->host, "the port filter is too long");
 	return r;
@@ -340,33 +348,7 @@ static int drain(struct tracefs_eventer *t, struct cpu_reader *c)
 /* The snapshot lists what the options' filters pass. */
 static bool snapshot_keep(struct snapshot_socket *sk, void *arg)
 {
-	const struct ta_filter *f = arg;
-	struct ta_subject subject = {sk->cgroup, sk->netns, sk->family, sk->sport, sk->dport,
-				     sk->state,  sk->state, sk->saddr,  sk->daddr};
-
-	return ta_filter(f, &subject) == TA_PASS;
-}
-
-static int take_snapshot(struct tracefs_eventer *t, const struct tracefs_config *c)
-{
-	struct ta_filter f = {.family = c->family == 1 ? AF_INET : c->family == 2 ? AF_INET6 : 0};
-	const char *lists[3] = {c->ports, c->lports, c->rports};
-	__u16 *ports[3] = {f.ports, f.lports, f.rports};
-	__u32 *n[3] = {&f.n_ports, &f.n_lports, &f.n_rports};
-	uint16_t parsed[MAX_PORTS];
-
-	for (int i = 0; i < 3; i++) {
-		size_t count = 0;
-		char err[128];
-		if (!lists[i])
-			continue;
-		if (port_list_parse(lists[i], parsed, MAX_PORTS, &count, err, sizeof(err)))
-			return -EINVAL; /* cannot be: the filter took them */
-		memcpy(ports[i], parsed, count * sizeof(parsed[0]));
-		*n[i] = (__u32)count;
-	}
-	snapshot_take(&t->snap, SNAPSHOT_MAX_DEFAULT, snapshot_keep, &f, t->host);
-	return 0; /* failed: logged; recording goes on without */
+	return snapshot_filter(arg, sk) == TA_PASS;
 }
 
 static int tracefs_read(void *self, struct tcp_audit_event *events, size_t max, int timeout_ms)
@@ -614,8 +596,8 @@ static int tracefs_open(void **self, const void *config, const struct tcp_audit_
 	}
 	t->clock_offset = realtime_minus_monotonic_ns();
 	t->clock_checked = clock_now_ns(CLOCK_MONOTONIC);
-	if (c->snapshot && (r = take_snapshot(t, c)))
-		return fail(t, r);
+	if (c->snapshot) /* a failure is logged; recording goes on without */
+		snapshot_take(&t->snap, SNAPSHOT_MAX_DEFAULT, snapshot_keep, &t->filter, t->host);
 	*self = t;
 	return 0;
 }
