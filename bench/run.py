@@ -16,7 +16,8 @@ capture  For each load -- the load generator's two shapes (fin: the client
                          and waits for its exit, which waits for every sink
                          to store what was read; then it counts in the store)
            overhead      the generator's connection rate traced / untraced
-           CPU           tcp-audit's user+system CPU time per event read
+           CPU           tcp-audit's user+system CPU time per event read, and
+                         its user part alone
                          (PostgreSQL's own CPU, server and backends, beside it)
            RSS           tcp-audit's peak resident set
            loss          the loss counted in tcp-audit's exit summary
@@ -330,6 +331,7 @@ class TcpAudit:
             "wall": end - self.started_at,
             "stop_s": end - t0,
             "cpu": usage.ru_utime + usage.ru_stime,
+            "user_cpu": usage.ru_utime,
             "rss_mib": hwm or usage.ru_maxrss / 1024,
             "summary": tcpaudit.summary(text),
             "stderr": text,
@@ -487,6 +489,7 @@ def traced_round(a, servers, workdir, config, shape, threads, connections):
             "stored": stored,
             "completeness": stored / gen["events"],
             "cpu_us_per_event": 1e6 * res["cpu"] / read if read else None,
+            "user_us_per_event": 1e6 * res["user_cpu"] / read if read else None,
             "server_cpu_us_per_event": 1e6 * pg_cpu / read if read and pg_cpu is not None
             else None,
             "rss_mib": res["rss_mib"],
@@ -529,6 +532,7 @@ def measure(a, servers, workdir, config, shape, threads, connections, rounds):
         "traced": rate,
         "overhead": rate / base,
         "cpu_us_per_event": median([t["cpu_us_per_event"] for t in traced]),
+        "user_us_per_event": median([t["user_us_per_event"] for t in traced]),
         "server_cpu_us_per_event": median([t["server_cpu_us_per_event"] for t in traced]),
         "rss_mib": median([t["rss_mib"] for t in traced]),
         "lost": median([t["lost"] for t in traced]),
@@ -569,18 +573,20 @@ def capture_section(a, servers, workdir):
             out.append("")
             out.append("| config | eventer | sink | spool | stored / caused | completeness "
                        "(worst) | rate untraced | rate traced | overhead | tcp-audit CPU per "
-                       "event | PostgreSQL CPU per event | peak RSS | counted loss | stop |")
+                       "event (user) | PostgreSQL CPU per event | peak RSS | counted loss | "
+                       "stop |")
             out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
             for r in rows:
                 if "skipped" in r:
                     out.append("| %s | skipped: %s |" % (r["config"], r["skipped"]))
                     continue
                 out.append("| %s | %s | %s | %s | %d / %d | %.4f%% (%.4f%%) | %.0f/s | %.0f/s "
-                           "| %.3f | %.3f us | %s | %.1f MiB | %g | %.1f s |" % (
+                           "| %.3f | %.3f us (%.3f) | %s | %.1f MiB | %g | %.1f s |" % (
                                r["config"], r["eventer"], r["sink"], r["spool"], r["stored"],
                                r["caused"], 100 * r["completeness"],
                                100 * r["completeness_worst"], r["untraced"], r["traced"],
                                r["overhead"], r["cpu_us_per_event"] or float("nan"),
+                               r["user_us_per_event"] or float("nan"),
                                fmt(r["server_cpu_us_per_event"], "%.3f us"), r["rss_mib"],
                                r["lost"], r["stop_s"]))
     out.append("")

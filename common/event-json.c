@@ -28,15 +28,7 @@ static void put_raw(struct out *o, const char *s, size_t n)
 
 static void put_u64(struct out *o, uint64_t v)
 {
-	char tmp[20];
-	int n = 0;
-
-	do {
-		tmp[n++] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v);
-	while (n)
-		*o->p++ = tmp[--n];
+	o->p += format_u64(v, o->p);
 }
 
 static void put_escaped_byte(struct out *o, unsigned char c)
@@ -48,14 +40,55 @@ static void put_escaped_byte(struct out *o, unsigned char c)
 	*o->p++ = hex[c & 15];
 }
 
+#define BYTES(b) (0x0101010101010101ull * (b))
+
+/*
+ * The bytes of w that are 0, a control, '"', '\\', DEL or not ASCII, as their
+ * top bits; a flag above (in value) a true one may be false (borrows), so only
+ * the first byte in memory is sure: enough to know how many are plain.
+ */
+static inline uint64_t needs_care(uint64_t w)
+{
+	uint64_t below_space = (w - BYTES(0x20)) & ~w;
+	uint64_t quote = (w ^ BYTES('"')) - BYTES(1);
+	uint64_t backslash = (w ^ BYTES('\\')) - BYTES(1);
+	uint64_t del = (w ^ BYTES(0x7f)) - BYTES(1);
+
+	/* a zero byte of x borrows into its top bit; w's own top bits are the non-ASCII ones */
+	return (below_space | (quote & ~(w ^ BYTES('"'))) | (backslash & ~(w ^ BYTES('\\'))) |
+		(del & ~(w ^ BYTES(0x7f))) | w) &
+	       BYTES(0x80);
+}
+
+/* The place in memory of the first byte needs_care() flags. */
+static inline size_t first_flagged_byte(uint64_t care)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	return (size_t)__builtin_ctzll(care) / 8;
+#else
+	return (size_t)__builtin_clzll(care) / 8;
+#endif
+}
+
 /* A quoted JSON string of at most max bytes of s (stops at NUL). */
 static void put_string(struct out *o, const char *str, size_t max)
 {
 	const unsigned char *s = (const unsigned char *)str;
-	size_t len = strnlen(str, max);
 
 	*o->p++ = '"';
-	for (size_t i = 0; i < len;) {
+	for (size_t i = 0; i < max && s[i];) {
+		/* eight bytes at a time, up to the first that needs care (often the NUL) */
+		if (i + 8 <= max) {
+			uint64_t w, care;
+			memcpy(&w, s + i, 8);
+			memcpy(o->p, &w, 8);
+			care = needs_care(w);
+			size_t plain = care ? first_flagged_byte(care) : 8;
+			o->p += plain;
+			i += plain;
+			if (plain)
+				continue;
+		}
 		unsigned char c = s[i];
 		if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
 			*o->p++ = (char)c;
@@ -86,7 +119,7 @@ static void put_string(struct out *o, const char *str, size_t max)
 		default:
 			break;
 		}
-		size_t n = c >= 0x80 ? utf8_sequence_length(s + i, len - i) : 0;
+		size_t n = c >= 0x80 ? utf8_sequence_length(s + i, strnlen(str + i, max - i)) : 0;
 		if (n > 1) {
 			put_raw(o, (const char *)s + i, n);
 			i += n;
@@ -95,6 +128,14 @@ static void put_string(struct out *o, const char *str, size_t max)
 			i++;
 		}
 	}
+	*o->p++ = '"';
+}
+
+/* An address: never anything to escape. */
+static void put_addr(struct out *o, unsigned family, const uint8_t addr[16])
+{
+	*o->p++ = '"';
+	o->p += format_addr(family, addr, o->p);
 	*o->p++ = '"';
 }
 
@@ -107,7 +148,8 @@ static void put_name(struct out *o, const char *name, unsigned v)
 {
 	if (name) {
 		*o->p++ = '"';
-		put_raw(o, name, strlen(name));
+		while (*name) /* a few bytes: a call to strlen() costs more */
+			*o->p++ = *name++;
 		*o->p++ = '"';
 	} else {
 		/* not a value the kernel defines: keep the number */
@@ -118,10 +160,9 @@ static void put_name(struct out *o, const char *name, unsigned v)
 size_t event_to_json(const struct tcp_audit_event *ev, char out[EVENT_JSON_MAX])
 {
 	struct out o = {out};
-	char buf[RFC3339_NS_LEN > ADDR_TEXT_LEN ? RFC3339_NS_LEN : ADDR_TEXT_LEN];
 
 	PUT_LIT(&o, "{\"time\":\"");
-	put_raw(&o, buf, format_rfc3339_ns(ev->time_ns, buf));
+	o.p += format_rfc3339_ns(ev->time_ns, o.p);
 	*o.p++ = '"';
 	if (ev->valid & TCP_AUDIT_HAS_HOST) {
 		PUT_KEY(&o, "host");
@@ -137,10 +178,10 @@ size_t event_to_json(const struct tcp_audit_event *ev, char out[EVENT_JSON_MAX])
 			PUT_LIT(&o, ",\"kind\":\"snapshot\"");
 		PUT_NAME_FIELD(&o, "family", family_name(ev->family), ev->family);
 		PUT_KEY(&o, "saddr");
-		put_string(&o, format_addr(ev->family, ev->saddr, buf), ADDR_TEXT_LEN);
+		put_addr(&o, ev->family, ev->saddr);
 		PUT_U64_FIELD(&o, "sport", ev->sport);
 		PUT_KEY(&o, "daddr");
-		put_string(&o, format_addr(ev->family, ev->daddr, buf), ADDR_TEXT_LEN);
+		put_addr(&o, ev->family, ev->daddr);
 		PUT_U64_FIELD(&o, "dport", ev->dport);
 		PUT_NAME_FIELD(&o, "old_state", tcp_state_name(ev->old_state), ev->old_state);
 		PUT_NAME_FIELD(&o, "new_state", tcp_state_name(ev->new_state), ev->new_state);

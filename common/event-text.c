@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -127,37 +128,86 @@ static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
 	*y = (int64_t)yoe + era * 400 + (*m <= 2);
 }
 
+/* "00" "01" ... "99": numbers are written two digits at a time */
+static const char digit_pairs[200] = "00010203040506070809101112131415161718192021222324252627282930313233"
+			     "34353637383940414243444546474849505152535455565758596061626364656667"
+			     "6869707172737475767778798081828384858687888990919293949596979899";
+
+/* v (< 10^n) as exactly n digits, two at a time. */
 static void put_digits(char *p, uint64_t v, int n)
 {
-	for (int i = n - 1; i >= 0; i--) {
-		p[i] = (char)('0' + v % 10);
-		v /= 10;
+	for (; n >= 2; n -= 2) {
+		memcpy(p + n - 2, digit_pairs + 2 * (v % 100), 2);
+		v /= 100;
 	}
+	if (n)
+		p[0] = (char)('0' + v % 10);
+}
+
+/* v < 10^8 in n digits, in 32-bit arithmetic (a 64-bit division chain is slower). */
+static void put_digits32(char *p, uint32_t v, int n)
+{
+	for (; n >= 2; n -= 2) {
+		memcpy(p + n - 2, digit_pairs + 2 * (v % 100), 2);
+		v /= 100;
+	}
+	if (n)
+		p[0] = (char)('0' + v);
+}
+
+static int digits32(uint32_t v)
+{
+	int n = 1;
+
+	for (uint32_t t = 10; n < 10 && v >= t; t *= 10)
+		n++;
+	return n;
+}
+
+size_t format_u64(uint64_t v, char *out)
+{
+	if (v < 100000000u) {
+		int n = digits32((uint32_t)v);
+		put_digits32(out, (uint32_t)v, n);
+		return (size_t)n;
+	}
+	/* the low eight digits apart from the rest: two short chains, not one long */
+	uint64_t hi = v / 100000000u;
+	size_t n = format_u64(hi, out);
+	put_digits32(out + n, (uint32_t)(v - hi * 100000000u), 8);
+	return n + 8;
 }
 
 size_t format_rfc3339_ns(uint64_t ns, char out[RFC3339_NS_LEN])
 {
+	/* events come in bursts within one second: its date and time are kept */
+	static _Thread_local uint64_t cached_secs = UINT64_MAX;
+	static _Thread_local char cached[20];
 	uint64_t secs = ns / 1000000000u;
-	uint64_t frac = ns % 1000000000u;
-	int64_t days = (int64_t)(secs / 86400);
-	uint64_t sod = secs % 86400;
-	int64_t y;
-	unsigned m, d;
 
-	civil_from_days(days, &y, &m, &d);
-	put_digits(out, (uint64_t)y % 10000, 4);
-	out[4] = '-';
-	put_digits(out + 5, m, 2);
-	out[7] = '-';
-	put_digits(out + 8, d, 2);
-	out[10] = 'T';
-	put_digits(out + 11, sod / 3600, 2);
-	out[13] = ':';
-	put_digits(out + 14, sod / 60 % 60, 2);
-	out[16] = ':';
-	put_digits(out + 17, sod % 60, 2);
-	out[19] = '.';
-	put_digits(out + 20, frac, 9);
+	if (secs != cached_secs) {
+		int64_t days = (int64_t)(secs / 86400);
+		uint64_t sod = secs % 86400;
+		int64_t y;
+		unsigned m, d;
+
+		civil_from_days(days, &y, &m, &d);
+		put_digits(cached, (uint64_t)y % 10000, 4);
+		cached[4] = '-';
+		put_digits(cached + 5, m, 2);
+		cached[7] = '-';
+		put_digits(cached + 8, d, 2);
+		cached[10] = 'T';
+		put_digits(cached + 11, sod / 3600, 2);
+		cached[13] = ':';
+		put_digits(cached + 14, sod / 60 % 60, 2);
+		cached[16] = ':';
+		put_digits(cached + 17, sod % 60, 2);
+		cached[19] = '.';
+		cached_secs = secs;
+	}
+	memcpy(out, cached, 20);
+	put_digits(out + 20, ns % 1000000000u, 9);
 	out[29] = 'Z';
 	out[30] = '\0';
 	return 30;
@@ -236,27 +286,83 @@ int parse_rfc3339_ns(const char *s, size_t len, uint64_t *ns)
 	return 0;
 }
 
-const char *format_addr(unsigned family, const uint8_t addr[16], char out[ADDR_TEXT_LEN])
+static char *put_ipv4(char *p, const uint8_t a[4])
 {
-	if (family == AF_INET) { /* by hand: inet_ntop's printf is most of a sink's cost */
-		char *p = out;
-		for (int i = 0; i < 4; i++) {
-			unsigned v = addr[i];
-			if (i)
-				*p++ = '.';
-			if (v >= 100)
-				*p++ = (char)('0' + v / 100);
-			if (v >= 10)
-				*p++ = (char)('0' + v / 10 % 10);
-			*p++ = (char)('0' + v % 10);
-		}
-		*p = '\0';
-		return out;
+	for (int i = 0; i < 4; i++) {
+		unsigned v = a[i];
+		if (i)
+			*p++ = '.';
+		if (v >= 100)
+			*p++ = (char)('0' + v / 100);
+		if (v >= 10)
+			*p++ = (char)('0' + v / 10 % 10);
+		*p++ = (char)('0' + v % 10);
 	}
-	if (family != AF_INET6 ||
-	    !inet_ntop((int)family, addr, out, ADDR_TEXT_LEN))
-		out[0] = '\0';
-	return out;
+	return p;
+}
+
+/*
+ * What glibc's inet_ntop() writes, character for character (archives written
+ * before keep their spelling): the longest run of two or more zero groups
+ * (the first of equal runs) as "::", groups in lower-case hex without leading
+ * zeros, and the last 32 bits as IPv4 after ::ffff: and after :: (but ::1).
+ */
+static char *put_ipv6(char *p, const uint8_t a[16])
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned w[8];
+	int best = -1, best_len = 0, cur = -1, cur_len = 0;
+
+	for (int i = 0; i < 8; i++) {
+		w[i] = (unsigned)a[2 * i] << 8 | a[2 * i + 1];
+		if (w[i] == 0) {
+			if (cur < 0)
+				cur = i, cur_len = 0;
+			if (++cur_len > best_len)
+				best = cur, best_len = cur_len;
+		} else {
+			cur = -1;
+		}
+	}
+	if (best_len < 2)
+		best = -1;
+	for (int i = 0; i < 8; i++) {
+		if (best >= 0 && i >= best && i < best + best_len) {
+			if (i == best)
+				*p++ = ':';
+			continue;
+		}
+		if (i)
+			*p++ = ':';
+		if (i == 6 && best == 0 &&
+		    (best_len == 6 || (best_len == 7 && w[7] != 1) ||
+		     (best_len == 5 && w[5] == 0xffff)))
+			return put_ipv4(p, a + 12);
+		bool lead = true;
+		for (int shift = 12; shift >= 0; shift -= 4) {
+			unsigned nib = w[i] >> shift & 15;
+			if (lead && nib == 0 && shift)
+				continue;
+			lead = false;
+			*p++ = hex[nib];
+		}
+	}
+	if (best >= 0 && best + best_len == 8)
+		*p++ = ':';
+	return p;
+}
+
+size_t format_addr(unsigned family, const uint8_t addr[16], char out[ADDR_TEXT_LEN])
+{
+	char *end = out;
+
+	/* by hand: inet_ntop's printf is most of a sink's cost */
+	if (family == AF_INET)
+		end = put_ipv4(out, addr);
+	else if (family == AF_INET6)
+		end = put_ipv6(out, addr);
+	*end = '\0';
+	return (size_t)(end - out);
 }
 
 int parse_addr(unsigned family, const char *s, size_t len, uint8_t addr[16])

@@ -32,6 +32,9 @@ int family_from_name(const char *name, size_t len);
 const char *gap_stage_name(unsigned stage);
 int gap_stage_from_name(const char *name, size_t len);
 
+/* v in decimal, no NUL (at most 20 bytes); returns the length. */
+size_t format_u64(uint64_t v, char *out);
+
 /* Writes RFC 3339 UTC with nanoseconds; returns the length (30). */
 size_t format_rfc3339_ns(uint64_t ns, char out[RFC3339_NS_LEN]);
 /*
@@ -40,8 +43,11 @@ size_t format_rfc3339_ns(uint64_t ns, char out[RFC3339_NS_LEN]);
  */
 int parse_rfc3339_ns(const char *s, size_t len, uint64_t *ns);
 
-/* inet_ntop() of saddr/daddr for the event's family; "" if the family is odd. */
-const char *format_addr(unsigned family, const uint8_t addr[16], char out[ADDR_TEXT_LEN]);
+/*
+ * inet_ntop()'s text of saddr/daddr for the event's family, "" if the family
+ * is odd; returns the length (NUL not counted).
+ */
+size_t format_addr(unsigned family, const uint8_t addr[16], char out[ADDR_TEXT_LEN]);
 /* Parses an address of the given family into 16 zero-padded bytes. */
 int parse_addr(unsigned family, const char *s, size_t len, uint8_t addr[16]);
 

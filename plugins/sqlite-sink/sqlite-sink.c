@@ -420,8 +420,10 @@ static void bind_row(sqlite3_stmt *st, int base, const struct tcp_audit_event *e
 		sqlite3_bind_int64(st, base + 28, (sqlite3_int64)e->gap_lost);
 	} else {
 		sqlite3_bind_int(st, base + 5, e->family);
-		bind_text(st, base + 6, format_addr(e->family, e->saddr, t->src), ADDR_TEXT_LEN);
-		bind_text(st, base + 7, format_addr(e->family, e->daddr, t->dst), ADDR_TEXT_LEN);
+		sqlite3_bind_text(st, base + 6, t->src, (int)format_addr(e->family, e->saddr, t->src),
+				  SQLITE_STATIC);
+		sqlite3_bind_text(st, base + 7, t->dst, (int)format_addr(e->family, e->daddr, t->dst),
+				  SQLITE_STATIC);
 		sqlite3_bind_int(st, base + 8, e->sport);
 		sqlite3_bind_int(st, base + 9, e->dport);
 		sqlite3_bind_int(st, base + 10, e->old_state);

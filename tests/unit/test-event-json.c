@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <arpa/inet.h>
 
 #include <cmocka.h>
 
@@ -100,6 +101,116 @@ static void test_every_byte_survives(void **state)
 			assert_true(c >= 0x20 && c < 0x7f); /* ASCII-only for bytes not UTF-8 */
 		}
 	}
+}
+
+/* JSON's escaping of one byte as the writer does it, the slow way (not UTF-8). */
+static size_t escape_ref(unsigned char c, char *out)
+{
+	if (c == '"' || c == '\\')
+		return (size_t)sprintf(out, "\\%c", c);
+	if (c == '\n')
+		return (size_t)sprintf(out, "\\n");
+	if (c == '\t')
+		return (size_t)sprintf(out, "\\t");
+	if (c == '\r')
+		return (size_t)sprintf(out, "\\r");
+	if (c < 0x20 || c >= 0x7f)
+		return (size_t)sprintf(out, "\\u%04x", c);
+	out[0] = (char)c;
+	return 1;
+}
+
+/* The writer takes eight bytes at a time: any byte at any place, same text as byte by byte. */
+static void test_each_byte_at_each_place(void **state)
+{
+	(void)state;
+	for (size_t place = 0; place < 15; place++) {
+		for (unsigned b = 1; b < 256; b++) {
+			struct tcp_audit_event ev = full_event();
+			char line[EVENT_JSON_MAX], want[128], *p = want;
+			size_t len;
+			memset(ev.comm_on_cpu, 0, sizeof(ev.comm_on_cpu));
+			memcpy(ev.comm_on_cpu, "abcdefghijklmno", 15);
+			ev.comm_on_cpu[place] = (char)b;
+			roundtrip(&ev, line, &len);
+			line[len] = '\0';
+			p += sprintf(p, "\"comm_on_cpu\":\"");
+			for (size_t i = 0; i < 15; i++)
+				p += escape_ref((unsigned char)ev.comm_on_cpu[i], p);
+			strcpy(p, "\",");
+			if (!strstr(line, want))
+				fail_msg("byte 0x%02x at %zu: %s", b, place, line);
+		}
+	}
+}
+
+static void check_number(uint64_t v)
+{
+	char got[24], want[24];
+	size_t n = format_u64(v, got);
+
+	got[n] = '\0';
+	snprintf(want, sizeof(want), "%llu", (unsigned long long)v);
+	assert_string_equal(got, want);
+}
+
+/* Numbers are written by hand, two digits at a time: as printf writes them. */
+static void test_numbers(void **state)
+{
+	(void)state;
+	uint64_t x = 88172645463325252ull, ten = 1;
+
+	for (int i = 0; i < 64; i++) {
+		check_number(1ull << i);
+		check_number((1ull << i) - 1);
+	}
+	for (int k = 0; k < 20; k++, ten *= 10) {
+		check_number(ten - 1);
+		check_number(ten);
+		check_number(ten + 1);
+	}
+	check_number(UINT64_MAX);
+	for (int i = 0; i < 200000; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		check_number(x >> (x & 63)); /* every length */
+	}
+}
+
+/* Addresses are written by hand: exactly what inet_ntop() writes. */
+static void test_addresses_as_inet_ntop(void **state)
+{
+	(void)state;
+	uint64_t x = 2463534242ull;
+	uint8_t a[16];
+	char got[ADDR_TEXT_LEN], want[ADDR_TEXT_LEN];
+
+	for (int i = 0; i < 300000; i++) {
+		for (int w = 0; w < 8; w++) {
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+			/* mostly zero groups, so that every run of them comes up; some ffff, 1 */
+			unsigned pick = (unsigned)(x >> 60), v;
+			v = pick < 9 ? 0 : pick < 11 ? 0xffff : pick < 12 ? 1 : (unsigned)(x >> 8) & 0xffff;
+			if (pick == 15)
+				v &= 0x0f0f >> (x & 7); /* short groups: no leading zeros */
+			a[2 * w] = (uint8_t)(v >> 8);
+			a[2 * w + 1] = (uint8_t)v;
+		}
+		size_t n = format_addr(AF_INET6, a, got);
+		assert_int_equal(n, strlen(got));
+		assert_non_null(inet_ntop(AF_INET6, a, want, sizeof(want)));
+		if (strcmp(got, want))
+			fail_msg("got %s, inet_ntop %s", got, want);
+		n = format_addr(AF_INET, a + (i & 12), got);
+		assert_int_equal(n, strlen(got));
+		assert_non_null(inet_ntop(AF_INET, a + (i & 12), want, sizeof(want)));
+		assert_string_equal(got, want);
+	}
+	assert_int_equal(format_addr(99, a, got), 0);
+	assert_string_equal(got, "");
 }
 
 static void test_escapes(void **state)
@@ -250,6 +361,9 @@ int main(void)
 		cmocka_unit_test(test_full_event_text),
 		cmocka_unit_test(test_every_byte_survives),
 		cmocka_unit_test(test_escapes),
+		cmocka_unit_test(test_each_byte_at_each_place),
+		cmocka_unit_test(test_numbers),
+		cmocka_unit_test(test_addresses_as_inet_ntop),
 		cmocka_unit_test(test_invalid_utf8_sequences),
 		cmocka_unit_test(test_gap_record),
 		cmocka_unit_test(test_snapshot_record),
