@@ -2,7 +2,8 @@
 /*
  * bpf eventer: loads the CO-RE program of bpf-eventer.bpf.c (embedded as a
  * libbpf skeleton, so only this .so is needed at run time), and hands the
- * core whole batches of events from its ring buffer.
+ * core whole batches of events from its ring buffers (one per CPU, merged
+ * in time order: rings.h).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -13,6 +14,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <bpf/bpf.h>
@@ -25,6 +27,7 @@
 #include "event-text.h"
 #include "kernel-helpers.h"
 #include "owners.h"
+#include "rings.h"
 #include "snapshot.h"
 
 #define BTF_PATH "/sys/kernel/btf/vmlinux"
@@ -61,7 +64,8 @@ struct bpf_config {
 struct bpf_eventer {
 	const struct tcp_audit_host *host;
 	struct tcp_audit_bpf *skel;
-	struct ring_buffer *rb;
+	struct ring_set *rings;
+	uint32_t ring_bytes; /* each CPU's */
 	int64_t clock_offset; /* CLOCK_REALTIME - CLOCK_MONOTONIC, ns */
 	uint64_t clock_checked;
 	/* the batch being filled by the ring buffer callback */
@@ -87,7 +91,8 @@ static const struct tcp_audit_option bpf_options[] = {
 	 .def = "16M",
 	 .min = 1 << 20,
 	 .max = 1ll << 30,
-	 .help = "kernel ring buffer for events (rounded up to a power of 2); 136 bytes an event",
+	 .help = "kernel ring buffers for events, all CPUs together: one per CPU, each an "
+		 "equal share rounded up to a power of 2, at least 1M; 136 bytes an event",
 	 .offset = offsetof(struct bpf_config, ring_size)},
 	{.key = "family",
 	 .type = TCP_AUDIT_OPT_ENUM,
@@ -285,11 +290,15 @@ static int configure(struct bpf_eventer *b, const struct bpf_config *c)
 		return r;
 	f->netns = (__u32)c->netns;
 
-	uint64_t ring = 1;
-	while (ring < c->ring_size)
+	int ncpu = libbpf_num_possible_cpus();
+	if (ncpu <= 0)
+		return ncpu ? ncpu : -EINVAL;
+	uint64_t ring = 1 << 20;
+	while (ring < c->ring_size / (uint64_t)ncpu)
 		ring <<= 1;
+	b->ring_bytes = (uint32_t)ring;
 	b->skel->rodata->wakeup_bytes = ring / 16;
-	return -bpf_map__set_max_entries(b->skel->maps.events, (__u32)ring) ? -EINVAL : 0;
+	return -bpf_map__set_max_entries(b->skel->maps.rings, (__u32)ncpu) ? -EINVAL : 0;
 }
 
 static void fill_owner(struct tcp_audit_event *e, const struct owner *o)
@@ -441,14 +450,14 @@ static void release_held(struct bpf_eventer *b, uint64_t now, bool force, size_t
 	}
 }
 
-static int on_record(void *ctx, void *data, size_t len)
+/* One record from the rings; the batch has room for at least one event. */
+static void on_record(struct bpf_eventer *b, const void *data, size_t len)
 {
-	struct bpf_eventer *b = ctx;
 	const struct ta_record *k = data;
 	struct owner cpu = {.pid = k->pid, .uid = k->uid};
 
 	if (len < sizeof(struct ta_record))
-		return 0;
+		return;
 	if (k->ktime > b->seen_ktime)
 		b->seen_ktime = k->ktime;
 	memcpy(cpu.comm, k->comm, sizeof(cpu.comm));
@@ -460,10 +469,10 @@ static int on_record(void *ctx, void *data, size_t len)
 			en->from_listener = false;
 			en->pending_since = 0;
 		}
-		return 0;
+		return;
 	}
 	if (k->kind != TA_KIND_STATE)
-		return 0;
+		return;
 	struct owner_entry *en = track_owner(b, k, &cpu);
 	if (!(k->flags & TA_REC_QUIET)) {
 		if (en && (en->from_listener || en->held)) {
@@ -490,8 +499,24 @@ static int on_record(void *ctx, void *data, size_t len)
 			owner_table_forget(b->listeners,
 					   owner_listener_key(k->netns, k->family, k->sport));
 	}
-	/* a full batch: stop here (libbpf has consumed this record already) */
-	return b->n >= b->max ? -ENOSPC : 0;
+}
+
+/*
+ * Hands the records that may go now, oldest first, to on_record() while the
+ * batch has room.  *pending: some wait (for their time, or for a record
+ * being written).
+ */
+static void take_records(struct bpf_eventer *b, uint64_t now, bool drain, bool *pending)
+{
+	const void *rec;
+	size_t len;
+
+	ring_set_begin(b->rings, now, drain);
+	*pending = false;
+	while (b->n < b->max && (rec = ring_set_peek(b->rings, &len, pending))) {
+		on_record(b, rec, len);
+		ring_set_next(b->rings);
+	}
 }
 
 /* The snapshot keeps what the filters could pass; it lists what they pass. */
@@ -539,6 +564,11 @@ static int load(struct bpf_eventer *b)
 	struct tcp_audit_bpf *k = b->skel;
 	int r = tcp_audit_bpf__load(k);
 
+	if (r)
+		return r;
+	/* the rings before the programs: a program finding no ring counts loss */
+	r = ring_set_new(&b->rings, bpf_map__fd(k->maps.rings), libbpf_num_possible_cpus(),
+			 b->ring_bytes);
 	if (r)
 		return r;
 	if (!(k->links.on_state = bpf_program__attach(k->progs.on_state)) ||
@@ -604,15 +634,9 @@ static int bpf_open(void **self, const void *config, const struct tcp_audit_host
 				strerror(-r));
 		goto fail;
 	}
-	b->rb = ring_buffer__new(bpf_map__fd(b->skel->maps.events), on_record, b, NULL);
-	if (!b->rb) {
-		r = -errno;
-		tcp_audit_error(host, "cannot map the ring buffer: %s", strerror(errno));
-		goto fail;
-	}
 	refresh_clock(b);
-	tcp_audit_debug(host, "attached to tp_btf/inet_sock_set_state, ring buffer %u bytes",
-			bpf_map__max_entries(b->skel->maps.events));
+	tcp_audit_debug(host, "attached to tp_btf/inet_sock_set_state, %d ring buffers of %u bytes",
+			libbpf_num_possible_cpus(), b->ring_bytes);
 	if (c->snapshot)
 		take_snapshot(b);
 	*self = b;
@@ -655,27 +679,28 @@ static int bpf_read(void *self, struct tcp_audit_event *events, size_t max, int 
 	b->max = max;
 	b->n = 0;
 	release_held(b, hold_clock(b, now), false, SIZE_MAX);
-	/* on_record() needs room for one event (it stops the ring once the batch is full) */
+	/* on_record() needs room for one event */
 	if (b->n == b->max)
 		return (int)b->n;
-	r = ring_buffer__consume(b->rb);
-	if (r < 0 && r != -ENOSPC)
-		return r;
-	if (timeout_ms == TCP_AUDIT_READ_DRAIN)
-		release_held(b, now, true, SIZE_MAX); /* stopping: no accept() to wait for */
-	if (b->n == 0 && timeout_ms != TCP_AUDIT_READ_DRAIN) {
+	bool drain = timeout_ms == TCP_AUDIT_READ_DRAIN, pending;
+	take_records(b, now, drain, &pending);
+	/* stopping: a record being written is there within microseconds */
+	for (int spins = 0; drain && pending && b->n < b->max && spins < 1000; spins++) {
+		sched_yield();
+		take_records(b, clock_now_ns(CLOCK_MONOTONIC), true, &pending);
+	}
+	if (drain)
+		release_held(b, now, true, SIZE_MAX); /* no accept() to wait for */
+	if (b->n == 0 && !drain) {
 		/*
-		 * Sleep until the program wakes us (enough data waiting) or the
-		 * timer runs out, then take whatever has come meanwhile.
+		 * Sleep until a program wakes us (enough data waiting) or the
+		 * timer runs out (records waiting for their time go then), then
+		 * take whatever may go.
 		 */
-		r = ring_buffer__poll(b->rb, timeout_ms);
-		if (r < 0 && r != -ENOSPC && r != -EINTR)
+		r = ring_set_wait(b->rings, timeout_ms);
+		if (r < 0 && r != -EINTR)
 			return r;
-		if (b->n < b->max) {
-			r = ring_buffer__consume(b->rb);
-			if (r < 0 && r != -ENOSPC)
-				return r;
-		}
+		take_records(b, clock_now_ns(CLOCK_MONOTONIC), false, &pending);
 	}
 	release_held(b, hold_clock(b, clock_now_ns(CLOCK_MONOTONIC)), false, SIZE_MAX);
 	return (int)b->n;
@@ -737,7 +762,7 @@ static void bpf_close(void *self)
 
 	if (!b)
 		return;
-	ring_buffer__free(b->rb);
+	ring_set_free(b->rings);
 	tcp_audit_bpf__destroy(b->skel);
 	owner_table_free(b->sockets);
 	owner_table_free(b->listeners);

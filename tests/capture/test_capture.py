@@ -52,6 +52,29 @@ PEER = textwrap.dedent("""
         c.close()
 """)
 
+# a server pinned to CPU 1 that closes first, a client pinned to CPU 0
+CROSS_CPU = textwrap.dedent("""
+    import os, socket, sys
+    role, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    os.sched_setaffinity(0, {1 if role == "server" else 0})
+    if role == "server":
+        l = socket.socket()
+        l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        l.bind(("127.0.0.1", port))
+        l.listen(128)
+        print("listening", flush=True)
+        for _ in range(n):
+            s, _ = l.accept()
+            s.close()
+        l.close()
+    else:
+        for _ in range(n):
+            c = socket.create_connection(("127.0.0.1", port))
+            while c.recv(100):
+                pass
+            c.close()
+""")
+
 # a pre-fork server: the parent listens, two children named ta-acceptor accept
 PREFORK = textwrap.dedent("""
     import ctypes, os, socket, sys
@@ -252,6 +275,40 @@ class Capture(unittest.TestCase):
         for sock in (listener, child, client):
             self.assertEqual(len({e["sock_cookie"] for e in sock}), 1, sock)
         self.assertEqual(len({sock[0]["sock_cookie"] for sock in (listener, child, client)}), 3)
+
+    @unittest.skipUnless(HAS_COOKIE and os.cpu_count() >= 2, "needs cookies and 2 CPUs")
+    def test_a_sockets_events_in_order_across_cpus(self):
+        """The server on CPU 1, the client on CPU 0: a client socket's events
+        happen on both (its CLOSE-WAIT in the softirq of the server's FIN, on
+        CPU 1; its LAST-ACK in its own close(), on CPU 0), and come out of
+        the per-CPU rings in order."""
+        port = free_port()
+        n = 2000
+
+        def action():
+            server = subprocess.Popen([sys.executable, "-c", CROSS_CPU, "server", str(port),
+                                       str(n)], stdout=subprocess.PIPE, text=True)
+            self.assertEqual(server.stdout.readline().strip(), "listening")
+            client = subprocess.run([sys.executable, "-c", CROSS_CPU, "client", str(port),
+                                     str(n)], timeout=120)
+            self.assertEqual(client.returncode, 0)
+            self.assertEqual(server.wait(timeout=60), 0)
+
+        events, s = self.capture(["ports=%d" % port], action)
+        self.assertEqual(s["lost in kernel"], 0)
+        by_cookie = collections.defaultdict(list)
+        for e in events:
+            by_cookie[e["sock_cookie"]].append(e)
+        self.assertEqual(len(by_cookie), 2 * n + 1)
+        for cookie, evs in by_cookie.items():
+            chain = [evs[0]["old_state"]] + [e["new_state"] for e in evs]
+            self.assertEqual([e["old_state"] for e in evs], chain[:-1], chain)
+            self.assertEqual(chain[-1], "CLOSED", chain)
+            ktimes = [e["ktime"] for e in evs]
+            self.assertEqual(ktimes, sorted(ktimes), chain)
+        clients = [evs for evs in by_cookie.values() if evs[0]["new_state"] == "SYN-SENT"]
+        self.assertEqual(len(clients), n)
+        self.assertTrue(all("CLOSE-WAIT" in [e["new_state"] for e in evs] for evs in clients))
 
     def test_refused_connect(self):
         port = free_port()
