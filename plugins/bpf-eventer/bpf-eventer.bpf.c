@@ -4,7 +4,8 @@
  * sock:inet_sock_set_state tracepoint (BTF-typed, so the socket is read with
  * plain loads rather than a helper call per field) into ring buffers that
  * wake the reader only when enough is waiting, and a record per accept()ed
- * TCP socket from the accept syscalls' exit tracepoints.
+ * TCP socket from the accept syscalls' exit tracepoints and io_uring's
+ * completions.
  *
  * Owners are worked out in user space from these records (bpf-eventer.c):
  * per-socket state in the kernel (socket storage, hash maps) cost more per
@@ -34,6 +35,7 @@
 #define TCP_LAST_ACK 9
 #define TCP_LISTEN 10
 #define PF_KTHREAD 0x00200000
+#define PF_IO_WORKER 0x00000010
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -69,16 +71,20 @@ struct {
 
 /*
  * The kernel does not run a BPF program inside itself on one CPU: when a
- * softirq interrupts on_state_btf and hits the tracepoint again, that run is
- * skipped (and counted in the program's recursion_misses).  A second program
- * on the same tracepoint rescues those: it does the work only while the first
- * is busy below it on this CPU.  Loss is then primary misses - rescued.
+ * softirq interrupts on_state (or the kernel's entry into it) and hits the
+ * tracepoint again, that run is skipped (and counted in the program's
+ * recursion_misses).  A second program on the same tracepoint, which runs
+ * after it, rescues those: it does the work for an event the first one did
+ * not start.  The first one notes each event it starts (its socket and
+ * states) in this CPU's slot, keeping the one before too: an event nested in
+ * the second program's own entry may have run the first one in between.
+ * Loss is then primary misses - rescued (only nesting two deep).
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 2); /* [0]: primary busy depth, [1]: rescued events */
+	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct nest);
 } nesting SEC(".maps");
 
 /* Reads the socket's addresses, ports, namespace, cgroup and socket info. */
@@ -222,27 +228,27 @@ SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(on_state, const struct sock *sk, const int oldstate, const int newstate)
 {
 	__u32 zero = 0;
-	__u64 *busy = bpf_map_lookup_elem(&nesting, &zero);
+	struct nest *n = bpf_map_lookup_elem(&nesting, &zero);
 
-	if (busy)
-		(*busy)++;
-	handle(sk, oldstate, newstate);
-	if (busy)
-		(*busy)--;
-	return 0;
+	if (n) {
+		n->prev = n->last;
+		n->last.sk = (__u64)sk;
+		n->last.states = oldstate << 8 | newstate;
+	}
+	return handle(sk, oldstate, newstate);
 }
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(on_state_rescue, const struct sock *sk, const int oldstate, const int newstate)
 {
-	__u32 zero = 0, one = 1;
-	__u64 *busy = bpf_map_lookup_elem(&nesting, &zero);
+	__u32 zero = 0;
+	struct nest *n = bpf_map_lookup_elem(&nesting, &zero);
+	__u32 states = oldstate << 8 | newstate;
 
-	if (!busy || *busy == 0)
-		return 0; /* the primary program runs, or ran, for this one */
-	__u64 *rescued = bpf_map_lookup_elem(&nesting, &one);
-	if (rescued)
-		(*rescued)++;
+	if (!n || (n->last.sk == (__u64)sk && n->last.states == states) ||
+	    (n->prev.sk == (__u64)sk && n->prev.states == states))
+		return 0; /* the primary program ran for this one */
+	n->rescued++;
 	return handle(sk, oldstate, newstate);
 }
 
@@ -252,7 +258,7 @@ int BPF_PROG(on_state_rescue, const struct sock *sk, const int oldstate, const i
  * The socket's cookie was given by its first state change (its SYN-RECEIVED,
  * before accept() could return it); 0 if that was before tcp-audit started.
  */
-static __always_inline int accepted_fd(long fd)
+static __always_inline int accepted_fd(long fd, bool leader_comm)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct ta_record r = {};
@@ -279,6 +285,9 @@ static __always_inline int accepted_fd(long fd)
 		return 0;
 	r.kind = TA_KIND_ACCEPT;
 	current_task(&r, true);
+	/* an io_uring worker thread is named iou-wrk-PID: the process's name is what tells */
+	if (leader_comm && (task->flags & PF_IO_WORKER))
+		bpf_probe_read_kernel_str(r.comm, sizeof(r.comm), task->group_leader->comm);
 	send(&r);
 	return 0;
 }
@@ -286,11 +295,33 @@ static __always_inline int accepted_fd(long fd)
 SEC("tracepoint/syscalls/sys_exit_accept4")
 int on_accept4_exit(struct trace_event_raw_sys_exit *args)
 {
-	return accepted_fd(args->ret);
+	return accepted_fd(args->ret, false);
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept")
 int on_accept_exit(struct trace_event_raw_sys_exit *args)
 {
-	return accepted_fd(args->ret);
+	return accepted_fd(args->ret, false);
+}
+
+/*
+ * io_uring's accept (IORING_OP_ACCEPT) makes no accept() system call.  Its
+ * completion runs in the process that submitted it (in its task work, or in
+ * one of its io_uring threads, which share its file table), with the new fd
+ * as the result.  Every io_uring completion runs this, so it looks at the
+ * request's opcode first.  (An accept into io_uring's own file table, a
+ * "direct descriptor", has no fd: its result is a slot, and the fd of that
+ * number, if any, is one the process holds anyway.)
+ */
+SEC("tracepoint/io_uring/io_uring_complete")
+int on_uring_complete(struct trace_event_raw_io_uring_complete *args)
+{
+	/* a kernel without io_uring: no code below is loaded (CO-RE guards) */
+	if (!bpf_core_type_exists(struct trace_event_raw_io_uring_complete) ||
+	    !bpf_core_type_exists(struct io_kiocb) || args->res < 0)
+		return 0;
+	struct io_kiocb *req = args->req;
+	if (BPF_CORE_READ(req, opcode) != IORING_OP_ACCEPT)
+		return 0;
+	return accepted_fd(args->res, true);
 }

@@ -580,6 +580,10 @@ static int load(struct bpf_eventer *b)
 		tcp_audit_info(b->host, "no syscalls:sys_exit_accept tracepoints on this kernel: an "
 					"accepted socket's owner is the process that created its "
 					"listener");
+	k->links.on_uring_complete = bpf_program__attach(k->progs.on_uring_complete);
+	if (!k->links.on_uring_complete)
+		tcp_audit_debug(b->host, "no io_uring:io_uring_complete tracepoint: a socket accepted "
+					 "through io_uring is owned by its listener's creator");
 	return 0;
 }
 
@@ -727,6 +731,28 @@ static int percpu_sum(struct bpf_map *map, __u32 key, uint64_t *sum)
 	return 0;
 }
 
+/* Events the rescue program handled, over the CPUs. */
+static int rescued_sum(struct bpf_eventer *b, uint64_t *sum)
+{
+	int ncpu = libbpf_num_possible_cpus();
+	__u32 zero = 0;
+
+	if (ncpu <= 0)
+		return -EINVAL;
+	struct nest *values = calloc((size_t)ncpu, sizeof(*values));
+	if (!values)
+		return -ENOMEM;
+	if (bpf_map_lookup_elem(bpf_map__fd(b->skel->maps.nesting), &zero, values) != 0) {
+		free(values);
+		return -errno;
+	}
+	*sum = 0;
+	for (int i = 0; i < ncpu; i++)
+		*sum += values[i].rescued;
+	free(values);
+	return 0;
+}
+
 /* Runs of prog the kernel skipped because it was already running on that CPU. */
 static uint64_t recursion_misses(struct bpf_program *prog)
 {
@@ -746,8 +772,7 @@ static int bpf_stats(void *self, struct tcp_audit_eventer_stats *st)
 	int r;
 
 	/* the ring was full ... */
-	if ((r = percpu_sum(b->skel->maps.lost, 0, &full)) ||
-	    (r = percpu_sum(b->skel->maps.nesting, 1, &rescued)))
+	if ((r = percpu_sum(b->skel->maps.lost, 0, &full)) || (r = rescued_sum(b, &rescued)))
 		return r;
 	/* ... or the kernel skipped a nested run that the rescue program missed too */
 	missed = recursion_misses(b->skel->progs.on_state);

@@ -47,4 +47,17 @@ struct ta_record {
 	char comm[TA_COMM_LEN];
 };
 
+/* An event, as the rescue program tells it from others: its socket and states. */
+struct ta_event_id {
+	__u64 sk; /* the kernel address of the socket */
+	__u32 states; /* old << 8 | new */
+	__u32 pad;
+};
+
+/* Per CPU: what the state-change program started, and what the rescue program did. */
+struct nest {
+	struct ta_event_id last, prev; /* the last event on_state started, the one before */
+	__u64 rescued;                  /* events on_state_rescue handled */
+};
+
 #endif

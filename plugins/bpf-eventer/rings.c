@@ -13,11 +13,12 @@
 #include <linux/bpf.h>
 
 /*
- * How much older than the moment a ring was seen empty a record of another
- * ring must be to go: what a record may lag between the clock read that
- * stamps it and its being visible (the program reserves first and reads the
- * clock after, so only clock skew between CPUs and the order of our own
- * reads are left).  Far above either.
+ * How much older than the moment a ring was seen empty (or with its next
+ * record still being written) a record of another ring must be to go: what
+ * a record may lag between the clock read that stamps it and its being
+ * visible (the program reserves first and reads the clock after, so only
+ * clock skew between CPUs, the order of our own reads and an interrupt
+ * between the clock read and the commit are left).  Far above those.
  */
 #define SLACK_NS 1000000ull
 
@@ -183,7 +184,7 @@ void ring_set_begin(struct ring_set *s, uint64_t now, bool drain)
 const void *ring_set_peek(struct ring_set *s, size_t *len, bool *pending)
 {
 	struct ring *best = NULL;
-	bool empty = false;
+	bool unsure = false, busy = false;
 
 	*pending = false;
 	s->taken = -1;
@@ -192,20 +193,25 @@ const void *ring_set_peek(struct ring_set *s, size_t *len, bool *pending)
 		/* an empty ring is looked at once a pass: it was empty as of s->now */
 		if (r->state == HEAD_UNKNOWN || r->state == HEAD_BUSY)
 			look(r);
-		if (r->state == HEAD_EMPTY) {
-			empty = true;
-		} else if (r->state == HEAD_BUSY) {
-			/* a record being written: its time is not known yet */
-			*pending = true;
-			return NULL;
-		} else if (!best || r->time < best->time) {
-			best = r;
+		if (r->state == HEAD_RECORD) {
+			if (!best || r->time < best->time)
+				best = r;
+			continue;
 		}
+		/*
+		 * Empty, or its next record is being written (its time not
+		 * there yet): either way what comes next from it is stamped
+		 * after (give or take the slack) this pass began.
+		 */
+		unsure = true;
+		busy |= r->state == HEAD_BUSY;
 	}
-	if (!best)
+	if (!best) {
+		*pending = busy;
 		return NULL;
-	if (empty && !s->drain && best->time + SLACK_NS > s->now) {
-		*pending = true; /* an empty ring may yet get an older one */
+	}
+	if (unsure && !s->drain && best->time + SLACK_NS > s->now) {
+		*pending = true; /* another ring may yet get an older one */
 		return NULL;
 	}
 	s->taken = (int)(best - s->rings);

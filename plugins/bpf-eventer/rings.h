@@ -11,8 +11,8 @@
  * events).  So the rings are merged by the time each record carries in its
  * first 8 bytes (CLOCK_MONOTONIC ns, taken after the record was reserved):
  * the oldest head goes first, and a record waits while a ring that is empty
- * might still get an older one, that is, until it is SLACK older than the
- * moment the empty ring was seen empty.
+ * (or whose next record is still being written) might still get an older
+ * one, that is, until it is SLACK older than the moment that ring was seen.
  *
  * The rings are read in place (mmap, the kernel's ring buffer layout), so a
  * record is never copied before it is used, and a ring is consumed only as
@@ -43,8 +43,8 @@ void ring_set_begin(struct ring_set *s, uint64_t now, bool drain);
 
 /*
  * The oldest record that may go now (its length in *len), or NULL: none is
- * waiting, or (*pending) those waiting may not go yet.  Valid until
- * ring_set_next().
+ * waiting, or (*pending) those waiting may not go yet, or one is still being
+ * written.  Valid until ring_set_next().
  */
 const void *ring_set_peek(struct ring_set *s, size_t *len, bool *pending);
 

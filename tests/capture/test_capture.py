@@ -20,6 +20,7 @@ from tcpaudit import CLIENT, LISTENER, SERVER, Running, states, summary
 
 EVENTER = sys.argv[1] if len(sys.argv) > 1 else "bpf"
 LOADGEN = os.environ.get("TCP_AUDIT_LOADGEN", "")
+URING_ACCEPT = os.environ.get("TCP_AUDIT_URING_ACCEPT", "")
 # what each eventer knows beyond the basic fields
 HAS_OWNER = EVENTER == "bpf"
 HAS_COOKIE = EVENTER == "bpf"
@@ -181,6 +182,24 @@ def wait_for_quiet_port(port, timeout=2.0):
         time.sleep(0.001)
 
 
+def by_socket(events):
+    """Events by socket cookie, in file order."""
+    socks = collections.defaultdict(list)
+    for e in events:
+        socks[e["sock_cookie"]].append(e)
+    return socks
+
+
+def server_sockets(events, port):
+    """A server's events on port: the listener's, and the events of each
+    accepted socket and of each client socket (lists per socket)."""
+    socks = by_socket(events).values()
+    listener = [e for e in events if e["sport"] == port and e["dport"] == 0]
+    children = [evs for evs in socks if evs[0]["sport"] == port and evs[0]["dport"] != 0]
+    clients = [evs for evs in socks if evs[0]["dport"] == port]
+    return listener, children, clients
+
+
 @unittest.skipUnless(os.geteuid() == 0, "kernel tracing needs root")
 class Capture(unittest.TestCase):
     def setUp(self):
@@ -296,9 +315,7 @@ class Capture(unittest.TestCase):
 
         events, s = self.capture(["ports=%d" % port], action)
         self.assertEqual(s["lost in kernel"], 0)
-        by_cookie = collections.defaultdict(list)
-        for e in events:
-            by_cookie[e["sock_cookie"]].append(e)
+        by_cookie = by_socket(events)
         self.assertEqual(len(by_cookie), 2 * n + 1)
         for cookie, evs in by_cookie.items():
             chain = [evs[0]["old_state"]] + [e["new_state"] for e in evs]
@@ -569,12 +586,7 @@ class Capture(unittest.TestCase):
 
         events, s = self.capture(["ports=%d" % port], action)
         self.assertEqual(s["lost in kernel"], 0)
-        by_socket = collections.defaultdict(list)
-        for e in events:
-            by_socket[e["sock_cookie"]].append(e)
-        children = [evs for evs in by_socket.values()
-                    if evs[0]["sport"] == port and evs[0]["dport"] != 0]
-        clients = [evs for evs in by_socket.values() if evs[0]["dport"] == port]
+        listener, children, clients = server_sockets(events, port)
         self.assertEqual((len(children), len(clients)), (2 * per_child, 2 * per_child))
         for evs in children:
             self.assertEqual(states(evs), SERVER, evs)
@@ -586,9 +598,43 @@ class Capture(unittest.TestCase):
         for evs in clients:
             self.assertEqual({(e["owner_pid"], e["owner_comm"]) for e in evs},
                              {(procs["client"], "ta-client")}, evs)
-        listener = [e for e in events if e["sport"] == port and e["dport"] == 0]
         self.assertEqual({(e["owner_pid"], e["owner_comm"]) for e in listener},
                          {(procs["server"], "ta-parent")})
+
+    @unittest.skipUnless(HAS_OWNER, "this eventer cannot know owners")
+    def test_sockets_accepted_through_io_uring_are_owned_by_the_acceptor(self):
+        # no accept() system call: io_uring's IORING_OP_ACCEPT, in a process of
+        # another name than the listener's, which closes nothing while we look
+        port, n = free_port(), 40  # the churn peer makes 40 connections
+        l = socket.socket()
+        l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        l.bind(("127.0.0.1", port))
+        l.listen(64)
+        acceptor = subprocess.Popen([URING_ACCEPT, "ta-uring", str(l.fileno()), str(n)],
+                                    pass_fds=[l.fileno()], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, text=True)
+        self.addCleanup(acceptor.wait, timeout=20)
+        self.addCleanup(acceptor.stdin.close)
+        self.addCleanup(l.close)
+        if acceptor.stdout.readline().strip() != "ready":
+            if acceptor.wait(timeout=10) == 2:
+                self.skipTest("io_uring is not available")
+            self.fail("uring-accept failed")
+
+        def action():
+            client = self.peer("ta-client", "churn", "4", port)
+            client.communicate(input=None, timeout=20)
+            self.assertEqual(acceptor.stdout.readline().strip(), "accepted")
+
+        events, s = self.capture(["ports=%d" % port], action)
+        self.assertEqual(s["lost in kernel"], 0)
+        _, children, _ = server_sockets(events, port)
+        self.assertEqual(len(children), n)
+        for evs in children:
+            # the client closed first; the acceptor has not closed yet
+            self.assertEqual(states(evs), SERVER[:4], evs)
+            self.assertEqual({(e["owner_pid"], e["owner_comm"]) for e in evs},
+                             {(acceptor.pid, "ta-uring")}, evs)
 
     @unittest.skipUnless(EVENTER == "bpf", "auto prefers bpf")
     def test_auto_uses_bpf(self):
