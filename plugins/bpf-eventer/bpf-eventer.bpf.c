@@ -71,14 +71,17 @@ struct {
 
 /*
  * The kernel does not run a BPF program inside itself on one CPU: when a
- * softirq interrupts on_state (or the kernel's entry into it) and hits the
- * tracepoint again, that run is skipped (and counted in the program's
- * recursion_misses).  A second program on the same tracepoint, which runs
- * after it, rescues those: it does the work for an event the first one did
- * not start.  The first one notes each event it starts (its socket and
- * states) in this CPU's slot, keeping the one before too: an event nested in
- * the second program's own entry may have run the first one in between.
- * Loss is then primary misses - rescued (only nesting two deep).
+ * softirq interrupts on_state (or the kernel's entry into it or exit from
+ * it) and hits the tracepoint again, that run is skipped (and counted in the
+ * program's recursion_misses).  A second program on the same tracepoint,
+ * which the kernel calls after the first for each event, rescues those: it
+ * does the work for an event the first one did not start.  The first one
+ * pushes each event it starts (its socket and states) on this CPU's stack;
+ * the second one looks for its event there, and if it is there pops it with
+ * whatever lies above it (events of interrupts whose second run the kernel
+ * skipped because it came in the second program's own entry: their first
+ * run did the work).  An interrupt between the two programs' runs for one
+ * event pushes and pops its own.  Loss is then primary misses - rescued.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -230,10 +233,11 @@ int BPF_PROG(on_state, const struct sock *sk, const int oldstate, const int news
 	__u32 zero = 0;
 	struct nest *n = bpf_map_lookup_elem(&nesting, &zero);
 
-	if (n) {
-		n->prev = n->last;
-		n->last.sk = (__u64)sk;
-		n->last.states = oldstate << 8 | newstate;
+	if (n && n->top < TA_NEST_DEPTH) {
+		struct ta_event_id *id = &n->started[n->top & (TA_NEST_DEPTH - 1)];
+		id->sk = (__u64)sk;
+		id->states = oldstate << 8 | newstate;
+		n->top++;
 	}
 	return handle(sk, oldstate, newstate);
 }
@@ -245,9 +249,17 @@ int BPF_PROG(on_state_rescue, const struct sock *sk, const int oldstate, const i
 	struct nest *n = bpf_map_lookup_elem(&nesting, &zero);
 	__u32 states = oldstate << 8 | newstate;
 
-	if (!n || (n->last.sk == (__u64)sk && n->last.states == states) ||
-	    (n->prev.sk == (__u64)sk && n->prev.states == states))
-		return 0; /* the primary program ran for this one */
+	if (!n)
+		return 0;
+	for (int i = TA_NEST_DEPTH - 1; i >= 0; i--) {
+		if (i >= n->top)
+			continue;
+		const struct ta_event_id *id = &n->started[i & (TA_NEST_DEPTH - 1)];
+		if (id->sk == (__u64)sk && id->states == states) {
+			n->top = i; /* the primary program ran for this one */
+			return 0;
+		}
+	}
 	n->rescued++;
 	return handle(sk, oldstate, newstate);
 }

@@ -54,10 +54,18 @@ struct ta_event_id {
 	__u32 pad;
 };
 
-/* Per CPU: what the state-change program started, and what the rescue program did. */
+#define TA_NEST_DEPTH 16 /* a power of 2 */
+
+/*
+ * Per CPU: the events whose state-change program run has started and whose
+ * rescue program run has not yet looked for them, a stack (interrupts nest),
+ * and what the rescue program did.
+ */
 struct nest {
-	struct ta_event_id last, prev; /* the last event on_state started, the one before */
-	__u64 rescued;                  /* events on_state_rescue handled */
+	struct ta_event_id started[TA_NEST_DEPTH];
+	__u32 top;     /* entries in started */
+	__u32 pad;
+	__u64 rescued; /* events on_state_rescue handled */
 };
 
 #endif
