@@ -3,7 +3,11 @@
  * jsonl sink: one JSON object per event per line (format: common/event-json.h)
  * appended to a file, or written to stdout.  A batch is written whole or not
  * at all: if a write to a regular file fails half-way, the file is cut back
- * to where the batch began, so a retried batch never leaves duplicates.
+ * to where the batch began, so a retried batch never leaves duplicates.  A
+ * file that ends in a line cut short (tcp-audit killed in the middle of a
+ * write) is cut back to its last whole line when opened, so that what is
+ * appended next does not run into it; those events come again from the
+ * spool.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +33,7 @@ struct jsonl {
 	int fd;
 	bool own_fd;
 	bool regular;
+	bool readable;
 	char *buf;
 };
 
@@ -45,6 +50,38 @@ static const struct tcp_audit_option jsonl_options[] = {
 	 .offset = offsetof(struct jsonl_config, fsync)},
 	{0},
 };
+
+/*
+ * If the file does not end with a newline, cuts it after its last one (or
+ * to nothing) and says so.  Returns 0 or -errno.
+ */
+static int cut_torn_line(struct jsonl *j, off_t size)
+{
+	char buf[4096];
+	off_t end = size;
+
+	while (end > 0) {
+		size_t n = end < (off_t)sizeof(buf) ? (size_t)end : sizeof(buf);
+		ssize_t got = pread(j->fd, buf, n, end - (off_t)n);
+		if (got != (ssize_t)n)
+			return got < 0 ? -errno : -EIO;
+		if (end == size && buf[n - 1] == '\n')
+			return 0; /* whole */
+		char *nl = memrchr(buf, '\n', n);
+		if (nl) {
+			end = end - (off_t)n + (nl - buf) + 1;
+			break;
+		}
+		end -= (off_t)n;
+	}
+	if (ftruncate(j->fd, end) != 0)
+		return -errno;
+	tcp_audit_warning(j->host,
+			  "%s ended in a line cut short (%lld bytes: tcp-audit stopped in the middle "
+			  "of a write?): cut it off; its events come again from the spool",
+			  j->cfg->path, (long long)(size - end));
+	return 0;
+}
 
 static int jsonl_open(void **self, const void *config, const struct tcp_audit_host *host)
 {
@@ -64,7 +101,11 @@ static int jsonl_open(void **self, const void *config, const struct tcp_audit_ho
 	if (strcmp(cfg->path, "-") == 0) {
 		j->fd = STDOUT_FILENO;
 	} else {
-		j->fd = open(cfg->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+		/* read too, to look at its end; a file we may only write is taken as it is */
+		j->fd = open(cfg->path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+		j->readable = j->fd >= 0;
+		if (j->fd < 0 && errno == EACCES)
+			j->fd = open(cfg->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
 		if (j->fd < 0) {
 			int r = -errno;
 			tcp_audit_error(host, "cannot open %s for appending: %s", cfg->path,
@@ -76,6 +117,17 @@ static int jsonl_open(void **self, const void *config, const struct tcp_audit_ho
 		j->own_fd = true;
 	}
 	j->regular = fstat(j->fd, &st) == 0 && S_ISREG(st.st_mode);
+	if (j->regular && j->readable && st.st_size > 0) {
+		int r = cut_torn_line(j, st.st_size);
+		if (r) {
+			tcp_audit_error(host, "cannot check the end of %s: %s", cfg->path,
+					strerror(-r));
+			close(j->fd);
+			free(j->buf);
+			free(j);
+			return r;
+		}
+	}
 	*self = j;
 	return 0;
 }

@@ -110,6 +110,34 @@ class RoundTrip(unittest.TestCase):
         with open(self.out) as f:
             self.assertEqual(f.read(), (sample_line(1) + "\n") * 2)
 
+    def test_a_torn_last_line_is_cut_before_appending(self):
+        # what kill -9 in the middle of a write leaves
+        with open(self.out, "w") as f:
+            f.write(sample_line(1) + "\n" + sample_line(2)[:40])
+        self.write_input([sample_line(3)])
+        r = run(["--event", "replay", "-p", "path=" + self.inp, "--sink", "jsonl", "-p",
+                 "path=" + self.out])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("ended in a line cut short (40 bytes", r.stderr)
+        with open(self.out) as f:
+            self.assertEqual(f.read(), sample_line(1) + "\n" + sample_line(3) + "\n")
+        # a torn piece longer than what is read back at a time
+        with open(self.out, "w") as f:
+            f.write(sample_line(1) + "\n" + "x" * 10000)
+        r = run(["--event", "replay", "-p", "path=" + self.inp, "--sink", "jsonl", "-p",
+                 "path=" + self.out])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(self.out) as f:
+            self.assertEqual(f.read(), sample_line(1) + "\n" + sample_line(3) + "\n")
+        # only a torn piece: nothing of it is left
+        with open(self.out, "w") as f:
+            f.write(sample_line(2)[:40])
+        r = run(["--event", "replay", "-p", "path=" + self.inp, "--sink", "jsonl", "-p",
+                 "path=" + self.out])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(self.out) as f:
+            self.assertEqual(f.read(), sample_line(3) + "\n")
+
     def test_normalises_other_valid_json(self):
         # keys in another order, spaces, a shorter fraction, an offset, \/ escapes
         self.write_input(['  { "dport" : 80, "sport":1, "saddr":"10.0.0.1", "daddr":"10.0.0.2",'

@@ -28,11 +28,13 @@ def lines(path):
 
 
 def jsonl_seqs(path):
+    """The seqs of the lines written whole (not one being written, or cut
+    short by a kill -9: a restarted jsonl sink cuts that off)."""
     if not os.path.exists(path):
         return []
     with open(path) as f:
-        return [e["seq"] for e in map(json.loads, filter(str.strip, f))
-                if e.get("kind") != "gap"]
+        whole = [l for l in f if l.endswith("\n")]
+    return [e["seq"] for e in map(json.loads, whole) if e.get("kind") != "gap"]
 
 
 
