@@ -133,19 +133,8 @@ static const char digit_pairs[200] = "000102030405060708091011121314151617181920
 			     "34353637383940414243444546474849505152535455565758596061626364656667"
 			     "6869707172737475767778798081828384858687888990919293949596979899";
 
-/* v (< 10^n) as exactly n digits, two at a time. */
-static void put_digits(char *p, uint64_t v, int n)
-{
-	for (; n >= 2; n -= 2) {
-		memcpy(p + n - 2, digit_pairs + 2 * (v % 100), 2);
-		v /= 100;
-	}
-	if (n)
-		p[0] = (char)('0' + v % 10);
-}
-
-/* v < 10^8 in n digits, in 32-bit arithmetic (a 64-bit division chain is slower). */
-static void put_digits32(char *p, uint32_t v, int n)
+/* v (< 10^n, n <= 9) as exactly n digits, two at a time, in 32-bit arithmetic. */
+static void put_digits(char *p, uint32_t v, int n)
 {
 	for (; n >= 2; n -= 2) {
 		memcpy(p + n - 2, digit_pairs + 2 * (v % 100), 2);
@@ -168,13 +157,13 @@ size_t format_u64(uint64_t v, char *out)
 {
 	if (v < 100000000u) {
 		int n = digits32((uint32_t)v);
-		put_digits32(out, (uint32_t)v, n);
+		put_digits(out, (uint32_t)v, n);
 		return (size_t)n;
 	}
 	/* the low eight digits apart from the rest: two short chains, not one long */
 	uint64_t hi = v / 100000000u;
 	size_t n = format_u64(hi, out);
-	put_digits32(out + n, (uint32_t)(v - hi * 100000000u), 8);
+	put_digits(out + n, (uint32_t)(v - hi * 100000000u), 8);
 	return n + 8;
 }
 
@@ -192,22 +181,22 @@ size_t format_rfc3339_ns(uint64_t ns, char out[RFC3339_NS_LEN])
 		unsigned m, d;
 
 		civil_from_days(days, &y, &m, &d);
-		put_digits(cached, (uint64_t)y % 10000, 4);
+		put_digits(cached, (uint32_t)((uint64_t)y % 10000), 4);
 		cached[4] = '-';
 		put_digits(cached + 5, m, 2);
 		cached[7] = '-';
 		put_digits(cached + 8, d, 2);
 		cached[10] = 'T';
-		put_digits(cached + 11, sod / 3600, 2);
+		put_digits(cached + 11, (uint32_t)(sod / 3600), 2);
 		cached[13] = ':';
-		put_digits(cached + 14, sod / 60 % 60, 2);
+		put_digits(cached + 14, (uint32_t)(sod / 60 % 60), 2);
 		cached[16] = ':';
-		put_digits(cached + 17, sod % 60, 2);
+		put_digits(cached + 17, (uint32_t)(sod % 60), 2);
 		cached[19] = '.';
 		cached_secs = secs;
 	}
 	memcpy(out, cached, 20);
-	put_digits(out + 20, ns % 1000000000u, 9);
+	put_digits(out + 20, (uint32_t)(ns % 1000000000u), 9);
 	out[29] = 'Z';
 	out[30] = '\0';
 	return 30;

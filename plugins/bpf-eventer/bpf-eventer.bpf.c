@@ -270,7 +270,7 @@ int BPF_PROG(on_state_rescue, const struct sock *sk, const int oldstate, const i
  * The socket's cookie was given by its first state change (its SYN-RECEIVED,
  * before accept() could return it); 0 if that was before tcp-audit started.
  */
-static __always_inline int accepted_fd(long fd, bool leader_comm)
+static __always_inline int accepted_fd(long fd)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct ta_record r = {};
@@ -298,7 +298,7 @@ static __always_inline int accepted_fd(long fd, bool leader_comm)
 	r.kind = TA_KIND_ACCEPT;
 	current_task(&r, true);
 	/* an io_uring worker thread is named iou-wrk-PID: the process's name is what tells */
-	if (leader_comm && (task->flags & PF_IO_WORKER))
+	if (task->flags & PF_IO_WORKER)
 		bpf_probe_read_kernel_str(r.comm, sizeof(r.comm), task->group_leader->comm);
 	send(&r);
 	return 0;
@@ -307,13 +307,13 @@ static __always_inline int accepted_fd(long fd, bool leader_comm)
 SEC("tracepoint/syscalls/sys_exit_accept4")
 int on_accept4_exit(struct trace_event_raw_sys_exit *args)
 {
-	return accepted_fd(args->ret, false);
+	return accepted_fd(args->ret);
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept")
 int on_accept_exit(struct trace_event_raw_sys_exit *args)
 {
-	return accepted_fd(args->ret, false);
+	return accepted_fd(args->ret);
 }
 
 /*
@@ -335,5 +335,5 @@ int on_uring_complete(struct trace_event_raw_io_uring_complete *args)
 	struct io_kiocb *req = args->req;
 	if (BPF_CORE_READ(req, opcode) != IORING_OP_ACCEPT)
 		return 0;
-	return accepted_fd(args->res, true);
+	return accepted_fd(args->res);
 }

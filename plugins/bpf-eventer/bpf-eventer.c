@@ -710,14 +710,18 @@ static int bpf_read(void *self, struct tcp_audit_event *events, size_t max, int 
 	return (int)b->n;
 }
 
-/* Sums a per-CPU array map's slot over the CPUs. */
-static int percpu_sum(struct bpf_map *map, __u32 key, uint64_t *sum)
+/*
+ * Sums a u64 at offset in a per-CPU array map's slot over the CPUs (the
+ * kernel hands each CPU's value at a stride of its size rounded up to 8).
+ */
+static int percpu_sum(struct bpf_map *map, __u32 key, size_t offset, uint64_t *sum)
 {
 	int ncpu = libbpf_num_possible_cpus();
+	size_t stride = (bpf_map__value_size(map) + 7) & ~(size_t)7;
 
 	if (ncpu <= 0)
 		return -EINVAL;
-	__u64 *values = calloc((size_t)ncpu, sizeof(*values));
+	uint8_t *values = calloc((size_t)ncpu, stride);
 	if (!values)
 		return -ENOMEM;
 	if (bpf_map_lookup_elem(bpf_map__fd(map), &key, values) != 0) {
@@ -725,30 +729,11 @@ static int percpu_sum(struct bpf_map *map, __u32 key, uint64_t *sum)
 		return -errno;
 	}
 	*sum = 0;
-	for (int i = 0; i < ncpu; i++)
-		*sum += values[i];
-	free(values);
-	return 0;
-}
-
-/* Events the rescue program handled, over the CPUs. */
-static int rescued_sum(struct bpf_eventer *b, uint64_t *sum)
-{
-	int ncpu = libbpf_num_possible_cpus();
-	__u32 zero = 0;
-
-	if (ncpu <= 0)
-		return -EINVAL;
-	struct nest *values = calloc((size_t)ncpu, sizeof(*values));
-	if (!values)
-		return -ENOMEM;
-	if (bpf_map_lookup_elem(bpf_map__fd(b->skel->maps.nesting), &zero, values) != 0) {
-		free(values);
-		return -errno;
+	for (int i = 0; i < ncpu; i++) {
+		uint64_t v;
+		memcpy(&v, values + (size_t)i * stride + offset, sizeof(v));
+		*sum += v;
 	}
-	*sum = 0;
-	for (int i = 0; i < ncpu; i++)
-		*sum += values[i].rescued;
 	free(values);
 	return 0;
 }
@@ -772,7 +757,8 @@ static int bpf_stats(void *self, struct tcp_audit_eventer_stats *st)
 	int r;
 
 	/* the ring was full ... */
-	if ((r = percpu_sum(b->skel->maps.lost, 0, &full)) || (r = rescued_sum(b, &rescued)))
+	if ((r = percpu_sum(b->skel->maps.lost, 0, 0, &full)) ||
+	    (r = percpu_sum(b->skel->maps.nesting, 0, offsetof(struct nest, rescued), &rescued)))
 		return r;
 	/* ... or the kernel skipped a nested run that the rescue program missed too */
 	missed = recursion_misses(b->skel->progs.on_state);

@@ -138,11 +138,6 @@ void ring_set_free(struct ring_set *s)
 	free(s);
 }
 
-uint32_t ring_set_ring_bytes(const struct ring_set *s)
-{
-	return s->ring_bytes;
-}
-
 /* Looks at what is at the ring's position, skipping discarded records. */
 static void look(struct ring *r)
 {

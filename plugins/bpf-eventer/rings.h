@@ -57,7 +57,4 @@ void ring_set_next(struct ring_set *s);
  */
 int ring_set_wait(struct ring_set *s, int timeout_ms);
 
-/* Bytes of each ring. */
-uint32_t ring_set_ring_bytes(const struct ring_set *s);
-
 #endif

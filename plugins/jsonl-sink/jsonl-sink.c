@@ -33,7 +33,6 @@ struct jsonl {
 	int fd;
 	bool own_fd;
 	bool regular;
-	bool readable;
 	char *buf;
 };
 
@@ -88,6 +87,7 @@ static int jsonl_open(void **self, const void *config, const struct tcp_audit_ho
 	const struct jsonl_config *cfg = config;
 	struct jsonl *j = calloc(1, sizeof(*j));
 	struct stat st;
+	bool readable = false;
 
 	if (!j)
 		return -ENOMEM;
@@ -103,7 +103,7 @@ static int jsonl_open(void **self, const void *config, const struct tcp_audit_ho
 	} else {
 		/* read too, to look at its end; a file we may only write is taken as it is */
 		j->fd = open(cfg->path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-		j->readable = j->fd >= 0;
+		readable = j->fd >= 0;
 		if (j->fd < 0 && errno == EACCES)
 			j->fd = open(cfg->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
 		if (j->fd < 0) {
@@ -117,7 +117,7 @@ static int jsonl_open(void **self, const void *config, const struct tcp_audit_ho
 		j->own_fd = true;
 	}
 	j->regular = fstat(j->fd, &st) == 0 && S_ISREG(st.st_mode);
-	if (j->regular && j->readable && st.st_size > 0) {
+	if (j->regular && readable && st.st_size > 0) {
 		int r = cut_torn_line(j, st.st_size);
 		if (r) {
 			tcp_audit_error(host, "cannot check the end of %s: %s", cfg->path,
