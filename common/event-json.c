@@ -173,9 +173,18 @@ size_t event_to_json(const struct tcp_audit_event *ev, char out[EVENT_JSON_MAX])
 		PUT_NAME_FIELD(&o, "stage", gap_stage_name(ev->gap_stage), ev->gap_stage);
 		PUT_U64_FIELD(&o, "lost", ev->gap_lost);
 	} else {
-		bool snapshot = ev->kind == TCP_AUDIT_KIND_SNAPSHOT;
+		bool snapshot = ev->kind == TCP_AUDIT_KIND_SNAPSHOT,
+		     reset = ev->kind == TCP_AUDIT_KIND_RESET;
 		if (snapshot)
 			PUT_LIT(&o, ",\"kind\":\"snapshot\"");
+		if (reset) {
+			PUT_LIT(&o, ",\"kind\":\"reset\"");
+			PUT_NAME_FIELD(&o, "direction", reset_direction_name(ev->reset_direction),
+				       ev->reset_direction);
+			if (ev->valid & TCP_AUDIT_HAS_RESET_REASON)
+				PUT_NAME_FIELD(&o, "reason", reset_reason_name(ev->reset_reason),
+					       ev->reset_reason);
+		}
 		PUT_NAME_FIELD(&o, "family", family_name(ev->family), ev->family);
 		PUT_KEY(&o, "saddr");
 		put_addr(&o, ev->family, ev->saddr);
@@ -183,8 +192,16 @@ size_t event_to_json(const struct tcp_audit_event *ev, char out[EVENT_JSON_MAX])
 		PUT_KEY(&o, "daddr");
 		put_addr(&o, ev->family, ev->daddr);
 		PUT_U64_FIELD(&o, "dport", ev->dport);
-		PUT_NAME_FIELD(&o, "old_state", tcp_state_name(ev->old_state), ev->old_state);
-		PUT_NAME_FIELD(&o, "new_state", tcp_state_name(ev->new_state), ev->new_state);
+		if (!reset) {
+			PUT_NAME_FIELD(&o, "old_state", tcp_state_name(ev->old_state),
+				       ev->old_state);
+			PUT_NAME_FIELD(&o, "new_state", tcp_state_name(ev->new_state),
+				       ev->new_state);
+		} else if (ev->new_state) { /* the socket's, when there is one */
+			PUT_NAME_FIELD(&o, "state", tcp_state_name(ev->new_state), ev->new_state);
+		}
+		if (ev->valid & TCP_AUDIT_HAS_ERROR)
+			PUT_NAME_FIELD(&o, "error", errno_name(ev->error), ev->error);
 		if (!snapshot) { /* a snapshot has no process on the CPU */
 			PUT_U64_FIELD(&o, "pid_on_cpu", ev->pid_on_cpu);
 			if (ev->valid & TCP_AUDIT_HAS_TID)
@@ -230,6 +247,8 @@ enum field_type {
 	F_HOST,
 	F_KIND,
 	F_STAGE,
+	F_DIRECTION,
+	F_REASON,
 	F_FAMILY,
 	F_SADDR,
 	F_DADDR,
@@ -237,50 +256,68 @@ enum field_type {
 	F_U32,
 	F_U64,
 	F_TCP_STATE,
+	F_BOTH_STATES,
+	F_ERROR,
 	F_SOCK_STATE,
 	F_COMM,
 };
+
+/* kinds as bits, for which records a key belongs in */
+#define K_STATE (1u << TCP_AUDIT_KIND_STATE_CHANGE)
+#define K_GAP (1u << TCP_AUDIT_KIND_GAP)
+#define K_SNAPSHOT (1u << TCP_AUDIT_KIND_SNAPSHOT)
+#define K_RESET (1u << TCP_AUDIT_KIND_RESET)
+#define K_ALL (K_STATE | K_GAP | K_SNAPSHOT | K_RESET)
+#define K_SOCKET (K_STATE | K_SNAPSHOT | K_RESET) /* records of a socket */
+#define K_ON_CPU (K_STATE | K_RESET)               /* records with a process on the CPU */
 
 struct field {
 	const char *key;
 	size_t key_len;
 	enum field_type type;
 	size_t offset;
-	uint32_t valid; /* bit set when present */
-	bool required;  /* required in a state-change line */
-	bool gap_only;  /* only in (and required in) a gap record */
+	uint32_t valid;   /* bit set when present */
+	uint8_t allowed;  /* the kinds (K_*) of record the key belongs in */
+	uint8_t required; /* the kinds it must be in */
 };
 
 #define OFF(m) offsetof(struct tcp_audit_event, m)
 
+/* In the writer's order. */
 static const struct field fields[] = {
-	{"time", 4, F_TIME, OFF(time_ns), 0, true, false},
-	{"host", 4, F_HOST, OFF(host), TCP_AUDIT_HAS_HOST, false, false},
-	{"kind", 4, F_KIND, OFF(kind), 0, false, false},
-	{"stage", 5, F_STAGE, OFF(gap_stage), 0, false, true},
-	{"lost", 4, F_U64, OFF(gap_lost), 0, false, true},
-	{"family", 6, F_FAMILY, OFF(family), 0, true, false},
-	{"saddr", 5, F_SADDR, OFF(saddr), 0, true, false},
-	{"sport", 5, F_U16, OFF(sport), 0, true, false},
-	{"daddr", 5, F_DADDR, OFF(daddr), 0, true, false},
-	{"dport", 5, F_U16, OFF(dport), 0, true, false},
-	{"old_state", 9, F_TCP_STATE, OFF(old_state), 0, true, false},
-	{"new_state", 9, F_TCP_STATE, OFF(new_state), 0, true, false},
-	{"pid_on_cpu", 10, F_U32, OFF(pid_on_cpu), 0, true, false},
-	{"tid_on_cpu", 10, F_U32, OFF(tid_on_cpu), TCP_AUDIT_HAS_TID, false, false},
-	{"comm_on_cpu", 11, F_COMM, OFF(comm_on_cpu), 0, true, false},
-	{"owner_pid", 9, F_U32, OFF(owner_pid), TCP_AUDIT_HAS_OWNER, false, false},
-	{"owner_uid", 9, F_U32, OFF(owner_uid), TCP_AUDIT_HAS_OWNER, false, false},
-	{"owner_comm", 10, F_COMM, OFF(owner_comm), TCP_AUDIT_HAS_OWNER, false, false},
-	{"sock_cookie", 11, F_U64, OFF(sock_cookie), TCP_AUDIT_HAS_COOKIE, false, false},
-	{"sock_inode", 10, F_U64, OFF(sock_inode), TCP_AUDIT_HAS_SOCK_INODE, false, false},
-	{"sock_uid", 8, F_U32, OFF(sock_uid), TCP_AUDIT_HAS_SOCK_INODE, false, false},
-	{"sock_gid", 8, F_U32, OFF(sock_gid), TCP_AUDIT_HAS_SOCK_INODE, false, false},
-	{"sock_state", 10, F_SOCK_STATE, OFF(sock_state), TCP_AUDIT_HAS_SOCK_STATE, false, false},
-	{"netns", 5, F_U32, OFF(netns), TCP_AUDIT_HAS_NETNS, false, false},
-	{"cgroup_id", 9, F_U64, OFF(cgroup_id), TCP_AUDIT_HAS_CGROUP, false, false},
-	{"seq", 3, F_U64, OFF(seq), TCP_AUDIT_HAS_SEQ, false, false},
-	{"ktime", 5, F_U64, OFF(ktime_ns), TCP_AUDIT_HAS_KTIME, false, false},
+	{"time", 4, F_TIME, OFF(time_ns), 0, K_ALL, K_ALL},
+	{"host", 4, F_HOST, OFF(host), TCP_AUDIT_HAS_HOST, K_ALL, 0},
+	{"kind", 4, F_KIND, OFF(kind), 0, K_ALL, 0},
+	{"stage", 5, F_STAGE, OFF(gap_stage), 0, K_GAP, K_GAP},
+	{"lost", 4, F_U64, OFF(gap_lost), 0, K_GAP, K_GAP},
+	{"direction", 9, F_DIRECTION, OFF(reset_direction), 0, K_RESET, K_RESET},
+	{"reason", 6, F_REASON, OFF(reset_reason), TCP_AUDIT_HAS_RESET_REASON, K_RESET, 0},
+	{"family", 6, F_FAMILY, OFF(family), 0, K_SOCKET, K_SOCKET},
+	{"saddr", 5, F_SADDR, OFF(saddr), 0, K_SOCKET, K_SOCKET},
+	{"sport", 5, F_U16, OFF(sport), 0, K_SOCKET, K_SOCKET},
+	{"daddr", 5, F_DADDR, OFF(daddr), 0, K_SOCKET, K_SOCKET},
+	{"dport", 5, F_U16, OFF(dport), 0, K_SOCKET, K_SOCKET},
+	{"old_state", 9, F_TCP_STATE, OFF(old_state), 0, K_STATE | K_SNAPSHOT,
+	 K_STATE | K_SNAPSHOT},
+	{"new_state", 9, F_TCP_STATE, OFF(new_state), 0, K_STATE | K_SNAPSHOT,
+	 K_STATE | K_SNAPSHOT},
+	{"state", 5, F_BOTH_STATES, OFF(new_state), 0, K_RESET, 0},
+	{"error", 5, F_ERROR, OFF(error), TCP_AUDIT_HAS_ERROR, K_STATE, 0},
+	{"pid_on_cpu", 10, F_U32, OFF(pid_on_cpu), 0, K_ON_CPU, K_ON_CPU},
+	{"tid_on_cpu", 10, F_U32, OFF(tid_on_cpu), TCP_AUDIT_HAS_TID, K_ON_CPU, 0},
+	{"comm_on_cpu", 11, F_COMM, OFF(comm_on_cpu), 0, K_ON_CPU, K_ON_CPU},
+	{"owner_pid", 9, F_U32, OFF(owner_pid), TCP_AUDIT_HAS_OWNER, K_SOCKET, 0},
+	{"owner_uid", 9, F_U32, OFF(owner_uid), TCP_AUDIT_HAS_OWNER, K_SOCKET, 0},
+	{"owner_comm", 10, F_COMM, OFF(owner_comm), TCP_AUDIT_HAS_OWNER, K_SOCKET, 0},
+	{"sock_cookie", 11, F_U64, OFF(sock_cookie), TCP_AUDIT_HAS_COOKIE, K_SOCKET, 0},
+	{"sock_inode", 10, F_U64, OFF(sock_inode), TCP_AUDIT_HAS_SOCK_INODE, K_SOCKET, 0},
+	{"sock_uid", 8, F_U32, OFF(sock_uid), TCP_AUDIT_HAS_SOCK_INODE, K_SOCKET, 0},
+	{"sock_gid", 8, F_U32, OFF(sock_gid), TCP_AUDIT_HAS_SOCK_INODE, K_SOCKET, 0},
+	{"sock_state", 10, F_SOCK_STATE, OFF(sock_state), TCP_AUDIT_HAS_SOCK_STATE, K_SOCKET, 0},
+	{"netns", 5, F_U32, OFF(netns), TCP_AUDIT_HAS_NETNS, K_SOCKET, 0},
+	{"cgroup_id", 9, F_U64, OFF(cgroup_id), TCP_AUDIT_HAS_CGROUP, K_SOCKET, 0},
+	{"seq", 3, F_U64, OFF(seq), TCP_AUDIT_HAS_SEQ, K_ALL, 0},
+	{"ktime", 5, F_U64, OFF(ktime_ns), TCP_AUDIT_HAS_KTIME, K_ALL, 0},
 };
 
 #define N_FIELDS (sizeof(fields) / sizeof(fields[0]))
@@ -501,6 +538,8 @@ static int kind_from_name(const char *name, size_t len)
 		return TCP_AUDIT_KIND_GAP;
 	if (len == 8 && memcmp(name, "snapshot", 8) == 0)
 		return TCP_AUDIT_KIND_SNAPSHOT;
+	if (len == 5 && memcmp(name, "reset", 5) == 0)
+		return TCP_AUDIT_KIND_RESET;
 	return -1;
 }
 
@@ -596,6 +635,26 @@ int event_from_json(const char *line, size_t len, struct tcp_audit_event *ev, ch
 			if (!r)
 				*dst = (uint8_t)v;
 			break;
+		case F_BOTH_STATES:
+			r = parse_named(&ps, tcp_state_from_name, 255, &v, key);
+			if (!r)
+				ev->old_state = ev->new_state = (uint8_t)v;
+			break;
+		case F_DIRECTION:
+			r = parse_named(&ps, reset_direction_from_name, 255, &v, key);
+			if (!r)
+				*dst = (uint8_t)v;
+			break;
+		case F_REASON:
+			r = parse_named(&ps, reset_reason_from_name, 255, &v, key);
+			if (!r)
+				*dst = (uint8_t)v;
+			break;
+		case F_ERROR:
+			r = parse_named(&ps, errno_from_name, UINT16_MAX, &v, key);
+			if (!r)
+				memcpy(dst, &(uint16_t){(uint16_t)v}, 2);
+			break;
 		case F_SOCK_STATE:
 			r = parse_named(&ps, sock_state_from_name, 255, &v, key);
 			if (!r)
@@ -645,24 +704,21 @@ int event_from_json(const char *line, size_t len, struct tcp_audit_event *ev, ch
 	if (bits_seen & bits_missing & TCP_AUDIT_HAS_SOCK_INODE)
 		return fail(&ps, "\"sock_inode\", \"sock_uid\" and \"sock_gid\" go together");
 
-	bool gap = ev->kind == TCP_AUDIT_KIND_GAP, snapshot = ev->kind == TCP_AUDIT_KIND_SNAPSHOT;
+	static const char *const kind_names[] = {"state change", "gap", "snapshot", "reset"};
+	bool gap = ev->kind == TCP_AUDIT_KIND_GAP;
+	uint8_t kind = (uint8_t)(1u << ev->kind);
 	for (size_t i = 0; i < N_FIELDS; i++) {
 		const struct field *f = &fields[i];
-		bool on_cpu = f->offset == OFF(pid_on_cpu) || f->offset == OFF(tid_on_cpu) ||
-			      f->offset == OFF(comm_on_cpu);
-		if (snapshot && on_cpu) {
-			if (seen[i])
-				return fail(&ps, "\"%s\" does not belong in a snapshot record",
-					    f->key);
-			continue;
-		}
-		if ((gap ? f->gap_only : f->required) && !seen[i])
+		if (seen[i] && !(f->allowed & kind))
+			return fail(&ps, "\"%s\" does not belong in a %s record", f->key,
+				    kind_names[ev->kind]);
+		if ((f->required & kind) && !seen[i])
 			return fail(&ps, "missing key \"%s\"", f->key);
-		if (!gap && f->gap_only && seen[i])
-			return fail(&ps, "\"%s\" is only for gap records", f->key);
-		if (gap && i > 0 && f->required && seen[i])
-			return fail(&ps, "\"%s\" does not belong in a gap record", f->key);
 	}
+	if (ev->kind == TCP_AUDIT_KIND_RESET && !reset_direction_name(ev->reset_direction))
+		return fail(&ps, "direction: %u is not a reset direction", ev->reset_direction);
+	if ((ev->valid & TCP_AUDIT_HAS_ERROR) && ev->error == 0)
+		return fail(&ps, "error: 0 is no error (leave the key out)");
 	if (!gap) {
 		for (int k = 0; k < 2; k++) {
 			if (parse_addr(ev->family, addr_text[k], addr_len[k], k ? ev->daddr : ev->saddr))

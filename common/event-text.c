@@ -38,6 +38,39 @@ static const char *const gap_stages[] = {
 	[TCP_AUDIT_STAGE_INPUT] = "input",
 };
 
+static const char *const reset_directions[] = {
+	[TCP_AUDIT_RESET_SENT] = "sent",
+	[TCP_AUDIT_RESET_RECEIVED] = "received",
+};
+
+static const char *const reset_reasons[] = {
+	[TCP_AUDIT_RST_NOT_SPECIFIED] = "NOT_SPECIFIED",
+	[TCP_AUDIT_RST_NO_SOCKET] = "NO_SOCKET",
+	[TCP_AUDIT_RST_TCP_INVALID_ACK_SEQUENCE] = "TCP_INVALID_ACK_SEQUENCE",
+	[TCP_AUDIT_RST_TCP_RFC7323_PAWS] = "TCP_RFC7323_PAWS",
+	[TCP_AUDIT_RST_TCP_TOO_OLD_ACK] = "TCP_TOO_OLD_ACK",
+	[TCP_AUDIT_RST_TCP_ACK_UNSENT_DATA] = "TCP_ACK_UNSENT_DATA",
+	[TCP_AUDIT_RST_TCP_FLAGS] = "TCP_FLAGS",
+	[TCP_AUDIT_RST_TCP_OLD_ACK] = "TCP_OLD_ACK",
+	[TCP_AUDIT_RST_TCP_ABORT_ON_DATA] = "TCP_ABORT_ON_DATA",
+	[TCP_AUDIT_RST_TCP_TIMEWAIT_SOCKET] = "TCP_TIMEWAIT_SOCKET",
+	[TCP_AUDIT_RST_INVALID_SYN] = "INVALID_SYN",
+	[TCP_AUDIT_RST_TCP_ABORT_ON_CLOSE] = "TCP_ABORT_ON_CLOSE",
+	[TCP_AUDIT_RST_TCP_ABORT_ON_LINGER] = "TCP_ABORT_ON_LINGER",
+	[TCP_AUDIT_RST_TCP_ABORT_ON_MEMORY] = "TCP_ABORT_ON_MEMORY",
+	[TCP_AUDIT_RST_TCP_STATE] = "TCP_STATE",
+	[TCP_AUDIT_RST_TCP_KEEPALIVE_TIMEOUT] = "TCP_KEEPALIVE_TIMEOUT",
+	[TCP_AUDIT_RST_TCP_DISCONNECT_WITH_DATA] = "TCP_DISCONNECT_WITH_DATA",
+	[TCP_AUDIT_RST_MPTCP_RST_EUNSPEC] = "MPTCP_RST_EUNSPEC",
+	[TCP_AUDIT_RST_MPTCP_RST_EMPTCP] = "MPTCP_RST_EMPTCP",
+	[TCP_AUDIT_RST_MPTCP_RST_ERESOURCE] = "MPTCP_RST_ERESOURCE",
+	[TCP_AUDIT_RST_MPTCP_RST_EPROHIBIT] = "MPTCP_RST_EPROHIBIT",
+	[TCP_AUDIT_RST_MPTCP_RST_EWQ2BIG] = "MPTCP_RST_EWQ2BIG",
+	[TCP_AUDIT_RST_MPTCP_RST_EBADPERF] = "MPTCP_RST_EBADPERF",
+	[TCP_AUDIT_RST_MPTCP_RST_EMIDDLEBOX] = "MPTCP_RST_EMIDDLEBOX",
+	[TCP_AUDIT_RST_ERROR] = "ERROR",
+};
+
 #define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
 
 static const char *name_of(const char *const *names, size_t n, unsigned v)
@@ -81,6 +114,44 @@ const char *gap_stage_name(unsigned stage)
 int gap_stage_from_name(const char *name, size_t len)
 {
 	return value_of(gap_stages, N_ELEMS(gap_stages), name, len);
+}
+
+const char *reset_direction_name(unsigned direction)
+{
+	return name_of(reset_directions, N_ELEMS(reset_directions), direction);
+}
+
+int reset_direction_from_name(const char *name, size_t len)
+{
+	return value_of(reset_directions, N_ELEMS(reset_directions), name, len);
+}
+
+const char *reset_reason_name(unsigned reason)
+{
+	return name_of(reset_reasons, N_ELEMS(reset_reasons), reason);
+}
+
+int reset_reason_from_name(const char *name, size_t len)
+{
+	return value_of(reset_reasons, N_ELEMS(reset_reasons), name, len);
+}
+
+/* glibc's names ("ECONNREFUSED"); errno values are small */
+#define ERRNO_MAX 4095
+
+const char *errno_name(unsigned err)
+{
+	return err && err <= ERRNO_MAX ? strerrorname_np((int)err) : NULL;
+}
+
+int errno_from_name(const char *name, size_t len)
+{
+	for (int e = 1; e < 256; e++) {
+		const char *n = strerrorname_np(e);
+		if (n && strlen(n) == len && memcmp(n, name, len) == 0)
+			return e;
+	}
+	return -1;
 }
 
 const char *family_name(unsigned family)

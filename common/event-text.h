@@ -32,6 +32,18 @@ int family_from_name(const char *name, size_t len);
 const char *gap_stage_name(unsigned stage);
 int gap_stage_from_name(const char *name, size_t len);
 
+/* "sent" / "received", or NULL. */
+const char *reset_direction_name(unsigned direction);
+int reset_direction_from_name(const char *name, size_t len);
+
+/* "NO_SOCKET" etc. (enum tcp_audit_reset_reason), or NULL. */
+const char *reset_reason_name(unsigned reason);
+int reset_reason_from_name(const char *name, size_t len);
+
+/* "ECONNREFUSED" etc. (glibc's names), or NULL for 0 and unknown values. */
+const char *errno_name(unsigned err);
+int errno_from_name(const char *name, size_t len);
+
 /* v in decimal, no NUL (at most 20 bytes); returns the length. */
 size_t format_u64(uint64_t v, char *out);
 

@@ -93,6 +93,57 @@ enum tcp_audit_event_kind {
 	 * before its first state change.
 	 */
 	TCP_AUDIT_KIND_SNAPSHOT = 2,
+	/*
+	 * A TCP reset (RST) sent or received (reset_direction), with the
+	 * addresses and ports as the socket sees them (saddr/sport local, the
+	 * sender's for a sent one), and, where there is a socket, its state
+	 * (old_state == new_state; 0 when there is none or it is not known),
+	 * cookie (that of its state changes) and owner.  A reset sent for a
+	 * segment that matched no socket (a SYN to a closed port) has no
+	 * socket: no cookie, no owner, state 0.  reset_reason when the kernel
+	 * gives one (TCP_AUDIT_HAS_RESET_REASON).
+	 */
+	TCP_AUDIT_KIND_RESET = 3,
+};
+
+/* For TCP_AUDIT_KIND_RESET. */
+enum tcp_audit_reset_direction {
+	TCP_AUDIT_RESET_SENT = 1,
+	TCP_AUDIT_RESET_RECEIVED = 2,
+};
+
+/*
+ * Why the kernel sent a reset: the kernel's enum sk_rst_reason (Linux 6.10+)
+ * by name (SK_RST_REASON_NO_SOCKET is "NO_SOCKET"), numbered here once and
+ * for all: eventers translate the kernel's numbers, which may change between
+ * kernels, by name.  A name not listed here is not recorded.
+ */
+enum tcp_audit_reset_reason {
+	TCP_AUDIT_RST_NOT_SPECIFIED = 0,
+	TCP_AUDIT_RST_NO_SOCKET,
+	TCP_AUDIT_RST_TCP_INVALID_ACK_SEQUENCE,
+	TCP_AUDIT_RST_TCP_RFC7323_PAWS,
+	TCP_AUDIT_RST_TCP_TOO_OLD_ACK,
+	TCP_AUDIT_RST_TCP_ACK_UNSENT_DATA,
+	TCP_AUDIT_RST_TCP_FLAGS,
+	TCP_AUDIT_RST_TCP_OLD_ACK,
+	TCP_AUDIT_RST_TCP_ABORT_ON_DATA,
+	TCP_AUDIT_RST_TCP_TIMEWAIT_SOCKET,
+	TCP_AUDIT_RST_INVALID_SYN,
+	TCP_AUDIT_RST_TCP_ABORT_ON_CLOSE,
+	TCP_AUDIT_RST_TCP_ABORT_ON_LINGER,
+	TCP_AUDIT_RST_TCP_ABORT_ON_MEMORY,
+	TCP_AUDIT_RST_TCP_STATE,
+	TCP_AUDIT_RST_TCP_KEEPALIVE_TIMEOUT,
+	TCP_AUDIT_RST_TCP_DISCONNECT_WITH_DATA,
+	TCP_AUDIT_RST_MPTCP_RST_EUNSPEC,
+	TCP_AUDIT_RST_MPTCP_RST_EMPTCP,
+	TCP_AUDIT_RST_MPTCP_RST_ERESOURCE,
+	TCP_AUDIT_RST_MPTCP_RST_EPROHIBIT,
+	TCP_AUDIT_RST_MPTCP_RST_EWQ2BIG,
+	TCP_AUDIT_RST_MPTCP_RST_EBADPERF,
+	TCP_AUDIT_RST_MPTCP_RST_EMIDDLEBOX,
+	TCP_AUDIT_RST_ERROR,
 };
 
 /* Where in the pipeline a gap happened. */
@@ -115,6 +166,8 @@ enum tcp_audit_event_valid {
 	TCP_AUDIT_HAS_HOST = 1u << 7,       /* host */
 	TCP_AUDIT_HAS_KTIME = 1u << 8,      /* ktime_ns */
 	TCP_AUDIT_HAS_TID = 1u << 9,        /* tid_on_cpu */
+	TCP_AUDIT_HAS_ERROR = 1u << 10,     /* error */
+	TCP_AUDIT_HAS_RESET_REASON = 1u << 11, /* reset_reason */
 };
 
 #define TCP_AUDIT_COMM_LEN 16
@@ -125,6 +178,11 @@ enum tcp_audit_event_valid {
  * spooled as plain bytes.  Numbers are in host byte order; addresses are in
  * network byte order (an IPv4 address fills the first 4 bytes of saddr/daddr,
  * the rest is zero).  Strings are NUL-terminated and NUL-padded.
+ *
+ * Fields are added compatibly in the reserved bytes (zero in events of older
+ * eventers, unread by older sinks), each with a validity bit or a new kind;
+ * the size and TCP_AUDIT_ABI_VERSION stay.  Added since the first release:
+ * reset_direction, reset_reason and error.
  */
 struct tcp_audit_event {
 	uint64_t time_ns;     /* wall clock, ns since the Unix epoch (UTC) */
@@ -149,7 +207,15 @@ struct tcp_audit_event {
 	uint8_t sock_state; /* enum tcp_audit_sock_state */
 	uint8_t kind;       /* enum tcp_audit_event_kind */
 	uint8_t gap_stage;  /* enum tcp_audit_gap_stage, for KIND_GAP */
-	uint8_t reserved0[5];
+	uint8_t reset_direction; /* enum tcp_audit_reset_direction, for KIND_RESET */
+	uint8_t reset_reason;    /* enum tcp_audit_reset_reason, for KIND_RESET */
+	uint8_t reserved0[1];
+	/*
+	 * The socket's error (an errno value: ECONNREFUSED, ETIMEDOUT, ...) on
+	 * a transition to CLOSED that an error caused; HAS_ERROR only when
+	 * there is one.
+	 */
+	uint16_t error;
 	uint8_t saddr[16];
 	uint8_t daddr[16];
 	char comm_on_cpu[TCP_AUDIT_COMM_LEN];
@@ -160,6 +226,8 @@ struct tcp_audit_event {
 };
 
 _Static_assert(sizeof(struct tcp_audit_event) == 256, "event ABI size");
+_Static_assert(offsetof(struct tcp_audit_event, error) == 94, "event ABI layout");
+_Static_assert(offsetof(struct tcp_audit_event, saddr) == 96, "event ABI layout");
 
 /* ------------------------------------------------------------------------ */
 /* Logging                                                                   */

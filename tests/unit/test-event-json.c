@@ -296,6 +296,111 @@ static void test_snapshot_record(void **state)
 	assert_non_null(strstr(err, "does not belong in a snapshot record"));
 }
 
+/* One line that must be refused, with err containing why. */
+static void refused(const char *line, const char *why)
+{
+	struct tcp_audit_event back;
+	char err[256];
+
+	assert_int_equal(event_from_json(line, strlen(line), &back, err, sizeof(err)), -EINVAL);
+	if (!strstr(err, why))
+		fail_msg("\"%s\": \"%s\" does not say \"%s\"", line, err, why);
+}
+
+static void test_reset_record(void **state)
+{
+	(void)state;
+	struct tcp_audit_event ev = full_event();
+	char line[EVENT_JSON_MAX];
+	size_t len;
+
+	ev.kind = TCP_AUDIT_KIND_RESET;
+	ev.reset_direction = TCP_AUDIT_RESET_SENT;
+	ev.reset_reason = TCP_AUDIT_RST_TCP_ABORT_ON_LINGER;
+	ev.valid |= TCP_AUDIT_HAS_RESET_REASON;
+	ev.old_state = ev.new_state = TCP_AUDIT_TCP_ESTABLISHED;
+	roundtrip(&ev, line, &len);
+	line[len] = '\0';
+	assert_non_null(strstr(line, ",\"kind\":\"reset\",\"direction\":\"sent\",\"reason\":"
+				     "\"TCP_ABORT_ON_LINGER\",\"family\":"));
+	assert_non_null(strstr(line, ",\"state\":\"ESTABLISHED\",\"pid_on_cpu\":"));
+	assert_null(strstr(line, "old_state"));
+
+	/* no socket (a SYN to a closed port): no state, cookie or owner */
+	ev.reset_reason = TCP_AUDIT_RST_NO_SOCKET;
+	ev.old_state = ev.new_state = 0;
+	ev.valid &= ~(uint32_t)(TCP_AUDIT_HAS_COOKIE | TCP_AUDIT_HAS_OWNER |
+				TCP_AUDIT_HAS_SOCK_INODE | TCP_AUDIT_HAS_SOCK_STATE);
+	ev.sock_cookie = ev.sock_inode = 0;
+	ev.owner_pid = ev.owner_uid = ev.sock_uid = ev.sock_gid = 0;
+	ev.sock_state = 0;
+	memset(ev.owner_comm, 0, sizeof(ev.owner_comm));
+	ev.reset_direction = TCP_AUDIT_RESET_RECEIVED;
+	roundtrip(&ev, line, &len);
+	line[len] = '\0';
+	assert_null(strstr(line, "state"));
+	assert_non_null(strstr(line, "\"direction\":\"received\""));
+	/* a kernel reason this tcp-audit has no name for stays a number */
+	ev.reset_reason = 77;
+	roundtrip(&ev, line, &len);
+	line[len] = '\0';
+	assert_non_null(strstr(line, "\"reason\":77"));
+
+	const char *head = "{\"time\":\"2026-11-25T01:53:06Z\",\"kind\":\"reset\",";
+	const char *tail = "\"family\":\"inet\",\"saddr\":\"1.2.3.4\",\"sport\":1,"
+			   "\"daddr\":\"1.2.3.5\",\"dport\":2,\"pid_on_cpu\":3,\"comm_on_cpu\":\"x\"";
+	char bad[512];
+	snprintf(bad, sizeof(bad), "%s%s}", head, tail);
+	refused(bad, "missing key \"direction\"");
+	snprintf(bad, sizeof(bad), "%s\"direction\":\"sideways\",%s}", head, tail);
+	refused(bad, "unknown value \"sideways\"");
+	snprintf(bad, sizeof(bad), "%s\"direction\":0,%s}", head, tail);
+	refused(bad, "not a reset direction");
+	snprintf(bad, sizeof(bad), "%s\"direction\":\"sent\",%s,\"old_state\":\"LISTEN\"}", head,
+		 tail);
+	refused(bad, "\"old_state\" does not belong in a reset record");
+	snprintf(bad, sizeof(bad), "%s\"direction\":\"sent\",%s,\"error\":\"EPIPE\"}", head, tail);
+	refused(bad, "\"error\" does not belong in a reset record");
+	/* and a state change has no direction */
+	refused("{\"time\":\"2026-11-25T01:53:06Z\",\"direction\":\"sent\"}",
+		"\"direction\" does not belong in a state change record");
+}
+
+static void test_error(void **state)
+{
+	(void)state;
+	struct tcp_audit_event ev = full_event();
+	char line[EVENT_JSON_MAX];
+	size_t len;
+
+	ev.old_state = TCP_AUDIT_TCP_SYN_SENT;
+	ev.new_state = TCP_AUDIT_TCP_CLOSE;
+	ev.error = ECONNREFUSED;
+	ev.valid |= TCP_AUDIT_HAS_ERROR;
+	roundtrip(&ev, line, &len);
+	line[len] = '\0';
+	assert_non_null(strstr(line, "\"new_state\":\"CLOSED\",\"error\":\"ECONNREFUSED\","));
+	ev.error = ETIMEDOUT;
+	roundtrip(&ev, line, &len);
+	line[len] = '\0';
+	assert_non_null(strstr(line, "\"error\":\"ETIMEDOUT\""));
+	ev.error = 3000; /* no name: the number */
+	roundtrip(&ev, line, &len);
+	line[len] = '\0';
+	assert_non_null(strstr(line, "\"error\":3000"));
+
+	const char *head = "{\"time\":\"2026-11-25T01:53:06Z\",\"family\":\"inet\",\"saddr\":"
+			   "\"1.2.3.4\",\"sport\":1,\"daddr\":\"1.2.3.5\",\"dport\":2,\"old_state\":"
+			   "\"SYN-SENT\",\"new_state\":\"CLOSED\",\"pid_on_cpu\":3,\"comm_on_cpu\":\"x\"";
+	char bad[512];
+	snprintf(bad, sizeof(bad), "%s,\"error\":\"ENOTANERROR\"}", head);
+	refused(bad, "unknown value \"ENOTANERROR\"");
+	snprintf(bad, sizeof(bad), "%s,\"error\":0}", head);
+	refused(bad, "0 is no error");
+	snprintf(bad, sizeof(bad), "%s,\"error\":70000}", head);
+	refused(bad, "out of range");
+}
+
 static void test_unknown_numbers_are_kept(void **state)
 {
 	(void)state;
@@ -367,6 +472,8 @@ int main(void)
 		cmocka_unit_test(test_invalid_utf8_sequences),
 		cmocka_unit_test(test_gap_record),
 		cmocka_unit_test(test_snapshot_record),
+		cmocka_unit_test(test_reset_record),
+		cmocka_unit_test(test_error),
 		cmocka_unit_test(test_unknown_numbers_are_kept),
 		cmocka_unit_test(test_rfc3339),
 		cmocka_unit_test(test_names),
