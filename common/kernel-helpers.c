@@ -6,6 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <linux/types.h>
+
+#include "event-text.h"
+#include "ta-filter.h"
 
 int port_list_parse(const char *text, uint16_t *out, size_t max, size_t *n, char *err,
 		    size_t err_size)
@@ -63,4 +67,52 @@ int64_t realtime_minus_monotonic_ns(void)
 		}
 	}
 	return offset;
+}
+
+int kinds_parse(const char *text, unsigned *kinds, char *err, size_t err_size)
+{
+	char *copy = strdup(text), *save = NULL, *tok;
+	int r = 0;
+
+	if (!copy)
+		return -ENOMEM;
+	*kinds = 0;
+	for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		if (strcmp(tok, "state") == 0) {
+			*kinds |= TA_KINDS_STATE;
+		} else if (strcmp(tok, "reset") == 0) {
+			*kinds |= TA_KINDS_RESET;
+		} else {
+			snprintf(err, err_size, "\"%s\" is not a kind of record (state, reset)", tok);
+			r = -EINVAL;
+			break;
+		}
+	}
+	if (r == 0 && *kinds == 0) {
+		snprintf(err, err_size, "no kind given (state, reset)");
+		r = -EINVAL;
+	}
+	free(copy);
+	return r;
+}
+
+void reset_reason_map_init(struct reset_reason_map *m)
+{
+	memset(m->ours, RESET_REASON_NONE, sizeof(m->ours));
+}
+
+int reset_reason_map_add(struct reset_reason_map *m, long kernel_value, const char *name,
+			 size_t len)
+{
+	static const char prefix[] = "SK_RST_REASON_";
+
+	if (len >= sizeof(prefix) - 1 && memcmp(name, prefix, sizeof(prefix) - 1) == 0) {
+		name += sizeof(prefix) - 1;
+		len -= sizeof(prefix) - 1;
+	}
+	int ours = reset_reason_from_name(name, len);
+	if (ours < 0 || kernel_value < 0 || kernel_value > 255)
+		return 0;
+	m->ours[kernel_value] = (uint8_t)ours;
+	return 1;
 }

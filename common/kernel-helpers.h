@@ -13,6 +13,27 @@
 int port_list_parse(const char *text, uint16_t *out, size_t max, size_t *n, char *err,
 		    size_t err_size);
 
+/*
+ * Parses the kinds option ("state,reset") into TA_KINDS_* bits (ta-filter.h).
+ * Returns 0, or -EINVAL with a one-line reason in err, or -ENOMEM.
+ */
+int kinds_parse(const char *text, unsigned *kinds, char *err, size_t err_size);
+
+/* The kinds option's entry, the same in every eventer. */
+#define KINDS_OPTION_HELP                                                                  \
+	"the kinds of record to capture: state (state changes), reset (resets sent and "     \
+	"received); a kind left out is not traced at all"
+
+/* Kernel reset reasons (enum sk_rst_reason) to ours, by name; RESET_REASON_NONE: no name. */
+#define RESET_REASON_NONE 0xff
+struct reset_reason_map {
+	uint8_t ours[256];
+};
+void reset_reason_map_init(struct reset_reason_map *m);
+/* Maps the kernel's value of name (with or without "SK_RST_REASON_"); false if unknown. */
+int reset_reason_map_add(struct reset_reason_map *m, long kernel_value, const char *name,
+			 size_t len);
+
 /* CLOCK_REALTIME - CLOCK_MONOTONIC now, in ns, read as tightly as we can. */
 int64_t realtime_minus_monotonic_ns(void);
 

@@ -54,7 +54,7 @@ static inline enum ta_verdict snapshot_filter(const volatile struct ta_filter *f
 					      const struct snapshot_socket *sk)
 {
 	struct ta_subject subject = {sk->cgroup, sk->netns, sk->family, sk->sport, sk->dport,
-				     sk->state,  sk->state, sk->saddr,  sk->daddr};
+				     sk->state,  sk->state, sk->saddr,  sk->daddr, 0};
 
 	return ta_filter(f, &subject);
 }

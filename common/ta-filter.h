@@ -29,6 +29,10 @@ struct ta_prefix {
 	__u32 pad;
 };
 
+/* ta_filter.kinds: which kinds of record pass (0: all) */
+#define TA_KINDS_STATE 0x1
+#define TA_KINDS_RESET 0x2
+
 /* The settings: 0 / empty is no filter.  Fixed before the BPF program loads. */
 struct ta_filter {
 	__u64 cgroup;
@@ -36,10 +40,11 @@ struct ta_filter {
 	__u32 state_mask; /* bit n: a transition into state n passes */
 	__u32 n_ports, n_lports, n_rports, n_prefixes;
 	__u16 family;
+	__u16 kinds; /* TA_KINDS_* */
 	__u16 ports[TA_MAX_PORTS];  /* either side */
 	__u16 lports[TA_MAX_PORTS]; /* local */
 	__u16 rports[TA_MAX_PORTS]; /* remote */
-	__u16 pad;
+	__u16 pad[3];
 	struct ta_prefix prefixes[TA_MAX_PREFIXES]; /* either side */
 };
 
@@ -50,6 +55,7 @@ struct ta_subject {
 	__u16 family, sport, dport; /* ports in host byte order */
 	__u8 oldstate, newstate;
 	const __u8 *saddr, *daddr;
+	__u8 reset; /* a reset, not a state change: states and state filters do not apply */
 };
 
 enum ta_verdict {
@@ -95,7 +101,7 @@ static __always_inline int ta_in_prefix(const volatile struct ta_prefix *p, __u1
 static __always_inline enum ta_verdict ta_filter(const volatile struct ta_filter *f,
 						 const struct ta_subject *s)
 {
-	int unbound = s->newstate == TA_TCP_SYN_SENT && s->sport == 0;
+	int unbound = !s->reset && s->newstate == TA_TCP_SYN_SENT && s->sport == 0;
 	enum ta_verdict port_drop = unbound ? TA_DROP_EVENT : TA_DROP_SOCKET;
 
 	if (f->family && s->family != f->family)
@@ -105,8 +111,8 @@ static __always_inline enum ta_verdict ta_filter(const volatile struct ta_filter
 	if (f->cgroup && s->cgroup != f->cgroup)
 		return TA_DROP_SOCKET;
 	/* a listener has no remote side: its children are judged on their own */
-	if (s->newstate == TA_TCP_LISTEN ||
-	    (s->oldstate == TA_TCP_LISTEN && s->newstate == TA_TCP_CLOSE))
+	if (!s->reset && (s->newstate == TA_TCP_LISTEN ||
+			  (s->oldstate == TA_TCP_LISTEN && s->newstate == TA_TCP_CLOSE)))
 		port_drop = TA_DROP_EVENT;
 	if (f->n_ports && !ta_port_in(f->ports, f->n_ports, s->sport) &&
 	    !ta_port_in(f->ports, f->n_ports, s->dport))
@@ -129,6 +135,10 @@ static __always_inline enum ta_verdict ta_filter(const volatile struct ta_filter
 		if (!hit)
 			return port_drop;
 	}
+	if (s->reset)
+		return !f->kinds || (f->kinds & TA_KINDS_RESET) ? TA_PASS : TA_DROP_EVENT;
+	if (f->kinds && !(f->kinds & TA_KINDS_STATE))
+		return TA_DROP_EVENT; /* quiet: its socket's owner is still followed */
 	if (f->state_mask && !(f->state_mask & (1u << (s->newstate & 31))))
 		return TA_DROP_EVENT;
 	return TA_PASS;

@@ -7,6 +7,10 @@
  * TCP socket from the accept syscalls' exit tracepoints and io_uring's
  * completions.
  *
+ * A record per TCP reset sent or received (tcp:tcp_send_reset,
+ * tcp:tcp_receive_reset): those run only when a reset happens, never on the
+ * path of a connection that ends well.
+ *
  * Owners are worked out in user space from these records (bpf-eventer.c):
  * per-socket state in the kernel (socket storage, hash maps) cost more per
  * event than everything else here together.  So that owners stay right under
@@ -34,6 +38,8 @@
 #define TCP_CLOSE_WAIT 8
 #define TCP_LAST_ACK 9
 #define TCP_LISTEN 10
+#define TCP_NEW_SYN_RECV 12
+#define ETH_P_IPV6 0x86DD
 #define PF_KTHREAD 0x00200000
 #define PF_IO_WORKER 0x00000010
 
@@ -209,7 +215,7 @@ static __always_inline int handle(const struct sock *sk, int oldstate, int newst
 		}
 	}
 	struct ta_subject subject = {r.cgroup_id, r.netns,   r.family, r.sport,
-				     r.dport,     r.oldstate, r.newstate, r.saddr, r.daddr};
+				     r.dport,     r.oldstate, r.newstate, r.saddr, r.daddr, 0};
 	enum ta_verdict v = ta_filter(&filter_cfg, &subject);
 	if (v == TA_DROP_SOCKET)
 		return 0;
@@ -223,6 +229,9 @@ static __always_inline int handle(const struct sock *sk, int oldstate, int newst
 	r.seq = v == TA_PASS ? __sync_fetch_and_add(&seq_counter, 1) + 1 : 0;
 	current_task(&r, names_owner);
 	r.cookie = bpf_get_socket_cookie((struct sock *)sk);
+	/* an error ends it (refused, reset, timed out, unreachable): set before the state */
+	if (newstate == TCP_CLOSE)
+		r.error = (__u16)sk->sk_err;
 	send(&r);
 	return 0;
 }
@@ -262,6 +271,128 @@ int BPF_PROG(on_state_rescue, const struct sock *sk, const int oldstate, const i
 	}
 	n->rescued++;
 	return handle(sk, oldstate, newstate);
+}
+
+/*
+ * Resets.  A reset has its socket's addresses and ports, namespace and
+ * owner, or, when it answers a segment, that segment's own (reversed for a
+ * reply: the local side is the destination it was sent to): a listener's
+ * or a closed port's reset is then still told apart by its peer.
+ */
+
+/* The addresses and ports of a socket that is not a full one (TIME-WAIT, a request). */
+static __always_inline void read_sock_common(struct ta_record *r, const struct sock *sk)
+{
+	r->family = sk->__sk_common.skc_family;
+	r->sport = sk->__sk_common.skc_num;
+	r->dport = __builtin_bswap16(sk->__sk_common.skc_dport);
+	if (r->family == AF_INET) {
+		__builtin_memcpy(r->saddr, &sk->__sk_common.skc_rcv_saddr, 4);
+		__builtin_memcpy(r->daddr, &sk->__sk_common.skc_daddr, 4);
+	} else {
+		__builtin_memcpy(r->saddr, &sk->__sk_common.skc_v6_rcv_saddr, 16);
+		__builtin_memcpy(r->daddr, &sk->__sk_common.skc_v6_daddr, 16);
+	}
+	r->netns = sk->__sk_common.skc_net.net->ns.inum;
+}
+
+/* The segment's addresses and ports, as the side it was sent to sees them. */
+static __always_inline int read_segment(struct ta_record *r, const struct sk_buff *skb)
+{
+	unsigned char *head = skb->head;
+	struct tcphdr th;
+
+	if (skb->protocol == __builtin_bswap16(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + skb->network_header))
+			return -1;
+		r->family = AF_INET6;
+		__builtin_memcpy(r->saddr, &ip6.daddr, 16);
+		__builtin_memcpy(r->daddr, &ip6.saddr, 16);
+	} else {
+		struct iphdr ip;
+		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + skb->network_header))
+			return -1;
+		r->family = AF_INET;
+		__builtin_memcpy(r->saddr, &ip.daddr, 4);
+		__builtin_memcpy(r->daddr, &ip.saddr, 4);
+	}
+	if (bpf_probe_read_kernel(&th, sizeof(th), head + skb->transport_header))
+		return -1;
+	r->sport = __builtin_bswap16(th.dest);
+	r->dport = __builtin_bswap16(th.source);
+	if (skb->dev)
+		r->netns = skb->dev->nd_net.net->ns.inum;
+	return 0;
+}
+
+/* Sends a reset's record r (kind, addresses set) if the filters pass it. */
+static __always_inline int send_reset(struct ta_record *r, const struct sock *sk)
+{
+	if (sk) {
+		const struct tcp_sock *tp = bpf_skc_to_tcp_sock((struct sock *)sk);
+		r->oldstate = r->newstate = sk->__sk_common.skc_state;
+		r->cookie = bpf_get_socket_cookie((struct sock *)sk);
+		if (tp) { /* a full socket: its inode, cgroup; addresses if not set */
+			struct ta_record s = {};
+			read_sock(&s, sk, tp);
+			if (!r->family) {
+				r->family = s.family;
+				r->sport = s.sport;
+				r->dport = s.dport;
+				__builtin_memcpy(r->saddr, s.saddr, 16);
+				__builtin_memcpy(r->daddr, s.daddr, 16);
+			}
+			r->netns = s.netns;
+			r->cgroup_id = s.cgroup_id;
+			r->sock_inode = s.sock_inode;
+			r->sock_uid = s.sock_uid;
+			r->sock_gid = s.sock_gid;
+			r->sock_state = s.sock_state;
+			r->flags |= s.flags;
+		} else if (!r->family) {
+			read_sock_common(r, sk);
+		}
+	}
+	if (r->family != AF_INET && r->family != AF_INET6)
+		return 0;
+	struct ta_subject subject = {r->cgroup_id, r->netns,   r->family, r->sport, r->dport,
+				     r->oldstate,  r->newstate, r->saddr,  r->daddr, 1};
+	if (ta_filter(&filter_cfg, &subject) != TA_PASS)
+		return 0;
+	r->seq = __sync_fetch_and_add(&seq_counter, 1) + 1;
+	current_task(r, false);
+	send(r);
+	return 0;
+}
+
+/* Sent: in reply to a segment (skb; sk NULL when no socket matched) or to abort sk. */
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(on_send_reset, const struct sock *sk, const struct sk_buff *skb)
+{
+	struct ta_record r = {};
+
+	r.kind = TA_KIND_RESET_SENT;
+	if (bpf_core_type_exists(enum sk_rst_reason)) {
+		/* the third argument, on kernels that give a reason (6.10+) */
+		r.reason = (__u8)ctx[2];
+		r.flags |= TA_REC_REASON;
+	}
+	if (skb && read_segment(&r, skb))
+		__builtin_memset(&r, 0, sizeof(r)); /* cannot be: fall back to the socket */
+	r.kind = TA_KIND_RESET_SENT;
+	return send_reset(&r, sk);
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(on_receive_reset, const struct sock *sk)
+{
+	struct ta_record r = {};
+
+	if (!sk)
+		return 0;
+	r.kind = TA_KIND_RESET_RECEIVED;
+	return send_reset(&r, sk);
 }
 
 /*

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 
 #include <tcp-audit/plugin.h>
@@ -45,6 +46,11 @@
  */
 #define HOLD_NS 1000000000ull
 #define HOLD_MAX 8192u
+/*
+ * Owners of sockets that had their last event, by cookie (a slot each): a
+ * reset sent by an abortive close comes just after the socket's CLOSED.
+ */
+#define RECENT_SLOTS 256u
 
 enum { FAMILY_ALL, FAMILY_INET, FAMILY_INET6 };
 
@@ -59,6 +65,7 @@ struct bpf_config {
 	int64_t netns;
 	const char *cgroup;
 	bool snapshot;
+	const char *kinds;
 };
 
 struct bpf_eventer {
@@ -83,6 +90,11 @@ struct bpf_eventer {
 	size_t hold_head, hold_n;
 	uint64_t seen_ktime; /* the newest record's */
 	struct snapshot snap; /* the sockets open at start, handed out first */
+	struct recent {
+		uint64_t cookie;
+		struct owner owner;
+	} recent[RECENT_SLOTS];
+	struct reset_reason_map reasons;
 };
 
 static const struct tcp_audit_option bpf_options[] = {
@@ -138,6 +150,11 @@ static const struct tcp_audit_option bpf_options[] = {
 	 .help = "at start, a \"snapshot\" record for every TCP socket open then, in every "
 		 "network namespace, with its owner (which its later events carry too)",
 	 .offset = offsetof(struct bpf_config, snapshot)},
+	{.key = "kinds",
+	 .type = TCP_AUDIT_OPT_STRING,
+	 .def = "state,reset",
+	 .help = KINDS_OPTION_HELP,
+	 .offset = offsetof(struct bpf_config, kinds)},
 	{0},
 };
 
@@ -289,6 +306,14 @@ static int configure(struct bpf_eventer *b, const struct bpf_config *c)
 	if (c->cgroup && (r = parse_cgroup(h, c->cgroup, &f->cgroup)))
 		return r;
 	f->netns = (__u32)c->netns;
+	char err[128];
+	unsigned kinds;
+	if ((r = kinds_parse(c->kinds, &kinds, err, sizeof(err)))) {
+		if (r == -EINVAL)
+			tcp_audit_error(h, "option kinds: %s", err);
+		return r;
+	}
+	f->kinds = (__u16)kinds;
 
 	int ncpu = libbpf_num_possible_cpus();
 	if (ncpu <= 0)
@@ -344,6 +369,24 @@ static void convert(const struct bpf_eventer *b, const struct ta_record *k,
 	if (k->flags & TA_REC_CGROUP) {
 		e->cgroup_id = k->cgroup_id;
 		e->valid |= TCP_AUDIT_HAS_CGROUP;
+	}
+	if (k->kind == TA_KIND_STATE) {
+		if (k->error) {
+			e->error = k->error;
+			e->valid |= TCP_AUDIT_HAS_ERROR;
+		}
+		return;
+	}
+	e->kind = TCP_AUDIT_KIND_RESET;
+	e->reset_direction =
+		k->kind == TA_KIND_RESET_SENT ? TCP_AUDIT_RESET_SENT : TCP_AUDIT_RESET_RECEIVED;
+	if (!k->cookie)
+		e->valid &= ~(uint32_t)TCP_AUDIT_HAS_COOKIE; /* no socket */
+	if (!k->netns)
+		e->valid &= ~(uint32_t)TCP_AUDIT_HAS_NETNS;
+	if ((k->flags & TA_REC_REASON) && b->reasons.ours[k->reason] != RESET_REASON_NONE) {
+		e->reset_reason = b->reasons.ours[k->reason];
+		e->valid |= TCP_AUDIT_HAS_RESET_REASON;
 	}
 }
 
@@ -422,8 +465,20 @@ static void forget_if_done(struct bpf_eventer *b, uint64_t cookie)
 {
 	struct owner_entry *en = owner_table_find(b->sockets, cookie);
 
-	if (en && en->closed && !en->held)
+	if (en && en->closed && !en->held) {
+		struct recent *r = &b->recent[cookie % RECENT_SLOTS];
+		r->cookie = cookie;
+		r->owner = en->owner;
 		owner_table_forget(b->sockets, cookie);
+	}
+}
+
+/* The owner of a socket that had its last event a moment ago, or NULL. */
+static const struct owner *recent_owner(const struct bpf_eventer *b, uint64_t cookie)
+{
+	const struct recent *r = &b->recent[cookie % RECENT_SLOTS];
+
+	return cookie && r->cookie == cookie ? &r->owner : NULL;
 }
 
 /*
@@ -471,9 +526,16 @@ static void on_record(struct bpf_eventer *b, const void *data, size_t len)
 		}
 		return;
 	}
-	if (k->kind != TA_KIND_STATE)
+	bool reset = k->kind == TA_KIND_RESET_SENT || k->kind == TA_KIND_RESET_RECEIVED;
+	if (k->kind != TA_KIND_STATE && !reset)
 		return;
-	struct owner_entry *en = track_owner(b, k, &cpu);
+	/* a reset names no owner: it has its socket's, if it has a socket */
+	struct owner_entry *en = reset ? (k->cookie ? owner_table_find(b->sockets, k->cookie) : NULL)
+				       : track_owner(b, k, &cpu);
+	if (reset && !en) {
+		convert(b, k, recent_owner(b, k->cookie), &b->out[b->n++]);
+		return;
+	}
 	if (!(k->flags & TA_REC_QUIET)) {
 		if (en && (en->from_listener || en->held)) {
 			/* before accept(), or behind events that are: wait, in order */
@@ -490,7 +552,7 @@ static void on_record(struct bpf_eventer *b, const void *data, size_t len)
 			convert(b, k, en ? &en->owner : NULL, &b->out[b->n++]);
 		}
 	}
-	if (k->newstate == TCP_AUDIT_TCP_CLOSE) {
+	if (!reset && k->newstate == TCP_AUDIT_TCP_CLOSE) {
 		if (en) {
 			en->closed = true;
 			forget_if_done(b, k->cookie);
@@ -556,12 +618,48 @@ static void take_snapshot(struct bpf_eventer *b)
 }
 
 /*
+ * Whether the kernel has both reset tracepoints, and the names of its reset
+ * reasons (enum sk_rst_reason, Linux 6.10+) from its BTF.
+ */
+static bool reset_tracepoints(struct bpf_eventer *b)
+{
+	struct btf *btf = btf__load_vmlinux_btf();
+	bool have = false;
+
+	reset_reason_map_init(&b->reasons);
+	if (!btf)
+		return false;
+	have = btf__find_by_name_kind(btf, "btf_trace_tcp_send_reset", BTF_KIND_TYPEDEF) > 0 &&
+	       btf__find_by_name_kind(btf, "btf_trace_tcp_receive_reset", BTF_KIND_TYPEDEF) > 0;
+	int id = btf__find_by_name_kind(btf, "sk_rst_reason", BTF_KIND_ENUM);
+	const struct btf_type *t = id > 0 ? btf__type_by_id(btf, (__u32)id) : NULL;
+	for (int i = 0; t && i < btf_vlen(t); i++) {
+		const struct btf_enum *e = btf_enum(t) + i;
+		const char *name = btf__name_by_offset(btf, e->name_off);
+		if (name)
+			reset_reason_map_add(&b->reasons, e->val, name, strlen(name));
+	}
+	btf__free(btf);
+	if (!have)
+		tcp_audit_info(b->host, "this kernel has no tcp:tcp_send_reset or "
+					"tcp:tcp_receive_reset tracepoint: no reset records");
+	return have;
+}
+
+/*
  * Loads and attaches.  The accept() tracepoints are optional: without them an
  * accepted socket's owner is the process that created its listener.
  */
 static int load(struct bpf_eventer *b)
 {
 	struct tcp_audit_bpf *k = b->skel;
+	bool resets = !k->rodata->filter_cfg.kinds || (k->rodata->filter_cfg.kinds & TA_KINDS_RESET);
+
+	/* a kernel without the reset tracepoints (before 4.15/5.5) loads the rest */
+	if (!resets || !reset_tracepoints(b)) {
+		bpf_program__set_autoload(k->progs.on_send_reset, false);
+		bpf_program__set_autoload(k->progs.on_receive_reset, false);
+	}
 	int r = tcp_audit_bpf__load(k);
 
 	if (r)
@@ -580,6 +678,10 @@ static int load(struct bpf_eventer *b)
 		tcp_audit_info(b->host, "no syscalls:sys_exit_accept tracepoints on this kernel: an "
 					"accepted socket's owner is the process that created its "
 					"listener");
+	if (bpf_program__autoload(k->progs.on_send_reset) &&
+	    (!(k->links.on_send_reset = bpf_program__attach(k->progs.on_send_reset)) ||
+	     !(k->links.on_receive_reset = bpf_program__attach(k->progs.on_receive_reset))))
+		return -errno;
 	k->links.on_uring_complete = bpf_program__attach(k->progs.on_uring_complete);
 	if (!k->links.on_uring_complete)
 		tcp_audit_debug(b->host, "no io_uring:io_uring_complete tracepoint: a socket accepted "
@@ -763,6 +865,9 @@ static int bpf_stats(void *self, struct tcp_audit_eventer_stats *st)
 	/* ... or the kernel skipped a nested run that the rescue program missed too */
 	missed = recursion_misses(b->skel->progs.on_state);
 	st->lost = full + (missed > rescued ? missed - rescued : 0);
+	/* ... or a reset's (no rescue: rare, and nesting in them rarer still) */
+	st->lost += recursion_misses(b->skel->progs.on_send_reset) +
+		    recursion_misses(b->skel->progs.on_receive_reset);
 	st->skipped = 0;
 	return 0;
 }

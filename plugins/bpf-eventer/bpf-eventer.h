@@ -14,12 +14,15 @@
 /* record kinds */
 #define TA_KIND_STATE 0  /* a state change */
 #define TA_KIND_ACCEPT 1 /* accept() returned the socket of cookie to pid */
+#define TA_KIND_RESET_SENT 2     /* a RST sent: state, reason; cookie unless no socket */
+#define TA_KIND_RESET_RECEIVED 3 /* a RST received by the socket of cookie */
 
 /* record flags */
 #define TA_REC_SOCKET 0x02 /* the socket has a struct socket: inode, uid, gid, state */
 #define TA_REC_CGROUP 0x04 /* cgroup_id is the socket's cgroup */
 #define TA_REC_QUIET 0x08  /* dropped by the filters: for keeping owners only */
 #define TA_REC_CLOSER 0x10 /* close()/shutdown() by the process on the CPU: it holds it */
+#define TA_REC_REASON 0x20 /* a reset's reason is the kernel's */
 
 struct ta_record {
 	__u64 ktime;
@@ -37,14 +40,16 @@ struct ta_record {
 	__u16 sport; /* host byte order */
 	__u16 dport;
 	__u8 kind;
-	__u8 oldstate;
+	__u8 oldstate; /* a reset's: the socket's state (0: none) */
 	__u8 newstate;
 	__u8 sock_state;
 	__u8 flags;
-	__u8 pad[1];
+	__u8 reason; /* a reset's: the kernel's enum sk_rst_reason */
 	__u8 saddr[16];
 	__u8 daddr[16];
 	char comm[TA_COMM_LEN];
+	__u16 error; /* a transition to CLOSED: the socket's error (errno) */
+	__u16 pad;
 };
 
 /* An event, as the rescue program tells it from others: its socket and states. */

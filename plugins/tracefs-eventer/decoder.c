@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <traceevent/event-parse.h>
 
@@ -46,6 +47,87 @@ static int need_size(const struct ta_field *f, int size, const char *name, char 
 	return 0;
 }
 
+/* The largest end of the fields, or -1 if one is not a number's size (or 16 or 28). */
+static long fields_end(const struct ta_field *const *all, size_t n)
+{
+	long end = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (all[i]->size > 8 && all[i]->size != 16 && all[i]->size != 28)
+			return -1;
+		if (all[i]->offset + all[i]->size > end)
+			end = all[i]->offset + all[i]->size;
+	}
+	return end;
+}
+
+/* A reset event's fields, if tep has the event (f->id stays 0 if not). */
+static int reset_fields(struct tep_handle *tep, const char *name, struct ta_reset_fields *f,
+			char *err, size_t err_size)
+{
+	struct tep_event *ev = tep_find_event_by_name(tep, "tcp", name);
+	int r;
+
+	memset(f, 0, sizeof(*f));
+	if (!ev)
+		return 0;
+	if ((r = find(ev, "skaddr", &f->skaddr, true, err, err_size)) ||
+	    (r = find(ev, "state", &f->state, false, err, err_size)) ||
+	    (r = find(ev, "reason", &f->reason, false, err, err_size)) ||
+	    (r = find(ev, "saddr", &f->saddr, true, err, err_size)) ||
+	    (r = find(ev, "daddr", &f->daddr, true, err, err_size)) ||
+	    (r = find(ev, "sock_cookie", &f->cookie, false, err, err_size)))
+		return r;
+	f->sockaddrs = f->saddr.size == 28;
+	if (!f->sockaddrs &&
+	    ((r = find(ev, "sport", &f->sport, true, err, err_size)) ||
+	     (r = find(ev, "dport", &f->dport, true, err, err_size)) ||
+	     (r = find(ev, "family", &f->family, false, err, err_size)) ||
+	     (r = find(ev, "saddr_v6", &f->saddr_v6, true, err, err_size)) ||
+	     (r = find(ev, "daddr_v6", &f->daddr_v6, true, err, err_size)) ||
+	     (r = need_size(&f->saddr, 4, "saddr", err, err_size)) ||
+	     (r = need_size(&f->daddr, 4, "daddr", err, err_size)) ||
+	     (r = need_size(&f->saddr_v6, 16, "saddr_v6", err, err_size)) ||
+	     (r = need_size(&f->daddr_v6, 16, "daddr_v6", err, err_size))))
+		return r;
+	if (f->sockaddrs && (r = need_size(&f->daddr, 28, "daddr", err, err_size)))
+		return r;
+	const struct ta_field *all[] = {&f->skaddr, &f->state,  &f->reason,   &f->sport,
+					&f->dport,  &f->family, &f->saddr,    &f->daddr,
+					&f->saddr_v6, &f->daddr_v6, &f->cookie};
+	long end = fields_end(all, sizeof(all) / sizeof(all[0]));
+	if (end < 0) {
+		snprintf(err, err_size, "tcp:%s: a field of an odd size", name);
+		return -EINVAL;
+	}
+	f->record_min = (size_t)end;
+	f->id = ev->id;
+	return 0;
+}
+
+/*
+ * The kernel's names of its reset reasons, from the event's print format:
+ * __print_symbolic(REC->reason, { 0, "NOT_SPECIFIED" }, ...).
+ */
+static void find_reasons(struct reset_reason_map *m, const struct tep_print_arg *arg)
+{
+	for (; arg; arg = arg->next) {
+		if (arg->type == TEP_PRINT_SYMBOL && arg->symbol.field &&
+		    arg->symbol.field->type == TEP_PRINT_FIELD && arg->symbol.field->field.name &&
+		    strcmp(arg->symbol.field->field.name, "reason") == 0) {
+			for (const struct tep_print_flag_sym *s = arg->symbol.symbols; s; s = s->next) {
+				char *end;
+				long v = s->value ? strtol(s->value, &end, 0) : -1;
+				if (s->value && !*end && s->str)
+					reset_reason_map_add(m, v, s->str, strlen(s->str));
+			}
+		} else if (arg->type == TEP_PRINT_OP) {
+			find_reasons(m, arg->op.left);
+			find_reasons(m, arg->op.right);
+		}
+	}
+}
+
 int ta_decoder_init(struct ta_decoder *d, struct tep_handle *tep, char *err, size_t err_size)
 {
 	struct tep_event *ev = tep_find_event_by_name(tep, "sock", "inet_sock_set_state");
@@ -63,7 +145,8 @@ int ta_decoder_init(struct ta_decoder *d, struct tep_handle *tep, char *err, siz
 	}
 	d->tep = tep;
 	d->event_id = ev->id;
-	if ((r = find(ev, "common_pid", &d->pid, true, err, err_size)) ||
+	if ((r = find(ev, "skaddr", &d->skaddr, false, err, err_size)) ||
+	    (r = find(ev, "common_pid", &d->pid, true, err, err_size)) ||
 	    (r = find(ev, "oldstate", &d->oldstate, true, err, err_size)) ||
 	    (r = find(ev, "newstate", &d->newstate, true, err, err_size)) ||
 	    (r = find(ev, "sport", &d->sport, true, err, err_size)) ||
@@ -82,7 +165,7 @@ int ta_decoder_init(struct ta_decoder *d, struct tep_handle *tep, char *err, siz
 		return r;
 	const struct ta_field *all[] = {&d->pid,   &d->oldstate, &d->newstate, &d->sport,
 					&d->dport, &d->family,   &d->protocol, &d->saddr,
-					&d->daddr, &d->saddr_v6, &d->daddr_v6};
+					&d->daddr, &d->saddr_v6, &d->daddr_v6, &d->skaddr};
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
 		if (all[i]->size > 8 && all[i]->size != 16) {
 			snprintf(err, err_size, "a field of %d bytes where a number is expected",
@@ -92,6 +175,12 @@ int ta_decoder_init(struct ta_decoder *d, struct tep_handle *tep, char *err, siz
 		if ((size_t)(all[i]->offset + all[i]->size) > d->record_min)
 			d->record_min = (size_t)(all[i]->offset + all[i]->size);
 	}
+	if ((r = reset_fields(tep, "tcp_send_reset", &d->sent, err, err_size)) ||
+	    (r = reset_fields(tep, "tcp_receive_reset", &d->received, err, err_size)))
+		return r;
+	reset_reason_map_init(&d->reasons);
+	if (d->sent.id)
+		find_reasons(&d->reasons, tep_find_event(tep, d->sent.id)->print_fmt.args);
 	d->page_size = tep_get_sub_buffer_size(tep);
 	if (d->page_size <= 0)
 		d->page_size = tep_get_page_size(tep);
@@ -126,10 +215,84 @@ static bool v4_mapped(const uint8_t *a)
 	return memcmp(a, prefix, sizeof(prefix)) == 0;
 }
 
-/* 1: an event in ev; 0: not ours (other event, protocol or family) */
-static int decode(const struct ta_decoder *d, const uint8_t *rec, struct tcp_audit_event *ev)
+/* An address and port from a struct sockaddr_in or sockaddr_in6 (28 bytes); its family. */
+static int from_sockaddr(const uint8_t *sa, uint8_t addr[16], uint16_t *port)
 {
-	if ((int)tep_read_number(d->tep, rec, 2) != d->event_id)
+	uint16_t family, be_port;
+
+	memcpy(&family, sa, 2);
+	memcpy(&be_port, sa + 2, 2);
+	*port = ntohs(be_port);
+	if (family == AF_INET)
+		memcpy(addr, sa + 4, 4);
+	else if (family == AF_INET6)
+		memcpy(addr, sa + 8, 16);
+	return family;
+}
+
+static int decode_reset(const struct ta_decoder *d, const struct ta_reset_fields *f,
+			const uint8_t *rec, size_t rec_len, struct tcp_audit_event *ev,
+			uint64_t *skaddr)
+{
+	if (rec_len < f->record_min)
+		return 0;
+	memset(ev, 0, sizeof(*ev));
+	ev->kind = TCP_AUDIT_KIND_RESET;
+	ev->reset_direction = f == &d->sent ? TCP_AUDIT_RESET_SENT : TCP_AUDIT_RESET_RECEIVED;
+	if (f->sockaddrs) {
+		int family = from_sockaddr(rec + f->saddr.offset, ev->saddr, &ev->sport);
+		if (from_sockaddr(rec + f->daddr.offset, ev->daddr, &ev->dport) != family)
+			return 0;
+		ev->family = (uint16_t)family;
+	} else {
+		int family = f->family.size ? (int)number(d, rec, &f->family)
+			     : v4_mapped(rec + f->saddr_v6.offset) ? AF_INET : AF_INET6;
+		ev->family = (uint16_t)family;
+		ev->sport = (uint16_t)number(d, rec, &f->sport);
+		ev->dport = (uint16_t)number(d, rec, &f->dport);
+		if (family == AF_INET) {
+			memcpy(ev->saddr, rec + f->saddr.offset, 4);
+			memcpy(ev->daddr, rec + f->daddr.offset, 4);
+		} else {
+			memcpy(ev->saddr, rec + f->saddr_v6.offset, 16);
+			memcpy(ev->daddr, rec + f->daddr_v6.offset, 16);
+		}
+	}
+	if (ev->family != AF_INET && ev->family != AF_INET6)
+		return 0;
+	uint64_t state = number(d, rec, &f->state);
+	if (state <= 12)
+		ev->old_state = ev->new_state = (uint8_t)state;
+	if (f->reason.size) {
+		uint64_t reason = number(d, rec, &f->reason);
+		if (reason < 256 && d->reasons.ours[reason] != RESET_REASON_NONE) {
+			ev->reset_reason = d->reasons.ours[reason];
+			ev->valid |= TCP_AUDIT_HAS_RESET_REASON;
+		}
+	}
+	ev->sock_cookie = number(d, rec, &f->cookie);
+	if (ev->sock_cookie)
+		ev->valid |= TCP_AUDIT_HAS_COOKIE;
+	ev->tid_on_cpu = (uint32_t)number(d, rec, &d->pid); /* common_pid: the same place */
+	ev->valid |= TCP_AUDIT_HAS_TID;
+	*skaddr = number(d, rec, &f->skaddr);
+	return 1;
+}
+
+/* 1: an event in ev; 0: not ours (other event, protocol or family) */
+static int decode(const struct ta_decoder *d, const uint8_t *rec, size_t rec_len,
+		  struct tcp_audit_event *ev, uint64_t *skaddr)
+{
+	int id = (int)tep_read_number(d->tep, rec, 2);
+
+	if (id != d->event_id) {
+		if (d->sent.id && id == d->sent.id)
+			return decode_reset(d, &d->sent, rec, rec_len, ev, skaddr);
+		if (d->received.id && id == d->received.id)
+			return decode_reset(d, &d->received, rec, rec_len, ev, skaddr);
+		return 0;
+	}
+	if (rec_len < d->record_min)
 		return 0;
 	int family;
 	if (d->family.size) {
@@ -162,6 +325,7 @@ static int decode(const struct ta_decoder *d, const uint8_t *rec, struct tcp_aud
 	}
 	ev->tid_on_cpu = (uint32_t)number(d, rec, &d->pid);
 	ev->valid = TCP_AUDIT_HAS_TID;
+	*skaddr = number(d, rec, &d->skaddr);
 	return 1;
 }
 
@@ -241,10 +405,11 @@ int ta_decoder_page(struct ta_decoder *d, const void *page, size_t len, ta_recor
 		}
 		if (step < 4 || step > data_size - pos)
 			return -EINVAL; /* a length that leaves the page: damaged here */
-		if (rec && rec_len >= d->record_min) {
+		if (rec) {
 			struct tcp_audit_event ev;
-			if (decode(d, rec, &ev) == 1) {
-				int fr = fn(ctx, &ev, ts);
+			uint64_t skaddr = 0;
+			if (decode(d, rec, rec_len, &ev, &skaddr) == 1) {
+				int fr = fn(ctx, &ev, ts, skaddr);
 				if (fr < 0)
 					return fr;
 				n++;

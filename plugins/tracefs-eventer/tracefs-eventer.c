@@ -6,7 +6,8 @@
  * It makes a tracing instance of its own (tcp_audit_<pid>_<n>), enables
  * sock:inet_sock_set_state there (tcp:tcp_set_state on kernels before 4.16)
  * with an in-kernel filter (TCP only, plus the port and family options), and
- * reads the per-CPU binary buffers (trace_pipe_raw).  Records are decoded
+ * tcp:tcp_send_reset and tcp:tcp_receive_reset (filtered in user space: they
+ * are rare), and reads the per-CPU binary buffers (trace_pipe_raw).  Records are decoded
  * through the event's format description (decoder.c); events of all CPUs are
  * merged in time order.  The buffers do not overwrite: what does not fit is
  * dropped by the kernel and counted in the per-CPU stats, which become the
@@ -51,6 +52,7 @@ struct tracefs_config {
 	const char *lports;
 	const char *rports;
 	bool snapshot;
+	const char *kinds;
 };
 
 static const struct tcp_audit_option tracefs_options[] = {
@@ -85,6 +87,11 @@ static const struct tcp_audit_option tracefs_options[] = {
 	 .help = "at start, a \"snapshot\" record for every TCP socket open then, in every "
 		 "network namespace, with the process holding it",
 	 .offset = offsetof(struct tracefs_config, snapshot)},
+	{.key = "kinds",
+	 .type = TCP_AUDIT_OPT_STRING,
+	 .def = "state,reset",
+	 .help = KINDS_OPTION_HELP,
+	 .offset = offsetof(struct tracefs_config, kinds)},
 	{0},
 };
 
@@ -94,6 +101,12 @@ struct cpu_reader {
 	struct tcp_audit_event *q; /* decoded, in time order */
 	size_t head, tail;
 	bool drained; /* the last read found the kernel buffer empty */
+	/*
+	 * The socket of the last reset received on this CPU: the kernel closes
+	 * it next, on this CPU, with an error that follows from its state.
+	 */
+	uint64_t reset_sk;
+	bool last_is_reset; /* q[tail - 1] is that reset's record */
 };
 
 struct tid_entry {
@@ -107,6 +120,7 @@ struct tracefs_eventer {
 	struct tracefs_instance *inst;
 	char name[64];
 	const char *system, *event;
+	bool resets; /* the reset events are enabled */
 	struct tep_handle *tep;
 	struct ta_decoder dec;
 	struct cpu_reader *cpus;
@@ -295,17 +309,57 @@ static const struct tid_entry *lookup_tid(struct tracefs_eventer *t, uint32_t ti
 
 /* --- reading ----------------------------------------------------------------- */
 
-static int on_record(void *ctx, struct tcp_audit_event *ev, uint64_t ts)
+/* The error the kernel gives a socket a reset closes (tcp_reset()), by its state then. */
+static uint16_t reset_error(unsigned state)
+{
+	switch (state) {
+	case TCP_AUDIT_TCP_SYN_SENT:
+		return ECONNREFUSED;
+	case TCP_AUDIT_TCP_CLOSE_WAIT:
+		return EPIPE;
+	default:
+		return ECONNRESET;
+	}
+}
+
+/*
+ * A reset received is followed on its CPU by its socket's close: the close
+ * gets the error, the reset the state (the tracepoint has none).  Returns
+ * whether ev passes the filters.
+ */
+static bool follow_resets(struct tracefs_eventer *t, struct cpu_reader *c,
+			  struct tcp_audit_event *ev, uint64_t skaddr)
+{
+	if (ev->kind == TCP_AUDIT_KIND_RESET) {
+		struct ta_subject subject = {0,         0,           ev->family,
+					     ev->sport, ev->dport,   ev->old_state,
+					     ev->new_state, ev->saddr, ev->daddr, 1};
+		if (ev->reset_direction == TCP_AUDIT_RESET_RECEIVED)
+			c->reset_sk = skaddr;
+		return ta_filter(&t->filter, &subject) == TA_PASS;
+	}
+	if (c->reset_sk && skaddr == c->reset_sk && ev->new_state == TCP_AUDIT_TCP_CLOSE) {
+		ev->error = reset_error(ev->old_state);
+		ev->valid |= TCP_AUDIT_HAS_ERROR;
+		if (c->last_is_reset && c->tail > c->head && !c->q[c->tail - 1].new_state)
+			c->q[c->tail - 1].old_state = c->q[c->tail - 1].new_state = ev->old_state;
+	}
+	c->reset_sk = 0;
+	return !t->family || ev->family == (t->family == 1 ? AF_INET : AF_INET6);
+}
+
+static int on_record(void *ctx, struct tcp_audit_event *ev, uint64_t ts, uint64_t skaddr)
 {
 	struct tracefs_eventer *t = ctx;
 	struct cpu_reader *c = t->filling;
 
-	if (t->family && ev->family != (t->family == 1 ? AF_INET : AF_INET6))
+	if (!follow_resets(t, c, ev, skaddr))
 		return 0;
 	if (c->tail == QUEUE_CAP)
 		return -ENOSPC; /* cannot happen: drain() leaves room for a page */
 	ev->ktime_ns = ts;
 	ev->valid |= TCP_AUDIT_HAS_KTIME;
+	c->last_is_reset = ev->kind == TCP_AUDIT_KIND_RESET;
 	c->q[c->tail++] = *ev;
 	return 0;
 }
@@ -459,6 +513,8 @@ static void tracefs_close(void *self)
 		return;
 	if (t->inst && t->system)
 		tracefs_event_disable(t->inst, t->system, t->event);
+	if (t->inst && t->resets)
+		tracefs_event_disable(t->inst, "tcp", NULL);
 	for (int i = 0; t->cpus && i < t->n_cpus; i++) {
 		if (t->cpus[i].tcpu)
 			tracefs_cpu_close(t->cpus[i].tcpu);
@@ -539,6 +595,18 @@ static int tracefs_open(void **self, const void *config, const struct tcp_audit_
 	r = build_filter(t, c, filter, sizeof(filter));
 	if (r)
 		return fail(t, r);
+	unsigned kinds;
+	if ((r = kinds_parse(c->kinds, &kinds, err, sizeof(err)))) {
+		if (r == -EINVAL)
+			tcp_audit_error(host, "option kinds: %s", err);
+		return fail(t, r);
+	}
+	t->filter.kinds = (__u16)kinds;
+	bool states = kinds & TA_KINDS_STATE;
+	t->resets = (kinds & TA_KINDS_RESET) && t->dec.sent.id && t->dec.received.id;
+	if ((kinds & TA_KINDS_RESET) && !t->resets)
+		tcp_audit_info(host, "this kernel has no tcp:tcp_send_reset or tcp:tcp_receive_reset "
+				     "event: no reset records");
 
 	snprintf(t->name, sizeof(t->name), INSTANCE_PREFIX "%ld_%u", (long)getpid(), serial++);
 	t->inst = tracefs_instance_create(t->name);
@@ -558,7 +626,7 @@ static int tracefs_open(void **self, const void *config, const struct tcp_audit_
 				strerror(errno));
 		return fail(t, -EIO);
 	}
-	if (filter[0] &&
+	if (states && filter[0] &&
 	    tracefs_event_file_write(t->inst, t->system, t->event, "filter", filter) < 0) {
 		tcp_audit_error(host, "the kernel refused the event filter \"%s\": %s", filter,
 				strerror(errno));
@@ -589,8 +657,14 @@ static int tracefs_open(void **self, const void *config, const struct tcp_audit_
 				strerror(errno));
 		return fail(t, -EIO);
 	}
-	if (tracefs_event_enable(t->inst, t->system, t->event) < 0) {
+	if (states && tracefs_event_enable(t->inst, t->system, t->event) < 0) {
 		tcp_audit_error(host, "cannot enable %s:%s: %s", t->system, t->event,
+				strerror(errno));
+		return fail(t, -EIO);
+	}
+	if (t->resets && (tracefs_event_enable(t->inst, "tcp", "tcp_send_reset") < 0 ||
+			  tracefs_event_enable(t->inst, "tcp", "tcp_receive_reset") < 0)) {
+		tcp_audit_error(host, "cannot enable tcp:tcp_send_reset and tcp:tcp_receive_reset: %s",
 				strerror(errno));
 		return fail(t, -EIO);
 	}

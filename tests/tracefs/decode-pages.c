@@ -45,11 +45,12 @@ static char *slurp(const char *path, size_t *len)
 	return buf;
 }
 
-static int print_event(void *ctx, struct tcp_audit_event *ev, uint64_t ts)
+static int print_event(void *ctx, struct tcp_audit_event *ev, uint64_t ts, uint64_t skaddr)
 {
 	char line[EVENT_JSON_MAX];
 
 	(void)ctx;
+	(void)skaddr;
 	ev->ktime_ns = ev->time_ns = ts;
 	ev->valid |= TCP_AUDIT_HAS_KTIME;
 	fwrite(line, 1, event_to_json(ev, line), stdout);

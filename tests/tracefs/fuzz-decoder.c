@@ -52,9 +52,10 @@ static void setup(struct ta_decoder *d, const char *dir, const char *system, con
 	free(fmt);
 }
 
-static int count(void *ctx, struct tcp_audit_event *ev, uint64_t ts)
+static int count(void *ctx, struct tcp_audit_event *ev, uint64_t ts, uint64_t skaddr)
 {
 	(void)ts;
+	(void)skaddr;
 	*(unsigned *)ctx += ev->family + ev->sport;
 	return 0;
 }
