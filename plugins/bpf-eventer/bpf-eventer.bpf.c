@@ -229,9 +229,16 @@ static __always_inline int handle(const struct sock *sk, int oldstate, int newst
 	r.seq = v == TA_PASS ? __sync_fetch_and_add(&seq_counter, 1) + 1 : 0;
 	current_task(&r, names_owner);
 	r.cookie = bpf_get_socket_cookie((struct sock *)sk);
-	/* an error ends it (refused, reset, timed out, unreachable): set before the state */
-	if (newstate == TCP_CLOSE)
+	/*
+	 * An error ends it (refused, reset, timed out, unreachable): set before
+	 * the state.  A connect given up by its process may have had a soft
+	 * one (an ICMP error that came while the process held the socket).
+	 */
+	if (newstate == TCP_CLOSE) {
 		r.error = (__u16)sk->sk_err;
+		if (!r.error && oldstate == TCP_SYN_SENT)
+			r.error = (__u16)sk->sk_err_soft;
+	}
 	send(&r);
 	return 0;
 }

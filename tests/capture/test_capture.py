@@ -8,6 +8,7 @@ import collections
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,8 @@ URING_ACCEPT = os.environ.get("TCP_AUDIT_URING_ACCEPT", "")
 # what each eventer knows beyond the basic fields
 HAS_OWNER = EVENTER == "bpf"
 HAS_COOKIE = EVENTER == "bpf"
+# the socket's own error on a close (tracefs knows only what follows a reset)
+HAS_SOCK_ERROR = EVENTER == "bpf"
 
 
 # a server and a client in processes of their own, with their own names
@@ -209,11 +212,12 @@ class Capture(unittest.TestCase):
     def tearDown(self):
         self.tmp.cleanup()
 
-    def capture(self, params, action, settle=0.5, snapshots=False):
+    def capture(self, params, action, settle=0.5, snapshots=False, resets=False):
         """Runs action() while tcp-audit captures; returns (events, summary).
         settle: seconds between the action and the stop.  The start-up
         snapshot's records (of sockets left by earlier tests too, TIME-WAIT
-        ones among them) are left out unless snapshots."""
+        ones among them) are left out unless snapshots, reset records unless
+        resets."""
         if os.path.exists(self.out):
             os.unlink(self.out)  # the jsonl sink appends
         args = ["--event", EVENTER]
@@ -230,6 +234,8 @@ class Capture(unittest.TestCase):
             events = [json.loads(l) for l in f]
         if not snapshots:
             events = [e for e in events if e.get("kind") != "snapshot"]
+        if not resets:
+            events = [e for e in events if e.get("kind") != "reset"]
         return events, summary(err)
 
     def peer(self, name, role, family, port):
@@ -327,17 +333,208 @@ class Capture(unittest.TestCase):
         self.assertEqual(len(clients), n)
         self.assertTrue(all("CLOSE-WAIT" in [e["new_state"] for e in evs] for evs in clients))
 
+    def check_reset(self, r, direction, sock, state, peer=None):
+        """r is a reset record of direction, seen from sock's side (addresses
+        and ports as in the state change sock, or as in peer's, reversed, when
+        there was no socket), in state (None: no socket)."""
+        self.assertEqual((r["kind"], r["direction"]), ("reset", direction), r)
+        if sock is not None:
+            mine = (sock["saddr"], sock["sport"], sock["daddr"], sock["dport"])
+        else:
+            mine = (peer["daddr"], peer["dport"], peer["saddr"], peer["sport"])
+        self.assertEqual((r["saddr"], r["sport"], r["daddr"], r["dport"]), mine, r)
+        self.assertEqual(r.get("state"), state, r)
+        if sock is None:
+            for key in ("sock_cookie", "owner_pid", "sock_inode"):
+                self.assertNotIn(key, r)
+            return
+        if HAS_COOKIE or direction == "received":  # tracefs: the tracepoint's own cookie
+            if HAS_COOKIE:
+                self.assertEqual(r["sock_cookie"], sock["sock_cookie"], r)
+            else:
+                self.assertIn("sock_cookie", r)
+        if HAS_OWNER:
+            self.assertEqual((r["owner_pid"], r["owner_comm"]),
+                             (sock["owner_pid"], sock["owner_comm"]), r)
+
     def test_refused_connect(self):
+        """A connect to a closed port: the reset sent for it (no socket there),
+        the reset received in SYN-SENT, and ECONNREFUSED on the close."""
+        for fam, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            port = free_port(fam)
+
+            def action():
+                with self.assertRaises(ConnectionRefusedError):
+                    socket.create_connection((host, port)).close()
+
+            events, _ = self.capture(["ports=%d" % port], action, resets=True)
+            changes = [e for e in events if e.get("kind") != "reset"]
+            resets = [e for e in events if e.get("kind") == "reset"]
+            self.assertEqual(states(changes), ["CLOSED", "SYN-SENT", "CLOSED"])
+            if HAS_OWNER:
+                self.assertEqual({e["owner_pid"] for e in changes}, {os.getpid()})
+            self.assertEqual(changes[-1]["error"], "ECONNREFUSED", changes)
+            self.assertNotIn("error", changes[0])
+            self.assertEqual(len(resets), 2, events)
+            sent, received = sorted(resets, key=lambda r: r["direction"] == "received")
+            self.check_reset(sent, "sent", None, None, peer=changes[-1])
+            self.assertEqual(sent["reason"], "NO_SOCKET", sent)
+            self.check_reset(received, "received", changes[-1], "SYN-SENT")
+            # in the order they happened: the reset, then the close it caused
+            self.assertLess(received["ktime"], changes[-1]["ktime"])
+
+    def test_abortive_close(self):
+        """SO_LINGER 0: the closing socket sends a reset (tied to it by cookie,
+        with its owner), its peer receives it in ESTABLISHED and closes with
+        ECONNRESET; the side that aborted has no error."""
         port = free_port()
+        ports = {}
 
         def action():
+            l = socket.socket()
+            l.bind(("127.0.0.1", port))
+            l.listen()
+            c = socket.create_connection(("127.0.0.1", port))
+            s, _ = l.accept()
+            ports["client"] = c.getsockname()[1]
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+            with self.assertRaises(ConnectionResetError):
+                s.recv(10)
+            s.close()
+            l.close()
+
+        events, _ = self.capture(["ports=%d" % port], action, resets=True)
+        changes = [e for e in events if e.get("kind") != "reset"]
+        client = [e for e in changes if e["dport"] == port and e["sport"] in (0, ports["client"])]
+        child = [e for e in changes if e["sport"] == port and e["dport"] == ports["client"]]
+        self.assertEqual(states(client), ["CLOSED", "SYN-SENT", "ESTABLISHED", "CLOSED"])
+        self.assertEqual(states(child), ["LISTEN", "SYN-RECEIVED", "ESTABLISHED", "CLOSED"])
+        self.assertNotIn("error", client[-1])
+        self.assertEqual(child[-1]["error"], "ECONNRESET")
+        resets = [e for e in events if e.get("kind") == "reset"]
+        self.assertEqual([r["direction"] for r in resets], ["sent", "received"]
+                         if resets[0]["direction"] == "sent" else ["received", "sent"], resets)
+        sent = [r for r in resets if r["direction"] == "sent"][0]
+        received = [r for r in resets if r["direction"] == "received"][0]
+        # the kernel closes the socket first, then sends the reset
+        self.check_reset(sent, "sent", client[-1], "CLOSED")
+        self.assertIn("reason", sent)
+        self.check_reset(received, "received", child[-1], "ESTABLISHED")
+
+    def test_reset_received_on_an_established_connection(self):
+        """A server that closes with unread data resets the connection: the
+        client receives it in ESTABLISHED and its close says ECONNRESET."""
+        port = free_port(socket.AF_INET6)
+        ports = {}
+
+        def action():
+            l = socket.socket(socket.AF_INET6)
+            l.bind(("::1", port))
+            l.listen()
+            c = socket.create_connection(("::1", port))
+            s, _ = l.accept()
+            ports["client"] = c.getsockname()[1]
+            c.sendall(b"unread")
+            time.sleep(0.05)
+            s.close()  # unread data: RST instead of FIN
+            time.sleep(0.05)
+            with self.assertRaises(ConnectionResetError):
+                c.recv(10)
+            c.close()
+            l.close()
+
+        events, _ = self.capture(["ports=%d" % port], action, resets=True)
+        changes = [e for e in events if e.get("kind") != "reset"]
+        client = [e for e in changes if e["dport"] == port and e["sport"] in (0, ports["client"])]
+        child = [e for e in changes if e["sport"] == port and e["dport"] == ports["client"]]
+        self.assertEqual(states(client), ["CLOSED", "SYN-SENT", "ESTABLISHED", "CLOSED"])
+        self.assertEqual(client[-1]["error"], "ECONNRESET")
+        resets = [e for e in events if e.get("kind") == "reset"]
+        self.assertEqual(sorted(r["direction"] for r in resets), ["received", "sent"], resets)
+        sent = [r for r in resets if r["direction"] == "sent"][0]
+        received = [r for r in resets if r["direction"] == "received"][0]
+        self.check_reset(sent, "sent", child[-1], "CLOSED")
+        self.assertEqual(sent["reason"], "TCP_ABORT_ON_CLOSE")
+        self.check_reset(received, "received", client[-1], "ESTABLISHED")
+
+    def test_kinds_select_what_is_traced(self):
+        port = free_port()
+
+        def refused():
             with self.assertRaises(ConnectionRefusedError):
                 socket.create_connection(("127.0.0.1", port)).close()
 
-        events, _ = self.capture(["ports=%d" % port], action)
+        events, _ = self.capture(["ports=%d" % port, "kinds=state"], refused, resets=True)
         self.assertEqual(states(events), ["CLOSED", "SYN-SENT", "CLOSED"])
-        if HAS_OWNER:
-            self.assertEqual({e["owner_pid"] for e in events}, {os.getpid()})
+        events, _ = self.capture(["ports=%d" % port, "kinds=reset"], refused, resets=True)
+        self.assertEqual(sorted(e["direction"] for e in events), ["received", "sent"], events)
+        r = tcpaudit.run(["--event", EVENTER, "-p", "kinds=state,fin", "--sink", "jsonl",
+                          "-p", "path=" + self.out])
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn('option kinds: "fin" is not a kind of record (state, reset)', r.stderr)
+
+    def in_namespace(self, rules, sysctls=(), slow=False):
+        """A network namespace of our own with lo up, nftables rules and sysctls;
+        returns its name (deleted at the end of the test).  slow: packets
+        after the first wait for a token bucket (tens of ms), so that an
+        answer comes while connect() waits, as from a router: on plain
+        loopback it comes within connect() itself."""
+        name = "ta-fail-%d" % os.getpid()
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        self.addCleanup(subprocess.run, ["ip", "netns", "del", name])
+        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
+        if slow:
+            subprocess.run(["ip", "netns", "exec", name, "tc", "qdisc", "add", "dev", "lo", "root",
+                            "tbf", "rate", "8kbit", "burst", "110", "latency", "2s"], check=True)
+        for kv in sysctls:
+            subprocess.run(["ip", "netns", "exec", name, "sysctl", "-qw", kv], check=True)
+        subprocess.run(["ip", "netns", "exec", name, "nft", "-f", "-"], input=rules, text=True,
+                       check=True)
+        return name
+
+    def failed_connect_in(self, netns, port, expect):
+        """Connects to 127.0.0.1:port inside netns, expecting the errno name expect."""
+        code = ("import socket, sys\n"
+                "try:\n"
+                "    socket.create_connection(('127.0.0.1', %d), timeout=30)\n"
+                "except OSError as e:\n"
+                "    import errno; print(errno.errorcode[e.errno])\n" % port)
+        out = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", code],
+                             capture_output=True, text=True, timeout=60).stdout.strip()
+        self.assertEqual(out, expect)
+
+    def test_connect_timeout(self):
+        """A SYN dropped by a firewall (in a namespace of the test's, with
+        tcp_syn_retries lowered there): the connect times out, ETIMEDOUT."""
+        port = free_port()
+        netns = self.in_namespace(
+            "table inet ta { chain in { type filter hook input priority 0;"
+            " tcp dport %d tcp flags syn drop; }; }" % port,
+            ["net.ipv4.tcp_syn_retries=1"])
+        events, _ = self.capture(["ports=%d" % port], lambda: self.failed_connect_in(
+            netns, port, "ETIMEDOUT"), resets=True)
+        self.assertEqual(states(events), ["CLOSED", "SYN-SENT", "CLOSED"], events)
+        if HAS_SOCK_ERROR:
+            self.assertEqual(events[-1]["error"], "ETIMEDOUT")
+            self.assertEqual(events[-1]["netns"], os.stat("/run/netns/" + netns).st_ino)
+        else:
+            self.assertNotIn("error", events[-1])  # no reset: tracefs cannot tell
+
+    def test_unreachable(self):
+        """An ICMP host-unreachable answers the SYN (a reject rule in a
+        namespace of the test's): EHOSTUNREACH."""
+        port = free_port()
+        netns = self.in_namespace(
+            "table inet ta { chain in { type filter hook input priority 0;"
+            " tcp dport %d reject with icmpx type host-unreachable; }; }" % port, slow=True)
+        events, _ = self.capture(["ports=%d" % port], lambda: self.failed_connect_in(
+            netns, port, "EHOSTUNREACH"), resets=True)
+        self.assertEqual(states(events), ["CLOSED", "SYN-SENT", "CLOSED"], events)
+        if HAS_SOCK_ERROR:
+            self.assertEqual(events[-1].get("error"), "EHOSTUNREACH", events)
+        else:
+            self.assertNotIn("error", events[-1])
 
     def test_port_filter_drops_other_ports(self):
         keep, drop = free_port(), free_port()
