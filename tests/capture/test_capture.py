@@ -844,7 +844,12 @@ class Capture(unittest.TestCase):
             self.assertEqual(t.stop(), 130)
             self.assertIn("--event auto: using bpf", t.stderr())
         with open(self.out) as f:  # (a snapshot may list TIME-WAIT sockets of earlier tests)
-            self.assertEqual(len([l for l in f if '"kind":"snapshot"' not in l]), 2)
+            events = [json.loads(l) for l in f if '"kind":"snapshot"' not in l]
+        # the connect's two state changes, and the reset sent and received
+        self.assertEqual(states([e for e in events if e.get("kind") is None]),
+                         ["CLOSED", "SYN-SENT", "CLOSED"])
+        self.assertEqual(sorted(e["direction"] for e in events if e.get("kind") == "reset"),
+                         ["received", "sent"])
 
     def proc_status(self, pid):
         with open("/proc/%d/status" % pid) as f:

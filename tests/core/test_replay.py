@@ -7,7 +7,7 @@ import tempfile
 import unittest
 
 import tcpaudit
-from tcpaudit import BIN, SNAPSHOT_LINE, run, sample_line, summary
+from tcpaudit import BIN, FAILURE_LINES, SNAPSHOT_LINE, run, sample_line, summary
 
 # command names as the kernel may hold them: quotes, backslashes, control
 # characters, valid and invalid UTF-8 (written \u0080-\u00ff, see README)
@@ -38,6 +38,9 @@ def lines_with_everything():
                '"stage":"kernel","lost":12345,"ktime":99}')
     out.append(sample_line(60, sport="0", dport="65535", sock_cookie="18446744073709551615"))
     out.append(SNAPSHOT_LINE)
+    out += FAILURE_LINES
+    out.append(sample_line(90, old_state='"ESTABLISHED"', new_state='"CLOSED"',
+                           error='"ETIMEDOUT"'))
     return out
 
 
@@ -90,11 +93,23 @@ class RoundTrip(unittest.TestCase):
     def test_console_shows_every_kind(self):
         self.write_input([sample_line(1), SNAPSHOT_LINE,
                           '{"time":"2026-11-25T01:53:08.000000000Z","kind":"gap",'
-                          '"stage":"queue","lost":7}'])
+                          '"stage":"queue","lost":7}'] + FAILURE_LINES)
         r = run(["--event", "replay", "-p", "path=" + self.inp, "--sink", "console"])
         self.assertEqual(r.returncode, 0, r.stderr)
         lines = r.stdout.splitlines()
-        self.assertEqual(len(lines), 3, r.stdout)
+        self.assertEqual(len(lines), 7, r.stdout)
+        self.assertEqual(lines[3], "2026-11-25 01:53:09.000000  tcp4  127.0.0.2:8080 -> "
+                                   "127.0.0.1:40001  RESET sent (NO_SOCKET)  (on cpu 100 curl)")
+        self.assertEqual(lines[4], "2026-11-25 01:53:09.000000  tcp4  127.0.0.1:40001 -> "
+                                   "127.0.0.2:8080  RESET received in SYN-SENT  owner 100 curl  "
+                                   "(on cpu 100 curl)")
+        self.assertEqual(lines[5], "2026-11-25 01:53:09.000000  tcp4  127.0.0.1:40001 -> "
+                                   "127.0.0.2:8080  SYN-SENT -> CLOSED (ECONNREFUSED)  owner 100 "
+                                   "curl  (on cpu 100 curl)")
+        self.assertEqual(lines[6], "2026-11-25 01:53:09.000000  tcp6  [::1]:40002 -> [::1]:443  "
+                                   "RESET sent in CLOSED (TCP_ABORT_ON_LINGER)  owner 100 curl  "
+                                   "(on cpu 100 curl)")
+        lines = lines[:3]
         self.assertIn(" -> ", lines[0])
         self.assertIn("(on cpu ", lines[0])
         self.assertEqual(lines[1], "2026-11-25 01:53:06.000000  tcp6  [::1]:8443 -> [::]:0  "

@@ -12,7 +12,7 @@ import time
 import unittest
 
 import tcpaudit
-from tcpaudit import SNAPSHOT_LINE, Running, fixture, sample_line, store_lines
+from tcpaudit import FAILURE_LINES, SNAPSHOT_LINE, Running, fixture, sample_line, store_lines
 
 TARGET, KIND = sys.argv[1], sys.argv[2]
 PAGES = sys.argv[3] if len(sys.argv) > 3 else ""
@@ -29,6 +29,7 @@ def seeds_replay_line():
     out += [l.encode() for l in store_lines()]
     out += [b'{"kind":"gap","time":"2026-11-25T00:00:00Z","stage":"kernel","lost":3}']
     out += [SNAPSHOT_LINE.encode()]
+    out += [l.encode() for l in FAILURE_LINES]
     return out
 
 

@@ -176,6 +176,7 @@ def sample_line(seq, **over):
         ("dport", "8080"),
         ("old_state", '"CLOSED"'),
         ("new_state", '"SYN-SENT"'),
+        ("error", None),  # only when given
         ("pid_on_cpu", "100"),
         ("tid_on_cpu", "101"),
         ("comm_on_cpu", '"curl"'),
@@ -198,7 +199,8 @@ def sample_line(seq, **over):
             if over[k] is None:
                 continue
             v = over[k]
-        out.append('"%s":%s' % (k, v))
+        if v is not None:
+            out.append('"%s":%s' % (k, v))
     return "{" + ",".join(out) + "}"
 
 
@@ -226,6 +228,35 @@ SNAPSHOT_LINE = ('{"time":"2026-11-25T01:53:06.000000000Z","host":"host-a","kind
                  '"old_state":"LISTEN","new_state":"LISTEN","owner_pid":77,"owner_uid":1000,'
                  '"owner_comm":"nginx","sock_cookie":4242,"sock_inode":99,"sock_uid":1000,'
                  '"sock_gid":1000,"netns":4026531840,"ktime":5}')
+
+
+# Why connections fail: a refused connect as the bpf eventer writes it (the reset
+# sent for it with no socket, the reset received in SYN-SENT, the close with
+# its error), and an abortive close's reset with a reason the kernel gave.
+FAILURE_LINES = [
+    '{"time":"2026-11-25T01:53:09.000000001Z","host":"host-a","kind":"reset",'
+    '"direction":"sent","reason":"NO_SOCKET","family":"inet","saddr":"127.0.0.2",'
+    '"sport":8080,"daddr":"127.0.0.1","dport":40001,"pid_on_cpu":100,"tid_on_cpu":101,'
+    '"comm_on_cpu":"curl","netns":4026531840,"seq":81,"ktime":2000001}',
+    '{"time":"2026-11-25T01:53:09.000000002Z","host":"host-a","kind":"reset",'
+    '"direction":"received","family":"inet","saddr":"127.0.0.1","sport":40001,'
+    '"daddr":"127.0.0.2","dport":8080,"state":"SYN-SENT","pid_on_cpu":100,"tid_on_cpu":101,'
+    '"comm_on_cpu":"curl","owner_pid":100,"owner_uid":1000,"owner_comm":"curl",'
+    '"sock_cookie":1081,"sock_inode":50081,"sock_uid":1000,"sock_gid":1000,'
+    '"sock_state":"CONNECTING","netns":4026531840,"cgroup_id":7,"seq":82,"ktime":2000002}',
+    '{"time":"2026-11-25T01:53:09.000000003Z","host":"host-a","family":"inet",'
+    '"saddr":"127.0.0.1","sport":40001,"daddr":"127.0.0.2","dport":8080,'
+    '"old_state":"SYN-SENT","new_state":"CLOSED","error":"ECONNREFUSED","pid_on_cpu":100,'
+    '"tid_on_cpu":101,"comm_on_cpu":"curl","owner_pid":100,"owner_uid":1000,'
+    '"owner_comm":"curl","sock_cookie":1081,"sock_inode":50081,"sock_uid":1000,'
+    '"sock_gid":1000,"sock_state":"CONNECTING","netns":4026531840,"cgroup_id":7,"seq":83,'
+    '"ktime":2000003}',
+    '{"time":"2026-11-25T01:53:09.000000004Z","host":"host-a","kind":"reset",'
+    '"direction":"sent","reason":"TCP_ABORT_ON_LINGER","family":"inet6","saddr":"::1",'
+    '"sport":40002,"daddr":"::1","dport":443,"state":"CLOSED","pid_on_cpu":100,'
+    '"tid_on_cpu":101,"comm_on_cpu":"curl","owner_pid":100,"owner_uid":1000,'
+    '"owner_comm":"curl","sock_cookie":1084,"seq":84,"ktime":2000004}',
+]
 
 
 def store_lines():

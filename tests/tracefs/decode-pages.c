@@ -64,7 +64,8 @@ int main(int argc, char **argv)
 	int status = 0;
 
 	if (argc < 4) {
-		fprintf(stderr, "usage: decode-pages HEADER_PAGE SYSTEM FORMAT [PAGE...]\n");
+		fprintf(stderr, "usage: decode-pages HEADER_PAGE SYSTEM FORMAT [SYSTEM:FORMAT...] "
+				"[PAGE...]\n");
 		return 2;
 	}
 	struct tep_handle *tep = tep_alloc();
@@ -79,12 +80,26 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s: cannot parse\n", argv[3]);
 		return 2;
 	}
+	/* more events (the resets): SYSTEM:FORMAT */
+	int first_page = 4;
+	for (; first_page < argc && strchr(argv[first_page], ':') &&
+	       strstr(argv[first_page], ".format");
+	     first_page++) {
+		char *colon = strchr(argv[first_page], ':');
+		*colon = '\0';
+		char *more = slurp(colon + 1, &len);
+		if (!more || tep_parse_event(tep, more, len, argv[first_page]) != 0) {
+			fprintf(stderr, "%s: cannot parse\n", colon + 1);
+			return 2;
+		}
+		free(more);
+	}
 	struct ta_decoder d;
 	if (ta_decoder_init(&d, tep, err, sizeof(err)) != 0) {
 		fprintf(stderr, "decoder: %s\n", err);
 		return 2;
 	}
-	for (int i = 4; i < argc; i++) {
+	for (int i = first_page; i < argc; i++) {
 		char *page = slurp(argv[i], &len);
 		if (!page) {
 			fprintf(stderr, "%s: %s\n", argv[i], strerror(errno));

@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: MIT
 /*
  * libFuzzer target for the tracefs record decoder: every input is one trace
- * buffer page, decoded with the recorded inet_sock_set_state format (or, for
- * inputs starting with 'L', the old tcp_set_state one).  Built with clang
+ * buffer page, decoded with the recorded inet_sock_set_state format and the
+ * reset events' (or, for inputs starting with 'L', the old tcp_set_state one).  Built with clang
  * -fsanitize=fuzzer,address,undefined; TCP_AUDIT_PAGES points at the folder
  * of recorded pages and formats.
  */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,7 +34,8 @@ static char *slurp(const char *dir, const char *name, size_t *len)
 	return buf;
 }
 
-static void setup(struct ta_decoder *d, const char *dir, const char *system, const char *format)
+static void setup(struct ta_decoder *d, const char *dir, const char *system, const char *format,
+		  bool resets)
 {
 	size_t len;
 	char err[256];
@@ -43,8 +45,19 @@ static void setup(struct ta_decoder *d, const char *dir, const char *system, con
 	char *header = slurp(dir, "header_page", &len);
 	char *fmt = slurp(dir, format, &len);
 	if (tep_parse_header_page(tep, header, strlen(header), sizeof(long)) != 0 ||
-	    tep_parse_event(tep, fmt, len, system) != 0 ||
-	    ta_decoder_init(d, tep, err, sizeof(err)) != 0) {
+	    tep_parse_event(tep, fmt, len, system) != 0) {
+		fprintf(stderr, "fuzz-decoder: cannot set up %s\n", format);
+		abort();
+	}
+	for (int i = 0; resets && i < 2; i++) {
+		char *more = slurp(dir, i ? "tcp_receive_reset.format" : "tcp_send_reset.format", &len);
+		if (tep_parse_event(tep, more, len, "tcp") != 0) {
+			fprintf(stderr, "fuzz-decoder: cannot set up the reset events\n");
+			abort();
+		}
+		free(more);
+	}
+	if (ta_decoder_init(d, tep, err, sizeof(err)) != 0) {
 		fprintf(stderr, "fuzz-decoder: cannot set up %s\n", format);
 		abort();
 	}
@@ -70,8 +83,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		fprintf(stderr, "fuzz-decoder: set TCP_AUDIT_PAGES\n");
 		abort();
 	}
-	setup(&decoders[0], dir, "sock", "inet_sock_set_state.format");
-	setup(&decoders[1], dir, "tcp", "tcp_set_state.format");
+	setup(&decoders[0], dir, "sock", "inet_sock_set_state.format", true);
+	setup(&decoders[1], dir, "tcp", "tcp_set_state.format", false);
 	return 0;
 }
 

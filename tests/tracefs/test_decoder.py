@@ -18,10 +18,12 @@ from tcpaudit import CLIENT, LISTENER, SERVER, states
 
 TOOL, PAGES = sys.argv[1], sys.argv[2]
 
-def decode(system, event, pages):
+def decode(system, event, pages, more=()):
+    """more: the other events' (system, event) on the pages."""
     return subprocess.run([TOOL, os.path.join(PAGES, "header_page"), system,
-                           os.path.join(PAGES, event + ".format")] + pages,
-                          capture_output=True, text=True)
+                           os.path.join(PAGES, event + ".format")] +
+                          ["%s:%s" % (s, os.path.join(PAGES, e + ".format")) for s, e in more] +
+                          pages, capture_output=True, text=True)
 
 
 class Decoder(unittest.TestCase):
@@ -57,6 +59,42 @@ class Decoder(unittest.TestCase):
         old = self.check("tcp", "tcp_set_state")
         new = self.check("sock", "inet_sock_set_state")
         self.assertEqual(old, new)
+
+    def test_resets_page(self):
+        """A refused IPv4 connect and an abortive IPv6 close, with the resets
+        (this kernel's tcp_send_reset has its addresses as struct sockaddr)."""
+        with open(os.path.join(PAGES, "resets.json")) as f:
+            manifest = json.load(f)
+        r = decode("sock", "inet_sock_set_state",
+                   [os.path.join(PAGES, p) for p in manifest["pages"]],
+                   more=[("tcp", "tcp_send_reset"), ("tcp", "tcp_receive_reset")])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        events = [json.loads(l) for l in r.stdout.splitlines()]
+        refused, aborted = manifest["connections"]
+        port, cport = refused["server_port"], refused["client_port"]
+        resets = [e for e in events if e.get("kind") == "reset" and port in (e["sport"], e["dport"])]
+        self.assertEqual(len(resets), 2, events)
+        sent, received = resets  # the reset goes out before it comes in
+        self.assertEqual((sent["direction"], sent["reason"], sent["family"]),
+                         ("sent", "NO_SOCKET", "inet"))
+        self.assertEqual((sent["saddr"], sent["sport"], sent["daddr"], sent["dport"]),
+                         ("127.0.0.1", port, "127.0.0.1", cport))
+        self.assertNotIn("state", sent)
+        self.assertNotIn("sock_cookie", sent)
+        self.assertEqual((received["direction"], received["sport"], received["dport"]),
+                         ("received", cport, port))
+        self.assertGreater(received["sock_cookie"], 0)
+        self.assertNotIn("reason", received)
+        port, cport = aborted["server_port"], aborted["client_port"]
+        resets = [e for e in events if e.get("kind") == "reset" and port in (e["sport"], e["dport"])]
+        self.assertEqual(sorted((e["direction"], e["family"], e["sport"], e["dport"]) for e in resets),
+                         [("received", "inet6", port, cport), ("sent", "inet6", cport, port)])
+        sent = [e for e in resets if e["direction"] == "sent"][0]
+        self.assertEqual((sent["state"], sent["saddr"], sent["daddr"]), ("CLOSED", "::1", "::1"))
+        self.assertIn("reason", sent)
+        # the state changes on the same pages are decoded as before
+        self.assertEqual(states([e for e in events if "kind" not in e and e["sport"] == cport]),
+                         ["SYN-SENT", "ESTABLISHED", "CLOSED"])
 
     def test_damaged_pages_are_reported_not_read(self):
         with open(os.path.join(PAGES, "inet_sock_set_state-cpu1-0.page"), "rb") as f:
