@@ -44,10 +44,13 @@ Configurations (rows of capture):
                      $STATE_DIRECTORY/tcp-audit.db, the default spool)
   bpf-jsonl          --event bpf --sink jsonl (the default spool)
   bpf-jsonl-nospool  the same with --spool none
+  bpf-jsonl-states   bpf -> jsonl with -p kinds=state: no reset tracepoints
+                     (beside bpf-jsonl, which records resets too: their cost)
   bpf-sqlite         --event bpf --sink sqlite (the default spool)
   bpf-pgsql-stock    --event bpf --sink pgsql, on a PostgreSQL as initdb leaves it
   bpf-pgsql-tuned    the same on a PostgreSQL tuned for speed (fsync off, ...)
   tracefs-jsonl      --event tracefs --sink jsonl (the default spool)
+  tracefs-jsonl-states  the same with -p kinds=state
 Every tcp-audit runs with STATE_DIRECTORY set to a fresh directory of its own.
 
 Output: Markdown tables on stdout (each section's as it ends), and one JSON
@@ -89,10 +92,14 @@ CONFIGS = {
     "default": ("auto", "sqlite", "default", None),
     "bpf-jsonl": ("bpf", "jsonl", "default", ["--event", "bpf"]),
     "bpf-jsonl-nospool": ("bpf", "jsonl", "none", ["--spool", "none", "--event", "bpf"]),
+    "bpf-jsonl-states": ("bpf", "jsonl, kinds=state", "default",
+                         ["--event", "bpf", "-p", "kinds=state"]),
     "bpf-sqlite": ("bpf", "sqlite", "default", ["--event", "bpf"]),
     "bpf-pgsql-stock": ("bpf", "pgsql (stock)", "default", ["--event", "bpf"]),
     "bpf-pgsql-tuned": ("bpf", "pgsql (tuned)", "default", ["--event", "bpf"]),
     "tracefs-jsonl": ("tracefs", "jsonl", "default", ["--event", "tracefs"]),
+    "tracefs-jsonl-states": ("tracefs", "jsonl, kinds=state", "default",
+                             ["--event", "tracefs", "-p", "kinds=state"]),
 }
 
 STOP_TIMEOUT = 1800  # seconds a stopped tcp-audit may take to store what it read

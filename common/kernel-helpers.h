@@ -22,7 +22,7 @@ int kinds_parse(const char *text, unsigned *kinds, char *err, size_t err_size);
 /* The kinds option's entry, the same in every eventer. */
 #define KINDS_OPTION_HELP                                                                  \
 	"the kinds of record to capture: state (state changes), reset (resets sent and "     \
-	"received); a kind left out is not traced at all"
+	"received); without reset, the reset tracepoints are not attached"
 
 /* Kernel reset reasons (enum sk_rst_reason) to ours, by name; RESET_REASON_NONE: no name. */
 #define RESET_REASON_NONE 0xff
