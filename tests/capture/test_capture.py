@@ -482,7 +482,7 @@ class Capture(unittest.TestCase):
         loopback it comes within connect() itself."""
         name = "ta-fail-%d" % os.getpid()
         subprocess.run(["ip", "netns", "add", name], check=True)
-        self.addCleanup(subprocess.run, ["ip", "netns", "del", name])
+        self.addCleanup(subprocess.run, ["ip", "netns", "del", name], stderr=subprocess.DEVNULL)
         subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
         if slow:
             subprocess.run(["ip", "netns", "exec", name, "tc", "qdisc", "add", "dev", "lo", "root",
@@ -522,19 +522,24 @@ class Capture(unittest.TestCase):
             self.assertNotIn("error", events[-1])  # no reset: tracefs cannot tell
 
     def test_unreachable(self):
-        """An ICMP host-unreachable answers the SYN (a reject rule in a
-        namespace of the test's): EHOSTUNREACH."""
-        port = free_port()
-        netns = self.in_namespace(
-            "table inet ta { chain in { type filter hook input priority 0;"
-            " tcp dport %d reject with icmpx type host-unreachable; }; }" % port, slow=True)
-        events, _ = self.capture(["ports=%d" % port], lambda: self.failed_connect_in(
-            netns, port, "EHOSTUNREACH"), resets=True)
-        self.assertEqual(states(events), ["CLOSED", "SYN-SENT", "CLOSED"], events)
-        if HAS_SOCK_ERROR:
-            self.assertEqual(events[-1].get("error"), "EHOSTUNREACH", events)
-        else:
-            self.assertNotIn("error", events[-1])
+        """An ICMP host or network unreachable answers the SYN (a reject rule
+        in a namespace of the test's): EHOSTUNREACH, ENETUNREACH.  (A connect
+        that the routing table itself refuses fails before its socket leaves
+        CLOSED: the kernel has no state change to report.)"""
+        for icmp, name in (("icmpx type host-unreachable", "EHOSTUNREACH"),
+                           ("icmp type net-unreachable", "ENETUNREACH")):
+            port = free_port()
+            netns = self.in_namespace(
+                "table inet ta { chain in { type filter hook input priority 0;"
+                " tcp dport %d reject with %s; }; }" % (port, icmp), slow=True)
+            events, _ = self.capture(["ports=%d" % port], lambda: self.failed_connect_in(
+                netns, port, name), resets=True)
+            self.assertEqual(states(events), ["CLOSED", "SYN-SENT", "CLOSED"], events)
+            if HAS_SOCK_ERROR:
+                self.assertEqual(events[-1].get("error"), name, events)
+            else:
+                self.assertNotIn("error", events[-1])
+            subprocess.run(["ip", "netns", "del", netns], check=True)
 
     def test_port_filter_drops_other_ports(self):
         keep, drop = free_port(), free_port()
