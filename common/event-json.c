@@ -200,7 +200,7 @@ size_t event_to_json(const struct tcp_audit_event *ev, char out[EVENT_JSON_MAX])
 		} else if (ev->new_state) { /* the socket's, when there is one */
 			PUT_NAME_FIELD(&o, "state", tcp_state_name(ev->new_state), ev->new_state);
 		}
-		if (ev->valid & TCP_AUDIT_HAS_ERROR)
+		if ((ev->valid & TCP_AUDIT_HAS_ERROR) && ev->kind == TCP_AUDIT_KIND_STATE_CHANGE)
 			PUT_NAME_FIELD(&o, "error", errno_name(ev->error), ev->error);
 		if (!snapshot) { /* a snapshot has no process on the CPU */
 			PUT_U64_FIELD(&o, "pid_on_cpu", ev->pid_on_cpu);

@@ -8,7 +8,7 @@
 
 #include "event-text.h"
 
-/* Numbers to try: every kernel value ours has a name for is below 256. */
+/* Numbers to try: every value ours has a name for (errno values too) is below 256. */
 #define MAX_VALUE 256
 
 static const char *name_of(enum sql_names names, unsigned v)
@@ -22,6 +22,12 @@ static const char *name_of(enum sql_names names, unsigned v)
 		return family_name(v);
 	case SQL_GAP_STAGE:
 		return gap_stage_name(v);
+	case SQL_RESET_DIRECTION:
+		return reset_direction_name(v);
+	case SQL_RESET_REASON:
+		return reset_reason_name(v);
+	case SQL_ERRNO:
+		return errno_name(v);
 	}
 	return NULL;
 }
@@ -68,45 +74,57 @@ int sql_case_number(char *out, size_t size, enum sql_names names, const char *ex
 	return build(out, size, names, expr, false);
 }
 
-int sql_views(char *out, size_t size, const struct sql_view_forms *f)
+const char *const sql_view_names[SQL_N_VIEWS] = {
+	"tcp_events", "tcp_events_socket_info", "tcp_audit_gaps", "tcp_audit_snapshots",
+	"tcp_audit_resets",
+};
+
+int sql_views(char *out, size_t size, const struct sql_view_forms *f, const char *create)
 {
-	char old_state[1024], new_state[1024], sock_state[512], family[256], stage[256];
+	char old_state[1024], new_state[1024], state[1024], sock_state[512], family[256],
+		stage[256], dir[256], reason[2048], error[8192];
+	size_t len = 0;
 
 	if (sql_case_name(old_state, sizeof(old_state), SQL_TCP_STATE, "old_state") < 0 ||
 	    sql_case_name(new_state, sizeof(new_state), SQL_TCP_STATE, "new_state") < 0 ||
+	    /* a reset's socket state: NULL when there was no socket (0) */
+	    sql_case_name(state, sizeof(state), SQL_TCP_STATE, "NULLIF(new_state, 0)") < 0 ||
 	    sql_case_name(sock_state, sizeof(sock_state), SQL_SOCK_STATE, "sock_state") < 0 ||
 	    sql_case_name(family, sizeof(family), SQL_FAMILY, "family") < 0 ||
-	    sql_case_name(stage, sizeof(stage), SQL_GAP_STAGE, "gap_stage") < 0)
+	    sql_case_name(stage, sizeof(stage), SQL_GAP_STAGE, "gap_stage") < 0 ||
+	    sql_case_name(dir, sizeof(dir), SQL_RESET_DIRECTION, "reset_direction") < 0 ||
+	    sql_case_name(reason, sizeof(reason), SQL_RESET_REASON, "reset_reason") < 0 ||
+	    sql_case_name(error, sizeof(error), SQL_ERRNO, "error") < 0)
 		return -1;
-	int n = snprintf(
-		out, size,
-		"CREATE VIEW tcp_events AS SELECT %s AS uid, %s AS timestamp, pid_on_cpu,"
-		" comm_on_cpu, saddr AS src_ip, daddr AS dst_ip, sport AS src_port,"
-		" dport AS dst_port, %s AS old_state, %s AS new_state, time_ns, %s AS family,"
-		" tid_on_cpu, owner_pid, owner_uid, owner_comm, sock_cookie, netns, cgroup_id,"
-		" host, seq, ktime FROM tcp_audit_events WHERE kind = 0;"
-		"CREATE VIEW tcp_events_socket_info AS SELECT %s AS uid, %s AS tcp_event_uid,"
-		" %s AS id, sock_inode AS inode, sock_uid AS user_id, sock_gid AS group_id,"
-		" %s AS state%s FROM tcp_audit_events WHERE kind = 0 AND sock_inode IS NOT NULL;"
-		"CREATE VIEW tcp_audit_gaps AS SELECT %s AS uid, %s AS timestamp, time_ns, host,"
-		" %s AS stage, gap_lost AS lost, seq, ktime FROM tcp_audit_events WHERE kind = 1;",
-		f->uid, f->timestamp, old_state, new_state, family, f->uid, f->uid, f->cookie_hex,
-		sock_state, f->info_extra, f->uid, f->timestamp, stage);
-	return n > 0 && (size_t)n < size ? 0 : -1;
-}
-
-int sql_snapshot_view(char *out, size_t size, const struct sql_view_forms *f, const char *create)
-{
-	char state[1024], family[256];
-
-	if (sql_case_name(state, sizeof(state), SQL_TCP_STATE, "new_state") < 0 ||
-	    sql_case_name(family, sizeof(family), SQL_FAMILY, "family") < 0)
-		return -1;
-	int n = snprintf(out, size,
-			 "%s tcp_audit_snapshots AS SELECT %s AS uid, %s AS timestamp, time_ns,"
-			 " host, %s AS family, saddr, sport, daddr, dport, %s AS state, owner_pid,"
-			 " owner_uid, owner_comm, sock_cookie, sock_inode, sock_uid, sock_gid,"
-			 " netns, cgroup_id FROM tcp_audit_events WHERE kind = 2;",
-			 create, f->uid, f->timestamp, family, state);
-	return n > 0 && (size_t)n < size ? 0 : -1;
+	/* the original's columns first, in its order; ours after them, new ones at the end */
+	put(out, size, &len,
+	    "%s tcp_events AS SELECT %s AS uid, %s AS timestamp, pid_on_cpu, comm_on_cpu,"
+	    " saddr AS src_ip, daddr AS dst_ip, sport AS src_port, dport AS dst_port,"
+	    " %s AS old_state, %s AS new_state, time_ns, %s AS family, tid_on_cpu, owner_pid,"
+	    " owner_uid, owner_comm, sock_cookie, netns, cgroup_id, host, seq, ktime,"
+	    " %s AS error FROM tcp_audit_events WHERE kind = 0;",
+	    create, f->uid, f->timestamp, old_state, new_state, family, error);
+	put(out, size, &len,
+	    "%s tcp_events_socket_info AS SELECT %s AS uid, %s AS tcp_event_uid, %s AS id,"
+	    " sock_inode AS inode, sock_uid AS user_id, sock_gid AS group_id, %s AS state%s"
+	    " FROM tcp_audit_events WHERE kind = 0 AND sock_inode IS NOT NULL;",
+	    create, f->uid, f->uid, f->cookie_hex, sock_state, f->info_extra);
+	put(out, size, &len,
+	    "%s tcp_audit_gaps AS SELECT %s AS uid, %s AS timestamp, time_ns, host, %s AS stage,"
+	    " gap_lost AS lost, seq, ktime FROM tcp_audit_events WHERE kind = 1;",
+	    create, f->uid, f->timestamp, stage);
+	put(out, size, &len,
+	    "%s tcp_audit_snapshots AS SELECT %s AS uid, %s AS timestamp, time_ns, host,"
+	    " %s AS family, saddr, sport, daddr, dport, %s AS state, owner_pid, owner_uid,"
+	    " owner_comm, sock_cookie, sock_inode, sock_uid, sock_gid, netns, cgroup_id"
+	    " FROM tcp_audit_events WHERE kind = 2;",
+	    create, f->uid, f->timestamp, family, new_state);
+	put(out, size, &len,
+	    "%s tcp_audit_resets AS SELECT %s AS uid, %s AS timestamp, time_ns, host,"
+	    " %s AS direction, %s AS reason, %s AS family, saddr, sport, daddr, dport,"
+	    " %s AS state, pid_on_cpu, tid_on_cpu, comm_on_cpu, owner_pid, owner_uid, owner_comm,"
+	    " sock_cookie, sock_inode, netns, cgroup_id, seq, ktime FROM tcp_audit_events"
+	    " WHERE kind = 3;",
+	    create, f->uid, f->timestamp, dir, reason, family, state);
+	return len < size ? 0 : -1;
 }

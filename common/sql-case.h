@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * SQL the database sinks share: CASE expressions between our numbers and
- * their names (states, socket states, families, gap stages), made from the
- * one table of names in event-text.c so that a store never spells a name
- * differently, and the views that serve the original's tables, whose columns
- * are a contract with their users.  The SQL is what SQLite and PostgreSQL
- * both accept; what differs between them comes in as expressions.
+ * their names (states, socket states, families, gap stages, reset directions
+ * and reasons, errno values), made from the one table of names in
+ * event-text.c so that a store never spells a name differently, and the
+ * views that serve the original's tables, whose columns are a contract with
+ * their users.  The SQL is what SQLite and PostgreSQL both accept; what
+ * differs between them comes in as expressions.
  */
 #ifndef TCP_AUDIT_SQL_CASE_H
 #define TCP_AUDIT_SQL_CASE_H
@@ -17,6 +18,9 @@ enum sql_names {
 	SQL_SOCK_STATE,
 	SQL_FAMILY,
 	SQL_GAP_STAGE,
+	SQL_RESET_DIRECTION,
+	SQL_RESET_REASON,
+	SQL_ERRNO,
 };
 
 /*
@@ -37,19 +41,18 @@ struct sql_view_forms {
 	const char *info_extra; /* more columns of tcp_events_socket_info ("" or ", ...") */
 };
 
-/*
- * CREATE VIEW statements of tcp_events, tcp_events_socket_info and
- * tcp_audit_gaps (the socket info is part of its event: its uid is the
- * event's).  Returns 0, or -1 if out is too small.
- */
-int sql_views(char *out, size_t size, const struct sql_view_forms *forms);
+/* The views sql_views() makes, by name. */
+#define SQL_N_VIEWS 5
+extern const char *const sql_view_names[SQL_N_VIEWS];
 
 /*
- * The view tcp_audit_snapshots (the sockets open when a run began), made with
- * `create` ("CREATE VIEW IF NOT EXISTS" in SQLite, "CREATE OR REPLACE VIEW"
- * in PostgreSQL): a store of schema v2 made before it gets it when opened.
+ * The CREATE statements of the views, each begun with `create` ("CREATE
+ * VIEW", or "CREATE OR REPLACE VIEW" in PostgreSQL): tcp_events,
+ * tcp_events_socket_info (the socket info is part of its event: its uid is
+ * the event's), tcp_audit_gaps, tcp_audit_snapshots (the sockets open when a
+ * run began) and tcp_audit_resets.  Each shows one kind of record only.
+ * Returns 0, or -1 if out is too small.
  */
-int sql_snapshot_view(char *out, size_t size, const struct sql_view_forms *forms,
-		      const char *create);
+int sql_views(char *out, size_t size, const struct sql_view_forms *forms, const char *create);
 
 #endif

@@ -2,7 +2,8 @@
 /*
  * pgsql sink: events into PostgreSQL, one compact row per event in
  * tcp_audit_events (schema v2), with the original's tables (tcp_events,
- * tcp_events_socket_info) and our tcp_audit_gaps as views over it.
+ * tcp_events_socket_info) and ours (tcp_audit_gaps, tcp_audit_snapshots,
+ * tcp_audit_resets) as views over it.
  *
  * Ingest is one transaction per batch of one binary COPY.  The table is
  * partitioned by time into chunks (an hour, or a day with partition=day):
@@ -117,7 +118,8 @@ static const struct tcp_audit_option pgsql_options[] = {
 /* Schema                                                                    */
 
 /*
- * The table, its columns ordered for alignment (no padding between them).
+ * The table, its columns ordered for alignment (no padding between them),
+ * but for those added within schema v2, at its end (see added_columns_sql).
  * The view's timestamp (schema v1: microseconds, UTC) is a function of
  * time_ns so that a BRIN index can summarize it too.
  */
@@ -134,6 +136,7 @@ static const char *const table_sql =
 	" dport integer, kind smallint NOT NULL, family smallint, old_state smallint,"
 	" new_state smallint, sock_state smallint, gap_stage smallint,"
 	" saddr inet, daddr inet, host text, comm_on_cpu text, owner_comm text,"
+	" reset_direction smallint, reset_reason smallint, error integer,"
 	" PRIMARY KEY (uid, time_ns)) PARTITION BY RANGE (time_ns);"
 	/* two: summarizing the text uid beside the rest took six times as long */
 	"CREATE INDEX tcp_audit_events_brin ON tcp_audit_events USING brin"
@@ -141,7 +144,18 @@ static const char *const table_sql =
 	"CREATE INDEX tcp_audit_events_brin_uid ON tcp_audit_events USING brin"
 	" ((uid::text COLLATE \"C\")) WITH (autosummarize = on);"
 	"CREATE INDEX tcp_audit_events_gaps ON tcp_audit_events (time_ns) WHERE kind = 1;";
-#define N_COLUMNS 28
+#define N_COLUMNS 31
+
+/*
+ * The columns the table gained within schema v2: a store made before them
+ * gets them when opened (added to the partitioned table, so to every chunk;
+ * its rows have NULL there).  error: a u16, more than a smallint holds.
+ */
+static const char *const added_columns_sql =
+	"ALTER TABLE tcp_audit_events ADD COLUMN IF NOT EXISTS reset_direction smallint,"
+	" ADD COLUMN IF NOT EXISTS reset_reason smallint, ADD COLUMN IF NOT EXISTS error integer";
+#define ADDED_COLUMNS_IN "('reset_direction', 'reset_reason', 'error')"
+#define N_ADDED 3
 
 /* What a closed chunk gets, built by sorting it once (%s: the partition). */
 static const char *const chunk_indexes_sql =
@@ -595,13 +609,55 @@ static uint64_t store_chunk_ns(struct pgsql_sink *s)
 	return ns;
 }
 
+/*
+ * Whether the store has this tcp-audit's views: every one of them, and
+ * tcp_events with its latest column (error).  -1 on an error.
+ */
+static int views_current(struct pgsql_sink *s)
+{
+	char sql[256];
+
+	for (int i = 0; i < SQL_N_VIEWS; i++) {
+		snprintf(sql, sizeof(sql),
+			 "SELECT count(*) FROM pg_class WHERE oid = to_regclass('%s') AND relkind = 'v'",
+			 sql_view_names[i]);
+		int64_t n = query_int(s, sql);
+		if (n != 1)
+			return n < 0 ? -1 : 0;
+	}
+	int64_t n = query_int(s, "SELECT count(*) FROM pg_attribute WHERE attrelid ="
+				 " to_regclass('tcp_events') AND attname = 'error' AND NOT attisdropped");
+	return n < 0 ? -1 : n == 1;
+}
+
+/*
+ * Brings a store of schema v2 up to date, in the caller's transaction: the
+ * columns tcp_audit_events lacks, and the views when one is missing or older
+ * than this tcp-audit's (CREATE OR REPLACE VIEW appends tcp_events' new
+ * column).  Only then: both lock what they change.  *added: the columns
+ * added; *remade: whether the views were made again.
+ */
+static bool complete_v2(struct pgsql_sink *s, const char *views, int *added, bool *remade)
+{
+	int64_t has = query_int(s, "SELECT count(*) FROM pg_attribute WHERE attrelid ="
+				   " 'tcp_audit_events'::regclass AND NOT attisdropped"
+				   " AND attname IN " ADDED_COLUMNS_IN);
+	if (has < 0 || (has < N_ADDED && !exec_ok(s, added_columns_sql)))
+		return false;
+	*added = N_ADDED - (int)has;
+	int current = views_current(s);
+	if (current < 0 || (!current && !exec_ok(s, views)))
+		return false;
+	*remade = !current;
+	return true;
+}
+
 static int migrate(struct pgsql_sink *s)
 {
-	char views[8192], snapshots[2048];
+	char views[16384];
 	int version;
 
-	if (sql_snapshot_view(snapshots, sizeof(snapshots), &view_forms,
-			      "CREATE OR REPLACE VIEW") < 0)
+	if (sql_views(views, sizeof(views), &view_forms, "CREATE OR REPLACE VIEW") < 0)
 		return -ENOMEM;
 	if (!exec_ok(s, "BEGIN") ||
 	    !exec_ok(s, "SELECT pg_advisory_xact_lock(hashtext('tcp-audit schema'))") ||
@@ -641,12 +697,21 @@ static int migrate(struct pgsql_sink *s)
 					wanted == DAY_NS ? "day" : "hour");
 			return -EINVAL;
 		}
-		return exec_ok(s, snapshots) && exec_ok(s, "COMMIT") ? 0 : -EIO;
+		int added = 0;
+		bool remade = false;
+		if (!complete_v2(s, views, &added, &remade) || !exec_ok(s, "COMMIT"))
+			goto fail;
+		if (added || remade)
+			tcp_audit_info(s->host,
+				       "%s: schema version %d brought up to date: %d columns added%s",
+				       s->store, SCHEMA_VERSION, added,
+				       remade ? ", views made again" : "");
+		return 0;
 	}
 
 	/* a new store, or v1 (ours or the original's tables) to migrate */
 	s->chunk_ns = wanted ? wanted : v1_partitioned ? DAY_NS : HOUR_NS;
-	if (sql_views(views, sizeof(views), &view_forms) < 0 || !exec_ok(s, table_sql))
+	if (!exec_ok(s, table_sql))
 		goto fail;
 	if (v1_tables && ((version == 0 && !exec_ok(s, original_to_v1_sql)) || !migrate_v1(s)))
 		goto fail;
@@ -654,8 +719,7 @@ static int migrate(struct pgsql_sink *s)
 	snprintf(bump, sizeof(bump),
 		 "DELETE FROM tcp_audit_schema; INSERT INTO tcp_audit_schema VALUES (%d, '%s')",
 		 SCHEMA_VERSION, s->chunk_ns == DAY_NS ? "day" : "hour");
-	if (!exec_ok(s, views) || !exec_ok(s, snapshots) || !exec_ok(s, bump) ||
-	    !exec_ok(s, "COMMIT"))
+	if (!exec_ok(s, views) || !exec_ok(s, bump) || !exec_ok(s, "COMMIT"))
 		goto fail;
 	tcp_audit_info(s->host, "%s: schema version %d (chunks of a%s)", s->store, SCHEMA_VERSION,
 		       s->chunk_ns == DAY_NS ? " day" : "n hour");
@@ -777,7 +841,7 @@ fail:
 /* ------------------------------------------------------------------------ */
 /* Binary COPY                                                               */
 
-#define ROW_MAX 1024 /* more than a row takes: 28 fields, strings of at most 2 * 80 bytes */
+#define ROW_MAX 1024 /* more than a row takes: 31 fields, strings of at most 2 * 80 bytes */
 #define COPY_CHUNK (256 * 1024)
 
 static int reserve(struct pgsql_sink *s, size_t more)
@@ -884,7 +948,8 @@ static void event_row(struct pgsql_sink *s, const struct tcp_audit_event *e)
 	uint8_t uid[EVENT_UID_BYTES];
 	uint32_t v = e->valid;
 	bool gap = e->kind == TCP_AUDIT_KIND_GAP, st = !gap,
-	     owner = st && (v & TCP_AUDIT_HAS_OWNER), inode = st && (v & TCP_AUDIT_HAS_SOCK_INODE);
+	     owner = st && (v & TCP_AUDIT_HAS_OWNER), inode = st && (v & TCP_AUDIT_HAS_SOCK_INODE),
+	     reset = e->kind == TCP_AUDIT_KIND_RESET;
 
 	event_uid_bytes(e, uid);
 	put_be16(s, N_COLUMNS);
@@ -922,6 +987,9 @@ static void event_row(struct pgsql_sink *s, const struct tcp_audit_event *e)
 	put_text(s, v & TCP_AUDIT_HAS_HOST, e->host, TCP_AUDIT_HOST_LEN);
 	put_text(s, st, e->comm_on_cpu, TCP_AUDIT_COMM_LEN);
 	put_text(s, owner, e->owner_comm, TCP_AUDIT_COMM_LEN);
+	put_i16(s, reset, e->reset_direction);
+	put_i16(s, reset && (v & TCP_AUDIT_HAS_RESET_REASON), e->reset_reason);
+	put_i32(s, st && (v & TCP_AUDIT_HAS_ERROR), e->error);
 }
 
 static bool copy_begin(struct pgsql_sink *s, const char *table)

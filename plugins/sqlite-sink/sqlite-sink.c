@@ -3,11 +3,13 @@
  * sqlite sink, the embedded default: events into an SQLite file, one
  * transaction per batch, one compact row per event in tcp_audit_events
  * (schema v2).  The original's tables (tcp_events, tcp_events_socket_info)
- * and our tcp_audit_gaps are views over it with the original's columns and
- * value forms, so a query written for the original runs here too.  WAL mode:
- * a kill -9 at any moment leaves a readable database holding every committed
- * batch.  Files of schema v1 (two tables of text rows) are migrated in place
- * when first opened.
+ * and ours (tcp_audit_gaps, tcp_audit_snapshots, tcp_audit_resets) are
+ * views over it with the original's columns and value forms, so a query
+ * written for the original runs here too.  WAL mode: a kill -9 at any moment
+ * leaves a readable database holding every committed batch.  Files of
+ * schema v1 (two tables of text rows) are migrated in place when first
+ * opened; files of schema v2 made before its latest columns and views get
+ * them when opened.
  *
  * Per row, SQLite maintains two B-trees: the table, in the order events
  * arrive (rowid), and the unique index of the event's uid, whose first 16
@@ -89,9 +91,10 @@ static const struct tcp_audit_option sqlite_options[] = {
 	" owner_pid INTEGER, owner_uid INTEGER, owner_comm TEXT,"                          \
 	" sock_cookie INTEGER, sock_inode INTEGER, sock_uid INTEGER, sock_gid INTEGER,"    \
 	" sock_state INTEGER, netns INTEGER, cgroup_id INTEGER, seq INTEGER, ktime INTEGER," \
-	" gap_stage INTEGER, gap_lost INTEGER);"                             \
+	" gap_stage INTEGER, gap_lost INTEGER,"                                           \
+	" reset_direction INTEGER, reset_reason INTEGER, error INTEGER);"                  \
 	"CREATE INDEX tcp_audit_events_gaps ON tcp_audit_events(time_ns) WHERE kind = 1;"
-#define N_COLUMNS 28
+#define N_COLUMNS 31
 /* Rows per INSERT for full runs of a batch: one statement's run (cursors opened, the program
  * started and halted) per row cost as much as the row itself; 32 rows share it. */
 #define ROWS_PER_INSERT 32
@@ -100,6 +103,13 @@ static const struct tcp_audit_option sqlite_options[] = {
 #define TIMESTAMP_SQL                                                                      \
 	"strftime('%Y-%m-%d %H:%M:%S', time_ns / 1000000000, 'unixepoch')"                 \
 	" || printf('.%09d', time_ns % 1000000000)"
+
+/*
+ * The columns tcp_audit_events gained within schema v2, at its end: a file
+ * made before them gets them when opened, its rows with NULL there.
+ */
+static const char *const added_columns[] = {"reset_direction", "reset_reason", "error"};
+#define N_ADDED (sizeof(added_columns) / sizeof(added_columns[0]))
 
 /* The views in SQLite's SQL: only built-in functions, so any SQLite client reads them. */
 static const struct sql_view_forms view_forms = {
@@ -133,7 +143,7 @@ static int prepare(struct sqlite_sink *s, const char *sql, sqlite3_stmt **st)
 /* INSERT of `rows` rows, their parameters numbered row after row. */
 static int prepare_insert(struct sqlite_sink *s, int rows, sqlite3_stmt **st)
 {
-	static const char row[] = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+	static const char row[] = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
 	static const char head[] = "INSERT INTO tcp_audit_events VALUES ",
 			  tail[] = " ON CONFLICT(uid) DO NOTHING";
 	_Static_assert(sizeof(row) == 2 * N_COLUMNS + 2, "one ? per column");
@@ -202,7 +212,8 @@ static int migrate_v1(struct sqlite_sink *s)
 		 "INSERT OR IGNORE INTO tcp_audit_events SELECT e.uid, e.time_ns, 0, e.host, %s,"
 		 " e.src_ip, e.dst_ip, e.src_port, e.dst_port, %s, %s, e.pid_on_cpu, e.tid_on_cpu,"
 		 " e.comm_on_cpu, e.owner_pid, e.owner_uid, e.owner_comm, e.sock_cookie, i.inode,"
-		 " i.user_id, i.group_id, %s, e.netns, e.cgroup_id, e.seq, e.ktime, NULL, NULL"
+		 " i.user_id, i.group_id, %s, e.netns, e.cgroup_id, e.seq, e.ktime, NULL, NULL,"
+		 " NULL, NULL, NULL"
 		 " FROM tcp_events e LEFT JOIN tcp_events_socket_info i ON i.tcp_event_uid = e.uid"
 		 " WHERE e.uid > ?1 AND (?2 IS NULL OR e.uid <= ?2)",
 		 family, old_state, new_state, sock_state);
@@ -251,10 +262,92 @@ out:
 	return rc;
 }
 
+/* Whether a table or view has a column: 1, 0, or -1 if it cannot be read. */
+static int has_column(struct sqlite_sink *s, const char *table, const char *column)
+{
+	char sql[256];
+
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM pragma_table_info('%s') WHERE name = '%s'",
+		 table, column);
+	int64_t n = query_int(s, sql);
+	return n < 0 ? -1 : n > 0;
+}
+
+/* How many of the added columns tcp_audit_events lacks; -1 if it cannot be read. */
+static int missing_columns(struct sqlite_sink *s)
+{
+	int missing = 0;
+
+	for (size_t i = 0; i < N_ADDED; i++) {
+		int has = has_column(s, "tcp_audit_events", added_columns[i]);
+		if (has < 0)
+			return -1;
+		missing += !has;
+	}
+	return missing;
+}
+
+/*
+ * Whether the file has this tcp-audit's views: every one of them, and
+ * tcp_events with its latest column (error).  0 also when one cannot be read.
+ */
+static bool views_current(struct sqlite_sink *s)
+{
+	char sql[160];
+
+	for (int i = 0; i < SQL_N_VIEWS; i++) {
+		snprintf(sql, sizeof(sql),
+			 "SELECT count(*) FROM sqlite_master WHERE type = 'view' AND name = '%s'",
+			 sql_view_names[i]);
+		if (query_int(s, sql) != 1)
+			return false;
+	}
+	return has_column(s, "tcp_events", "error") == 1;
+}
+
+/*
+ * Brings a file of schema v2 up to date, inside the caller's transaction: the
+ * columns tcp_audit_events lacks are added, and the views, when one is
+ * missing or older than this tcp-audit's, are dropped and made again (SQLite
+ * has no CREATE OR REPLACE VIEW).  A new or just migrated file gets its
+ * views here.  *added: the columns added; *remade: whether the views were.
+ */
+static int complete_v2(struct sqlite_sink *s, const char *views, int *added, bool *remade)
+{
+	char sql[160];
+	int rc;
+
+	for (size_t i = 0; i < N_ADDED; i++) {
+		int has = has_column(s, "tcp_audit_events", added_columns[i]);
+		if (has < 0) {
+			tcp_audit_error(s->host, "%s: cannot read tcp_audit_events: %s", s->path,
+					sqlite3_errmsg(s->db));
+			return SQLITE_ERROR;
+		}
+		if (has)
+			continue;
+		snprintf(sql, sizeof(sql), "ALTER TABLE tcp_audit_events ADD COLUMN %s INTEGER",
+			 added_columns[i]);
+		if ((rc = exec(s, sql)))
+			return rc;
+		++*added;
+	}
+	if (views_current(s))
+		return SQLITE_OK;
+	for (int i = 0; i < SQL_N_VIEWS; i++) {
+		snprintf(sql, sizeof(sql), "DROP VIEW IF EXISTS %s", sql_view_names[i]);
+		if ((rc = exec(s, sql)))
+			return rc;
+	}
+	*remade = true;
+	return exec(s, views);
+}
+
 static int migrate(struct sqlite_sink *s)
 {
-	char views[8192], snapshots[2048];
-	int version, rc;
+	char views[16384];
+	int version, rc, added = 0;
+	bool remade = false;
 
 	version = (int)query_int(s, "PRAGMA user_version");
 	if (sqlite3_errcode(s->db) == SQLITE_NOTADB) {
@@ -272,23 +365,19 @@ static int migrate(struct sqlite_sink *s)
 				s->path, version, SCHEMA_VERSION);
 		return -EINVAL;
 	}
-	if (sql_snapshot_view(snapshots, sizeof(snapshots), &view_forms,
-			      "CREATE VIEW IF NOT EXISTS") < 0)
-		return -ENOMEM;
-	if (version == atoi(SCHEMA_VERSION))
-		return exec(s, snapshots) ? -EIO : 0;
-	if (sql_views(views, sizeof(views), &view_forms) < 0)
+	/* the usual case, a file of the current schema: nothing to write */
+	if (version == atoi(SCHEMA_VERSION) && missing_columns(s) == 0 && views_current(s))
+		return 0;
+	if (sql_views(views, sizeof(views), &view_forms, "CREATE VIEW") < 0)
 		return -ENOMEM;
 	/* a new file: bigger pages, set before anything is written */
 	if (version == 0 && exec(s, "PRAGMA page_size = " PAGE_SIZE))
 		return -EIO;
 	if (exec(s, "BEGIN IMMEDIATE"))
 		return -EIO;
-	rc = version == 0 ? exec(s, EVENT_TABLE) : migrate_v1(s);
+	rc = version == 0 ? exec(s, EVENT_TABLE) : version == 1 ? migrate_v1(s) : SQLITE_OK;
 	if (rc == SQLITE_OK)
-		rc = exec(s, views);
-	if (rc == SQLITE_OK)
-		rc = exec(s, snapshots);
+		rc = complete_v2(s, views, &added, &remade);
 	if (rc == SQLITE_OK)
 		rc = exec(s, "PRAGMA user_version = " SCHEMA_VERSION);
 	if (rc == SQLITE_OK)
@@ -297,7 +386,11 @@ static int migrate(struct sqlite_sink *s)
 		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 		return -EIO;
 	}
-	tcp_audit_info(s->host, "%s: schema version %s", s->path, SCHEMA_VERSION);
+	if (version < atoi(SCHEMA_VERSION))
+		tcp_audit_info(s->host, "%s: schema version %s", s->path, SCHEMA_VERSION);
+	else if (added || remade)
+		tcp_audit_info(s->host, "%s: schema version %s brought up to date: %d columns added%s",
+			       s->path, SCHEMA_VERSION, added, remade ? ", views made again" : "");
 	return 0;
 }
 
@@ -406,7 +499,7 @@ static void bind_row(sqlite3_stmt *st, int base, const struct tcp_audit_event *e
 {
 	uint32_t v = e->valid;
 	bool gap = e->kind == TCP_AUDIT_KIND_GAP, owner = !gap && (v & TCP_AUDIT_HAS_OWNER),
-	     inode = !gap && (v & TCP_AUDIT_HAS_SOCK_INODE);
+	     inode = !gap && (v & TCP_AUDIT_HAS_SOCK_INODE), reset = e->kind == TCP_AUDIT_KIND_RESET;
 
 	event_uid(e, t->uid);
 	sqlite3_bind_text(st, base + 1, t->uid, EVENT_UID_LEN - 1, SQLITE_STATIC);
@@ -418,6 +511,8 @@ static void bind_row(sqlite3_stmt *st, int base, const struct tcp_audit_event *e
 			sqlite3_bind_null(st, base + i);
 		sqlite3_bind_int(st, base + 27, e->gap_stage);
 		sqlite3_bind_int64(st, base + 28, (sqlite3_int64)e->gap_lost);
+		for (int i = 29; i <= 31; i++)
+			sqlite3_bind_null(st, base + i);
 	} else {
 		sqlite3_bind_int(st, base + 5, e->family);
 		sqlite3_bind_text(st, base + 6, t->src, (int)format_addr(e->family, e->saddr, t->src),
@@ -443,6 +538,9 @@ static void bind_row(sqlite3_stmt *st, int base, const struct tcp_audit_event *e
 		bind_opt(st, base + 24, v & TCP_AUDIT_HAS_CGROUP, (int64_t)e->cgroup_id);
 		sqlite3_bind_null(st, base + 27);
 		sqlite3_bind_null(st, base + 28);
+		bind_opt(st, base + 29, reset, e->reset_direction);
+		bind_opt(st, base + 30, reset && (v & TCP_AUDIT_HAS_RESET_REASON), e->reset_reason);
+		bind_opt(st, base + 31, v & TCP_AUDIT_HAS_ERROR, e->error);
 	}
 	bind_opt(st, base + 25, v & TCP_AUDIT_HAS_SEQ, (int64_t)e->seq);
 	bind_opt(st, base + 26, v & TCP_AUDIT_HAS_KTIME, (int64_t)e->ktime_ns);

@@ -7,7 +7,7 @@ import tempfile
 import unittest
 
 import tcpaudit
-from tcpaudit import BIN, FAILURE_LINES, SNAPSHOT_LINE, run, sample_line, summary
+from tcpaudit import BIN, FAILURE_LINES, SNAPSHOT_LINE, reset_lines, run, sample_line, summary
 
 # command names as the kernel may hold them: quotes, backslashes, control
 # characters, valid and invalid UTF-8 (written \u0080-\u00ff, see README)
@@ -38,9 +38,7 @@ def lines_with_everything():
                '"stage":"kernel","lost":12345,"ktime":99}')
     out.append(sample_line(60, sport="0", dport="65535", sock_cookie="18446744073709551615"))
     out.append(SNAPSHOT_LINE)
-    out += FAILURE_LINES
-    out.append(sample_line(90, old_state='"ESTABLISHED"', new_state='"CLOSED"',
-                           error='"ETIMEDOUT"'))
+    out += FAILURE_LINES + reset_lines()
     return out
 
 

@@ -259,6 +259,36 @@ FAILURE_LINES = [
 ]
 
 
+def reset_lines():
+    """Reset records and state changes an error ended, as the eventers write them
+    (seq 21-25): a reset sent with its reason and the socket's state, cookie, owner and
+    socket file; one received (no reason) on an IPv6 socket whose owner is not known;
+    one sent for a segment that matched no socket (no state, cookie or owner, reason
+    NO_SOCKET); a connection refused and one timed out."""
+    return [
+        '{"time":"2026-11-25T01:53:07.100000021Z","host":"host-a","kind":"reset",'
+        '"direction":"sent","reason":"TCP_ABORT_ON_CLOSE","family":"inet",'
+        '"saddr":"127.0.0.1","sport":40021,"daddr":"127.0.0.2","dport":8080,'
+        '"state":"ESTABLISHED","pid_on_cpu":100,"tid_on_cpu":101,"comm_on_cpu":"curl",'
+        '"owner_pid":100,"owner_uid":1000,"owner_comm":"curl","sock_cookie":1021,'
+        '"sock_inode":50021,"sock_uid":1000,"sock_gid":1000,"netns":4026531840,'
+        '"cgroup_id":7,"seq":21,"ktime":1000021}',
+        '{"time":"2026-11-25T01:53:07.100000022Z","host":"host-a","kind":"reset",'
+        '"direction":"received","family":"inet6","saddr":"::1","sport":40022,'
+        '"daddr":"2001:db8::42","dport":443,"state":"SYN-SENT","pid_on_cpu":0,'
+        '"comm_on_cpu":"swapper/0","sock_cookie":1022,"netns":4026531840,"seq":22,'
+        '"ktime":1000022}',
+        '{"time":"2026-11-25T01:53:07.100000023Z","host":"host-a","kind":"reset",'
+        '"direction":"sent","reason":"NO_SOCKET","family":"inet","saddr":"127.0.0.1",'
+        '"sport":9,"daddr":"127.0.0.1","dport":40023,"pid_on_cpu":0,'
+        '"comm_on_cpu":"swapper/1","netns":4026531840,"seq":23,"ktime":1000023}',
+        sample_line(24, old_state='"SYN-SENT"', new_state='"CLOSED"', error='"ECONNREFUSED"',
+                    sock_state='"UNCONNECTED"'),
+        sample_line(25, old_state='"ESTABLISHED"', new_state='"CLOSED"', error='"ETIMEDOUT"',
+                    sock_state='"DISCONNECTING"'),
+    ]
+
+
 def store_lines():
     """Lines for the database sinks' tests: IPv4 and IPv6, a command name with a
     quote, a tab and a byte that is not UTF-8, one event with no optional

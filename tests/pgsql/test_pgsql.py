@@ -2,6 +2,7 @@
 every field intact, the original's tables and queries, a server restart in
 the middle of a run losing and duplicating nothing, clear start-up errors
 that never show the password."""
+import errno
 import json
 import os
 import signal
@@ -13,7 +14,8 @@ import unittest
 
 import pgserver
 import tcpaudit
-from tcpaudit import SNAPSHOT_LINE, Running, run, sample_line, store_lines, summary
+from tcpaudit import (SNAPSHOT_LINE, Running, reset_lines, run, sample_line, store_lines,
+                      summary)
 
 ORIGINAL_QUERY = """
 SELECT e.timestamp, e.pid_on_cpu, e.comm_on_cpu, host(e.src_ip), host(e.dst_ip), e.src_port,
@@ -22,6 +24,21 @@ FROM tcp_events e LEFT JOIN tcp_events_socket_info s ON s.tcp_event_uid = e.uid
 WHERE e.dst_port = 8080 AND e.new_state = 'SYN-SENT' AND e.timestamp > '2026-01-01'
 ORDER BY e.timestamp
 """
+
+RESETS = ("SELECT timestamp, time_ns, host, direction, reason, family, host(saddr), sport,"
+          " host(daddr), dport, state, pid_on_cpu, tid_on_cpu, comm_on_cpu, owner_pid, owner_uid,"
+          " owner_comm, sock_cookie, sock_inode, netns, cgroup_id, seq, ktime"
+          " FROM tcp_audit_resets ORDER BY seq")
+
+# a database of schema v2 as tcp-audit made it before reset records
+V2_BEFORE_RESETS = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "v2-before-resets.sql")
+
+# the columns of the table and the views, with their types
+COLUMNS = ("SELECT table_name, ordinal_position, column_name, data_type"
+           " FROM information_schema.columns WHERE table_schema = 'public' AND (table_name"
+           " IN ('tcp_audit_events', 'tcp_events', 'tcp_events_socket_info', 'tcp_audit_gaps',"
+           " 'tcp_audit_snapshots', 'tcp_audit_resets')) ORDER BY 1, 2")
 
 
 @unittest.skipUnless(pgserver.available(), "needs root and the postgresql package")
@@ -76,6 +93,104 @@ class PgsqlSink(unittest.TestCase):
             f.write(sample_line(99) + "\n")
         self.replay()
         self.assertEqual(self.q(q), want)
+
+    def test_reset_records_and_errors(self):
+        with open(self.inp, "a") as f:
+            f.write("\n".join(reset_lines()) + "\n")
+        raw = ("SELECT seq, kind, old_state, new_state, reset_direction, reset_reason, error,"
+               " sock_cookie, owner_pid FROM tcp_audit_events WHERE seq > 20 ORDER BY seq")
+        want = [["21", "3", "1", "1", "1", "11", "", "1021", "100"],
+                ["22", "3", "2", "2", "2", "", "", "1022", ""],
+                ["23", "3", "0", "0", "1", "1", "", "", ""],
+                ["24", "0", "2", "7", "", "", str(errno.ECONNREFUSED), "1024", "100"],
+                ["25", "0", "1", "7", "", "", str(errno.ETIMEDOUT), "1025", "100"]]
+        resets = [
+            ["2026-11-25 01:53:07.1", "1795571587100000021", "host-a", "sent",
+             "TCP_ABORT_ON_CLOSE", "inet", "127.0.0.1", "40021", "127.0.0.2", "8080",
+             "ESTABLISHED", "100", "101", "curl", "100", "1000", "curl", "1021", "50021",
+             "4026531840", "7", "21", "1000021"],
+            ["2026-11-25 01:53:07.1", "1795571587100000022", "host-a", "received", "", "inet6",
+             "::1", "40022", "2001:db8::42", "443", "SYN-SENT", "0", "", "swapper/0", "", "",
+             "", "1022", "", "4026531840", "", "22", "1000022"],
+            ["2026-11-25 01:53:07.1", "1795571587100000023", "host-a", "sent", "NO_SOCKET",
+             "inet", "127.0.0.1", "9", "127.0.0.1", "40023", "", "0", "", "swapper/1", "", "",
+             "", "", "", "4026531840", "", "23", "1000023"]]
+        # the second time through the staging table (every event already stored)
+        for _ in range(2):
+            self.replay()
+            self.assertEqual(self.q(raw), want)
+            self.assertEqual(self.q("SELECT count(*) FROM tcp_audit_events WHERE"
+                                    " reset_direction IS NULL AND reset_reason IS NULL"
+                                    " AND error IS NULL"), [[str(len(store_lines()))]])
+            self.assertEqual(self.q(RESETS), resets)
+            self.assertEqual(self.q("SELECT seq, error FROM tcp_events WHERE error IS NOT NULL"
+                                    " ORDER BY seq"), [["24", "ECONNREFUSED"], ["25", "ETIMEDOUT"]])
+            for view in ("tcp_events", "tcp_events_socket_info", "tcp_audit_gaps",
+                         "tcp_audit_snapshots"):
+                self.assertEqual(self.q("SELECT count(*) FROM %s WHERE uid IN (SELECT uid::text"
+                                        " FROM tcp_audit_events WHERE kind = 3)" % view),
+                                 [["0"]], view)
+            self.assertEqual(self.q("SELECT count(*) FROM tcp_events"), [["9"]])
+        # tcp_events' columns as they were, then error
+        self.assertEqual([r[0] for r in self.q(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'tcp_events'"
+            " ORDER BY ordinal_position")],
+            ["uid", "timestamp", "pid_on_cpu", "comm_on_cpu", "src_ip", "dst_ip", "src_port",
+             "dst_port", "old_state", "new_state", "time_ns", "family", "tid_on_cpu",
+             "owner_pid", "owner_uid", "owner_comm", "sock_cookie", "netns", "cgroup_id",
+             "host", "seq", "ktime", "error"])
+
+    def test_v2_database_made_before_resets_is_brought_up_to_date(self):
+        with open(V2_BEFORE_RESETS) as f:
+            self.pg.psql_script(self.db, f.read())
+        self.assertEqual(self.q("SELECT count(*), max(attnum) FROM pg_attribute WHERE attrelid ="
+                                " 'tcp_audit_events'::regclass AND attnum > 0"), [["28", "28"]])
+        self.assertEqual(self.q("SELECT to_regclass('tcp_audit_resets')"), [[""]])
+        old = ("SELECT * FROM %s WHERE uid IN (SELECT uid::text FROM tcp_audit_events"
+               " WHERE seq IS NULL OR seq < 20) ORDER BY uid")
+        before = {v: self.q(old % v) for v in ("tcp_events", "tcp_events_socket_info",
+                                               "tcp_audit_gaps", "tcp_audit_snapshots")}
+        self.assertEqual([len(r) for r in before.values()], [7, 6, 1, 1])
+        with open(self.inp, "w") as f:
+            f.write("\n".join(reset_lines()) + "\n")
+        r = run(["--event", "replay", "-p", "path=" + self.inp] + self.sink())
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("schema version 2 brought up to date: 3 columns added, views made again",
+                      r.stderr)
+        # the columns and views of a database made now (the chunk's columns too)
+        PgsqlSink.n += 1
+        fresh = "t%d" % PgsqlSink.n
+        self.pg.createdb(fresh)
+        r = run(["--event", "replay", "-p", "path=" + self.inp, "--sink", "pgsql", "-p",
+                 "conninfo=" + self.pg.conninfo(fresh)])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.pg.psql(self.db, COLUMNS), self.pg.psql(fresh, COLUMNS))
+        chunk = ("SELECT column_name, data_type FROM information_schema.columns WHERE"
+                 " table_name = 'tcp_audit_events_2026112501' ORDER BY ordinal_position")
+        self.assertEqual(self.pg.psql(self.db, chunk), self.pg.psql(fresh, chunk))
+        # the rows it had, as they were, with no error and no reset fields
+        for view, rows in before.items():
+            after = self.q(old % view)
+            if view == "tcp_events":
+                self.assertEqual({a[-1] for a in after}, {""})
+                after = [a[:-1] for a in after]
+            self.assertEqual(after, rows, view)
+        self.assertEqual(self.q("SELECT count(*) FROM tcp_audit_events WHERE"
+                                " reset_direction IS NULL AND reset_reason IS NULL"
+                                " AND error IS NULL"), [["9"]])
+        # and the new events, in the chunk that was there
+        self.assertEqual(self.q("SELECT seq, direction, reason, state FROM tcp_audit_resets"
+                                " ORDER BY seq"),
+                         [["21", "sent", "TCP_ABORT_ON_CLOSE", "ESTABLISHED"],
+                          ["22", "received", "", "SYN-SENT"], ["23", "sent", "NO_SOCKET", ""]])
+        self.assertEqual(self.q("SELECT seq, error FROM tcp_events WHERE seq > 20 ORDER BY seq"),
+                         [["24", "ECONNREFUSED"], ["25", "ETIMEDOUT"]])
+        self.assertEqual(self.q("SELECT count(*) FROM tcp_audit_events_2026112501"), [["14"]])
+        # up to date now: opened again, nothing to do, nothing stored twice
+        r = run(["--event", "replay", "-p", "path=" + self.inp] + self.sink())
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn("brought up to date", r.stderr)
+        self.assertEqual(self.q("SELECT count(*) FROM tcp_audit_events"), [["14"]])
 
     def test_every_field_arrives(self):
         self.replay()

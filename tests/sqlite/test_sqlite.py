@@ -1,6 +1,7 @@
 """The sqlite sink with real SQLite files: every field intact, the original's
 tables filled as the original filled them, no duplicates, kill -9 safety and
 clear start-up errors."""
+import errno
 import json
 import os
 import signal
@@ -12,7 +13,7 @@ import time
 import unittest
 
 import tcpaudit
-from tcpaudit import BIN, SNAPSHOT_LINE, run, sample_line, store_lines
+from tcpaudit import BIN, SNAPSHOT_LINE, reset_lines, run, sample_line, store_lines
 
 # a query written for the original's PostgreSQL tables
 ORIGINAL_QUERY = """
@@ -22,6 +23,21 @@ FROM tcp_events e LEFT JOIN tcp_events_socket_info s ON s.tcp_event_uid = e.uid
 WHERE e.dst_port = 8080 AND e.new_state = 'SYN-SENT' AND e.timestamp > '2026-01-01'
 ORDER BY e.timestamp
 """
+
+# tcp_events' columns: the original's, ours, then error
+TCP_EVENTS_COLUMNS = [
+    "uid", "timestamp", "pid_on_cpu", "comm_on_cpu", "src_ip", "dst_ip", "src_port", "dst_port",
+    "old_state", "new_state", "time_ns", "family", "tid_on_cpu", "owner_pid", "owner_uid",
+    "owner_comm", "sock_cookie", "netns", "cgroup_id", "host", "seq", "ktime", "error"]
+
+RESETS = ("SELECT timestamp, time_ns, host, direction, reason, family, saddr, sport, daddr, dport,"
+          " state, pid_on_cpu, tid_on_cpu, comm_on_cpu, owner_pid, owner_uid, owner_comm,"
+          " sock_cookie, sock_inode, netns, cgroup_id, seq, ktime FROM tcp_audit_resets"
+          " ORDER BY seq")
+
+# a file of schema v2 as tcp-audit made it before reset records
+V2_BEFORE_RESETS = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "v2-before-resets.sql")
 
 
 class SqliteSink(unittest.TestCase):
@@ -90,6 +106,128 @@ class SqliteSink(unittest.TestCase):
         self.replay()
         self.assertEqual(self.rows(q), want)
 
+    def test_reset_records_and_errors(self):
+        with open(self.inp, "a") as f:
+            f.write("\n".join(reset_lines()) + "\n")
+        self.replay()
+        # the numbers, NULL where the event had none (a reset's state: 0 without a socket)
+        self.assertEqual(self.rows(
+            "SELECT seq, kind, old_state, new_state, reset_direction, reset_reason, error,"
+            " sock_cookie, owner_pid FROM tcp_audit_events WHERE seq > 20 ORDER BY seq"),
+            [(21, 3, 1, 1, 1, 11, None, 1021, 100),
+             (22, 3, 2, 2, 2, None, None, 1022, None),
+             (23, 3, 0, 0, 1, 1, None, None, None),
+             (24, 0, 2, 7, None, None, errno.ECONNREFUSED, 1024, 100),
+             (25, 0, 1, 7, None, None, errno.ETIMEDOUT, 1025, 100)])
+        self.assertEqual(self.rows(
+            "SELECT count(*) FROM tcp_audit_events WHERE reset_direction IS NULL"
+            " AND reset_reason IS NULL AND error IS NULL"), [(len(store_lines()),)])
+        self.assertEqual(self.rows(RESETS), [
+            (b"2026-11-25 01:53:07.100000021", 1795571587100000021, b"host-a", b"sent",
+             b"TCP_ABORT_ON_CLOSE", b"inet", b"127.0.0.1", 40021, b"127.0.0.2", 8080,
+             b"ESTABLISHED", 100, 101, b"curl", 100, 1000, b"curl", 1021, 50021, 4026531840,
+             7, 21, 1000021),
+            (b"2026-11-25 01:53:07.100000022", 1795571587100000022, b"host-a", b"received",
+             None, b"inet6", b"::1", 40022, b"2001:db8::42", 443, b"SYN-SENT", 0, None,
+             b"swapper/0", None, None, None, 1022, None, 4026531840, None, 22, 1000022),
+            (b"2026-11-25 01:53:07.100000023", 1795571587100000023, b"host-a", b"sent",
+             b"NO_SOCKET", b"inet", b"127.0.0.1", 9, b"127.0.0.1", 40023, None, 0, None,
+             b"swapper/1", None, None, None, None, None, 4026531840, None, 23, 1000023)])
+        self.assertEqual(self.rows("SELECT r.uid FROM tcp_audit_resets r JOIN tcp_audit_events e"
+                                   " ON e.uid = r.uid AND e.kind = 3 ORDER BY e.seq"),
+                         self.rows("SELECT uid FROM tcp_audit_events WHERE kind = 3 ORDER BY seq"))
+        # the error by name beside the state changes; tcp_events' columns as they were, then it
+        self.assertEqual(self.rows("SELECT seq, error FROM tcp_events WHERE error IS NOT NULL"
+                                   " ORDER BY seq"), [(24, b"ECONNREFUSED"), (25, b"ETIMEDOUT")])
+        self.assertEqual([r[1].decode() for r in self.rows("PRAGMA table_info(tcp_events)")],
+                         TCP_EVENTS_COLUMNS)
+        # resets in their view only
+        for view in ("tcp_events", "tcp_events_socket_info", "tcp_audit_gaps",
+                     "tcp_audit_snapshots"):
+            self.assertEqual(self.rows("SELECT count(*) FROM %s WHERE uid IN (SELECT uid FROM"
+                                       " tcp_audit_events WHERE kind = 3)" % view), [(0,)], view)
+        self.assertEqual(self.rows("SELECT count(*) FROM tcp_events"), [(9,)])
+
+    def test_reset_records_and_errors_arrive_as_fed(self):
+        # jsonl -> replay -> sqlite: every key of every line back from the views
+        with open(self.inp, "w") as f:
+            f.write("\n".join(reset_lines()) + "\n")
+        self.replay()
+        got = []
+        with sqlite3.connect(self.db) as db:
+            db.row_factory = sqlite3.Row
+            for r in db.execute("SELECT r.*, e.sock_uid, e.sock_gid FROM tcp_audit_resets r"
+                                " JOIN tcp_audit_events e ON e.uid = r.uid ORDER BY r.seq"):
+                d = {k: r[k] for k in r.keys() if k not in ("uid", "timestamp", "time_ns")}
+                d.update(time=r["timestamp"].replace(" ", "T") + "Z", kind="reset")
+                got.append(d)
+            for r in db.execute("SELECT e.*, s.inode, s.user_id, s.group_id, s.state"
+                                " FROM tcp_events e LEFT JOIN tcp_events_socket_info s"
+                                " ON s.tcp_event_uid = e.uid ORDER BY e.seq"):
+                names = {"src_ip": "saddr", "dst_ip": "daddr", "src_port": "sport",
+                         "dst_port": "dport", "inode": "sock_inode", "user_id": "sock_uid",
+                         "group_id": "sock_gid", "state": "sock_state"}
+                d = {names.get(k, k): r[k] for k in r.keys()
+                     if k not in ("uid", "timestamp", "time_ns")}
+                d["time"] = r["timestamp"].replace(" ", "T") + "Z"
+                got.append(d)
+        got = [{k: v for k, v in d.items() if v is not None} for d in got]
+        self.assertEqual(got, [json.loads(l) for l in reset_lines()])
+
+    def schema(self, path):
+        """A file's columns of tcp_audit_events and its views' SQL."""
+        with sqlite3.connect(path) as db:
+            return (db.execute("PRAGMA table_info(tcp_audit_events)").fetchall(),
+                    db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'view'"
+                               " ORDER BY name").fetchall())
+
+    def test_v2_file_made_before_resets_is_brought_up_to_date(self):
+        with open(V2_BEFORE_RESETS) as f, sqlite3.connect(self.db) as db:
+            db.executescript(f.read())
+        columns, views = self.schema(self.db)
+        self.assertEqual((len(columns), columns[-1][1]), (28, "gap_lost"))
+        self.assertNotIn("tcp_audit_resets", [v[0] for v in views])
+        old = ("SELECT * FROM %s WHERE uid IN (SELECT uid FROM tcp_audit_events"
+               " WHERE seq IS NULL OR seq < 20) ORDER BY uid")
+        before = {v: self.rows(old % v) for v in ("tcp_events", "tcp_events_socket_info",
+                                                  "tcp_audit_gaps", "tcp_audit_snapshots")}
+        self.assertEqual([len(r) for r in before.values()], [7, 6, 1, 1])
+        with open(self.inp, "w") as f:
+            f.write("\n".join(reset_lines()) + "\n")
+        r = self.replay()
+        self.assertIn("schema version 2 brought up to date: 3 columns added, views made again",
+                      r.stderr)
+        # the schema of a file made now
+        fresh = os.path.join(self.tmp.name, "fresh.db")
+        r = run(["--event", "replay", "-p", "path=" + self.inp, "--sink", "sqlite", "-p",
+                 "path=" + fresh])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.schema(self.db), self.schema(fresh))
+        # the rows it had, as they were, with no error and no reset fields
+        for view, rows in before.items():
+            after = self.rows(old % view)
+            if view == "tcp_events":
+                self.assertEqual({a[-1] for a in after}, {None})
+                after = [a[:-1] for a in after]
+            self.assertEqual(after, rows, view)
+        self.assertEqual(self.rows("SELECT count(*) FROM tcp_audit_events WHERE"
+                                   " reset_direction IS NULL AND reset_reason IS NULL"
+                                   " AND error IS NULL"), [(9,)])
+        # and the new events
+        self.assertEqual(self.rows("SELECT seq, direction, reason, state FROM tcp_audit_resets"
+                                   " ORDER BY seq"),
+                         [(21, b"sent", b"TCP_ABORT_ON_CLOSE", b"ESTABLISHED"),
+                          (22, b"received", None, b"SYN-SENT"),
+                          (23, b"sent", b"NO_SOCKET", None)])
+        self.assertEqual(self.rows("SELECT seq, error FROM tcp_events WHERE seq > 20"
+                                   " ORDER BY seq"), [(24, b"ECONNREFUSED"), (25, b"ETIMEDOUT")])
+        self.assertEqual(self.rows("SELECT count(*) FROM tcp_audit_events"), [(14,)])
+        self.assertEqual(self.rows("PRAGMA integrity_check"), [(b"ok",)])
+        # up to date now: opened again, nothing to do, nothing stored twice
+        r = self.replay()
+        self.assertNotIn("brought up to date", r.stderr)
+        self.assertEqual(self.rows("SELECT count(*) FROM tcp_audit_events"), [(14,)])
+
     def test_original_tables_and_query(self):
         self.replay()
         # one socket_info row per event with socket info, linked to its event
@@ -123,7 +261,7 @@ class SqliteSink(unittest.TestCase):
         # full runs of a batch go in multi-row INSERTs, the rest row by row; a batch
         # of one takes the row-by-row path only. Every kind of event in both, and
         # each event twice in the same batch.
-        lines = store_lines() + [sample_line(i) for i in range(8, 80)]
+        lines = store_lines() + reset_lines() + [sample_line(i) for i in range(30, 100)]
         with open(self.inp, "w") as f:
             f.write("\n".join(lines + lines) + "\n")
         tables = []
@@ -137,6 +275,11 @@ class SqliteSink(unittest.TestCase):
                 tables.append(c.execute("SELECT * FROM tcp_audit_events ORDER BY uid").fetchall())
         self.assertEqual(len(tables[0]), len(lines))
         self.assertEqual(tables[0], tables[1])
+        # with what is new at the end of a row: reset direction, reason, error
+        self.assertEqual(sorted((r[24], r[28:]) for r in tables[0] if 20 < (r[24] or 0) < 30),
+                         [(21, (1, 11, None)), (22, (2, None, None)), (23, (1, 1, None)),
+                          (24, (None, None, errno.ECONNREFUSED)),
+                          (25, (None, None, errno.ETIMEDOUT))])
 
     def test_schema_version(self):
         self.replay()
