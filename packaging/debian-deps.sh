@@ -7,7 +7,7 @@ pkgs="meson ninja-build gcc libc6-dev pkgconf clang llvm libbpf-dev bpftool libe
       zlib1g-dev libsqlite3-dev libpq-dev libtracefs-dev libtraceevent-dev"
 if [ "${1:-}" = "--test" ]; then
 	pkgs="$pkgs python3 libcmocka-dev sqlite3 postgresql valgrind binutils iproute2
-	      procps util-linux nftables"
+	      procps util-linux nftables logrotate"
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq

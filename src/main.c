@@ -145,7 +145,8 @@ static void usage(FILE *f)
 		"\n"
 		"Stops on SIGINT or SIGTERM: stops reading, delivers what was read to every sink,\n"
 		"closes the plugins and exits 128+signal (130, 143); a second signal exits at\n"
-		"once.  SIGUSR1 prints the counters.  Exit status 0 when the eventer's input\n"
+		"once.  SIGHUP makes the sinks reopen their files by name (jsonl: for logrotate).\n"
+		"SIGUSR1 prints the counters.  Exit status 0 when the eventer's input\n"
 		"ends, 1 when a plugin keeps failing, 2 for a usage or start-up error.\n"
 		"\n"
 		"Examples:\n"
@@ -818,6 +819,9 @@ static int run(struct cli *cli)
 		}
 		if (sig == SIGUSR1) {
 			print_counters(p, "counters");
+		} else if (sig == SIGHUP) {
+			log_info("got SIGHUP: the sinks reopen their files");
+			pipeline_reopen(p);
 		} else if (sig > 0 && !stop_signal) {
 			stop_signal = sig;
 			log_info("got SIG%s: stopping; delivering what was read (send it again to "

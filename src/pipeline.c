@@ -33,6 +33,7 @@ struct sink_thread {
 	uint64_t written;  /* guarded by p->mu */
 	bool failed;       /* guarded by p->mu: gave up, no longer holds the ring */
 	bool left_in_spool; /* guarded by p->mu: stopped, the rest stays spooled */
+	bool reopen;        /* guarded by p->mu: reopen its files before the next write */
 	struct tcp_audit_event *buf; /* spool mode: the batch read from the spool */
 };
 
@@ -568,6 +569,19 @@ static bool deliver(struct sink_thread *s, const struct tcp_audit_event *ev, siz
 	}
 }
 
+/* After a flush, the sink reopens its files (SIGHUP): a failure is logged, not counted. */
+static void reopen_files(struct sink_thread *s)
+{
+	const struct tcp_audit_plugin *d = s->stage.desc;
+
+	if (!TCP_AUDIT_PLUGIN_HAS(d, sinker_reopen) || !d->sinker_reopen)
+		return;
+	int r = d->sinker_reopen(s->stage.self);
+	if (r)
+		log_error("%s: cannot reopen its files: %s (it goes on writing where it did)",
+			  s->stage.label, r < 0 && r > -4096 ? strerror(-r) : "error");
+}
+
 static void *sink_main(void *arg)
 {
 	struct sink_thread *s = arg;
@@ -579,6 +593,19 @@ static void *sink_main(void *arg)
 	for (;;) {
 		if (p->abandon)
 			break;
+		if (s->reopen) {
+			/* what was written goes into the file it was written to */
+			s->reopen = false;
+			pthread_mutex_unlock(&p->mu);
+			ok = !dirty || deliver(s, NULL, 0);
+			dirty = false;
+			if (ok)
+				reopen_files(s);
+			pthread_mutex_lock(&p->mu);
+			if (!ok)
+				break;
+			continue;
+		}
 		if (s->read_pos == p->write_pos) {
 			if (dirty) {
 				/* caught up: make what we wrote visible now */
@@ -651,6 +678,28 @@ static void *sink_spool_main(void *arg)
 	for (;;) {
 		if (p->abandon)
 			break;
+		if (s->reopen) {
+			/*
+			 * What was written is flushed, and its position confirmed, before
+			 * the file changes: a restart does not write it again into the
+			 * new one
+			 */
+			s->reopen = false;
+			uint64_t pos = s->read_pos;
+			pthread_mutex_unlock(&p->mu);
+			ok = !dirty || deliver(s, NULL, 0);
+			int r = ok && dirty ? spool_confirm(sp, idx, pos) : 0;
+			if (r < 0)
+				log_error("%s: cannot save its spool position: %s", s->stage.label,
+					  strerror(-r));
+			dirty = false;
+			if (ok)
+				reopen_files(s);
+			pthread_mutex_lock(&p->mu);
+			if (!ok)
+				break;
+			continue;
+		}
 		uint64_t pos = s->read_pos, end = p->write_pos;
 		if (pos == end && !dirty) {
 			if (p->reader_done)
@@ -798,6 +847,15 @@ void pipeline_stop(struct pipeline *p)
 {
 	pthread_mutex_lock(&p->mu);
 	request_stop(p);
+	pthread_mutex_unlock(&p->mu);
+}
+
+void pipeline_reopen(struct pipeline *p)
+{
+	pthread_mutex_lock(&p->mu);
+	for (size_t i = 0; i < p->n_sinks; i++)
+		p->sinks[i].reopen = true;
+	pthread_cond_broadcast(&p->data);
 	pthread_mutex_unlock(&p->mu);
 }
 

@@ -85,6 +85,12 @@ int pipeline_start(struct pipeline **out, const struct pipeline_config *cfg,
 /* Stop reading; what was read is still delivered.  Async-signal-unsafe. */
 void pipeline_stop(struct pipeline *p);
 
+/*
+ * Every sink reopens its files (sinker_reopen) before its next write, after
+ * flushing what it wrote: SIGHUP, for logrotate.
+ */
+void pipeline_reopen(struct pipeline *p);
+
 /* Give up on delivering what is left (a second signal). */
 void pipeline_abandon(struct pipeline *p);
 

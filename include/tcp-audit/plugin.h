@@ -350,6 +350,17 @@ struct tcp_audit_plugin {
 	 * TCP_AUDIT_PLUGIN_* bits.
 	 */
 	uint32_t flags;
+
+	/*
+	 * Sinker, added after flags (read it with TCP_AUDIT_PLUGIN_HAS(desc,
+	 * sinker_reopen)); may be NULL.  Reopens the files the sink writes by
+	 * their names, so that a file moved away (logrotate) is let go and a
+	 * new one started: tcp-audit calls it after SIGHUP, in the sink's
+	 * thread between two writes, after a flush().  On failure the sink
+	 * keeps writing where it did (nothing is lost) and returns a negative
+	 * errno, which is logged.
+	 */
+	int (*sinker_reopen)(void *self);
 };
 
 /*

@@ -7,7 +7,7 @@
  * file that ends in a line cut short (tcp-audit killed in the middle of a
  * write) is cut back to its last whole line when opened, so that what is
  * appended next does not run into it; those events come again from the
- * spool.
+ * spool.  After SIGHUP it reopens the file by its name (logrotate).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -54,14 +54,14 @@ static const struct tcp_audit_option jsonl_options[] = {
  * If the file does not end with a newline, cuts it after its last one (or
  * to nothing) and says so.  Returns 0 or -errno.
  */
-static int cut_torn_line(struct jsonl *j, off_t size)
+static int cut_torn_line(struct jsonl *j, int fd, off_t size)
 {
 	char buf[4096];
 	off_t end = size;
 
 	while (end > 0) {
 		size_t n = end < (off_t)sizeof(buf) ? (size_t)end : sizeof(buf);
-		ssize_t got = pread(j->fd, buf, n, end - (off_t)n);
+		ssize_t got = pread(fd, buf, n, end - (off_t)n);
 		if (got != (ssize_t)n)
 			return got < 0 ? -errno : -EIO;
 		if (end == size && buf[n - 1] == '\n')
@@ -73,7 +73,7 @@ static int cut_torn_line(struct jsonl *j, off_t size)
 		}
 		end -= (off_t)n;
 	}
-	if (ftruncate(j->fd, end) != 0)
+	if (ftruncate(fd, end) != 0)
 		return -errno;
 	tcp_audit_warning(j->host,
 			  "%s ended in a line cut short (%lld bytes: tcp-audit stopped in the middle "
@@ -82,12 +82,42 @@ static int cut_torn_line(struct jsonl *j, off_t size)
 	return 0;
 }
 
+/*
+ * Opens the configured file for appending, cut back to its last whole line:
+ * *fd, and whether it is a regular file.  Returns 0 or -errno (logged).
+ */
+static int open_file(struct jsonl *j, int *fd, bool *regular)
+{
+	const char *path = j->cfg->path;
+	struct stat st;
+
+	/* read too, to look at its end; a file we may only write is taken as it is */
+	*fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	bool readable = *fd >= 0;
+	if (*fd < 0 && errno == EACCES)
+		*fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	if (*fd < 0) {
+		int r = -errno;
+		tcp_audit_error(j->host, "cannot open %s for appending: %s", path, strerror(errno));
+		return r;
+	}
+	*regular = fstat(*fd, &st) == 0 && S_ISREG(st.st_mode);
+	if (*regular && readable && st.st_size > 0) {
+		int r = cut_torn_line(j, *fd, st.st_size);
+		if (r) {
+			tcp_audit_error(j->host, "cannot check the end of %s: %s", path, strerror(-r));
+			close(*fd);
+			return r;
+		}
+	}
+	return 0;
+}
+
 static int jsonl_open(void **self, const void *config, const struct tcp_audit_host *host)
 {
 	const struct jsonl_config *cfg = config;
 	struct jsonl *j = calloc(1, sizeof(*j));
 	struct stat st;
-	bool readable = false;
 
 	if (!j)
 		return -ENOMEM;
@@ -100,35 +130,39 @@ static int jsonl_open(void **self, const void *config, const struct tcp_audit_ho
 	}
 	if (strcmp(cfg->path, "-") == 0) {
 		j->fd = STDOUT_FILENO;
+		j->regular = fstat(j->fd, &st) == 0 && S_ISREG(st.st_mode);
 	} else {
-		/* read too, to look at its end; a file we may only write is taken as it is */
-		j->fd = open(cfg->path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-		readable = j->fd >= 0;
-		if (j->fd < 0 && errno == EACCES)
-			j->fd = open(cfg->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-		if (j->fd < 0) {
-			int r = -errno;
-			tcp_audit_error(host, "cannot open %s for appending: %s", cfg->path,
-					strerror(errno));
+		int r = open_file(j, &j->fd, &j->regular);
+		if (r) {
 			free(j->buf);
 			free(j);
 			return r;
 		}
 		j->own_fd = true;
 	}
-	j->regular = fstat(j->fd, &st) == 0 && S_ISREG(st.st_mode);
-	if (j->regular && readable && st.st_size > 0) {
-		int r = cut_torn_line(j, st.st_size);
-		if (r) {
-			tcp_audit_error(host, "cannot check the end of %s: %s", cfg->path,
-					strerror(-r));
-			close(j->fd);
-			free(j->buf);
-			free(j);
-			return r;
-		}
-	}
 	*self = j;
+	return 0;
+}
+
+/*
+ * After a flush: the file by its name again (a new one if it was moved
+ * away); the old one is closed once the new one is open, else kept.
+ */
+static int jsonl_reopen(void *self)
+{
+	struct jsonl *j = self;
+	bool regular;
+	int fd;
+
+	if (!j->own_fd)
+		return 0; /* stdout */
+	int r = open_file(j, &fd, &regular);
+	if (r)
+		return r; /* logged; writing goes on into the file we have */
+	close(j->fd);
+	j->fd = fd;
+	j->regular = regular;
+	tcp_audit_info(j->host, "reopened %s", j->cfg->path);
 	return 0;
 }
 
@@ -210,6 +244,7 @@ static const struct tcp_audit_plugin jsonl_plugin = {
 	.sinker_write = jsonl_write,
 	.sinker_flush = jsonl_flush,
 	.sinker_close = jsonl_close,
+	.sinker_reopen = jsonl_reopen,
 };
 
 TCP_AUDIT_EXPORT const struct tcp_audit_plugin *tcp_audit_plugin_entry(uint32_t host_abi)

@@ -1,14 +1,17 @@
 """The pipeline end to end: drain on signal, consecutive errors, counted loss,
 several sinks, backpressure, retries."""
+import gzip
 import json
 import os
+import re
 import signal
+import subprocess
 import tempfile
 import time
 import unittest
 
 import tcpaudit
-from tcpaudit import Running, counters, fixture, run, summary
+from tcpaudit import Running, counters, fixture, run, summary, wait_until
 
 SYNTH = fixture("synthetic-eventer")
 FAULTY = fixture("faulty-sink")
@@ -66,6 +69,60 @@ class Pipeline(unittest.TestCase):
 
     def test_sigterm_drains_then_exits_143(self):
         self.drain_on(signal.SIGTERM, 143)
+
+    def logrotate(self, out, pid):
+        """Runs the shipped logrotate snippet for out, forced, its postrotate
+        signalling pid (instead of the service)."""
+        with open(os.path.join(tcpaudit.SOURCE_DIR, "packaging/logrotate/tcp-audit")) as f:
+            conf = f.read()
+        conf = conf.replace("/var/log/tcp-audit/*.jsonl", out)
+        conf = re.sub(r"(?s)postrotate.*endscript", "postrotate\n\t\tkill -HUP %d\n\tendscript" % pid,
+                      conf)
+        with open(self.path("logrotate.conf"), "w") as f:
+            f.write(conf)
+        r = subprocess.run(["logrotate", "-f", "-s", self.path("logrotate.state"),
+                            self.path("logrotate.conf")], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def rotations(self, spool):
+        """Events flow into a jsonl file that is moved away three times, each
+        time followed by SIGHUP: by hand, then twice by the shipped logrotate
+        snippet (which compresses a file one rotation late).  Every event
+        once, in order, across the files, and a moved file gets nothing after
+        its SIGHUP was handled."""
+        out = self.path("events.jsonl")
+        with Running(["--event", SYNTH, "-p", "count=0", "-p", "interval_ms=2", "-p",
+                      "per_read=50", "--spool", spool, "--sink", "jsonl", "-p",
+                      "path=" + out]) as t:
+            time.sleep(0.5)
+            os.rename(out, out + ".0")
+            t.proc.send_signal(signal.SIGHUP)
+            wait_until(lambda: t.stderr().count("reopened " + out) == 1, 10, "the reopen")
+            moved = os.path.getsize(out + ".0")
+            for i in (2, 3):
+                time.sleep(0.5)
+                self.logrotate(out, t.proc.pid)
+                wait_until(lambda: t.stderr().count("reopened " + out) == i, 10, "the reopen")
+            time.sleep(0.5)
+            rc = t.stop()
+            err = t.stderr()
+        self.assertEqual(rc, 130, err)
+        self.assertEqual(err.count("got SIGHUP: the sinks reopen their files"), 3, err)
+        self.assertEqual(os.path.getsize(out + ".0"), moved)  # nothing after its reopen
+        got = []
+        for name in [out + ".0", out + ".2.gz", out + ".1", out]:
+            with (gzip.open if name.endswith(".gz") else open)(name, "rt") as f:
+                part = [json.loads(l)["seq"] for l in f]
+            self.assertTrue(part, name + " is empty")
+            got += part
+        n = summary(err)["events read"]
+        self.assertEqual(got, list(range(1, n + 1)))
+
+    def test_sighup_reopens_the_jsonl_file_for_logrotate(self):
+        self.rotations(self.path("spool"))
+
+    def test_sighup_reopens_without_a_spool_too(self):
+        self.rotations("none")
 
     def test_second_signal_exits_without_waiting(self):
         with Running(["--event", SYNTH, "-p", "count=0", "-p", "interval_ms=5", "--sink",
