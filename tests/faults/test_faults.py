@@ -86,8 +86,9 @@ class Faults(unittest.TestCase):
         self.assertEqual(dup.strip(), "0")
 
     def capture_args(self, *extra):
-        # (no snapshot: the counts below are of state changes)
-        return ["--event", "bpf", "-p", "ports=%d" % self.port, "-p", "snapshot=false",
+        # (no snapshot, no resets: the counts below are of state changes)
+        return ["--event", "bpf", "-p", "ports=%d" % self.port, "-p", "snapshot=false", "-p",
+                "kinds=state",
                 "--sink", "pgsql", "-p", "conninfo=" + self.pg.conninfo(self.db), "--sink",
                 "jsonl", "-p",
                 "path=" + self.path("ref.jsonl")] + list(extra)
@@ -203,8 +204,8 @@ class Faults(unittest.TestCase):
             db_path = os.path.join(mnt, "events.db")
             filler = os.path.join(mnt, "filler")
             args = ["--event", "bpf", "-p", "ports=%d" % self.port, "-p", "snapshot=false",
-                    "--sink", "sqlite", "-p", "path=" + db_path, "--sink", "jsonl", "-p",
-                    "path=" + self.path("ref.jsonl")]
+                    "-p", "kinds=state", "--sink", "sqlite", "-p", "path=" + db_path,
+                    "--sink", "jsonl", "-p", "path=" + self.path("ref.jsonl")]
             with Running(args) as t:
                 # fill what is left of the file system
                 subprocess.run(["dd", "if=/dev/zero", "of=" + filler, "bs=64k"],
