@@ -3,7 +3,7 @@
 # also what its test suite needs (PostgreSQL, cmocka, valgrind, ...).
 # Run as root.
 set -eu
-pkgs="meson ninja-build gcc libc6-dev pkgconf clang llvm libbpf-dev bpftool libelf-dev
+pkgs="meson ninja-build gcc libc6-dev pkgconf clang llvm libbpf-dev bpftool libelf-dev libsystemd-dev
       zlib1g-dev libsqlite3-dev libpq-dev libtracefs-dev libtraceevent-dev"
 if [ "${1:-}" = "--test" ]; then
 	pkgs="$pkgs python3 libcmocka-dev sqlite3 postgresql valgrind binutils iproute2

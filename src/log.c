@@ -1,12 +1,40 @@
 /* SPDX-License-Identifier: MIT */
-/* Log lines go to stderr, one write per line so threads never interleave. */
+/*
+ * Log lines go to stderr, one write per line so threads never interleave.
+ * When stderr is the journal (systemd says so in $JOURNAL_STREAM: the device
+ * and inode of the stream it connected), each line starts with its syslog
+ * priority, "<3>" for an error, which journald takes and strips.
+ */
 #include "log.h"
 
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 int log_max_level = TCP_AUDIT_LOG_INFO;
+
+/* syslog priorities (LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG) */
+static const char *const level_priorities[] = {
+	[TCP_AUDIT_LOG_ERROR] = "<3>",
+	[TCP_AUDIT_LOG_WARNING] = "<4>",
+	[TCP_AUDIT_LOG_INFO] = "<6>",
+	[TCP_AUDIT_LOG_DEBUG] = "<7>",
+};
+
+static bool to_journal;
+
+void log_init(void)
+{
+	const char *stream = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+
+	to_journal = stream && sscanf(stream, "%llu:%llu", &dev, &ino) == 2 &&
+		     fstat(STDERR_FILENO, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
+}
 
 static const char *const level_words[] = {
 	[TCP_AUDIT_LOG_ERROR] = "error: ",
@@ -15,16 +43,16 @@ static const char *const level_words[] = {
 	[TCP_AUDIT_LOG_DEBUG] = "debug: ",
 };
 
-void log_line(int level, const char *prefix, const char *fmt, va_list ap)
+/* One line at level, shown whatever log_max_level says. */
+static void put_line(int level, const char *prefix, const char *fmt, va_list ap)
 {
 	char line[2048];
 	int n;
 
-	if (level > log_max_level)
-		return;
 	if (level < TCP_AUDIT_LOG_ERROR || level > TCP_AUDIT_LOG_DEBUG)
 		level = TCP_AUDIT_LOG_ERROR;
-	n = snprintf(line, sizeof(line), "tcp-audit: %s%s", prefix, level_words[level]);
+	n = snprintf(line, sizeof(line), "%stcp-audit: %s%s",
+		     to_journal ? level_priorities[level] : "", prefix, level_words[level]);
 	if (n < 0 || (size_t)n >= sizeof(line))
 		n = 0;
 	int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
@@ -42,6 +70,21 @@ void log_line(int level, const char *prefix, const char *fmt, va_list ap)
 	line[n++] = '\n';
 	ssize_t w = write(STDERR_FILENO, line, (size_t)n);
 	(void)w;
+}
+
+void log_line(int level, const char *prefix, const char *fmt, va_list ap)
+{
+	if (level <= log_max_level)
+		put_line(level, prefix, fmt, ap);
+}
+
+void log_always(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	put_line(TCP_AUDIT_LOG_INFO, "", fmt, ap);
+	va_end(ap);
 }
 
 #define DEFINE_LOG(fn, level)                       \

@@ -10,7 +10,13 @@
 /* Messages above this level are not printed (TCP_AUDIT_LOG_*). */
 extern int log_max_level;
 
+/* Reads $JOURNAL_STREAM: lines get syslog priority prefixes if stderr is the journal. */
+void log_init(void);
+
 void log_line(int level, const char *prefix, const char *fmt, va_list ap);
+
+/* An informational line shown even with -q (the counters, the summary). */
+__attribute__((format(printf, 1, 2))) void log_always(const char *fmt, ...);
 
 __attribute__((format(printf, 1, 2))) void log_error(const char *fmt, ...);
 __attribute__((format(printf, 1, 2))) void log_warning(const char *fmt, ...);

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "notify.h"
 #include "options.h"
 #include "pipeline.h"
 #include "plugin-loader.h"
@@ -510,21 +511,19 @@ static void print_counters(struct pipeline *p, const char *what)
 
 	if (!st)
 		return;
-	fprintf(stderr,
-		"tcp-audit: %s: events read %llu, lost in kernel %llu, lost in queue %llu, "
-		"lost in spool %llu, skipped input %llu, gap records %llu, backlog peak %llu, "
-		"spool bytes %llu\n",
-		what, (unsigned long long)st->read, (unsigned long long)st->lost_kernel,
-		(unsigned long long)st->lost_queue, (unsigned long long)st->lost_spool,
-		(unsigned long long)st->skipped_input, (unsigned long long)st->gap_records,
-		(unsigned long long)st->backlog_peak, (unsigned long long)st->spool_bytes);
+	log_always("%s: events read %llu, lost in kernel %llu, lost in queue %llu, lost in spool "
+		   "%llu, skipped input %llu, gap records %llu, backlog peak %llu, spool bytes %llu",
+		   what, (unsigned long long)st->read, (unsigned long long)st->lost_kernel,
+		   (unsigned long long)st->lost_queue, (unsigned long long)st->lost_spool,
+		   (unsigned long long)st->skipped_input, (unsigned long long)st->gap_records,
+		   (unsigned long long)st->backlog_peak, (unsigned long long)st->spool_bytes);
 	for (size_t i = 0; i < st->n_sinks; i++)
-		fprintf(stderr, "tcp-audit: %s: sink %s: written %llu, undelivered %llu%s\n", what,
-			st->sinks[i].label, (unsigned long long)st->sinks[i].written,
-			(unsigned long long)st->sinks[i].undelivered,
-			st->sinks[i].failed		 ? " (failed)"
-			: st->sinks[i].left_in_spool ? " (kept in the spool)"
-						     : "");
+		log_always("%s: sink %s: written %llu, undelivered %llu%s", what,
+			   st->sinks[i].label, (unsigned long long)st->sinks[i].written,
+			   (unsigned long long)st->sinks[i].undelivered,
+			   st->sinks[i].failed		  ? " (failed)"
+			   : st->sinks[i].left_in_spool ? " (kept in the spool)"
+							: "");
 	free(st);
 }
 
@@ -807,11 +806,13 @@ static int run(struct cli *cli)
 	cli->event.self = NULL; /* the pipeline's now */
 	log_info("started: eventer %s, sink%s %s", cli->event.label, cli->n_sinks > 1 ? "s" : "",
 		 names);
+	int tick_ms = notify_init(200);
+	notify_ready(p);
 
 	enum pipeline_end end = PIPELINE_RUNNING;
 	bool abandoned = false;
 	for (;;) {
-		struct timespec tick = {0, 200 * 1000000L};
+		struct timespec tick = {tick_ms / 1000, (long)(tick_ms % 1000) * 1000000L};
 		int sig = sigtimedwait(&set, NULL, &tick);
 		if (sig <= 0 && handled_signal) {
 			sig = handled_signal;
@@ -824,6 +825,7 @@ static int run(struct cli *cli)
 			pipeline_reopen(p);
 		} else if (sig > 0 && !stop_signal) {
 			stop_signal = sig;
+			notify_stopping();
 			log_info("got SIG%s: stopping; delivering what was read (send it again to "
 				 "exit at once)",
 				 sigabbrev_np(sig) ? sigabbrev_np(sig) : "?");
@@ -839,7 +841,9 @@ static int run(struct cli *cli)
 		}
 		if (pipeline_wait(p, 0, &end))
 			break;
+		notify_tick(p);
 	}
+	notify_stopping();
 	print_counters(p, "summary");
 	pipeline_free(p);
 
@@ -868,6 +872,7 @@ int main(int argc, char **argv)
 	if (!cli)
 		return 1;
 	signal(SIGPIPE, SIG_IGN); /* a closed pipe is a write error, not death */
+	log_init();
 	status = parse_cli(argc, argv, cli);
 	if (status == 0) {
 		if (cli->list_plugins)
