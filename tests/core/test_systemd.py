@@ -46,8 +46,11 @@ class Notify(unittest.TestCase):
                       "per_read=10", "--spool", "none", "--sink", "jsonl", "-p",
                       "path=" + os.path.join(self.tmp.name, "out.jsonl")], env=env,
                      wait_started=False) as t:
-            msgs = self.messages(seconds)
+            # ready (under valgrind that takes seconds), then seconds more
+            self.sock.settimeout(60)
+            msgs = [(time.monotonic(), self.sock.recv(4096).decode())]
             self.assertIn("tcp-audit: started", t.stderr())  # READY=1 comes after it
+            msgs += self.messages(seconds)
             t.proc.send_signal(signal.SIGINT)
             msgs += self.messages(1.0)
             rc = t.stop()
