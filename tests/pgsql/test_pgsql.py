@@ -15,7 +15,7 @@ import unittest
 import pgserver
 import tcpaudit
 from tcpaudit import (SNAPSHOT_LINE, Running, reset_lines, run, sample_line, store_lines,
-                      summary)
+                      summary, wait_until)
 
 ORIGINAL_QUERY = """
 SELECT e.timestamp, e.pid_on_cpu, e.comm_on_cpu, host(e.src_ip), host(e.dst_ip), e.src_port,
@@ -418,6 +418,9 @@ class PgsqlSink(unittest.TestCase):
                       "conninfo=host=/nonexistent-dir dbname=x user=postgres"]) as t:
             t.wait_for_log("holding the events and retrying to connect to "
                            "postgres@/nonexistent-dir:5432/x")
+            # every line read before the stop (slow under valgrind)
+            wait_until(lambda: t.counters()["events read"] == len(store_lines()), 60,
+                       "the replay to be read")
             t.proc.send_signal(signal.SIGINT)
             t.wait_for_log("got SIGINT")
             rc = t.stop(signal.SIGINT)  # the second signal: give up on the sink
