@@ -569,17 +569,33 @@ static bool deliver(struct sink_thread *s, const struct tcp_audit_event *ev, siz
 	}
 }
 
-/* After a flush, the sink reopens its files (SIGHUP): a failure is logged, not counted. */
-static void reopen_files(struct sink_thread *s)
+/*
+ * SIGHUP: what the sink wrote goes into the file it was written to (flushed
+ * and, with a spool, its position confirmed, so that a restart does not
+ * write it again into the new one), then the sink reopens its files.  A
+ * failed reopen is logged, not counted.  Returns false if the flush failed
+ * for good.  Called without p->mu; pos: the sink's read position.
+ */
+static bool reopen_files(struct sink_thread *s, bool dirty, uint64_t pos)
 {
+	struct pipeline *p = s->p;
 	const struct tcp_audit_plugin *d = s->stage.desc;
 
+	if (dirty) {
+		if (!deliver(s, NULL, 0))
+			return false;
+		int r = p->cfg.spool ? spool_confirm(p->cfg.spool, (size_t)(s - p->sinks), pos) : 0;
+		if (r < 0)
+			log_error("%s: cannot save its spool position: %s", s->stage.label,
+				  strerror(-r));
+	}
 	if (!TCP_AUDIT_PLUGIN_HAS(d, sinker_reopen) || !d->sinker_reopen)
-		return;
+		return true;
 	int r = d->sinker_reopen(s->stage.self);
 	if (r)
 		log_error("%s: cannot reopen its files: %s (it goes on writing where it did)",
 			  s->stage.label, r < 0 && r > -4096 ? strerror(-r) : "error");
+	return true;
 }
 
 static void *sink_main(void *arg)
@@ -594,13 +610,11 @@ static void *sink_main(void *arg)
 		if (p->abandon)
 			break;
 		if (s->reopen) {
-			/* what was written goes into the file it was written to */
+			uint64_t pos = s->read_pos;
 			s->reopen = false;
 			pthread_mutex_unlock(&p->mu);
-			ok = !dirty || deliver(s, NULL, 0);
+			ok = reopen_files(s, dirty, pos);
 			dirty = false;
-			if (ok)
-				reopen_files(s);
 			pthread_mutex_lock(&p->mu);
 			if (!ok)
 				break;
@@ -679,22 +693,11 @@ static void *sink_spool_main(void *arg)
 		if (p->abandon)
 			break;
 		if (s->reopen) {
-			/*
-			 * What was written is flushed, and its position confirmed, before
-			 * the file changes: a restart does not write it again into the
-			 * new one
-			 */
-			s->reopen = false;
 			uint64_t pos = s->read_pos;
+			s->reopen = false;
 			pthread_mutex_unlock(&p->mu);
-			ok = !dirty || deliver(s, NULL, 0);
-			int r = ok && dirty ? spool_confirm(sp, idx, pos) : 0;
-			if (r < 0)
-				log_error("%s: cannot save its spool position: %s", s->stage.label,
-					  strerror(-r));
+			ok = reopen_files(s, dirty, pos);
 			dirty = false;
-			if (ok)
-				reopen_files(s);
 			pthread_mutex_lock(&p->mu);
 			if (!ok)
 				break;

@@ -303,64 +303,63 @@ static __always_inline void read_sock_common(struct ta_record *r, const struct s
 	r->netns = sk->__sk_common.skc_net.net->ns.inum;
 }
 
-/* The segment's addresses and ports, as the side it was sent to sees them. */
-static __always_inline int read_segment(struct ta_record *r, const struct sk_buff *skb)
+/*
+ * The segment's addresses and ports, as the side it was sent to sees them,
+ * into r; r is left as it was if the segment cannot be read.
+ */
+static __always_inline void read_segment(struct ta_record *r, const struct sk_buff *skb)
 {
 	unsigned char *head = skb->head;
 	struct tcphdr th;
+	__u8 saddr[16] = {}, daddr[16] = {};
+	__u16 family;
 
 	if (skb->protocol == __builtin_bswap16(ETH_P_IPV6)) {
 		struct ipv6hdr ip6;
 		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + skb->network_header))
-			return -1;
-		r->family = AF_INET6;
-		__builtin_memcpy(r->saddr, &ip6.daddr, 16);
-		__builtin_memcpy(r->daddr, &ip6.saddr, 16);
+			return;
+		family = AF_INET6;
+		__builtin_memcpy(saddr, &ip6.daddr, 16);
+		__builtin_memcpy(daddr, &ip6.saddr, 16);
 	} else {
 		struct iphdr ip;
 		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + skb->network_header))
-			return -1;
-		r->family = AF_INET;
-		__builtin_memcpy(r->saddr, &ip.daddr, 4);
-		__builtin_memcpy(r->daddr, &ip.saddr, 4);
+			return;
+		family = AF_INET;
+		__builtin_memcpy(saddr, &ip.daddr, 4);
+		__builtin_memcpy(daddr, &ip.saddr, 4);
 	}
 	if (bpf_probe_read_kernel(&th, sizeof(th), head + skb->transport_header))
-		return -1;
+		return;
+	r->family = family;
+	__builtin_memcpy(r->saddr, saddr, 16);
+	__builtin_memcpy(r->daddr, daddr, 16);
 	r->sport = __builtin_bswap16(th.dest);
 	r->dport = __builtin_bswap16(th.source);
 	if (skb->dev)
 		r->netns = skb->dev->nd_net.net->ns.inum;
-	return 0;
 }
 
-/* Sends a reset's record r (kind, addresses set) if the filters pass it. */
-static __always_inline int send_reset(struct ta_record *r, const struct sock *sk)
+/*
+ * Sends a reset's record r (its kind set) if the filters pass it: the
+ * socket's facts where there is one, then the addresses of the segment it
+ * answers where there is one.
+ */
+static __always_inline int send_reset(struct ta_record *r, const struct sock *sk,
+				      const struct sk_buff *skb)
 {
 	if (sk) {
+		/* a full socket also has an inode and a cgroup */
 		const struct tcp_sock *tp = bpf_skc_to_tcp_sock((struct sock *)sk);
+		if (tp)
+			read_sock(r, sk, tp);
+		else
+			read_sock_common(r, sk);
 		r->oldstate = r->newstate = sk->__sk_common.skc_state;
 		r->cookie = bpf_get_socket_cookie((struct sock *)sk);
-		if (tp) { /* a full socket: its inode, cgroup; addresses if not set */
-			struct ta_record s = {};
-			read_sock(&s, sk, tp);
-			if (!r->family) {
-				r->family = s.family;
-				r->sport = s.sport;
-				r->dport = s.dport;
-				__builtin_memcpy(r->saddr, s.saddr, 16);
-				__builtin_memcpy(r->daddr, s.daddr, 16);
-			}
-			r->netns = s.netns;
-			r->cgroup_id = s.cgroup_id;
-			r->sock_inode = s.sock_inode;
-			r->sock_uid = s.sock_uid;
-			r->sock_gid = s.sock_gid;
-			r->sock_state = s.sock_state;
-			r->flags |= s.flags;
-		} else if (!r->family) {
-			read_sock_common(r, sk);
-		}
 	}
+	if (skb)
+		read_segment(r, skb);
 	if (r->family != AF_INET && r->family != AF_INET6)
 		return 0;
 	struct ta_subject subject = {r->cgroup_id, r->netns,   r->family, r->sport, r->dport,
@@ -385,10 +384,7 @@ int BPF_PROG(on_send_reset, const struct sock *sk, const struct sk_buff *skb)
 		r.reason = (__u8)ctx[2];
 		r.flags |= TA_REC_REASON;
 	}
-	if (skb && read_segment(&r, skb))
-		__builtin_memset(&r, 0, sizeof(r)); /* cannot be: fall back to the socket */
-	r.kind = TA_KIND_RESET_SENT;
-	return send_reset(&r, sk);
+	return send_reset(&r, sk, skb);
 }
 
 SEC("tp_btf/tcp_receive_reset")
@@ -399,7 +395,7 @@ int BPF_PROG(on_receive_reset, const struct sock *sk)
 	if (!sk)
 		return 0;
 	r.kind = TA_KIND_RESET_RECEIVED;
-	return send_reset(&r, sk);
+	return send_reset(&r, sk, NULL);
 }
 
 /*

@@ -111,15 +111,16 @@ static size_t format_line(const struct console *c, const struct tcp_audit_event 
 	}
 	safe_comm(ev->comm_on_cpu, comm);
 	if (ev->kind == TCP_AUDIT_KIND_RESET) {
-		const char *st = tcp_state_name(ev->new_state), *why = reset_reason_name(ev->reset_reason);
-		bool sent = ev->reset_direction == TCP_AUDIT_RESET_SENT;
-		int n = snprintf(out, LINE_MAX_LEN, "%s  %-5s %s -> %s  RESET %s%s%s%s%s%s%s  (on cpu %u %s)\n",
-				 when, ev->family == AF_INET6 ? "tcp6" : "tcp4", src, dst,
-				 sent ? "sent" : "received", st ? " in " : "", st ? st : "",
-				 (ev->valid & TCP_AUDIT_HAS_RESET_REASON) && why ? " (" : "",
-				 (ev->valid & TCP_AUDIT_HAS_RESET_REASON) && why ? why : "",
-				 (ev->valid & TCP_AUDIT_HAS_RESET_REASON) && why ? ")" : "", owner,
-				 ev->pid_on_cpu, comm);
+		const char *st = tcp_state_name(ev->new_state);
+		const char *why = ev->valid & TCP_AUDIT_HAS_RESET_REASON
+					  ? reset_reason_name(ev->reset_reason)
+					  : NULL;
+		int n = snprintf(out, LINE_MAX_LEN,
+				 "%s  %-5s %s -> %s  RESET %s%s%s%s%s%s%s  (on cpu %u %s)\n", when,
+				 ev->family == AF_INET6 ? "tcp6" : "tcp4", src, dst,
+				 ev->reset_direction == TCP_AUDIT_RESET_SENT ? "sent" : "received",
+				 st ? " in " : "", st ? st : "", why ? " (" : "", why ? why : "",
+				 why ? ")" : "", owner, ev->pid_on_cpu, comm);
 		return n < 0 ? 0 : (size_t)n >= LINE_MAX_LEN ? LINE_MAX_LEN - 1 : (size_t)n;
 	}
 	const char *from = tcp_state_name(ev->old_state), *to = tcp_state_name(ev->new_state);

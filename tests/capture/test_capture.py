@@ -383,6 +383,18 @@ class Capture(unittest.TestCase):
             # in the order they happened: the reset, then the close it caused
             self.assertLess(received["ktime"], changes[-1]["ktime"])
 
+    def reset_connection(self, events, port, cport):
+        """A connection's client and accepted sockets' state changes, and its
+        two resets (exactly one sent and one received)."""
+        changes = [e for e in events if e.get("kind") != "reset"]
+        client = [e for e in changes if e["dport"] == port and e["sport"] in (0, cport)]
+        child = [e for e in changes if e["sport"] == port and e["dport"] == cport]
+        resets = [e for e in events if e.get("kind") == "reset"]
+        self.assertEqual(sorted(r["direction"] for r in resets), ["received", "sent"], resets)
+        sent = [r for r in resets if r["direction"] == "sent"][0]
+        received = [r for r in resets if r["direction"] == "received"][0]
+        return client, child, sent, received
+
     def test_abortive_close(self):
         """SO_LINGER 0: the closing socket sends a reset (tied to it by cookie,
         with its owner), its peer receives it in ESTABLISHED and closes with
@@ -405,18 +417,11 @@ class Capture(unittest.TestCase):
             l.close()
 
         events, _ = self.capture(["ports=%d" % port], action, resets=True)
-        changes = [e for e in events if e.get("kind") != "reset"]
-        client = [e for e in changes if e["dport"] == port and e["sport"] in (0, ports["client"])]
-        child = [e for e in changes if e["sport"] == port and e["dport"] == ports["client"]]
+        client, child, sent, received = self.reset_connection(events, port, ports["client"])
         self.assertEqual(states(client), ["CLOSED", "SYN-SENT", "ESTABLISHED", "CLOSED"])
         self.assertEqual(states(child), ["LISTEN", "SYN-RECEIVED", "ESTABLISHED", "CLOSED"])
         self.assertNotIn("error", client[-1])
         self.assertEqual(child[-1]["error"], "ECONNRESET")
-        resets = [e for e in events if e.get("kind") == "reset"]
-        self.assertEqual([r["direction"] for r in resets], ["sent", "received"]
-                         if resets[0]["direction"] == "sent" else ["received", "sent"], resets)
-        sent = [r for r in resets if r["direction"] == "sent"][0]
-        received = [r for r in resets if r["direction"] == "received"][0]
         # the kernel closes the socket first, then sends the reset
         self.check_reset(sent, "sent", client[-1], "CLOSED")
         self.assertIn("reason", sent)
@@ -445,15 +450,9 @@ class Capture(unittest.TestCase):
             l.close()
 
         events, _ = self.capture(["ports=%d" % port], action, resets=True)
-        changes = [e for e in events if e.get("kind") != "reset"]
-        client = [e for e in changes if e["dport"] == port and e["sport"] in (0, ports["client"])]
-        child = [e for e in changes if e["sport"] == port and e["dport"] == ports["client"]]
+        client, child, sent, received = self.reset_connection(events, port, ports["client"])
         self.assertEqual(states(client), ["CLOSED", "SYN-SENT", "ESTABLISHED", "CLOSED"])
         self.assertEqual(client[-1]["error"], "ECONNRESET")
-        resets = [e for e in events if e.get("kind") == "reset"]
-        self.assertEqual(sorted(r["direction"] for r in resets), ["received", "sent"], resets)
-        sent = [r for r in resets if r["direction"] == "sent"][0]
-        received = [r for r in resets if r["direction"] == "received"][0]
         self.check_reset(sent, "sent", child[-1], "CLOSED")
         self.assertEqual(sent["reason"], "TCP_ABORT_ON_CLOSE")
         self.check_reset(received, "received", client[-1], "ESTABLISHED")
