@@ -4,10 +4,10 @@
 # Run as root.
 set -eu
 pkgs="meson ninja-build gcc libc6-dev pkgconf clang llvm libbpf-dev bpftool libelf-dev libsystemd-dev
-      zlib1g-dev libsqlite3-dev libpq-dev libtracefs-dev libtraceevent-dev"
+      libmicrohttpd-dev zlib1g-dev libsqlite3-dev libpq-dev libtracefs-dev libtraceevent-dev"
 if [ "${1:-}" = "--test" ]; then
 	pkgs="$pkgs python3 libcmocka-dev sqlite3 postgresql valgrind binutils iproute2
-	      procps util-linux nftables logrotate"
+	      procps util-linux nftables logrotate prometheus"
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "notify.h"
 #include "options.h"
 #include "pipeline.h"
@@ -73,6 +74,7 @@ struct cli {
 	const char *memory_tuned; /* --queue-size or --backlog given */
 	const char *user;
 	long stop_grace;
+	const char *metrics; /* --metrics HOST:PORT */
 	bool list_plugins;
 };
 
@@ -138,6 +140,12 @@ static void usage(FILE *f)
 		"                      need is dropped (bpf: all; tracefs: all but\n"
 		"                      cap_dac_override, to read its stats and remove its instance)\n"
 		"\n"
+		"Monitoring:\n"
+		"  --metrics HOST:PORT serve the counters for Prometheus at\n"
+		"                      http://HOST:PORT/metrics (off by default; [::1]:PORT for\n"
+		"                      IPv6, :PORT for every address, port 0 picks a free one);\n"
+		"                      the Prometheus text format, or OpenMetrics when asked\n"
+		"\n"
 		"Other:\n"
 		"  -q, --quiet         only warnings and errors on stderr\n"
 		"  -v, --verbose       debug messages too\n"
@@ -197,6 +205,7 @@ static int parse_cli(int argc, char **argv, struct cli *cli)
 		OPT_SPOOL_ON_FULL,
 		OPT_STOP_GRACE,
 		OPT_USER,
+		OPT_METRICS,
 	};
 	static const struct option longopts[] = {
 		{"event", required_argument, NULL, OPT_EVENT},
@@ -212,6 +221,7 @@ static int parse_cli(int argc, char **argv, struct cli *cli)
 		{"spool-on-full", required_argument, NULL, OPT_SPOOL_ON_FULL},
 		{"stop-grace", required_argument, NULL, OPT_STOP_GRACE},
 		{"user", required_argument, NULL, OPT_USER},
+		{"metrics", required_argument, NULL, OPT_METRICS},
 		{"quiet", no_argument, NULL, 'q'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
@@ -305,6 +315,11 @@ static int parse_cli(int argc, char **argv, struct cli *cli)
 			if (!*optarg)
 				return usage_error("--user: give a user name");
 			cli->user = optarg;
+			break;
+		case OPT_METRICS:
+			if (!*optarg)
+				return usage_error("--metrics: give HOST:PORT, e.g. 127.0.0.1:9464");
+			cli->metrics = optarg;
 			break;
 		case OPT_STOP_GRACE:
 			if ((r = parse_long("--stop-grace", optarg, 0, 86400, &cli->stop_grace)))
@@ -728,9 +743,10 @@ static int run(struct cli *cli)
 	struct pipeline_stage sinks[MAX_SINKS], eventer;
 	struct pipeline *p = NULL;
 	struct spool *spool = NULL;
+	struct metrics *metrics = NULL;
 	sigset_t set;
-	int stop_signal = 0, r, status = 0;
-	char host[TCP_AUDIT_HOST_LEN] = "";
+	int stop_signal = 0, r, status = 0, metrics_fd = -1;
+	char host[TCP_AUDIT_HOST_LEN] = "", metrics_at[128] = "";
 
 	/* 1. load and check everything */
 	if (!cli->event_given) {
@@ -749,6 +765,13 @@ static int run(struct cli *cli)
 	if ((r = choose_spool(cli, is_auto)))
 		return r;
 	gethostname(host, sizeof(host) - 1);
+	if (cli->metrics) { /* now, while any port may be bound */
+		char err[512];
+		metrics_fd = metrics_listen(cli->metrics, metrics_at, sizeof(metrics_at), err,
+					    sizeof(err));
+		if (metrics_fd < 0)
+			return usage_error("--metrics %s", err);
+	}
 
 	/*
 	 * 2. open.  The eventer needs root; once it is open only the capabilities
@@ -804,6 +827,22 @@ static int run(struct cli *cli)
 		goto close_all;
 	}
 	cli->event.self = NULL; /* the pipeline's now */
+	if (metrics_fd >= 0) {
+		char err[512];
+		metrics = metrics_start(metrics_fd, p, cli->event.label, err, sizeof(err));
+		metrics_fd = -1; /* the server's, or closed */
+		if (!metrics) {
+			log_error("--metrics: %s: stopping", err);
+			pipeline_stop(p);
+			enum pipeline_end ignored;
+			while (!pipeline_wait(p, 1000, &ignored))
+				;
+			pipeline_free(p);
+			status = 1;
+			goto close_all;
+		}
+		log_info("metrics: serving http://%s/metrics", metrics_at);
+	}
 	log_info("started: eventer %s, sink%s %s", cli->event.label, cli->n_sinks > 1 ? "s" : "",
 		 names);
 	int tick_ms = notify_init(200);
@@ -845,6 +884,7 @@ static int run(struct cli *cli)
 	}
 	notify_stopping();
 	print_counters(p, "summary");
+	metrics_stop(metrics);
 	pipeline_free(p);
 
 	if (end == PIPELINE_FAILED)
@@ -855,6 +895,8 @@ static int run(struct cli *cli)
 		status = 0;
 
 close_all:
+	if (metrics_fd >= 0)
+		close(metrics_fd);
 	if (cli->event.self)
 		cli->event.lp.desc->eventer_close(cli->event.self);
 	cli->event.self = NULL;

@@ -34,6 +34,9 @@ struct sink_thread {
 	bool failed;       /* guarded by p->mu: gave up, no longer holds the ring */
 	bool left_in_spool; /* guarded by p->mu: stopped, the rest stays spooled */
 	bool reopen;        /* guarded by p->mu: reopen its files before the next write */
+	uint64_t errors;    /* guarded by p->mu: failed write()/flush() calls */
+	uint64_t retries;   /* guarded by p->mu: TCP_AUDIT_RETRY answers */
+	bool unavailable;   /* guarded by p->mu: retrying a write or flush now */
 	struct tcp_audit_event *buf; /* spool mode: the batch read from the spool */
 };
 
@@ -507,6 +510,17 @@ static void request_stop(struct pipeline *p)
 	pthread_cond_broadcast(&p->space);
 }
 
+/* For the metrics: a sink's failed and retried calls (rare: a lock is fine). */
+static void note_trouble(struct sink_thread *s, uint64_t errors, uint64_t retries,
+			 bool unavailable)
+{
+	pthread_mutex_lock(&s->p->mu);
+	s->errors += errors;
+	s->retries += retries;
+	s->unavailable = unavailable;
+	pthread_mutex_unlock(&s->p->mu);
+}
+
 /*
  * Calls write() (or flush() when n == 0) until it succeeds.  RETRY waits with
  * a growing backoff and is not a failure; other errors count, and max_errors
@@ -527,8 +541,11 @@ static bool deliver(struct sink_thread *s, const struct tcp_audit_event *ev, siz
 			if (unavailable_since)
 				log_info("%s is writing again after %.1f s", s->stage.label,
 					 (double)(now_ns(CLOCK_MONOTONIC) - unavailable_since) / 1e9);
+			if (errors || unavailable_since)
+				note_trouble(s, 0, 0, false);
 			return true;
 		}
+		note_trouble(s, r != TCP_AUDIT_RETRY, r == TCP_AUDIT_RETRY, true);
 		if (r == TCP_AUDIT_RETRY) {
 			if (!unavailable_since) {
 				unavailable_since = now_ns(CLOCK_MONOTONIC);
@@ -908,6 +925,7 @@ struct pipeline_stats *pipeline_stats(struct pipeline *p)
 	st->lost_spool = p->lost_spool;
 	st->skipped_input = p->skipped_input;
 	st->gap_records = p->gap_records;
+	st->backlog = p->spilled;
 	st->backlog_peak = p->spilled_peak;
 	st->n_sinks = p->n_sinks;
 	for (size_t i = 0; i < p->n_sinks; i++) {
@@ -915,6 +933,9 @@ struct pipeline_stats *pipeline_stats(struct pipeline *p)
 		st->sinks[i].written = p->sinks[i].written;
 		st->sinks[i].undelivered = p->write_pos - p->sinks[i].read_pos;
 		st->sinks[i].failed = p->sinks[i].failed;
+		st->sinks[i].errors = p->sinks[i].errors;
+		st->sinks[i].retries = p->sinks[i].retries;
+		st->sinks[i].unavailable = p->sinks[i].unavailable;
 		st->sinks[i].left_in_spool = p->sinks[i].left_in_spool;
 	}
 	pthread_mutex_unlock(&p->mu);

@@ -56,6 +56,9 @@ struct pipeline_sink_stats {
 	const char *label;
 	uint64_t written;     /* records handed to write() successfully */
 	uint64_t undelivered; /* records read but not (yet) written to it */
+	uint64_t errors;      /* write()/flush() calls that failed */
+	uint64_t retries;     /* calls answered TCP_AUDIT_RETRY (the store unavailable) */
+	bool unavailable;     /* its last call was answered with an error or RETRY */
 	bool failed;
 	bool left_in_spool; /* gave up at the stop: undelivered stays spooled */
 };
@@ -68,6 +71,7 @@ struct pipeline_stats {
 	uint64_t spool_bytes;   /* in the spool's files now (0 without one) */
 	uint64_t skipped_input; /* records the eventer skipped (malformed input) */
 	uint64_t gap_records;   /* gap records the core added for lost_kernel */
+	uint64_t backlog;       /* events held in the backlog now */
 	uint64_t backlog_peak;  /* most events held in the backlog at once */
 	size_t n_sinks;
 	struct pipeline_sink_stats sinks[];
