@@ -21,6 +21,13 @@ capture  For each load -- the load generator's two shapes (fin: the client
                          (PostgreSQL's own CPU, server and backends, beside it)
            RSS           tcp-audit's peak resident set
            loss          the loss counted in tcp-audit's exit summary
+resets   What recording resets costs, as paired rounds: for each eventer and
+         load, --reset-rounds times an untraced round and then the eventer
+         -> jsonl with the reset tracepoints (the default) and with
+         -p kinds=state (none), in alternating order (ABBA), so that the
+         two configurations see the same drift of the machine; reports
+         the median ratio of each and the median of the per-round
+         differences (with - without; the target: within 0.01 of 0).
 burst    2,000,000 events (--burst-connections of the fin shape, 2 threads)
          into `tcp-audit` with no arguments at all: share stored, counted
          loss, peak RSS, overhead, and how long the stop took to store it all.
@@ -84,7 +91,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 import shaped  # noqa: E402  (capture-shaped events)
 import tcpaudit  # noqa: E402  (summary parsing)
 
-SECTIONS = ("capture", "burst", "replay", "snapshot", "archive")
+SECTIONS = ("capture", "resets", "burst", "replay", "snapshot", "archive")
 SHAPES = ("fin", "busy")
 
 # name: (eventer shown, sink shown, spool shown, arguments before the sink's own)
@@ -615,6 +622,55 @@ def tw_note(rows):
                 "rates are not comparable." % ", ".join(hit)]
 
 
+RESET_PAIRS = {"bpf": ("bpf-jsonl", "bpf-jsonl-states"),
+               "tracefs": ("tracefs-jsonl", "tracefs-jsonl-states")}
+
+
+def resets_section(a, servers, workdir):
+    out = ["", "What recording resets costs: paired rounds, %d connections (%d events) per "
+               "round; each round an untraced run, then with and without the reset tracepoints "
+               "in alternating order; ratio = traced rate / that round's untraced rate." % (
+                   a.connections, 10 * a.connections + 2),
+           "",
+           "| eventer | shape | threads | rounds | ratio with resets | ratio without | "
+           "difference, median (range) | within 0.01 | completeness (worst) |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for eventer, (with_cfg, without_cfg) in RESET_PAIRS.items():
+        for shape in a.shapes:
+            for threads in a.threads:
+                rows = []
+                for r in range(a.reset_rounds):
+                    progress(a, "resets %s %s/%d round %d" % (eventer, shape, threads, r + 1))
+                    base = loadgen(a, shape, threads, a.connections)["rate"]
+                    order = (with_cfg, without_cfg) if r % 2 == 0 else (without_cfg, with_cfg)
+                    got = {}
+                    for config in order:
+                        got[config] = traced_round(a, servers, workdir, config, shape, threads,
+                                                   a.connections)
+                    rows.append({"untraced": base,
+                                 "with": got[with_cfg]["rate"] / base,
+                                 "without": got[without_cfg]["rate"] / base,
+                                 "completeness": min(g["completeness"] for g in got.values())})
+                diffs = [x["with"] - x["without"] for x in rows]
+                row = {"section": "resets", "eventer": eventer, "shape": shape,
+                       "threads": threads, "rounds": a.reset_rounds,
+                       "with": median([x["with"] for x in rows]),
+                       "without": median([x["without"] for x in rows]),
+                       "difference": median(diffs), "worst_completeness":
+                           min(x["completeness"] for x in rows), "per_round": rows}
+                emit(row)
+                out.append("| %s | %s | %d | %d | %.3f | %.3f | %+.3f (%+.3f .. %+.3f) | %s | "
+                           "%.4f%% |" % (
+                               eventer, shape, threads, a.reset_rounds, row["with"],
+                               row["without"], row["difference"], min(diffs), max(diffs),
+                               "yes" if abs(row["difference"]) <= 0.01 else "no",
+                               100 * row["worst_completeness"]))
+    out.append("")
+    out.append("The last column: the worst round's share of the caused events found in the "
+               "store (both configurations).")
+    return out
+
+
 def burst_section(a, servers, workdir):
     if a.default_problem:
         emit({"section": "burst", "skipped": a.default_problem})
@@ -1072,6 +1128,8 @@ def main():
                    help="connections per capture round (10 events each; default 200000)")
     p.add_argument("--rounds", type=int, default=2,
                    help="traced (and untraced) rounds per row (default 2)")
+    p.add_argument("--reset-rounds", type=int, default=6,
+                   help="paired rounds per row of the resets section (default 6)")
     p.add_argument("--burst-connections", type=int, default=200000,
                    help="connections of the burst (10 events each; default 200000)")
     p.add_argument("--replay-events", type=int, default=1000000,
@@ -1099,7 +1157,7 @@ def main():
     if a.quick:
         a.connections, a.burst_connections, a.rounds = 20000, 20000, 1
         a.replay_events, a.baseline_events, a.archive_events = 100000, 20000, 1000000
-    if min(a.rounds, a.connections, a.burst_connections, a.replay_events, a.archive_events,
+    if min(a.rounds, a.reset_rounds, a.connections, a.burst_connections, a.replay_events, a.archive_events,
            a.query_runs, a.snapshot_sockets) < 1 or a.baseline_events < 0:
         sys.exit("bench/run.py: rounds, connections, events and runs must be positive")
     a.sections = comma_list(a.sections, SECTIONS, "section")
@@ -1132,7 +1190,8 @@ def main():
         if "burst" in a.sections or "default" in a.configs and "capture" in a.sections:
             a.default_problem = default_path_problem(a, workdir)
         for section in a.sections:
-            out = {"capture": capture_section, "burst": burst_section,
+            out = {"capture": capture_section, "resets": resets_section,
+                   "burst": burst_section,
                    "replay": replay_section, "snapshot": snapshot_section,
                    "archive": archive_section}[section](
                        a, servers, workdir)
