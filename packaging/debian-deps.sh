@@ -7,7 +7,7 @@ pkgs="meson ninja-build gcc libc6-dev pkgconf clang llvm libbpf-dev bpftool libe
       libmicrohttpd-dev zlib1g-dev libsqlite3-dev libpq-dev libtracefs-dev libtraceevent-dev"
 if [ "${1:-}" = "--test" ]; then
 	pkgs="$pkgs python3 libcmocka-dev sqlite3 postgresql valgrind binutils iproute2
-	      procps util-linux nftables logrotate prometheus"
+	      procps util-linux nftables logrotate prometheus groff-base"
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
