@@ -362,14 +362,16 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 		*state = &first_call;
 		return MHD_YES;
 	}
-	if (strcmp(method, MHD_HTTP_METHOD_GET) && strcmp(method, MHD_HTTP_METHOD_HEAD)) {
-		*upload_size = 0; /* ignore any body */
-		return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain; charset=utf-8",
-			     not_allowed, sizeof(not_allowed) - 1, false);
+	if (*upload_size) { /* a body: read and ignored; the answer comes after it */
+		*upload_size = 0;
+		return MHD_YES;
 	}
 	if (strcmp(url, "/metrics"))
 		return reply(c, MHD_HTTP_NOT_FOUND, "text/plain; charset=utf-8", not_found,
 			     sizeof(not_found) - 1, false);
+	if (strcmp(method, MHD_HTTP_METHOD_GET) && strcmp(method, MHD_HTTP_METHOD_HEAD))
+		return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain; charset=utf-8",
+			     not_allowed, sizeof(not_allowed) - 1, false);
 
 	struct pipeline_stats *st = pipeline_stats(m->p);
 	char *body = NULL;

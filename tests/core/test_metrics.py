@@ -34,9 +34,9 @@ def served_at(t):
     return m.group(1)
 
 
-def get(where, path="/metrics", method="GET", accept=None):
+def get(where, path="/metrics", method="GET", accept=None, data=None):
     """(status, headers, body) of one request."""
-    req = urllib.request.Request("http://%s%s" % (where, path), method=method)
+    req = urllib.request.Request("http://%s%s" % (where, path), method=method, data=data)
     if accept:
         req.add_header("Accept", accept)
     try:
@@ -147,12 +147,16 @@ class Endpoint(unittest.TestCase):
 
             status, headers, body = get(where, method="HEAD")
             self.assertEqual((status, body), (200, ""))
-            for method in ("POST", "PUT", "DELETE"):
-                status, headers, _ = get(where, method=method)
+            for method, data in (("POST", None), ("PUT", None), ("DELETE", None),
+                                 ("POST", b"a=b"), ("PUT", b"x" * 300000)):
+                status, headers, _ = get(where, method=method, data=data)
                 self.assertEqual(status, 405, method)
                 self.assertEqual(headers["Allow"], "GET, HEAD")
             for path in ("/", "/metrics/", "/metricsx", "/favicon.ico"):
                 self.assertEqual(get(where, path)[0], 404, path)
+            self.assertEqual(get(where, "/x", method="POST", data=b"y" * 1000)[0], 404)
+            self.assertEqual(get(where, "/metrics?name[]=x")[0], 200)
+            self.assertNotIn("warning", t.stderr())
             self.assertEqual(t.stop(), 130, t.stderr())
         # it stopped serving
         with self.assertRaises(OSError):
