@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <time.h>
+#include <unistd.h>
 #include <linux/types.h>
 
 #include "event-text.h"
@@ -114,5 +116,15 @@ int reset_reason_map_add(struct reset_reason_map *m, long kernel_value, const ch
 	if (ours < 0 || kernel_value < 0 || kernel_value > 255)
 		return 0;
 	m->ours[kernel_value] = (uint8_t)ours;
+	return 1;
+}
+
+int tracefs_mount_if_missing(void)
+{
+	if (access("/sys/kernel/tracing/events", F_OK) == 0 ||
+	    access("/sys/kernel/debug/tracing/events", F_OK) == 0)
+		return 0;
+	if (mount("nodev", "/sys/kernel/tracing", "tracefs", 0, NULL) != 0)
+		return -errno;
 	return 1;
 }

@@ -40,4 +40,12 @@ int64_t realtime_minus_monotonic_ns(void);
 /* The clock's current value in ns. */
 uint64_t clock_now_ns(int clock_id);
 
+/*
+ * Mounts tracefs at /sys/kernel/tracing unless it is there already (or at
+ * /sys/kernel/debug/tracing): where nothing mounted it (a container, an
+ * early boot), the syscall tracepoints cannot be attached without it.
+ * Returns 1 if it mounted it, 0 if it was there, or a negative errno.
+ */
+int tracefs_mount_if_missing(void);
+
 #endif

@@ -672,12 +672,18 @@ static int load(struct bpf_eventer *b)
 	if (!(k->links.on_state = bpf_program__attach(k->progs.on_state)) ||
 	    !(k->links.on_state_rescue = bpf_program__attach(k->progs.on_state_rescue)))
 		return -errno;
+	/* libbpf finds the syscall tracepoints through tracefs */
+	int mounted = tracefs_mount_if_missing();
+	if (mounted > 0)
+		tcp_audit_info(b->host, "mounted tracefs at /sys/kernel/tracing (for the syscall "
+					"tracepoints)");
 	k->links.on_accept4_exit = bpf_program__attach(k->progs.on_accept4_exit);
 	k->links.on_accept_exit = bpf_program__attach(k->progs.on_accept_exit);
 	if (!k->links.on_accept4_exit || !k->links.on_accept_exit)
-		tcp_audit_info(b->host, "no syscalls:sys_exit_accept tracepoints on this kernel: an "
-					"accepted socket's owner is the process that created its "
-					"listener");
+		tcp_audit_info(b->host, "no syscalls:sys_exit_accept tracepoints%s%s%s: an accepted "
+					"socket's owner is the process that created its listener",
+			       mounted < 0 ? " (tracefs is not mounted and cannot be: " : " on this kernel",
+			       mounted < 0 ? strerror(-mounted) : "", mounted < 0 ? ")" : "");
 	if (bpf_program__autoload(k->progs.on_send_reset) &&
 	    (!(k->links.on_send_reset = bpf_program__attach(k->progs.on_send_reset)) ||
 	     !(k->links.on_receive_reset = bpf_program__attach(k->progs.on_receive_reset))))
