@@ -383,6 +383,12 @@ def count_jsonl(path, port=None):
     return n
 
 
+def count_jsonl_kind(path, kind):
+    needle = b'"kind":"%s"' % kind
+    with open(path, "rb") as f:
+        return sum(1 for line in f if needle in line)
+
+
 def port_query(port):
     return "SELECT count(*) FROM tcp_events WHERE src_port = %d OR dst_port = %d" % (port, port)
 
@@ -479,7 +485,27 @@ def config_args(name, store):
 
 # -- capture and burst
 
-def traced_round(a, servers, workdir, config, shape, threads, connections):
+def bpf_prog_runs(prefixes):
+    """{prefix: [runs, ns]} summed over the loaded BPF programs whose names start
+    with each prefix (bpftool; run counts need kernel.bpf_stats_enabled=1)."""
+    out = {p: [0, 0] for p in prefixes}
+    try:
+        progs = json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True,
+                                          text=True, check=True).stdout)
+    except (OSError, subprocess.CalledProcessError, ValueError):
+        return None
+    for prog in progs:
+        for p in prefixes:
+            if prog.get("name", "").startswith(p):
+                out[p][0] += prog.get("run_cnt", 0)
+                out[p][1] += prog.get("run_time_ns", 0)
+    return out
+
+
+RESET_PROGS = ("on_send_reset", "on_receive_rese", "on_state")  # names cut at 15 characters
+
+
+def traced_round(a, servers, workdir, config, shape, threads, connections, prog_stats=False):
     ta = TcpAudit(a, workdir)
     store = None
     try:
@@ -489,7 +515,9 @@ def traced_round(a, servers, workdir, config, shape, threads, connections):
         ta.start(config_args(config, store))
         ta.wait_started()
         port = free_port()
+        runs0 = bpf_prog_runs(RESET_PROGS) if prog_stats else None
         gen = loadgen(a, shape, threads, connections, port)
+        runs1 = bpf_prog_runs(RESET_PROGS) if prog_stats else None
         time.sleep(0.5)  # let the last events leave the kernel's buffer
         res = ta.wait(STOP_TIMEOUT, signal.SIGINT)
         if res["rc"] != 130:
@@ -513,6 +541,10 @@ def traced_round(a, servers, workdir, config, shape, threads, connections):
             "stop_s": res["stop_s"],
             "events_read": read,
             "tw_overflow": gen["tw_overflow"],
+            "prog_runs": {k: [runs1[k][0] - runs0[k][0], runs1[k][1] - runs0[k][1]]
+                          for k in RESET_PROGS} if runs0 and runs1 else None,
+            "reset_records": count_jsonl_kind(store.path, b"reset")
+            if store.kind == "jsonl" else None,
         }
     finally:
         if store:
@@ -633,8 +665,14 @@ def resets_section(a, servers, workdir):
                    a.connections, 10 * a.connections + 2),
            "",
            "| eventer | shape | threads | rounds | ratio with resets | ratio without | "
-           "difference, median (range) | within 0.01 | completeness (worst) |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "difference, median (range) | within 0.01 | completeness (worst) | reset records "
+           "stored | reset programs: runs, ns | state programs: runs, ns per run |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    stats = "/proc/sys/kernel/bpf_stats_enabled"
+    stats_before = _read_int(stats) if a.prog_stats else None
+    if a.prog_stats:  # run counts and times of the BPF programs (both configurations pay)
+        with open(stats, "w") as f:
+            f.write("1")
     for eventer, (with_cfg, without_cfg) in RESET_PAIRS.items():
         for shape in a.shapes:
             for threads in a.threads:
@@ -646,8 +684,12 @@ def resets_section(a, servers, workdir):
                     got = {}
                     for config in order:
                         got[config] = traced_round(a, servers, workdir, config, shape, threads,
-                                                   a.connections)
-                    rows.append({"untraced": base,
+                                                   a.connections,
+                                                   a.prog_stats and eventer == "bpf")
+                    runs = got[with_cfg]["prog_runs"]
+                    rows.append({"prog_runs": runs,
+                                 "reset_records": got[with_cfg]["reset_records"],
+                                 "untraced": base,
                                  "with": got[with_cfg]["rate"] / base,
                                  "without": got[without_cfg]["rate"] / base,
                                  "completeness": min(g["completeness"] for g in got.values())})
@@ -659,15 +701,30 @@ def resets_section(a, servers, workdir):
                        "difference": median(diffs), "worst_completeness":
                            min(x["completeness"] for x in rows), "per_round": rows}
                 emit(row)
+                resets = sum(x["reset_records"] or 0 for x in rows)
+                progs = [x["prog_runs"] for x in rows if x["prog_runs"]]
+                rst = ("%d, %d" % (sum(p["on_send_reset"][0] + p["on_receive_rese"][0]
+                                       for p in progs),
+                                   sum(p["on_send_reset"][1] + p["on_receive_rese"][1]
+                                       for p in progs)) if progs else "-")
+                st_runs = sum(p["on_state"][0] for p in progs)
+                st = ("%d, %.0f" % (st_runs, sum(p["on_state"][1] for p in progs) / st_runs)
+                      if progs and st_runs else "-")
                 out.append("| %s | %s | %d | %d | %.3f | %.3f | %+.3f (%+.3f .. %+.3f) | %s | "
-                           "%.4f%% |" % (
+                           "%.4f%% | %d | %s | %s |" % (
                                eventer, shape, threads, a.reset_rounds, row["with"],
                                row["without"], row["difference"], min(diffs), max(diffs),
                                "yes" if abs(row["difference"]) <= 0.01 else "no",
-                               100 * row["worst_completeness"]))
+                               100 * row["worst_completeness"], resets, rst, st))
+    if a.prog_stats:
+        with open(stats, "w") as f:
+            f.write(str(stats_before))
     out.append("")
-    out.append("The last column: the worst round's share of the caused events found in the "
-               "store (both configurations).")
+    out.append("completeness: the worst round's share of the caused events found in the "
+               "store (both configurations); reset records stored: in the store of every run "
+               "with resets (all ports); programs: summed over the runs with resets while the "
+               "generator ran (--prog-stats: kernel.bpf_stats_enabled=1, which adds its own "
+               "cost to every program run in both configurations).")
     return out
 
 
@@ -1130,6 +1187,9 @@ def main():
                    help="traced (and untraced) rounds per row (default 2)")
     p.add_argument("--reset-rounds", type=int, default=6,
                    help="paired rounds per row of the resets section (default 6)")
+    p.add_argument("--prog-stats", action="store_true",
+                   help="resets section: count the BPF programs' runs and time "
+                        "(kernel.bpf_stats_enabled)")
     p.add_argument("--burst-connections", type=int, default=200000,
                    help="connections of the burst (10 events each; default 200000)")
     p.add_argument("--replay-events", type=int, default=1000000,
