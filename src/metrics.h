@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * --metrics HOST:PORT: the counters for Prometheus, served by libmicrohttpd
- * from a thread of its own.  GET /metrics answers in the Prometheus text
- * format, or in OpenMetrics when the client asks for it (Accept:); every
- * other path is 404, every other method 405.  A scrape takes a snapshot of
- * the pipeline's counters (one lock per scrape, none per event).
+ * from a thread of its own.  GET (or HEAD) /metrics answers in the Prometheus
+ * text format, or in OpenMetrics when the client asks for it (Accept:); any
+ * other path is 404, another method on /metrics 405.  A scrape takes a
+ * snapshot of the pipeline's counters (one lock per scrape, none per event).
  */
 #ifndef TCP_AUDIT_METRICS_H
 #define TCP_AUDIT_METRICS_H

@@ -347,7 +347,8 @@ static void spool_commit(struct pipeline *p, const struct tcp_audit_event *ev, s
 	}
 }
 
-static void poll_eventer_stats(struct pipeline *p)
+/* at_stop: after the drain, when what is left unread counts too */
+static void poll_eventer_stats(struct pipeline *p, bool at_stop)
 {
 	struct tcp_audit_eventer_stats st = {0};
 	const struct tcp_audit_plugin *d = p->eventer.desc;
@@ -360,10 +361,12 @@ static void poll_eventer_stats(struct pipeline *p)
 	p->skipped_input = st.skipped;
 	pthread_mutex_unlock(&p->mu);
 	if (new_loss) {
-		log_warning("%s lost %llu events (%llu in all): the kernel buffer was full; a gap "
-			    "record goes to every sink",
+		log_warning("%s lost %llu events (%llu in all): %s; a gap record goes to every sink",
 			    p->eventer.label, (unsigned long long)new_loss,
-			    (unsigned long long)p->lost_kernel);
+			    (unsigned long long)p->lost_kernel,
+			    at_stop ? "the kernel buffer was full, or they were still in it when the "
+				      "stop's drain ran out of time"
+				    : "the kernel buffer was full");
 		add_gap_record(p, new_loss);
 	}
 }
@@ -475,13 +478,13 @@ static void *reader_main(void *arg)
 		}
 		uint64_t now = now_ns(CLOCK_MONOTONIC);
 		if (now >= next_stats) {
-			poll_eventer_stats(p);
+			poll_eventer_stats(p, false);
 			next_stats = now + STATS_INTERVAL_NS;
 		}
 	}
 	if (stopped)
 		drain_eventer(p);
-	poll_eventer_stats(p);
+	poll_eventer_stats(p, stopped);
 	d->eventer_close(p->eventer.self);
 	p->eventer.self = NULL;
 	drain_spill(p, true); /* what was read goes to the sinks */

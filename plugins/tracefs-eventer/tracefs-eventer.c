@@ -130,6 +130,12 @@ struct tracefs_eventer {
 	int64_t clock_offset;
 	uint64_t clock_checked;
 	uint64_t malformed;
+	/*
+	 * The host is stopping (its first drain read): tracing is off, so what
+	 * is in the buffers is all there will be, and what is still there when
+	 * the host asks for the stats is never read: counted as lost.
+	 */
+	bool stopping;
 	struct tid_entry *tids;
 	struct cpu_reader *filling; /* decode callback's target */
 	struct ta_filter filter;    /* the options' filters, for the snapshot */
@@ -416,6 +422,10 @@ static int tracefs_read(void *self, struct tcp_audit_event *events, size_t max, 
 	}
 	uint64_t deadline = clock_now_ns(CLOCK_MONOTONIC) +
 			    (uint64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000u;
+	if (timeout_ms == TCP_AUDIT_READ_DRAIN && !t->stopping) {
+		t->stopping = true;
+		tracefs_trace_off(t->inst); /* nothing new: the drain has an end */
+	}
 
 	for (;;) {
 		uint64_t now = clock_now_ns(CLOCK_MONOTONIC);
@@ -469,19 +479,24 @@ static int tracefs_read(void *self, struct tcp_audit_event *events, size_t max, 
 /*
  * The kernel's loss: the per-CPU stats' "dropped events" (what did not fit,
  * the buffers do not overwrite) and "overrun", summed over the CPUs.  One
- * read of each CPU's stats file.
+ * read of each CPU's stats file.  Stopping, also what is left unread: the
+ * stats' "entries" (still in the buffer) and what was decoded but not handed
+ * out (the host's drain ran out of time: under valgrind, or a huge backlog).
  */
 static uint64_t kernel_loss(struct tracefs_eventer *t)
 {
-	static const char *const counters[] = {"dropped events:", "overrun:"};
+	static const char *const counters[] = {"dropped events:", "overrun:", "entries:"};
+	size_t n_counters = t->stopping ? 3 : 2;
 	uint64_t sum = 0;
 
 	for (int i = 0; i < t->n_cpus; i++) {
+		if (t->stopping)
+			sum += t->cpus[i].tail - t->cpus[i].head;
 		char file[64];
 		snprintf(file, sizeof(file), "per_cpu/cpu%d/stats", t->cpus[i].cpu);
 		char *text = tracefs_instance_file_read(t->inst, file, NULL);
 		for (char *line = text; line && *line;) {
-			for (size_t k = 0; k < sizeof(counters) / sizeof(counters[0]); k++) {
+			for (size_t k = 0; k < n_counters; k++) {
 				size_t len = strlen(counters[k]);
 				if (strncmp(line, counters[k], len) == 0)
 					sum += strtoull(line + len, NULL, 10);
