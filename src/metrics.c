@@ -251,8 +251,11 @@ static void process_metrics(struct out *o)
 		      rl.rlim_cur);
 }
 
+/* Which number of a sink's stats a family shows. */
+enum sink_field { SINK_WRITTEN, SINK_ERRORS, SINK_RETRIES, SINK_LAG, SINK_UNAVAILABLE, SINK_FAILED };
+
 static void sink_family(struct out *o, const struct pipeline_stats *st, const char *name,
-			const char *type, const char *help, size_t field)
+			const char *type, const char *help, enum sink_field field)
 {
 	char sname[128];
 
@@ -262,12 +265,12 @@ static void sink_family(struct out *o, const struct pipeline_stats *st, const ch
 		const struct pipeline_sink_stats *s = &st->sinks[i];
 		uint64_t v = 0;
 		switch (field) {
-		case 0: v = s->written; break;
-		case 1: v = s->errors; break;
-		case 2: v = s->retries; break;
-		case 3: v = s->undelivered; break;
-		case 4: v = s->unavailable; break;
-		default: v = s->failed; break;
+		case SINK_WRITTEN: v = s->written; break;
+		case SINK_ERRORS: v = s->errors; break;
+		case SINK_RETRIES: v = s->retries; break;
+		case SINK_LAG: v = s->undelivered; break;
+		case SINK_UNAVAILABLE: v = s->unavailable; break;
+		case SINK_FAILED: v = s->failed; break;
 		}
 		sample(o, sname, "sink", s->label, v);
 	}
@@ -302,19 +305,20 @@ static void exposition(struct out *o, const struct metrics *m, const struct pipe
 	      st->spool_bytes);
 
 	sink_family(o, st, "tcp_audit_sink_events_written", "counter",
-		    "Events the sink stored (write() succeeded).", 0);
+		    "Events the sink stored (write() succeeded).", SINK_WRITTEN);
 	sink_family(o, st, "tcp_audit_sink_errors", "counter",
-		    "The sink's write() and flush() calls that failed.", 1);
+		    "The sink's write() and flush() calls that failed.", SINK_ERRORS);
 	sink_family(o, st, "tcp_audit_sink_retries", "counter",
 		    "The sink's calls answered 'unavailable, retry later' (e.g. its database is "
 		    "down); the events wait.",
-		    2);
+		    SINK_RETRIES);
 	sink_family(o, st, "tcp_audit_sink_lag_events", "gauge",
-		    "Events read that the sink has not stored yet.", 3);
+		    "Events read that the sink has not stored yet.", SINK_LAG);
 	sink_family(o, st, "tcp_audit_sink_unavailable", "gauge",
-		    "1 while the sink's last write or flush failed or was answered 'retry'.", 4);
+		    "1 while the sink's last write or flush failed or was answered 'retry'.",
+		    SINK_UNAVAILABLE);
 	sink_family(o, st, "tcp_audit_sink_failed", "gauge",
-		    "1 once the sink gave up (--max-errors failures in a row): the run stops.", 5);
+		    "1 once the sink gave up (--max-errors failures in a row): the run stops.", SINK_FAILED);
 	process_metrics(o);
 	if (o->om)
 		fputs("# EOF\n", o->f);

@@ -36,7 +36,7 @@ struct sink_thread {
 	bool reopen;        /* guarded by p->mu: reopen its files before the next write */
 	uint64_t errors;    /* guarded by p->mu: failed write()/flush() calls */
 	uint64_t retries;   /* guarded by p->mu: TCP_AUDIT_RETRY answers */
-	bool unavailable;   /* guarded by p->mu: retrying a write or flush now */
+	bool unavailable;   /* guarded by p->mu: its last write or flush failed or was a RETRY */
 	struct tcp_audit_event *buf; /* spool mode: the batch read from the spool */
 };
 

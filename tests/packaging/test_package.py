@@ -38,7 +38,7 @@ class DebianPackage(unittest.TestCase):
         if r.returncode:
             raise AssertionError("dpkg-buildpackage failed:\n" + (r.stdout + r.stderr)[-6000:])
         cls.changes = glob.glob(os.path.join(cls.tmp.name, "*.changes"))[0]
-        cls.deb = [d for d in glob.glob(os.path.join(cls.tmp.name, "tcp-audit_*.deb"))][0]
+        cls.deb = glob.glob(os.path.join(cls.tmp.name, "tcp-audit_*.deb"))[0]
         cls.dev = glob.glob(os.path.join(cls.tmp.name, "tcp-audit-dev_*.deb"))[0]
 
     @classmethod
