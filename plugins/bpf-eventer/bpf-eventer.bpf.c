@@ -68,9 +68,13 @@ struct {
 	__array(values, struct ring);
 } rings SEC(".maps");
 
+/*
+ * Records that found their ring full: [0] events, [1] records that only
+ * keep owners right (an accept, a quiet record), which are not events.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, __u32);
 	__type(value, __u64);
 } lost SEC(".maps");
@@ -133,11 +137,11 @@ static __always_inline void read_sock(struct ta_record *r, const struct sock *sk
 	}
 }
 
-/* Counts an event that found the ring full. */
-static __always_inline void count_lost(void)
+/* Counts a record that found the ring full. */
+static __always_inline void count_lost(const struct ta_record *r)
 {
-	__u32 zero = 0;
-	__u64 *n = bpf_map_lookup_elem(&lost, &zero);
+	__u32 key = r->kind == TA_KIND_ACCEPT || (r->flags & TA_REC_QUIET) ? 1 : 0;
+	__u64 *n = bpf_map_lookup_elem(&lost, &key);
 
 	if (n)
 		(*n)++;
@@ -157,12 +161,12 @@ static __always_inline void send(struct ta_record *r)
 	void *ring = bpf_map_lookup_elem(&rings, &cpu);
 
 	if (!ring) {
-		count_lost(); /* cannot be: user space fills every slot before attaching */
+		count_lost(r); /* cannot be: user space fills every slot before attaching */
 		return;
 	}
 	struct ta_record *out = bpf_ringbuf_reserve(ring, sizeof(*out), 0);
 	if (!out) {
-		count_lost();
+		count_lost(r);
 		return;
 	}
 	r->ktime = bpf_ktime_get_ns();

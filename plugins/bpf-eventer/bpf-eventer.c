@@ -95,6 +95,13 @@ struct bpf_eventer {
 		struct owner owner;
 	} recent[RECENT_SLOTS];
 	struct reset_reason_map reasons;
+	/*
+	 * The host is stopping (its first drain read): the programs are
+	 * detached, so what is in the rings is all there will be, and what is
+	 * still there (or held) when the host asks for the stats is never
+	 * handed out: counted as lost.
+	 */
+	bool stopping;
 };
 
 static const struct tcp_audit_option bpf_options[] = {
@@ -795,6 +802,17 @@ static int bpf_read(void *self, struct tcp_audit_event *events, size_t max, int 
 	if (b->n == b->max)
 		return (int)b->n;
 	bool drain = timeout_ms == TCP_AUDIT_READ_DRAIN, pending;
+	if (drain && !b->stopping) {
+		b->stopping = true;
+		/*
+		 * Nothing new: the drain has an end.  The rescue program first:
+		 * without it a missed run is counted lost; without the primary,
+		 * its runs would count as rescues of misses that were lost.
+		 */
+		bpf_link__destroy(b->skel->links.on_state_rescue);
+		b->skel->links.on_state_rescue = NULL;
+		tcp_audit_bpf__detach(b->skel);
+	}
 	take_records(b, now, drain, &pending);
 	/* stopping: a record being written is there within microseconds */
 	for (int spins = 0; drain && pending && b->n < b->max && spins < 1000; spins++) {
@@ -858,6 +876,14 @@ static uint64_t recursion_misses(struct bpf_program *prog)
 	return info.recursion_misses;
 }
 
+/* A record that would have become an event (not an owner's, not a quiet one). */
+static bool is_event_record(const void *rec, size_t len)
+{
+	const struct ta_record *k = rec;
+
+	return len >= sizeof(*k) && k->kind != TA_KIND_ACCEPT && !(k->flags & TA_REC_QUIET);
+}
+
 static int bpf_stats(void *self, struct tcp_audit_eventer_stats *st)
 {
 	struct bpf_eventer *b = self;
@@ -874,6 +900,9 @@ static int bpf_stats(void *self, struct tcp_audit_eventer_stats *st)
 	/* ... or a reset's (no rescue: rare, and nesting in them rarer still) */
 	st->lost += recursion_misses(b->skel->progs.on_send_reset) +
 		    recursion_misses(b->skel->progs.on_receive_reset);
+	/* ... or, stopping, the stop's drain ran out of time before them */
+	if (b->stopping)
+		st->lost += ring_set_count_left(b->rings, is_event_record) + b->hold_n;
 	st->skipped = 0;
 	return 0;
 }
@@ -884,6 +913,13 @@ static void bpf_close(void *self)
 
 	if (!b)
 		return;
+	uint64_t owner_lost = 0;
+	if (b->skel && b->rings && percpu_sum(b->skel->maps.lost, 1, 0, &owner_lost) == 0 &&
+	    owner_lost)
+		tcp_audit_warning(b->host,
+				  "%llu accept() or owner records found the ring full (not events: "
+				  "those sockets' events may name their listener's owner)",
+				  (unsigned long long)owner_lost);
 	ring_set_free(b->rings);
 	tcp_audit_bpf__destroy(b->skel);
 	owner_table_free(b->sockets);

@@ -225,6 +225,27 @@ void ring_set_next(struct ring_set *s)
 	s->taken = -1;
 }
 
+uint64_t ring_set_count_left(struct ring_set *s, bool (*counts)(const void *rec, size_t len))
+{
+	uint64_t n = 0;
+
+	for (int i = 0; i < s->n; i++) {
+		const struct ring *r = &s->rings[i];
+		uint64_t end = __atomic_load_n(r->producer_pos, __ATOMIC_ACQUIRE);
+		for (uint64_t pos = r->pos; pos < end;) {
+			const uint8_t *hdr = r->data + (pos & r->mask);
+			uint32_t len = __atomic_load_n((const uint32_t *)hdr, __ATOMIC_ACQUIRE);
+			if (len & BPF_RINGBUF_BUSY_BIT)
+				break; /* never committed: nothing to count yet */
+			uint32_t body = len & ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT);
+			if (!(len & BPF_RINGBUF_DISCARD_BIT) && counts(hdr + BPF_RINGBUF_HDR_SZ, body))
+				n++;
+			pos += (body + BPF_RINGBUF_HDR_SZ + 7) & ~7u;
+		}
+	}
+	return n;
+}
+
 int ring_set_wait(struct ring_set *s, int timeout_ms)
 {
 	struct epoll_event evs[16];

@@ -52,6 +52,13 @@ const void *ring_set_peek(struct ring_set *s, size_t *len, bool *pending);
 void ring_set_next(struct ring_set *s);
 
 /*
+ * How many of the records not yet consumed (committed, not discarded) count
+ * for counts(record, len): what a stop leaves unread.  Reads, consumes
+ * nothing.
+ */
+uint64_t ring_set_count_left(struct ring_set *s, bool (*counts)(const void *rec, size_t len));
+
+/*
  * Waits until a ring has data enough to wake us, or timeout_ms.  Returns
  * the number of rings that woke us, 0, or -errno (-EINTR included).
  */

@@ -7,6 +7,7 @@ SIGINT and reads what the jsonl sink wrote.
 import collections
 import json
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -506,13 +507,21 @@ class Capture(unittest.TestCase):
     def test_connect_timeout(self):
         """A SYN dropped by a firewall (in a namespace of the test's, with
         tcp_syn_retries lowered there): the connect times out, ETIMEDOUT."""
-        port = free_port()
-        netns = self.in_namespace(
-            "table inet ta { chain in { type filter hook input priority 0;"
-            " tcp dport %d tcp flags syn drop; }; }" % port,
-            ["net.ipv4.tcp_syn_retries=1"])
-        events, _ = self.capture(["ports=%d" % port], lambda: self.failed_connect_in(
-            netns, port, "ETIMEDOUT"), resets=True)
+        for attempt in range(3):
+            port = free_port()
+            netns = self.in_namespace(
+                "table inet ta { chain in { type filter hook input priority 0;"
+                " tcp dport %d tcp flags syn drop; }; }" % port,
+                ["net.ipv4.tcp_syn_retries=1"])
+            events, _ = self.capture(["ports=%d" % port], lambda: self.failed_connect_in(
+                netns, port, "ETIMEDOUT"), resets=True)
+            # The timeout's CLOSED comes from a timer softirq, which can run
+            # on top of the test VM's own agent (its PID 1), whose context
+            # runs no BPF program at all (README, "Limits"): then once more.
+            if EVENTER != "bpf" or states(events) != ["CLOSED", "SYN-SENT"]:
+                break
+            print("# bpf: the timeout's CLOSED did not reach BPF (attempt %d)" % (attempt + 1))
+            subprocess.run(["ip", "netns", "del", netns], check=True)
         self.assertEqual(states(events), ["CLOSED", "SYN-SENT", "CLOSED"], events)
         if HAS_SOCK_ERROR:
             self.assertEqual(events[-1]["error"], "ETIMEDOUT")
@@ -978,6 +987,44 @@ class Capture(unittest.TestCase):
         self.assertEqual(int(result["events"]), 10 * conns + 2)
         self.assertGreaterEqual(len(mine), 200000 - (counted if slow else 0))
         self.check_transitions(mine, conns, counted, slow)
+
+    def test_stop_counts_what_the_drain_leaves(self):
+        """A stop whose drain runs out of time (3 s) with events still in the
+        kernel's buffer: what is left there is counted, in a gap record, so
+        stored + counted is exactly what happened.  The sink writes into a
+        pipe the test does not read until the drain's time is up, and
+        events wait in memory only (--spool none, small queue, no backlog),
+        so reading stalls with most of the burst still in the kernel."""
+        port = free_port()
+        result = {}
+        fifo = os.path.join(self.tmp.name, "pipe")
+        os.mkfifo(fifo)
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader: opening it never waits
+        self.addCleanup(os.close, reader)
+        args = ["--event", EVENTER, "-p", "ports=%d" % port, "--spool", "none",
+                "--queue-size", "1024", "--backlog", "0", "--sink", "jsonl", "-p", "path=" + fifo]
+        with Running(args) as t:
+            loadgen(port, 3000, result)
+            t.proc.send_signal(signal.SIGINT)
+            time.sleep(4)  # the drain's 3 s run out while the sink waits on the pipe
+            os.set_blocking(reader, True)
+            chunks = []
+            while True:
+                chunk = os.read(reader, 1 << 16)
+                if not chunk:
+                    break  # the sink closed the pipe: tcp-audit is done
+                chunks.append(chunk)
+            rc = t.wait(timeout=60)
+            err = t.stderr()
+        self.assertEqual(rc, 130, err)
+        lines = [json.loads(l) for l in b"".join(chunks).decode().splitlines()]
+        mine = [e for e in lines if e.get("kind") is None and port in (e["sport"], e["dport"])]
+        lost = sum(e["lost"] for e in lines if e.get("kind") == "gap")
+        caused = int(result["events"])
+        self.assertGreater(lost, 0, "the drain did not run out of time: the test shows nothing")
+        self.assertEqual(summary(err)["lost in kernel"], lost, err)
+        self.assertIn("still in it when the stop's drain ran out of time", err)
+        self.assertEqual(len(mine) + lost, caused, err)
 
     def check_transitions(self, mine, conns, counted, slow=False):
         """The events of a loadgen run: every transition of its connections
