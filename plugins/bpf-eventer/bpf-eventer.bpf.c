@@ -127,13 +127,21 @@ static __always_inline void read_sock(struct ta_record *r, const struct sock *sk
 	}
 	struct socket *so = sk->sk_socket;
 	if (so) {
-		/* the socket's inode: struct socket_alloc { socket; vfs_inode; } */
-		struct socket_alloc *sa = (struct socket_alloc *)so;
+		/*
+		 * The socket's inode, through its file: typed loads all the way
+		 * (the inode beside it in struct socket_alloc would take a
+		 * helper call per field).  A socket with no file (a kernel's)
+		 * is in no process's file table: no owner to find by inode.
+		 */
+		struct file *f = so->file;
 		r->sock_state = (__u8)so->state;
-		r->sock_inode = BPF_CORE_READ(sa, vfs_inode.i_ino);
-		r->sock_uid = BPF_CORE_READ(sa, vfs_inode.i_uid.val);
-		r->sock_gid = BPF_CORE_READ(sa, vfs_inode.i_gid.val);
-		r->flags |= TA_REC_SOCKET;
+		if (f) {
+			struct inode *ino = f->f_inode;
+			r->sock_inode = ino->i_ino;
+			r->sock_uid = ino->i_uid.val;
+			r->sock_gid = ino->i_gid.val;
+			r->flags |= TA_REC_SOCKET;
+		}
 	}
 }
 
@@ -187,7 +195,13 @@ static __always_inline void current_task(struct ta_record *r, bool uid)
 	r->tid = (__u32)id;
 	if (uid)
 		r->uid = (__u32)bpf_get_current_uid_gid();
-	bpf_get_current_comm(r->comm, sizeof(r->comm));
+	/* four loads (the record's comm is 4-aligned), not a helper's copy */
+	const __u32 *comm = (const __u32 *)bpf_get_current_task_btf()->comm;
+	__u32 *to = (__u32 *)r->comm;
+	to[0] = comm[0];
+	to[1] = comm[1];
+	to[2] = comm[2];
+	to[3] = comm[3];
 }
 
 static __always_inline int handle(const struct sock *sk, int oldstate, int newstate)
@@ -271,9 +285,10 @@ int BPF_PROG(on_state_rescue, const struct sock *sk, const int oldstate, const i
 
 	if (!n)
 		return 0;
-	for (int i = TA_NEST_DEPTH - 1; i >= 0; i--) {
-		if (i >= n->top)
-			continue;
+	for (int k = 0; k < TA_NEST_DEPTH; k++) {
+		int i = (int)n->top - 1 - k; /* from the top: its own is there */
+		if (i < 0)
+			break;
 		const struct ta_event_id *id = &n->started[i & (TA_NEST_DEPTH - 1)];
 		if (id->sk == (__u64)sk && id->states == states) {
 			n->top = i; /* the primary program ran for this one */
@@ -414,12 +429,13 @@ static __always_inline int accepted_fd(long fd)
 	struct ta_record r = {};
 	struct file **fds, *file;
 
-	if (fd < 0)
+	if (fd < 0 || !task->files)
 		return 0;
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+	/* typed loads down to the array; its slot takes a read (a variable index) */
+	struct fdtable *fdt = task->files->fdt;
+	if (!fdt || fd >= fdt->max_fds)
 		return 0;
-	fds = BPF_CORE_READ(fdt, fd);
+	fds = fdt->fd;
 	if (bpf_core_read(&file, sizeof(file), &fds[fd]) || !file)
 		return 0;
 	struct socket *so = BPF_CORE_READ(file, private_data);

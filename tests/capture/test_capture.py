@@ -295,6 +295,33 @@ class Capture(unittest.TestCase):
             # while the client is on the CPU
             self.assertIn(pids["client"], [e["pid_on_cpu"] for e in child])
 
+    @unittest.skipUnless(HAS_OWNER, "this eventer does not read the socket's inode")
+    def test_socket_inode_uid_and_gid(self):
+        """The socket file's inode, uid and gid (fchown'd by the test, so not
+        the process's own ids) are in the events of its socket."""
+        port = free_port()
+        ids = {}
+
+        def action():
+            with socket.socket() as l:
+                l.bind(("127.0.0.1", port))
+                l.listen()
+                c = socket.socket()
+                os.fchown(c.fileno(), 4321, 8765)
+                ids["inode"] = os.fstat(c.fileno()).st_ino
+                c.connect(("127.0.0.1", port))
+                s, _ = l.accept()
+                c.close()
+                s.close()
+        events, _ = self.capture(["ports=%d" % port], action)
+        client = [e for e in events if e["dport"] == port]
+        self.assertEqual(states(client), CLIENT, events)
+        with_file = [e for e in client if "sock_inode" in e]
+        self.assertGreaterEqual(len(with_file), 3, client)  # until close() drops the file
+        for e in with_file:
+            self.assertEqual((e["sock_inode"], e["sock_uid"], e["sock_gid"]),
+                             (ids["inode"], 4321, 8765), e)
+
     @unittest.skipUnless(HAS_COOKIE, "this eventer cannot know socket cookies")
     def test_one_cookie_per_socket(self):
         listener, child, client, _ = self.check_sequences("4")
