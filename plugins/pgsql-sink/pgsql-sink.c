@@ -240,6 +240,10 @@ static void find_secret(struct pgsql_sink *s)
 		if (strcmp(o->keyword, "password") == 0 && o->val && *o->val)
 			s->secret = strdup(o->val);
 	PQconninfoFree(opts);
+	if (s->secret)
+		tcp_audit_warning(s->host, "conninfo= holds a password, which every local user can "
+					   "read in /proc/PID/cmdline: put it in a password file "
+					   "(PGPASSFILE, or passfile= in conninfo) instead");
 	if (!s->secret && getenv("PGPASSWORD") && *getenv("PGPASSWORD"))
 		s->secret = strdup(getenv("PGPASSWORD"));
 }

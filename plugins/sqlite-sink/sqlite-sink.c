@@ -24,6 +24,7 @@
  * an index of their own.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <libgen.h>
 #include <limits.h>
@@ -420,6 +421,20 @@ static int choose_path(struct sqlite_sink *s)
 		tcp_audit_error(s->host, "cannot create or write %s: directory %s: %s", s->path,
 				dir, strerror(errno));
 		return r;
+	}
+	/*
+	 * An archive is readable by its owner and group only, whatever the
+	 * umask: a new file is made here 0640 (SQLite would make it 0644), and
+	 * SQLite gives its -wal and -shm files the database file's mode.  An
+	 * existing file keeps the mode it has.
+	 */
+	int fd = strcmp(s->path, ":memory:") == 0
+			 ? -1
+			 : open(s->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+	if (fd >= 0) {
+		if (fchmod(fd, 0640) != 0)
+			tcp_audit_warning(s->host, "cannot make %s 0640: %s", s->path, strerror(errno));
+		close(fd);
 	}
 	return 0;
 }

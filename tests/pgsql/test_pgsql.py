@@ -403,11 +403,11 @@ class PgsqlSink(unittest.TestCase):
         self.assertEqual(err.count("is back"), 1, err)         # and once on recovery
         self.assertEqual(summary(err)["sink pgsql undelivered"], 0)
 
-    def start_error(self, conninfo, env=None):
+    def start_error(self, conninfo, env=None, lines=1):
         r = run(["--event", "replay", "-p", "path=" + self.inp, "--sink", "pgsql", "-p",
                  "conninfo=" + conninfo], env=env)
         self.assertEqual(r.returncode, 2, r.stderr)
-        self.assertEqual(len(r.stderr.splitlines()), 1, r.stderr)
+        self.assertEqual(len(r.stderr.splitlines()), lines, r.stderr)
         self.assertNotIn(pgserver.PASSWORD, r.stderr)
         return r.stderr
 
@@ -435,8 +435,9 @@ class PgsqlSink(unittest.TestCase):
 
     def test_wrong_password_is_never_shown(self):
         err = self.start_error("host=%s dbname=%s user=audit password=wrong-%s"
-                               % (self.pg.socket_dir, self.db, pgserver.PASSWORD))
+                               % (self.pg.socket_dir, self.db, pgserver.PASSWORD), lines=2)
         self.assertIn("password authentication failed", err)
+        self.assertIn("conninfo= holds a password", err)  # the warning, then the error
         self.assertIn("audit@", err)
         env = dict(os.environ, PGPASSWORD="wrong-" + pgserver.PASSWORD, PGUSER="audit",
                    PGHOST=self.pg.socket_dir, PGDATABASE=self.db)
@@ -449,6 +450,28 @@ class PgsqlSink(unittest.TestCase):
         r = run(["--event", "replay", "-p", "path=" + self.inp, "--sink", "pgsql"], env=env)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertNotIn(pgserver.PASSWORD, r.stderr)
+        self.assertEqual(self.q("SELECT count(*) FROM tcp_events"), [["7"]])
+
+    def test_password_in_conninfo_is_warned_about_and_a_passfile_is_not(self):
+        """A password on the command line is visible to every local user
+        (/proc/PID/cmdline): one warning, the password itself never shown;
+        a password file (libpq's passfile=, or PGPASSFILE) gives none."""
+        self.pg.psql(self.db, "GRANT ALL ON SCHEMA public TO audit")
+        base = "host=%s dbname=%s user=audit" % (self.pg.socket_dir, self.db)
+        r = run(["--event", "replay", "-p", "path=" + self.inp, "--sink", "pgsql", "-p",
+                 "conninfo=%s password=%s" % (base, pgserver.PASSWORD)])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stderr.count("conninfo= holds a password"), 1, r.stderr)
+        self.assertNotIn(pgserver.PASSWORD, r.stderr)
+        passfile = os.path.join(self.tmp.name, "pgpass")
+        with open(os.open(passfile, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+            f.write("*:*:*:audit:%s\n" % pgserver.PASSWORD)
+        for conninfo, env in ((base + " passfile=" + passfile, None),
+                              (base, dict(os.environ, PGPASSFILE=passfile))):
+            r = run(["--event", "replay", "-p", "path=" + self.inp, "--sink", "pgsql", "-p",
+                     "conninfo=" + conninfo], env=env)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertNotIn("password", r.stderr)
         self.assertEqual(self.q("SELECT count(*) FROM tcp_events"), [["7"]])
 
     def test_missing_database(self):

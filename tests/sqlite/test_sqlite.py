@@ -346,6 +346,43 @@ class SqliteSink(unittest.TestCase):
         self.assertEqual(self.rows("SELECT count(*) FROM tcp_events"), [(7,)])
         self.assertEqual(stat.S_IMODE(os.stat(os.path.dirname(self.db)).st_mode), 0o750)
 
+    def test_archive_files_are_for_owner_and_group_only(self):
+        """A new archive outside the state directory, and its -wal and -shm
+        files while tcp-audit writes, are 0640 whatever the umask; an
+        existing file keeps its mode."""
+        for umask in (0o022, 0o000):
+            db = os.path.join(self.tmp.name, "archive-%o.db" % umask)
+            fifo = os.path.join(self.tmp.name, "feed-%o" % umask)
+            os.mkfifo(fifo)
+            old = os.umask(umask)
+            try:
+                # the replay's open() of the pipe waits for its writer
+                t = tcpaudit.Running(["--event", "replay", "-p", "path=" + fifo,
+                                      "--sink", "sqlite", "-p", "path=" + db],
+                                     wait_started=False)
+            finally:
+                os.umask(old)
+            with t, open(fifo, "w") as feed:
+                t.wait_for_log("tcp-audit: started")
+                feed.write("\n".join(store_lines()) + "\n")
+                feed.flush()
+                self.db = db
+                tcpaudit.wait_until(lambda: os.path.exists(db + "-wal") and
+                                    self.rows("SELECT count(*) FROM tcp_events") == [(7,)],
+                                    30, "the rows")
+                for path in (db, db + "-wal", db + "-shm"):
+                    self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o640, path)
+                feed.close()
+                self.assertEqual(t.wait(), 0, t.stderr())
+        os.chmod(db, 0o600)
+        self.replay_into(db)
+        self.assertEqual(stat.S_IMODE(os.stat(db).st_mode), 0o600)
+
+    def replay_into(self, db):
+        r = run(["--event", "replay", "-p", "path=" + self.inp, "--sink", "sqlite", "-p",
+                 "path=" + db])
+        self.assertEqual(r.returncode, 0, r.stderr)
+
     def test_view_value_forms(self):
         lines = [sample_line(1, time='"2026-11-25T01:53:07.000000009Z"', sock_cookie="255",
                              old_state='"NEW-SYN-RECV"', new_state='"TIME-WAIT"',
