@@ -22,12 +22,15 @@ capture  For each load -- the load generator's two shapes (fin: the client
            RSS           tcp-audit's peak resident set
            loss          the loss counted in tcp-audit's exit summary
 resets   What recording resets costs, as paired rounds: for each eventer and
-         load, --reset-rounds times an untraced round and then the eventer
+         load, --pair-rounds times an untraced round and then the eventer
          -> jsonl with the reset tracepoints (the default) and with
          -p kinds=state (none), in alternating order (ABBA), so that the
          two configurations see the same drift of the machine; reports
          the median ratio of each and the median of the per-round
          differences (with - without; the target: within 0.01 of 0).
+eventers bpf -> jsonl against tracefs -> jsonl in paired rounds, as resets
+         (--pair-rounds of them): the median ratio of each, the median of
+         the per-round differences, how many rounds bpf was ahead.
 burst    2,000,000 events (--burst-connections of the fin shape, 2 threads)
          into `tcp-audit` with no arguments at all: share stored, counted
          loss, peak RSS, overhead, and how long the stop took to store it all.
@@ -91,7 +94,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 import shaped  # noqa: E402  (capture-shaped events)
 import tcpaudit  # noqa: E402  (summary parsing)
 
-SECTIONS = ("capture", "resets", "burst", "replay", "snapshot", "archive")
+SECTIONS = ("capture", "resets", "eventers", "burst", "replay", "snapshot", "archive")
 SHAPES = ("fin", "busy")
 
 # name: (eventer shown, sink shown, spool shown, arguments before the sink's own)
@@ -654,6 +657,64 @@ def tw_note(rows):
                 "rates are not comparable." % ", ".join(hit)]
 
 
+def paired_rounds(a, servers, workdir, what, configs, shape, threads, rounds, prog_stats):
+    """Yields, per round, ({config: its traced round}, the untraced rate) for
+    the two configurations: each round an untraced run, then both, in
+    alternating order (ABBA), so that they see the same drift."""
+    for r in range(rounds):
+        progress(a, "%s %s/%d round %d" % (what, shape, threads, r + 1))
+        base = loadgen(a, shape, threads, a.connections)["rate"]
+        got = {}
+        for config in (configs if r % 2 == 0 else configs[::-1]):
+            got[config] = traced_round(a, servers, workdir, config, shape, threads,
+                                       a.connections, prog_stats)
+        yield got, base
+
+
+def eventers_section(a, servers, workdir):
+    """bpf -> jsonl against tracefs -> jsonl in paired rounds (issue 13's target)."""
+    pair = ("bpf-jsonl", "tracefs-jsonl")
+    out = ["", "The eventers against each other: paired rounds, %d connections (%d events) per "
+               "round; each round an untraced run, then bpf -> jsonl and tracefs -> jsonl in "
+               "alternating order; ratio = traced rate / that round's untraced rate; tcp-audit "
+               "CPU per event read (user)." % (a.connections, 10 * a.connections + 2),
+           "",
+           "| shape | threads | rounds | bpf ratio | tracefs ratio | bpf - tracefs, median "
+           "(range) | bpf rounds ahead | bpf CPU per event | tracefs CPU per event | "
+           "completeness (worst) |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for shape in a.shapes:
+        for threads in a.threads:
+            rows = []
+            for got, base in paired_rounds(a, servers, workdir, "eventers", pair, shape,
+                                           threads, a.reset_rounds, False):
+                rows.append({"untraced": base,
+                             "bpf": got[pair[0]]["rate"] / base,
+                             "tracefs": got[pair[1]]["rate"] / base,
+                             "bpf_cpu": got[pair[0]]["cpu_us_per_event"],
+                             "bpf_user": got[pair[0]]["user_us_per_event"],
+                             "tracefs_cpu": got[pair[1]]["cpu_us_per_event"],
+                             "tracefs_user": got[pair[1]]["user_us_per_event"],
+                             "completeness": min(g["completeness"] for g in got.values())})
+            diffs = [x["bpf"] - x["tracefs"] for x in rows]
+            row = {"section": "eventers", "shape": shape, "threads": threads,
+                   "rounds": a.reset_rounds, "bpf": median([x["bpf"] for x in rows]),
+                   "tracefs": median([x["tracefs"] for x in rows]),
+                   "difference": median(diffs), "per_round": rows}
+            emit(row)
+            out.append("| %s | %d | %d | %.3f | %.3f | %+.3f (%+.3f .. %+.3f) | %d of %d | "
+                       "%.3f us (%.3f) | %.3f us (%.3f) | %.4f%% |" % (
+                           shape, threads, a.reset_rounds, row["bpf"], row["tracefs"],
+                           row["difference"], min(diffs), max(diffs),
+                           sum(1 for d in diffs if d >= 0), len(diffs),
+                           median([x["bpf_cpu"] for x in rows]),
+                           median([x["bpf_user"] for x in rows]),
+                           median([x["tracefs_cpu"] for x in rows]),
+                           median([x["tracefs_user"] for x in rows]),
+                           100 * min(x["completeness"] for x in rows)))
+    return out
+
+
 RESET_PAIRS = {"bpf": ("bpf-jsonl", "bpf-jsonl-states"),
                "tracefs": ("tracefs-jsonl", "tracefs-jsonl-states")}
 
@@ -677,17 +738,11 @@ def resets_section(a, servers, workdir):
         for shape in a.shapes:
             for threads in a.threads:
                 rows = []
-                for r in range(a.reset_rounds):
-                    progress(a, "resets %s %s/%d round %d" % (eventer, shape, threads, r + 1))
-                    base = loadgen(a, shape, threads, a.connections)["rate"]
-                    order = (with_cfg, without_cfg) if r % 2 == 0 else (without_cfg, with_cfg)
-                    got = {}
-                    for config in order:
-                        got[config] = traced_round(a, servers, workdir, config, shape, threads,
-                                                   a.connections,
-                                                   a.prog_stats and eventer == "bpf")
-                    runs = got[with_cfg]["prog_runs"]
-                    rows.append({"prog_runs": runs,
+                for got, base in paired_rounds(a, servers, workdir, "resets " + eventer,
+                                               (with_cfg, without_cfg), shape, threads,
+                                               a.reset_rounds,
+                                               a.prog_stats and eventer == "bpf"):
+                    rows.append({"prog_runs": got[with_cfg]["prog_runs"],
                                  "reset_records": got[with_cfg]["reset_records"],
                                  "untraced": base,
                                  "with": got[with_cfg]["rate"] / base,
@@ -1185,8 +1240,8 @@ def main():
                    help="connections per capture round (10 events each; default 200000)")
     p.add_argument("--rounds", type=int, default=2,
                    help="traced (and untraced) rounds per row (default 2)")
-    p.add_argument("--reset-rounds", type=int, default=6,
-                   help="paired rounds per row of the resets section (default 6)")
+    p.add_argument("--pair-rounds", "--reset-rounds", dest="reset_rounds", type=int, default=6,
+                   help="paired rounds per row of the resets and eventers sections (default 6)")
     p.add_argument("--prog-stats", action="store_true",
                    help="resets section: count the BPF programs' runs and time "
                         "(kernel.bpf_stats_enabled)")
@@ -1251,6 +1306,7 @@ def main():
             a.default_problem = default_path_problem(a, workdir)
         for section in a.sections:
             out = {"capture": capture_section, "resets": resets_section,
+                   "eventers": eventers_section,
                    "burst": burst_section,
                    "replay": replay_section, "snapshot": snapshot_section,
                    "archive": archive_section}[section](
