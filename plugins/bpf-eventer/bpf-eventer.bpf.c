@@ -148,7 +148,7 @@ static __always_inline void read_sock(struct ta_record *r, const struct sock *sk
 /* Counts a record that found the ring full. */
 static __always_inline void count_lost(const struct ta_record *r)
 {
-	__u32 key = r->kind == TA_KIND_ACCEPT || (r->flags & TA_REC_QUIET) ? 1 : 0;
+	__u32 key = ta_record_is_event(r) ? 0 : 1;
 	__u64 *n = bpf_map_lookup_elem(&lost, &key);
 
 	if (n)

@@ -876,12 +876,10 @@ static uint64_t recursion_misses(struct bpf_program *prog)
 	return info.recursion_misses;
 }
 
-/* A record that would have become an event (not an owner's, not a quiet one). */
+/* A record in a ring that would have become an event. */
 static bool is_event_record(const void *rec, size_t len)
 {
-	const struct ta_record *k = rec;
-
-	return len >= sizeof(*k) && k->kind != TA_KIND_ACCEPT && !(k->flags & TA_REC_QUIET);
+	return len >= sizeof(struct ta_record) && ta_record_is_event(rec);
 }
 
 static int bpf_stats(void *self, struct tcp_audit_eventer_stats *st)

@@ -52,6 +52,16 @@ struct ta_record {
 	__u16 pad;
 };
 
+/*
+ * Whether r becomes an event (a state change or a reset), as opposed to a
+ * record that only keeps owners right (an accept, a quiet record): what a
+ * full ring or a stop loses counts as lost events only for these.
+ */
+static inline __attribute__((always_inline)) int ta_record_is_event(const struct ta_record *r)
+{
+	return r->kind != TA_KIND_ACCEPT && !(r->flags & TA_REC_QUIET);
+}
+
 /* An event, as the rescue program tells it from others: its socket and states. */
 struct ta_event_id {
 	__u64 sk; /* the kernel address of the socket */

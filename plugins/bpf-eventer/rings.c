@@ -138,26 +138,41 @@ void ring_set_free(struct ring_set *s)
 	free(s);
 }
 
+/*
+ * The record header at pos: its body's length and the bytes to the next
+ * record in *body and *size; returns the header's length word, whose
+ * BPF_RINGBUF_BUSY_BIT (still being written: *body and *size unset) and
+ * BPF_RINGBUF_DISCARD_BIT the caller looks at.
+ */
+static uint32_t header(const struct ring *r, uint64_t pos, uint32_t *body, uint32_t *size)
+{
+	const uint8_t *hdr = r->data + (pos & r->mask);
+	uint32_t len = __atomic_load_n((const uint32_t *)hdr, __ATOMIC_ACQUIRE);
+
+	if (!(len & BPF_RINGBUF_BUSY_BIT)) {
+		*body = len & ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT);
+		*size = (*body + BPF_RINGBUF_HDR_SZ + 7) & ~7u;
+	}
+	return len;
+}
+
 /* Looks at what is at the ring's position, skipping discarded records. */
 static void look(struct ring *r)
 {
 	uint64_t end = __atomic_load_n(r->producer_pos, __ATOMIC_ACQUIRE);
 
 	while (r->pos < end) {
-		const uint8_t *hdr = r->data + (r->pos & r->mask);
-		uint32_t len = __atomic_load_n((const uint32_t *)hdr, __ATOMIC_ACQUIRE);
+		uint32_t body, size, len = header(r, r->pos, &body, &size);
 		if (len & BPF_RINGBUF_BUSY_BIT) {
 			r->state = HEAD_BUSY; /* reserved, being written */
 			return;
 		}
-		uint32_t body = len & ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT);
-		uint32_t size = (body + BPF_RINGBUF_HDR_SZ + 7) & ~7u;
 		if (len & BPF_RINGBUF_DISCARD_BIT || body < sizeof(uint64_t)) {
 			r->pos += size;
 			__atomic_store_n(r->consumer_pos, r->pos, __ATOMIC_RELEASE);
 			continue;
 		}
-		r->record = hdr + BPF_RINGBUF_HDR_SZ;
+		r->record = r->data + (r->pos & r->mask) + BPF_RINGBUF_HDR_SZ;
 		r->len = body;
 		r->size = size;
 		memcpy(&r->time, r->record, sizeof(r->time));
@@ -233,14 +248,13 @@ uint64_t ring_set_count_left(struct ring_set *s, bool (*counts)(const void *rec,
 		const struct ring *r = &s->rings[i];
 		uint64_t end = __atomic_load_n(r->producer_pos, __ATOMIC_ACQUIRE);
 		for (uint64_t pos = r->pos; pos < end;) {
-			const uint8_t *hdr = r->data + (pos & r->mask);
-			uint32_t len = __atomic_load_n((const uint32_t *)hdr, __ATOMIC_ACQUIRE);
+			uint32_t body, size, len = header(r, pos, &body, &size);
 			if (len & BPF_RINGBUF_BUSY_BIT)
 				break; /* never committed: nothing to count yet */
-			uint32_t body = len & ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT);
-			if (!(len & BPF_RINGBUF_DISCARD_BIT) && counts(hdr + BPF_RINGBUF_HDR_SZ, body))
+			const uint8_t *rec = r->data + (pos & r->mask) + BPF_RINGBUF_HDR_SZ;
+			if (!(len & BPF_RINGBUF_DISCARD_BIT) && counts(rec, body))
 				n++;
-			pos += (body + BPF_RINGBUF_HDR_SZ + 7) & ~7u;
+			pos += size;
 		}
 	}
 	return n;

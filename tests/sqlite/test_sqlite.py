@@ -375,13 +375,8 @@ class SqliteSink(unittest.TestCase):
                 feed.close()
                 self.assertEqual(t.wait(), 0, t.stderr())
         os.chmod(db, 0o600)
-        self.replay_into(db)
+        self.replay()  # into self.db, the last archive
         self.assertEqual(stat.S_IMODE(os.stat(db).st_mode), 0o600)
-
-    def replay_into(self, db):
-        r = run(["--event", "replay", "-p", "path=" + self.inp, "--sink", "sqlite", "-p",
-                 "path=" + db])
-        self.assertEqual(r.returncode, 0, r.stderr)
 
     def test_view_value_forms(self):
         lines = [sample_line(1, time='"2026-11-25T01:53:07.000000009Z"', sock_cookie="255",

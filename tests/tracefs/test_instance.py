@@ -18,13 +18,14 @@ from tcpaudit import BIN, BUILD_DIR, Running
 OURS = re.compile(r"^tcp_audit_\d+_\d+$")
 
 
-def tracing_dir():
+def tracefs_mounts():
     with open("/proc/mounts") as f:
-        for line in f:
-            dev, where, fstype = line.split()[:3]
-            if fstype == "tracefs":
-                return where
-    return None
+        return [line.split()[1] for line in f if line.split()[2] == "tracefs"]
+
+
+def tracing_dir():
+    mounts = tracefs_mounts()
+    return mounts[0] if mounts else None
 
 
 BASELINE = set()  # instances of tcp-audit processes running besides the tests'
@@ -128,9 +129,7 @@ class Instance(unittest.TestCase):
             time.sleep(0.3)
             self.assertEqual(t.stop(), 130, t.stderr())
         finally:
-            mounted = set()
-            with open("/proc/mounts") as f:
-                mounted = {line.split()[1] for line in f}
+            mounted = tracefs_mounts()  # tcp-audit mounts one itself
             for where in unmounted:
                 if where not in mounted:
                     subprocess.run(["mount", "-t", "tracefs", "nodev", where], check=True)
