@@ -728,3 +728,10 @@ int event_from_json(const char *line, size_t len, struct tcp_audit_event *ev, ch
 	}
 	return 0;
 }
+
+bool event_json_is_seal(const char *line, size_t len)
+{
+	static const char start[] = "{\"kind\":\"seal\",";
+
+	return len >= sizeof(start) - 1 && memcmp(line, start, sizeof(start) - 1) == 0;
+}

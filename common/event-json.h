@@ -12,6 +12,7 @@
 #ifndef TCP_AUDIT_EVENT_JSON_H
 #define TCP_AUDIT_EVENT_JSON_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <tcp-audit/plugin.h>
@@ -29,5 +30,11 @@ size_t event_to_json(const struct tcp_audit_event *ev, char out[EVENT_JSON_MAX])
  */
 int event_from_json(const char *line, size_t len, struct tcp_audit_event *ev, char *err,
 		    size_t err_size);
+
+/*
+ * Whether a line is a seal record (tcp-audit --seal; what it holds is the
+ * business of tcp-audit verify), which is not an event: readers skip it.
+ */
+bool event_json_is_seal(const char *line, size_t len);
 
 #endif

@@ -26,6 +26,7 @@
 #include "pipeline.h"
 #include "plugin-loader.h"
 #include "privileges.h"
+#include "seal.h"
 #include "spool.h"
 #include "state-dir.h"
 
@@ -75,6 +76,7 @@ struct cli {
 	const char *user;
 	long stop_grace;
 	const char *metrics; /* --metrics HOST:PORT */
+	const char *seal;    /* --seal KEYFILE */
 	bool list_plugins;
 };
 
@@ -83,6 +85,8 @@ static void usage(FILE *f)
 	fprintf(f,
 		"Usage: tcp-audit [--event NAME|PATH [-p KEY=VALUE]...] [--sink NAME|PATH [-p "
 		"KEY=VALUE]...]...\n"
+		"       tcp-audit seal-init KEYFILE [--interval SECONDS]\n"
+		"       tcp-audit verify SOURCE --verify-key KEY\n"
 		"       tcp-audit --list-plugins | --help | --version\n"
 		"\n"
 		"Captures every TCP connection state change of this machine (IPv4 and IPv6) and\n"
@@ -139,6 +143,14 @@ static void usage(FILE *f)
 		"  (always)            once the eventer is attached, every capability it does not\n"
 		"                      need is dropped (bpf: all; tracefs: all but\n"
 		"                      cap_dac_override, to read its stats and remove its instance)\n"
+		"\n"
+		"Integrity:\n"
+		"  --seal KEYFILE      seal every batch each sink stores: a record beside it that\n"
+		"                      only the key of that time could make (the key moves on\n"
+		"                      every interval and the old one is erased, so whoever\n"
+		"                      reads KEYFILE later cannot forge what was sealed before);\n"
+		"                      KEYFILE from tcp-audit seal-init; check an archive with\n"
+		"                      tcp-audit verify (see tcp-audit verify --help)\n"
 		"\n"
 		"Monitoring:\n"
 		"  --metrics HOST:PORT\n"
@@ -207,6 +219,7 @@ static int parse_cli(int argc, char **argv, struct cli *cli)
 		OPT_STOP_GRACE,
 		OPT_USER,
 		OPT_METRICS,
+		OPT_SEAL,
 	};
 	static const struct option longopts[] = {
 		{"event", required_argument, NULL, OPT_EVENT},
@@ -223,6 +236,7 @@ static int parse_cli(int argc, char **argv, struct cli *cli)
 		{"stop-grace", required_argument, NULL, OPT_STOP_GRACE},
 		{"user", required_argument, NULL, OPT_USER},
 		{"metrics", required_argument, NULL, OPT_METRICS},
+		{"seal", required_argument, NULL, OPT_SEAL},
 		{"quiet", no_argument, NULL, 'q'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
@@ -321,6 +335,12 @@ static int parse_cli(int argc, char **argv, struct cli *cli)
 			if (!*optarg)
 				return usage_error("--metrics: give HOST:PORT, e.g. 127.0.0.1:9464");
 			cli->metrics = optarg;
+			break;
+		case OPT_SEAL:
+			if (!*optarg)
+				return usage_error("--seal: give the key file (made by tcp-audit "
+						   "seal-init)");
+			cli->seal = optarg;
 			break;
 		case OPT_STOP_GRACE:
 			if ((r = parse_long("--stop-grace", optarg, 0, 86400, &cli->stop_grace)))
@@ -745,6 +765,8 @@ static int run(struct cli *cli)
 	struct pipeline *p = NULL;
 	struct spool *spool = NULL;
 	struct metrics *metrics = NULL;
+	struct sealer *sealer = NULL;
+	bool sealed_to_the_end = false;
 	sigset_t set;
 	int stop_signal = 0, r, status = 0, metrics_fd = -1;
 	char host[TCP_AUDIT_HOST_LEN] = "", metrics_at[128] = "";
@@ -763,6 +785,11 @@ static int run(struct cli *cli)
 		if ((r = load_instance(&cli->sinks[i])))
 			return r;
 	label_sinks(cli);
+	for (size_t i = 0; cli->seal && i < cli->n_sinks; i++) {
+		const struct tcp_audit_plugin *d = cli->sinks[i].lp.desc;
+		if (!TCP_AUDIT_PLUGIN_HAS(d, sinker_write_sealed) || !d->sinker_write_sealed)
+			return usage_error("--seal: sink %s cannot store seals", cli->sinks[i].label);
+	}
 	if ((r = choose_spool(cli, is_auto)))
 		return r;
 	gethostname(host, sizeof(host) - 1);
@@ -791,6 +818,13 @@ static int run(struct cli *cli)
 		goto close_all;
 	if (cli->spool_dir && (status = open_spool(cli, host, &spool)))
 		goto close_all;
+	if (cli->seal) {
+		char err[1024];
+		if (sealer_open(&sealer, cli->seal, err, sizeof(err)) < 0) {
+			status = usage_error("--seal %s", err);
+			goto close_all;
+		}
+	}
 
 	/* 3. run; signals are taken synchronously by this thread only */
 	static const int taken[] = {SIGINT, SIGTERM, SIGHUP, SIGUSR1};
@@ -811,6 +845,7 @@ static int run(struct cli *cli)
 		.host = host,
 		.spool = spool,
 		.stop_grace_ms = (int)cli->stop_grace * 1000,
+		.sealer = sealer,
 	};
 	eventer = (struct pipeline_stage){cli->event.lp.desc, cli->event.self, &cli->event.logger,
 					  cli->event.label};
@@ -882,9 +917,18 @@ static int run(struct cli *cli)
 		if (pipeline_wait(p, 0, &end))
 			break;
 		notify_tick(p);
+		if (sealer)
+			sealer_tick(sealer);
 	}
 	notify_stopping();
 	print_counters(p, "summary");
+	if (sealer) {
+		struct pipeline_stats *st = pipeline_stats(p);
+		sealed_to_the_end = st && end != PIPELINE_FAILED;
+		for (size_t i = 0; st && i < st->n_sinks; i++)
+			sealed_to_the_end = sealed_to_the_end && st->sinks[i].sealed_to_the_end;
+		free(st);
+	}
 	metrics_stop(metrics);
 	pipeline_free(p);
 
@@ -904,6 +948,12 @@ close_all:
 	for (size_t i = 0; i < cli->n_sinks; i++)
 		close_sink(&cli->sinks[i]);
 	spool_close(spool);
+	if (sealer) {
+		if (!sealed_to_the_end)
+			log_warning("--seal: not every sink stored its closing seal: tcp-audit verify "
+				    "will report this run's end as not closed");
+		sealer_close(sealer, sealed_to_the_end);
+	}
 	return status;
 }
 
@@ -916,6 +966,14 @@ int main(int argc, char **argv)
 		return 1;
 	signal(SIGPIPE, SIG_IGN); /* a closed pipe is a write error, not death */
 	log_init();
+	if (argc > 1 && strcmp(argv[1], "seal-init") == 0) {
+		free(cli);
+		return seal_init_main(argc - 1, argv + 1);
+	}
+	if (argc > 1 && strcmp(argv[1], "verify") == 0) {
+		free(cli);
+		return verify_main(argc - 1, argv + 1);
+	}
 	status = parse_cli(argc, argv, cli);
 	if (status == 0) {
 		if (cli->list_plugins)

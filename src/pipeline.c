@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "event-text.h"
+#include "seal.h"
 #include "spool.h"
 
 #define READ_TIMEOUT_MS 100
@@ -38,6 +39,8 @@ struct sink_thread {
 	uint64_t retries;   /* guarded by p->mu: TCP_AUDIT_RETRY answers */
 	bool unavailable;   /* guarded by p->mu: its last write or flush failed or was a RETRY */
 	struct tcp_audit_event *buf; /* spool mode: the batch read from the spool */
+	struct seal_chain *chain;    /* --seal: its seals' chain */
+	bool chain_closed;           /* guarded by p->mu: its closing seal is stored */
 };
 
 /*
@@ -530,17 +533,28 @@ static void note_trouble(struct sink_thread *s, uint64_t errors, uint64_t retrie
  * in a row make the sink give up.  Returns false when it gave up or the run
  * was abandoned.
  */
-static bool deliver(struct sink_thread *s, const struct tcp_audit_event *ev, size_t n)
+static bool deliver_as(struct sink_thread *s, const struct tcp_audit_event *ev, size_t n,
+		       bool closing)
 {
 	struct pipeline *p = s->p;
 	const struct tcp_audit_plugin *d = s->stage.desc;
 	int errors = 0, backoff = BACKOFF_MIN_MS;
 	uint64_t unavailable_since = 0;
+	struct tcp_audit_seal seal;
+	bool sealed = s->chain && (n || closing);
 
+	/* made once: a retried batch comes with the same seal */
+	if (sealed && seal_chain_make(s->chain, ev, n, closing, &seal) != 0) {
+		log_error("%s: cannot seal a batch: out of memory", s->stage.label);
+		return false;
+	}
 	for (;;) {
-		int r = n ? d->sinker_write(s->stage.self, ev, n)
-			  : (d->sinker_flush ? d->sinker_flush(s->stage.self) : 0);
+		int r = sealed ? d->sinker_write_sealed(s->stage.self, ev, n, &seal)
+			: n    ? d->sinker_write(s->stage.self, ev, n)
+			       : (d->sinker_flush ? d->sinker_flush(s->stage.self) : 0);
 		if (r == 0) {
+			if (sealed)
+				seal_chain_advance(s->chain, &seal);
 			if (unavailable_since)
 				log_info("%s is writing again after %.1f s", s->stage.label,
 					 (double)(now_ns(CLOCK_MONOTONIC) - unavailable_since) / 1e9);
@@ -587,6 +601,28 @@ static bool deliver(struct sink_thread *s, const struct tcp_audit_event *ev, siz
 		}
 		backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
 	}
+}
+
+static bool deliver(struct sink_thread *s, const struct tcp_audit_event *ev, size_t n)
+{
+	return deliver_as(s, ev, n, false);
+}
+
+/*
+ * At the end of a sink that stored everything: its closing seal, flushed.
+ * Called and returns with p->mu held.
+ */
+static bool close_chain(struct sink_thread *s)
+{
+	struct pipeline *p = s->p;
+
+	if (!s->chain || p->abandon || s->left_in_spool || s->read_pos != p->write_pos)
+		return true;
+	pthread_mutex_unlock(&p->mu);
+	bool ok = deliver_as(s, NULL, 0, true) && deliver(s, NULL, 0);
+	pthread_mutex_lock(&p->mu);
+	s->chain_closed = ok;
+	return ok;
 }
 
 /*
@@ -682,6 +718,8 @@ static void *sink_main(void *arg)
 		s->written += n;
 		pthread_cond_broadcast(&p->space);
 	}
+	if (ok)
+		ok = close_chain(s);
 	if (!ok && !p->abandon && !s->left_in_spool) {
 		s->failed = true;
 		p->failed = true;
@@ -772,6 +810,8 @@ static void *sink_spool_main(void *arg)
 		s->written += (uint64_t)m;
 		pthread_cond_broadcast(&p->space);
 	}
+	if (ok)
+		ok = close_chain(s);
 	if (!ok && !p->abandon && !s->left_in_spool) {
 		s->failed = true;
 		p->failed = true;
@@ -838,6 +878,13 @@ int pipeline_start(struct pipeline **out, const struct pipeline_config *cfg,
 	p->eventer = *eventer;
 	p->n_sinks = n_sinks;
 
+	for (size_t i = 0; cfg->sealer && i < n_sinks; i++) {
+		p->sinks[i].chain = seal_chain_new(cfg->sealer);
+		if (!p->sinks[i].chain) {
+			pipeline_free(p);
+			return -ENOMEM;
+		}
+	}
 	pthread_mutex_lock(&p->mu);
 	for (size_t i = 0; i < n_sinks; i++) {
 		struct sink_thread *s = &p->sinks[i];
@@ -940,6 +987,7 @@ struct pipeline_stats *pipeline_stats(struct pipeline *p)
 		st->sinks[i].retries = p->sinks[i].retries;
 		st->sinks[i].unavailable = p->sinks[i].unavailable;
 		st->sinks[i].left_in_spool = p->sinks[i].left_in_spool;
+		st->sinks[i].sealed_to_the_end = p->sinks[i].chain_closed;
 	}
 	pthread_mutex_unlock(&p->mu);
 	if (p->cfg.spool) {
@@ -963,8 +1011,10 @@ void pipeline_free(struct pipeline *p)
 	pthread_cond_destroy(&p->data);
 	pthread_cond_destroy(&p->space);
 	pthread_cond_destroy(&p->state);
-	for (size_t i = 0; i < p->n_sinks; i++)
+	for (size_t i = 0; i < p->n_sinks; i++) {
 		free(p->sinks[i].buf);
+		seal_chain_free(p->sinks[i].chain);
+	}
 	free(p->inbuf);
 	free(p->ring);
 	free(p);

@@ -19,6 +19,8 @@
 
 #include "log.h"
 
+struct sealer;
+
 struct pipeline;
 
 struct pipeline_stage {
@@ -43,6 +45,8 @@ struct pipeline_config {
 	 */
 	struct spool *spool;
 	int stop_grace_ms;
+	/* --seal: every batch goes with its seal (seal.h), a chain per sink */
+	struct sealer *sealer;
 };
 
 enum pipeline_end {
@@ -61,6 +65,7 @@ struct pipeline_sink_stats {
 	bool unavailable;     /* its last call was answered with an error or RETRY */
 	bool failed;
 	bool left_in_spool; /* gave up at the stop: undelivered stays spooled */
+	bool sealed_to_the_end; /* --seal: its closing seal is stored */
 };
 
 struct pipeline_stats {

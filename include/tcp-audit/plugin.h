@@ -308,6 +308,25 @@ struct tcp_audit_eventer_stats {
 	uint64_t skipped; /* input records skipped (e.g. malformed replay lines) */
 };
 
+/*
+ * A seal (tcp-audit --seal): a record that covers the batch it comes with.
+ * The sink stores it beside the batch's events, in the same store and, where
+ * the store has transactions, in the same one, so that a batch is never
+ * there without its seal.  text is the seal as one JSON object (no newline)
+ * whose fields are documented in the README ("Sealing"); a verifier checks it
+ * byte for byte, so a sink stores the text as it is.  run and index are
+ * fields of the text, for stores that key seals by them.  A batch retried
+ * comes with the same seal.
+ */
+struct tcp_audit_seal {
+	const char *text;
+	size_t len;
+	const char *run; /* 32 hex digits: the tcp-audit run */
+	uint64_t index;  /* the seal's number in the run's chain for this sink */
+	uint32_t count;  /* events of the batch */
+	bool last;       /* the run's closing seal (no events) */
+};
+
 struct tcp_audit_plugin {
 	uint32_t abi_version; /* TCP_AUDIT_ABI_VERSION the plugin was built with */
 	uint32_t struct_size; /* sizeof(struct tcp_audit_plugin) it was built with */
@@ -361,6 +380,15 @@ struct tcp_audit_plugin {
 	 * errno, which is logged.
 	 */
 	int (*sinker_reopen)(void *self);
+
+	/*
+	 * Sinker, added after sinker_reopen (TCP_AUDIT_PLUGIN_HAS(desc,
+	 * sinker_write_sealed)); may be NULL: the sink cannot be used with
+	 * --seal.  As write(), for n events (n may be 0 for a closing seal), and
+	 * stores seal with them (see struct tcp_audit_seal).
+	 */
+	int (*sinker_write_sealed)(void *self, const struct tcp_audit_event *events, size_t n,
+				   const struct tcp_audit_seal *seal);
 };
 
 /*

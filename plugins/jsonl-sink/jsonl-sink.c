@@ -181,9 +181,13 @@ static int write_all(int fd, const char *p, size_t n)
 	return 0;
 }
 
-static int jsonl_write(void *self, const struct tcp_audit_event *ev, size_t n)
+/*
+ * The lines of n events, then the seal's line if there is one, in writes of
+ * about CHUNK bytes (the seal in the last one): a failed write is cut back.
+ */
+static int write_lines(struct jsonl *j, const struct tcp_audit_event *ev, size_t n,
+		       const struct tcp_audit_seal *seal)
 {
-	struct jsonl *j = self;
 	struct stat st;
 	off_t start = -1;
 	size_t used = 0;
@@ -191,15 +195,30 @@ static int jsonl_write(void *self, const struct tcp_audit_event *ev, size_t n)
 
 	if (j->regular && fstat(j->fd, &st) == 0)
 		start = st.st_size;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n && !r; i++) {
 		used += event_to_json(&ev[i], j->buf + used);
-		if (CHUNK - used < EVENT_JSON_MAX || i + 1 == n) {
+		if (CHUNK - used < EVENT_JSON_MAX) {
 			r = write_all(j->fd, j->buf, used);
-			if (r)
-				break;
 			used = 0;
 		}
 	}
+	if (!r && seal) {
+		if (CHUNK - used < seal->len + 1) {
+			r = write_all(j->fd, j->buf, used);
+			used = 0;
+		}
+		if (!r && seal->len + 1 > CHUNK) { /* a batch of more than 64K events */
+			r = write_all(j->fd, seal->text, seal->len);
+			if (!r)
+				r = write_all(j->fd, "\n", 1);
+		} else if (!r) {
+			memcpy(j->buf + used, seal->text, seal->len);
+			used += seal->len;
+			j->buf[used++] = '\n';
+		}
+	}
+	if (!r && used)
+		r = write_all(j->fd, j->buf, used);
 	if (r) {
 		tcp_audit_error(j->host, "writing %s: %s", j->cfg->path, strerror(-r));
 		if (start >= 0 && ftruncate(j->fd, start) != 0)
@@ -207,6 +226,17 @@ static int jsonl_write(void *self, const struct tcp_audit_event *ev, size_t n)
 					j->cfg->path, (long long)start, strerror(errno));
 	}
 	return r;
+}
+
+static int jsonl_write(void *self, const struct tcp_audit_event *ev, size_t n)
+{
+	return write_lines(self, ev, n, NULL);
+}
+
+static int jsonl_write_sealed(void *self, const struct tcp_audit_event *ev, size_t n,
+			      const struct tcp_audit_seal *seal)
+{
+	return write_lines(self, ev, n, seal);
 }
 
 static int jsonl_flush(void *self)
@@ -245,6 +275,7 @@ static const struct tcp_audit_plugin jsonl_plugin = {
 	.sinker_flush = jsonl_flush,
 	.sinker_close = jsonl_close,
 	.sinker_reopen = jsonl_reopen,
+	.sinker_write_sealed = jsonl_write_sealed,
 };
 
 TCP_AUDIT_EXPORT const struct tcp_audit_plugin *tcp_audit_plugin_entry(uint32_t host_abi)

@@ -103,8 +103,8 @@ static int take_line(struct replay *rp, const char *s, size_t n, struct tcp_audi
 	char err[256];
 
 	rp->line++;
-	if (blank(s, n))
-		return 0;
+	if (blank(s, n) || event_json_is_seal(s, n))
+		return 0; /* a seal covers events of the file, it is not one */
 	if (event_from_json(s, n, ev, err, sizeof(err)) == 0)
 		return 1;
 	if (rp->cfg->on_error == ON_ERROR_STOP) {

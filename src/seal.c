@@ -1,0 +1,453 @@
+/* SPDX-License-Identifier: MIT */
+/* Forward-secure seals (see seal.h), on libsodium's primitives. */
+#include "seal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "event-text.h"
+#include "log.h"
+
+#define KEYFILE_MAGIC "tcp-audit sealing key v1"
+#define STEP_CONTEXT "tcp-audit seal key step"
+#define FP_CONTEXT "tcp-audit seal fp"
+#define FP_HEX 16
+#define SEAL_FIXED_MAX 512 /* the seal's text but for the fingerprints */
+
+struct sealer {
+	pthread_mutex_t mu;
+	char *path;
+	uint64_t start, interval, epoch;
+	uint8_t key[SEAL_KEY_BYTES];
+	char run[SEAL_RUN_HEX];
+	char after[SEAL_RUN_HEX]; /* the previous run, "" for none */
+	bool after_closed;
+};
+
+struct seal_chain {
+	struct sealer *s;
+	uint64_t index;
+	char prev[65];
+	char *text;
+	size_t cap;
+};
+
+static int fail(char *err, size_t size, int r, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static int fail(char *err, size_t size, int r, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, size, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+static void step(const uint8_t in[SEAL_KEY_BYTES], uint8_t out[SEAL_KEY_BYTES])
+{
+	uint8_t buf[sizeof(STEP_CONTEXT) - 1 + SEAL_KEY_BYTES];
+
+	memcpy(buf, STEP_CONTEXT, sizeof(STEP_CONTEXT) - 1);
+	memcpy(buf + sizeof(STEP_CONTEXT) - 1, in, SEAL_KEY_BYTES);
+	crypto_generichash(out, SEAL_KEY_BYTES, buf, sizeof(buf), NULL, 0);
+	sodium_memzero(buf, sizeof(buf));
+}
+
+static uint64_t wall_s(void)
+{
+	return (uint64_t)time(NULL);
+}
+
+static uint64_t wall_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * Writes the key file through a temporary file renamed over it (fsynced,
+ * then the folder), so that the file always holds one whole key and the old
+ * one is gone from it.
+ */
+static int save(const char *path, uint64_t start, uint64_t interval, uint64_t epoch,
+		const uint8_t key[SEAL_KEY_BYTES], const char *run, bool closed, bool exclusive)
+{
+	char tmp[4096], hex[2 * SEAL_KEY_BYTES + 1], text[512];
+	int r = 0;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.new", path) >= (int)sizeof(tmp))
+		return -ENAMETOOLONG;
+	sodium_bin2hex(hex, sizeof(hex), key, SEAL_KEY_BYTES);
+	int len = snprintf(text, sizeof(text),
+			   KEYFILE_MAGIC "\n# secret: readable by root only; it changes every "
+					 "interval seconds\nstart %" PRIu64 "\ninterval %" PRIu64
+					 "\nepoch %" PRIu64 "\nkey %s\nrun %s %s\n",
+			   start, interval, epoch, hex, run[0] ? run : "-", closed ? "closed" : "open");
+	sodium_memzero(hex, sizeof(hex));
+	const char *target = exclusive ? path : tmp;
+	int fd = open(target, O_WRONLY | O_CREAT | O_CLOEXEC | (exclusive ? O_EXCL : O_TRUNC), 0600);
+	if (fd < 0) {
+		r = -errno;
+		goto out;
+	}
+	if (fchmod(fd, 0600) != 0 || write(fd, text, (size_t)len) != len || fsync(fd) != 0)
+		r = errno ? -errno : -EIO;
+	if (close(fd) != 0 && !r)
+		r = -errno;
+	if (r) {
+		unlink(target);
+		goto out;
+	}
+	if (!exclusive && rename(tmp, path) != 0) {
+		r = -errno;
+		unlink(tmp);
+		goto out;
+	}
+	/* the folder, so that the rename is durable */
+	char dir[4096];
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (slash == dir)
+		slash[1] = '\0';
+	else if (slash)
+		*slash = '\0';
+	else
+		strcpy(dir, ".");
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		fsync(dfd);
+		close(dfd);
+	}
+out:
+	sodium_memzero(text, sizeof(text));
+	return r;
+}
+
+int seal_key_create(const char *path, uint64_t interval, char vkey[SEAL_VKEY_MAX], char *err,
+		    size_t err_size)
+{
+	uint8_t k0[SEAL_KEY_BYTES];
+	char hex[2 * SEAL_KEY_BYTES + 1];
+
+	if (sodium_init() < 0)
+		return fail(err, err_size, -EIO, "cannot initialize libsodium");
+	if (interval < 1)
+		return fail(err, err_size, -EINVAL, "the interval must be at least 1 second");
+	randombytes_buf(k0, sizeof(k0));
+	uint64_t start = wall_s();
+	int r = save(path, start, interval, 0, k0, "", true, true);
+	if (r == -EEXIST)
+		return fail(err, err_size, r, "%s exists: it is not overwritten (remove it first)",
+			    path);
+	if (r) {
+		sodium_memzero(k0, sizeof(k0));
+		return fail(err, err_size, r, "cannot create %s: %s", path, strerror(-r));
+	}
+	sodium_bin2hex(hex, sizeof(hex), k0, sizeof(k0));
+	snprintf(vkey, SEAL_VKEY_MAX, "tav1-%s-%" PRIu64 "-%" PRIu64, hex, start, interval);
+	sodium_memzero(k0, sizeof(k0));
+	sodium_memzero(hex, sizeof(hex));
+	return 0;
+}
+
+/* Parses the key file's text; 0 or -EINVAL with the reason. */
+static int parse_keyfile(char *text, struct sealer *s, char *err, size_t err_size)
+{
+	bool have_start = false, have_interval = false, have_epoch = false, have_key = false;
+	char *save_ptr = NULL;
+	char *line = strtok_r(text, "\n", &save_ptr);
+
+	if (!line || strcmp(line, KEYFILE_MAGIC) != 0)
+		return fail(err, err_size, -EINVAL, "not a tcp-audit sealing key (made by "
+						    "tcp-audit seal-init)");
+	while ((line = strtok_r(NULL, "\n", &save_ptr))) {
+		char word[16], val[80], state[16];
+		if (line[0] == '#')
+			continue;
+		int n = sscanf(line, "%15s %79s %15s", word, val, state);
+		if (n >= 2 && strcmp(word, "start") == 0)
+			have_start = sscanf(val, "%" SCNu64, &s->start) == 1;
+		else if (n >= 2 && strcmp(word, "interval") == 0)
+			have_interval = sscanf(val, "%" SCNu64, &s->interval) == 1 && s->interval > 0;
+		else if (n >= 2 && strcmp(word, "epoch") == 0)
+			have_epoch = sscanf(val, "%" SCNu64, &s->epoch) == 1;
+		else if (n >= 2 && strcmp(word, "key") == 0)
+			have_key = sodium_hex2bin(s->key, sizeof(s->key), val, strlen(val), NULL, NULL,
+						  NULL) == 0 &&
+				   strlen(val) == 2 * SEAL_KEY_BYTES;
+		else if (n == 3 && strcmp(word, "run") == 0 && strlen(val) == SEAL_RUN_HEX - 1) {
+			memcpy(s->after, val, SEAL_RUN_HEX);
+			s->after_closed = strcmp(state, "closed") == 0;
+		}
+		sodium_memzero(val, sizeof(val));
+	}
+	if (!have_start || !have_interval || !have_epoch || !have_key)
+		return fail(err, err_size, -EINVAL, "damaged: a start, interval, epoch or key line "
+						    "is missing or wrong");
+	return 0;
+}
+
+/* Moves s's key to the current epoch, and the file with it; s->mu held. */
+static int evolve(struct sealer *s, bool force_save, uint64_t now)
+{
+	uint64_t epoch = now > s->start ? (now - s->start) / s->interval : 0;
+
+	if (epoch <= s->epoch && !force_save)
+		return 0;
+	while (s->epoch < epoch) {
+		step(s->key, s->key);
+		s->epoch++;
+	}
+	return save(s->path, s->start, s->interval, s->epoch, s->key, s->run, false, false);
+}
+
+int sealer_open(struct sealer **out, const char *path, char *err, size_t err_size)
+{
+	char text[1024];
+	int r;
+
+	if (sodium_init() < 0)
+		return fail(err, err_size, -EIO, "cannot initialize libsodium");
+	struct sealer *s = sodium_malloc(sizeof(*s));
+	if (!s)
+		return fail(err, err_size, -ENOMEM, "out of memory");
+	memset(s, 0, sizeof(*s));
+	pthread_mutex_init(&s->mu, NULL);
+	s->path = strdup(path);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		r = fail(err, err_size, -errno, "%s: %s%s", path, strerror(errno),
+			 errno == ENOENT ? " (make it with tcp-audit seal-init)" : "");
+		goto fail;
+	}
+	struct stat st;
+	ssize_t n = read(fd, text, sizeof(text) - 1);
+	bool loose = fstat(fd, &st) == 0 && (st.st_mode & 077);
+	close(fd);
+	if (n < 0) {
+		r = fail(err, err_size, -errno, "%s: %s", path, strerror(errno));
+		goto fail;
+	}
+	text[n] = '\0';
+	r = parse_keyfile(text, s, err, err_size);
+	sodium_memzero(text, sizeof(text));
+	if (r) {
+		char reason[256];
+		snprintf(reason, sizeof(reason), "%s", err);
+		r = fail(err, err_size, r, "%s: %s", path, reason);
+		goto fail;
+	}
+	if (loose)
+		log_warning("%s can be read by others than its owner: chmod 600 it", path);
+	uint8_t run[16];
+	randombytes_buf(run, sizeof(run));
+	sodium_bin2hex(s->run, sizeof(s->run), run, sizeof(run));
+	r = evolve(s, true, wall_s()); /* also records this run as open */
+	if (r) {
+		r = fail(err, err_size, r, "cannot update %s: %s", path, strerror(-r));
+		goto fail;
+	}
+	*out = s;
+	return 0;
+fail:
+	free(s->path);
+	pthread_mutex_destroy(&s->mu);
+	sodium_free(s);
+	return r;
+}
+
+void sealer_tick(struct sealer *s)
+{
+	pthread_mutex_lock(&s->mu);
+	int r = evolve(s, false, wall_s());
+	pthread_mutex_unlock(&s->mu);
+	if (r)
+		log_error("cannot update the sealing key %s: %s", s->path, strerror(-r));
+}
+
+void sealer_close(struct sealer *s, bool clean)
+{
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->mu);
+	int r = evolve(s, false, wall_s());
+	if (!r && clean)
+		r = save(s->path, s->start, s->interval, s->epoch, s->key, s->run, true, false);
+	pthread_mutex_unlock(&s->mu);
+	if (r)
+		log_error("cannot update the sealing key %s: %s", s->path, strerror(-r));
+	free(s->path);
+	pthread_mutex_destroy(&s->mu);
+	sodium_free(s); /* zeroes the key */
+}
+
+struct seal_chain *seal_chain_new(struct sealer *s)
+{
+	struct seal_chain *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->s = s;
+	memset(c->prev, '0', 64);
+	return c;
+}
+
+void seal_chain_free(struct seal_chain *c)
+{
+	if (!c)
+		return;
+	free(c->text);
+	free(c);
+}
+
+void seal_fp_key(const uint8_t key[SEAL_KEY_BYTES], const char run[SEAL_RUN_HEX],
+		 uint64_t index, uint8_t out[16])
+{
+	char msg[sizeof(FP_CONTEXT) + SEAL_RUN_HEX + 24];
+	int len = snprintf(msg, sizeof(msg), FP_CONTEXT " %s %" PRIu64, run, index);
+
+	crypto_generichash(out, 16, (const uint8_t *)msg, (size_t)len, key, SEAL_KEY_BYTES);
+}
+
+uint64_t seal_fp(const uint8_t fp_key[16], const struct tcp_audit_event *ev)
+{
+	uint8_t h[crypto_shorthash_BYTES];
+	uint64_t v = 0;
+
+	crypto_shorthash(h, (const uint8_t *)ev, sizeof(*ev), fp_key);
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | h[i];
+	return v;
+}
+
+void seal_mac_hex(const uint8_t key[SEAL_KEY_BYTES], const char *text, size_t len, char out[65])
+{
+	uint8_t mac[32];
+
+	crypto_generichash(mac, sizeof(mac), (const uint8_t *)text, len, key, SEAL_KEY_BYTES);
+	sodium_bin2hex(out, 65, mac, sizeof(mac));
+}
+
+void seal_digest_hex(const char *text, size_t len, char out[65])
+{
+	uint8_t d[32];
+
+	crypto_generichash(d, sizeof(d), (const uint8_t *)text, len, NULL, 0);
+	sodium_bin2hex(out, 65, d, sizeof(d));
+}
+
+int seal_chain_make(struct seal_chain *c, const struct tcp_audit_event *ev, size_t n, bool last,
+		    struct tcp_audit_seal *out)
+{
+	static const char hex[] = "0123456789abcdef";
+	struct sealer *s = c->s;
+	size_t need = SEAL_FIXED_MAX + n * FP_HEX;
+	uint8_t key[SEAL_KEY_BYTES], fp_key[16];
+	char stamp[RFC3339_NS_LEN + 1];
+
+	if (need > c->cap) {
+		char *t = realloc(c->text, need);
+		if (!t)
+			return -ENOMEM;
+		c->text = t;
+		c->cap = need;
+	}
+	uint64_t now = wall_ns();
+	pthread_mutex_lock(&s->mu);
+	int r = evolve(s, false, now / 1000000000u);
+	memcpy(key, s->key, sizeof(key));
+	uint64_t epoch = s->epoch;
+	pthread_mutex_unlock(&s->mu);
+	if (r)
+		log_error("cannot update the sealing key %s: %s", s->path, strerror(-r));
+	stamp[format_rfc3339_ns(now, stamp)] = '\0';
+	char *p = c->text;
+	p += sprintf(p,
+		     "{\"kind\":\"seal\",\"v\":1,\"run\":\"%s\",\"index\":%" PRIu64
+		     ",\"epoch\":%" PRIu64 ",\"time\":\"%s\",\"time_ns\":%" PRIu64
+		     ",\"count\":%zu,\"last\":%s",
+		     s->run, c->index, epoch, stamp, now, n, last ? "true" : "false");
+	if (c->index == 0)
+		p += sprintf(p, ",\"after\":\"%s\",\"after_closed\":%s", s->after[0] ? s->after : "",
+			     s->after_closed ? "true" : "false");
+	p += sprintf(p, ",\"prev\":\"%s\",\"fp\":\"", c->prev);
+	seal_fp_key(key, s->run, c->index, fp_key);
+	for (size_t i = 0; i < n; i++) {
+		uint64_t v = seal_fp(fp_key, &ev[i]);
+		for (int j = FP_HEX - 1; j >= 0; j--, v >>= 4)
+			p[j] = hex[v & 15];
+		p += FP_HEX;
+	}
+	*p++ = '"';
+	char mac[65];
+	seal_mac_hex(key, c->text, (size_t)(p - c->text), mac);
+	p += sprintf(p, ",\"mac\":\"%s\"}", mac);
+	sodium_memzero(key, sizeof(key));
+	sodium_memzero(fp_key, sizeof(fp_key));
+	*out = (struct tcp_audit_seal){
+		.text = c->text,
+		.len = (size_t)(p - c->text),
+		.run = s->run,
+		.index = c->index,
+		.count = (uint32_t)n,
+		.last = last,
+	};
+	return 0;
+}
+
+void seal_chain_advance(struct seal_chain *c, const struct tcp_audit_seal *stored)
+{
+	seal_digest_hex(stored->text, stored->len, c->prev);
+	c->index++;
+}
+
+/* ------------------------------------------------------------------------ */
+
+int seal_vkey_parse(const char *text, struct seal_vkey *out)
+{
+	char hex[2 * SEAL_KEY_BYTES + 1];
+	int end = 0;
+
+	if (sscanf(text, "tav1-%64[0-9a-f]-%" SCNu64 "-%" SCNu64 "%n", hex, &out->start,
+		   &out->interval, &end) != 3 ||
+	    text[end] != '\0' || strlen(hex) != 2 * SEAL_KEY_BYTES || out->interval == 0)
+		return -EINVAL;
+	if (sodium_init() < 0 ||
+	    sodium_hex2bin(out->k0, sizeof(out->k0), hex, strlen(hex), NULL, NULL, NULL) != 0)
+		return -EINVAL;
+	sodium_memzero(hex, sizeof(hex));
+	return 0;
+}
+
+void seal_keys_init(struct seal_keys *ks, const struct seal_vkey *vk)
+{
+	ks->vk = vk;
+	ks->epoch = 0;
+	memcpy(ks->key, vk->k0, SEAL_KEY_BYTES);
+}
+
+const uint8_t *seal_keys_at(struct seal_keys *ks, uint64_t epoch)
+{
+	if (epoch < ks->epoch)
+		seal_keys_init(ks, ks->vk);
+	while (ks->epoch < epoch) {
+		step(ks->key, ks->key);
+		ks->epoch++;
+	}
+	return ks->key;
+}

@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Forward-secure seals (--seal KEYFILE): every batch a sink writes is
+ * followed, in the same store, by a seal record that only the key of the
+ * batch's time could make.
+ *
+ * The key evolves at fixed intervals (epochs): k(e+1) = BLAKE2b(k(e)), and the
+ * key file holds only the current one; an older key is overwritten in memory
+ * and in the file as soon as its epoch is over.  Whoever reads the file at
+ * time t can therefore seal nothing for an epoch before t.  The verification
+ * key (printed once by seal-init, to be kept off the host) is k(0) with the
+ * epochs' start and length: from it a verifier derives every k(e).
+ *
+ * A seal record is one JSON object (the jsonl sink writes it as a line with
+ * "kind":"seal"):
+ *
+ *   {"kind":"seal","v":1,"run":R,"index":I,"epoch":E,"time":T,"time_ns":N,
+ *    "count":C,"last":B,["after":R0,"after_closed":B0,]"prev":P,"fp":F,"mac":M}
+ *
+ * run: 32 hex digits, random per tcp-audit run; index: the seal's number in
+ * the run's chain for this sink, from 0; count: the events of the batch it
+ * follows; last: the run's closing seal (count 0) at a clean stop; after (on
+ * index 0 only): the previous run of this key file and whether it stopped
+ * cleanly, so a crash is recorded by the run after it; prev: BLAKE2b-256 of
+ * the previous seal's whole text in the chain (zeros for index 0); fp: per
+ * event, in batch order, 16 hex digits: SipHash-2-4 of the event's 256 bytes
+ * (struct tcp_audit_event) under a key derived from k(E), the run and the
+ * index, so an altered event is named and cannot be made to match; mac:
+ * keyed BLAKE2b-256 under k(E) of the text before ',"mac":'.
+ */
+#ifndef TCP_AUDIT_SEAL_H
+#define TCP_AUDIT_SEAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <tcp-audit/plugin.h>
+
+#define SEAL_KEY_BYTES 32
+#define SEAL_RUN_HEX 33          /* 32 hex digits and a NUL */
+#define SEAL_DEFAULT_INTERVAL 900 /* s: an epoch, as journald's sealing */
+/* "tav1-" 64 hex "-" start "-" interval */
+#define SEAL_VKEY_MAX 128
+
+struct sealer;
+struct seal_chain;
+
+/*
+ * seal-init: creates path (0600, never over an existing file) with a new
+ * random key, epochs of interval seconds from now; writes the verification
+ * key into vkey.  Returns 0 or -errno with a one-line reason in err.
+ */
+int seal_key_create(const char *path, uint64_t interval, char vkey[SEAL_VKEY_MAX], char *err,
+		    size_t err_size);
+
+/*
+ * --seal: loads the key file, moves its key to the current epoch and records
+ * this run as open in it.  Returns 0 or -errno with a reason in err.
+ */
+int sealer_open(struct sealer **out, const char *path, char *err, size_t err_size);
+
+/* Moves the key to the current epoch (once a second is enough). */
+void sealer_tick(struct sealer *s);
+
+/* clean: every sink stored its closing seal; records the run as closed. */
+void sealer_close(struct sealer *s, bool clean);
+
+/* One chain per sink. */
+struct seal_chain *seal_chain_new(struct sealer *s);
+void seal_chain_free(struct seal_chain *c);
+
+/*
+ * The seal of the next batch (n events; n == 0 and last: the closing seal)
+ * into out.  The same seal is handed again while the batch is retried; once
+ * the store has it, seal_chain_advance().
+ */
+int seal_chain_make(struct seal_chain *c, const struct tcp_audit_event *ev, size_t n, bool last,
+		    struct tcp_audit_seal *out);
+void seal_chain_advance(struct seal_chain *c, const struct tcp_audit_seal *stored);
+/* The text out holds is the chain's; freed with it. */
+
+/* ------------------------------------------------------------------------ */
+/* Verifying                                                                 */
+
+struct seal_vkey {
+	uint8_t k0[SEAL_KEY_BYTES];
+	uint64_t start, interval;
+};
+
+/* Parses a verification key; 0 or -EINVAL. */
+int seal_vkey_parse(const char *text, struct seal_vkey *out);
+
+/* k(epoch) from the verification key; walks forward from a cached key. */
+struct seal_keys {
+	const struct seal_vkey *vk;
+	uint64_t epoch;
+	uint8_t key[SEAL_KEY_BYTES];
+};
+void seal_keys_init(struct seal_keys *ks, const struct seal_vkey *vk);
+const uint8_t *seal_keys_at(struct seal_keys *ks, uint64_t epoch);
+
+/* The per-batch fingerprint key and one event's fingerprint. */
+void seal_fp_key(const uint8_t key[SEAL_KEY_BYTES], const char run[SEAL_RUN_HEX],
+		 uint64_t index, uint8_t out[16]);
+uint64_t seal_fp(const uint8_t fp_key[16], const struct tcp_audit_event *ev);
+
+/* The MAC of a seal's text before ',"mac":' (len bytes) under key; 64 hex + NUL. */
+void seal_mac_hex(const uint8_t key[SEAL_KEY_BYTES], const char *text, size_t len,
+		  char out[65]);
+
+/* BLAKE2b-256 of a seal's whole text, as 64 hex + NUL: the next seal's prev. */
+void seal_digest_hex(const char *text, size_t len, char out[65]);
+
+/* ------------------------------------------------------------------------ */
+/* The commands (verify.c)                                                   */
+
+/* tcp-audit seal-init KEYFILE [--interval SECONDS]: exit status */
+int seal_init_main(int argc, char **argv);
+
+/* tcp-audit verify SOURCE --verify-key KEY: 0 all checks, 1 problems found, 2 usage */
+int verify_main(int argc, char **argv);
+
+#endif
