@@ -482,7 +482,8 @@ static void finish(struct verify *v)
 				r->id, r->next_index - 1, r->last_line);
 		}
 	}
-	qsort(v->sealed, v->n_sealed, sizeof(*v->sealed), cmp_sealed);
+	if (v->n_sealed)
+		qsort(v->sealed, v->n_sealed, sizeof(*v->sealed), cmp_sealed);
 	/* the events no seal covers, by runs of lines of the same verdict */
 	uint64_t first = 0, last = 0;
 	int kind = -1; /* 0: uncovered, 1: copies of sealed events after a crash */
