@@ -31,6 +31,10 @@ resets   What recording resets costs, as paired rounds: for each eventer and
 eventers bpf -> jsonl against tracefs -> jsonl in paired rounds, as resets
          (--pair-rounds of them): the median ratio of each, the median of
          the per-round differences, how many rounds bpf was ahead.
+seal     What sealing costs (--seal, issue 19's target: the ratio within 0.01,
+         tcp-audit's CPU per event up by at most 0.1 us): bpf -> jsonl with
+         and without --seal in paired rounds, as resets; every sealed store
+         is checked with tcp-audit verify.
 burst    2,000,000 events (--burst-connections of the fin shape, 2 threads)
          into `tcp-audit` with no arguments at all: share stored, counted
          loss, peak RSS, overhead, and how long the stop took to store it all.
@@ -61,6 +65,8 @@ Configurations (rows of capture):
   bpf-pgsql-tuned    the same on a PostgreSQL tuned for speed (fsync off, ...)
   tracefs-jsonl      --event tracefs --sink jsonl (the default spool)
   tracefs-jsonl-states  the same with -p kinds=state
+  bpf-jsonl-sealed   bpf -> jsonl with --seal (a key made by seal-init for the
+                     run); only when asked for (the seal section pairs it)
 Every tcp-audit runs with STATE_DIRECTORY set to a fresh directory of its own.
 
 Output: Markdown tables on stdout (each section's as it ends), and one JSON
@@ -94,7 +100,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 import shaped  # noqa: E402  (capture-shaped events)
 import tcpaudit  # noqa: E402  (summary parsing)
 
-SECTIONS = ("capture", "resets", "eventers", "burst", "replay", "snapshot", "archive")
+SECTIONS = ("capture", "resets", "eventers", "seal", "burst", "replay", "snapshot", "archive")
 SHAPES = ("fin", "busy")
 
 # name: (eventer shown, sink shown, spool shown, arguments before the sink's own)
@@ -110,7 +116,11 @@ CONFIGS = {
     "tracefs-jsonl": ("tracefs", "jsonl", "default", ["--event", "tracefs"]),
     "tracefs-jsonl-states": ("tracefs", "jsonl, kinds=state", "default",
                              ["--event", "tracefs", "-p", "kinds=state"]),
+    "bpf-jsonl-sealed": ("bpf", "jsonl, --seal", "default", ["--event", "bpf", "--seal", None]),
 }
+# not rows of capture unless asked for (the seal section has them, paired)
+CAPTURE_DEFAULT = [c for c in CONFIGS if c != "bpf-jsonl-sealed"]
+SEAL_KEY = []  # the seal section's key file, made once
 
 STOP_TIMEOUT = 1800  # seconds a stopped tcp-audit may take to store what it read
 
@@ -483,6 +493,7 @@ def config_store(name):
 
 def config_args(name, store):
     pre = CONFIGS[name][3]
+    pre = [SEAL_KEY[0] if x is None else x for x in pre] if pre else pre
     return [] if pre is None else pre + store.args
 
 
@@ -529,6 +540,13 @@ def traced_round(a, servers, workdir, config, shape, threads, connections, prog_
         pg_cpu = settle_server_cpu(store.pg, pg_before)
         stored = store.count(port)
         read = res["summary"].get("events read", 0)
+        verified = None
+        if "--seal" in ta.args:
+            r = subprocess.run([a.bin, "verify", store.path, "--verify-key", SEAL_KEY[1]],
+                               capture_output=True, text=True)
+            verified = r.returncode == 0
+            if not verified:
+                progress(a, "verify failed: %s" % (r.stdout + r.stderr)[-2000:])
         return {
             "eventer": getattr(ta, "eventer", "?"),
             "rate": gen["rate"],
@@ -548,6 +566,7 @@ def traced_round(a, servers, workdir, config, shape, threads, connections, prog_
                           for k in RESET_PROGS} if runs0 and runs1 else None,
             "reset_records": count_jsonl_kind(store.path, b"reset")
             if store.kind == "jsonl" else None,
+            "verified": verified,
         }
     finally:
         if store:
@@ -780,6 +799,69 @@ def resets_section(a, servers, workdir):
                "with resets (all ports); programs: summed over the runs with resets while the "
                "generator ran (--prog-stats: kernel.bpf_stats_enabled=1, which adds its own "
                "cost to every program run in both configurations).")
+    return out
+
+
+def make_seal_key(a, workdir):
+    """The key file of the sealed configuration (once a run), and its verification key."""
+    if SEAL_KEY:
+        return
+    key = os.path.join(workdir, "seal.key")
+    if os.path.exists(key):
+        os.unlink(key)
+    r = subprocess.run([a.bin, "seal-init", key], capture_output=True, text=True, check=True)
+    SEAL_KEY[:] = [key, r.stdout.strip()]
+
+
+def seal_section(a, servers, workdir):
+    """bpf -> jsonl with and without --seal in paired rounds (issue 19's cost target)."""
+    make_seal_key(a, workdir)
+    pair = ("bpf-jsonl-sealed", "bpf-jsonl")
+    out = ["", "What sealing costs: paired rounds, %d connections (%d events) per round; each "
+               "round an untraced run, then bpf -> jsonl with and without --seal in alternating "
+               "order; ratio = traced rate / that round's untraced rate; CPU: tcp-audit's user + "
+               "system time per event read (user alone in brackets); every sealed store passed "
+               "tcp-audit verify unless said." % (a.connections, 10 * a.connections + 2),
+           "",
+           "| shape | threads | rounds | ratio sealed | ratio not | difference, median (range) "
+           "| CPU per event sealed | not | CPU difference, median (range) | user difference | "
+           "verified | completeness (worst) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for shape in a.shapes:
+        for threads in a.threads:
+            rows = []
+            for got, base in paired_rounds(a, servers, workdir, "seal", pair, shape, threads,
+                                           a.reset_rounds, False):
+                s_, n_ = got[pair[0]], got[pair[1]]
+                rows.append({"untraced": base, "with": s_["rate"] / base,
+                             "without": n_["rate"] / base,
+                             "cpu_with": s_["cpu_us_per_event"],
+                             "cpu_without": n_["cpu_us_per_event"],
+                             "user_with": s_["user_us_per_event"],
+                             "user_without": n_["user_us_per_event"],
+                             "verified": s_["verified"],
+                             "completeness": min(g["completeness"] for g in got.values())})
+            diffs = [x["with"] - x["without"] for x in rows]
+            cpu = [x["cpu_with"] - x["cpu_without"] for x in rows]
+            user = [x["user_with"] - x["user_without"] for x in rows]
+            row = {"section": "seal", "shape": shape, "threads": threads,
+                   "rounds": a.reset_rounds, "with": median([x["with"] for x in rows]),
+                   "without": median([x["without"] for x in rows]),
+                   "difference": median(diffs), "cpu_difference": median(cpu),
+                   "user_difference": median(user), "per_round": rows}
+            emit(row)
+            ok = sum(1 for x in rows if x["verified"])
+            out.append("| %s | %d | %d | %.3f | %.3f | %+.3f (%+.3f .. %+.3f) | %.3f us (%.3f) | "
+                       "%.3f us (%.3f) | %+.3f us (%+.3f .. %+.3f) | %+.3f us | %s | %.4f%% |" % (
+                           shape, threads, a.reset_rounds, row["with"], row["without"],
+                           row["difference"], min(diffs), max(diffs),
+                           median([x["cpu_with"] for x in rows]),
+                           median([x["user_with"] for x in rows]),
+                           median([x["cpu_without"] for x in rows]),
+                           median([x["user_without"] for x in rows]),
+                           row["cpu_difference"], min(cpu), max(cpu), row["user_difference"],
+                           "all" if ok == len(rows) else "%d of %d" % (ok, len(rows)),
+                           100 * min(x["completeness"] for x in rows)))
     return out
 
 
@@ -1230,8 +1312,9 @@ def main():
                    help="the build directory (default: build/ of this tree)")
     p.add_argument("--sections", default=",".join(SECTIONS),
                    help="comma list of sections to run (default: all)")
-    p.add_argument("--configs", default=",".join(CONFIGS),
-                   help="comma list of capture configurations (default: all)")
+    p.add_argument("--configs", default=",".join(CAPTURE_DEFAULT),
+                   help="comma list of capture configurations (default: all but "
+                        "bpf-jsonl-sealed)")
     p.add_argument("--shapes", default=",".join(SHAPES),
                    help="load shapes for capture (default fin,busy)")
     p.add_argument("--threads", default="1,2",
@@ -1241,7 +1324,8 @@ def main():
     p.add_argument("--rounds", type=int, default=2,
                    help="traced (and untraced) rounds per row (default 2)")
     p.add_argument("--pair-rounds", "--reset-rounds", dest="reset_rounds", type=int, default=6,
-                   help="paired rounds per row of the resets and eventers sections (default 6)")
+                   help="paired rounds per row of the resets, eventers and seal sections "
+                        "(default 6)")
     p.add_argument("--prog-stats", action="store_true",
                    help="resets section: count the BPF programs' runs and time "
                         "(kernel.bpf_stats_enabled)")
@@ -1302,11 +1386,13 @@ def main():
     servers = Servers()
     try:
         a.default_problem = None
+        if "bpf-jsonl-sealed" in a.configs and "capture" in a.sections:
+            make_seal_key(a, workdir)
         if "burst" in a.sections or "default" in a.configs and "capture" in a.sections:
             a.default_problem = default_path_problem(a, workdir)
         for section in a.sections:
             out = {"capture": capture_section, "resets": resets_section,
-                   "eventers": eventers_section,
+                   "eventers": eventers_section, "seal": seal_section,
                    "burst": burst_section,
                    "replay": replay_section, "snapshot": snapshot_section,
                    "archive": archive_section}[section](

@@ -114,6 +114,7 @@ struct run {
 	uint64_t last_line;
 	char after[SEAL_RUN_HEX];
 	bool after_closed;
+	uint64_t seals, events, first_seal_ns, last_seal_ns;
 };
 
 struct sealed_uid {
@@ -442,6 +443,10 @@ static void check_seal(struct verify *v, const char *text, size_t len, uint64_t 
 	r->next_index = index + 1;
 	r->last_line = line;
 	r->closed = r->closed || last;
+	if (!r->seals++)
+		r->first_seal_ns = time_ns;
+	r->last_seal_ns = time_ns;
+	r->events += count;
 
 	uint8_t fp_key[16];
 	seal_fp_key(key, id, index, fp_key);
@@ -610,6 +615,15 @@ int verify_main(int argc, char **argv)
 	int r = verify_jsonl(&v);
 	if (r)
 		return r;
+	for (size_t i = 0; i < v.n_runs; i++) {
+		const struct run *run = &v.runs[i];
+		char t0[RFC3339_NS_LEN + 1] = "", t1[RFC3339_NS_LEN + 1] = "";
+		t0[format_rfc3339_ns(run->first_seal_ns, t0)] = '\0';
+		t1[format_rfc3339_ns(run->last_seal_ns, t1)] = '\0';
+		printf("run %s: %" PRIu64 " seals of %" PRIu64 " events, sealed from %s to %s%s\n",
+		       run->id, run->seals, run->events, t0, t1,
+		       run->closed ? ", closed" : "");
+	}
 	char from[RFC3339_NS_LEN + 1] = "-", to[RFC3339_NS_LEN + 1] = "-";
 	if (v.events) {
 		from[format_rfc3339_ns(v.first_ns, from)] = '\0';
