@@ -18,6 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if TCP_AUDIT_VERIFY_SQLITE
+#include <sqlite3.h>
+#endif
+
 #include "event-json.h"
 #include "event-text.h"
 #include "event-uid.h"
@@ -124,6 +128,7 @@ struct sealed_uid {
 
 struct verify {
 	const char *source;
+	const char *unit, *seal_unit; /* how events and seals are found: "line", "row" */
 	struct seal_keys keys;
 	struct pending *pend;
 	size_t n_pend, cap_pend;
@@ -279,7 +284,7 @@ static void missing(struct verify *v, uint64_t from, uint64_t to, const char *wh
 	char where[64] = ", at the batch's end";
 
 	if (before_line)
-		snprintf(where, sizeof(where), ", before line %" PRIu64, before_line);
+		snprintf(where, sizeof(where), ", before %s %" PRIu64, v->unit, before_line);
 	if (to - from == 1)
 		problem(v, "event %" PRIu64 " of %s is missing (deleted)%s", from + 1, what, where);
 	else
@@ -333,8 +338,8 @@ static void check_batch(struct verify *v, const char *fp, uint64_t n, const uint
 			continue;
 		}
 		if (i < v->n_pend && j < n) {
-			problem(v, "line %" PRIu64 ": event altered (it was event %" PRIu64 " of %s)",
-				v->pend[i].line, j + 1, what);
+			problem(v, "%s %" PRIu64 ": event altered (it was event %" PRIu64 " of %s)",
+				v->unit, v->pend[i].line, j + 1, what);
 			i++, j++;
 		} else if (i < v->n_pend) {
 			add_extra(v, &v->pend[i++]);
@@ -365,11 +370,11 @@ static void check_seal(struct verify *v, const char *text, size_t len, uint64_t 
 	    !field_bool(text, len, "last", &last) ||
 	    !field_str(text, len, "prev", prev, sizeof(prev), 64) ||
 	    !field_str(mac_at, len - (size_t)(mac_at - text), "mac", mac, sizeof(mac), 64)) {
-		problem(v, "line %" PRIu64 ": a damaged seal (fields missing)", line);
+		problem(v, "%s %" PRIu64 ": a damaged seal (fields missing)", v->seal_unit, line);
 		return;
 	}
-	snprintf(what, sizeof(what), "seal %.8s #%" PRIu64 " (line %" PRIu64 ")", id, index,
-		 line);
+	snprintf(what, sizeof(what), "seal %.8s #%" PRIu64 " (%s %" PRIu64 ")", id, index,
+		 v->seal_unit, line);
 	const uint8_t *key = seal_keys_at(&v->keys, epoch);
 	seal_mac_hex(key, text, (size_t)(mac_at - text), want_mac);
 	if (strcmp(mac, want_mac) != 0) {
@@ -412,9 +417,9 @@ static void check_seal(struct verify *v, const char *text, size_t len, uint64_t 
 			memset(r->prev, '0', 64);
 		}
 	} else if (!r) {
-		problem(v, "seals #0 to #%" PRIu64 " of run %.8s are missing (before line %" PRIu64
+		problem(v, "seals #0 to #%" PRIu64 " of run %.8s are missing (before %s %" PRIu64
 			   ")",
-			index - 1, id, line);
+			index - 1, id, v->seal_unit, line);
 		v->runs = grow(v->runs, &v->cap_runs, v->n_runs, sizeof(*v->runs));
 		r = &v->runs[v->n_runs++];
 		*r = (struct run){0};
@@ -424,13 +429,13 @@ static void check_seal(struct verify *v, const char *text, size_t len, uint64_t 
 		problem(v, "%s: a seal after run %.8s's closing seal", what, id);
 	} else if (index > r->next_index) {
 		if (index - r->next_index == 1)
-			problem(v, "seal #%" PRIu64 " of run %.8s is missing (between lines %" PRIu64
+			problem(v, "seal #%" PRIu64 " of run %.8s is missing (between %ss %" PRIu64
 				   " and %" PRIu64 ")",
-				r->next_index, id, r->last_line, line);
+				r->next_index, id, v->seal_unit, r->last_line, line);
 		else
 			problem(v, "seals #%" PRIu64 " to #%" PRIu64 " of run %.8s are missing "
-				   "(between lines %" PRIu64 " and %" PRIu64 ")",
-				r->next_index, index - 1, id, r->last_line, line);
+				   "(between %ss %" PRIu64 " and %" PRIu64 ")",
+				r->next_index, index - 1, id, v->seal_unit, r->last_line, line);
 		r->prev_known = false;
 	} else if (index < r->next_index) {
 		problem(v, "%s: seal #%" PRIu64 " of run %.8s again", what, index, id);
@@ -477,14 +482,14 @@ static void finish(struct verify *v)
 				by = &v->runs[k];
 		if (by) {
 			crashed = true;
-			note("run %.8s did not stop cleanly: its seals end at #%" PRIu64 " (line %" PRIu64
+			note("run %.8s did not stop cleanly: its seals end at #%" PRIu64 " (%s %" PRIu64
 			     "); run %.8s, the next, recorded it",
-			     r->id, r->next_index - 1, r->last_line, by->id);
+			     r->id, r->next_index - 1, v->seal_unit, r->last_line, by->id);
 		} else {
-			problem(v, "run %.8s has no closing seal after #%" PRIu64 " (line %" PRIu64
+			problem(v, "run %.8s has no closing seal after #%" PRIu64 " (%s %" PRIu64
 				   "): the end was cut off, or tcp-audit is still running, or it was "
 				   "killed and has not started since",
-				r->id, r->next_index - 1, r->last_line);
+				r->id, r->next_index - 1, v->seal_unit, r->last_line);
 		}
 	}
 	if (v->n_sealed)
@@ -509,10 +514,10 @@ static void finish(struct verify *v)
 		}
 		char lines[64];
 		if (first == last)
-			snprintf(lines, sizeof(lines), "line %" PRIu64 ": an event", first);
+			snprintf(lines, sizeof(lines), "%s %" PRIu64 ": an event", v->unit, first);
 		else
-			snprintf(lines, sizeof(lines), "lines %" PRIu64 " to %" PRIu64 ": events",
-				 first, last);
+			snprintf(lines, sizeof(lines), "%ss %" PRIu64 " to %" PRIu64 ": events",
+				 v->unit, first, last);
 		if (kind == 0)
 			problem(v, "%s no seal covers (inserted, or written after the last seal)",
 				lines);
@@ -527,6 +532,7 @@ static void finish(struct verify *v)
 
 static int verify_jsonl(struct verify *v)
 {
+	v->unit = v->seal_unit = "line";
 	FILE *f = strcmp(v->source, "-") == 0 ? stdin : fopen(v->source, "r");
 	char *buf = NULL, err[256];
 	size_t cap = 0;
@@ -565,6 +571,241 @@ static int verify_jsonl(struct verify *v)
 	return 0;
 }
 
+#if TCP_AUDIT_VERIFY_SQLITE
+/* ------------------------------------------------------------------------ */
+/* SQLite archives (the sqlite sink): seals in tcp_audit_seals, each with the  */
+/* uids of its batch's events in tcp_audit_events                             */
+
+#define EVENT_COLUMNS                                                                      \
+	"rowid, time_ns, kind, host, family, saddr, daddr, sport, dport, old_state, "       \
+	"new_state, pid_on_cpu, tid_on_cpu, comm_on_cpu, owner_pid, owner_uid, owner_comm, " \
+	"sock_cookie, sock_inode, sock_uid, sock_gid, sock_state, netns, cgroup_id, seq, "   \
+	"ktime, gap_stage, gap_lost, reset_direction, reset_reason, error"
+
+static bool col_null(sqlite3_stmt *st, int i)
+{
+	return sqlite3_column_type(st, i) == SQLITE_NULL;
+}
+
+static void col_text(sqlite3_stmt *st, int i, char *out, size_t size)
+{
+	const unsigned char *t = sqlite3_column_text(st, i);
+	size_t n = t ? (size_t)sqlite3_column_bytes(st, i) : 0;
+
+	memset(out, 0, size);
+	memcpy(out, t ? (const char *)t : "", n < size ? n : size - 1);
+}
+
+/*
+ * The event a row of tcp_audit_events holds, as the sink got it: the
+ * inverse of the sink's columns (a NULL column is a field the event did not
+ * have).  Returns false when the row cannot be an event of tcp-audit.
+ */
+static bool row_event(sqlite3_stmt *st, struct tcp_audit_event *e, uint64_t *rowid)
+{
+	int64_t i64;
+
+	memset(e, 0, sizeof(*e));
+	*rowid = (uint64_t)sqlite3_column_int64(st, 0);
+	e->time_ns = (uint64_t)sqlite3_column_int64(st, 1);
+	e->kind = (uint8_t)sqlite3_column_int(st, 2);
+	if (!col_null(st, 3)) {
+		e->valid |= TCP_AUDIT_HAS_HOST;
+		col_text(st, 3, e->host, sizeof(e->host));
+	}
+	if (e->kind == TCP_AUDIT_KIND_GAP) {
+		e->gap_stage = (uint8_t)sqlite3_column_int(st, 26);
+		e->gap_lost = (uint64_t)sqlite3_column_int64(st, 27);
+	} else {
+		e->family = (uint16_t)sqlite3_column_int(st, 4);
+		const unsigned char *a = sqlite3_column_text(st, 5), *b = sqlite3_column_text(st, 6);
+		if (!a || !b ||
+		    parse_addr(e->family, (const char *)a, (size_t)sqlite3_column_bytes(st, 5),
+			       e->saddr) < 0 ||
+		    parse_addr(e->family, (const char *)b, (size_t)sqlite3_column_bytes(st, 6),
+			       e->daddr) < 0)
+			return false;
+		e->sport = (uint16_t)sqlite3_column_int(st, 7);
+		e->dport = (uint16_t)sqlite3_column_int(st, 8);
+		e->old_state = (uint8_t)sqlite3_column_int(st, 9);
+		e->new_state = (uint8_t)sqlite3_column_int(st, 10);
+		e->pid_on_cpu = (uint32_t)sqlite3_column_int64(st, 11);
+		if (!col_null(st, 12)) {
+			e->valid |= TCP_AUDIT_HAS_TID;
+			e->tid_on_cpu = (uint32_t)sqlite3_column_int64(st, 12);
+		}
+		col_text(st, 13, e->comm_on_cpu, sizeof(e->comm_on_cpu));
+		if (!col_null(st, 14)) {
+			e->valid |= TCP_AUDIT_HAS_OWNER;
+			e->owner_pid = (uint32_t)sqlite3_column_int64(st, 14);
+			e->owner_uid = (uint32_t)sqlite3_column_int64(st, 15);
+			col_text(st, 16, e->owner_comm, sizeof(e->owner_comm));
+		}
+		if (!col_null(st, 17)) {
+			e->valid |= TCP_AUDIT_HAS_COOKIE;
+			e->sock_cookie = (uint64_t)sqlite3_column_int64(st, 17);
+		}
+		if (!col_null(st, 18)) {
+			e->valid |= TCP_AUDIT_HAS_SOCK_INODE;
+			e->sock_inode = (uint64_t)sqlite3_column_int64(st, 18);
+			e->sock_uid = (uint32_t)sqlite3_column_int64(st, 19);
+			e->sock_gid = (uint32_t)sqlite3_column_int64(st, 20);
+		}
+		if (!col_null(st, 21)) {
+			e->valid |= TCP_AUDIT_HAS_SOCK_STATE;
+			e->sock_state = (uint8_t)sqlite3_column_int(st, 21);
+		}
+		if (!col_null(st, 22)) {
+			e->valid |= TCP_AUDIT_HAS_NETNS;
+			e->netns = (uint32_t)sqlite3_column_int64(st, 22);
+		}
+		if (!col_null(st, 23)) {
+			e->valid |= TCP_AUDIT_HAS_CGROUP;
+			e->cgroup_id = (uint64_t)sqlite3_column_int64(st, 23);
+		}
+		if (!col_null(st, 28))
+			e->reset_direction = (uint8_t)sqlite3_column_int(st, 28);
+		if (!col_null(st, 29)) {
+			e->valid |= TCP_AUDIT_HAS_RESET_REASON;
+			e->reset_reason = (uint8_t)sqlite3_column_int(st, 29);
+		}
+		if (!col_null(st, 30)) {
+			e->valid |= TCP_AUDIT_HAS_ERROR;
+			e->error = (uint16_t)sqlite3_column_int(st, 30);
+		}
+	}
+	if (!col_null(st, 24)) {
+		e->valid |= TCP_AUDIT_HAS_SEQ;
+		e->seq = (uint64_t)sqlite3_column_int64(st, 24);
+	}
+	if (!col_null(st, 25)) {
+		i64 = sqlite3_column_int64(st, 25);
+		e->valid |= TCP_AUDIT_HAS_KTIME;
+		e->ktime_ns = (uint64_t)i64;
+	}
+	return true;
+}
+
+static int cmp_uid(const void *a, const void *b)
+{
+	return memcmp(a, b, EVENT_UID_BYTES);
+}
+
+static int verify_sqlite(struct verify *v)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *seals = NULL, *by_uid = NULL, *all = NULL;
+	uint8_t *used = NULL; /* every uid a seal names, sorted at the end */
+	size_t n_used = 0, cap_used = 0;
+	int status = EXIT_USAGE;
+
+	v->unit = "row";
+	v->seal_unit = "seal row";
+	if (sqlite3_open_v2(v->source, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+		fprintf(stderr, "tcp-audit verify: cannot open %s: %s\n", v->source,
+			sqlite3_errmsg(db));
+		goto out;
+	}
+	if (sqlite3_prepare_v2(db, "SELECT rowid, seal, uids FROM tcp_audit_seals "
+				   "ORDER BY time_ns, idx",
+			       -1, &seals, NULL) != SQLITE_OK) {
+		fprintf(stderr, "tcp-audit verify: %s has no seals (%s): it was not written with "
+				"--seal\n",
+			v->source, sqlite3_errmsg(db));
+		goto out;
+	}
+	if (sqlite3_prepare_v2(db, "SELECT " EVENT_COLUMNS " FROM tcp_audit_events WHERE uid = ?",
+			       -1, &by_uid, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db, "SELECT rowid, uid FROM tcp_audit_events ORDER BY rowid", -1,
+			       &all, NULL) != SQLITE_OK) {
+		fprintf(stderr, "tcp-audit verify: %s is not a tcp-audit archive: %s\n", v->source,
+			sqlite3_errmsg(db));
+		goto out;
+	}
+	int rc;
+	while ((rc = sqlite3_step(seals)) == SQLITE_ROW) {
+		uint64_t seal_row = (uint64_t)sqlite3_column_int64(seals, 0);
+		const char *text = (const char *)sqlite3_column_text(seals, 1);
+		size_t len = (size_t)sqlite3_column_bytes(seals, 1);
+		const uint8_t *uids = sqlite3_column_blob(seals, 2);
+		size_t n = (size_t)sqlite3_column_bytes(seals, 2) / EVENT_UID_BYTES;
+		for (size_t i = 0; i < n; i++) {
+			char uid[EVENT_UID_LEN];
+			used = grow(used, &cap_used, n_used, EVENT_UID_BYTES);
+			memcpy(used + n_used++ * EVENT_UID_BYTES, uids + i * EVENT_UID_BYTES,
+			       EVENT_UID_BYTES);
+			event_uid_text(uids + i * EVENT_UID_BYTES, uid);
+			sqlite3_bind_text(by_uid, 1, uid, -1, SQLITE_TRANSIENT);
+			if (sqlite3_step(by_uid) == SQLITE_ROW) {
+				v->pend = grow(v->pend, &v->cap_pend, v->n_pend, sizeof(*v->pend));
+				struct pending *e = &v->pend[v->n_pend];
+				if (row_event(by_uid, &e->ev, &e->line))
+					v->n_pend++;
+				else
+					problem(v, "row %" PRIu64 ": damaged (an address that is not one)",
+						e->line);
+			}
+			sqlite3_reset(by_uid);
+		}
+		check_seal(v, text ? text : "", text ? len : 0, seal_row);
+	}
+	if (rc != SQLITE_DONE)
+		problem(v, "reading the seals: %s", sqlite3_errmsg(db));
+	/* rows no seal names */
+	if (n_used)
+		qsort(used, n_used, EVENT_UID_BYTES, cmp_uid);
+	while ((rc = sqlite3_step(all)) == SQLITE_ROW) {
+		struct pending e = {.line = (uint64_t)sqlite3_column_int64(all, 0)};
+		uint8_t uid[EVENT_UID_BYTES] = {0};
+		const char *t = (const char *)sqlite3_column_text(all, 1);
+		/* the text form back to bytes: hex digits, dashes skipped */
+		for (size_t k = 0, j = 0; t && t[k] && j < 2 * EVENT_UID_BYTES; k++) {
+			int d = t[k] >= '0' && t[k] <= '9' ? t[k] - '0'
+				: t[k] >= 'a' && t[k] <= 'f' ? t[k] - 'a' + 10
+							       : -1;
+			if (d < 0)
+				continue;
+			uid[j / 2] |= (uint8_t)(j % 2 ? d : d << 4);
+			j++;
+		}
+		if (!n_used || !bsearch(uid, used, n_used, EVENT_UID_BYTES, cmp_uid))
+			add_extra(v, &e);
+	}
+	if (rc != SQLITE_DONE)
+		problem(v, "reading the events: %s", sqlite3_errmsg(db));
+	finish(v);
+	status = 0;
+out:
+	sqlite3_finalize(seals);
+	sqlite3_finalize(by_uid);
+	sqlite3_finalize(all);
+	sqlite3_close(db);
+	free(used);
+	return status;
+}
+
+#else
+static int verify_sqlite(struct verify *v)
+{
+	fprintf(stderr, "tcp-audit verify: %s is an SQLite file, and this tcp-audit was built without SQLite\n",
+		v->source);
+	return EXIT_USAGE;
+}
+#endif
+
+/* What SOURCE is: an SQLite file by its header, else JSON lines. */
+static bool is_sqlite(const char *path)
+{
+	char head[16];
+	FILE *f = strcmp(path, "-") == 0 ? NULL : fopen(path, "rb");
+	bool yes = f && fread(head, 1, sizeof(head), f) == sizeof(head) &&
+		   memcmp(head, "SQLite format 3", 16) == 0;
+
+	if (f)
+		fclose(f);
+	return yes;
+}
+
 int verify_main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -592,7 +833,8 @@ int verify_main(int argc, char **argv)
 			       "seal missing, an end cut off; a run that did not stop cleanly is a note\n"
 			       "when the run after it recorded the crash.\n"
 			       "\n"
-			       "  SOURCE            a JSON-lines file of the jsonl sink (- for stdin)\n"
+			       "  SOURCE            a JSON-lines file of the jsonl sink (- for stdin), or\n"
+			       "                    an SQLite file of the sqlite sink\n"
 			       "  --verify-key KEY  the key tcp-audit seal-init printed\n"
 			       "\n"
 			       "Exit status: 0 when everything checks, 1 when a problem was found, 2 when\n"
@@ -612,7 +854,7 @@ int verify_main(int argc, char **argv)
 					     "seal-init (tav1-...)");
 	v.source = argv[optind];
 	seal_keys_init(&v.keys, &vk);
-	int r = verify_jsonl(&v);
+	int r = is_sqlite(v.source) ? verify_sqlite(&v) : verify_jsonl(&v);
 	if (r)
 		return r;
 	for (size_t i = 0; i < v.n_runs; i++) {

@@ -62,8 +62,22 @@ struct sqlite_sink {
 	char path[PATH_MAX];
 	sqlite3 *db;
 	sqlite3_stmt *insert, *insert_many, *begin, *commit, *rollback;
+	sqlite3_stmt *insert_seal; /* --seal: made with the seals' table, at the first seal */
+	uint8_t *uids;             /* --seal: the batch's uids, for the seal's row */
+	size_t uids_cap;
 	bool unavailable; /* in a retry episode: logged once */
 };
+
+/*
+ * --seal: one row per seal, beside the events, written in the batch's
+ * transaction.  uids: the 16-byte uids of the batch's events in its order
+ * (an event already stored by an earlier batch is that row), so that
+ * tcp-audit verify finds them.
+ */
+#define SEALS_TABLE                                                                        \
+	"CREATE TABLE IF NOT EXISTS tcp_audit_seals (run TEXT NOT NULL, idx INTEGER NOT NULL," \
+	" time_ns INTEGER NOT NULL, count INTEGER NOT NULL, seal TEXT NOT NULL, uids BLOB,"  \
+	" PRIMARY KEY (run, idx))"
 
 static const struct tcp_audit_option sqlite_options[] = {
 	{.key = "path",
@@ -596,13 +610,47 @@ static bool transient(int rc)
 	}
 }
 
-static int sqlite_write(void *self, const struct tcp_audit_event *ev, size_t n)
+/* The seal's row, in the batch's transaction. */
+static int insert_seal(struct sqlite_sink *s, const struct tcp_audit_event *ev, size_t n,
+		       const struct tcp_audit_seal *seal)
 {
-	struct sqlite_sink *s = self;
-	int rc = step(s->begin);
+	if (n * EVENT_UID_BYTES > s->uids_cap) {
+		uint8_t *u = realloc(s->uids, n * EVENT_UID_BYTES);
+		if (!u)
+			return SQLITE_NOMEM;
+		s->uids = u;
+		s->uids_cap = n * EVENT_UID_BYTES;
+	}
+	for (size_t i = 0; i < n; i++)
+		event_uid_bytes(&ev[i], s->uids + i * EVENT_UID_BYTES);
+	sqlite3_stmt *st = s->insert_seal;
+	sqlite3_bind_text(st, 1, seal->run, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)seal->index);
+	/* the seal's time, from its text, orders the seals of a file */
+	const char *t = strstr(seal->text, "\"time_ns\":");
+	sqlite3_bind_int64(st, 3, t ? strtoll(t + 10, NULL, 10) : 0);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)n);
+	sqlite3_bind_text(st, 5, seal->text, (int)seal->len, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 6, s->uids, (int)(n * EVENT_UID_BYTES), SQLITE_STATIC);
+	return step(st);
+}
 
+static int write_batch(struct sqlite_sink *s, const struct tcp_audit_event *ev, size_t n,
+		       const struct tcp_audit_seal *seal)
+{
+	int rc = SQLITE_OK;
+
+	/* the seals' table, made when the first seal comes (outside the batch's transaction) */
+	if (seal && !s->insert_seal &&
+	    (rc = sqlite3_exec(s->db, SEALS_TABLE, NULL, NULL, NULL)) == SQLITE_OK)
+		rc = sqlite3_prepare_v2(s->db, "INSERT INTO tcp_audit_seals VALUES (?,?,?,?,?,?)", -1,
+					&s->insert_seal, NULL);
+	if (rc == SQLITE_OK)
+		rc = step(s->begin);
 	if (rc == SQLITE_OK)
 		rc = insert_all(s, ev, n);
+	if (rc == SQLITE_OK && seal)
+		rc = insert_seal(s, ev, n, seal);
 	if (rc == SQLITE_OK)
 		rc = step(s->commit);
 	if (rc == SQLITE_OK) {
@@ -625,12 +673,25 @@ static int sqlite_write(void *self, const struct tcp_audit_event *ev, size_t n)
 	return -EIO;
 }
 
+static int sqlite_write(void *self, const struct tcp_audit_event *ev, size_t n)
+{
+	return write_batch(self, ev, n, NULL);
+}
+
+static int sqlite_write_sealed(void *self, const struct tcp_audit_event *ev, size_t n,
+			       const struct tcp_audit_seal *seal)
+{
+	return write_batch(self, ev, n, seal);
+}
+
 static void sqlite_close(void *self)
 {
 	struct sqlite_sink *s = self;
 
 	if (!s)
 		return;
+	sqlite3_finalize(s->insert_seal);
+	free(s->uids);
 	sqlite3_finalize(s->insert);
 	sqlite3_finalize(s->insert_many);
 	sqlite3_finalize(s->begin);
@@ -652,6 +713,7 @@ static const struct tcp_audit_plugin sqlite_plugin = {
 	.sinker_open = sqlite_open,
 	.sinker_write = sqlite_write,
 	.sinker_close = sqlite_close,
+	.sinker_write_sealed = sqlite_write_sealed,
 };
 
 TCP_AUDIT_EXPORT const struct tcp_audit_plugin *tcp_audit_plugin_entry(uint32_t host_abi)

@@ -1083,6 +1083,30 @@ class Capture(unittest.TestCase):
         self.assertGreaterEqual(len(mine), 200000 - (counted if slow else 0))
         self.check_transitions(mine, conns, counted)
 
+    def test_sealed_capture_verifies(self):
+        """--seal into jsonl and sqlite at once (a chain each): the real
+        eventer's events (the start-up snapshot's records, state changes of a
+        churn, whatever else the machine does), stored and read back, match
+        their seals."""
+        key = os.path.join(self.tmp.name, "seal.key")
+        db = os.path.join(self.tmp.name, "events.db")
+        init = tcpaudit.run(["seal-init", key])
+        self.assertEqual(init.returncode, 0, init.stderr)
+        port = free_port()
+        result = {}
+        args = ["--event", EVENTER, "--seal", key, "--sink", "jsonl", "-p", "path=" + self.out,
+                "--sink", "sqlite", "-p", "path=" + db]
+        with Running(args) as t:
+            loadgen(port, 2000, result)
+            time.sleep(0.5)
+            self.assertEqual(t.stop(), 130, t.stderr())
+        for store in (self.out, db):
+            r = tcpaudit.run(["verify", store, "--verify-key", init.stdout.strip()])
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertRegex(r.stdout, r"(\d+) events verified in (\d+) seals of 1 run")
+            verified = int(r.stdout.split(" events verified")[0].split()[-1])
+            self.assertGreaterEqual(verified, int(result["events"]))
+
     def test_stop_counts_what_the_drain_leaves(self):
         """A stop whose drain runs out of time (3 s) with events still in the
         kernel's buffer: what is left there is counted, in a gap record, so

@@ -10,7 +10,9 @@ attacker holding the key file would."""
 import hashlib
 import json
 import os
+import shutil
 import signal
+import sqlite3
 import stat
 import tempfile
 import time
@@ -195,6 +197,64 @@ class Seal(unittest.TestCase):
         out = self.verify(t, 1)
         self.assertIn("its MAC is wrong", out)
 
+    def sqlite_capture(self, count=3000, batch=500):
+        db = os.path.join(self.d, "events.db")
+        r = run(["--event", SYNTH, "-p", "count=%d" % count, "--sink", "sqlite",
+                 "-p", "path=" + db, "--seal", self.key, "--batch-size", str(batch),
+                 "--spool", "none"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return db
+
+    def verify_db(self, db, edit, expect):
+        """A copy of db changed by the SQL edit, verified."""
+        copy = os.path.join(self.d, "tampered.db")
+        shutil.copyfile(db, copy)
+        if edit:
+            con = sqlite3.connect(copy)
+            con.executescript(edit)
+            con.commit()
+            con.close()
+        r = run(["verify", copy, "--verify-key", self.vkey])
+        self.assertEqual(r.returncode, expect, r.stdout + r.stderr)
+        last = [l.split(":")[0] for l in r.stdout.splitlines()[-1:]]
+        self.assertEqual(last, ["FAILED" if expect else "OK"], r.stdout + r.stderr)
+        return r.stdout
+
+    def test_sqlite_archive_verifies_and_tampering_is_named(self):
+        self.seal_init()
+        db = self.sqlite_capture()
+        con = sqlite3.connect(db)
+        seals = con.execute("SELECT run, idx, count FROM tcp_audit_seals ORDER BY idx").fetchall()
+        con.close()
+        self.assertEqual([(i, c) for _, i, c in seals], [(i, 500) for i in range(6)] + [(6, 0)])
+        run_id = seals[0][0][:8]
+        out = self.verify_db(db, None, 0)
+        self.assertIn("3000 events verified in 7 seals of 1 run", out)
+        # one row deleted
+        out = self.verify_db(db, "DELETE FROM tcp_audit_events WHERE rowid = 5", 1)
+        self.assertIn("event 5 of seal %s #0 (seal row 1) is missing (deleted)" % run_id, out)
+        # one byte of one address
+        out = self.verify_db(db, "UPDATE tcp_audit_events SET saddr = '::2' WHERE rowid = 20", 1)
+        self.assertIn("row 20: event altered (it was event 20 of seal %s #0" % run_id, out)
+        # a forged row (another's copy, another port and uid)
+        out = self.verify_db(db, "INSERT INTO tcp_audit_events SELECT 'f' || substr(uid, 2), "
+                                 "time_ns, kind, host, family, saddr, daddr, sport, 4444, "
+                                 "old_state, new_state, pid_on_cpu, tid_on_cpu, comm_on_cpu, "
+                                 "owner_pid, owner_uid, owner_comm, sock_cookie, sock_inode, "
+                                 "sock_uid, sock_gid, sock_state, netns, cgroup_id, seq, ktime, "
+                                 "gap_stage, gap_lost, reset_direction, reset_reason, error "
+                                 "FROM tcp_audit_events WHERE rowid = 30", 1)
+        self.assertIn("row 3001: an event no seal covers", out)
+        # a seal dropped
+        out = self.verify_db(db, "DELETE FROM tcp_audit_seals WHERE idx = 2", 1)
+        self.assertIn("seal #2 of run %s is missing" % run_id, out)
+        self.assertIn("rows 1001 to 1500: events no seal covers", out)
+        # the end cut off
+        out = self.verify_db(db, "DELETE FROM tcp_audit_seals WHERE idx >= 5;"
+                                 "DELETE FROM tcp_audit_events WHERE rowid > 2600", 1)
+        self.assertIn("has no closing seal after #4", out)
+        self.assertIn("rows 2501 to 2600: events no seal covers", out)
+
     def test_a_key_file_read_later_cannot_forge_earlier_seals(self):
         vkey = self.seal_init("--interval", "1")
         k0 = bytes.fromhex(vkey.split("-")[1])
@@ -252,31 +312,36 @@ class Seal(unittest.TestCase):
         out = self.verify(attempt, 1)
         self.assertIn("sealed in epoch %d but dated in epoch %d" % (stolen_epoch, epoch0), out)
 
-    def test_kill_9_and_restart_verify_with_the_crash_recorded(self):
+    def kill_9_and_restart(self, sink, path):
         self.seal_init()
         state = os.path.join(self.d, "state")
         os.mkdir(state)
         env = dict(os.environ, STATE_DIRECTORY=state)  # the default spool, a test's own
         args = ["--event", SYNTH, "-p", "count=0", "-p", "interval_ms=5", "-p", "per_read=50",
-                "--sink", "jsonl", "-p", "path=" + self.out, "--seal", self.key,
-                "--batch-size", "100"]
+                "--sink", sink, "-p", "path=" + path, "--seal", self.key, "--batch-size", "100"]
         with Running(args, env=env) as t:
-            wait_until(lambda: os.path.exists(self.out) and os.path.getsize(self.out) > 200000,
+            wait_until(lambda: os.path.exists(path) and os.path.getsize(path) > 200000,
                        what="sealed batches")
             t.proc.send_signal(signal.SIGKILL)
             t.wait()
         with open(self.key) as f:
             self.assertRegex(f.read(), r"run [0-9a-f]{32} open")
         with Running(args, env=env) as t:
-            size = os.path.getsize(self.out)
-            wait_until(lambda: os.path.getsize(self.out) > size + 100000, what="more batches")
+            size = os.path.getsize(path)
+            wait_until(lambda: os.path.getsize(path) > size + 100000, what="more batches")
             self.assertEqual(t.stop(), 130, t.stderr())
-        out = self.verify()
-        self.assertIn("did not stop cleanly", out)
-        self.assertIn("the next, recorded it", out)
-        self.assertIn("of 2 runs", out)
-        self.assertTrue(out.endswith("OK\n"), out)
+        r = run(["verify", path, "--verify-key", self.vkey])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("did not stop cleanly", r.stdout)
+        self.assertIn("the next, recorded it", r.stdout)
+        self.assertIn("of 2 runs", r.stdout)
+        self.assertTrue(r.stdout.endswith("OK\n"), r.stdout)
 
+    def test_kill_9_and_restart_verify_with_the_crash_recorded(self):
+        self.kill_9_and_restart("jsonl", self.out)
+
+    def test_kill_9_and_restart_verify_with_the_crash_recorded_sqlite(self):
+        self.kill_9_and_restart("sqlite", os.path.join(self.d, "events.db"))
 
 if __name__ == "__main__":
     import tcpaudit
