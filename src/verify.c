@@ -17,9 +17,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #if TCP_AUDIT_VERIFY_SQLITE
 #include <sqlite3.h>
+#endif
+#if TCP_AUDIT_VERIFY_PGSQL
+#include <libpq-fe.h>
+#include <sodium.h>
 #endif
 
 #include "event-json.h"
@@ -28,6 +33,8 @@
 #include "log.h"
 #include "seal.h"
 
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x) STRINGIFY_(x)
 #define EXIT_PROBLEMS 1
 #define EXIT_USAGE 2
 #define FP_HEX 16
@@ -105,8 +112,16 @@ int seal_init_main(int argc, char **argv)
 /* ------------------------------------------------------------------------ */
 
 struct pending {
-	uint64_t line;
+	uint64_t line; /* where it is: its line (jsonl), row (sqlite), place in a scan */
 	struct tcp_audit_event ev;
+	char uid[EVENT_UID_LEN]; /* by_uid stores: its stored uid names it */
+	/*
+	 * PostgreSQL: text is UTF-8, and the sink wrote a byte that is not
+	 * UTF-8 as U+0080..U+00FF, which valid UTF-8 may hold too: the event
+	 * with those characters as bytes, tried when the one as read fails.
+	 */
+	bool has_alt;
+	struct tcp_audit_event alt;
 };
 
 struct run {
@@ -129,6 +144,7 @@ struct sealed_uid {
 struct verify {
 	const char *source;
 	const char *unit, *seal_unit; /* how events and seals are found: "line", "row" */
+	bool by_uid;                  /* events are named by uid (PostgreSQL), not unit N */
 	struct seal_keys keys;
 	struct pending *pend;
 	size_t n_pend, cap_pend;
@@ -277,19 +293,29 @@ static uint64_t hex_u64(const char *p)
 	return x;
 }
 
+/* How an event is named: "line 20", "row 20", "event <uid>". */
+static const char *where(const struct verify *v, const struct pending *e, char buf[64])
+{
+	if (v->by_uid)
+		snprintf(buf, 64, "event %s", e->uid);
+	else
+		snprintf(buf, 64, "%s %" PRIu64, v->unit, e->line);
+	return buf;
+}
+
 /* Events from .. to-1 (counted from 0) of a seal's batch are not there. */
 static void missing(struct verify *v, uint64_t from, uint64_t to, const char *what,
-		    uint64_t before_line)
+		    const struct pending *before)
 {
-	char where[64] = ", at the batch's end";
+	char where_[80] = ", at the batch's end", buf[64];
 
-	if (before_line)
-		snprintf(where, sizeof(where), ", before %s %" PRIu64, v->unit, before_line);
+	if (before)
+		snprintf(where_, sizeof(where_), ", before %s", where(v, before, buf));
 	if (to - from == 1)
-		problem(v, "event %" PRIu64 " of %s is missing (deleted)%s", from + 1, what, where);
+		problem(v, "event %" PRIu64 " of %s is missing (deleted)%s", from + 1, what, where_);
 	else
 		problem(v, "events %" PRIu64 " to %" PRIu64 " of %s are missing (deleted)%s",
-			from + 1, to, what, where);
+			from + 1, to, what, where_);
 }
 
 /*
@@ -309,8 +335,18 @@ static void check_batch(struct verify *v, const char *fp, uint64_t n, const uint
 	}
 	for (uint64_t j = 0; j < n; j++)
 		want[j] = hex_u64(fp + j * FP_HEX);
-	for (size_t i = 0; i < v->n_pend; i++)
+	for (size_t i = 0; i < v->n_pend; i++) {
 		got[i] = seal_fp(fp_key, &v->pend[i].ev);
+		if (!v->pend[i].has_alt)
+			continue;
+		uint64_t alt = seal_fp(fp_key, &v->pend[i].alt);
+		for (uint64_t j = 0; j < n; j++)
+			if (want[j] == alt) {
+				got[i] = alt;
+				v->pend[i].ev = v->pend[i].alt;
+				break;
+			}
+	}
 	size_t i = 0;
 	uint64_t j = 0;
 	while (i < v->n_pend || j < n) {
@@ -324,7 +360,7 @@ static void check_batch(struct verify *v, const char *fp, uint64_t n, const uint
 		while (i < v->n_pend && k < n && want[k] != got[i])
 			k++;
 		if (i < v->n_pend && k < n) {
-			missing(v, j, k, what, v->pend[i].line);
+			missing(v, j, k, what, &v->pend[i]);
 			j = k;
 			continue;
 		}
@@ -338,13 +374,14 @@ static void check_batch(struct verify *v, const char *fp, uint64_t n, const uint
 			continue;
 		}
 		if (i < v->n_pend && j < n) {
-			problem(v, "%s %" PRIu64 ": event altered (it was event %" PRIu64 " of %s)",
-				v->unit, v->pend[i].line, j + 1, what);
+			char buf[64];
+			problem(v, "%s: event altered (it was event %" PRIu64 " of %s)",
+				where(v, &v->pend[i], buf), j + 1, what);
 			i++, j++;
 		} else if (i < v->n_pend) {
 			add_extra(v, &v->pend[i++]);
 		} else {
-			missing(v, j, n, what, 0);
+			missing(v, j, n, what, NULL);
 			j = n;
 		}
 	}
@@ -373,8 +410,11 @@ static void check_seal(struct verify *v, const char *text, size_t len, uint64_t 
 		problem(v, "%s %" PRIu64 ": a damaged seal (fields missing)", v->seal_unit, line);
 		return;
 	}
-	snprintf(what, sizeof(what), "seal %.8s #%" PRIu64 " (%s %" PRIu64 ")", id, index,
-		 v->seal_unit, line);
+	if (v->by_uid) /* the seal's index is where it is */
+		snprintf(what, sizeof(what), "seal %.8s #%" PRIu64, id, index);
+	else
+		snprintf(what, sizeof(what), "seal %.8s #%" PRIu64 " (%s %" PRIu64 ")", id, index,
+			 v->seal_unit, line);
 	const uint8_t *key = seal_keys_at(&v->keys, epoch);
 	seal_mac_hex(key, text, (size_t)(mac_at - text), want_mac);
 	if (strcmp(mac, want_mac) != 0) {
@@ -494,39 +534,42 @@ static void finish(struct verify *v)
 	}
 	if (v->n_sealed)
 		qsort(v->sealed, v->n_sealed, sizeof(*v->sealed), cmp_sealed);
-	/* the events no seal covers, by runs of lines of the same verdict */
-	uint64_t first = 0, last = 0;
+	/* the events no seal covers, by runs of neighbours of the same verdict */
+	size_t first = 0;
 	int kind = -1; /* 0: uncovered, 1: copies of sealed events after a crash */
 	for (size_t i = 0; i <= v->n_extra; i++) {
 		int k = -1;
-		uint64_t line = 0;
 		if (i < v->n_extra) {
 			struct sealed_uid key = {uid64(&v->extra[i].ev), 0};
 			bool copy = crashed && v->n_sealed &&
 				    bsearch(&key, v->sealed, v->n_sealed, sizeof(*v->sealed),
 					    cmp_sealed);
 			k = copy ? 1 : 0;
-			line = v->extra[i].line;
-			if (k == kind && line == last + 1) {
-				last = line;
+			if (k == kind && v->extra[i].line == v->extra[i - 1].line + 1)
 				continue;
-			}
 		}
-		char lines[64];
-		if (first == last)
-			snprintf(lines, sizeof(lines), "%s %" PRIu64 ": an event", v->unit, first);
-		else
-			snprintf(lines, sizeof(lines), "%ss %" PRIu64 " to %" PRIu64 ": events",
-				 v->unit, first, last);
-		if (kind == 0)
-			problem(v, "%s no seal covers (inserted, or written after the last seal)",
-				lines);
-		else if (kind == 1)
-			note("%s not sealed, but copies of sealed ones (a write cut short by the "
-			     "crash, written again after it)",
-			     lines);
+		if (kind >= 0) {
+			const struct pending *a = &v->extra[first], *b = &v->extra[i - 1];
+			char what[192], buf[64], buf2[64];
+			if (a == b)
+				snprintf(what, sizeof(what), "%s: an event", where(v, a, buf));
+			else if (v->by_uid)
+				snprintf(what, sizeof(what), "%s to %s (%zu in time order): events",
+					 where(v, a, buf), where(v, b, buf2), (size_t)(b - a + 1));
+			else
+				snprintf(what, sizeof(what), "%ss %" PRIu64 " to %" PRIu64 ": events",
+					 v->unit, a->line, b->line);
+			if (kind == 0)
+				problem(v, "%s no seal covers (inserted, or written after the last "
+					   "seal)",
+					what);
+			else
+				note("%s not sealed, but copies of sealed ones (a write cut short by the "
+				     "crash, written again after it)",
+				     what);
+		}
 		kind = k;
-		first = last = line;
+		first = i;
 	}
 }
 
@@ -571,124 +614,151 @@ static int verify_jsonl(struct verify *v)
 	return 0;
 }
 
-#if TCP_AUDIT_VERIFY_SQLITE
 /* ------------------------------------------------------------------------ */
-/* SQLite archives (the sqlite sink): seals in tcp_audit_seals, each with the  */
-/* uids of its batch's events in tcp_audit_events                             */
+/* Database archives: a row of tcp_audit_events back into its event           */
 
 #define EVENT_COLUMNS                                                                      \
-	"rowid, time_ns, kind, host, family, saddr, daddr, sport, dport, old_state, "       \
+	"time_ns, kind, host, family, saddr, daddr, sport, dport, old_state, new_state, "   \
+	"pid_on_cpu, tid_on_cpu, comm_on_cpu, owner_pid, owner_uid, owner_comm, sock_cookie, " \
+	"sock_inode, sock_uid, sock_gid, sock_state, netns, cgroup_id, seq, ktime, gap_stage, " \
+	"gap_lost, reset_direction, reset_reason, error"
+
+/* The same from PostgreSQL: addresses as text without a mask. */
+#define EVENT_COLUMNS_PG                                                                   \
+	"time_ns, kind, host, family, host(saddr), host(daddr), sport, dport, old_state, "  \
 	"new_state, pid_on_cpu, tid_on_cpu, comm_on_cpu, owner_pid, owner_uid, owner_comm, " \
 	"sock_cookie, sock_inode, sock_uid, sock_gid, sock_state, netns, cgroup_id, seq, "   \
 	"ktime, gap_stage, gap_lost, reset_direction, reset_reason, error"
 
-static bool col_null(sqlite3_stmt *st, int i)
-{
-	return sqlite3_column_type(st, i) == SQLITE_NULL;
-}
+/* A row's columns, numbered as in EVENT_COLUMNS, however the store hands them over. */
+struct row {
+	void *ctx;
+	bool (*null)(void *ctx, int i);
+	int64_t (*i64)(void *ctx, int i);
+	const char *(*text)(void *ctx, int i, size_t *len);
+};
 
-static void col_text(sqlite3_stmt *st, int i, char *out, size_t size)
+static void row_text(const struct row *r, int i, char *out, size_t size)
 {
-	const unsigned char *t = sqlite3_column_text(st, i);
-	size_t n = t ? (size_t)sqlite3_column_bytes(st, i) : 0;
+	size_t n = 0;
+	const char *t = r->null(r->ctx, i) ? NULL : r->text(r->ctx, i, &n);
 
 	memset(out, 0, size);
-	memcpy(out, t ? (const char *)t : "", n < size ? n : size - 1);
+	if (t)
+		memcpy(out, t, n < size ? n : size - 1);
+}
+
+static bool row_addr(const struct row *r, int i, unsigned family, uint8_t out[16])
+{
+	size_t n = 0;
+	const char *t = r->null(r->ctx, i) ? NULL : r->text(r->ctx, i, &n);
+
+	return t && parse_addr(family, t, n, out) == 0;
+}
+
+/* An optional number: its validity bit set when the column is not NULL. */
+static uint64_t row_opt(const struct row *r, int i, uint32_t bit, uint32_t *valid)
+{
+	if (r->null(r->ctx, i))
+		return 0;
+	*valid |= bit;
+	return (uint64_t)r->i64(r->ctx, i);
 }
 
 /*
- * The event a row of tcp_audit_events holds, as the sink got it: the
- * inverse of the sink's columns (a NULL column is a field the event did not
- * have).  Returns false when the row cannot be an event of tcp-audit.
+ * The event a row holds, as the sink got it: the inverse of the sinks'
+ * columns (a NULL column is a field the event did not have).  Returns false
+ * when the row cannot be an event of tcp-audit.
  */
-static bool row_event(sqlite3_stmt *st, struct tcp_audit_event *e, uint64_t *rowid)
+static bool row_event(const struct row *r, struct tcp_audit_event *e)
 {
-	int64_t i64;
+	uint32_t ignored = 0;
 
 	memset(e, 0, sizeof(*e));
-	*rowid = (uint64_t)sqlite3_column_int64(st, 0);
-	e->time_ns = (uint64_t)sqlite3_column_int64(st, 1);
-	e->kind = (uint8_t)sqlite3_column_int(st, 2);
-	if (!col_null(st, 3)) {
+	e->time_ns = (uint64_t)r->i64(r->ctx, 0);
+	e->kind = (uint8_t)r->i64(r->ctx, 1);
+	if (!r->null(r->ctx, 2)) {
 		e->valid |= TCP_AUDIT_HAS_HOST;
-		col_text(st, 3, e->host, sizeof(e->host));
+		row_text(r, 2, e->host, sizeof(e->host));
 	}
 	if (e->kind == TCP_AUDIT_KIND_GAP) {
-		e->gap_stage = (uint8_t)sqlite3_column_int(st, 26);
-		e->gap_lost = (uint64_t)sqlite3_column_int64(st, 27);
+		e->gap_stage = (uint8_t)r->i64(r->ctx, 25);
+		e->gap_lost = (uint64_t)r->i64(r->ctx, 26);
 	} else {
-		e->family = (uint16_t)sqlite3_column_int(st, 4);
-		const unsigned char *a = sqlite3_column_text(st, 5), *b = sqlite3_column_text(st, 6);
-		if (!a || !b ||
-		    parse_addr(e->family, (const char *)a, (size_t)sqlite3_column_bytes(st, 5),
-			       e->saddr) < 0 ||
-		    parse_addr(e->family, (const char *)b, (size_t)sqlite3_column_bytes(st, 6),
-			       e->daddr) < 0)
+		e->family = (uint16_t)r->i64(r->ctx, 3);
+		if (!row_addr(r, 4, e->family, e->saddr) || !row_addr(r, 5, e->family, e->daddr))
 			return false;
-		e->sport = (uint16_t)sqlite3_column_int(st, 7);
-		e->dport = (uint16_t)sqlite3_column_int(st, 8);
-		e->old_state = (uint8_t)sqlite3_column_int(st, 9);
-		e->new_state = (uint8_t)sqlite3_column_int(st, 10);
-		e->pid_on_cpu = (uint32_t)sqlite3_column_int64(st, 11);
-		if (!col_null(st, 12)) {
-			e->valid |= TCP_AUDIT_HAS_TID;
-			e->tid_on_cpu = (uint32_t)sqlite3_column_int64(st, 12);
+		e->sport = (uint16_t)r->i64(r->ctx, 6);
+		e->dport = (uint16_t)r->i64(r->ctx, 7);
+		e->old_state = (uint8_t)r->i64(r->ctx, 8);
+		e->new_state = (uint8_t)r->i64(r->ctx, 9);
+		e->pid_on_cpu = (uint32_t)r->i64(r->ctx, 10);
+		e->tid_on_cpu = (uint32_t)row_opt(r, 11, TCP_AUDIT_HAS_TID, &e->valid);
+		row_text(r, 12, e->comm_on_cpu, sizeof(e->comm_on_cpu));
+		e->owner_pid = (uint32_t)row_opt(r, 13, TCP_AUDIT_HAS_OWNER, &e->valid);
+		if (e->valid & TCP_AUDIT_HAS_OWNER) {
+			e->owner_uid = (uint32_t)r->i64(r->ctx, 14);
+			row_text(r, 15, e->owner_comm, sizeof(e->owner_comm));
 		}
-		col_text(st, 13, e->comm_on_cpu, sizeof(e->comm_on_cpu));
-		if (!col_null(st, 14)) {
-			e->valid |= TCP_AUDIT_HAS_OWNER;
-			e->owner_pid = (uint32_t)sqlite3_column_int64(st, 14);
-			e->owner_uid = (uint32_t)sqlite3_column_int64(st, 15);
-			col_text(st, 16, e->owner_comm, sizeof(e->owner_comm));
+		e->sock_cookie = row_opt(r, 16, TCP_AUDIT_HAS_COOKIE, &e->valid);
+		e->sock_inode = row_opt(r, 17, TCP_AUDIT_HAS_SOCK_INODE, &e->valid);
+		if (e->valid & TCP_AUDIT_HAS_SOCK_INODE) {
+			e->sock_uid = (uint32_t)r->i64(r->ctx, 18);
+			e->sock_gid = (uint32_t)r->i64(r->ctx, 19);
 		}
-		if (!col_null(st, 17)) {
-			e->valid |= TCP_AUDIT_HAS_COOKIE;
-			e->sock_cookie = (uint64_t)sqlite3_column_int64(st, 17);
-		}
-		if (!col_null(st, 18)) {
-			e->valid |= TCP_AUDIT_HAS_SOCK_INODE;
-			e->sock_inode = (uint64_t)sqlite3_column_int64(st, 18);
-			e->sock_uid = (uint32_t)sqlite3_column_int64(st, 19);
-			e->sock_gid = (uint32_t)sqlite3_column_int64(st, 20);
-		}
-		if (!col_null(st, 21)) {
-			e->valid |= TCP_AUDIT_HAS_SOCK_STATE;
-			e->sock_state = (uint8_t)sqlite3_column_int(st, 21);
-		}
-		if (!col_null(st, 22)) {
-			e->valid |= TCP_AUDIT_HAS_NETNS;
-			e->netns = (uint32_t)sqlite3_column_int64(st, 22);
-		}
-		if (!col_null(st, 23)) {
-			e->valid |= TCP_AUDIT_HAS_CGROUP;
-			e->cgroup_id = (uint64_t)sqlite3_column_int64(st, 23);
-		}
-		if (!col_null(st, 28))
-			e->reset_direction = (uint8_t)sqlite3_column_int(st, 28);
-		if (!col_null(st, 29)) {
-			e->valid |= TCP_AUDIT_HAS_RESET_REASON;
-			e->reset_reason = (uint8_t)sqlite3_column_int(st, 29);
-		}
-		if (!col_null(st, 30)) {
-			e->valid |= TCP_AUDIT_HAS_ERROR;
-			e->error = (uint16_t)sqlite3_column_int(st, 30);
-		}
+		e->sock_state = (uint8_t)row_opt(r, 20, TCP_AUDIT_HAS_SOCK_STATE, &e->valid);
+		e->netns = (uint32_t)row_opt(r, 21, TCP_AUDIT_HAS_NETNS, &e->valid);
+		e->cgroup_id = row_opt(r, 22, TCP_AUDIT_HAS_CGROUP, &e->valid);
+		e->reset_direction = (uint8_t)row_opt(r, 27, 0, &ignored);
+		e->reset_reason = (uint8_t)row_opt(r, 28, TCP_AUDIT_HAS_RESET_REASON, &e->valid);
+		e->error = (uint16_t)row_opt(r, 29, TCP_AUDIT_HAS_ERROR, &e->valid);
 	}
-	if (!col_null(st, 24)) {
-		e->valid |= TCP_AUDIT_HAS_SEQ;
-		e->seq = (uint64_t)sqlite3_column_int64(st, 24);
-	}
-	if (!col_null(st, 25)) {
-		i64 = sqlite3_column_int64(st, 25);
-		e->valid |= TCP_AUDIT_HAS_KTIME;
-		e->ktime_ns = (uint64_t)i64;
-	}
+	e->seq = row_opt(r, 23, TCP_AUDIT_HAS_SEQ, &e->valid);
+	e->ktime_ns = row_opt(r, 24, TCP_AUDIT_HAS_KTIME, &e->valid);
 	return true;
+}
+
+/* The uid's text form back to its 16 bytes (hex digits; dashes skipped). */
+static void uid_from_text(const char *t, uint8_t uid[EVENT_UID_BYTES])
+{
+	memset(uid, 0, EVENT_UID_BYTES);
+	for (size_t k = 0, j = 0; t && t[k] && j < 2 * EVENT_UID_BYTES; k++) {
+		int d = t[k] >= '0' && t[k] <= '9' ? t[k] - '0'
+			: t[k] >= 'a' && t[k] <= 'f' ? t[k] - 'a' + 10
+						       : -1;
+		if (d < 0)
+			continue;
+		uid[j / 2] |= (uint8_t)(j % 2 ? d : d << 4);
+		j++;
+	}
 }
 
 static int cmp_uid(const void *a, const void *b)
 {
 	return memcmp(a, b, EVENT_UID_BYTES);
+}
+
+#if TCP_AUDIT_VERIFY_SQLITE
+/* ------------------------------------------------------------------------ */
+/* SQLite archives (the sqlite sink): seals in tcp_audit_seals, each with the  */
+/* uids of its batch's events in tcp_audit_events                             */
+
+static bool sq_null(void *ctx, int i)
+{
+	return sqlite3_column_type(ctx, i + 1) == SQLITE_NULL;
+}
+
+static int64_t sq_i64(void *ctx, int i)
+{
+	return sqlite3_column_int64(ctx, i + 1);
+}
+
+static const char *sq_text(void *ctx, int i, size_t *len)
+{
+	const char *t = (const char *)sqlite3_column_text(ctx, i + 1);
+
+	*len = t ? (size_t)sqlite3_column_bytes(ctx, i + 1) : 0;
+	return t;
 }
 
 static int verify_sqlite(struct verify *v)
@@ -714,7 +784,8 @@ static int verify_sqlite(struct verify *v)
 			v->source, sqlite3_errmsg(db));
 		goto out;
 	}
-	if (sqlite3_prepare_v2(db, "SELECT " EVENT_COLUMNS " FROM tcp_audit_events WHERE uid = ?",
+	if (sqlite3_prepare_v2(db, "SELECT rowid, " EVENT_COLUMNS
+				   " FROM tcp_audit_events WHERE uid = ?",
 			       -1, &by_uid, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(db, "SELECT rowid, uid FROM tcp_audit_events ORDER BY rowid", -1,
 			       &all, NULL) != SQLITE_OK) {
@@ -739,7 +810,9 @@ static int verify_sqlite(struct verify *v)
 			if (sqlite3_step(by_uid) == SQLITE_ROW) {
 				v->pend = grow(v->pend, &v->cap_pend, v->n_pend, sizeof(*v->pend));
 				struct pending *e = &v->pend[v->n_pend];
-				if (row_event(by_uid, &e->ev, &e->line))
+				struct row r = {by_uid, sq_null, sq_i64, sq_text};
+				e->line = (uint64_t)sqlite3_column_int64(by_uid, 0);
+				if (row_event(&r, &e->ev))
 					v->n_pend++;
 				else
 					problem(v, "row %" PRIu64 ": damaged (an address that is not one)",
@@ -756,18 +829,8 @@ static int verify_sqlite(struct verify *v)
 		qsort(used, n_used, EVENT_UID_BYTES, cmp_uid);
 	while ((rc = sqlite3_step(all)) == SQLITE_ROW) {
 		struct pending e = {.line = (uint64_t)sqlite3_column_int64(all, 0)};
-		uint8_t uid[EVENT_UID_BYTES] = {0};
-		const char *t = (const char *)sqlite3_column_text(all, 1);
-		/* the text form back to bytes: hex digits, dashes skipped */
-		for (size_t k = 0, j = 0; t && t[k] && j < 2 * EVENT_UID_BYTES; k++) {
-			int d = t[k] >= '0' && t[k] <= '9' ? t[k] - '0'
-				: t[k] >= 'a' && t[k] <= 'f' ? t[k] - 'a' + 10
-							       : -1;
-			if (d < 0)
-				continue;
-			uid[j / 2] |= (uint8_t)(j % 2 ? d : d << 4);
-			j++;
-		}
+		uint8_t uid[EVENT_UID_BYTES];
+		uid_from_text((const char *)sqlite3_column_text(all, 1), uid);
 		if (!n_used || !bsearch(uid, used, n_used, EVENT_UID_BYTES, cmp_uid))
 			add_extra(v, &e);
 	}
@@ -792,6 +855,246 @@ static int verify_sqlite(struct verify *v)
 	return EXIT_USAGE;
 }
 #endif
+
+#if TCP_AUDIT_VERIFY_PGSQL
+/* ------------------------------------------------------------------------ */
+/* PostgreSQL archives (the pgsql sink): as SQLite's, events named by uid     */
+
+#define SEAL_FETCH 64       /* seals per round trip */
+#define ROWS_FETCH 10000    /* uids per round trip of the scan for rows no seal names */
+
+struct pg_row {
+	PGresult *res;
+	int row;
+};
+
+static bool pg_null(void *ctx, int i)
+{
+	struct pg_row *p = ctx;
+
+	return PQgetisnull(p->res, p->row, i + 1);
+}
+
+static int64_t pg_i64(void *ctx, int i)
+{
+	struct pg_row *p = ctx;
+
+	return strtoll(PQgetvalue(p->res, p->row, i + 1), NULL, 10);
+}
+
+static const char *pg_text(void *ctx, int i, size_t *len)
+{
+	struct pg_row *p = ctx;
+
+	*len = (size_t)PQgetlength(p->res, p->row, i + 1);
+	return PQgetvalue(p->res, p->row, i + 1);
+}
+
+static bool pg_ok(PGconn *c, PGresult *res, ExecStatusType want, const char *what,
+		  struct verify *v)
+{
+	if (PQresultStatus(res) == want)
+		return true;
+	fprintf(stderr, "tcp-audit verify: %s: %s: %s", v->source, what, PQerrorMessage(c));
+	return false;
+}
+
+/*
+ * A text column's U+0080..U+00FF back to the bytes they stand for, into a
+ * NUL-padded field; true if there was any (the field is then different).
+ */
+static bool latin1_field(PGresult *res, int row, int col, char *field, size_t size)
+{
+	const unsigned char *p = (const unsigned char *)PQgetvalue(res, row, col);
+	size_t len = (size_t)PQgetlength(res, row, col), o = 0;
+	bool any = false;
+
+	if (PQgetisnull(res, row, col))
+		return false;
+	memset(field, 0, size);
+	for (size_t i = 0; i < len && o + 1 < size; i++) {
+		if ((p[i] == 0xc2 || p[i] == 0xc3) && i + 1 < len && (p[i + 1] & 0xc0) == 0x80) {
+			field[o++] = (char)((p[i] & 0x03) << 6 | (p[i + 1] & 0x3f));
+			i++;
+			any = true;
+		} else {
+			field[o++] = (char)p[i];
+		}
+	}
+	return any;
+}
+
+/* A seal's events, in its order, by their uids (the time in a uid finds the partition). */
+static bool pg_batch(PGconn *c, struct verify *v, const uint8_t *uids, size_t n)
+{
+	size_t cap = 2 + n * (EVENT_UID_LEN + 21);
+	char *u = malloc(cap), *t = malloc(cap);
+	if (!u || !t) {
+		fprintf(stderr, "tcp-audit verify: out of memory\n");
+		exit(EXIT_USAGE);
+	}
+	char *pu = u, *pt = t;
+	*pu++ = '{';
+	*pt++ = '{';
+	for (size_t i = 0; i < n; i++) {
+		const uint8_t *b = uids + i * EVENT_UID_BYTES;
+		uint64_t ns = 0;
+		for (int k = 0; k < 8; k++)
+			ns = ns << 8 | b[k];
+		event_uid_text(b, pu);
+		pu += EVENT_UID_LEN - 1;
+		pt += sprintf(pt, "%" PRId64, (int64_t)ns);
+		*pu++ = *pt++ = i + 1 < n ? ',' : '}';
+	}
+	if (!n)
+		*pu++ = *pt++ = '}';
+	*pu = *pt = '\0';
+	const char *params[2] = {u, t};
+	PGresult *res = PQexecParams(
+		c,
+		"SELECT e.uid::text, " EVENT_COLUMNS_PG " FROM unnest($1::uuid[], $2::bigint[])"
+		" WITH ORDINALITY AS w(uid, t, pos) JOIN tcp_audit_events e"
+		" ON e.uid = w.uid AND e.time_ns = w.t ORDER BY w.pos",
+		2, NULL, params, NULL, NULL, 0);
+	free(u);
+	free(t);
+	if (!pg_ok(c, res, PGRES_TUPLES_OK, "reading events", v)) {
+		PQclear(res);
+		return false;
+	}
+	for (int i = 0; i < PQntuples(res); i++) {
+		v->pend = grow(v->pend, &v->cap_pend, v->n_pend, sizeof(*v->pend));
+		struct pending *e = &v->pend[v->n_pend];
+		struct pg_row ctx = {res, i};
+		struct row r = {&ctx, pg_null, pg_i64, pg_text};
+		snprintf(e->uid, sizeof(e->uid), "%s", PQgetvalue(res, i, 0));
+		e->line = (uint64_t)i;
+		if (row_event(&r, &e->ev)) {
+			/* columns of host, comm_on_cpu, owner_comm (after the uid's) */
+			e->alt = e->ev;
+			e->has_alt = latin1_field(res, i, 3, e->alt.host, sizeof(e->alt.host)) |
+				     latin1_field(res, i, 13, e->alt.comm_on_cpu,
+						  sizeof(e->alt.comm_on_cpu)) |
+				     latin1_field(res, i, 16, e->alt.owner_comm,
+						  sizeof(e->alt.owner_comm));
+			v->n_pend++;
+		}
+		else
+			problem(v, "event %s: damaged (an address that is not one)", e->uid);
+	}
+	PQclear(res);
+	return true;
+}
+
+static int verify_pgsql(struct verify *v)
+{
+	PGconn *c = PQconnectdb(v->source);
+	PGresult *res = NULL;
+	uint8_t *used = NULL, *uids = NULL;
+	size_t n_used = 0, cap_used = 0, cap_uids = 0;
+	uint64_t scanned = 0;
+	int status = EXIT_USAGE;
+
+	v->unit = "event";
+	v->seal_unit = "seal";
+	v->by_uid = true;
+	if (PQstatus(c) != CONNECTION_OK) {
+		fprintf(stderr, "tcp-audit verify: cannot connect to %s: %s", v->source,
+			PQerrorMessage(c));
+		goto out;
+	}
+	res = PQexec(c, "BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ");
+	if (!pg_ok(c, res, PGRES_COMMAND_OK, "BEGIN", v))
+		goto out;
+	PQclear(res);
+	res = PQexec(c, "DECLARE seals NO SCROLL CURSOR FOR SELECT idx, seal, encode(uids, 'hex')"
+			" FROM tcp_audit_seals ORDER BY time_ns, idx");
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		fprintf(stderr, "tcp-audit verify: %s has no seals: it was not written with --seal "
+				"(%s)",
+			v->source, PQerrorMessage(c));
+		goto out;
+	}
+	for (;;) {
+		PQclear(res);
+		res = PQexec(c, "FETCH " STRINGIFY(SEAL_FETCH) " FROM seals");
+		if (!pg_ok(c, res, PGRES_TUPLES_OK, "reading the seals", v))
+			goto out;
+		if (PQntuples(res) == 0)
+			break;
+		for (int i = 0; i < PQntuples(res); i++) {
+			const char *hex = PQgetvalue(res, i, 2);
+			size_t len = (size_t)PQgetlength(res, i, 2), n = len / 2 / EVENT_UID_BYTES;
+			if (len / 2 > cap_uids) {
+				cap_uids = len / 2;
+				uids = realloc(uids, cap_uids);
+				if (!uids) {
+					fprintf(stderr, "tcp-audit verify: out of memory\n");
+					exit(EXIT_USAGE);
+				}
+			}
+			if (sodium_hex2bin(uids, cap_uids, hex, len, NULL, NULL, NULL) != 0)
+				n = 0; /* a damaged list: its events are reported missing */
+			for (size_t k = 0; k < n; k++) {
+				used = grow(used, &cap_used, n_used, EVENT_UID_BYTES);
+				memcpy(used + n_used++ * EVENT_UID_BYTES, uids + k * EVENT_UID_BYTES,
+				       EVENT_UID_BYTES);
+			}
+			if (!pg_batch(c, v, uids, n))
+				goto out;
+			check_seal(v, PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1),
+				   (uint64_t)strtoull(PQgetvalue(res, i, 0), NULL, 10));
+		}
+	}
+	PQclear(res);
+	res = PQexec(c, "DECLARE events NO SCROLL CURSOR FOR SELECT uid::text"
+			" FROM tcp_audit_events ORDER BY time_ns, uid");
+	if (!pg_ok(c, res, PGRES_COMMAND_OK, "reading the events", v))
+		goto out;
+	if (n_used)
+		qsort(used, n_used, EVENT_UID_BYTES, cmp_uid);
+	for (;;) {
+		PQclear(res);
+		res = PQexec(c, "FETCH " STRINGIFY(ROWS_FETCH) " FROM events");
+		if (!pg_ok(c, res, PGRES_TUPLES_OK, "reading the events", v))
+			goto out;
+		if (PQntuples(res) == 0)
+			break;
+		for (int i = 0; i < PQntuples(res); i++, scanned++) {
+			uint8_t uid[EVENT_UID_BYTES];
+			uid_from_text(PQgetvalue(res, i, 0), uid);
+			if (n_used && bsearch(uid, used, n_used, EVENT_UID_BYTES, cmp_uid))
+				continue;
+			struct pending e = {.line = scanned};
+			snprintf(e.uid, sizeof(e.uid), "%s", PQgetvalue(res, i, 0));
+			add_extra(v, &e);
+		}
+	}
+	finish(v);
+	status = 0;
+out:
+	PQclear(res);
+	PQfinish(c);
+	free(used);
+	free(uids);
+	return status;
+}
+#else
+static int verify_pgsql(struct verify *v)
+{
+	fprintf(stderr, "tcp-audit verify: %s is a PostgreSQL archive, and this tcp-audit was "
+			"built without libpq\n",
+		v->source);
+	return EXIT_USAGE;
+}
+#endif
+
+/* A PostgreSQL URI or connection string rather than a file. */
+static bool is_pgsql(const char *source)
+{
+	return strncmp(source, "postgresql://", 13) == 0 || strncmp(source, "postgres://", 11) == 0 ||
+	       (strchr(source, '=') && access(source, F_OK) != 0);
+}
 
 /* What SOURCE is: an SQLite file by its header, else JSON lines. */
 static bool is_sqlite(const char *path)
@@ -834,7 +1137,9 @@ int verify_main(int argc, char **argv)
 			       "when the run after it recorded the crash.\n"
 			       "\n"
 			       "  SOURCE            a JSON-lines file of the jsonl sink (- for stdin), or\n"
-			       "                    an SQLite file of the sqlite sink\n"
+			       "                    an SQLite file of the sqlite sink, or a PostgreSQL\n"
+			       "                    URI or connection string (postgresql://...,\n"
+			       "                    dbname=...) of the pgsql sink's database\n"
 			       "  --verify-key KEY  the key tcp-audit seal-init printed\n"
 			       "\n"
 			       "Exit status: 0 when everything checks, 1 when a problem was found, 2 when\n"
@@ -854,7 +1159,9 @@ int verify_main(int argc, char **argv)
 					     "seal-init (tav1-...)");
 	v.source = argv[optind];
 	seal_keys_init(&v.keys, &vk);
-	int r = is_sqlite(v.source) ? verify_sqlite(&v) : verify_jsonl(&v);
+	int r = is_pgsql(v.source)    ? verify_pgsql(&v)
+		: is_sqlite(v.source) ? verify_sqlite(&v)
+				      : verify_jsonl(&v);
 	if (r)
 		return r;
 	for (size_t i = 0; i < v.n_runs; i++) {

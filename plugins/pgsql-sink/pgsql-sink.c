@@ -87,7 +87,21 @@ struct pgsql_sink {
 	int64_t head;            /* the chunk of the newest events */
 	uint64_t head_rows, head_summarized; /* rows written to it, and when last summarized */
 	bool head_analyzed;
+	bool seals_table;  /* --seal: tcp_audit_seals exists */
+	uint8_t *uids;     /* --seal: the batch's uids, for the seal's row */
+	size_t uids_cap;
 };
+
+/*
+ * --seal: one row per seal, beside the events, in the batch's transaction;
+ * uids: the 16-byte uids of the batch's events in its order, so that
+ * tcp-audit verify finds them (an event stored by an earlier batch is that
+ * row).  A retried batch comes with the same seal: ON CONFLICT DO NOTHING.
+ */
+static const char *const seals_sql =
+	"CREATE TABLE IF NOT EXISTS tcp_audit_seals (run text NOT NULL, idx bigint NOT NULL,"
+	" time_ns bigint NOT NULL, count integer NOT NULL, seal text NOT NULL, uids bytea,"
+	" PRIMARY KEY (run, idx))";
 
 static const struct tcp_audit_option pgsql_options[] = {
 	{.key = "conninfo",
@@ -1044,8 +1058,44 @@ static bool copy_end(struct pgsql_sink *s, bool ok)
  * Otherwise: COPY into the staging table and merge with ON CONFLICT DO
  * NOTHING, which stores each event once whatever was stored before.
  */
+/* The seal's row, inside the batch's transaction. */
+static bool store_seal(struct pgsql_sink *s, const struct tcp_audit_event *ev, size_t n,
+		       const struct tcp_audit_seal *seal)
+{
+	char idx[24], time_ns[24], count[24];
+	const char *t = strstr(seal->text, "\"time_ns\":");
+
+	if (n * EVENT_UID_BYTES > s->uids_cap) {
+		uint8_t *u = realloc(s->uids, n * EVENT_UID_BYTES);
+		if (!u)
+			return false;
+		s->uids = u;
+		s->uids_cap = n * EVENT_UID_BYTES;
+	}
+	for (size_t i = 0; i < n; i++)
+		event_uid_bytes(&ev[i], s->uids + i * EVENT_UID_BYTES);
+	snprintf(idx, sizeof(idx), "%" PRIu64, seal->index);
+	snprintf(time_ns, sizeof(time_ns), "%lld", t ? strtoll(t + 10, NULL, 10) : 0ll);
+	snprintf(count, sizeof(count), "%zu", n);
+	/* the text with its length: the seal is not NUL-terminated for us */
+	char *text = strndup(seal->text, seal->len);
+	if (!text)
+		return false;
+	const char *values[6] = {seal->run, idx, time_ns, count, text, (const char *)s->uids};
+	int lengths[6] = {0, 0, 0, 0, 0, (int)(n * EVENT_UID_BYTES)};
+	int formats[6] = {0, 0, 0, 0, 0, 1};
+	PGresult *res = PQexecParams(s->conn,
+				     "INSERT INTO tcp_audit_seals VALUES ($1, $2, $3, $4, $5, $6)"
+				     " ON CONFLICT DO NOTHING",
+				     6, NULL, values, lengths, formats, 0);
+	bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+	PQclear(res);
+	free(text);
+	return ok;
+}
+
 static int store_batch(struct pgsql_sink *s, const struct tcp_audit_event *ev, size_t n,
-		       bool direct)
+		       bool direct, const struct tcp_audit_seal *seal)
 {
 	bool ok = true;
 
@@ -1059,6 +1109,11 @@ static int store_batch(struct pgsql_sink *s, const struct tcp_audit_event *ev, s
 			return -EIO;
 		last = chunk;
 	}
+	if (seal && !s->seals_table) {
+		if (!exec_ok(s, seals_sql))
+			return -EIO;
+		s->seals_table = true;
+	}
 	if (!exec_ok(s, "BEGIN") || !copy_begin(s, direct ? "tcp_audit_events" : "tcp_audit_stage"))
 		return -EIO;
 	for (size_t i = 0; ok && i < n; i++) {
@@ -1066,6 +1121,8 @@ static int store_batch(struct pgsql_sink *s, const struct tcp_audit_event *ev, s
 		ok = copy_send(s, false);
 	}
 	if (!copy_end(s, ok))
+		return -EIO;
+	if (seal && !store_seal(s, ev, n, seal))
 		return -EIO;
 	return exec_ok(s, direct ? "COMMIT"
 				 : "INSERT INTO tcp_audit_events SELECT * FROM tcp_audit_stage"
@@ -1076,9 +1133,9 @@ static int store_batch(struct pgsql_sink *s, const struct tcp_audit_event *ev, s
 
 #define UNIQUE_VIOLATION "23505"
 
-static int pgsql_write(void *self, const struct tcp_audit_event *ev, size_t n)
+static int write_batch(struct pgsql_sink *s, const struct tcp_audit_event *ev, size_t n,
+		       const struct tcp_audit_seal *seal)
 {
-	struct pgsql_sink *s = self;
 	int r;
 
 	if (PQstatus(s->conn) != CONNECTION_OK) {
@@ -1092,12 +1149,12 @@ static int pgsql_write(void *self, const struct tcp_audit_event *ev, size_t n)
 		apply_retention(s);
 		s->next_retention = now_ns() + RETENTION_EVERY_NS;
 	}
-	r = store_batch(s, ev, n, true);
+	r = store_batch(s, ev, n, true, seal);
 	if (r == -EIO && strcmp(s->sqlstate, UNIQUE_VIOLATION) == 0 &&
 	    PQstatus(s->conn) == CONNECTION_OK) {
 		/* some of it is stored already (a retry, a replay): merge instead */
 		exec_ok(s, "ROLLBACK");
-		r = store_batch(s, ev, n, false);
+		r = store_batch(s, ev, n, false, seal);
 	}
 	if (r == 0) {
 		if (s->down)
@@ -1125,12 +1182,24 @@ static int pgsql_write(void *self, const struct tcp_audit_event *ev, size_t n)
 	return r == -ENOMEM ? r : -EIO;
 }
 
+static int pgsql_write(void *self, const struct tcp_audit_event *ev, size_t n)
+{
+	return write_batch(self, ev, n, NULL);
+}
+
+static int pgsql_write_sealed(void *self, const struct tcp_audit_event *ev, size_t n,
+			      const struct tcp_audit_seal *seal)
+{
+	return write_batch(self, ev, n, seal);
+}
+
 static void pgsql_close(void *self)
 {
 	struct pgsql_sink *s = self;
 
 	if (!s)
 		return;
+	free(s->uids);
 	/* what the open chunk got since its last refresh is summarized too */
 	if (s->conn && PQstatus(s->conn) == CONNECTION_OK && s->head_rows > s->head_summarized)
 		refresh_chunk(s, s->head, !s->head_analyzed);
@@ -1155,6 +1224,7 @@ static const struct tcp_audit_plugin pgsql_plugin = {
 	.sinker_open = pgsql_open,
 	.sinker_write = pgsql_write,
 	.sinker_close = pgsql_close,
+	.sinker_write_sealed = pgsql_write_sealed,
 };
 
 TCP_AUDIT_EXPORT const struct tcp_audit_plugin *tcp_audit_plugin_entry(uint32_t host_abi)

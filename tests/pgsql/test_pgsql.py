@@ -403,6 +403,100 @@ class PgsqlSink(unittest.TestCase):
         self.assertEqual(err.count("is back"), 1, err)         # and once on recovery
         self.assertEqual(summary(err)["sink pgsql undelivered"], 0)
 
+    def sealed_db(self, lines, batch=500, extra=()):
+        """A fresh database with lines replayed into it with --seal; the
+        verification key in self.vkey."""
+        if not hasattr(self, "vkey"):
+            self.key = os.path.join(self.tmp.name, "seal.key")
+            r = run(["seal-init", self.key])
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.vkey = r.stdout.strip()
+        PgsqlSink.n += 1
+        db = "sealed%d" % PgsqlSink.n
+        self.pg.createdb(db)
+        with open(self.inp, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        r = run(["--event", "replay", "-p", "path=" + self.inp, "--batch-size", str(batch),
+                 "--seal", self.key, "--sink", "pgsql", "-p", "conninfo=" + self.pg.conninfo(db)]
+                + list(extra))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return db
+
+    def verify(self, db, expect):
+        r = run(["verify", self.pg.conninfo(db), "--verify-key", self.vkey])
+        self.assertEqual(r.returncode, expect, r.stdout + r.stderr)
+        last = [l.split(":")[0] for l in r.stdout.splitlines()[-1:]]
+        self.assertEqual(last, ["FAILED" if expect else "OK"], r.stdout + r.stderr)
+        return r.stdout
+
+    def test_sealed_store_verifies_and_tampering_is_named(self):
+        # every field, a command name with a byte that is not UTF-8, a gap record
+        lines = store_lines() + [sample_line(i) for i in range(100, 2100)]
+        db = self.sealed_db(lines)
+        out = self.verify(db, 0)
+        self.assertIn("%d events verified in 6 seals of 1 run" % len(lines), out)
+        run_id = lambda db: self.pg.psql(db, "SELECT run FROM tcp_audit_seals LIMIT 1")[:8]
+        # one row deleted: it was the 19th event of the first batch
+        self.pg.psql(db, "DELETE FROM tcp_audit_events WHERE seq = 110")
+        out = self.verify(db, 1)
+        self.assertIn("event 19 of seal %s #0 is missing (deleted)" % run_id(db), out)
+        # one address changed
+        db = self.sealed_db(lines)
+        altered = self.pg.psql(db, "SELECT uid FROM tcp_audit_events WHERE seq = 120").strip()
+        self.pg.psql(db, "UPDATE tcp_audit_events SET saddr = '10.0.0.99' WHERE seq = 120")
+        out = self.verify(db, 1)
+        self.assertIn("event %s: event altered (it was event 29 of seal %s #0"
+                      % (altered, run_id(db)), out)
+        # a forged row: another's copy with another port and uid
+        db = self.sealed_db(lines)
+        self.pg.psql(db, "CREATE TEMP TABLE f AS SELECT * FROM tcp_audit_events WHERE seq = 130;"
+                         " UPDATE f SET dport = 4444,"
+                         " uid = overlay(uid::text placing 'ffff' from 25 for 4)::uuid;"
+                         " INSERT INTO tcp_audit_events SELECT * FROM f;")
+        forged = self.pg.psql(db, "SELECT uid FROM tcp_audit_events WHERE dport = 4444").strip()
+        out = self.verify(db, 1)
+        self.assertIn("event %s: an event no seal covers" % forged, out)
+        # a seal dropped, and the end cut off
+        db = self.sealed_db(lines)
+        self.pg.psql(db, "DELETE FROM tcp_audit_seals WHERE idx = 2")
+        out = self.verify(db, 1)
+        self.assertIn("seal #2 of run %s is missing" % run_id(db), out)
+        self.assertIn("(500 in time order): events no seal covers", out)
+        self.pg.psql(db, "DELETE FROM tcp_audit_seals WHERE idx >= 4")
+        out = self.verify(db, 1)
+        self.assertIn("has no closing seal after #3", out)
+
+    def test_sealed_across_a_server_restart_verifies(self):
+        """A batch retried after the server came back goes with the same seal
+        (its COMMIT may have made it before the crash): nothing twice, the
+        chain whole."""
+        total = 30000
+        self.key = os.path.join(self.tmp.name, "seal.key")
+        r = run(["seal-init", self.key])
+        self.vkey = r.stdout.strip()
+        fifo = os.path.join(self.tmp.name, "fifo")
+        os.mkfifo(fifo)
+        with Running(["--batch-size", "500", "--seal", self.key, "--event", "replay",
+                      "-p", "path=" + fifo] + self.sink(), wait_started=False) as t:
+            with open(fifo, "w") as f:
+                for i in range(1, total + 1):
+                    f.write(sample_line(i) + "\n")
+                    if i % 5000 == 0:
+                        f.flush()
+                        time.sleep(0.1)
+                    if i == 10000:
+                        f.flush()
+                        time.sleep(0.5)
+                        self.pg.kill9()
+                        time.sleep(2)
+                        self.pg.start()
+            rc = t.wait(timeout=120)
+            err = t.stderr()
+        self.assertEqual(rc, 0, err)
+        self.assertIn("connection lost", err)
+        out = self.verify(self.db, 0)
+        self.assertIn("%d events verified" % total, out)
+
     def start_error(self, conninfo, env=None, lines=1):
         r = run(["--event", "replay", "-p", "path=" + self.inp, "--sink", "pgsql", "-p",
                  "conninfo=" + conninfo], env=env)
