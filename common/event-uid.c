@@ -2,6 +2,8 @@
 /* Stable event ids (see event-uid.h). */
 #include "event-uid.h"
 
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 static uint64_t mix(uint64_t h)
@@ -48,4 +50,18 @@ void event_uid(const struct tcp_audit_event *ev, char out[EVENT_UID_LEN])
 
 	event_uid_bytes(ev, b);
 	event_uid_text(b, out);
+}
+
+int event_uid_list(const struct tcp_audit_event *ev, size_t n, uint8_t **buf, size_t *cap)
+{
+	if (n * EVENT_UID_BYTES > *cap) {
+		uint8_t *b = realloc(*buf, n * EVENT_UID_BYTES);
+		if (!b)
+			return -ENOMEM;
+		*buf = b;
+		*cap = n * EVENT_UID_BYTES;
+	}
+	for (size_t i = 0; i < n; i++)
+		event_uid_bytes(&ev[i], *buf + i * EVENT_UID_BYTES);
+	return 0;
 }

@@ -8,6 +8,7 @@
 #ifndef TCP_AUDIT_EVENT_UID_H
 #define TCP_AUDIT_EVENT_UID_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include <tcp-audit/plugin.h>
@@ -20,6 +21,12 @@ void event_uid_bytes(const struct tcp_audit_event *ev, uint8_t out[EVENT_UID_BYT
 
 /* The same as text: "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx", lower case. */
 void event_uid_text(const uint8_t uid[EVENT_UID_BYTES], char out[EVENT_UID_LEN]);
+
+/*
+ * The uids (bytes) of n events, one after the other, into *buf (grown as
+ * needed; *cap its size): what a seal's row lists.  0 or -ENOMEM.
+ */
+int event_uid_list(const struct tcp_audit_event *ev, size_t n, uint8_t **buf, size_t *cap);
 
 /* Both in one. */
 void event_uid(const struct tcp_audit_event *ev, char out[EVENT_UID_LEN]);

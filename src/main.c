@@ -622,6 +622,19 @@ static int open_sinks(struct cli *cli)
 	return 0;
 }
 
+/*
+ * --seal: the key file is read and moved on by the user the sinks run as
+ * (it is rewritten every interval), before any sink is opened.
+ */
+static int open_sealer(struct cli *cli, struct sealer **sealer)
+{
+	char err[1024];
+
+	if (cli->seal && sealer_open(sealer, cli->seal, err, sizeof(err)) < 0)
+		return usage_error("--seal %s", err);
+	return 0;
+}
+
 static int open_eventer(struct cli *cli, bool is_auto)
 {
 	int r;
@@ -766,7 +779,7 @@ static int run(struct cli *cli)
 	struct spool *spool = NULL;
 	struct metrics *metrics = NULL;
 	struct sealer *sealer = NULL;
-	bool sealed_to_the_end = false;
+	bool sealed_to_the_end = false, ran = false;
 	sigset_t set;
 	int stop_signal = 0, r, status = 0, metrics_fd = -1;
 	char host[TCP_AUDIT_HOST_LEN] = "", metrics_at[128] = "";
@@ -808,23 +821,16 @@ static int run(struct cli *cli)
 	 * the sinks are opened first, with root's access to the paths given.
 	 * Nothing is read before everything is open.
 	 */
-	if (!cli->user && (status = open_sinks(cli)))
+	if (!cli->user && ((status = open_sealer(cli, &sealer)) || (status = open_sinks(cli))))
 		goto close_all;
 	if ((status = prepare_state_directory(cli)) || (status = open_eventer(cli, is_auto)))
 		goto close_all;
 	if ((status = drop_privileges(cli)))
 		goto close_all;
-	if (cli->user && (status = open_sinks(cli)))
+	if (cli->user && ((status = open_sealer(cli, &sealer)) || (status = open_sinks(cli))))
 		goto close_all;
 	if (cli->spool_dir && (status = open_spool(cli, host, &spool)))
 		goto close_all;
-	if (cli->seal) {
-		char err[1024];
-		if (sealer_open(&sealer, cli->seal, err, sizeof(err)) < 0) {
-			status = usage_error("--seal %s", err);
-			goto close_all;
-		}
-	}
 
 	/* 3. run; signals are taken synchronously by this thread only */
 	static const int taken[] = {SIGINT, SIGTERM, SIGHUP, SIGUSR1};
@@ -863,6 +869,7 @@ static int run(struct cli *cli)
 		goto close_all;
 	}
 	cli->event.self = NULL; /* the pipeline's now */
+	ran = true;
 	if (metrics_fd >= 0) {
 		char err[512];
 		metrics = metrics_start(metrics_fd, p, cli->event.label, err, sizeof(err));
@@ -949,10 +956,10 @@ close_all:
 		close_sink(&cli->sinks[i]);
 	spool_close(spool);
 	if (sealer) {
-		if (!sealed_to_the_end)
+		if (ran && !sealed_to_the_end)
 			log_warning("--seal: not every sink stored its closing seal: tcp-audit verify "
 				    "will report this run's end as not closed");
-		sealer_close(sealer, sealed_to_the_end);
+		sealer_close(sealer, sealed_to_the_end || !ran); /* no run, no chain to end */
 	}
 	return status;
 }

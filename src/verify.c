@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #if TCP_AUDIT_VERIFY_SQLITE
@@ -415,6 +416,15 @@ static void check_seal(struct verify *v, const char *text, size_t len, uint64_t 
 	else
 		snprintf(what, sizeof(what), "seal %.8s #%" PRIu64 " (%s %" PRIu64 ")", id, index,
 			 v->seal_unit, line);
+	/* a key is derived by stepping from k(0): an epoch from after now is not walked to */
+	uint64_t now = (uint64_t)time(NULL), vstart = v->keys.vk->start;
+	if (epoch > (now > vstart ? (now - vstart) / v->keys.vk->interval : 0) + 1) {
+		problem(v, "%s: its epoch %" PRIu64 " lies in the future: forged", what, epoch);
+		for (size_t i = 0; i < v->n_pend; i++)
+			add_extra(v, &v->pend[i]);
+		v->n_pend = 0;
+		return;
+	}
 	const uint8_t *key = seal_keys_at(&v->keys, epoch);
 	seal_mac_hex(key, text, (size_t)(mac_at - text), want_mac);
 	if (strcmp(mac, want_mac) != 0) {
@@ -428,7 +438,8 @@ static void check_seal(struct verify *v, const char *text, size_t len, uint64_t 
 	}
 	v->seals++;
 	const char *fp = field(text, len, "fp");
-	if (!fp || *fp != '"' || (size_t)(mac_at - fp) != 2 + count * FP_HEX) {
+	if (!fp || *fp != '"' || mac_at - fp < 2 || (size_t)(mac_at - fp - 2) % FP_HEX ||
+	    (size_t)(mac_at - fp - 2) / FP_HEX != count) {
 		problem(v, "%s: its fingerprints do not match its count", what);
 		return;
 	}

@@ -154,6 +154,14 @@ static int console_write(void *self, const struct tcp_audit_event *ev, size_t n)
 	return 0;
 }
 
+/* --seal: a terminal is a view, not an archive; the events are shown, the seal is not. */
+static int console_write_sealed(void *self, const struct tcp_audit_event *ev, size_t n,
+				const struct tcp_audit_seal *seal)
+{
+	(void)seal;
+	return console_write(self, ev, n);
+}
+
 static void console_close(void *self)
 {
 	struct console *c = self;
@@ -174,6 +182,7 @@ static const struct tcp_audit_plugin console_plugin = {
 	.sinker_open = console_open,
 	.sinker_write = console_write,
 	.sinker_close = console_close,
+	.sinker_write_sealed = console_write_sealed,
 };
 
 TCP_AUDIT_EXPORT const struct tcp_audit_plugin *tcp_audit_plugin_entry(uint32_t host_abi)

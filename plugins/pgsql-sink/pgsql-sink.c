@@ -1065,15 +1065,8 @@ static bool store_seal(struct pgsql_sink *s, const struct tcp_audit_event *ev, s
 	char idx[24], time_ns[24], count[24];
 	const char *t = strstr(seal->text, "\"time_ns\":");
 
-	if (n * EVENT_UID_BYTES > s->uids_cap) {
-		uint8_t *u = realloc(s->uids, n * EVENT_UID_BYTES);
-		if (!u)
-			return false;
-		s->uids = u;
-		s->uids_cap = n * EVENT_UID_BYTES;
-	}
-	for (size_t i = 0; i < n; i++)
-		event_uid_bytes(&ev[i], s->uids + i * EVENT_UID_BYTES);
+	if (event_uid_list(ev, n, &s->uids, &s->uids_cap) < 0)
+		return false;
 	snprintf(idx, sizeof(idx), "%" PRIu64, seal->index);
 	snprintf(time_ns, sizeof(time_ns), "%lld", t ? strtoll(t + 10, NULL, 10) : 0ll);
 	snprintf(count, sizeof(count), "%zu", n);

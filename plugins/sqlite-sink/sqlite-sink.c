@@ -614,15 +614,8 @@ static bool transient(int rc)
 static int insert_seal(struct sqlite_sink *s, const struct tcp_audit_event *ev, size_t n,
 		       const struct tcp_audit_seal *seal)
 {
-	if (n * EVENT_UID_BYTES > s->uids_cap) {
-		uint8_t *u = realloc(s->uids, n * EVENT_UID_BYTES);
-		if (!u)
-			return SQLITE_NOMEM;
-		s->uids = u;
-		s->uids_cap = n * EVENT_UID_BYTES;
-	}
-	for (size_t i = 0; i < n; i++)
-		event_uid_bytes(&ev[i], s->uids + i * EVENT_UID_BYTES);
+	if (event_uid_list(ev, n, &s->uids, &s->uids_cap) < 0)
+		return SQLITE_NOMEM;
 	sqlite3_stmt *st = s->insert_seal;
 	sqlite3_bind_text(st, 1, seal->run, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, (sqlite3_int64)seal->index);

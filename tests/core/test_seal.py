@@ -188,6 +188,13 @@ class Seal(unittest.TestCase):
         self.assertIn("lines %d to %d: events no seal covers" % (seals[4] + 2, seals[4] + 200),
                       out)
 
+        # a seal claiming an epoch far in the future (verify must not walk the key there)
+        t = lines[:]
+        t[seals[1]] = t[seals[1]].replace('"epoch":%d,' % first_seal["epoch"],
+                                          '"epoch":99999999999999,', 1)
+        out = self.verify(t, 1)
+        self.assertIn("its epoch 99999999999999 lies in the future", out)
+
         # a seal's text changed (a fingerprint dropped to hide a deletion) without its key
         t = lines[:]
         body, s = split_seal(t[seals[0]])

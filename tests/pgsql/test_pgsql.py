@@ -375,26 +375,30 @@ class PgsqlSink(unittest.TestCase):
         self.assertEqual(len(r.stderr.splitlines()), 1, r.stderr)
         self.assertEqual(self.q("SELECT count(*) FROM tcp_events"), [["7"]])
 
-    def test_server_restart_mid_run_loses_and_duplicates_nothing(self):
-        total = 60000
+    def replay_through_a_restart(self, total, at, extra=()):
+        """Replays total sample lines through a pipe, the server killed with -9
+        after line `at` and started again; returns (exit status, stderr)."""
         fifo = os.path.join(self.tmp.name, "fifo")
         os.mkfifo(fifo)
         with Running(["--batch-size", "500", "--event", "replay", "-p", "path=" + fifo] +
-                     self.sink(), wait_started=False) as t:
+                     list(extra) + self.sink(), wait_started=False) as t:
             with open(fifo, "w") as f:
                 for i in range(1, total + 1):
                     f.write(sample_line(i) + "\n")
                     if i % 5000 == 0:
                         f.flush()
                         time.sleep(0.1)
-                    if i == 20000:
+                    if i == at:
                         f.flush()
                         time.sleep(0.5)
                         self.pg.kill9()
                         time.sleep(3)
                         self.pg.start()
-            rc = t.wait(timeout=120)
-            err = t.stderr()
+            return t.wait(timeout=120), t.stderr()
+
+    def test_server_restart_mid_run_loses_and_duplicates_nothing(self):
+        total = 60000
+        rc, err = self.replay_through_a_restart(total, 20000)
         self.assertEqual(rc, 0, err)
         self.assertEqual(self.q("SELECT count(*), count(DISTINCT seq), min(seq), max(seq)"
                                 " FROM tcp_events"), [[str(total), str(total), "1", str(total)]])
@@ -474,24 +478,7 @@ class PgsqlSink(unittest.TestCase):
         self.key = os.path.join(self.tmp.name, "seal.key")
         r = run(["seal-init", self.key])
         self.vkey = r.stdout.strip()
-        fifo = os.path.join(self.tmp.name, "fifo")
-        os.mkfifo(fifo)
-        with Running(["--batch-size", "500", "--seal", self.key, "--event", "replay",
-                      "-p", "path=" + fifo] + self.sink(), wait_started=False) as t:
-            with open(fifo, "w") as f:
-                for i in range(1, total + 1):
-                    f.write(sample_line(i) + "\n")
-                    if i % 5000 == 0:
-                        f.flush()
-                        time.sleep(0.1)
-                    if i == 10000:
-                        f.flush()
-                        time.sleep(0.5)
-                        self.pg.kill9()
-                        time.sleep(2)
-                        self.pg.start()
-            rc = t.wait(timeout=120)
-            err = t.stderr()
+        rc, err = self.replay_through_a_restart(total, 10000, ["--seal", self.key])
         self.assertEqual(rc, 0, err)
         self.assertIn("connection lost", err)
         out = self.verify(self.db, 0)
