@@ -210,6 +210,14 @@ static uint64_t uid64(const struct tcp_audit_event *ev)
 	return v;
 }
 
+/* The next slot of the events waiting for their seal, cleared (counted once filled). */
+static struct pending *next_pending(struct verify *v)
+{
+	v->pend = grow(v->pend, &v->cap_pend, v->n_pend, sizeof(*v->pend));
+	memset(&v->pend[v->n_pend], 0, sizeof(v->pend[0]));
+	return &v->pend[v->n_pend];
+}
+
 static void add_extra(struct verify *v, const struct pending *e)
 {
 	v->extra = grow(v->extra, &v->cap_extra, v->n_extra, sizeof(*v->extra));
@@ -607,8 +615,7 @@ static int verify_jsonl(struct verify *v)
 			check_seal(v, buf, (size_t)len, line);
 			continue;
 		}
-		v->pend = grow(v->pend, &v->cap_pend, v->n_pend, sizeof(*v->pend));
-		struct pending *e = &v->pend[v->n_pend];
+		struct pending *e = next_pending(v);
 		if (event_from_json(buf, (size_t)len, &e->ev, err, sizeof(err)) < 0) {
 			problem(v, "line %" PRIu64 ": not an event: %s", line, err);
 			continue;
@@ -819,8 +826,7 @@ static int verify_sqlite(struct verify *v)
 			event_uid_text(uids + i * EVENT_UID_BYTES, uid);
 			sqlite3_bind_text(by_uid, 1, uid, -1, SQLITE_TRANSIENT);
 			if (sqlite3_step(by_uid) == SQLITE_ROW) {
-				v->pend = grow(v->pend, &v->cap_pend, v->n_pend, sizeof(*v->pend));
-				struct pending *e = &v->pend[v->n_pend];
+				struct pending *e = next_pending(v);
 				struct row r = {by_uid, sq_null, sq_i64, sq_text};
 				e->line = (uint64_t)sqlite3_column_int64(by_uid, 0);
 				if (row_event(&r, &e->ev))
@@ -938,6 +944,8 @@ static bool latin1_field(PGresult *res, int row, int col, char *field, size_t si
 /* A seal's events, in its order, by their uids (the time in a uid finds the partition). */
 static bool pg_batch(PGconn *c, struct verify *v, const uint8_t *uids, size_t n)
 {
+	if (n == 0)
+		return true; /* a closing seal */
 	size_t cap = 2 + n * (EVENT_UID_LEN + 21);
 	char *u = malloc(cap), *t = malloc(cap);
 	if (!u || !t) {
@@ -957,8 +965,6 @@ static bool pg_batch(PGconn *c, struct verify *v, const uint8_t *uids, size_t n)
 		pt += sprintf(pt, "%" PRId64, (int64_t)ns);
 		*pu++ = *pt++ = i + 1 < n ? ',' : '}';
 	}
-	if (!n)
-		*pu++ = *pt++ = '}';
 	*pu = *pt = '\0';
 	const char *params[2] = {u, t};
 	PGresult *res = PQexecParams(
@@ -974,8 +980,7 @@ static bool pg_batch(PGconn *c, struct verify *v, const uint8_t *uids, size_t n)
 		return false;
 	}
 	for (int i = 0; i < PQntuples(res); i++) {
-		v->pend = grow(v->pend, &v->cap_pend, v->n_pend, sizeof(*v->pend));
-		struct pending *e = &v->pend[v->n_pend];
+		struct pending *e = next_pending(v);
 		struct pg_row ctx = {res, i};
 		struct row r = {&ctx, pg_null, pg_i64, pg_text};
 		snprintf(e->uid, sizeof(e->uid), "%s", PQgetvalue(res, i, 0));
