@@ -404,6 +404,7 @@ int seal_chain_make(struct seal_chain *c, const struct tcp_audit_event *ev, size
 		.len = (size_t)(p - c->text),
 		.run = s->run,
 		.index = c->index,
+		.time_ns = now,
 		.count = (uint32_t)n,
 		.last = last,
 	};

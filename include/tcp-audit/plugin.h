@@ -323,6 +323,7 @@ struct tcp_audit_seal {
 	size_t len;
 	const char *run; /* 32 hex digits: the tcp-audit run */
 	uint64_t index;  /* the seal's number in the run's chain for this sink */
+	uint64_t time_ns; /* when it was made (wall clock), a field of the text */
 	uint32_t count;  /* events of the batch */
 	bool last;       /* the run's closing seal (no events) */
 };

@@ -1063,12 +1063,11 @@ static bool store_seal(struct pgsql_sink *s, const struct tcp_audit_event *ev, s
 		       const struct tcp_audit_seal *seal)
 {
 	char idx[24], time_ns[24], count[24];
-	const char *t = strstr(seal->text, "\"time_ns\":");
 
 	if (event_uid_list(ev, n, &s->uids, &s->uids_cap) < 0)
 		return false;
 	snprintf(idx, sizeof(idx), "%" PRIu64, seal->index);
-	snprintf(time_ns, sizeof(time_ns), "%lld", t ? strtoll(t + 10, NULL, 10) : 0ll);
+	snprintf(time_ns, sizeof(time_ns), "%" PRIu64, seal->time_ns);
 	snprintf(count, sizeof(count), "%zu", n);
 	/* the text with its length: the seal is not NUL-terminated for us */
 	char *text = strndup(seal->text, seal->len);

@@ -619,9 +619,7 @@ static int insert_seal(struct sqlite_sink *s, const struct tcp_audit_event *ev, 
 	sqlite3_stmt *st = s->insert_seal;
 	sqlite3_bind_text(st, 1, seal->run, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, (sqlite3_int64)seal->index);
-	/* the seal's time, from its text, orders the seals of a file */
-	const char *t = strstr(seal->text, "\"time_ns\":");
-	sqlite3_bind_int64(st, 3, t ? strtoll(t + 10, NULL, 10) : 0);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)seal->time_ns); /* orders the seals of a file */
 	sqlite3_bind_int64(st, 4, (sqlite3_int64)n);
 	sqlite3_bind_text(st, 5, seal->text, (int)seal->len, SQLITE_STATIC);
 	sqlite3_bind_blob(st, 6, s->uids, (int)(n * EVENT_UID_BYTES), SQLITE_STATIC);
