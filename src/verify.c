@@ -20,12 +20,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #if TCP_AUDIT_VERIFY_SQLITE
 #include <sqlite3.h>
 #endif
 #if TCP_AUDIT_VERIFY_PGSQL
 #include <libpq-fe.h>
-#include <sodium.h>
 #endif
 
 #include "event-json.h"
@@ -153,6 +154,8 @@ struct verify {
 	size_t n_runs, cap_runs;
 	struct sealed_uid *sealed;
 	size_t n_sealed, cap_sealed;
+	uint8_t *named; /* databases: every uid a seal names (sorted once all are read) */
+	size_t n_named, cap_named;
 	struct pending *extra; /* events no seal covers, judged at the end */
 	size_t n_extra, cap_extra;
 	uint64_t problems, events, seals, first_ns, last_ns;
@@ -736,24 +739,34 @@ static bool row_event(const struct row *r, struct tcp_audit_event *e)
 	return true;
 }
 
-/* The uid's text form back to its 16 bytes (hex digits; dashes skipped). */
-static void uid_from_text(const char *t, uint8_t uid[EVENT_UID_BYTES])
-{
-	memset(uid, 0, EVENT_UID_BYTES);
-	for (size_t k = 0, j = 0; t && t[k] && j < 2 * EVENT_UID_BYTES; k++) {
-		int d = t[k] >= '0' && t[k] <= '9' ? t[k] - '0'
-			: t[k] >= 'a' && t[k] <= 'f' ? t[k] - 'a' + 10
-						       : -1;
-		if (d < 0)
-			continue;
-		uid[j / 2] |= (uint8_t)(j % 2 ? d : d << 4);
-		j++;
-	}
-}
-
 static int cmp_uid(const void *a, const void *b)
 {
 	return memcmp(a, b, EVENT_UID_BYTES);
+}
+
+/* The uids a seal names, n of them, 16 bytes each. */
+static void add_named(struct verify *v, const uint8_t *uids, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		v->named = grow(v->named, &v->cap_named, v->n_named, EVENT_UID_BYTES);
+		memcpy(v->named + v->n_named++ * EVENT_UID_BYTES, uids + i * EVENT_UID_BYTES,
+		       EVENT_UID_BYTES);
+	}
+}
+
+/* Whether a seal names the row of this uid (its text form); after sort_named(). */
+static bool is_named(const struct verify *v, const char *uid_text)
+{
+	uint8_t uid[EVENT_UID_BYTES] = {0};
+
+	sodium_hex2bin(uid, sizeof(uid), uid_text, strlen(uid_text), "-", NULL, NULL);
+	return v->n_named && bsearch(uid, v->named, v->n_named, EVENT_UID_BYTES, cmp_uid);
+}
+
+static void sort_named(struct verify *v)
+{
+	if (v->n_named)
+		qsort(v->named, v->n_named, EVENT_UID_BYTES, cmp_uid);
 }
 
 #if TCP_AUDIT_VERIFY_SQLITE
@@ -783,8 +796,6 @@ static int verify_sqlite(struct verify *v)
 {
 	sqlite3 *db = NULL;
 	sqlite3_stmt *seals = NULL, *by_uid = NULL, *all = NULL;
-	uint8_t *used = NULL; /* every uid a seal names, sorted at the end */
-	size_t n_used = 0, cap_used = 0;
 	int status = EXIT_USAGE;
 
 	v->unit = "row";
@@ -818,11 +829,9 @@ static int verify_sqlite(struct verify *v)
 		size_t len = (size_t)sqlite3_column_bytes(seals, 1);
 		const uint8_t *uids = sqlite3_column_blob(seals, 2);
 		size_t n = (size_t)sqlite3_column_bytes(seals, 2) / EVENT_UID_BYTES;
+		add_named(v, uids, n);
 		for (size_t i = 0; i < n; i++) {
 			char uid[EVENT_UID_LEN];
-			used = grow(used, &cap_used, n_used, EVENT_UID_BYTES);
-			memcpy(used + n_used++ * EVENT_UID_BYTES, uids + i * EVENT_UID_BYTES,
-			       EVENT_UID_BYTES);
 			event_uid_text(uids + i * EVENT_UID_BYTES, uid);
 			sqlite3_bind_text(by_uid, 1, uid, -1, SQLITE_TRANSIENT);
 			if (sqlite3_step(by_uid) == SQLITE_ROW) {
@@ -842,13 +851,11 @@ static int verify_sqlite(struct verify *v)
 	if (rc != SQLITE_DONE)
 		problem(v, "reading the seals: %s", sqlite3_errmsg(db));
 	/* rows no seal names */
-	if (n_used)
-		qsort(used, n_used, EVENT_UID_BYTES, cmp_uid);
+	sort_named(v);
 	while ((rc = sqlite3_step(all)) == SQLITE_ROW) {
 		struct pending e = {.line = (uint64_t)sqlite3_column_int64(all, 0)};
-		uint8_t uid[EVENT_UID_BYTES];
-		uid_from_text((const char *)sqlite3_column_text(all, 1), uid);
-		if (!n_used || !bsearch(uid, used, n_used, EVENT_UID_BYTES, cmp_uid))
+		const char *uid = (const char *)sqlite3_column_text(all, 1);
+		if (!is_named(v, uid ? uid : ""))
 			add_extra(v, &e);
 	}
 	if (rc != SQLITE_DONE)
@@ -860,7 +867,6 @@ out:
 	sqlite3_finalize(by_uid);
 	sqlite3_finalize(all);
 	sqlite3_close(db);
-	free(used);
 	return status;
 }
 
@@ -1006,8 +1012,8 @@ static int verify_pgsql(struct verify *v)
 {
 	PGconn *c = PQconnectdb(v->source);
 	PGresult *res = NULL;
-	uint8_t *used = NULL, *uids = NULL;
-	size_t n_used = 0, cap_used = 0, cap_uids = 0;
+	uint8_t *uids = NULL;
+	size_t cap_uids = 0;
 	uint64_t scanned = 0;
 	int status = EXIT_USAGE;
 
@@ -1051,11 +1057,7 @@ static int verify_pgsql(struct verify *v)
 			}
 			if (sodium_hex2bin(uids, cap_uids, hex, len, NULL, NULL, NULL) != 0)
 				n = 0; /* a damaged list: its events are reported missing */
-			for (size_t k = 0; k < n; k++) {
-				used = grow(used, &cap_used, n_used, EVENT_UID_BYTES);
-				memcpy(used + n_used++ * EVENT_UID_BYTES, uids + k * EVENT_UID_BYTES,
-				       EVENT_UID_BYTES);
-			}
+			add_named(v, uids, n);
 			if (!pg_batch(c, v, uids, n))
 				goto out;
 			check_seal(v, PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1),
@@ -1067,8 +1069,7 @@ static int verify_pgsql(struct verify *v)
 			" FROM tcp_audit_events ORDER BY time_ns, uid");
 	if (!pg_ok(c, res, PGRES_COMMAND_OK, "reading the events", v))
 		goto out;
-	if (n_used)
-		qsort(used, n_used, EVENT_UID_BYTES, cmp_uid);
+	sort_named(v);
 	for (;;) {
 		PQclear(res);
 		res = PQexec(c, "FETCH " STRINGIFY(ROWS_FETCH) " FROM events");
@@ -1077,9 +1078,7 @@ static int verify_pgsql(struct verify *v)
 		if (PQntuples(res) == 0)
 			break;
 		for (int i = 0; i < PQntuples(res); i++, scanned++) {
-			uint8_t uid[EVENT_UID_BYTES];
-			uid_from_text(PQgetvalue(res, i, 0), uid);
-			if (n_used && bsearch(uid, used, n_used, EVENT_UID_BYTES, cmp_uid))
+			if (is_named(v, PQgetvalue(res, i, 0)))
 				continue;
 			struct pending e = {.line = scanned};
 			snprintf(e.uid, sizeof(e.uid), "%s", PQgetvalue(res, i, 0));
@@ -1091,7 +1090,6 @@ static int verify_pgsql(struct verify *v)
 out:
 	PQclear(res);
 	PQfinish(c);
-	free(used);
 	free(uids);
 	return status;
 }
@@ -1204,5 +1202,6 @@ int verify_main(int argc, char **argv)
 	free(v.runs);
 	free(v.sealed);
 	free(v.extra);
+	free(v.named);
 	return v.problems ? EXIT_PROBLEMS : 0;
 }
