@@ -554,7 +554,7 @@ static bool deliver_as(struct sink_thread *s, const struct tcp_audit_event *ev, 
 			       : (d->sinker_flush ? d->sinker_flush(s->stage.self) : 0);
 		if (r == 0) {
 			if (sealed)
-				seal_chain_advance(s->chain, &seal);
+				seal_chain_advance(s->chain);
 			if (unavailable_since)
 				log_info("%s is writing again after %.1f s", s->stage.label,
 					 (double)(now_ns(CLOCK_MONOTONIC) - unavailable_since) / 1e9);

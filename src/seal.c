@@ -7,9 +7,11 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,9 +40,12 @@ struct sealer {
 struct seal_chain {
 	struct sealer *s;
 	uint64_t index;
-	char prev[65];
+	char prev[65]; /* the MAC of the seal before, the next one's "prev" */
+	char mac[65];  /* the MAC of the seal made last */
 	char *text;
 	size_t cap;
+	uint64_t *fp; /* the fingerprints of the batch sealed last */
+	size_t fp_cap;
 };
 
 static int fail(char *err, size_t size, int r, const char *fmt, ...)
@@ -312,6 +317,7 @@ void seal_chain_free(struct seal_chain *c)
 	if (!c)
 		return;
 	free(c->text);
+	free(c->fp);
 	free(c);
 }
 
@@ -324,31 +330,75 @@ void seal_fp_key(const uint8_t key[SEAL_KEY_BYTES], const char run[SEAL_RUN_HEX]
 	crypto_generichash(out, 16, (const uint8_t *)msg, (size_t)len, key, SEAL_KEY_BYTES);
 }
 
+/*
+ * The bytes of an event a fingerprint covers: what a store keeps of it,
+ * without the padding that is most of the 256: the fields up to and with
+ * `error` as they are (96 bytes), the addresses (the first 4 bytes of each
+ * for AF_INET, else 16), each name as a length byte and its bytes to the
+ * NUL, then gap_lost.  Returns the length (at most sizeof(*ev)).
+ */
+/* A name as its length and bytes; copies all size bytes (out has room). */
+static size_t put_name(uint8_t *out, const char *name, size_t size)
+{
+	size_t n = strnlen(name, size);
+
+	out[0] = (uint8_t)n;
+	memcpy(out + 1, name, size);
+	return n + 1;
+}
+
+static size_t canonical(const struct tcp_audit_event *ev, uint8_t *out)
+{
+	size_t len = offsetof(struct tcp_audit_event, saddr);
+
+	memcpy(out, ev, len);
+	if (ev->family == AF_INET) {
+		memcpy(out + len, ev->saddr, 4);
+		memcpy(out + len + 4, ev->daddr, 4);
+		len += 8;
+	} else {
+		memcpy(out + len, ev->saddr, 16);
+		memcpy(out + len + 16, ev->daddr, 16);
+		len += 32;
+	}
+	len += put_name(out + len, ev->comm_on_cpu, sizeof(ev->comm_on_cpu));
+	len += put_name(out + len, ev->owner_comm, sizeof(ev->owner_comm));
+	len += put_name(out + len, ev->host, sizeof(ev->host));
+	memcpy(out + len, &ev->gap_lost, sizeof(ev->gap_lost));
+	return len + sizeof(ev->gap_lost);
+}
+
 uint64_t seal_fp(const uint8_t fp_key[16], const struct tcp_audit_event *ev)
 {
-	uint8_t h[crypto_shorthash_BYTES];
+	uint8_t buf[sizeof(*ev)], h[crypto_shorthash_BYTES];
 	uint64_t v = 0;
 
-	crypto_shorthash(h, (const uint8_t *)ev, sizeof(*ev), fp_key);
+	crypto_shorthash(h, buf, canonical(ev, buf), fp_key);
 	for (int i = 0; i < 8; i++)
 		v = v << 8 | h[i];
 	return v;
 }
 
-void seal_mac_hex(const uint8_t key[SEAL_KEY_BYTES], const char *text, size_t len, char out[65])
+void seal_mac_hex(const uint8_t key[SEAL_KEY_BYTES], const char *head, size_t len,
+		  const uint64_t *fp, size_t n, char out[65])
 {
-	uint8_t mac[32];
+	crypto_generichash_state st;
+	uint8_t buf[64 * 8], mac[32];
 
-	crypto_generichash(mac, sizeof(mac), (const uint8_t *)text, len, key, SEAL_KEY_BYTES);
+	crypto_generichash_init(&st, key, SEAL_KEY_BYTES, sizeof(mac));
+	crypto_generichash_update(&st, (const uint8_t *)head, len);
+	while (n) {
+		size_t k = n < 64 ? n : 64;
+		for (size_t i = 0; i < k; i++)
+			for (int j = 0; j < 8; j++)
+				buf[i * 8 + j] = (uint8_t)(fp[i] >> (56 - 8 * j));
+		crypto_generichash_update(&st, buf, k * 8);
+		fp += k;
+		n -= k;
+	}
+	crypto_generichash_final(&st, mac, sizeof(mac));
+	sodium_memzero(&st, sizeof(st));
 	sodium_bin2hex(out, 65, mac, sizeof(mac));
-}
-
-void seal_digest_hex(const char *text, size_t len, char out[65])
-{
-	uint8_t d[32];
-
-	crypto_generichash(d, sizeof(d), (const uint8_t *)text, len, NULL, 0);
-	sodium_bin2hex(out, 65, d, sizeof(d));
 }
 
 int seal_chain_make(struct seal_chain *c, const struct tcp_audit_event *ev, size_t n, bool last,
@@ -367,6 +417,13 @@ int seal_chain_make(struct seal_chain *c, const struct tcp_audit_event *ev, size
 		c->text = t;
 		c->cap = need;
 	}
+	if (n > c->fp_cap) {
+		uint64_t *f = realloc(c->fp, n * sizeof(*f));
+		if (!f)
+			return -ENOMEM;
+		c->fp = f;
+		c->fp_cap = n;
+	}
 	uint64_t now = wall_ns();
 	pthread_mutex_lock(&s->mu);
 	int r = evolve(s, false, now / 1000000000u);
@@ -378,25 +435,24 @@ int seal_chain_make(struct seal_chain *c, const struct tcp_audit_event *ev, size
 	stamp[format_rfc3339_ns(now, stamp)] = '\0';
 	char *p = c->text;
 	p += sprintf(p,
-		     "{\"kind\":\"seal\",\"v\":1,\"run\":\"%s\",\"index\":%" PRIu64
+		     "{\"kind\":\"seal\",\"v\":%d,\"run\":\"%s\",\"index\":%" PRIu64
 		     ",\"epoch\":%" PRIu64 ",\"time\":\"%s\",\"time_ns\":%" PRIu64
 		     ",\"count\":%zu,\"last\":%s",
-		     s->run, c->index, epoch, stamp, now, n, last ? "true" : "false");
+		     SEAL_FORMAT, s->run, c->index, epoch, stamp, now, n, last ? "true" : "false");
 	if (c->index == 0)
 		p += sprintf(p, ",\"after\":\"%s\",\"after_closed\":%s", s->after[0] ? s->after : "",
 			     s->after_closed ? "true" : "false");
 	p += sprintf(p, ",\"prev\":\"%s\",\"fp\":\"", c->prev);
+	size_t head = (size_t)(p - c->text);
 	seal_fp_key(key, s->run, c->index, fp_key);
 	for (size_t i = 0; i < n; i++) {
-		uint64_t v = seal_fp(fp_key, &ev[i]);
+		uint64_t v = c->fp[i] = seal_fp(fp_key, &ev[i]);
 		for (int j = FP_HEX - 1; j >= 0; j--, v >>= 4)
 			p[j] = hex[v & 15];
 		p += FP_HEX;
 	}
-	*p++ = '"';
-	char mac[65];
-	seal_mac_hex(key, c->text, (size_t)(p - c->text), mac);
-	p += sprintf(p, ",\"mac\":\"%s\"}", mac);
+	seal_mac_hex(key, c->text, head, c->fp, n, c->mac);
+	p += sprintf(p, "\",\"mac\":\"%s\"}", c->mac);
 	sodium_memzero(key, sizeof(key));
 	sodium_memzero(fp_key, sizeof(fp_key));
 	*out = (struct tcp_audit_seal){
@@ -411,9 +467,9 @@ int seal_chain_make(struct seal_chain *c, const struct tcp_audit_event *ev, size
 	return 0;
 }
 
-void seal_chain_advance(struct seal_chain *c, const struct tcp_audit_seal *stored)
+void seal_chain_advance(struct seal_chain *c)
 {
-	seal_digest_hex(stored->text, stored->len, c->prev);
+	memcpy(c->prev, c->mac, sizeof(c->prev));
 	c->index++;
 }
 

@@ -14,19 +14,23 @@
  * A seal record is one JSON object (the jsonl sink writes it as a line with
  * "kind":"seal"):
  *
- *   {"kind":"seal","v":1,"run":R,"index":I,"epoch":E,"time":T,"time_ns":N,
+ *   {"kind":"seal","v":2,"run":R,"index":I,"epoch":E,"time":T,"time_ns":N,
  *    "count":C,"last":B,["after":R0,"after_closed":B0,]"prev":P,"fp":F,"mac":M}
  *
  * run: 32 hex digits, random per tcp-audit run; index: the seal's number in
  * the run's chain for this sink, from 0; count: the events of the batch it
  * follows; last: the run's closing seal (count 0) at a clean stop; after (on
  * index 0 only): the previous run of this key file and whether it stopped
- * cleanly, so a crash is recorded by the run after it; prev: BLAKE2b-256 of
- * the previous seal's whole text in the chain (zeros for index 0); fp: per
- * event, in batch order, 16 hex digits: SipHash-2-4 of the event's 256 bytes
- * (struct tcp_audit_event) under a key derived from k(E), the run and the
- * index, so an altered event is named and cannot be made to match; mac:
- * keyed BLAKE2b-256 under k(E) of the text before ',"mac":'.
+ * cleanly, so a crash is recorded by the run after it; prev: the previous
+ * seal's mac in the chain (zeros for index 0); fp: per event, in batch
+ * order, 16 hex digits: SipHash-2-4, under a key derived from k(E), the run
+ * and the index, of the event's bytes less their padding (seal.c,
+ * canonical(): the stores keep nothing else), so an altered event is named
+ * and cannot be made to match; mac: keyed BLAKE2b-256 under k(E) of the
+ * text up to and with '"fp":"', then the fingerprints as 8 bytes each (big
+ * endian, as their digits read): the same as of the text, hashing half the
+ * bytes.  (Format 1, of the builds of 2026-12-01, fingerprinted all 256
+ * bytes, MACed the text and chained on its digest; verify reads format 2.)
  */
 #ifndef TCP_AUDIT_SEAL_H
 #define TCP_AUDIT_SEAL_H
@@ -37,6 +41,7 @@
 
 #include <tcp-audit/plugin.h>
 
+#define SEAL_FORMAT 2 /* the seal records' "v" */
 #define SEAL_KEY_BYTES 32
 #define SEAL_RUN_HEX 33          /* 32 hex digits and a NUL */
 #define SEAL_DEFAULT_INTERVAL 900 /* s: an epoch, as journald's sealing */
@@ -77,7 +82,7 @@ void seal_chain_free(struct seal_chain *c);
  */
 int seal_chain_make(struct seal_chain *c, const struct tcp_audit_event *ev, size_t n, bool last,
 		    struct tcp_audit_seal *out);
-void seal_chain_advance(struct seal_chain *c, const struct tcp_audit_seal *stored);
+void seal_chain_advance(struct seal_chain *c);
 /* The text out holds is the chain's; freed with it. */
 
 /* ------------------------------------------------------------------------ */
@@ -105,12 +110,12 @@ void seal_fp_key(const uint8_t key[SEAL_KEY_BYTES], const char run[SEAL_RUN_HEX]
 		 uint64_t index, uint8_t out[16]);
 uint64_t seal_fp(const uint8_t fp_key[16], const struct tcp_audit_event *ev);
 
-/* The MAC of a seal's text before ',"mac":' (len bytes) under key; 64 hex + NUL. */
-void seal_mac_hex(const uint8_t key[SEAL_KEY_BYTES], const char *text, size_t len,
-		  char out[65]);
-
-/* BLAKE2b-256 of a seal's whole text, as 64 hex + NUL: the next seal's prev. */
-void seal_digest_hex(const char *text, size_t len, char out[65]);
+/*
+ * A seal's MAC under key, as 64 hex + NUL: of head (its text up to and with
+ * '"fp":"', len bytes) and its n fingerprints.
+ */
+void seal_mac_hex(const uint8_t key[SEAL_KEY_BYTES], const char *head, size_t len,
+		  const uint64_t *fp, size_t n, char out[65]);
 
 /* ------------------------------------------------------------------------ */
 /* The commands (verify.c)                                                   */

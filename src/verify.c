@@ -296,13 +296,21 @@ static struct run *find_run(struct verify *v, const char *id)
 	return NULL;
 }
 
-static uint64_t hex_u64(const char *p)
+/* A fingerprint's 16 lower-case hex digits; false for anything else. */
+static bool hex_u64(const char *p, uint64_t *out)
 {
 	uint64_t x = 0;
 
-	for (int i = 0; i < FP_HEX; i++)
-		x = x << 4 | (uint64_t)(p[i] <= '9' ? p[i] - '0' : p[i] - 'a' + 10);
-	return x;
+	for (int i = 0; i < FP_HEX; i++) {
+		if (p[i] >= '0' && p[i] <= '9')
+			x = x << 4 | (uint64_t)(p[i] - '0');
+		else if (p[i] >= 'a' && p[i] <= 'f')
+			x = x << 4 | (uint64_t)(p[i] - 'a' + 10);
+		else
+			return false;
+	}
+	*out = x;
+	return true;
 }
 
 /* How an event is named: "line 20", "row 20", "event <uid>". */
@@ -331,22 +339,19 @@ static void missing(struct verify *v, uint64_t from, uint64_t to, const char *wh
 }
 
 /*
- * The events before a seal against its fingerprints fp (n of them), in
+ * The events before a seal against its fingerprints want (n of them), in
  * order: matched ones are sealed; an expected one not there is deleted; one
  * there and not expected is altered when it stands where an expected one is
  * missing, else kept aside (inserted, or a copy written again after a crash).
  */
-static void check_batch(struct verify *v, const char *fp, uint64_t n, const uint8_t fp_key[16],
-			const char *what)
+static void check_batch(struct verify *v, const uint64_t *want, uint64_t n,
+			const uint8_t fp_key[16], const char *what)
 {
-	uint64_t *want = calloc(n ? n : 1, sizeof(*want));
 	uint64_t *got = calloc(v->n_pend ? v->n_pend : 1, sizeof(*got));
-	if (!want || !got) {
+	if (!got) {
 		fprintf(stderr, "tcp-audit verify: out of memory\n");
 		exit(EXIT_USAGE);
 	}
-	for (uint64_t j = 0; j < n; j++)
-		want[j] = hex_u64(fp + j * FP_HEX);
 	for (size_t i = 0; i < v->n_pend; i++) {
 		got[i] = seal_fp(fp_key, &v->pend[i].ev);
 		if (!v->pend[i].has_alt)
@@ -398,7 +403,6 @@ static void check_batch(struct verify *v, const char *fp, uint64_t n, const uint
 		}
 	}
 	v->n_pend = 0;
-	free(want);
 	free(got);
 }
 
@@ -406,20 +410,40 @@ static void check_seal(struct verify *v, const char *text, size_t len, uint64_t 
 {
 	char id[SEAL_RUN_HEX], prev[65], mac[65], want_mac[65], after[SEAL_RUN_HEX] = "",
 		what[128];
-	uint64_t index, epoch, time_ns, count;
+	uint64_t format, index, epoch, time_ns, count;
 	bool last, after_closed = false;
 	const char *mac_at = NULL;
 
 	for (const char *p = text; (p = memmem(p, len - (size_t)(p - text), ",\"mac\":\"", 8));
 	     p++)
 		mac_at = p;
-	if (!mac_at || !field_str(text, len, "run", id, sizeof(id), SEAL_RUN_HEX - 1) ||
+	if (!mac_at || !field_u64(text, len, "v", &format) ||
+	    !field_str(text, len, "run", id, sizeof(id), SEAL_RUN_HEX - 1) ||
 	    !field_u64(text, len, "index", &index) || !field_u64(text, len, "epoch", &epoch) ||
 	    !field_u64(text, len, "time_ns", &time_ns) || !field_u64(text, len, "count", &count) ||
 	    !field_bool(text, len, "last", &last) ||
 	    !field_str(text, len, "prev", prev, sizeof(prev), 64) ||
 	    !field_str(mac_at, len - (size_t)(mac_at - text), "mac", mac, sizeof(mac), 64)) {
 		problem(v, "%s %" PRIu64 ": a damaged seal (fields missing)", v->seal_unit, line);
+		return;
+	}
+	if (format != SEAL_FORMAT) {
+		problem(v, "%s %" PRIu64 ": a seal of format %" PRIu64 ", which this tcp-audit does "
+			   "not read (it reads format %d)",
+			v->seal_unit, line, format, SEAL_FORMAT);
+		return;
+	}
+	/* the fingerprints: the MAC covers them as bytes */
+	const char *fp = field(text, len, "fp");
+	size_t n_fp = fp && *fp == '"' && mac_at - fp >= 2 ? (size_t)(mac_at - fp - 2) : 1;
+	uint64_t *want = n_fp % FP_HEX ? NULL : malloc((n_fp / FP_HEX + 1) * sizeof(*want));
+	bool digits = want != NULL;
+	n_fp /= FP_HEX;
+	for (size_t j = 0; digits && j < n_fp; j++)
+		digits = hex_u64(fp + 1 + j * FP_HEX, &want[j]);
+	if (!digits) {
+		problem(v, "%s %" PRIu64 ": a damaged seal (its fingerprints)", v->seal_unit, line);
+		free(want);
 		return;
 	}
 	if (v->by_uid) /* the seal's index is where it is */
@@ -434,10 +458,11 @@ static void check_seal(struct verify *v, const char *text, size_t len, uint64_t 
 		for (size_t i = 0; i < v->n_pend; i++)
 			add_extra(v, &v->pend[i]);
 		v->n_pend = 0;
+		free(want);
 		return;
 	}
 	const uint8_t *key = seal_keys_at(&v->keys, epoch);
-	seal_mac_hex(key, text, (size_t)(mac_at - text), want_mac);
+	seal_mac_hex(key, text, (size_t)(fp + 1 - text), want, n_fp, want_mac);
 	if (strcmp(mac, want_mac) != 0) {
 		problem(v, "%s: its MAC is wrong: the seal was forged or altered; the %zu events "
 			   "before it are not verified",
@@ -445,13 +470,13 @@ static void check_seal(struct verify *v, const char *text, size_t len, uint64_t 
 		for (size_t i = 0; i < v->n_pend; i++)
 			add_extra(v, &v->pend[i]);
 		v->n_pend = 0;
+		free(want);
 		return;
 	}
 	v->seals++;
-	const char *fp = field(text, len, "fp");
-	if (!fp || *fp != '"' || mac_at - fp < 2 || (size_t)(mac_at - fp - 2) % FP_HEX ||
-	    (size_t)(mac_at - fp - 2) / FP_HEX != count) {
+	if (n_fp != count) {
 		problem(v, "%s: its fingerprints do not match its count", what);
+		free(want);
 		return;
 	}
 	uint64_t secs = time_ns / 1000000000u;
@@ -505,7 +530,7 @@ static void check_seal(struct verify *v, const char *text, size_t len, uint64_t 
 	}
 	if (r->prev_known && index == r->next_index && strcmp(prev, r->prev) != 0)
 		problem(v, "%s: it does not follow the seal before it in run %.8s", what, id);
-	seal_digest_hex(text, len, r->prev);
+	memcpy(r->prev, mac, sizeof(r->prev));
 	r->prev_known = true;
 	r->next_index = index + 1;
 	r->last_line = line;
@@ -517,7 +542,8 @@ static void check_seal(struct verify *v, const char *text, size_t len, uint64_t 
 
 	uint8_t fp_key[16];
 	seal_fp_key(key, id, index, fp_key);
-	check_batch(v, fp + 1, count, fp_key, what);
+	check_batch(v, want, count, fp_key, what);
+	free(want);
 }
 
 static int cmp_sealed(const void *a, const void *b)

@@ -27,12 +27,12 @@ def step(key):
     return hashlib.blake2b(b"tcp-audit seal key step" + key, digest_size=32).digest()
 
 
-def mac(key, text):
-    return hashlib.blake2b(text.encode(), digest_size=32, key=key).hexdigest()
-
-
-def digest(text):
-    return hashlib.blake2b(text.encode(), digest_size=32).hexdigest()
+def mac(key, body):
+    """A seal's MAC from its text before ',"mac":' (seal.h): of the text up to
+    and with '"fp":"', then the fingerprints' digits as bytes."""
+    head, fps = body.split('"fp":"', 1)
+    data = (head + '"fp":"').encode() + bytes.fromhex(fps.rstrip('"'))
+    return hashlib.blake2b(data, digest_size=32, key=key).hexdigest()
 
 
 def split_seal(line):
@@ -55,8 +55,8 @@ def reseal(lines, first, key_at):
             continue
         if prev is not None:
             body = body.replace('"prev":"%s"' % s["prev"], '"prev":"%s"' % prev)
-        lines[i] = body + ',"mac":"%s"}' % mac(key_at(s["epoch"]), body)
-        prev = digest(lines[i])
+        prev = mac(key_at(s["epoch"]), body)
+        lines[i] = body + ',"mac":"%s"}' % prev
 
 
 class Seal(unittest.TestCase):
@@ -203,6 +203,21 @@ class Seal(unittest.TestCase):
         del t[0]
         out = self.verify(t, 1)
         self.assertIn("its MAC is wrong", out)
+
+        # the MAC covers the fingerprints as bytes: their digits written another
+        # way (upper case) are a damaged seal, not the same seal
+        t = lines[:]
+        t[seals[0]] = t[seals[0]].replace('"fp":"' + s["fp"], '"fp":"' + s["fp"].upper())
+        self.assertNotEqual(t[seals[0]], lines[seals[0]])
+        out = self.verify(t, 1)
+        self.assertIn("line %d: a damaged seal (its fingerprints)" % (seals[0] + 1), out)
+
+        # a seal of another format is named, not misread
+        t = lines[:]
+        t[seals[1]] = t[seals[1]].replace('"v":2,', '"v":1,', 1)
+        out = self.verify(t, 1)
+        self.assertIn("line %d: a seal of format 1, which this tcp-audit does not read"
+                      % (seals[1] + 1), out)
 
     def sqlite_capture(self, count=3000, batch=500):
         db = os.path.join(self.d, "events.db")
