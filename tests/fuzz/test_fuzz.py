@@ -1,8 +1,8 @@
 """A bounded libFuzzer run of one parser that takes outside input: no crash,
 no hang, no leak, no undefined behaviour (ASan + UBSan), and the target's own
 checks (round trips, bounds).  Arguments: the fuzz target and which parser it
-is (options, replay-line, spool; decoder, with the folder of recorded trace
-pages as a third), which picks the seeds."""
+is (options, replay-line, spool, verify; decoder, with the folder of recorded
+trace pages as a third), which picks the seeds."""
 import os
 import signal
 import subprocess
@@ -12,7 +12,7 @@ import time
 import unittest
 
 import tcpaudit
-from tcpaudit import FAILURE_LINES, SNAPSHOT_LINE, Running, fixture, sample_line, store_lines
+from tcpaudit import FAILURE_LINES, SNAPSHOT_LINE, Running, fixture, run, sample_line, store_lines
 
 TARGET, KIND = sys.argv[1], sys.argv[2]
 PAGES = sys.argv[3] if len(sys.argv) > 3 else ""
@@ -57,6 +57,28 @@ def seeds_spool(tmp):
     return out
 
 
+def seeds_verify(tmp):
+    """Real sealed archives, small: two runs of one key file (so the second
+    names the first), batches of 3; and the verification key, for the target."""
+    key = os.path.join(tmp, "seal.key")
+    r = run(["seal-init", key])
+    if r.returncode != 0:
+        raise AssertionError(r.stderr)
+    os.environ["TCP_AUDIT_FUZZ_VKEY"] = r.stdout.strip()
+    path = os.path.join(tmp, "sealed.jsonl")
+    for count in (7, 4):
+        r = run(["--event", fixture("synthetic-eventer"), "-p", "count=%d" % count, "--sink",
+                 "jsonl", "-p", "path=" + path, "--seal", key, "--batch-size", "3",
+                 "--spool", "none"])
+        if r.returncode != 0:
+            raise AssertionError(r.stderr)
+    with open(path, "rb") as f:
+        data = f.read()
+    lines = data.splitlines(keepends=True)
+    first_seal = next(i for i, l in enumerate(lines) if l.startswith(b'{"kind":"seal"'))
+    return [data, b"".join(lines[:first_seal + 1]), b"".join(lines[first_seal + 1:])]
+
+
 def seeds_decoder():
     """The recorded trace pages; the target reads an 'L' first byte as the
     old tcp_set_state format."""
@@ -74,12 +96,13 @@ class Fuzz(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             corpus = os.path.join(tmp, "corpus")
             os.mkdir(corpus)
-            seeds = seeds_spool(tmp) if KIND == "spool" else globals()[
-                "seeds_" + KIND.replace("-", "_")]()
+            seeds = seeds_spool(tmp) if KIND == "spool" else seeds_verify(tmp) \
+                if KIND == "verify" else globals()["seeds_" + KIND.replace("-", "_")]()
             for i, data in enumerate(seeds):
                 with open(os.path.join(corpus, "seed%d" % i), "wb") as f:
                     f.write(data)
-            r = subprocess.run([TARGET, "-max_total_time=%d" % SECONDS, "-max_len=%d" % (4096 if KIND == "decoder" else 8192),
+            r = subprocess.run([TARGET, "-max_total_time=%d" % SECONDS, "-max_len=%d" % (4096 if KIND == "decoder" else
+                                                                 16384 if KIND == "verify" else 8192),
                                 "-timeout=10", "-rss_limit_mb=2048", "-print_final_stats=1",
                                 corpus], capture_output=True, text=True, cwd=tmp,
                                env=dict(os.environ, TCP_AUDIT_PAGES=PAGES),
