@@ -330,13 +330,6 @@ void seal_fp_key(const uint8_t key[SEAL_KEY_BYTES], const char run[SEAL_RUN_HEX]
 	crypto_generichash(out, 16, (const uint8_t *)msg, (size_t)len, key, SEAL_KEY_BYTES);
 }
 
-/*
- * The bytes of an event a fingerprint covers: what a store keeps of it,
- * without the padding that is most of the 256: the fields up to and with
- * `error` as they are (96 bytes), the addresses (the first 4 bytes of each
- * for AF_INET, else 16), each name as a length byte and its bytes to the
- * NUL, then gap_lost.  Returns the length (at most sizeof(*ev)).
- */
 /* A name as its length and bytes; copies all size bytes (out has room). */
 static size_t put_name(uint8_t *out, const char *name, size_t size)
 {
@@ -347,6 +340,13 @@ static size_t put_name(uint8_t *out, const char *name, size_t size)
 	return n + 1;
 }
 
+/*
+ * The bytes of an event a fingerprint covers: what a store keeps of it,
+ * without the padding that is most of the 256: the fields up to and with
+ * `error` as they are (96 bytes), the addresses (the first 4 bytes of each
+ * for AF_INET, else 16), each name as a length byte and its bytes to the
+ * NUL, then gap_lost.  Returns the length (at most sizeof(*ev)).
+ */
 static size_t canonical(const struct tcp_audit_event *ev, uint8_t *out)
 {
 	size_t len = offsetof(struct tcp_audit_event, saddr);

@@ -435,7 +435,9 @@ static void check_seal(struct verify *v, const char *text, size_t len, uint64_t 
 	}
 	/* the fingerprints: the MAC covers them as bytes */
 	const char *fp = field(text, len, "fp");
-	size_t n_fp = fp && *fp == '"' && mac_at - fp >= 2 ? (size_t)(mac_at - fp - 2) : 1;
+	size_t n_fp = fp && *fp == '"' && mac_at - fp >= 2 && mac_at[-1] == '"'
+			      ? (size_t)(mac_at - fp - 2)
+			      : 1;
 	uint64_t *want = n_fp % FP_HEX ? NULL : malloc((n_fp / FP_HEX + 1) * sizeof(*want));
 	bool digits = want != NULL;
 	n_fp /= FP_HEX;
