@@ -313,6 +313,28 @@ static bool hex_u64(const char *p, uint64_t *out)
 	return true;
 }
 
+/*
+ * A seal's fingerprints: the 16-digit groups from the quote at fp to the one
+ * closing them right before ',"mac":' at mac_at (which the MAC does not
+ * cover, so nothing else may stand there).  NULL when they are not that;
+ * their number in *n.
+ */
+static uint64_t *read_fps(const char *fp, const char *mac_at, size_t *n)
+{
+	if (!fp || *fp != '"' || mac_at - fp < 2 || mac_at[-1] != '"' ||
+	    (size_t)(mac_at - fp - 2) % FP_HEX)
+		return NULL;
+	*n = (size_t)(mac_at - fp - 2) / FP_HEX;
+	uint64_t *out = malloc((*n + 1) * sizeof(*out));
+	for (size_t j = 0; out && j < *n; j++) {
+		if (!hex_u64(fp + 1 + j * FP_HEX, &out[j])) {
+			free(out);
+			return NULL;
+		}
+	}
+	return out;
+}
+
 /* How an event is named: "line 20", "row 20", "event <uid>". */
 static const char *where(const struct verify *v, const struct pending *e, char buf[64])
 {
@@ -435,17 +457,10 @@ static void check_seal(struct verify *v, const char *text, size_t len, uint64_t 
 	}
 	/* the fingerprints: the MAC covers them as bytes */
 	const char *fp = field(text, len, "fp");
-	size_t n_fp = fp && *fp == '"' && mac_at - fp >= 2 && mac_at[-1] == '"'
-			      ? (size_t)(mac_at - fp - 2)
-			      : 1;
-	uint64_t *want = n_fp % FP_HEX ? NULL : malloc((n_fp / FP_HEX + 1) * sizeof(*want));
-	bool digits = want != NULL;
-	n_fp /= FP_HEX;
-	for (size_t j = 0; digits && j < n_fp; j++)
-		digits = hex_u64(fp + 1 + j * FP_HEX, &want[j]);
-	if (!digits) {
+	size_t n_fp = 0;
+	uint64_t *want = read_fps(fp, mac_at, &n_fp);
+	if (!want) {
 		problem(v, "%s %" PRIu64 ": a damaged seal (its fingerprints)", v->seal_unit, line);
-		free(want);
 		return;
 	}
 	if (v->by_uid) /* the seal's index is where it is */

@@ -96,8 +96,8 @@ class Fuzz(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             corpus = os.path.join(tmp, "corpus")
             os.mkdir(corpus)
-            seeds = seeds_spool(tmp) if KIND == "spool" else seeds_verify(tmp) \
-                if KIND == "verify" else globals()["seeds_" + KIND.replace("-", "_")]()
+            make = globals()["seeds_" + KIND.replace("-", "_")]
+            seeds = make(tmp) if KIND in ("spool", "verify") else make()  # (these run tcp-audit)
             for i, data in enumerate(seeds):
                 with open(os.path.join(corpus, "seed%d" % i), "wb") as f:
                     f.write(data)
