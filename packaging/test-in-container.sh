@@ -68,10 +68,12 @@ systemd-nspawn -D "$root" --boot --register=no --keep-unit --console=passive \
 	--system-call-filter='bpf perf_event_open' > "$work/nspawn.log" 2>&1 &
 nspawn_pid=$!
 
-# systemd (PID 1 inside) is nspawn's child
+# systemd (PID 1 inside) is nspawn's child once it has started: nspawn's first
+# child is a helper that makes the container's init and exits, so a child that
+# does not run systemd yet may be gone a moment later (nsenter then fails)
 init=
 for _ in $(seq 300); do
-	init=$(pgrep -P "$nspawn_pid" | head -n 1)
+	init=$(pgrep -x -P "$nspawn_pid" systemd | head -n 1)
 	[ -n "$init" ] && break
 	kill -0 "$nspawn_pid" 2>/dev/null || { cat "$work/nspawn.log"; echo "$0: the container did not boot" >&2; exit 1; }
 	sleep 0.1
