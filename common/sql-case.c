@@ -2,11 +2,14 @@
 /* SQL the database sinks share: names of numbers, the views (see sql-case.h). */
 #include "sql-case.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "event-text.h"
+#include "tcp-audit/plugin.h"
 
 /* Numbers to try: every value ours has a name for (errno values too) is below 256. */
 #define MAX_VALUE 256
@@ -76,8 +79,89 @@ int sql_case_number(char *out, size_t size, enum sql_names names, const char *ex
 
 const char *const sql_view_names[SQL_N_VIEWS] = {
 	"tcp_events", "tcp_events_socket_info", "tcp_audit_gaps", "tcp_audit_snapshots",
-	"tcp_audit_resets",
+	"tcp_audit_resets", "tcp_connections",
 };
+
+int sql_connections(char *out, size_t size, const struct sql_view_forms *f, const char *where)
+{
+	char family[256], first[1024], last[1024], error[8192], step[1024];
+	size_t len = 0;
+
+	if (sql_case_name(family, sizeof(family), SQL_FAMILY, "max(family)") < 0 ||
+	    sql_case_name(first, sizeof(first), SQL_TCP_STATE, "max(first_state)") < 0 ||
+	    sql_case_name(last, sizeof(last), SQL_TCP_STATE, "max(last_state)") < 0 ||
+	    sql_case_name(error, sizeof(error), SQL_ERRNO, "max(error)") < 0 ||
+	    sql_case_name(step, sizeof(step), SQL_TCP_STATE, "new_state") < 0)
+		return -1;
+	/*
+	 * Inside: each record with its socket's path, first and latest state
+	 * (window functions over the socket's state changes in time order; a
+	 * reset record is a partition of its own and gets NULL); outside: one
+	 * row per socket, its addresses and owner from its state changes (a reset
+	 * record has the peer of the segment it answered: a listener's resets are
+	 * to many).  A reset record makes the outcome "reset", but not a
+	 * listener's (it answered a segment, and the listener is none the worse).
+	 * A socket with only reset records is not a connection.
+	 */
+	put(out, size, &len,
+	    "SELECT host, sock_cookie,"
+	    " CASE WHEN max(CASE WHEN kind = 0 AND new_state = %d THEN 1 ELSE 0 END) = 1"
+	    " THEN 'client' WHEN max(CASE WHEN kind = 0 AND new_state = %d THEN 1 ELSE 0 END) = 1"
+	    " THEN 'server' WHEN max(CASE WHEN kind = 0 AND new_state = %d THEN 1 ELSE 0 END) = 1"
+	    " THEN 'listener' END AS side,"
+	    " %s AS family, max(CASE WHEN kind = 0 THEN saddr END) AS saddr,"
+	    " max(CASE WHEN kind = 0 THEN sport END) AS sport,"
+	    " max(CASE WHEN kind = 0 THEN daddr END) AS daddr,"
+	    " max(CASE WHEN kind = 0 THEN dport END) AS dport,"
+	    " max(CASE WHEN kind = 0 THEN owner_pid END) AS owner_pid,"
+	    " max(CASE WHEN kind = 0 THEN owner_comm END) AS owner_comm,"
+	    " min(CASE WHEN kind = 0 THEN time_ns END) AS opened_ns,"
+	    " max(CASE WHEN kind = 0 AND new_state = %d THEN time_ns END) AS closed_ns,"
+	    " max(CASE WHEN kind = 0 THEN time_ns END) AS last_ns, %s AS last_state,"
+	    " %s || ' ' || max(path) AS states,",
+	    TCP_AUDIT_TCP_SYN_SENT, TCP_AUDIT_TCP_SYN_RECV, TCP_AUDIT_TCP_LISTEN, family,
+	    TCP_AUDIT_TCP_CLOSE, last, first);
+	put(out, size, &len,
+	    " CASE WHEN max(CASE WHEN kind = 0 AND new_state = %d THEN 1 ELSE 0 END) = 0"
+	    " THEN 'open'"
+	    " WHEN max(CASE WHEN error = %d THEN 1 ELSE 0 END) = 1 THEN 'refused'"
+	    " WHEN max(CASE WHEN error = %d THEN 1 ELSE 0 END) = 1 THEN 'timed-out'"
+	    " WHEN max(CASE WHEN error IN (%d, %d, %d, %d) THEN 1 ELSE 0 END) = 1"
+	    " THEN 'unreachable'"
+	    " WHEN max(CASE WHEN (kind = 3 AND new_state <> %d) OR error IN (%d, %d) THEN 1"
+	    " ELSE 0 END) = 1"
+	    " THEN 'reset' ELSE 'closed' END AS outcome,"
+	    " %s AS error, sum(CASE WHEN kind = 3 THEN 1 ELSE 0 END) AS resets",
+	    TCP_AUDIT_TCP_CLOSE, ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, ENETUNREACH, EHOSTDOWN,
+	    ENETDOWN, TCP_AUDIT_TCP_LISTEN, ECONNRESET, EPIPE, error);
+	put(out, size, &len,
+	    " FROM (SELECT host, sock_cookie, kind, time_ns, family, saddr, sport, daddr, dport,"
+	    " owner_pid, owner_comm, new_state, error,"
+	    " CASE WHEN kind = 0 THEN first_value(old_state) OVER w END AS first_state,"
+	    " CASE WHEN kind = 0 THEN last_value(new_state) OVER w END AS last_state,"
+	    " CASE WHEN kind = 0 THEN %s(%s, ' ') OVER w END AS path"
+	    " FROM tcp_audit_events WHERE kind IN (0, 3) AND sock_cookie IS NOT NULL%s"
+	    " WINDOW w AS (PARTITION BY host, sock_cookie, kind ORDER BY time_ns, seq"
+	    " ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)) records"
+	    " GROUP BY host, sock_cookie"
+	    " HAVING max(CASE WHEN kind = 0 THEN 1 ELSE 0 END) = 1",
+	    f->string_agg, step, where);
+	return len < size ? (int)len : -1;
+}
+
+/* expr with each time_ns in it replaced by column. */
+static int with_column(char *out, size_t size, const char *expr, const char *column)
+{
+	size_t len = 0;
+	const char *p;
+
+	while ((p = strstr(expr, "time_ns"))) {
+		put(out, size, &len, "%.*s%s", (int)(p - expr), expr, column);
+		expr = p + strlen("time_ns");
+	}
+	put(out, size, &len, "%s", expr);
+	return len < size ? (int)len : -1;
+}
 
 int sql_views(char *out, size_t size, const struct sql_view_forms *f, const char *create)
 {
@@ -126,5 +210,17 @@ int sql_views(char *out, size_t size, const struct sql_view_forms *f, const char
 	    " sock_cookie, sock_inode, netns, cgroup_id, seq, ktime FROM tcp_audit_events"
 	    " WHERE kind = 3;",
 	    create, f->uid, f->timestamp, dir, reason, family, state);
+	char opened[512], closed[512], connections[16384];
+	if (with_column(opened, sizeof(opened), f->timestamp, "opened_ns") < 0 ||
+	    with_column(closed, sizeof(closed), f->timestamp, "closed_ns") < 0 ||
+	    sql_connections(connections, sizeof(connections), f, "") < 0)
+		return -1;
+	put(out, size, &len,
+	    "%s tcp_connections AS SELECT host, sock_cookie, side, family, saddr, sport, daddr,"
+	    " dport, owner_pid, owner_comm, %s AS opened, %s AS closed,"
+	    " CAST(closed_ns - opened_ns AS DOUBLE PRECISION) / 1000000000.0 AS duration_s,"
+	    " states, outcome, error, resets, opened_ns, closed_ns, last_state, last_ns"
+	    " FROM (%s) connections;",
+	    create, opened, closed, connections);
 	return len < size ? 0 : -1;
 }

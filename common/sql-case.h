@@ -39,10 +39,11 @@ struct sql_view_forms {
 	const char *timestamp;  /* the original's timestamp from time_ns */
 	const char *cookie_hex; /* the socket info's id: sock_cookie in hex, NULL if NULL */
 	const char *info_extra; /* more columns of tcp_events_socket_info ("" or ", ...") */
+	const char *string_agg; /* the aggregate joining texts with a separator */
 };
 
 /* The views sql_views() makes, by name. */
-#define SQL_N_VIEWS 5
+#define SQL_N_VIEWS 6
 extern const char *const sql_view_names[SQL_N_VIEWS];
 
 /*
@@ -50,9 +51,26 @@ extern const char *const sql_view_names[SQL_N_VIEWS];
  * VIEW", or "CREATE OR REPLACE VIEW" in PostgreSQL): tcp_events,
  * tcp_events_socket_info (the socket info is part of its event: its uid is
  * the event's), tcp_audit_gaps, tcp_audit_snapshots (the sockets open when a
- * run began) and tcp_audit_resets.  Each shows one kind of record only.
- * Returns 0, or -1 if out is too small.
+ * run began), tcp_audit_resets (each of those shows one kind of record only)
+ * and tcp_connections (sql_connections() over every event).  Returns 0, or
+ * -1 if out is too small.
  */
 int sql_views(char *out, size_t size, const struct sql_view_forms *forms, const char *create);
+
+/*
+ * A SELECT of one row per socket (by host and cookie) from its state changes
+ * and reset records that `where` admits ("" for all, else a condition on
+ * tcp_audit_events' columns begun with " AND "): host, sock_cookie, side
+ * (client, server, listener; NULL when no transition shows it), family,
+ * saddr, sport, daddr, dport, owner_pid, owner_comm, opened_ns (its first
+ * transition), closed_ns (its transition to CLOSED; NULL when there is
+ * none), last_ns and last_state (its latest transition), states (the path:
+ * the first transition's old state, then each new state, by time), outcome
+ * (closed, reset, refused, timed-out, unreachable, open), error (the errno
+ * name of the close) and resets (reset records).  The tcp_connections view
+ * and tcp-audit report share it.  Returns the length, or -1 if out is too
+ * small.
+ */
+int sql_connections(char *out, size_t size, const struct sql_view_forms *forms, const char *where);
 
 #endif

@@ -26,6 +26,7 @@
 #include "pipeline.h"
 #include "plugin-loader.h"
 #include "privileges.h"
+#include "report.h"
 #include "seal.h"
 #include "spool.h"
 #include "state-dir.h"
@@ -87,6 +88,7 @@ static void usage(FILE *f)
 		"KEY=VALUE]...]...\n"
 		"       tcp-audit seal-init KEYFILE [--interval SECONDS]\n"
 		"       tcp-audit verify SOURCE --verify-key KEY\n"
+		"       tcp-audit report SOURCE [--since T] [--until T] [--format text|json] ...\n"
 		"       tcp-audit --list-plugins | --help | --version\n"
 		"\n"
 		"Captures every TCP connection state change of this machine (IPv4 and IPv6) and\n"
@@ -980,6 +982,10 @@ int main(int argc, char **argv)
 	if (argc > 1 && strcmp(argv[1], "verify") == 0) {
 		free(cli);
 		return verify_main(argc - 1, argv + 1);
+	}
+	if (argc > 1 && strcmp(argv[1], "report") == 0) {
+		free(cli);
+		return report_main(argc - 1, argv + 1);
 	}
 	status = parse_cli(argc, argv, cli);
 	if (status == 0) {

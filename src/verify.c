@@ -29,6 +29,7 @@
 #include <libpq-fe.h>
 #endif
 
+#include "archive.h"
 #include "event-json.h"
 #include "event-text.h"
 #include "event-uid.h"
@@ -1146,26 +1147,6 @@ static int verify_pgsql(struct verify *v)
 }
 #endif
 
-/* A PostgreSQL URI or connection string rather than a file. */
-static bool is_pgsql(const char *source)
-{
-	return strncmp(source, "postgresql://", 13) == 0 || strncmp(source, "postgres://", 11) == 0 ||
-	       (strchr(source, '=') && access(source, F_OK) != 0);
-}
-
-/* What SOURCE is: an SQLite file by its header, else JSON lines. */
-static bool is_sqlite(const char *path)
-{
-	char head[16];
-	FILE *f = strcmp(path, "-") == 0 ? NULL : fopen(path, "rb");
-	bool yes = f && fread(head, 1, sizeof(head), f) == sizeof(head) &&
-		   memcmp(head, "SQLite format 3", 16) == 0;
-
-	if (f)
-		fclose(f);
-	return yes;
-}
-
 int verify_main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -1216,8 +1197,8 @@ int verify_main(int argc, char **argv)
 					     "seal-init (tav1-...)");
 	v.source = argv[optind];
 	seal_keys_init(&v.keys, &vk);
-	int r = is_pgsql(v.source)    ? verify_pgsql(&v)
-		: is_sqlite(v.source) ? verify_sqlite(&v)
+	int r = archive_is_pgsql(v.source)    ? verify_pgsql(&v)
+		: archive_is_sqlite(v.source) ? verify_sqlite(&v)
 				      : verify_jsonl(&v);
 	if (r)
 		return r;

@@ -185,6 +185,7 @@ static const struct sql_view_forms view_forms = {
 	.timestamp = "tcp_audit_timestamp(time_ns)",
 	.cookie_hex = "to_hex(sock_cookie)",
 	.info_extra = ", tcp_audit_timestamp(time_ns) AS timestamp", /* as v1 partitioned had */
+	.string_agg = "string_agg",
 };
 
 /*
@@ -672,7 +673,7 @@ static bool complete_v2(struct pgsql_sink *s, const char *views, int *added, boo
 
 static int migrate(struct pgsql_sink *s)
 {
-	char views[16384];
+	char views[65536];
 	int version;
 
 	if (sql_views(views, sizeof(views), &view_forms, "CREATE OR REPLACE VIEW") < 0)

@@ -132,6 +132,7 @@ static const struct sql_view_forms view_forms = {
 	.timestamp = TIMESTAMP_SQL,
 	.cookie_hex = "CASE WHEN sock_cookie IS NOT NULL THEN printf('%x', sock_cookie) END",
 	.info_extra = "",
+	.string_agg = "group_concat",
 };
 
 static int exec(struct sqlite_sink *s, const char *sql)
@@ -360,7 +361,7 @@ static int complete_v2(struct sqlite_sink *s, const char *views, int *added, boo
 
 static int migrate(struct sqlite_sink *s)
 {
-	char views[16384];
+	char views[65536];
 	int version, rc, added = 0;
 	bool remade = false;
 

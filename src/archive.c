@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: MIT */
+/* What an archive given on the command line is (see archive.h). */
+#include "archive.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+bool archive_is_pgsql(const char *source)
+{
+	return strncmp(source, "postgresql://", 13) == 0 || strncmp(source, "postgres://", 11) == 0 ||
+	       (strchr(source, '=') && access(source, F_OK) != 0);
+}
+
+bool archive_is_sqlite(const char *path)
+{
+	char head[16];
+	FILE *f = strcmp(path, "-") == 0 ? NULL : fopen(path, "rb");
+	bool yes = f && fread(head, 1, sizeof(head), f) == sizeof(head) &&
+		   memcmp(head, "SQLite format 3", 16) == 0;
+
+	if (f)
+		fclose(f);
+	return yes;
+}

@@ -1,0 +1,903 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tcp-audit report: what happened to the connections of an archive (SQLite
+ * file or PostgreSQL database) in a time range, as text or JSON.
+ *
+ * The store does the work: the connections of the range (sql_connections(),
+ * the query of the tcp_connections view, restricted to the range) go into a
+ * temporary table once, and every summary is one query over it (or over the
+ * range's reset and gap records).  Rows come back as text; a table's columns
+ * say how each is shown (text, number, time).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#if TCP_AUDIT_VERIFY_SQLITE
+#include <sqlite3.h>
+#endif
+#if TCP_AUDIT_VERIFY_PGSQL
+#include <libpq-fe.h>
+#endif
+
+#include "archive.h"
+#include "event-text.h"
+#include "report.h"
+#include "sql-case.h"
+
+#define EXIT_USAGE 2
+#define NS UINT64_C(1000000000)
+#define TEXT_ROWS 50       /* rows of a table in text; JSON has them all */
+#define TEXT_WIDTH 100     /* text lines are cut there */
+#define STUCK_DEFAULT_S 60 /* --stuck */
+
+/* ------------------------------------------------------------------------ */
+/* The store: one connection, queries whose rows come back as text           */
+
+struct store {
+	const char *source;
+	char name[512];     /* for messages and the report: never a password */
+	const char *temp;   /* "TEMP TABLE", with PostgreSQL's ON COMMIT ... */
+	const struct sql_view_forms *forms;
+#if TCP_AUDIT_VERIFY_SQLITE
+	sqlite3 *lite;
+#endif
+#if TCP_AUDIT_VERIFY_PGSQL
+	PGconn *pg;
+#endif
+};
+
+/* A table of results: columns of a type each, cells as text (NULL for NULL). */
+enum col_type { COL_TEXT, COL_INT, COL_REAL, COL_TIME };
+
+struct column {
+	const char *key;  /* the JSON member, and the text heading */
+	enum col_type type;
+};
+
+struct table {
+	const char *key;   /* the JSON member */
+	const char *title; /* the text heading */
+	const struct column *cols;
+	int ncols;
+	char **cells; /* rows * ncols */
+	size_t rows, cap;
+};
+
+static void oom(void)
+{
+	fprintf(stderr, "tcp-audit report: out of memory\n");
+	exit(EXIT_USAGE);
+}
+
+static void add_row(struct table *t, char **row)
+{
+	if (t->rows == t->cap) {
+		t->cap = t->cap ? t->cap * 2 : 64;
+		t->cells = realloc(t->cells, t->cap * (size_t)t->ncols * sizeof(*t->cells));
+		if (!t->cells)
+			oom();
+	}
+	memcpy(t->cells + t->rows * (size_t)t->ncols, row, (size_t)t->ncols * sizeof(*row));
+	t->rows++;
+}
+
+static char *dup_cell(const char *v)
+{
+	char *c = v ? strdup(v) : NULL;
+
+	if (v && !c)
+		oom();
+	return c;
+}
+
+static void free_table(struct table *t)
+{
+	for (size_t i = 0; i < t->rows * (size_t)t->ncols; i++)
+		free(t->cells[i]);
+	free(t->cells);
+	t->cells = NULL;
+	t->rows = t->cap = 0;
+}
+
+static const char *cell(const struct table *t, size_t row, int col)
+{
+	return t->cells[row * (size_t)t->ncols + col];
+}
+
+/*
+ * Runs sql; with t, its rows (as many columns as t has) go into t.  Returns
+ * 0, or -1 with the store's message on stderr.
+ */
+static int run(struct store *st, const char *sql, struct table *t)
+{
+	char *row[32];
+
+#if TCP_AUDIT_VERIFY_SQLITE
+	if (st->lite) {
+		sqlite3_stmt *stmt;
+		int rc = sqlite3_prepare_v2(st->lite, sql, -1, &stmt, NULL);
+		while (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+			if (!t)
+				continue;
+			for (int i = 0; i < t->ncols; i++)
+				row[i] = dup_cell((const char *)sqlite3_column_text(stmt, i));
+			add_row(t, row);
+			rc = SQLITE_OK;
+		}
+		sqlite3_finalize(stmt);
+		if (rc != SQLITE_DONE) {
+			fprintf(stderr, "tcp-audit report: %s: %s\n", st->name,
+				sqlite3_errmsg(st->lite));
+			return -1;
+		}
+		return 0;
+	}
+#endif
+#if TCP_AUDIT_VERIFY_PGSQL
+	PGresult *res = PQexec(st->pg, sql);
+	ExecStatusType status = PQresultStatus(res);
+	if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
+		fprintf(stderr, "tcp-audit report: %s", PQerrorMessage(st->pg));
+		PQclear(res);
+		return -1;
+	}
+	for (int r = 0; t && r < PQntuples(res); r++) {
+		for (int i = 0; i < t->ncols; i++)
+			row[i] = PQgetisnull(res, r, i) ? NULL : dup_cell(PQgetvalue(res, r, i));
+		add_row(t, row);
+	}
+	PQclear(res);
+	return 0;
+#else
+	(void)sql;
+	(void)t;
+	(void)row;
+	return -1;
+#endif
+}
+
+/* The first cell of a one-row, one-column query; -1 if it failed or is NULL. */
+static int64_t run_int(struct store *st, const char *sql)
+{
+	static const struct column one[] = {{"v", COL_INT}};
+	struct table t = {.cols = one, .ncols = 1};
+	int64_t v = -1;
+
+	if (run(st, sql, &t) == 0 && t.rows == 1 && cell(&t, 0, 0))
+		v = strtoll(cell(&t, 0, 0), NULL, 10);
+	free_table(&t);
+	return v;
+}
+
+#if TCP_AUDIT_VERIFY_SQLITE
+static const struct sql_view_forms sqlite_forms = {.string_agg = "group_concat"};
+#endif
+#if TCP_AUDIT_VERIFY_PGSQL
+static const struct sql_view_forms pgsql_forms = {.string_agg = "string_agg"};
+#endif
+
+/* Opens the archive and checks its schema; 0, or an exit status. */
+static int open_store(struct store *st)
+{
+	if (archive_is_pgsql(st->source)) {
+#if TCP_AUDIT_VERIFY_PGSQL
+		st->pg = PQconnectdb(st->source);
+		if (PQstatus(st->pg) != CONNECTION_OK) {
+			/* libpq's message names the server, never a password */
+			fprintf(stderr, "tcp-audit report: cannot connect: %s", PQerrorMessage(st->pg));
+			return EXIT_USAGE;
+		}
+		snprintf(st->name, sizeof(st->name), "%s@%s:%s/%s", PQuser(st->pg),
+			 PQhost(st->pg), PQport(st->pg), PQdb(st->pg));
+		st->forms = &pgsql_forms;
+		st->temp = "TEMP TABLE";
+		/* a snapshot for every query; a temporary table needs a writable transaction */
+		if (run(st, "BEGIN ISOLATION LEVEL REPEATABLE READ", NULL) < 0 ||
+		    run(st, "SET LOCAL jit = off", NULL) < 0)
+			return EXIT_USAGE;
+		int64_t v = run_int(st, "SELECT CASE WHEN to_regclass('tcp_audit_schema') IS NULL"
+					" THEN 0 ELSE 1 END");
+		if (v == 1)
+			v = run_int(st, "SELECT max(version) FROM tcp_audit_schema");
+		if (v != 2) {
+			fprintf(stderr, "tcp-audit report: %s is not a tcp-audit archive of schema "
+					"version 2%s\n",
+				st->name, v == 1 ? " (version 1: the pgsql sink migrates it when "
+						       "it next opens it)" : "");
+			return EXIT_USAGE;
+		}
+		return 0;
+#else
+		fprintf(stderr, "tcp-audit report: %s is a PostgreSQL archive, and this tcp-audit "
+				"was built without libpq\n",
+			st->source);
+		return EXIT_USAGE;
+#endif
+	}
+	if (access(st->source, R_OK) != 0) {
+		fprintf(stderr, "tcp-audit report: cannot read %s: %s\n", st->source,
+			strerror(errno));
+		return EXIT_USAGE;
+	}
+	if (!archive_is_sqlite(st->source)) {
+		fprintf(stderr, "tcp-audit report: %s is neither an SQLite archive nor a "
+				"PostgreSQL URI (postgresql://...)\n",
+			st->source);
+		return EXIT_USAGE;
+	}
+#if TCP_AUDIT_VERIFY_SQLITE
+	if (sqlite3_open_v2(st->source, &st->lite, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+		fprintf(stderr, "tcp-audit report: cannot open %s: %s\n", st->source,
+			sqlite3_errmsg(st->lite));
+		return EXIT_USAGE;
+	}
+	sqlite3_busy_timeout(st->lite, 10000);
+	snprintf(st->name, sizeof(st->name), "%s", st->source);
+	st->forms = &sqlite_forms;
+	st->temp = "TEMP TABLE";
+	/* one read transaction: every query sees the same archive while a sink writes */
+	if (run(st, "BEGIN", NULL) < 0)
+		return EXIT_USAGE;
+	int64_t v = run_int(st, "PRAGMA user_version");
+	if (v != 2) {
+		fprintf(stderr, "tcp-audit report: %s is not a tcp-audit archive of schema version "
+				"2%s\n",
+			st->source, v == 1 ? " (version 1: the sqlite sink migrates it when it next "
+					     "opens it)" : "");
+		return EXIT_USAGE;
+	}
+	return 0;
+#else
+	fprintf(stderr, "tcp-audit report: %s is an SQLite file, and this tcp-audit was built "
+			"without SQLite\n",
+		st->source);
+	return EXIT_USAGE;
+#endif
+}
+
+static void close_store(struct store *st)
+{
+#if TCP_AUDIT_VERIFY_SQLITE
+	if (st->lite) {
+		sqlite3_exec(st->lite, "ROLLBACK", NULL, NULL, NULL);
+		sqlite3_close(st->lite);
+	}
+#endif
+#if TCP_AUDIT_VERIFY_PGSQL
+	if (st->pg)
+		PQfinish(st->pg);
+#endif
+}
+
+/* ------------------------------------------------------------------------ */
+/* Times on the command line                                                  */
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * NS + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * RFC 3339 (2026-12-01T10:00:00Z, an offset, a fraction), the same with a
+ * space, "YYYY-MM-DD" or "YYYY-MM-DD HH:MM" (UTC), "now", or "-N" with s, m,
+ * h or d (that long before now).  0, or -1.
+ */
+static int parse_when(const char *s, uint64_t now, uint64_t *out)
+{
+	char buf[64];
+	size_t len = strlen(s);
+
+	if (strcmp(s, "now") == 0) {
+		*out = now;
+		return 0;
+	}
+	if (s[0] == '-') {
+		char *end;
+		errno = 0;
+		unsigned long long n = strtoull(s + 1, &end, 10);
+		uint64_t unit = strcmp(end, "s") == 0   ? 1
+				: strcmp(end, "m") == 0 ? 60
+				: strcmp(end, "h") == 0 ? 3600
+				: strcmp(end, "d") == 0 ? 86400
+							: 0;
+		if (errno || end == s + 1 || !unit || n > now / NS / unit)
+			return -1;
+		*out = now - n * unit * NS;
+		return 0;
+	}
+	/* the forms without seconds or a zone: completed as UTC */
+	if (len == 10)
+		snprintf(buf, sizeof(buf), "%sT00:00:00Z", s);
+	else if (len == 16)
+		snprintf(buf, sizeof(buf), "%s:00Z", s);
+	else if (len == 19)
+		snprintf(buf, sizeof(buf), "%sZ", s);
+	else
+		snprintf(buf, sizeof(buf), "%s", s);
+	return len < 48 && parse_rfc3339_ns(buf, strlen(buf), out) == 0 ? 0 : -1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Output                                                                     */
+
+static void time_text(const char *ns_text, char out[RFC3339_NS_LEN + 1])
+{
+	out[format_rfc3339_ns(strtoull(ns_text, NULL, 10), out)] = '\0';
+}
+
+static void json_string(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			fprintf(f, "\\%c", *p);
+		else if (*p < 0x20 || *p == 0x7f)
+			fprintf(f, "\\u%04x", *p);
+		else
+			fputc(*p, f);
+	}
+	fputc('"', f);
+}
+
+static void json_value(FILE *f, const struct column *c, const char *v)
+{
+	char t[RFC3339_NS_LEN + 1];
+
+	if (!v) {
+		fputs("null", f);
+	} else if (c->type == COL_TIME) {
+		time_text(v, t);
+		json_string(f, t);
+	} else if (c->type == COL_INT) {
+		fputs(v, f);
+	} else if (c->type == COL_REAL) {
+		fprintf(f, "%.9g", strtod(v, NULL));
+	} else {
+		json_string(f, v);
+	}
+}
+
+static void json_table(FILE *f, const struct table *t)
+{
+	fprintf(f, ",\n\"%s\":[", t->key);
+	for (size_t r = 0; r < t->rows; r++) {
+		fputs(r ? ",\n {" : "\n {", f);
+		for (int i = 0; i < t->ncols; i++) {
+			fprintf(f, "%s\"%s\":", i ? "," : "", t->cols[i].key);
+			json_value(f, &t->cols[i], cell(t, r, i));
+		}
+		fputc('}', f);
+	}
+	fputs(t->rows ? "\n]" : "]", f);
+}
+
+/* A cell as text shows it: times as RFC 3339 to the microsecond, seconds to the ms. */
+static void show(const struct column *c, const char *v, char *out, size_t size)
+{
+	char t[RFC3339_NS_LEN + 1];
+
+	if (!v) {
+		snprintf(out, size, "-");
+	} else if (c->type == COL_TIME) {
+		time_text(v, t);
+		snprintf(out, size, "%.26sZ", t); /* ...HH:MM:SS.uuuuuu */
+	} else if (c->type == COL_REAL) {
+		snprintf(out, size, "%.3f", strtod(v, NULL));
+	} else {
+		snprintf(out, size, "%s", v);
+	}
+}
+
+/*
+ * A table as aligned columns under its title (numbers to the right), at most
+ * TEXT_ROWS rows; the last column is cut at TEXT_WIDTH.
+ */
+static void text_table(FILE *f, const struct table *t, const char *empty)
+{
+	size_t width[32] = {0}, rows = t->rows < TEXT_ROWS ? t->rows : TEXT_ROWS;
+	char buf[512];
+
+	fprintf(f, "\n%s\n", t->title);
+	if (!t->rows) {
+		fprintf(f, "  %s\n", empty);
+		return;
+	}
+	for (int i = 0; i < t->ncols; i++)
+		width[i] = strlen(t->cols[i].key);
+	for (size_t r = 0; r < rows; r++)
+		for (int i = 0; i < t->ncols; i++) {
+			show(&t->cols[i], cell(t, r, i), buf, sizeof(buf));
+			if (strlen(buf) > width[i])
+				width[i] = strlen(buf);
+		}
+	for (size_t r = 0; r <= rows; r++) {
+		char line[4096];
+		size_t len = 1;
+		line[0] = ' ';
+		for (int i = 0; i < t->ncols; i++) {
+			if (r == 0)
+				snprintf(buf, sizeof(buf), "%s", t->cols[i].key);
+			else
+				show(&t->cols[i], cell(t, r - 1, i), buf, sizeof(buf));
+			bool right = t->cols[i].type == COL_INT || t->cols[i].type == COL_REAL;
+			int w = i == t->ncols - 1 && !right ? 0 : (int)width[i];
+			int n = snprintf(line + len, sizeof(line) - len, right ? " %*s" : " %-*s", w,
+					 buf);
+			len += n > 0 ? (size_t)n : 0;
+			if (len >= sizeof(line))
+				len = sizeof(line) - 1;
+		}
+		if (len > TEXT_WIDTH) {
+			memcpy(line + TEXT_WIDTH - 3, "...", 3);
+			len = TEXT_WIDTH;
+		}
+		fprintf(f, "%.*s\n", (int)len, line);
+	}
+	if (t->rows > rows)
+		fprintf(f, "  ... %zu more (--format json has them all)\n", t->rows - rows);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The report                                                                 */
+
+static const struct column connection_cols[] = {
+	{"host", COL_TEXT},       {"sock_cookie", COL_INT}, {"side", COL_TEXT},
+	{"saddr", COL_TEXT},      {"sport", COL_INT},       {"daddr", COL_TEXT},
+	{"dport", COL_INT},       {"owner_pid", COL_INT},   {"owner_comm", COL_TEXT},
+	{"opened", COL_TIME},     {"closed", COL_TIME},     {"duration_s", COL_REAL},
+	{"outcome", COL_TEXT},    {"error", COL_TEXT},      {"states", COL_TEXT},
+};
+/* the text's list of connections: those that did not end well, fewer columns */
+static const struct column trouble_cols[] = {
+	{"opened", COL_TIME}, {"outcome", COL_TEXT}, {"side", COL_TEXT},  {"owner_comm", COL_TEXT},
+	{"saddr", COL_TEXT},  {"sport", COL_INT},    {"daddr", COL_TEXT}, {"dport", COL_INT},
+	{"states", COL_TEXT},
+};
+static const struct column outcome_cols[] = {
+	{"side", COL_TEXT}, {"outcome", COL_TEXT}, {"connections", COL_INT}};
+static const struct column failed_dest_cols[] = {
+	{"daddr", COL_TEXT}, {"dport", COL_INT}, {"outcome", COL_TEXT}, {"connections", COL_INT},
+	{"first", COL_TIME}, {"last", COL_TIME}};
+static const struct column failed_proc_cols[] = {
+	{"owner_comm", COL_TEXT}, {"owner_pid", COL_INT}, {"outcome", COL_TEXT},
+	{"connections", COL_INT}, {"destinations", COL_INT}};
+static const struct column resets_cols[] = {
+	{"peer", COL_TEXT}, {"sent", COL_INT}, {"received", COL_INT}, {"first", COL_TIME},
+	{"last", COL_TIME}};
+static const struct column stuck_cols[] = {
+	{"state", COL_TEXT},  {"since", COL_TIME},     {"seconds", COL_REAL},
+	{"owner_pid", COL_INT}, {"owner_comm", COL_TEXT}, {"saddr", COL_TEXT},
+	{"sport", COL_INT},   {"daddr", COL_TEXT},     {"dport", COL_INT},
+	{"sock_cookie", COL_INT}};
+static const struct column time_wait_cols[] = {
+	{"daddr", COL_TEXT}, {"dport", COL_INT}, {"time_waits", COL_INT},
+	{"peak_per_minute", COL_INT}};
+static const struct column talker_cols[] = {
+	{"owner_comm", COL_TEXT}, {"daddr", COL_TEXT}, {"dport", COL_INT},
+	{"connections", COL_INT}, {"failed", COL_INT}};
+static const struct column rate_cols[] = {
+	{"time", COL_TIME}, {"opened", COL_INT}, {"failed", COL_INT}, {"reset", COL_INT}};
+static const struct column gap_cols[] = {
+	{"time", COL_TIME}, {"host", COL_TEXT}, {"stage", COL_TEXT}, {"lost", COL_INT}};
+
+enum { T_CONNECTIONS, T_OUTCOMES, T_FAILED_DEST, T_FAILED_PROC, T_RESETS, T_STUCK,
+       T_TIME_WAIT, T_TALKERS, T_RATE, T_GAPS, T_TROUBLE, T_N };
+
+#define TABLE(k, title, cols) {k, title, cols, (int)(sizeof(cols) / sizeof(cols[0])), NULL, 0, 0}
+
+struct report {
+	const char *source;
+	const char *host;   /* --host, or NULL */
+	uint64_t since, until; /* [since, until) */
+	bool has_since;
+	uint64_t stuck_ns;
+	uint64_t bucket_ns;    /* the connection rate's interval */
+	struct table t[T_N];
+};
+
+/* "'text'" as an SQL literal (quotes doubled), for --host. */
+static void sql_literal(const char *s, char *out, size_t size)
+{
+	size_t n = 0;
+
+	out[n++] = '\'';
+	for (; *s && n + 3 < size; s++) {
+		if (*s == '\'')
+			out[n++] = '\'';
+		out[n++] = *s;
+	}
+	out[n++] = '\'';
+	out[n] = '\0';
+}
+
+#define FAILED "('refused', 'timed-out', 'unreachable')"
+#define TIME_WAIT_PATH                                                                          \
+	"(states LIKE '%FIN-WAIT-2 CLOSED' OR states LIKE '%CLOSING CLOSED'"                   \
+	" OR states LIKE '%TIME-WAIT CLOSED')"
+
+static int fill(struct store *st, struct report *rp)
+{
+	char where[512], host[300] = "", sql[32768], stage[512];
+	struct table *t = rp->t;
+
+	if (rp->host) {
+		char lit[280];
+		sql_literal(rp->host, lit, sizeof(lit));
+		snprintf(host, sizeof(host), " AND host = %s", lit);
+	}
+	snprintf(where, sizeof(where), " AND time_ns >= %" PRIu64 " AND time_ns < %" PRIu64 "%s",
+		 rp->since, rp->until, host);
+	int n = snprintf(sql, sizeof(sql), "CREATE %s report_connections AS ", st->temp);
+	if (sql_connections(sql + n, sizeof(sql) - (size_t)n, st->forms, where) < 0 ||
+	    run(st, sql, NULL) < 0)
+		return -1;
+	/* the rate's interval: about 60 of them over what the range holds */
+	int64_t first = run_int(st, "SELECT min(opened_ns) FROM report_connections");
+	int64_t last = run_int(st, "SELECT max(opened_ns) FROM report_connections");
+	static const uint64_t steps[] = {1, 10, 60, 300, 900, 3600, 6 * 3600, 86400};
+	uint64_t span = first >= 0 && last >= first ? (uint64_t)(last - first) : 0;
+	uint64_t start = rp->has_since ? rp->since : first >= 0 ? (uint64_t)first : rp->until;
+	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+		rp->bucket_ns = steps[i] * NS;
+		if (span / rp->bucket_ns < 60)
+			break;
+	}
+	start -= start % rp->bucket_ns;
+	if (sql_case_name(stage, sizeof(stage), SQL_GAP_STAGE, "gap_stage") < 0)
+		return -1;
+
+	const char *const queries[T_N] = {
+		[T_CONNECTIONS] = "SELECT host, sock_cookie, side, saddr, sport, daddr, dport,"
+				  " owner_pid, owner_comm, opened_ns, closed_ns,"
+				  " CAST(closed_ns - opened_ns AS DOUBLE PRECISION) / 1000000000.0,"
+				  " outcome, error, states FROM report_connections"
+				  " ORDER BY opened_ns, host, sock_cookie",
+		[T_TROUBLE] = "SELECT opened_ns, outcome, side, owner_comm, saddr, sport, daddr,"
+			      " dport, states FROM report_connections WHERE outcome <> 'closed'"
+			      " ORDER BY opened_ns, host, sock_cookie",
+		[T_OUTCOMES] = "SELECT coalesce(side, 'unknown'), outcome, count(*)"
+			       " FROM report_connections GROUP BY side, outcome ORDER BY 1, 2",
+		[T_FAILED_DEST] = "SELECT daddr, dport, outcome, count(*) AS n, min(opened_ns),"
+				  " max(opened_ns) FROM report_connections WHERE side = 'client'"
+				  " AND outcome IN " FAILED " GROUP BY daddr, dport, outcome"
+				  " ORDER BY n DESC, daddr, dport, outcome",
+		[T_FAILED_PROC] = "SELECT owner_comm, owner_pid, outcome, count(*) AS n,"
+				  " count(DISTINCT daddr) FROM report_connections"
+				  " WHERE side = 'client' AND outcome IN " FAILED
+				  " GROUP BY owner_comm, owner_pid, outcome"
+				  " ORDER BY n DESC, owner_comm, owner_pid, outcome",
+		[T_TIME_WAIT] = "SELECT daddr, dport, sum(n) AS total, max(n) FROM"
+				" (SELECT daddr, dport, closed_ns / 60000000000 AS minute,"
+				" count(*) AS n FROM report_connections WHERE " TIME_WAIT_PATH
+				" GROUP BY daddr, dport, minute) per_minute"
+				" GROUP BY daddr, dport ORDER BY total DESC, daddr, dport",
+		[T_TALKERS] = "SELECT owner_comm, daddr, dport, count(*) AS n,"
+			      " sum(CASE WHEN outcome IN " FAILED " THEN 1 ELSE 0 END)"
+			      " FROM report_connections WHERE side = 'client'"
+			      " GROUP BY owner_comm, daddr, dport ORDER BY n DESC, owner_comm,"
+			      " daddr, dport",
+	};
+	for (int i = 0; i < T_N; i++)
+		if (queries[i] && run(st, queries[i], &t[i]) < 0)
+			return -1;
+	snprintf(sql, sizeof(sql),
+		 "SELECT last_state, last_ns, CAST(%" PRIu64 " - last_ns AS DOUBLE PRECISION)"
+		 " / 1000000000.0 AS s, owner_pid, owner_comm, saddr, sport, daddr, dport,"
+		 " sock_cookie FROM report_connections WHERE last_state IN ('CLOSE-WAIT',"
+		 " 'SYN-RECEIVED') AND last_ns < %" PRIu64 " ORDER BY last_ns, host, sock_cookie",
+		 rp->until, rp->until - (rp->until > rp->stuck_ns ? rp->stuck_ns : rp->until));
+	if (run(st, sql, &t[T_STUCK]) < 0)
+		return -1;
+	snprintf(sql, sizeof(sql),
+		 "SELECT %" PRIu64 " + (opened_ns - %" PRIu64 ") / %" PRIu64 " * %" PRIu64 " AS b,"
+		 " count(*), sum(CASE WHEN outcome IN " FAILED " THEN 1 ELSE 0 END),"
+		 " sum(CASE WHEN outcome = 'reset' THEN 1 ELSE 0 END) FROM report_connections"
+		 " WHERE side IS NULL OR side <> 'listener' GROUP BY b ORDER BY b",
+		 start, start, rp->bucket_ns, rp->bucket_ns);
+	if (run(st, sql, &t[T_RATE]) < 0)
+		return -1;
+	snprintf(sql, sizeof(sql),
+		 "SELECT daddr, sum(CASE WHEN reset_direction = 1 THEN 1 ELSE 0 END),"
+		 " sum(CASE WHEN reset_direction = 2 THEN 1 ELSE 0 END), min(time_ns), max(time_ns)"
+		 " FROM tcp_audit_events WHERE kind = 3%s GROUP BY daddr"
+		 " ORDER BY count(*) DESC, daddr",
+		 where);
+	if (run(st, sql, &t[T_RESETS]) < 0)
+		return -1;
+	snprintf(sql, sizeof(sql),
+		 "SELECT time_ns, host, %s, gap_lost FROM tcp_audit_events WHERE kind = 1%s"
+		 " ORDER BY time_ns",
+		 stage, where);
+	return run(st, sql, &t[T_GAPS]);
+}
+
+static uint64_t count_outcome(const struct report *rp, const char *outcome)
+{
+	const struct table *t = &rp->t[T_OUTCOMES];
+	uint64_t n = 0;
+
+	for (size_t r = 0; r < t->rows; r++)
+		if (!outcome || strcmp(cell(t, r, 1), outcome) == 0)
+			n += strtoull(cell(t, r, 2), NULL, 10);
+	return n;
+}
+
+static const char *const outcomes[] = {"closed", "reset",   "refused", "timed-out",
+				       "unreachable", "open"};
+
+static void header_times(const struct report *rp, char since[RFC3339_NS_LEN + 1],
+			 char until[RFC3339_NS_LEN + 1])
+{
+	since[format_rfc3339_ns(rp->since, since)] = '\0';
+	until[format_rfc3339_ns(rp->until, until)] = '\0';
+}
+
+static void write_json(FILE *f, const struct report *rp)
+{
+	char since[RFC3339_NS_LEN + 1], until[RFC3339_NS_LEN + 1];
+	uint64_t lost = 0;
+
+	header_times(rp, since, until);
+	for (size_t r = 0; r < rp->t[T_GAPS].rows; r++)
+		lost += strtoull(cell(&rp->t[T_GAPS], r, 3) ? cell(&rp->t[T_GAPS], r, 3) : "0",
+				 NULL, 10);
+	fputs("{\"report\":1,\"source\":", f);
+	json_string(f, rp->source);
+	fputs(",\"since\":", f);
+	if (rp->has_since)
+		json_string(f, since);
+	else
+		fputs("null", f);
+	fputs(",\"until\":", f);
+	json_string(f, until);
+	fputs(",\"host\":", f);
+	if (rp->host)
+		json_string(f, rp->host);
+	else
+		fputs("null", f);
+	fprintf(f, ",\"stuck_s\":%.9g,\"rate_interval_s\":%" PRIu64, (double)rp->stuck_ns / NS,
+		rp->bucket_ns / NS);
+	fprintf(f, ",\n\"totals\":{\"connections\":%" PRIu64, count_outcome(rp, NULL));
+	for (size_t i = 0; i < sizeof(outcomes) / sizeof(outcomes[0]); i++)
+		fprintf(f, ",\"%s\":%" PRIu64, outcomes[i], count_outcome(rp, outcomes[i]));
+	fprintf(f, ",\"gaps\":%zu,\"lost\":%" PRIu64 "}", rp->t[T_GAPS].rows, lost);
+	for (int i = 0; i < T_N; i++)
+		if (i != T_TROUBLE)
+			json_table(f, &rp->t[i]);
+	fputs("\n}\n", f);
+}
+
+static void write_text(FILE *f, const struct report *rp)
+{
+	char since[RFC3339_NS_LEN + 1], until[RFC3339_NS_LEN + 1];
+	uint64_t total = count_outcome(rp, NULL);
+
+	header_times(rp, since, until);
+	fprintf(f, "tcp-audit report of %s\n%s%s to %s%s%s\n", rp->source,
+		rp->has_since ? "from " : "from the start", rp->has_since ? since : "", until,
+		rp->host ? ", host " : "", rp->host ? rp->host : "");
+	fprintf(f, "\n%" PRIu64 " connection%s:", total, total == 1 ? "" : "s");
+	for (size_t i = 0; i < sizeof(outcomes) / sizeof(outcomes[0]); i++)
+		fprintf(f, "%s %" PRIu64 " %s", i ? "," : "", count_outcome(rp, outcomes[i]),
+			outcomes[i]);
+	fputc('\n', f);
+	if (rp->t[T_GAPS].rows)
+		fprintf(f, "WARNING: the archive records loss in this range (%zu gap record%s "
+			   "below): what it lost is not in this report\n",
+			rp->t[T_GAPS].rows, rp->t[T_GAPS].rows == 1 ? "" : "s");
+	else
+		fputs("No loss recorded in this range: the archive holds every event of it.\n", f);
+	text_table(f, &rp->t[T_OUTCOMES], "none");
+	text_table(f, &rp->t[T_TROUBLE], "none: every connection closed normally");
+	text_table(f, &rp->t[T_FAILED_DEST], "none");
+	text_table(f, &rp->t[T_FAILED_PROC], "none");
+	text_table(f, &rp->t[T_RESETS], "none");
+	text_table(f, &rp->t[T_STUCK], "none");
+	text_table(f, &rp->t[T_TIME_WAIT], "none");
+	text_table(f, &rp->t[T_TALKERS], "none");
+	text_table(f, &rp->t[T_RATE], "none");
+	text_table(f, &rp->t[T_GAPS], "none");
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "tcp-audit report: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, " (see tcp-audit report --help)\n");
+	return EXIT_USAGE;
+}
+
+static void help(void)
+{
+	printf("Usage: tcp-audit report SOURCE [--since T] [--until T] [--host H]\n"
+	       "                        [--stuck SECONDS] [--format text|json] [-o FILE]\n"
+	       "\n"
+	       "What happened to the connections of an archive in a time range: one entry per\n"
+	       "socket (its path of states and its outcome: closed, reset, refused, timed-out,\n"
+	       "unreachable, open), failed connects by destination and by process, resets by\n"
+	       "peer, sockets stuck in CLOSE-WAIT or SYN-RECEIVED, TIME-WAIT per destination,\n"
+	       "top talkers, the connection rate, and the archive's gap records (loss).\n"
+	       "\n"
+	       "  SOURCE            an SQLite file of the sqlite sink, or a PostgreSQL URI or\n"
+	       "                    connection string (postgresql://..., dbname=...)\n"
+	       "  --since T         from T (default: the archive's start)\n"
+	       "  --until T         to T, not included (default: now)\n"
+	       "                    T: 2026-12-01T10:00:00Z (RFC 3339, any offset),\n"
+	       "                    \"2026-12-01 10:00\" or 2026-12-01 (UTC), now, or -N with\n"
+	       "                    s, m, h or d for that long before now (-1h)\n"
+	       "  --host H          the events of host H only (default: every host)\n"
+	       "  --stuck SECONDS   a socket in CLOSE-WAIT or SYN-RECEIVED longer than this at\n"
+	       "                    the end of the range is stuck (default %d)\n"
+	       "  --format F        text (default: tables within 100 columns, at most %d rows\n"
+	       "                    each) or json (everything; the README documents it)\n"
+	       "  -o FILE           write there (mode 0640) instead of stdout\n"
+	       "\n"
+	       "Exit status: 0 with a report, 2 when the archive cannot be read or the\n"
+	       "arguments are wrong.\n",
+	       STUCK_DEFAULT_S, TEXT_ROWS);
+}
+
+int report_main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"since", required_argument, NULL, 's'}, {"until", required_argument, NULL, 'u'},
+		{"host", required_argument, NULL, 'H'},  {"stuck", required_argument, NULL, 'k'},
+		{"format", required_argument, NULL, 'f'}, {"output", required_argument, NULL, 'o'},
+		{"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
+	};
+	struct report rp = {
+		.t = {
+			[T_CONNECTIONS] = TABLE("connections", "Connections", connection_cols),
+			[T_TROUBLE] = TABLE("trouble", "Connections that did not close normally",
+					    trouble_cols),
+			[T_OUTCOMES] = TABLE("outcomes", "Connections by side and outcome",
+					     outcome_cols),
+			[T_FAILED_DEST] = TABLE("failed_by_destination",
+						"Failed connects by destination", failed_dest_cols),
+			[T_FAILED_PROC] = TABLE("failed_by_process", "Failed connects by process",
+						failed_proc_cols),
+			[T_RESETS] = TABLE("resets_by_peer", "Resets by peer", resets_cols),
+			[T_STUCK] = TABLE("stuck", "Sockets stuck in CLOSE-WAIT or SYN-RECEIVED",
+					  stuck_cols),
+			[T_TIME_WAIT] = TABLE("time_wait_by_destination",
+					      "TIME-WAIT by destination (this host closed first)",
+					      time_wait_cols),
+			[T_TALKERS] = TABLE("top_talkers", "Top talkers (process -> destination)",
+					    talker_cols),
+			[T_RATE] = TABLE("rate", "Connections opened over time", rate_cols),
+			[T_GAPS] = TABLE("gaps", "Gap records (events the archive lost)", gap_cols),
+		},
+	};
+	const char *format = "text", *output = NULL, *since = NULL, *until = NULL;
+	double stuck_s = STUCK_DEFAULT_S;
+	uint64_t now = now_ns();
+	int c;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "ho:", longopts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			since = optarg;
+			break;
+		case 'u':
+			until = optarg;
+			break;
+		case 'H':
+			if (!*optarg || strlen(optarg) > 255)
+				return usage_error("--host: give a host name");
+			rp.host = optarg;
+			break;
+		case 'k': {
+			char *end;
+			stuck_s = strtod(optarg, &end);
+			if (end == optarg || *end || !(stuck_s >= 0) || stuck_s > 1e9)
+				return usage_error("--stuck: %s is not a number of seconds", optarg);
+			break;
+		}
+		case 'f':
+			if (strcmp(optarg, "text") != 0 && strcmp(optarg, "json") != 0)
+				return usage_error("--format: %s is neither text nor json", optarg);
+			format = optarg;
+			break;
+		case 'o':
+			output = optarg;
+			break;
+		case 'h':
+			help();
+			return 0;
+		case '?':
+			if (optopt)
+				return usage_error("-%c needs an argument", optopt);
+			/* fall through */
+		default:
+			return usage_error("unknown option %s", argv[optind - 1]);
+		}
+	}
+	if (optind != argc - 1)
+		return usage_error(optind == argc ? "give the archive to report on"
+						  : "one archive at a time");
+	rp.source = argv[optind];
+	rp.until = now;
+	if (since && parse_when(since, now, &rp.since) < 0)
+		return usage_error("--since: %s is not a time", since);
+	if (until && parse_when(until, now, &rp.until) < 0)
+		return usage_error("--until: %s is not a time", until);
+	if (rp.since >= rp.until)
+		return usage_error("--since must come before --until");
+	rp.has_since = since != NULL;
+	rp.stuck_ns = (uint64_t)(stuck_s * NS);
+
+	/*
+	 * -o: a temporary file beside FILE first (a directory that cannot take
+	 * it fails before any query), renamed over FILE once the report is whole,
+	 * so that a failure never leaves FILE cut short.
+	 */
+	char tmp[4096] = "";
+	FILE *f = stdout;
+	if (output) {
+		if (snprintf(tmp, sizeof(tmp), "%s.tmp-XXXXXX", output) >= (int)sizeof(tmp))
+			return usage_error("-o: %s is too long", output);
+		int fd = mkostemp(tmp, O_CLOEXEC);
+		if (fd < 0 || fchmod(fd, 0640) < 0 || !(f = fdopen(fd, "w"))) {
+			fprintf(stderr, "tcp-audit report: cannot write %s: %s\n", output,
+				strerror(errno));
+			if (fd >= 0) {
+				close(fd);
+				unlink(tmp);
+			}
+			return EXIT_USAGE;
+		}
+	}
+	struct store st = {.source = rp.source};
+	int status = open_store(&st);
+	rp.source = st.name;
+	if (status == 0 && fill(&st, &rp) < 0)
+		status = EXIT_USAGE;
+	close_store(&st);
+	if (status == 0) {
+		if (strcmp(format, "json") == 0)
+			write_json(f, &rp);
+		else
+			write_text(f, &rp);
+		if (fflush(f) != 0 || ferror(f)) {
+			fprintf(stderr, "tcp-audit report: cannot write %s: %s\n",
+				output ? output : "the report", strerror(errno));
+			status = EXIT_USAGE;
+		}
+	}
+	if (output) {
+		if (fclose(f) != 0 && status == 0) {
+			fprintf(stderr, "tcp-audit report: cannot write %s: %s\n", output,
+				strerror(errno));
+			status = EXIT_USAGE;
+		}
+		if (status == 0 && rename(tmp, output) < 0) {
+			fprintf(stderr, "tcp-audit report: cannot write %s: %s\n", output,
+				strerror(errno));
+			status = EXIT_USAGE;
+		}
+		if (status != 0)
+			unlink(tmp);
+	}
+	for (int i = 0; i < T_N; i++)
+		free_table(&rp.t[i]);
+	return status;
+}
