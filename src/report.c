@@ -61,6 +61,7 @@ enum col_type { COL_TEXT, COL_INT, COL_REAL, COL_TIME };
 struct column {
 	const char *key;  /* the JSON member, and the text heading */
 	enum col_type type;
+	bool json_only;   /* not in the text's table */
 };
 
 struct table {
@@ -168,7 +169,7 @@ static int run(struct store *st, const char *sql, struct table *t)
 /* The first cell of a one-row, one-column query; -1 if it failed or is NULL. */
 static int64_t run_int(struct store *st, const char *sql)
 {
-	static const struct column one[] = {{"v", COL_INT}};
+	static const struct column one[] = {{"v", COL_INT, false}};
 	struct table t = {.cols = one, .ncols = 1};
 	int64_t v = -1;
 
@@ -383,7 +384,10 @@ static void json_table(FILE *f, const struct table *t)
 	fputs(t->rows ? "\n]" : "]", f);
 }
 
-/* A cell as text shows it: times as RFC 3339 to the microsecond, seconds to the ms. */
+/*
+ * A cell as text shows it: times as MM-DD HH:MM:SS.mmm (UTC; the heading has
+ * the year), seconds to the millisecond.
+ */
 static void show(const struct column *c, const char *v, char *out, size_t size)
 {
 	char t[RFC3339_NS_LEN + 1];
@@ -392,7 +396,7 @@ static void show(const struct column *c, const char *v, char *out, size_t size)
 		snprintf(out, size, "-");
 	} else if (c->type == COL_TIME) {
 		time_text(v, t);
-		snprintf(out, size, "%.26sZ", t); /* ...HH:MM:SS.uuuuuu */
+		snprintf(out, size, "%.5s %.12s", t + 5, t + 11);
 	} else if (c->type == COL_REAL) {
 		snprintf(out, size, "%.3f", strtod(v, NULL));
 	} else {
@@ -400,13 +404,34 @@ static void show(const struct column *c, const char *v, char *out, size_t size)
 	}
 }
 
+/* Writes text from its start column on, wrapped at spaces before TEXT_WIDTH. */
+static void wrapped(FILE *f, const char *text, size_t column)
+{
+	size_t room = TEXT_WIDTH - column, len = strlen(text);
+
+	while (len > room) {
+		size_t cut = room;
+		while (cut > 0 && text[cut] != ' ')
+			cut--;
+		if (cut == 0)
+			break; /* one word longer than the room: as it is */
+		fprintf(f, "%.*s\n%*s", (int)cut, text, (int)column, "");
+		text += cut + 1;
+		len -= cut + 1;
+	}
+	fprintf(f, "%s\n", text);
+}
+
 /*
  * A table as aligned columns under its title (numbers to the right), at most
- * TEXT_ROWS rows; the last column is cut at TEXT_WIDTH.
+ * TEXT_ROWS rows, without the columns that are for JSON only.  A last column
+ * of text wraps under itself when a row is wider than TEXT_WIDTH; any other
+ * row is cut there.
  */
 static void text_table(FILE *f, const struct table *t, const char *empty)
 {
 	size_t width[32] = {0}, rows = t->rows < TEXT_ROWS ? t->rows : TEXT_ROWS;
+	int last = t->ncols - 1;
 	char buf[512];
 
 	fprintf(f, "\n%s\n", t->title);
@@ -414,31 +439,45 @@ static void text_table(FILE *f, const struct table *t, const char *empty)
 		fprintf(f, "  %s\n", empty);
 		return;
 	}
-	for (int i = 0; i < t->ncols; i++)
+	while (last > 0 && t->cols[last].json_only)
+		last--;
+	for (int i = 0; i <= last; i++)
 		width[i] = strlen(t->cols[i].key);
 	for (size_t r = 0; r < rows; r++)
-		for (int i = 0; i < t->ncols; i++) {
+		for (int i = 0; i <= last; i++) {
 			show(&t->cols[i], cell(t, r, i), buf, sizeof(buf));
 			if (strlen(buf) > width[i])
 				width[i] = strlen(buf);
 		}
 	for (size_t r = 0; r <= rows; r++) {
 		char line[4096];
-		size_t len = 1;
+		size_t len = 1, start = 0;
 		line[0] = ' ';
-		for (int i = 0; i < t->ncols; i++) {
+		for (int i = 0; i <= last; i++) {
+			if (t->cols[i].json_only)
+				continue;
 			if (r == 0)
 				snprintf(buf, sizeof(buf), "%s", t->cols[i].key);
 			else
 				show(&t->cols[i], cell(t, r - 1, i), buf, sizeof(buf));
 			bool right = t->cols[i].type == COL_INT || t->cols[i].type == COL_REAL;
-			int w = i == t->ncols - 1 && !right ? 0 : (int)width[i];
-			int n = snprintf(line + len, sizeof(line) - len, right ? " %*s" : " %-*s", w,
-					 buf);
+			if (i == last && !right) {
+				start = len + 1;
+				if (start + 12 <= TEXT_WIDTH) { /* room for SYN-RECEIVED */
+					fprintf(f, "%.*s ", (int)len, line);
+					wrapped(f, buf, start);
+					len = 0;
+					break;
+				}
+			}
+			int n = snprintf(line + len, sizeof(line) - len, right ? " %*s" : " %-*s",
+					 i == last && !right ? 0 : (int)width[i], buf);
 			len += n > 0 ? (size_t)n : 0;
 			if (len >= sizeof(line))
 				len = sizeof(line) - 1;
 		}
+		if (!len)
+			continue;
 		if (len > TEXT_WIDTH) {
 			memcpy(line + TEXT_WIDTH - 3, "...", 3);
 			len = TEXT_WIDTH;
@@ -453,44 +492,44 @@ static void text_table(FILE *f, const struct table *t, const char *empty)
 /* The report                                                                 */
 
 static const struct column connection_cols[] = {
-	{"host", COL_TEXT},       {"sock_cookie", COL_INT}, {"side", COL_TEXT},
-	{"saddr", COL_TEXT},      {"sport", COL_INT},       {"daddr", COL_TEXT},
-	{"dport", COL_INT},       {"owner_pid", COL_INT},   {"owner_comm", COL_TEXT},
-	{"opened", COL_TIME},     {"closed", COL_TIME},     {"duration_s", COL_REAL},
-	{"outcome", COL_TEXT},    {"error", COL_TEXT},      {"states", COL_TEXT},
+	{"host", COL_TEXT, false},       {"sock_cookie", COL_INT, false}, {"side", COL_TEXT, false},
+	{"saddr", COL_TEXT, false},      {"sport", COL_INT, false},       {"daddr", COL_TEXT, false},
+	{"dport", COL_INT, false},       {"owner_pid", COL_INT, false},   {"owner_comm", COL_TEXT, false},
+	{"opened", COL_TIME, false},     {"closed", COL_TIME, false},     {"duration_s", COL_REAL, false},
+	{"outcome", COL_TEXT, false},    {"error", COL_TEXT, false},      {"states", COL_TEXT, false},
 };
 /* the text's list of connections: those that did not end well, fewer columns */
 static const struct column trouble_cols[] = {
-	{"opened", COL_TIME}, {"outcome", COL_TEXT}, {"side", COL_TEXT},  {"owner_comm", COL_TEXT},
-	{"saddr", COL_TEXT},  {"sport", COL_INT},    {"daddr", COL_TEXT}, {"dport", COL_INT},
-	{"states", COL_TEXT},
+	{"opened", COL_TIME, false}, {"outcome", COL_TEXT, false}, {"side", COL_TEXT, false},  {"owner_comm", COL_TEXT, false},
+	{"saddr", COL_TEXT, false},  {"sport", COL_INT, false},    {"daddr", COL_TEXT, false}, {"dport", COL_INT, false},
+	{"states", COL_TEXT, false},
 };
 static const struct column outcome_cols[] = {
-	{"side", COL_TEXT}, {"outcome", COL_TEXT}, {"connections", COL_INT}};
+	{"side", COL_TEXT, false}, {"outcome", COL_TEXT, false}, {"connections", COL_INT, false}};
 static const struct column failed_dest_cols[] = {
-	{"daddr", COL_TEXT}, {"dport", COL_INT}, {"outcome", COL_TEXT}, {"connections", COL_INT},
-	{"first", COL_TIME}, {"last", COL_TIME}};
+	{"daddr", COL_TEXT, false}, {"dport", COL_INT, false}, {"outcome", COL_TEXT, false}, {"connections", COL_INT, false},
+	{"first", COL_TIME, false}, {"last", COL_TIME, false}};
 static const struct column failed_proc_cols[] = {
-	{"owner_comm", COL_TEXT}, {"owner_pid", COL_INT}, {"outcome", COL_TEXT},
-	{"connections", COL_INT}, {"destinations", COL_INT}};
+	{"owner_comm", COL_TEXT, false}, {"owner_pid", COL_INT, false}, {"outcome", COL_TEXT, false},
+	{"connections", COL_INT, false}, {"destinations", COL_INT, false}};
 static const struct column resets_cols[] = {
-	{"peer", COL_TEXT}, {"sent", COL_INT}, {"received", COL_INT}, {"first", COL_TIME},
-	{"last", COL_TIME}};
+	{"peer", COL_TEXT, false}, {"sent", COL_INT, false}, {"received", COL_INT, false}, {"first", COL_TIME, false},
+	{"last", COL_TIME, false}};
 static const struct column stuck_cols[] = {
-	{"state", COL_TEXT},  {"since", COL_TIME},     {"seconds", COL_REAL},
-	{"owner_pid", COL_INT}, {"owner_comm", COL_TEXT}, {"saddr", COL_TEXT},
-	{"sport", COL_INT},   {"daddr", COL_TEXT},     {"dport", COL_INT},
-	{"sock_cookie", COL_INT}};
+	{"state", COL_TEXT, false},  {"since", COL_TIME, false},     {"seconds", COL_REAL, false},
+	{"owner_pid", COL_INT, false}, {"owner_comm", COL_TEXT, false}, {"saddr", COL_TEXT, false},
+	{"sport", COL_INT, false},   {"daddr", COL_TEXT, false},     {"dport", COL_INT, false},
+	{"sock_cookie", COL_INT, true}};
 static const struct column time_wait_cols[] = {
-	{"daddr", COL_TEXT}, {"dport", COL_INT}, {"time_waits", COL_INT},
-	{"peak_per_minute", COL_INT}};
+	{"daddr", COL_TEXT, false}, {"dport", COL_INT, false}, {"time_waits", COL_INT, false},
+	{"peak_per_minute", COL_INT, false}};
 static const struct column talker_cols[] = {
-	{"owner_comm", COL_TEXT}, {"daddr", COL_TEXT}, {"dport", COL_INT},
-	{"connections", COL_INT}, {"failed", COL_INT}};
+	{"owner_comm", COL_TEXT, false}, {"daddr", COL_TEXT, false}, {"dport", COL_INT, false},
+	{"connections", COL_INT, false}, {"failed", COL_INT, false}};
 static const struct column rate_cols[] = {
-	{"time", COL_TIME}, {"opened", COL_INT}, {"failed", COL_INT}, {"reset", COL_INT}};
+	{"time", COL_TIME, false}, {"opened", COL_INT, false}, {"failed", COL_INT, false}, {"reset", COL_INT, false}};
 static const struct column gap_cols[] = {
-	{"time", COL_TIME}, {"host", COL_TEXT}, {"stage", COL_TEXT}, {"lost", COL_INT}};
+	{"time", COL_TIME, false}, {"host", COL_TEXT, false}, {"stage", COL_TEXT, false}, {"lost", COL_INT, false}};
 
 enum { T_CONNECTIONS, T_OUTCOMES, T_FAILED_DEST, T_FAILED_PROC, T_RESETS, T_STUCK,
        T_TIME_WAIT, T_TALKERS, T_RATE, T_GAPS, T_TROUBLE, T_N };
