@@ -82,34 +82,81 @@ const char *const sql_view_names[SQL_N_VIEWS] = {
 	"tcp_audit_resets", "tcp_connections",
 };
 
-int sql_connections(char *out, size_t size, const struct sql_view_forms *f, const char *where)
+int sql_connections(char *out, size_t size, enum sql_order order, const char *from,
+		    const char *where)
 {
-	char family[256], first[1024], last[1024], error[8192], step[1024];
+	char family[256], first_name[1024], error[8192], step[1024], path[1536], first[512],
+		records[4096];
 	size_t len = 0;
 
-	if (sql_case_name(family, sizeof(family), SQL_FAMILY, "max(family)") < 0 ||
-	    sql_case_name(first, sizeof(first), SQL_TCP_STATE, "max(first_state)") < 0 ||
-	    sql_case_name(last, sizeof(last), SQL_TCP_STATE, "max(last_state)") < 0 ||
-	    sql_case_name(error, sizeof(error), SQL_ERRNO, "max(error)") < 0 ||
+	if (sql_case_name(family, sizeof(family), SQL_FAMILY, "family") < 0 ||
+	    sql_case_name(error, sizeof(error), SQL_ERRNO, "error") < 0 ||
 	    sql_case_name(step, sizeof(step), SQL_TCP_STATE, "new_state") < 0)
 		return -1;
 	/*
-	 * Inside: each record with its socket's path, first and latest state
-	 * (window functions over the socket's state changes in time order; a
-	 * reset record is a partition of its own and gets NULL); outside: one
-	 * row per socket, its addresses and owner from its state changes (a reset
-	 * record has the peer of the segment it answered: a listener's resets are
-	 * to many).  A reset record makes the outcome "reset", but not a
-	 * listener's (it answered a segment, and the listener is none the worse).
-	 * A socket with only reset records is not a connection.
+	 * A socket's records in order: its state changes by time, then its reset
+	 * records (kind 3 sorts after 0), so that the first record is its first
+	 * transition and the path holds transitions only.
+	 */
+	switch (order) {
+	case SQL_ORDER_AGGREGATE:
+		snprintf(path, sizeof(path),
+			 "string_agg(CASE WHEN kind = 0 THEN %s END, ' ' ORDER BY kind, time_ns, seq)",
+			 step);
+		snprintf(first, sizeof(first), "(array_agg(old_state ORDER BY kind, time_ns, seq))[1]");
+		snprintf(records, sizeof(records),
+			 "%s WHERE kind IN (0, 3) AND sock_cookie IS NOT NULL%s", from, where);
+		break;
+	case SQL_ORDER_SCAN:
+		snprintf(path, sizeof(path), "group_concat(CASE WHEN kind = 0 THEN %s END, ' ')", step);
+		snprintf(first, sizeof(first), "min(rowid)"); /* its first row, looked up outside */
+		snprintf(records, sizeof(records), "%s WHERE 1 = 1%s", from, where);
+		break;
+	case SQL_ORDER_WINDOW:
+		snprintf(path, sizeof(path), "max(path)");
+		snprintf(first, sizeof(first), "max(first_state)");
+		if (snprintf(records, sizeof(records),
+			     "(SELECT host, sock_cookie, kind, time_ns, family, saddr, sport, daddr,"
+			     " dport, owner_pid, owner_comm, old_state, new_state, error,"
+			     " first_value(old_state) OVER w AS first_state,"
+			     " group_concat(CASE WHEN kind = 0 THEN %s END, ' ') OVER w AS path"
+			     " FROM %s WHERE kind IN (0, 3) AND sock_cookie IS NOT NULL%s"
+			     " WINDOW w AS (PARTITION BY host, sock_cookie ORDER BY kind, time_ns, seq"
+			     " ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)) records",
+			     step, from, where) >= (int)sizeof(records))
+			return -1;
+		break;
+	}
+	char first_state[512];
+	if (order == SQL_ORDER_SCAN)
+		snprintf(first_state, sizeof(first_state),
+			 "(SELECT old_state FROM %s WHERE rowid = sockets.first)", from);
+	else
+		snprintf(first_state, sizeof(first_state), "sockets.first");
+	if (sql_case_name(first_name, sizeof(first_name), SQL_TCP_STATE, first_state) < 0)
+		return -1;
+	/*
+	 * One row per socket, its addresses and owner from its state changes (a
+	 * reset record has the peer of the segment it answered: a listener's
+	 * resets are to many).  A reset record makes the outcome "reset", but not
+	 * a listener's (it answered a segment, and the listener is none the
+	 * worse).  A socket with only reset records is not a connection.
 	 */
 	put(out, size, &len,
-	    "SELECT host, sock_cookie,"
-	    " CASE WHEN max(CASE WHEN kind = 0 AND new_state = %d THEN 1 ELSE 0 END) = 1"
-	    " THEN 'client' WHEN max(CASE WHEN kind = 0 AND new_state = %d THEN 1 ELSE 0 END) = 1"
-	    " THEN 'server' WHEN max(CASE WHEN kind = 0 AND new_state = %d THEN 1 ELSE 0 END) = 1"
-	    " THEN 'listener' END AS side,"
-	    " %s AS family, max(CASE WHEN kind = 0 THEN saddr END) AS saddr,"
+	    "SELECT host, sock_cookie, CASE side WHEN 1 THEN 'client' WHEN 2 THEN 'server'"
+	    " WHEN 3 THEN 'listener' END AS side, %s AS family, saddr, sport, daddr, dport,"
+	    " owner_pid, owner_comm, opened_ns, closed_ns, last_ns, %s || ' ' || path AS states,"
+	    " CASE WHEN closed_ns IS NULL THEN 'open' WHEN error = %d THEN 'refused'"
+	    " WHEN error = %d THEN 'timed-out' WHEN error IN (%d, %d, %d, %d) THEN 'unreachable'"
+	    " WHEN error IN (%d, %d) OR reset_records > 0 THEN 'reset' ELSE 'closed' END"
+	    " AS outcome, %s AS error, resets",
+	    family, first_name, ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, ENETUNREACH, EHOSTDOWN,
+	    ENETDOWN, ECONNRESET, EPIPE, error);
+	/* the side by its first sign: SYN-SENT (client), SYN-RECEIVED (server), LISTEN */
+	put(out, size, &len,
+	    " FROM (SELECT host, sock_cookie, min(CASE WHEN kind = 0 THEN CASE new_state"
+	    " WHEN %d THEN 1 WHEN %d THEN 2 WHEN %d THEN 3 END END) AS side,"
+	    " max(family) AS family, max(CASE WHEN kind = 0 THEN saddr END) AS saddr,"
 	    " max(CASE WHEN kind = 0 THEN sport END) AS sport,"
 	    " max(CASE WHEN kind = 0 THEN daddr END) AS daddr,"
 	    " max(CASE WHEN kind = 0 THEN dport END) AS dport,"
@@ -117,36 +164,25 @@ int sql_connections(char *out, size_t size, const struct sql_view_forms *f, cons
 	    " max(CASE WHEN kind = 0 THEN owner_comm END) AS owner_comm,"
 	    " min(CASE WHEN kind = 0 THEN time_ns END) AS opened_ns,"
 	    " max(CASE WHEN kind = 0 AND new_state = %d THEN time_ns END) AS closed_ns,"
-	    " max(CASE WHEN kind = 0 THEN time_ns END) AS last_ns, %s AS last_state,"
-	    " %s || ' ' || max(path) AS states,",
-	    TCP_AUDIT_TCP_SYN_SENT, TCP_AUDIT_TCP_SYN_RECV, TCP_AUDIT_TCP_LISTEN, family,
-	    TCP_AUDIT_TCP_CLOSE, last, first);
-	put(out, size, &len,
-	    " CASE WHEN max(CASE WHEN kind = 0 AND new_state = %d THEN 1 ELSE 0 END) = 0"
-	    " THEN 'open'"
-	    " WHEN max(CASE WHEN error = %d THEN 1 ELSE 0 END) = 1 THEN 'refused'"
-	    " WHEN max(CASE WHEN error = %d THEN 1 ELSE 0 END) = 1 THEN 'timed-out'"
-	    " WHEN max(CASE WHEN error IN (%d, %d, %d, %d) THEN 1 ELSE 0 END) = 1"
-	    " THEN 'unreachable'"
-	    " WHEN max(CASE WHEN (kind = 3 AND new_state <> %d) OR error IN (%d, %d) THEN 1"
-	    " ELSE 0 END) = 1"
-	    " THEN 'reset' ELSE 'closed' END AS outcome,"
-	    " %s AS error, sum(CASE WHEN kind = 3 THEN 1 ELSE 0 END) AS resets",
-	    TCP_AUDIT_TCP_CLOSE, ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, ENETUNREACH, EHOSTDOWN,
-	    ENETDOWN, TCP_AUDIT_TCP_LISTEN, ECONNRESET, EPIPE, error);
-	put(out, size, &len,
-	    " FROM (SELECT host, sock_cookie, kind, time_ns, family, saddr, sport, daddr, dport,"
-	    " owner_pid, owner_comm, new_state, error,"
-	    " CASE WHEN kind = 0 THEN first_value(old_state) OVER w END AS first_state,"
-	    " CASE WHEN kind = 0 THEN last_value(new_state) OVER w END AS last_state,"
-	    " CASE WHEN kind = 0 THEN %s(%s, ' ') OVER w END AS path"
-	    " FROM tcp_audit_events WHERE kind IN (0, 3) AND sock_cookie IS NOT NULL%s"
-	    " WINDOW w AS (PARTITION BY host, sock_cookie, kind ORDER BY time_ns, seq"
-	    " ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)) records"
-	    " GROUP BY host, sock_cookie"
-	    " HAVING max(CASE WHEN kind = 0 THEN 1 ELSE 0 END) = 1",
-	    f->string_agg, step, where);
+	    " max(CASE WHEN kind = 0 THEN time_ns END) AS last_ns,"
+	    " %s AS first, %s AS path, max(error) AS error,"
+	    " sum(CASE WHEN kind = 3 THEN 1 ELSE 0 END) AS resets,"
+	    " sum(CASE WHEN kind = 3 AND new_state <> %d THEN 1 ELSE 0 END) AS reset_records"
+	    " FROM %s GROUP BY host, sock_cookie HAVING min(kind) = 0) sockets",
+	    TCP_AUDIT_TCP_SYN_SENT, TCP_AUDIT_TCP_SYN_RECV, TCP_AUDIT_TCP_LISTEN,
+	    TCP_AUDIT_TCP_CLOSE, first, path, TCP_AUDIT_TCP_LISTEN, records);
 	return len < size ? (int)len : -1;
+}
+
+int sql_connection_records(char *out, size_t size, const char *where)
+{
+	int n = snprintf(out, size,
+			 "SELECT host, sock_cookie, kind, time_ns, seq, family, saddr, sport, daddr,"
+			 " dport, owner_pid, owner_comm, old_state, new_state, error"
+			 " FROM tcp_audit_events WHERE kind IN (0, 3) AND sock_cookie IS NOT NULL%s"
+			 " ORDER BY host, sock_cookie, kind, time_ns, seq",
+			 where);
+	return n >= 0 && (size_t)n < size ? n : -1;
 }
 
 /* expr with each time_ns in it replaced by column. */
@@ -213,13 +249,13 @@ int sql_views(char *out, size_t size, const struct sql_view_forms *f, const char
 	char opened[512], closed[512], connections[16384];
 	if (with_column(opened, sizeof(opened), f->timestamp, "opened_ns") < 0 ||
 	    with_column(closed, sizeof(closed), f->timestamp, "closed_ns") < 0 ||
-	    sql_connections(connections, sizeof(connections), f, "") < 0)
+	    sql_connections(connections, sizeof(connections), f->order, "tcp_audit_events", "") < 0)
 		return -1;
 	put(out, size, &len,
 	    "%s tcp_connections AS SELECT host, sock_cookie, side, family, saddr, sport, daddr,"
 	    " dport, owner_pid, owner_comm, %s AS opened, %s AS closed,"
 	    " CAST(closed_ns - opened_ns AS DOUBLE PRECISION) / 1000000000.0 AS duration_s,"
-	    " states, outcome, error, resets, opened_ns, closed_ns, last_state, last_ns"
+	    " states, outcome, error, resets, opened_ns, closed_ns, last_ns"
 	    " FROM (%s) connections;",
 	    create, opened, closed, connections);
 	return len < size ? 0 : -1;

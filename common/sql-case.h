@@ -33,13 +33,25 @@ int sql_case_name(char *out, size_t size, enum sql_names names, const char *expr
 /* "CASE expr WHEN 'ESTABLISHED' THEN 1 ... END": name to number (else NULL). */
 int sql_case_number(char *out, size_t size, enum sql_names names, const char *expr);
 
+/* How sql_connections() puts a socket's records in order. */
+enum sql_order {
+	SQL_ORDER_AGGREGATE, /* ORDER BY inside the aggregates (PostgreSQL) */
+	SQL_ORDER_WINDOW,    /* window functions (SQLite 3.40's group_concat has no ORDER BY) */
+	/*
+	 * from is a table of sql_connection_records(), in their order, with an
+	 * index on (host, sock_cookie) (SQLite): the GROUP BY scans that index,
+	 * and so each socket's rows in rowid order, which is theirs.
+	 */
+	SQL_ORDER_SCAN,
+};
+
 /* A store's expressions, over tcp_audit_events' columns, for the views. */
 struct sql_view_forms {
 	const char *uid;        /* the uid as the original's text */
 	const char *timestamp;  /* the original's timestamp from time_ns */
 	const char *cookie_hex; /* the socket info's id: sock_cookie in hex, NULL if NULL */
 	const char *info_extra; /* more columns of tcp_events_socket_info ("" or ", ...") */
-	const char *string_agg; /* the aggregate joining texts with a separator */
+	enum sql_order order;   /* how tcp_connections orders a socket's records */
 };
 
 /* The views sql_views() makes, by name. */
@@ -59,18 +71,22 @@ int sql_views(char *out, size_t size, const struct sql_view_forms *forms, const 
 
 /*
  * A SELECT of one row per socket (by host and cookie) from its state changes
- * and reset records that `where` admits ("" for all, else a condition on
- * tcp_audit_events' columns begun with " AND "): host, sock_cookie, side
+ * and reset records in from (tcp_audit_events, or with SQL_ORDER_SCAN a table
+ * of sql_connection_records()) that `where` admits ("" for all, else a
+ * condition on their columns begun with " AND "): host, sock_cookie, side
  * (client, server, listener; NULL when no transition shows it), family,
  * saddr, sport, daddr, dport, owner_pid, owner_comm, opened_ns (its first
- * transition), closed_ns (its transition to CLOSED; NULL when there is
- * none), last_ns and last_state (its latest transition), states (the path:
- * the first transition's old state, then each new state, by time), outcome
- * (closed, reset, refused, timed-out, unreachable, open), error (the errno
- * name of the close) and resets (reset records).  The tcp_connections view
- * and tcp-audit report share it.  Returns the length, or -1 if out is too
- * small.
+ * transition), closed_ns (its transition to CLOSED; NULL when there is none),
+ * last_ns (its latest transition), states (the path: the first transition's
+ * old state, then each new state, by time), outcome (closed, reset, refused,
+ * timed-out, unreachable, open), error (the errno name of the close) and
+ * resets (reset records).  The tcp_connections view and tcp-audit report
+ * share it.  Returns the length, or -1 if out is too small.
  */
-int sql_connections(char *out, size_t size, const struct sql_view_forms *forms, const char *where);
+int sql_connections(char *out, size_t size, enum sql_order order, const char *from,
+		    const char *where);
+
+/* The SELECT of the records sql_connections() reads, sorted for SQL_ORDER_SCAN. */
+int sql_connection_records(char *out, size_t size, const char *where);
 
 #endif

@@ -45,8 +45,8 @@
 struct store {
 	const char *source;
 	char name[512];     /* for messages and the report: never a password */
-	const char *temp;   /* "TEMP TABLE", with PostgreSQL's ON COMMIT ... */
-	const struct sql_view_forms *forms;
+	enum sql_order order; /* SQL_ORDER_SCAN (SQLite) or SQL_ORDER_AGGREGATE */
+	bool verbose;         /* -v: each query's time and rows on stderr */
 #if TCP_AUDIT_VERIFY_SQLITE
 	sqlite3 *lite;
 #endif
@@ -118,7 +118,28 @@ static const char *cell(const struct table *t, size_t row, int col)
  * Runs sql; with t, its rows (as many columns as t has) go into t.  Returns
  * 0, or -1 with the store's message on stderr.
  */
+static int run_query(struct store *st, const char *sql, struct table *t);
+
+static double seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static int run(struct store *st, const char *sql, struct table *t)
+{
+	double t0 = st->verbose ? seconds() : 0;
+	int r = run_query(st, sql, t);
+
+	if (st->verbose)
+		fprintf(stderr, "tcp-audit report: %.3f s, %zu rows: %.60s%s\n", seconds() - t0,
+			t ? t->rows : 0, sql, strlen(sql) > 60 ? "..." : "");
+	return r;
+}
+
+static int run_query(struct store *st, const char *sql, struct table *t)
 {
 	char *row[32];
 
@@ -179,13 +200,6 @@ static int64_t run_int(struct store *st, const char *sql)
 	return v;
 }
 
-#if TCP_AUDIT_VERIFY_SQLITE
-static const struct sql_view_forms sqlite_forms = {.string_agg = "group_concat"};
-#endif
-#if TCP_AUDIT_VERIFY_PGSQL
-static const struct sql_view_forms pgsql_forms = {.string_agg = "string_agg"};
-#endif
-
 /* Opens the archive and checks its schema; 0, or an exit status. */
 static int open_store(struct store *st)
 {
@@ -199,8 +213,7 @@ static int open_store(struct store *st)
 		}
 		snprintf(st->name, sizeof(st->name), "%s@%s:%s/%s", PQuser(st->pg),
 			 PQhost(st->pg), PQport(st->pg), PQdb(st->pg));
-		st->forms = &pgsql_forms;
-		st->temp = "TEMP TABLE";
+		st->order = SQL_ORDER_AGGREGATE;
 		/* a snapshot for every query; a temporary table needs a writable transaction */
 		if (run(st, "BEGIN ISOLATION LEVEL REPEATABLE READ", NULL) < 0 ||
 		    run(st, "SET LOCAL jit = off", NULL) < 0)
@@ -243,10 +256,12 @@ static int open_store(struct store *st)
 	}
 	sqlite3_busy_timeout(st->lite, 10000);
 	snprintf(st->name, sizeof(st->name), "%s", st->source);
-	st->forms = &sqlite_forms;
-	st->temp = "TEMP TABLE";
-	/* one read transaction: every query sees the same archive while a sink writes */
-	if (run(st, "BEGIN", NULL) < 0)
+	st->order = SQL_ORDER_SCAN;
+	/*
+	 * One read transaction: every query sees the same archive while a sink
+	 * writes.  The temporary tables in memory (they hold the range's records).
+	 */
+	if (run(st, "PRAGMA temp_store = MEMORY", NULL) < 0 || run(st, "BEGIN", NULL) < 0)
 		return EXIT_USAGE;
 	int64_t v = run_int(st, "PRAGMA user_version");
 	if (v != 2) {
@@ -541,6 +556,7 @@ struct report {
 	const char *host;   /* --host, or NULL */
 	uint64_t since, until; /* [since, until) */
 	bool has_since;
+	bool json;             /* --format json */
 	uint64_t stuck_ns;
 	uint64_t bucket_ns;    /* the connection rate's interval */
 	struct table t[T_N];
@@ -568,7 +584,7 @@ static void sql_literal(const char *s, char *out, size_t size)
 
 static int fill(struct store *st, struct report *rp)
 {
-	char where[512], host[300] = "", sql[32768], stage[512];
+	char where[512], host[300] = "", sql[40000], stage[512];
 	struct table *t = rp->t;
 
 	if (rp->host) {
@@ -578,9 +594,32 @@ static int fill(struct store *st, struct report *rp)
 	}
 	snprintf(where, sizeof(where), " AND time_ns >= %" PRIu64 " AND time_ns < %" PRIu64 "%s",
 		 rp->since, rp->until, host);
-	int n = snprintf(sql, sizeof(sql), "CREATE %s report_connections AS ", st->temp);
-	if (sql_connections(sql + n, sizeof(sql) - (size_t)n, st->forms, where) < 0 ||
-	    run(st, sql, NULL) < 0)
+	char conn[32768];
+	if (st->order == SQL_ORDER_SCAN) {
+		/*
+		 * SQLite: the range as a range of uids as well (a uid begins with
+		 * the time, and uids are what the table has an index of); the
+		 * records into a table in socket order first (sql_connections()).
+		 */
+		char range[600], records[1024];
+		snprintf(range, sizeof(range), "%s AND uid >= '%08" PRIx64 "-%04" PRIx64 "-%04" PRIx64
+			 "' AND uid < '%08" PRIx64 "-%04" PRIx64 "-%04" PRIx64 "'",
+			 where, rp->since >> 32, (rp->since >> 16) & 0xffff, rp->since & 0xffff,
+			 rp->until >> 32, (rp->until >> 16) & 0xffff, rp->until & 0xffff);
+		if (sql_connection_records(records, sizeof(records), range) < 0)
+			return -1;
+		snprintf(sql, sizeof(sql), "CREATE TEMP TABLE report_records AS %s", records);
+		if (run(st, sql, NULL) < 0 ||
+		    run(st, "CREATE INDEX temp.report_sockets ON report_records (host, sock_cookie)",
+			NULL) < 0)
+			return -1;
+		if (sql_connections(conn, sizeof(conn), SQL_ORDER_SCAN, "report_records", "") < 0)
+			return -1;
+	} else if (sql_connections(conn, sizeof(conn), st->order, "tcp_audit_events", where) < 0) {
+		return -1;
+	}
+	snprintf(sql, sizeof(sql), "CREATE TEMP TABLE report_connections AS %s", conn);
+	if (run(st, sql, NULL) < 0)
 		return -1;
 	/* the rate's interval: about 60 of them over what the range holds */
 	int64_t first = run_int(st, "SELECT min(opened_ns) FROM report_connections");
@@ -628,14 +667,20 @@ static int fill(struct store *st, struct report *rp)
 			      " GROUP BY owner_comm, daddr, dport ORDER BY n DESC, owner_comm,"
 			      " daddr, dport",
 	};
-	for (int i = 0; i < T_N; i++)
-		if (queries[i] && run(st, queries[i], &t[i]) < 0)
+	for (int i = 0; i < T_N; i++) {
+		/* every connection is for JSON; the text lists those that did not close well */
+		if (!queries[i] || (i == T_CONNECTIONS && !rp->json) || (i == T_TROUBLE && rp->json))
+			continue;
+		if (run(st, queries[i], &t[i]) < 0)
 			return -1;
+	}
 	snprintf(sql, sizeof(sql),
-		 "SELECT last_state, last_ns, CAST(%" PRIu64 " - last_ns AS DOUBLE PRECISION)"
-		 " / 1000000000.0 AS s, owner_pid, owner_comm, saddr, sport, daddr, dport,"
-		 " sock_cookie FROM report_connections WHERE last_state IN ('CLOSE-WAIT',"
-		 " 'SYN-RECEIVED') AND last_ns < %" PRIu64 " ORDER BY last_ns, host, sock_cookie",
+		 "SELECT CASE WHEN states LIKE '%% CLOSE-WAIT' THEN 'CLOSE-WAIT' ELSE 'SYN-RECEIVED'"
+		 " END, last_ns, CAST(%" PRIu64 " - last_ns AS DOUBLE PRECISION) / 1000000000.0,"
+		 " owner_pid, owner_comm, saddr, sport, daddr, dport, sock_cookie"
+		 " FROM report_connections WHERE (states LIKE '%% CLOSE-WAIT'"
+		 " OR states LIKE '%% SYN-RECEIVED') AND last_ns < %" PRIu64
+		 " ORDER BY last_ns, host, sock_cookie",
 		 rp->until, rp->until - (rp->until > rp->stuck_ns ? rp->stuck_ns : rp->until));
 	if (run(st, sql, &t[T_STUCK]) < 0)
 		return -1;
@@ -767,7 +812,7 @@ static int usage_error(const char *fmt, ...)
 static void help(void)
 {
 	printf("Usage: tcp-audit report SOURCE [--since T] [--until T] [--host H]\n"
-	       "                        [--stuck SECONDS] [--format text|json] [-o FILE]\n"
+	       "                        [--stuck SECONDS] [--format text|json] [-o FILE] [-v]\n"
 	       "\n"
 	       "What happened to the connections of an archive in a time range: one entry per\n"
 	       "socket (its path of states and its outcome: closed, reset, refused, timed-out,\n"
@@ -788,6 +833,7 @@ static void help(void)
 	       "  --format F        text (default: tables within 100 columns, at most %d rows\n"
 	       "                    each) or json (everything; the README documents it)\n"
 	       "  -o FILE           write there (mode 0640) instead of stdout\n"
+	       "  -v, --verbose     each query's time on stderr\n"
 	       "\n"
 	       "Exit status: 0 with a report, 2 when the archive cannot be read or the\n"
 	       "arguments are wrong.\n",
@@ -800,7 +846,8 @@ int report_main(int argc, char **argv)
 		{"since", required_argument, NULL, 's'}, {"until", required_argument, NULL, 'u'},
 		{"host", required_argument, NULL, 'H'},  {"stuck", required_argument, NULL, 'k'},
 		{"format", required_argument, NULL, 'f'}, {"output", required_argument, NULL, 'o'},
-		{"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
+		{"verbose", no_argument, NULL, 'v'},     {"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
 	};
 	struct report rp = {
 		.t = {
@@ -827,11 +874,12 @@ int report_main(int argc, char **argv)
 	};
 	const char *format = "text", *output = NULL, *since = NULL, *until = NULL;
 	double stuck_s = STUCK_DEFAULT_S;
+	bool verbose = false;
 	uint64_t now = now_ns();
 	int c;
 
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "ho:", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "ho:v", longopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			since = optarg;
@@ -859,6 +907,9 @@ int report_main(int argc, char **argv)
 		case 'o':
 			output = optarg;
 			break;
+		case 'v':
+			verbose = true;
+			break;
 		case 'h':
 			help();
 			return 0;
@@ -882,6 +933,7 @@ int report_main(int argc, char **argv)
 	if (rp.since >= rp.until)
 		return usage_error("--since must come before --until");
 	rp.has_since = since != NULL;
+	rp.json = strcmp(format, "json") == 0;
 	rp.stuck_ns = (uint64_t)(stuck_s * NS);
 
 	/*
@@ -905,14 +957,14 @@ int report_main(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
-	struct store st = {.source = rp.source};
+	struct store st = {.source = rp.source, .verbose = verbose};
 	int status = open_store(&st);
 	rp.source = st.name;
 	if (status == 0 && fill(&st, &rp) < 0)
 		status = EXIT_USAGE;
 	close_store(&st);
 	if (status == 0) {
-		if (strcmp(format, "json") == 0)
+		if (rp.json)
 			write_json(f, &rp);
 		else
 			write_text(f, &rp);

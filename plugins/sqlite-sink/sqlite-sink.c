@@ -132,7 +132,7 @@ static const struct sql_view_forms view_forms = {
 	.timestamp = TIMESTAMP_SQL,
 	.cookie_hex = "CASE WHEN sock_cookie IS NOT NULL THEN printf('%x', sock_cookie) END",
 	.info_extra = "",
-	.string_agg = "group_concat",
+	.order = SQL_ORDER_WINDOW,
 };
 
 static int exec(struct sqlite_sink *s, const char *sql)
