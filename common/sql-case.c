@@ -96,7 +96,8 @@ int sql_connections(char *out, size_t size, enum sql_order order, const char *fr
 	/*
 	 * A socket's records in order: its state changes by time, then its reset
 	 * records (kind 3 sorts after 0), so that the first record is its first
-	 * transition and the path holds transitions only.
+	 * transition (SQL_ORDER_SCAN: all by time, the first transition found by
+	 * its kind); the path holds transitions only.
 	 */
 	switch (order) {
 	case SQL_ORDER_AGGREGATE:
@@ -109,7 +110,8 @@ int sql_connections(char *out, size_t size, enum sql_order order, const char *fr
 		break;
 	case SQL_ORDER_SCAN:
 		snprintf(path, sizeof(path), "group_concat(CASE WHEN kind = 0 THEN %s END, ' ')", step);
-		snprintf(first, sizeof(first), "min(rowid)"); /* its first row, looked up outside */
+		/* its first state change, looked up outside */
+		snprintf(first, sizeof(first), "min(CASE WHEN kind = 0 THEN rowid END)");
 		snprintf(records, sizeof(records), "%s WHERE 1 = 1%s", from, where);
 		break;
 	case SQL_ORDER_WINDOW:
@@ -180,7 +182,7 @@ int sql_connection_records(char *out, size_t size, const char *where)
 			 "SELECT host, sock_cookie, kind, time_ns, seq, family, saddr, sport, daddr,"
 			 " dport, owner_pid, owner_comm, old_state, new_state, error"
 			 " FROM tcp_audit_events WHERE kind IN (0, 3) AND sock_cookie IS NOT NULL%s"
-			 " ORDER BY host, sock_cookie, kind, time_ns, seq",
+			 " ORDER BY uid",
 			 where);
 	return n >= 0 && (size_t)n < size ? n : -1;
 }

@@ -38,9 +38,9 @@ enum sql_order {
 	SQL_ORDER_AGGREGATE, /* ORDER BY inside the aggregates (PostgreSQL) */
 	SQL_ORDER_WINDOW,    /* window functions (SQLite 3.40's group_concat has no ORDER BY) */
 	/*
-	 * from is a table of sql_connection_records(), in their order, with an
+	 * from is a table of sql_connection_records() in their order, with an
 	 * index on (host, sock_cookie) (SQLite): the GROUP BY scans that index,
-	 * and so each socket's rows in rowid order, which is theirs.
+	 * and so each socket's rows in rowid order, which is their time order.
 	 */
 	SQL_ORDER_SCAN,
 };
@@ -86,7 +86,11 @@ int sql_views(char *out, size_t size, const struct sql_view_forms *forms, const 
 int sql_connections(char *out, size_t size, enum sql_order order, const char *from,
 		    const char *where);
 
-/* The SELECT of the records sql_connections() reads, sorted for SQL_ORDER_SCAN. */
+/*
+ * The SELECT of the records sql_connections() reads, in uid order, which is
+ * time order (a uid begins with the time) and free (SQLite has an index of
+ * uids): for SQL_ORDER_SCAN.
+ */
 int sql_connection_records(char *out, size_t size, const char *where);
 
 #endif

@@ -584,7 +584,7 @@ static void sql_literal(const char *s, char *out, size_t size)
 
 static int fill(struct store *st, struct report *rp)
 {
-	char where[512], host[300] = "", sql[40000], stage[512];
+	char where[768], host[300] = "", sql[40000], stage[512];
 	struct table *t = rp->t;
 
 	if (rp->host) {
@@ -592,21 +592,24 @@ static int fill(struct store *st, struct report *rp)
 		sql_literal(rp->host, lit, sizeof(lit));
 		snprintf(host, sizeof(host), " AND host = %s", lit);
 	}
-	snprintf(where, sizeof(where), " AND time_ns >= %" PRIu64 " AND time_ns < %" PRIu64 "%s",
-		 rp->since, rp->until, host);
+	/*
+	 * SQLite: the range as a range of uids as well (a uid begins with the
+	 * time, and uids are what the table has an index of).
+	 */
+	int n = snprintf(where, sizeof(where),
+			 " AND time_ns >= %" PRIu64 " AND time_ns < %" PRIu64 "%s", rp->since,
+			 rp->until, host);
+	if (st->order == SQL_ORDER_SCAN)
+		snprintf(where + n, sizeof(where) - (size_t)n,
+			 " AND uid >= '%08" PRIx64 "-%04" PRIx64 "-%04" PRIx64 "' AND uid < '%08" PRIx64
+			 "-%04" PRIx64 "-%04" PRIx64 "'",
+			 rp->since >> 32, (rp->since >> 16) & 0xffff, rp->since & 0xffff,
+			 rp->until >> 32, (rp->until >> 16) & 0xffff, rp->until & 0xffff);
 	char conn[32768];
 	if (st->order == SQL_ORDER_SCAN) {
-		/*
-		 * SQLite: the range as a range of uids as well (a uid begins with
-		 * the time, and uids are what the table has an index of); the
-		 * records into a table in socket order first (sql_connections()).
-		 */
-		char range[600], records[1024];
-		snprintf(range, sizeof(range), "%s AND uid >= '%08" PRIx64 "-%04" PRIx64 "-%04" PRIx64
-			 "' AND uid < '%08" PRIx64 "-%04" PRIx64 "-%04" PRIx64 "'",
-			 where, rp->since >> 32, (rp->since >> 16) & 0xffff, rp->since & 0xffff,
-			 rp->until >> 32, (rp->until >> 16) & 0xffff, rp->until & 0xffff);
-		if (sql_connection_records(records, sizeof(records), range) < 0)
+		/* SQLite: the records into a table in time order first (sql_connections()) */
+		char records[1024];
+		if (sql_connection_records(records, sizeof(records), where) < 0)
 			return -1;
 		snprintf(sql, sizeof(sql), "CREATE TEMP TABLE report_records AS %s", records);
 		if (run(st, sql, NULL) < 0 ||
