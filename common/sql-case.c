@@ -104,7 +104,10 @@ int sql_connections(char *out, size_t size, enum sql_order order, const char *fr
 		snprintf(path, sizeof(path),
 			 "string_agg(CASE WHEN kind = 0 THEN %s END, ' ' ORDER BY kind, time_ns, seq)",
 			 step);
-		snprintf(first, sizeof(first), "(array_agg(old_state ORDER BY kind, time_ns, seq))[1]");
+		/* the least (time, seq, old state): no second sort in each group */
+		snprintf(first, sizeof(first),
+			 "(min(CASE WHEN kind = 0 THEN ARRAY[time_ns, coalesce(seq, 0), old_state]"
+			 " END))[3]");
 		snprintf(records, sizeof(records),
 			 "%s WHERE kind IN (0, 3) AND sock_cookie IS NOT NULL%s", from, where);
 		break;
