@@ -8,7 +8,7 @@ pkgs="meson ninja-build gcc libc6-dev pkgconf clang llvm libbpf-dev bpftool libe
 if [ "${1:-}" = "--test" ]; then
 	pkgs="$pkgs python3 libcmocka-dev sqlite3 postgresql valgrind binutils iproute2
 	      procps util-linux nftables logrotate prometheus groff-base
-	      git debhelper lintian systemd mmdebstrap systemd-container podman runc"
+	      git debhelper lintian systemd mmdebstrap systemd-container podman runc chromium"
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq

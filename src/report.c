@@ -506,48 +506,60 @@ static void text_table(FILE *f, const struct table *t, const char *empty)
 /* ------------------------------------------------------------------------ */
 /* The report                                                                 */
 
+#define TXT(k) {k, COL_TEXT, false}
+#define INT(k) {k, COL_INT, false}
+#define REAL(k) {k, COL_REAL, false}
+#define TIME(k) {k, COL_TIME, false}
+#define JSON_INT(k) {k, COL_INT, true} /* not in the text's table */
+
 static const struct column connection_cols[] = {
-	{"host", COL_TEXT, false},       {"sock_cookie", COL_INT, false}, {"side", COL_TEXT, false},
-	{"saddr", COL_TEXT, false},      {"sport", COL_INT, false},       {"daddr", COL_TEXT, false},
-	{"dport", COL_INT, false},       {"owner_pid", COL_INT, false},   {"owner_comm", COL_TEXT, false},
-	{"opened", COL_TIME, false},     {"closed", COL_TIME, false},     {"duration_s", COL_REAL, false},
-	{"outcome", COL_TEXT, false},    {"error", COL_TEXT, false},      {"states", COL_TEXT, false},
+	TXT("host"), INT("sock_cookie"), TXT("side"), TXT("saddr"), INT("sport"), TXT("daddr"),
+	INT("dport"), INT("owner_pid"), TXT("owner_comm"), TIME("opened"), TIME("closed"),
+	REAL("duration_s"), TXT("outcome"), TXT("error"), TXT("states"),
 };
 /* the text's list of connections: those that did not end well, fewer columns */
 static const struct column trouble_cols[] = {
-	{"opened", COL_TIME, false}, {"outcome", COL_TEXT, false}, {"side", COL_TEXT, false},  {"owner_comm", COL_TEXT, false},
-	{"saddr", COL_TEXT, false},  {"sport", COL_INT, false},    {"daddr", COL_TEXT, false}, {"dport", COL_INT, false},
-	{"states", COL_TEXT, false},
+	TIME("opened"), TXT("outcome"), TXT("side"), TXT("owner_comm"), TXT("saddr"), INT("sport"),
+	TXT("daddr"), INT("dport"), TXT("states"),
 };
 static const struct column outcome_cols[] = {
-	{"side", COL_TEXT, false}, {"outcome", COL_TEXT, false}, {"connections", COL_INT, false}};
+	TXT("side"), TXT("outcome"), INT("connections"),
+};
 static const struct column failed_dest_cols[] = {
-	{"daddr", COL_TEXT, false}, {"dport", COL_INT, false}, {"outcome", COL_TEXT, false}, {"connections", COL_INT, false},
-	{"first", COL_TIME, false}, {"last", COL_TIME, false}};
+	TXT("daddr"), INT("dport"), TXT("outcome"), INT("connections"), TIME("first"),
+	TIME("last"),
+};
 static const struct column failed_proc_cols[] = {
-	{"owner_comm", COL_TEXT, false}, {"owner_pid", COL_INT, false}, {"outcome", COL_TEXT, false},
-	{"connections", COL_INT, false}, {"destinations", COL_INT, false}};
+	TXT("owner_comm"), INT("owner_pid"), TXT("outcome"), INT("connections"),
+	INT("destinations"),
+};
 static const struct column resets_cols[] = {
-	{"peer", COL_TEXT, false}, {"sent", COL_INT, false}, {"received", COL_INT, false}, {"first", COL_TIME, false},
-	{"last", COL_TIME, false}};
+	TXT("peer"), INT("sent"), INT("received"), TIME("first"), TIME("last"),
+};
 static const struct column stuck_cols[] = {
-	{"state", COL_TEXT, false},  {"since", COL_TIME, false},     {"seconds", COL_REAL, false},
-	{"owner_pid", COL_INT, false}, {"owner_comm", COL_TEXT, false}, {"saddr", COL_TEXT, false},
-	{"sport", COL_INT, false},   {"daddr", COL_TEXT, false},     {"dport", COL_INT, false},
-	{"sock_cookie", COL_INT, true}};
+	TXT("state"), TIME("since"), REAL("seconds"), INT("owner_pid"), TXT("owner_comm"),
+	TXT("saddr"), INT("sport"), TXT("daddr"), INT("dport"), JSON_INT("sock_cookie"),
+};
 static const struct column time_wait_cols[] = {
-	{"daddr", COL_TEXT, false}, {"dport", COL_INT, false}, {"time_waits", COL_INT, false},
-	{"peak_per_minute", COL_INT, false}};
+	TXT("daddr"), INT("dport"), INT("time_waits"), INT("peak_per_minute"),
+};
 static const struct column talker_cols[] = {
-	{"owner_comm", COL_TEXT, false}, {"daddr", COL_TEXT, false}, {"dport", COL_INT, false},
-	{"connections", COL_INT, false}, {"failed", COL_INT, false}};
+	TXT("owner_comm"), TXT("daddr"), INT("dport"), INT("connections"), INT("failed"),
+};
 static const struct column rate_cols[] = {
-	{"time", COL_TIME, false}, {"opened", COL_INT, false}, {"failed", COL_INT, false}, {"reset", COL_INT, false}};
+	TIME("time"), INT("opened"), INT("failed"), INT("reset"),
+};
+static const struct column duration_cols[] = {
+	TXT("duration"), INT("connections"),
+};
 static const struct column gap_cols[] = {
-	{"time", COL_TIME, false}, {"host", COL_TEXT, false}, {"stage", COL_TEXT, false}, {"lost", COL_INT, false}};
+	TIME("time"), TXT("host"), TXT("stage"), INT("lost"),
+};
 
 enum { T_CONNECTIONS, T_OUTCOMES, T_FAILED_DEST, T_FAILED_PROC, T_RESETS, T_STUCK,
-       T_TIME_WAIT, T_TALKERS, T_RATE, T_GAPS, T_TROUBLE, T_N };
+       T_TIME_WAIT, T_TALKERS, T_RATE, T_DURATIONS, T_GAPS, T_TROUBLE, T_N };
+
+enum format { FORMAT_TEXT, FORMAT_JSON, FORMAT_HTML };
 
 #define TABLE(k, title, cols) {k, title, cols, (int)(sizeof(cols) / sizeof(cols[0])), NULL, 0, 0}
 
@@ -555,8 +567,8 @@ struct report {
 	const char *source;
 	const char *host;   /* --host, or NULL */
 	uint64_t since, until; /* [since, until) */
-	bool has_since;
-	bool json;             /* --format json */
+	bool has_since, has_until;
+	enum format format;
 	uint64_t stuck_ns;
 	uint64_t bucket_ns;    /* the connection rate's interval */
 	struct table t[T_N];
@@ -664,6 +676,17 @@ static int fill(struct store *st, struct report *rp)
 				" count(*) AS n FROM report_connections WHERE " TIME_WAIT_PATH
 				" GROUP BY daddr, dport, minute) per_minute"
 				" GROUP BY daddr, dport ORDER BY total DESC, daddr, dport",
+		[T_DURATIONS] = "SELECT label, count(*) FROM (SELECT CASE WHEN d IS NULL THEN 9"
+				" WHEN d < 1000000 THEN 1 WHEN d < 10000000 THEN 2"
+				" WHEN d < 100000000 THEN 3 WHEN d < 1000000000 THEN 4"
+				" WHEN d < 10000000000 THEN 5 WHEN d < 100000000000 THEN 6 ELSE 7 END"
+				" AS b, CASE WHEN d IS NULL THEN 'open' WHEN d < 1000000 THEN '< 1 ms'"
+				" WHEN d < 10000000 THEN '1-10 ms' WHEN d < 100000000 THEN '10-100 ms'"
+				" WHEN d < 1000000000 THEN '0.1-1 s' WHEN d < 10000000000 THEN '1-10 s'"
+				" WHEN d < 100000000000 THEN '10-100 s' ELSE '100 s or more' END AS label"
+				" FROM (SELECT closed_ns - opened_ns AS d FROM report_connections"
+				" WHERE side IS NULL OR side <> 'listener') c) b"
+				" GROUP BY b, label ORDER BY b",
 		[T_TALKERS] = "SELECT owner_comm, daddr, dport, count(*) AS n,"
 			      " sum(CASE WHEN outcome IN " FAILED " THEN 1 ELSE 0 END)"
 			      " FROM report_connections WHERE side = 'client'"
@@ -671,8 +694,12 @@ static int fill(struct store *st, struct report *rp)
 			      " daddr, dport",
 	};
 	for (int i = 0; i < T_N; i++) {
-		/* every connection is for JSON; the text lists those that did not close well */
-		if (!queries[i] || (i == T_CONNECTIONS && !rp->json) || (i == T_TROUBLE && rp->json))
+		/*
+		 * Every connection is for JSON and HTML (its timeline); text and HTML
+		 * list those that did not close well.
+		 */
+		if (!queries[i] || (i == T_CONNECTIONS && rp->format == FORMAT_TEXT) ||
+		    (i == T_TROUBLE && rp->format == FORMAT_JSON))
 			continue;
 		if (run(st, queries[i], &t[i]) < 0)
 			return -1;
@@ -795,7 +822,363 @@ static void write_text(FILE *f, const struct report *rp)
 	text_table(f, &rp->t[T_TIME_WAIT], "none");
 	text_table(f, &rp->t[T_TALKERS], "none");
 	text_table(f, &rp->t[T_RATE], "none");
+	text_table(f, &rp->t[T_DURATIONS], "none");
 	text_table(f, &rp->t[T_GAPS], "none");
+}
+
+/* ------------------------------------------------------------------------ */
+/* HTML: one page, nothing fetched from anywhere, charts as inline SVG       */
+
+#define SVG_W 960       /* chart width, px */
+#define LANES 12        /* processes in the timeline */
+#define LANE_BARS 400   /* connections drawn per lane at most */
+#define LANE_ROWS 20    /* rows of bars in a lane */
+
+static const char *const outcome_colors[] = {"#43a047", "#fb8c00", "#e53935",
+					     "#8e24aa", "#6d4c41", "#1e88e5"};
+
+static const char *outcome_color(const char *outcome)
+{
+	for (size_t i = 0; i < sizeof(outcomes) / sizeof(outcomes[0]); i++)
+		if (outcome && strcmp(outcome, outcomes[i]) == 0)
+			return outcome_colors[i];
+	return "#9e9e9e";
+}
+
+static void html_text(FILE *f, const char *s)
+{
+	for (; s && *s; s++) {
+		switch (*s) {
+		case '&':
+			fputs("&amp;", f);
+			break;
+		case '<':
+			fputs("&lt;", f);
+			break;
+		case '>':
+			fputs("&gt;", f);
+			break;
+		case '"':
+			fputs("&quot;", f);
+			break;
+		default:
+			fputc(*s, f);
+		}
+	}
+}
+
+static void html_table(FILE *f, const struct table *t, const char *empty)
+{
+	char buf[512];
+
+	fputs("<h2>", f);
+	html_text(f, t->title);
+	fputs("</h2>\n", f);
+	if (!t->rows) {
+		fprintf(f, "<p class=\"none\">%s</p>\n", empty);
+		return;
+	}
+	fputs("<table><tr>", f);
+	for (int i = 0; i < t->ncols; i++)
+		fprintf(f, "<th>%s</th>", t->cols[i].key);
+	fputs("</tr>\n", f);
+	for (size_t r = 0; r < t->rows && r < 1000; r++) {
+		fputs("<tr>", f);
+		for (int i = 0; i < t->ncols; i++) {
+			bool num = t->cols[i].type == COL_INT || t->cols[i].type == COL_REAL;
+			show(&t->cols[i], cell(t, r, i), buf, sizeof(buf));
+			fputs(num ? "<td class=\"n\">" : "<td>", f);
+			if (strcmp(t->cols[i].key, "outcome") == 0)
+				fprintf(f, "<span style=\"color:%s\">&#9632;</span> ",
+					outcome_color(cell(t, r, i)));
+			html_text(f, buf);
+			fputs("</td>", f);
+		}
+		fputs("</tr>\n", f);
+	}
+	fputs("</table>\n", f);
+	if (t->rows > 1000)
+		fprintf(f, "<p class=\"none\">... %zu more (--format json has them all)</p>\n",
+			t->rows - 1000);
+}
+
+static uint64_t cell_u64(const struct table *t, size_t row, int col)
+{
+	const char *v = cell(t, row, col);
+
+	return v ? strtoull(v, NULL, 10) : 0;
+}
+
+static void svg_time_label(FILE *f, double x, double y, const char *anchor, uint64_t ns)
+{
+	char t[RFC3339_NS_LEN + 1];
+
+	t[format_rfc3339_ns(ns, t)] = '\0';
+	fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"%s\">%.19sZ</text>\n", x, y, anchor,
+		t);
+}
+
+/* Connections opened per interval, stacked: failed, reset, the rest. */
+static void html_rate(FILE *f, const struct report *rp)
+{
+	const struct table *t = &rp->t[T_RATE];
+	const int h = 180, top = 10, bottom = 30, left = 50;
+	uint64_t max = 1;
+
+	fputs("<h2>Connections opened over time</h2>\n", f);
+	if (!t->rows) {
+		fputs("<p class=\"none\">none</p>\n", f);
+		return;
+	}
+	uint64_t first = cell_u64(t, 0, 0), last = cell_u64(t, t->rows - 1, 0);
+	size_t n = (size_t)((last - first) / rp->bucket_ns) + 1;
+	for (size_t r = 0; r < t->rows; r++)
+		if (cell_u64(t, r, 1) > max)
+			max = cell_u64(t, r, 1);
+	double w = (double)(SVG_W - left) / (double)n, scale = (double)(h - top - bottom) / max;
+	fprintf(f, "<svg class=\"chart\" width=\"%d\" height=\"%d\" role=\"img\""
+		   " aria-label=\"connections opened over time\">\n", SVG_W, h);
+	fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" class=\"axis\"/>\n", left,
+		h - bottom, SVG_W, h - bottom);
+	fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%" PRIu64 "</text>\n", left - 4,
+		top + 10, max);
+	fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">0</text>\n", left - 4, h - bottom);
+	for (size_t r = 0; r < t->rows; r++) {
+		uint64_t at = cell_u64(t, r, 0), opened = cell_u64(t, r, 1);
+		uint64_t failed = cell_u64(t, r, 2), reset = cell_u64(t, r, 3);
+		uint64_t parts[3] = {opened - failed - reset, reset, failed};
+		const char *colors[3] = {outcome_colors[0], outcome_colors[1], outcome_colors[2]};
+		double x = left + (double)((at - first) / rp->bucket_ns) * w, y = h - bottom;
+		char when[RFC3339_NS_LEN + 1];
+		when[format_rfc3339_ns(at, when)] = '\0';
+		fprintf(f, "<g><title>%.19sZ: %" PRIu64 " opened, %" PRIu64 " failed, %" PRIu64
+			   " reset</title>",
+			when, opened, failed, reset);
+		for (int k = 0; k < 3; k++) {
+			double bh = (double)parts[k] * scale;
+			if (parts[k] == 0)
+				continue;
+			y -= bh;
+			fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\""
+				   " fill=\"%s\"/>",
+				x, y, w > 2 ? w - 1 : w, bh, colors[k]);
+		}
+		fputs("</g>\n", f);
+	}
+	svg_time_label(f, left, h - 10, "start", first);
+	svg_time_label(f, SVG_W, h - 10, "end", last + rp->bucket_ns);
+	fputs("</svg>\n", f);
+	fprintf(f, "<p class=\"legend\">Per %" PRIu64 " s: <span style=\"color:%s\">&#9632;</span>"
+		   " closed or open, <span style=\"color:%s\">&#9632;</span> reset,"
+		   " <span style=\"color:%s\">&#9632;</span> failed (refused, timed out,"
+		   " unreachable)</p>\n",
+		rp->bucket_ns / NS, outcome_colors[0], outcome_colors[1], outcome_colors[2]);
+}
+
+struct lane {
+	const char *comm;
+	size_t total, drawn;
+};
+
+/*
+ * The timeline: a lane for each of the LANES busiest processes, a bar per
+ * connection from its first transition to its close (to the end of the range
+ * when it is still open), coloured by outcome; the ones that did not close
+ * well are drawn first, then the rest in order while there is room.
+ */
+static void html_timeline(FILE *f, const struct report *rp)
+{
+	const struct table *t = &rp->t[T_CONNECTIONS];
+	const int lane_h = LANE_ROWS * 3 + 8, left = 130, top = 10, bottom = 30;
+	struct lane lanes[LANES];
+	size_t nl = 0;
+
+	fputs("<h2>Timeline of connections per process</h2>\n", f);
+	if (!t->rows) {
+		fputs("<p class=\"none\">none</p>\n", f);
+		return;
+	}
+	/* the busiest processes (by owner_comm; unknown owners as one) */
+	struct lane *all = calloc(t->rows, sizeof(*all));
+	size_t na = 0;
+	if (!all)
+		oom();
+	for (size_t r = 0; r < t->rows; r++) {
+		const char *comm = cell(t, r, 8) ? cell(t, r, 8) : "(no owner)";
+		size_t i = 0;
+		while (i < na && strcmp(all[i].comm, comm) != 0)
+			i++;
+		if (i == na)
+			all[na++] = (struct lane){.comm = comm};
+		all[i].total++;
+	}
+	for (size_t k = 0; k < LANES && k < na; k++) {
+		size_t best = k;
+		for (size_t i = k + 1; i < na; i++)
+			if (all[i].total > all[best].total)
+				best = i;
+		struct lane tmp = all[k];
+		all[k] = all[best];
+		all[best] = tmp;
+		lanes[nl++] = all[k];
+	}
+	/* the range, or without --since / --until what the connections span */
+	uint64_t t0 = rp->has_since ? rp->since : UINT64_MAX, t1 = rp->has_until ? rp->until : 0;
+	for (size_t r = 0; r < t->rows; r++) {
+		uint64_t a = cell_u64(t, r, 9), b = cell_u64(t, r, 10);
+		t0 = !rp->has_since && a < t0 ? a : t0;
+		t1 = !rp->has_until && (a > t1 || b > t1) ? (a > b ? a : b) : t1;
+	}
+	double scale = (double)(SVG_W - left) / (double)(t1 > t0 ? t1 - t0 : 1);
+	int h = top + (int)nl * lane_h + bottom;
+	fprintf(f, "<svg class=\"chart\" width=\"%d\" height=\"%d\" role=\"img\""
+		   " aria-label=\"timeline of connections per process\">\n", SVG_W, h);
+	for (size_t l = 0; l < nl; l++) {
+		int y = top + (int)l * lane_h;
+		fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" class=\"lane\"/>\n",
+			left, y, SVG_W - left, lane_h - 4);
+		fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">", left - 6,
+			y + lane_h / 2);
+		html_text(f, lanes[l].comm);
+		fprintf(f, " (%zu)</text>\n", lanes[l].total);
+	}
+	/* two passes: connections that did not close well, then the others */
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t r = 0; r < t->rows; r++) {
+			const char *comm = cell(t, r, 8) ? cell(t, r, 8) : "(no owner)";
+			const char *outcome = cell(t, r, 12);
+			bool trouble = !outcome || strcmp(outcome, "closed") != 0;
+			if (trouble != (pass == 0))
+				continue;
+			size_t l = 0;
+			while (l < nl && strcmp(lanes[l].comm, comm) != 0)
+				l++;
+			if (l == nl || lanes[l].drawn >= LANE_BARS)
+				continue;
+			uint64_t a = cell_u64(t, r, 9), b = cell(t, r, 10) ? cell_u64(t, r, 10) : t1;
+			double x = left + (double)(a > t0 ? a - t0 : 0) * scale;
+			double w = (double)(b > a ? b - a : 0) * scale;
+			int y = top + (int)l * lane_h + 3 + (int)(lanes[l].drawn % LANE_ROWS) * 3;
+			fprintf(f, "<rect x=\"%.1f\" y=\"%d\" width=\"%.1f\" height=\"2\" fill=\"%s\">"
+				   "<title>",
+				x, y, w < 1 ? 1 : w, outcome_color(outcome));
+			html_text(f, cell(t, r, 3));
+			fprintf(f, ":%s &#8594; ", cell(t, r, 4) ? cell(t, r, 4) : "-");
+			html_text(f, cell(t, r, 5));
+			fprintf(f, ":%s, %s: ", cell(t, r, 6) ? cell(t, r, 6) : "-",
+				outcome ? outcome : "-");
+			html_text(f, cell(t, r, 14));
+			fputs("</title></rect>\n", f);
+			lanes[l].drawn++;
+		}
+	}
+	svg_time_label(f, left, h - 10, "start", t0);
+	svg_time_label(f, SVG_W, h - 10, "end", t1);
+	fputs("</svg>\n<p class=\"legend\">", f);
+	for (size_t i = 0; i < sizeof(outcomes) / sizeof(outcomes[0]); i++)
+		fprintf(f, "<span style=\"color:%s\">&#9632;</span> %s ", outcome_colors[i],
+			outcomes[i]);
+	size_t drawn = 0;
+	for (size_t l = 0; l < nl; l++)
+		drawn += lanes[l].drawn;
+	fprintf(f, "&#8212; %zu of %zu connections drawn (at most %d a process, those that"
+		   " did not close normally first)%s</p>\n",
+		drawn, t->rows, LANE_BARS, na > nl ? "; the busiest processes only" : "");
+	free(all);
+}
+
+/* The durations as a bar chart (the same buckets as the table). */
+static void html_durations(FILE *f, const struct report *rp)
+{
+	const struct table *t = &rp->t[T_DURATIONS];
+	const int h = 160, top = 10, bottom = 30, left = 50, bar = 90;
+	uint64_t max = 1;
+
+	fputs("<h2>Connection durations</h2>\n", f);
+	if (!t->rows) {
+		fputs("<p class=\"none\">none</p>\n", f);
+		return;
+	}
+	for (size_t r = 0; r < t->rows; r++)
+		if (cell_u64(t, r, 1) > max)
+			max = cell_u64(t, r, 1);
+	double scale = (double)(h - top - bottom) / max;
+	fprintf(f, "<svg class=\"chart\" width=\"%d\" height=\"%d\" role=\"img\""
+		   " aria-label=\"connection durations\">\n", left + (int)t->rows * bar, h);
+	for (size_t r = 0; r < t->rows; r++) {
+		uint64_t n = cell_u64(t, r, 1);
+		double bh = (double)n * scale;
+		int x = left + (int)r * bar;
+		bool open = strcmp(cell(t, r, 0), "open") == 0;
+		fprintf(f, "<rect x=\"%d\" y=\"%.1f\" width=\"%d\" height=\"%.1f\" fill=\"%s\">"
+			   "<title>%" PRIu64 "</title></rect>",
+			x, h - bottom - bh, bar - 10, bh, open ? outcome_colors[5] : "#546e7a", n);
+		fprintf(f, "<text x=\"%d\" y=\"%.1f\" text-anchor=\"middle\">%" PRIu64 "</text>",
+			x + (bar - 10) / 2, h - bottom - bh - 3 < 10 ? 10 : h - bottom - bh - 3, n);
+		fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">", x + (bar - 10) / 2,
+			h - 10);
+		html_text(f, cell(t, r, 0));
+		fputs("</text>\n", f);
+	}
+	fputs("</svg>\n", f);
+}
+
+static void write_html(FILE *f, const struct report *rp)
+{
+	char since[RFC3339_NS_LEN + 1], until[RFC3339_NS_LEN + 1];
+	uint64_t total = count_outcome(rp, NULL);
+
+	header_times(rp, since, until);
+	fputs("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+	      "<meta name=\"viewport\" content=\"width=device-width\">\n<title>tcp-audit report: ",
+	      f);
+	html_text(f, rp->source);
+	fputs("</title>\n<style>\n"
+	      "body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#212121;max-width:1000px}\n"
+	      "h1{font-size:22px}h2{font-size:17px;margin:28px 0 6px}\n"
+	      "table{border-collapse:collapse;font-size:13px}\n"
+	      "th,td{padding:2px 10px;border-bottom:1px solid #e0e0e0;text-align:left;"
+	      "white-space:nowrap}\n"
+	      "td.n{text-align:right;font-variant-numeric:tabular-nums}\n"
+	      ".warn{background:#ffebee;border:1px solid #c62828;padding:8px}\n"
+	      ".ok{color:#2e7d32}.none,.legend{color:#616161;font-size:13px}\n"
+	      "svg.chart{font-size:11px;fill:#424242;overflow:visible}\n"
+	      ".axis{stroke:#9e9e9e}.lane{fill:#f5f5f5}\n"
+	      "</style>\n</head>\n<body>\n<h1>tcp-audit report</h1>\n<p>", f);
+	html_text(f, rp->source);
+	fprintf(f, "<br>%s%s to %s", rp->has_since ? "from " : "from the start",
+		rp->has_since ? since : "", until);
+	if (rp->host) {
+		fputs(", host ", f);
+		html_text(f, rp->host);
+	}
+	fprintf(f, "</p>\n<p><b>%" PRIu64 " connection%s</b>:", total, total == 1 ? "" : "s");
+	for (size_t i = 0; i < sizeof(outcomes) / sizeof(outcomes[0]); i++)
+		fprintf(f, "%s <span style=\"color:%s\">&#9632;</span> %" PRIu64 " %s",
+			i ? "," : "", outcome_colors[i], count_outcome(rp, outcomes[i]),
+			outcomes[i]);
+	fputs("</p>\n", f);
+	if (rp->t[T_GAPS].rows)
+		fprintf(f, "<p class=\"warn\">The archive records loss in this range (%zu gap "
+			   "record%s below): what it lost is not in this report.</p>\n",
+			rp->t[T_GAPS].rows, rp->t[T_GAPS].rows == 1 ? "" : "s");
+	else
+		fputs("<p class=\"ok\">No loss recorded in this range: the archive holds every "
+		      "event of it.</p>\n", f);
+	html_rate(f, rp);
+	html_timeline(f, rp);
+	html_durations(f, rp);
+	html_table(f, &rp->t[T_OUTCOMES], "none");
+	html_table(f, &rp->t[T_TROUBLE], "none: every connection closed normally");
+	html_table(f, &rp->t[T_FAILED_DEST], "none");
+	html_table(f, &rp->t[T_FAILED_PROC], "none");
+	html_table(f, &rp->t[T_RESETS], "none");
+	html_table(f, &rp->t[T_STUCK], "none");
+	html_table(f, &rp->t[T_TIME_WAIT], "none");
+	html_table(f, &rp->t[T_TALKERS], "none");
+	html_table(f, &rp->t[T_GAPS], "none");
+	fputs("<p class=\"none\">Made by tcp-audit " TCP_AUDIT_VERSION ".</p>\n</body>\n</html>\n",
+	      f);
 }
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -814,8 +1197,8 @@ static int usage_error(const char *fmt, ...)
 
 static void help(void)
 {
-	printf("Usage: tcp-audit report SOURCE [--since T] [--until T] [--host H]\n"
-	       "                        [--stuck SECONDS] [--format text|json] [-o FILE] [-v]\n"
+	printf("Usage: tcp-audit report SOURCE [--since T] [--until T] [--host H] [--stuck S]\n"
+	       "                        [--format text|json|html] [-o FILE] [-v]\n"
 	       "\n"
 	       "What happened to the connections of an archive in a time range: one entry per\n"
 	       "socket (its path of states and its outcome: closed, reset, refused, timed-out,\n"
@@ -834,7 +1217,8 @@ static void help(void)
 	       "  --stuck SECONDS   a socket in CLOSE-WAIT or SYN-RECEIVED longer than this at\n"
 	       "                    the end of the range is stuck (default %d)\n"
 	       "  --format F        text (default: tables within 100 columns, at most %d rows\n"
-	       "                    each) or json (everything; the README documents it)\n"
+	       "                    each), json (everything; the README documents it) or html\n"
+	       "                    (one page, no network needed: charts and the tables)\n"
 	       "  -o FILE           write there (mode 0640) instead of stdout\n"
 	       "  -v, --verbose     each query's time on stderr\n"
 	       "\n"
@@ -872,6 +1256,8 @@ int report_main(int argc, char **argv)
 			[T_TALKERS] = TABLE("top_talkers", "Top talkers (process -> destination)",
 					    talker_cols),
 			[T_RATE] = TABLE("rate", "Connections opened over time", rate_cols),
+			[T_DURATIONS] = TABLE("durations", "Connection durations (listeners left out)",
+					      duration_cols),
 			[T_GAPS] = TABLE("gaps", "Gap records (events the archive lost)", gap_cols),
 		},
 	};
@@ -903,8 +1289,9 @@ int report_main(int argc, char **argv)
 			break;
 		}
 		case 'f':
-			if (strcmp(optarg, "text") != 0 && strcmp(optarg, "json") != 0)
-				return usage_error("--format: %s is neither text nor json", optarg);
+			if (strcmp(optarg, "text") != 0 && strcmp(optarg, "json") != 0 &&
+			    strcmp(optarg, "html") != 0)
+				return usage_error("--format: %s is not text, json or html", optarg);
 			format = optarg;
 			break;
 		case 'o':
@@ -936,7 +1323,10 @@ int report_main(int argc, char **argv)
 	if (rp.since >= rp.until)
 		return usage_error("--since must come before --until");
 	rp.has_since = since != NULL;
-	rp.json = strcmp(format, "json") == 0;
+	rp.has_until = until != NULL;
+	rp.format = strcmp(format, "json") == 0	  ? FORMAT_JSON
+		    : strcmp(format, "html") == 0 ? FORMAT_HTML
+						  : FORMAT_TEXT;
 	rp.stuck_ns = (uint64_t)(stuck_s * NS);
 
 	/*
@@ -967,8 +1357,10 @@ int report_main(int argc, char **argv)
 		status = EXIT_USAGE;
 	close_store(&st);
 	if (status == 0) {
-		if (rp.json)
+		if (rp.format == FORMAT_JSON)
 			write_json(f, &rp);
+		else if (rp.format == FORMAT_HTML)
+			write_html(f, &rp);
 		else
 			write_text(f, &rp);
 		if (fflush(f) != 0 || ferror(f)) {

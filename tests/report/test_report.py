@@ -11,6 +11,8 @@ exactly as the rules say (side, path, outcome), and each case its outcome.
 import collections
 import json
 import os
+import re
+import shutil
 import socket
 import struct
 import subprocess
@@ -137,6 +139,19 @@ class Scenario:
             s.close()
 
 
+CHROMIUM = shutil.which("chromium")
+
+
+def chromium(*args):
+    """Headless Chromium as root (with the flags that work here)."""
+    with tempfile.TemporaryDirectory(prefix="tcp-audit-chromium-") as profile:
+        return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+                               "--no-first-run", "--disable-background-networking",
+                               "--user-data-dir=" + profile, "--enable-logging=stderr",
+                               "--v=0"] + list(args),
+                              capture_output=True, text=True, timeout=120)
+
+
 @unittest.skipUnless(os.geteuid() == 0, "needs root (kernel tracing)")
 class Report(unittest.TestCase):
     @classmethod
@@ -185,6 +200,52 @@ class Report(unittest.TestCase):
     def blind_on(self, port):
         """Whether the witness saw a transition on port that bpf could not."""
         return any(port in k[:2] for k in self.blind)
+
+    def html(self):
+        """--format html of the SQLite archive: (its path, the page)."""
+        path = os.path.join(self.tmp.name, "report.html")
+        if not os.path.exists(path):
+            r = run(["report", self.db, "--format", "html", "-o", path, "--stuck", "0.2"])
+            self.assertEqual(r.returncode, 0, r.stderr)
+        with open(path) as f:
+            return path, f.read()
+
+    def test_html_self_contained(self):
+        """One page that needs no network: its three charts and the tables."""
+        _, page = self.html()
+        self.assertTrue(page.startswith("<!DOCTYPE html>"))
+        self.assertIsNone(re.search(r"<script|<link|<img|<iframe|\bsrc=|\bhref=|url\(|@import",
+                                    page, re.I))
+        self.assertEqual(page.count("<svg"), 3)
+        for title in ("Connections opened over time", "Timeline of connections per process",
+                      "Connection durations", "Failed connects by destination",
+                      "Sockets stuck in CLOSE-WAIT", "No loss recorded"):
+            self.assertIn(title, page)
+        sc = self.scenario
+        if not self.blind_on(sc.refused):
+            self.assertRegex(page, r"<td>127\.0\.0\.1</td><td class=\"n\">%d</td>"
+                                   r"<td><span[^>]*>&#9632;</span> refused</td>" % sc.refused)
+        # a bar per connection in the timeline (all of them: fewer than its cap)
+        timeline = page.split("Timeline of connections")[1].split("</svg>")[0]
+        self.assertEqual(timeline.count('height="2"'), len(self.ref))
+
+    @unittest.skipUnless(CHROMIUM, "needs chromium")
+    def test_html_renders_in_chromium(self):
+        """Headless Chromium: the page's DOM has the charts, no console message,
+        and a screenshot that is not blank."""
+        path, _ = self.html()
+        r = chromium("--dump-dom", "file://" + path)
+        self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+        self.assertEqual(r.stdout.count("<svg"), 3)
+        self.assertGreater(r.stdout.count("<rect"), len(self.ref))
+        self.assertEqual([l for l in r.stderr.splitlines() if "CONSOLE" in l], [])
+        png = os.path.join(self.tmp.name, "report.png")
+        r = chromium("--screenshot=" + png, "--window-size=1100,1600", "file://" + path)
+        self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+        with open(png, "rb") as f:
+            data = f.read()
+        self.assertEqual(data[:8], b"\x89PNG\r\n\x1a\n")
+        self.assertGreater(len(data), 20000)  # charts, not a blank page
 
     def conns(self, rep, **match):
         return [c for c in rep["connections"]
@@ -328,6 +389,19 @@ class Report(unittest.TestCase):
             self.assertEqual(len(json.load(f)["connections"]), len(self.ref))
 
 
+CHROMIUM = shutil.which("chromium")
+
+
+def chromium(*args):
+    """Headless Chromium as root (the flags of ../shared/platform-notes.md)."""
+    with tempfile.TemporaryDirectory(prefix="tcp-audit-chromium-") as profile:
+        return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+                               "--no-first-run", "--disable-background-networking",
+                               "--user-data-dir=" + profile, "--enable-logging=stderr",
+                               "--v=0"] + list(args),
+                              capture_output=True, text=True, timeout=120)
+
+
 class Mistakes(unittest.TestCase):
     """Every mistake: exit 2 and one line naming it."""
 
@@ -353,7 +427,7 @@ class Mistakes(unittest.TestCase):
             self.check([empty, "--since", "yesterday"], "--since: yesterday is not a time")
             self.check([empty, "--until", "2026-13-01"], "--until: 2026-13-01 is not a time")
             self.check([empty, "--since", "now", "--until", "-1h"], "--since must come before")
-            self.check([empty, "--format", "xml"], "--format: xml is neither text nor json")
+            self.check([empty, "--format", "xml"], "--format: xml is not text, json or html")
             self.check([empty, "--stuck", "soon"], "--stuck: soon is not a number")
             self.check([empty, "--bogus"], "unknown option --bogus")
             self.check([empty, "-o", os.path.join(d, "no", "such", "dir")], "cannot write")
