@@ -145,7 +145,8 @@ struct sealed_uid {
 };
 
 struct verify {
-	const char *source;
+	const char *source; /* as given; a PostgreSQL one as user@host:port/db once connected */
+	char pg_name[512];
 	const char *unit, *seal_unit; /* how events and seals are found: "line", "row" */
 	bool by_uid;                  /* events are named by uid (PostgreSQL), not unit N */
 	struct seal_keys keys;
@@ -1065,10 +1066,13 @@ static int verify_pgsql(struct verify *v)
 	v->seal_unit = "seal";
 	v->by_uid = true;
 	if (PQstatus(c) != CONNECTION_OK) {
-		fprintf(stderr, "tcp-audit verify: cannot connect to %s: %s", v->source,
-			PQerrorMessage(c));
+		/* libpq's message names the server; a conninfo can hold a password */
+		fprintf(stderr, "tcp-audit verify: cannot connect: %s", PQerrorMessage(c));
 		goto out;
 	}
+	snprintf(v->pg_name, sizeof(v->pg_name), "%s@%s:%s/%s", PQuser(c), PQhost(c), PQport(c),
+		 PQdb(c));
+	v->source = v->pg_name;
 	res = PQexec(c, "BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ");
 	if (!pg_ok(c, res, PGRES_COMMAND_OK, "BEGIN", v))
 		goto out;

@@ -524,6 +524,25 @@ class PgsqlSink(unittest.TestCase):
                    PGHOST=self.pg.socket_dir, PGDATABASE=self.db)
         self.assertIn("password authentication failed", self.start_error("", env=env))
 
+    def test_verify_and_report_never_show_a_password(self):
+        """verify and report name the store as user@host:port/db, not as the
+        conninfo given (which can hold a password), also when it is refused."""
+        self.replay()
+        self.pg.psql(self.db, "GRANT SELECT ON ALL TABLES IN SCHEMA public TO audit")
+        key = os.path.join(self.tmp.name, "k")
+        vkey = run(["seal-init", key]).stdout.strip()
+        for pw in (pgserver.PASSWORD, "wrong-" + pgserver.PASSWORD):
+            ci = "host=%s dbname=%s user=audit password=%s" % (self.pg.socket_dir, self.db, pw)
+            for args in (["verify", ci, "--verify-key", vkey], ["report", ci]):
+                r = run(args)
+                self.assertEqual(r.returncode, 2 if args[0] == "verify" or pw != pgserver.PASSWORD
+                                 else 0, r.stdout + r.stderr)
+                self.assertNotIn(pgserver.PASSWORD, r.stdout + r.stderr)
+                if pw == pgserver.PASSWORD:
+                    self.assertIn("audit@%s:" % self.pg.socket_dir, r.stdout + r.stderr)
+                else:
+                    self.assertIn("password authentication failed", r.stderr)
+
     def test_right_password_from_environment(self):
         self.pg.psql(self.db, "GRANT ALL ON SCHEMA public TO audit")
         env = dict(os.environ, PGPASSWORD=pgserver.PASSWORD, PGUSER="audit",
