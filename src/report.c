@@ -200,6 +200,19 @@ static int64_t run_int(struct store *st, const char *sql)
 	return v;
 }
 
+#if TCP_AUDIT_VERIFY_SQLITE || TCP_AUDIT_VERIFY_PGSQL
+/* The archive's schema version must be 2; 0, or an exit status. */
+static int check_version(const struct store *st, int64_t version, const char *sink)
+{
+	if (version == 2)
+		return 0;
+	fprintf(stderr, "tcp-audit report: %s is not a tcp-audit archive of schema version 2%s%s%s\n",
+		st->name, version == 1 ? " (version 1: the " : "", version == 1 ? sink : "",
+		version == 1 ? " sink migrates it when it next opens it)" : "");
+	return EXIT_USAGE;
+}
+#endif
+
 /* Opens the archive and checks its schema; 0, or an exit status. */
 static int open_store(struct store *st)
 {
@@ -222,14 +235,7 @@ static int open_store(struct store *st)
 					" THEN 0 ELSE 1 END");
 		if (v == 1)
 			v = run_int(st, "SELECT max(version) FROM tcp_audit_schema");
-		if (v != 2) {
-			fprintf(stderr, "tcp-audit report: %s is not a tcp-audit archive of schema "
-					"version 2%s\n",
-				st->name, v == 1 ? " (version 1: the pgsql sink migrates it when "
-						       "it next opens it)" : "");
-			return EXIT_USAGE;
-		}
-		return 0;
+		return check_version(st, v, "pgsql");
 #else
 		fprintf(stderr, "tcp-audit report: %s is a PostgreSQL archive, and this tcp-audit "
 				"was built without libpq\n",
@@ -263,15 +269,7 @@ static int open_store(struct store *st)
 	 */
 	if (run(st, "PRAGMA temp_store = MEMORY", NULL) < 0 || run(st, "BEGIN", NULL) < 0)
 		return EXIT_USAGE;
-	int64_t v = run_int(st, "PRAGMA user_version");
-	if (v != 2) {
-		fprintf(stderr, "tcp-audit report: %s is not a tcp-audit archive of schema version "
-				"2%s\n",
-			st->source, v == 1 ? " (version 1: the sqlite sink migrates it when it next "
-					     "opens it)" : "");
-		return EXIT_USAGE;
-	}
-	return 0;
+	return check_version(st, run_int(st, "PRAGMA user_version"), "sqlite");
 #else
 	fprintf(stderr, "tcp-audit report: %s is an SQLite file, and this tcp-audit was built "
 			"without SQLite\n",

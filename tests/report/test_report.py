@@ -389,19 +389,6 @@ class Report(unittest.TestCase):
             self.assertEqual(len(json.load(f)["connections"]), len(self.ref))
 
 
-CHROMIUM = shutil.which("chromium")
-
-
-def chromium(*args):
-    """Headless Chromium as root (the flags of ../shared/platform-notes.md)."""
-    with tempfile.TemporaryDirectory(prefix="tcp-audit-chromium-") as profile:
-        return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-                               "--no-first-run", "--disable-background-networking",
-                               "--user-data-dir=" + profile, "--enable-logging=stderr",
-                               "--v=0"] + list(args),
-                              capture_output=True, text=True, timeout=120)
-
-
 class Mistakes(unittest.TestCase):
     """Every mistake: exit 2 and one line naming it."""
 
