@@ -82,23 +82,74 @@ const char *const sql_view_names[SQL_N_VIEWS] = {
 	"tcp_audit_resets", "tcp_connections",
 };
 
+/*
+ * A state change that begins a socket's life as an archive without cookies
+ * (tracefs) shows it: from CLOSED (a listener), from SYN-SENT (a client: its
+ * CLOSED -> SYN-SENT has no source port yet and is left out), LISTEN ->
+ * SYN-RECEIVED (an accepted socket).
+ */
+static int start_flag(char *out, size_t size)
+{
+	int n = snprintf(out, size,
+			 "CASE WHEN old_state IN (%d, %d) OR (old_state = %d AND new_state = %d)"
+			 " THEN 1 ELSE 0 END",
+			 TCP_AUDIT_TCP_CLOSE, TCP_AUDIT_TCP_SYN_SENT, TCP_AUDIT_TCP_LISTEN,
+			 TCP_AUDIT_TCP_SYN_RECV);
+	return n >= 0 && (size_t)n < size ? n : -1;
+}
+
+/*
+ * The key of a socket without a cookie: its addresses and ports and how many
+ * sockets began on them before it (a window over rows in `order`).
+ */
+static int cookieless_key(char *out, size_t size, const char *order)
+{
+	char start[256];
+
+	if (start_flag(start, sizeof(start)) < 0)
+		return -1;
+	int n = snprintf(out, size,
+			 "saddr || ' ' || sport || ' ' || daddr || ' ' || dport || ' ' ||"
+			 " sum(%s) OVER (PARTITION BY host, family, saddr, sport, daddr, dport"
+			 " ORDER BY %s ROWS UNBOUNDED PRECEDING)",
+			 start, order);
+	return n >= 0 && (size_t)n < size ? n : -1;
+}
+
+/* Which rows are a socket's records: with a cookie, or a state change that has its ports. */
+#define RECORDS_WHERE                                                                      \
+	"kind IN (0, 3) AND (sock_cookie IS NOT NULL OR (kind = 0 AND NOT (new_state = %d"    \
+	" AND sport = 0)))"
+
 int sql_connections(char *out, size_t size, enum sql_order order, const char *from,
 		    const char *where)
 {
 	char family[256], first_name[1024], error[8192], step[1024], path[1536], first[512],
-		records[4096];
+		records[8192], key[1024], side[512];
 	size_t len = 0;
 
 	if (sql_case_name(family, sizeof(family), SQL_FAMILY, "family") < 0 ||
 	    sql_case_name(error, sizeof(error), SQL_ERRNO, "error") < 0 ||
-	    sql_case_name(step, sizeof(step), SQL_TCP_STATE, "new_state") < 0)
+	    sql_case_name(step, sizeof(step), SQL_TCP_STATE, "new_state") < 0 ||
+	    cookieless_key(key, sizeof(key), "time_ns, seq") < 0)
 		return -1;
 	/*
 	 * A socket's records in order: its state changes by time, then its reset
 	 * records (kind 3 sorts after 0), so that the first record is its first
 	 * transition (SQL_ORDER_SCAN: all by time, the first transition found by
-	 * its kind); the path holds transitions only.
+	 * its kind); the path holds transitions only.  A socket is its host and
+	 * cookie, or without a cookie its host and key (cookieless_key()).
 	 */
+	const char *columns = "host, sock_cookie, kind, time_ns, seq, family, saddr, sport, daddr,"
+			      " dport, owner_pid, owner_comm, old_state, new_state, error";
+	char both[4096];
+	if (snprintf(both, sizeof(both),
+		     "SELECT %s, CAST(NULL AS TEXT) AS conn FROM %s WHERE kind IN (0, 3) AND"
+		     " sock_cookie IS NOT NULL%s UNION ALL SELECT %s, %s AS conn FROM %s"
+		     " WHERE kind = 0 AND sock_cookie IS NULL AND NOT (new_state = %d AND sport = 0)%s",
+		     columns, from, where, columns, key, from, TCP_AUDIT_TCP_SYN_SENT,
+		     where) >= (int)sizeof(both))
+		return -1;
 	switch (order) {
 	case SQL_ORDER_AGGREGATE:
 		snprintf(path, sizeof(path),
@@ -108,8 +159,7 @@ int sql_connections(char *out, size_t size, enum sql_order order, const char *fr
 		snprintf(first, sizeof(first),
 			 "(min(CASE WHEN kind = 0 THEN ARRAY[time_ns, coalesce(seq, 0), old_state]"
 			 " END))[3]");
-		snprintf(records, sizeof(records),
-			 "%s WHERE kind IN (0, 3) AND sock_cookie IS NOT NULL%s", from, where);
+		snprintf(records, sizeof(records), "(%s) records", both);
 		break;
 	case SQL_ORDER_SCAN:
 		snprintf(path, sizeof(path), "group_concat(CASE WHEN kind = 0 THEN %s END, ' ')", step);
@@ -121,14 +171,12 @@ int sql_connections(char *out, size_t size, enum sql_order order, const char *fr
 		snprintf(path, sizeof(path), "max(path)");
 		snprintf(first, sizeof(first), "max(first_state)");
 		if (snprintf(records, sizeof(records),
-			     "(SELECT host, sock_cookie, kind, time_ns, family, saddr, sport, daddr,"
-			     " dport, owner_pid, owner_comm, old_state, new_state, error,"
-			     " first_value(old_state) OVER w AS first_state,"
+			     "(SELECT *, first_value(old_state) OVER w AS first_state,"
 			     " group_concat(CASE WHEN kind = 0 THEN %s END, ' ') OVER w AS path"
-			     " FROM %s WHERE kind IN (0, 3) AND sock_cookie IS NOT NULL%s"
-			     " WINDOW w AS (PARTITION BY host, sock_cookie ORDER BY kind, time_ns, seq"
+			     " FROM (%s) socket_records WINDOW w AS (PARTITION BY host, sock_cookie, conn"
+			     " ORDER BY kind, time_ns, seq"
 			     " ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)) records",
-			     step, from, where) >= (int)sizeof(records))
+			     step, both) >= (int)sizeof(records))
 			return -1;
 		break;
 	}
@@ -140,6 +188,16 @@ int sql_connections(char *out, size_t size, enum sql_order order, const char *fr
 		snprintf(first_state, sizeof(first_state), "sockets.first");
 	if (sql_case_name(first_name, sizeof(first_name), SQL_TCP_STATE, first_state) < 0)
 		return -1;
+	/*
+	 * The side by its first sign: SYN-SENT (client), SYN-RECEIVED (server),
+	 * LISTEN, as the new state or (a cookie-less client's first kept
+	 * transition) the old one.
+	 */
+	snprintf(side, sizeof(side),
+		 "min(CASE WHEN kind = 0 THEN CASE WHEN %d IN (new_state, old_state) THEN 1"
+		 " WHEN %d IN (new_state, old_state) THEN 2 WHEN %d IN (new_state, old_state)"
+		 " THEN 3 END END)",
+		 TCP_AUDIT_TCP_SYN_SENT, TCP_AUDIT_TCP_SYN_RECV, TCP_AUDIT_TCP_LISTEN);
 	/*
 	 * One row per socket, its addresses and owner from its state changes (a
 	 * reset record has the peer of the segment it answered: a listener's
@@ -154,13 +212,11 @@ int sql_connections(char *out, size_t size, enum sql_order order, const char *fr
 	    " CASE WHEN closed_ns IS NULL THEN 'open' WHEN error = %d THEN 'refused'"
 	    " WHEN error = %d THEN 'timed-out' WHEN error IN (%d, %d, %d, %d) THEN 'unreachable'"
 	    " WHEN error IN (%d, %d) OR reset_records > 0 THEN 'reset' ELSE 'closed' END"
-	    " AS outcome, %s AS error, resets",
+	    " AS outcome, %s AS error, resets, conn",
 	    family, first_name, ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, ENETUNREACH, EHOSTDOWN,
 	    ENETDOWN, ECONNRESET, EPIPE, error);
-	/* the side by its first sign: SYN-SENT (client), SYN-RECEIVED (server), LISTEN */
 	put(out, size, &len,
-	    " FROM (SELECT host, sock_cookie, min(CASE WHEN kind = 0 THEN CASE new_state"
-	    " WHEN %d THEN 1 WHEN %d THEN 2 WHEN %d THEN 3 END END) AS side,"
+	    " FROM (SELECT host, sock_cookie, conn, %s AS side,"
 	    " max(family) AS family, max(CASE WHEN kind = 0 THEN saddr END) AS saddr,"
 	    " max(CASE WHEN kind = 0 THEN sport END) AS sport,"
 	    " max(CASE WHEN kind = 0 THEN daddr END) AS daddr,"
@@ -173,20 +229,32 @@ int sql_connections(char *out, size_t size, enum sql_order order, const char *fr
 	    " %s AS first, %s AS path, max(error) AS error,"
 	    " sum(CASE WHEN kind = 3 THEN 1 ELSE 0 END) AS resets,"
 	    " sum(CASE WHEN kind = 3 AND new_state <> %d THEN 1 ELSE 0 END) AS reset_records"
-	    " FROM %s GROUP BY host, sock_cookie HAVING min(kind) = 0) sockets",
-	    TCP_AUDIT_TCP_SYN_SENT, TCP_AUDIT_TCP_SYN_RECV, TCP_AUDIT_TCP_LISTEN,
-	    TCP_AUDIT_TCP_CLOSE, first, path, TCP_AUDIT_TCP_LISTEN, records);
+	    " FROM %s GROUP BY host, sock_cookie, conn HAVING min(kind) = 0) sockets",
+	    side, TCP_AUDIT_TCP_CLOSE, first, path, TCP_AUDIT_TCP_LISTEN, records);
 	return len < size ? (int)len : -1;
 }
 
 int sql_connection_records(char *out, size_t size, const char *where)
 {
 	int n = snprintf(out, size,
-			 "SELECT host, sock_cookie, kind, time_ns, seq, family, saddr, sport, daddr,"
-			 " dport, owner_pid, owner_comm, old_state, new_state, error"
-			 " FROM tcp_audit_events WHERE kind IN (0, 3) AND sock_cookie IS NOT NULL%s"
+			 "SELECT host, sock_cookie, CAST(NULL AS TEXT) AS conn, kind, time_ns, seq,"
+			 " family, saddr, sport, daddr, dport, owner_pid, owner_comm, old_state,"
+			 " new_state, error FROM tcp_audit_events WHERE " RECORDS_WHERE "%s"
 			 " ORDER BY uid",
-			 where);
+			 TCP_AUDIT_TCP_SYN_SENT, where);
+	return n >= 0 && (size_t)n < size ? n : -1;
+}
+
+int sql_connection_keys(char *out, size_t size, const char *table)
+{
+	char key[1024];
+
+	if (cookieless_key(key, sizeof(key), "rowid") < 0)
+		return -1;
+	int n = snprintf(out, size,
+			 "UPDATE %s SET conn = keys.conn FROM (SELECT rowid AS r, %s AS conn FROM %s"
+			 " WHERE sock_cookie IS NULL) keys WHERE %s.rowid = keys.r",
+			 table, key, table, table);
 	return n >= 0 && (size_t)n < size ? n : -1;
 }
 

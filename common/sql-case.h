@@ -70,17 +70,20 @@ extern const char *const sql_view_names[SQL_N_VIEWS];
 int sql_views(char *out, size_t size, const struct sql_view_forms *forms, const char *create);
 
 /*
- * A SELECT of one row per socket (by host and cookie) from its state changes
- * and reset records in from (tcp_audit_events, or with SQL_ORDER_SCAN a table
- * of sql_connection_records()) that `where` admits ("" for all, else a
+ * A SELECT of one row per socket (by host and cookie; without a cookie, as
+ * tracefs records, by host, addresses, ports and the sockets that began on
+ * them before) from its state changes and reset records in from
+ * (tcp_audit_events, or with SQL_ORDER_SCAN a table of
+ * sql_connection_records()) that `where` admits ("" for all, else a
  * condition on their columns begun with " AND "): host, sock_cookie, side
  * (client, server, listener; NULL when no transition shows it), family,
  * saddr, sport, daddr, dport, owner_pid, owner_comm, opened_ns (its first
  * transition), closed_ns (its transition to CLOSED; NULL when there is none),
  * last_ns (its latest transition), states (the path: the first transition's
  * old state, then each new state, by time), outcome (closed, reset, refused,
- * timed-out, unreachable, open), error (the errno name of the close) and
- * resets (reset records).  The tcp_connections view and tcp-audit report
+ * timed-out, unreachable, open), error (the errno name of the close), resets
+ * (reset records) and conn (the key of a socket without a cookie, else
+ * NULL).  The tcp_connections view and tcp-audit report
  * share it.  Returns the length, or -1 if out is too small.
  */
 int sql_connections(char *out, size_t size, enum sql_order order, const char *from,
@@ -89,8 +92,12 @@ int sql_connections(char *out, size_t size, enum sql_order order, const char *fr
 /*
  * The SELECT of the records sql_connections() reads, in uid order, which is
  * time order (a uid begins with the time) and free (SQLite has an index of
- * uids): for SQL_ORDER_SCAN.
+ * uids): for SQL_ORDER_SCAN.  Its conn column is NULL: sql_connection_keys()
+ * gives the sockets without a cookie theirs.
  */
 int sql_connection_records(char *out, size_t size, const char *where);
+
+/* The UPDATE of a table of sql_connection_records() that keys its cookie-less rows. */
+int sql_connection_keys(char *out, size_t size, const char *table);
 
 #endif

@@ -617,13 +617,19 @@ static int fill(struct store *st, struct report *rp)
 			 rp->until >> 32, (rp->until >> 16) & 0xffff, rp->until & 0xffff);
 	char conn[32768];
 	if (st->order == SQL_ORDER_SCAN) {
-		/* SQLite: the records into a table in time order first (sql_connections()) */
+		/*
+		 * SQLite: the records into a table in time order first, with the keys
+		 * of sockets without a cookie (sql_connections())
+		 */
 		char records[1024];
 		if (sql_connection_records(records, sizeof(records), where) < 0)
 			return -1;
 		snprintf(sql, sizeof(sql), "CREATE TEMP TABLE report_records AS %s", records);
 		if (run(st, sql, NULL) < 0 ||
-		    run(st, "CREATE INDEX temp.report_sockets ON report_records (host, sock_cookie)",
+		    sql_connection_keys(sql, sizeof(sql), "report_records") < 0 ||
+		    run(st, sql, NULL) < 0 ||
+		    run(st, "CREATE INDEX temp.report_sockets ON report_records (host, sock_cookie,"
+			    " conn)",
 			NULL) < 0)
 			return -1;
 		if (sql_connections(conn, sizeof(conn), SQL_ORDER_SCAN, "report_records", "") < 0)
@@ -654,10 +660,10 @@ static int fill(struct store *st, struct report *rp)
 				  " owner_pid, owner_comm, opened_ns, closed_ns,"
 				  " CAST(closed_ns - opened_ns AS DOUBLE PRECISION) / 1000000000.0,"
 				  " outcome, error, states FROM report_connections"
-				  " ORDER BY opened_ns, host, sock_cookie",
+				  " ORDER BY opened_ns, host, sock_cookie, conn",
 		[T_TROUBLE] = "SELECT opened_ns, outcome, side, owner_comm, saddr, sport, daddr,"
 			      " dport, states FROM report_connections WHERE outcome <> 'closed'"
-			      " ORDER BY opened_ns, host, sock_cookie",
+			      " ORDER BY opened_ns, host, sock_cookie, conn",
 		[T_OUTCOMES] = "SELECT coalesce(side, 'unknown'), outcome, count(*)"
 			       " FROM report_connections GROUP BY side, outcome ORDER BY 1, 2",
 		[T_FAILED_DEST] = "SELECT daddr, dport, outcome, count(*) AS n, min(opened_ns),"
@@ -708,7 +714,7 @@ static int fill(struct store *st, struct report *rp)
 		 " owner_pid, owner_comm, saddr, sport, daddr, dport, sock_cookie"
 		 " FROM report_connections WHERE (states LIKE '%% CLOSE-WAIT'"
 		 " OR states LIKE '%% SYN-RECEIVED') AND last_ns < %" PRIu64
-		 " ORDER BY last_ns, host, sock_cookie",
+		 " ORDER BY last_ns, host, sock_cookie, conn",
 		 rp->until, rp->until - (rp->until > rp->stuck_ns ? rp->stuck_ns : rp->until));
 	if (run(st, sql, &t[T_STUCK]) < 0)
 		return -1;

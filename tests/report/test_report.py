@@ -44,23 +44,44 @@ def report(source, *args):
     return json.loads(r.stdout)
 
 
+def socket_key(c):
+    """A connection's identity: host and cookie, or without a cookie (tracefs)
+    host, addresses, ports and the time of its first transition."""
+    if c.get("sock_cookie") is not None:
+        return (c["host"], c["sock_cookie"])
+    return (c["host"], c["saddr"], c["sport"], c["daddr"], c["dport"], c["opened"])
+
+
+STARTS = {("CLOSED", None), ("SYN-SENT", None), ("LISTEN", "SYN-RECEIVED")}
+
+
 def reference(events):
     """The connections of a capture's events, by the README's rules, as a
-    dict (host, cookie) -> (side, states, outcome, error)."""
+    dict socket_key -> (side, states, outcome, error)."""
     socks = collections.defaultdict(list)
-    for e in events:
-        if e.get("kind", "state") in ("state", "reset") and "sock_cookie" in e:
+    instance = collections.Counter()
+    for e in sorted(events, key=lambda e: (e["time"], e.get("seq", 0))):
+        kind = e.get("kind", "state")
+        if kind not in ("state", "reset"):
+            continue
+        if "sock_cookie" in e:
             socks[(e["host"], e["sock_cookie"])].append(e)
+        elif kind == "state" and not (e["new_state"] == "SYN-SENT" and e["sport"] == 0):
+            # without a cookie: a socket per addresses and ports, a new one at each start
+            tup = (e["host"], e["saddr"], e["sport"], e["daddr"], e["dport"])
+            if (e["old_state"], None) in STARTS or (e["old_state"], e["new_state"]) in STARTS:
+                instance[tup] += 1
+            socks[tup + (instance[tup],)].append(e)
     out = {}
     for key, evs in socks.items():
-        st = sorted((e for e in evs if e.get("kind", "state") == "state"),
-                    key=lambda e: (e["time"], e.get("seq", 0)))
+        st = [e for e in evs if e.get("kind", "state") == "state"]
         if not st:
             continue
         path = [st[0]["old_state"]] + [e["new_state"] for e in st]
+        seen = {e["new_state"] for e in st} | {e["old_state"] for e in st}
+        side = ("client" if "SYN-SENT" in seen else "server" if "SYN-RECEIVED" in seen
+                else "listener" if "LISTEN" in seen else None)
         news = {e["new_state"] for e in st}
-        side = ("client" if "SYN-SENT" in news else "server" if "SYN-RECEIVED" in news
-                else "listener" if "LISTEN" in news else None)
         errors = {e.get("error") for e in st} - {None}
         resets = [e for e in evs if e.get("kind") == "reset" and e.get("state") != "LISTEN"]
         if "CLOSED" not in news:
@@ -75,8 +96,69 @@ def reference(events):
             outcome = "reset"
         else:
             outcome = "closed"
+        if "sock_cookie" not in st[0]:
+            key = key[:5] + (st[0]["time"],)
         out[key] = (side, " ".join(path), outcome, max(errors) if errors else None)
     return out
+
+
+def capture(cls, eventer):
+    """The scenario captured by eventer into jsonl, SQLite and (when there is
+    one) PostgreSQL; sets the class's attributes the tests read."""
+    cls.tmp = tempfile.TemporaryDirectory(prefix="tcp-audit-report-")
+    cls.jsonl = os.path.join(cls.tmp.name, "events.jsonl")
+    cls.db = os.path.join(cls.tmp.name, "archive.db")
+    cls.pg = None
+    sinks = ["--sink", "jsonl", "-p", "path=" + cls.jsonl,
+             "--sink", "sqlite", "-p", "path=" + cls.db]
+    if pgserver.available():
+        cls.pg = pgserver.PostgresServer()
+        cls.pg.start()
+        cls.pg.createdb("audit")
+        cls.conninfo = cls.pg.conninfo("audit")
+        sinks += ["--sink", "pgsql", "-p", "conninfo=" + cls.conninfo]
+    case = unittest.TestCase()
+    cls.scenario = sc = Scenario(case)
+    netns = sc.netns_dropping_syns()
+    try:
+        ports = ",".join(str(p) for p in sc.ports)
+        with tcpaudit.Witness(sc.ports) as witness, \
+                Running(["--event", eventer, "-p", "ports=" + ports] + sinks) as t:
+            cls.start = time.time()
+            sc.play(netns)
+            time.sleep(0.5)
+            rc = t.stop()
+            cls.end = time.time()
+            cls.stderr = t.stderr()
+            cls.blind = witness.blind() if eventer == "bpf" else {}
+        case.assertEqual(rc, 130, cls.stderr)
+    finally:
+        sc.close()
+        case.doCleanups()
+    cls.events = tcpaudit.read_jsonl(cls.jsonl)
+    cls.ref = reference(cls.events)
+    cls.sources = [("sqlite", cls.db)] + ([("pgsql", cls.conninfo)] if cls.pg else [])
+    cls.reports = {name: report(src, "--stuck", "0.2") for name, src in cls.sources}
+
+
+def cleanup(cls):
+    if cls.pg:
+        cls.pg.cleanup()
+    cls.tmp.cleanup()
+
+
+def check_every_socket(test):
+    """Each store's report has exactly the jsonl's sockets, each with its
+    side, path, outcome and error as the reference computes them."""
+    for name, rep in test.reports.items():
+        with test.subTest(store=name):
+            got = {socket_key(c): (c["side"], c["states"], c["outcome"], c["error"])
+                   for c in rep["connections"]}
+            test.assertEqual(got, test.ref)
+            test.assertEqual(rep["totals"]["connections"], len(test.ref))
+            for outcome in ("closed", "reset", "refused", "timed-out", "open"):
+                test.assertEqual(rep["totals"][outcome],
+                                 sum(1 for v in test.ref.values() if v[2] == outcome))
 
 
 class Scenario:
@@ -156,46 +238,11 @@ def chromium(*args):
 class Report(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.tmp = tempfile.TemporaryDirectory(prefix="tcp-audit-report-")
-        cls.jsonl = os.path.join(cls.tmp.name, "events.jsonl")
-        cls.db = os.path.join(cls.tmp.name, "archive.db")
-        cls.pg = None
-        sinks = ["--sink", "jsonl", "-p", "path=" + cls.jsonl,
-                 "--sink", "sqlite", "-p", "path=" + cls.db]
-        if pgserver.available():
-            cls.pg = pgserver.PostgresServer()
-            cls.pg.start()
-            cls.pg.createdb("audit")
-            cls.conninfo = cls.pg.conninfo("audit")
-            sinks += ["--sink", "pgsql", "-p", "conninfo=" + cls.conninfo]
-        case = unittest.TestCase()
-        cls.scenario = sc = Scenario(case)
-        netns = sc.netns_dropping_syns()
-        try:
-            ports = ",".join(str(p) for p in sc.ports)
-            with tcpaudit.Witness(sc.ports) as witness, \
-                    Running(["--event", "bpf", "-p", "ports=" + ports] + sinks) as t:
-                cls.start = time.time()
-                sc.play(netns)
-                time.sleep(0.5)
-                rc = t.stop()
-                cls.end = time.time()
-                cls.stderr = t.stderr()
-                cls.blind = witness.blind()
-            case.assertEqual(rc, 130, cls.stderr)
-        finally:
-            sc.close()
-            case.doCleanups()
-        cls.events = tcpaudit.read_jsonl(cls.jsonl)
-        cls.ref = reference(cls.events)
-        cls.sources = [("sqlite", cls.db)] + ([("pgsql", cls.conninfo)] if cls.pg else [])
-        cls.reports = {name: report(src, "--stuck", "0.2") for name, src in cls.sources}
+        capture(cls, "bpf")
 
     @classmethod
     def tearDownClass(cls):
-        if cls.pg:
-            cls.pg.cleanup()
-        cls.tmp.cleanup()
+        cleanup(cls)
 
     def blind_on(self, port):
         """Whether the witness saw a transition on port that bpf could not."""
@@ -252,18 +299,7 @@ class Report(unittest.TestCase):
                 if all(c[k] == v for k, v in match.items())]
 
     def test_every_socket_as_the_rules_say(self):
-        """Each store's report has exactly the jsonl's sockets, each with its
-        side, path, outcome and error as the reference computes them."""
-        for name, rep in self.reports.items():
-            with self.subTest(store=name):
-                got = {(c["host"], c["sock_cookie"]): (c["side"], c["states"], c["outcome"],
-                                                       c["error"])
-                       for c in rep["connections"]}
-                self.assertEqual(got, self.ref)
-                self.assertEqual(rep["totals"]["connections"], len(self.ref))
-                for outcome in ("closed", "reset", "refused", "timed-out", "open"):
-                    self.assertEqual(rep["totals"][outcome],
-                                     sum(1 for v in self.ref.values() if v[2] == outcome))
+        check_every_socket(self)
 
     def test_churn_closed(self):
         sc = self.scenario
@@ -387,6 +423,44 @@ class Report(unittest.TestCase):
         self.assertEqual(os.stat(out).st_mode & 0o777, 0o640)
         with open(out) as f:
             self.assertEqual(len(json.load(f)["connections"]), len(self.ref))
+
+
+@unittest.skipUnless(os.geteuid() == 0, "needs root (kernel tracing)")
+class ReportTracefs(unittest.TestCase):
+    """The same scenario through the tracefs eventer, whose records have no
+    socket cookie: sockets by addresses, ports and time."""
+
+    @classmethod
+    def setUpClass(cls):
+        capture(cls, "tracefs")
+
+    @classmethod
+    def tearDownClass(cls):
+        cleanup(cls)
+
+    def test_every_socket_as_the_rules_say(self):
+        check_every_socket(self)
+
+    def test_churn_and_failures(self):
+        sc = self.scenario
+        for name, rep in self.reports.items():
+            with self.subTest(store=name):
+                self.assertTrue(all(c["sock_cookie"] is None for c in rep["connections"]))
+                clients = [c for c in rep["connections"]
+                           if c["side"] == "client" and c["dport"] == sc.churn]
+                servers = [c for c in rep["connections"]
+                           if c["side"] == "server" and c["sport"] == sc.churn]
+                self.assertEqual([(c["states"], c["outcome"]) for c in clients],
+                                 [("SYN-SENT ESTABLISHED FIN-WAIT-1 FIN-WAIT-2 CLOSED",
+                                   "closed")] * CHURN)
+                self.assertEqual([(c["states"], c["outcome"]) for c in servers],
+                                 [("LISTEN SYN-RECEIVED ESTABLISHED CLOSE-WAIT LAST-ACK CLOSED",
+                                   "closed")] * CHURN)
+                refused = [c for c in rep["connections"] if c["dport"] == sc.refused]
+                self.assertEqual([(c["side"], c["states"], c["outcome"]) for c in refused],
+                                 [("client", "SYN-SENT CLOSED", "refused")])
+                stuck = [s for s in rep["stuck"] if s["sport"] == sc.leak]
+                self.assertEqual([s["state"] for s in stuck], ["CLOSE-WAIT"])
 
 
 class Mistakes(unittest.TestCase):
