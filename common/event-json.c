@@ -131,6 +131,14 @@ static void put_string(struct out *o, const char *str, size_t max)
 	*o->p++ = '"';
 }
 
+size_t json_quote(const char *s, size_t max, char *out)
+{
+	struct out o = {out};
+
+	put_string(&o, s, max);
+	return (size_t)(o.p - out);
+}
+
 /* An address: never anything to escape. */
 static void put_addr(struct out *o, unsigned family, const uint8_t addr[16])
 {

@@ -24,6 +24,13 @@
 size_t event_to_json(const struct tcp_audit_event *ev, char out[EVENT_JSON_MAX]);
 
 /*
+ * s (its first max bytes at most, up to a NUL) as a quoted JSON string the
+ * way this format writes strings (bytes that are not UTF-8 as \u0080..\u00ff):
+ * for other JSON of ours.  out needs 6 * max + 2 bytes; returns the length.
+ */
+size_t json_quote(const char *s, size_t max, char *out);
+
+/*
  * Parses one line (without its '\n') into *ev.  Returns 0, or -EINVAL with a
  * one-line reason in err ("missing key \"dport\"", "dport: 70000 is out of
  * range", ...).

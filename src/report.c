@@ -29,6 +29,7 @@
 #endif
 
 #include "archive.h"
+#include "event-json.h"
 #include "event-text.h"
 #include "report.h"
 #include "sql-case.h"
@@ -351,18 +352,20 @@ static void time_text(const char *ns_text, char out[RFC3339_NS_LEN + 1])
 	out[format_rfc3339_ns(strtoull(ns_text, NULL, 10), out)] = '\0';
 }
 
+/* A JSON string as the jsonl format writes them (event_json.h). */
 static void json_string(FILE *f, const char *s)
 {
-	fputc('"', f);
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		if (*p == '"' || *p == '\\')
-			fprintf(f, "\\%c", *p);
-		else if (*p < 0x20 || *p == 0x7f)
-			fprintf(f, "\\u%04x", *p);
-		else
-			fputc(*p, f);
+	static char *buf;
+	static size_t cap;
+	size_t len = strlen(s);
+
+	if (6 * len + 2 > cap) {
+		free(buf);
+		cap = 6 * len + 2;
+		if (!(buf = malloc(cap)))
+			oom();
 	}
-	fputc('"', f);
+	fwrite(buf, 1, json_quote(s, len, buf), f);
 }
 
 static void json_value(FILE *f, const struct column *c, const char *v)

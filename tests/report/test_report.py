@@ -463,6 +463,26 @@ class ReportTracefs(unittest.TestCase):
                 self.assertEqual([s["state"] for s in stuck], ["CLOSE-WAIT"])
 
 
+class Replayed(unittest.TestCase):
+    """A replayed file into SQLite, which keeps a command name's bytes as they
+    are: the JSON report stays valid JSON, a byte that is not UTF-8 written as
+    the jsonl format writes it (\u00ff)."""
+
+    def test_name_that_is_not_utf8(self):
+        with tempfile.TemporaryDirectory() as d:
+            inp, db = os.path.join(d, "in.jsonl"), os.path.join(d, "a.db")
+            with open(inp, "w") as f:
+                f.write(tcpaudit.sample_line(1, owner_comm='"we\\"i\\u00ff"') + "\n")
+            r = run(["--event", "replay", "-p", "path=" + inp, "--sink", "sqlite",
+                     "-p", "path=" + db])
+            self.assertEqual(r.returncode, 0, r.stderr)
+            r = subprocess.run(tcpaudit.WRAPPER + [BIN, "report", db, "--format", "json"],
+                               capture_output=True, timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            rep = json.loads(r.stdout.decode("utf-8"))
+            self.assertEqual([c["owner_comm"] for c in rep["connections"]], ['we"i\u00ff'])
+
+
 class Mistakes(unittest.TestCase):
     """Every mistake: exit 2 and one line naming it."""
 
