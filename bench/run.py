@@ -1226,17 +1226,15 @@ def sqlite_times(path, sql, runs, warmup=1):
 def report_times(a, source, t0, fmt, warmup=1):
     """Seconds per run of tcp-audit report over [t0, t0 + 1 h) of source (the
     command as a user runs it, output to a pipe), and what it found."""
-    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t0 // 10**9)) + \
-        ".%09dZ" % (t0 % 10**9)
-    until = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t0 // 10**9 + 3600)) + \
-        ".%09dZ" % (t0 % 10**9)
+    def rfc3339(ns):
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + \
+            ".%09dZ" % (ns % 10**9)
+    args = [a.bin, "report", source, "--since", rfc3339(t0), "--until",
+            rfc3339(t0 + 3600 * 10**9)] + (["--format", "json"] if fmt == "json" else [])
     times, out = [], None
     for i in range(warmup + a.query_runs):
         t = time.perf_counter()
-        r = subprocess.run([a.bin, "report", source, "--since", since, "--until", until,
-                            "--format", "json"] if fmt == "json" else
-                           [a.bin, "report", source, "--since", since, "--until", until],
-                           capture_output=True, text=True)
+        r = subprocess.run(args, capture_output=True, text=True)
         times.append(time.perf_counter() - t)
         if r.returncode != 0:
             raise RuntimeError("tcp-audit report failed (%d): %s" % (r.returncode, r.stderr))

@@ -23,3 +23,10 @@ bool archive_is_sqlite(const char *path)
 		fclose(f);
 	return yes;
 }
+
+#if TCP_AUDIT_VERIFY_PGSQL
+void archive_pgsql_name(PGconn *conn, char *out, size_t size)
+{
+	snprintf(out, size, "%s@%s:%s/%s", PQuser(conn), PQhost(conn), PQport(conn), PQdb(conn));
+}
+#endif

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * tcp-audit report: what happened to the connections of an archive (SQLite
- * file or PostgreSQL database) in a time range, as text or JSON.
+ * file or PostgreSQL database) in a time range, as text, JSON or HTML.
  *
  * The store does the work: the connections of the range (sql_connections(),
  * the query of the tcp_connections view, restricted to the range) go into a
@@ -31,6 +31,7 @@
 #include "archive.h"
 #include "event-json.h"
 #include "event-text.h"
+#include "kernel-helpers.h"
 #include "report.h"
 #include "sql-case.h"
 
@@ -115,29 +116,11 @@ static const char *cell(const struct table *t, size_t row, int col)
 	return t->cells[row * (size_t)t->ncols + col];
 }
 
-/*
- * Runs sql; with t, its rows (as many columns as t has) go into t.  Returns
- * 0, or -1 with the store's message on stderr.
- */
-static int run_query(struct store *st, const char *sql, struct table *t);
-
-static double seconds(void)
+static uint64_t cell_u64(const struct table *t, size_t row, int col)
 {
-	struct timespec ts;
+	const char *v = cell(t, row, col);
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int run(struct store *st, const char *sql, struct table *t)
-{
-	double t0 = st->verbose ? seconds() : 0;
-	int r = run_query(st, sql, t);
-
-	if (st->verbose)
-		fprintf(stderr, "tcp-audit report: %.3f s, %zu rows: %.60s%s\n", seconds() - t0,
-			t ? t->rows : 0, sql, strlen(sql) > 60 ? "..." : "");
-	return r;
+	return v ? strtoull(v, NULL, 10) : 0;
 }
 
 static int run_query(struct store *st, const char *sql, struct table *t)
@@ -188,6 +171,22 @@ static int run_query(struct store *st, const char *sql, struct table *t)
 #endif
 }
 
+/*
+ * Runs sql; with t, its rows (as many columns as t has) go into t.  Returns
+ * 0, or -1 with the store's message on stderr.
+ */
+static int run(struct store *st, const char *sql, struct table *t)
+{
+	uint64_t t0 = st->verbose ? clock_now_ns(CLOCK_MONOTONIC) : 0;
+	int r = run_query(st, sql, t);
+
+	if (st->verbose)
+		fprintf(stderr, "tcp-audit report: %.3f s, %zu rows: %.60s%s\n",
+			(double)(clock_now_ns(CLOCK_MONOTONIC) - t0) / 1e9, t ? t->rows : 0, sql,
+			strlen(sql) > 60 ? "..." : "");
+	return r;
+}
+
 /* The first cell of a one-row, one-column query; -1 if it failed or is NULL. */
 static int64_t run_int(struct store *st, const char *sql)
 {
@@ -225,8 +224,7 @@ static int open_store(struct store *st)
 			fprintf(stderr, "tcp-audit report: cannot connect: %s", PQerrorMessage(st->pg));
 			return EXIT_USAGE;
 		}
-		snprintf(st->name, sizeof(st->name), "%s@%s:%s/%s", PQuser(st->pg),
-			 PQhost(st->pg), PQport(st->pg), PQdb(st->pg));
+		archive_pgsql_name(st->pg, st->name, sizeof(st->name));
 		st->order = SQL_ORDER_AGGREGATE;
 		/* a snapshot for every query; a temporary table needs a writable transaction */
 		if (run(st, "BEGIN ISOLATION LEVEL REPEATABLE READ", NULL) < 0 ||
@@ -296,14 +294,6 @@ static void close_store(struct store *st)
 /* ------------------------------------------------------------------------ */
 /* Times on the command line                                                  */
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * NS + (uint64_t)ts.tv_nsec;
-}
-
 /*
  * RFC 3339 (2026-12-01T10:00:00Z, an offset, a fraction), the same with a
  * space, "YYYY-MM-DD" or "YYYY-MM-DD HH:MM" (UTC), "now", or "-N" with s, m,
@@ -347,9 +337,10 @@ static int parse_when(const char *s, uint64_t now, uint64_t *out)
 /* ------------------------------------------------------------------------ */
 /* Output                                                                     */
 
-static void time_text(const char *ns_text, char out[RFC3339_NS_LEN + 1])
+/* ns as RFC 3339 text, NUL-terminated. */
+static void time_text(uint64_t ns, char out[RFC3339_NS_LEN + 1])
 {
-	out[format_rfc3339_ns(strtoull(ns_text, NULL, 10), out)] = '\0';
+	out[format_rfc3339_ns(ns, out)] = '\0';
 }
 
 /* A JSON string as the jsonl format writes them (event_json.h). */
@@ -375,7 +366,7 @@ static void json_value(FILE *f, const struct column *c, const char *v)
 	if (!v) {
 		fputs("null", f);
 	} else if (c->type == COL_TIME) {
-		time_text(v, t);
+		time_text(strtoull(v, NULL, 10), t);
 		json_string(f, t);
 	} else if (c->type == COL_INT) {
 		fputs(v, f);
@@ -411,7 +402,7 @@ static void show(const struct column *c, const char *v, char *out, size_t size)
 	if (!v) {
 		snprintf(out, size, "-");
 	} else if (c->type == COL_TIME) {
-		time_text(v, t);
+		time_text(strtoull(v, NULL, 10), t);
 		snprintf(out, size, "%.5s %.12s", t + 5, t + 11);
 	} else if (c->type == COL_REAL) {
 		snprintf(out, size, "%.3f", strtod(v, NULL));
@@ -644,11 +635,16 @@ static int fill(struct store *st, struct report *rp)
 	if (run(st, sql, NULL) < 0)
 		return -1;
 	/* the rate's interval: about 60 of them over what the range holds */
-	int64_t first = run_int(st, "SELECT min(opened_ns) FROM report_connections");
-	int64_t last = run_int(st, "SELECT max(opened_ns) FROM report_connections");
+	static const struct column two[] = {INT("first"), INT("last")};
+	struct table opened = {.cols = two, .ncols = 2};
+	if (run(st, "SELECT min(opened_ns), max(opened_ns) FROM report_connections", &opened) < 0)
+		return -1;
+	bool any = opened.rows == 1 && cell(&opened, 0, 0);
+	uint64_t first = any ? cell_u64(&opened, 0, 0) : 0, last = any ? cell_u64(&opened, 0, 1) : 0;
+	free_table(&opened);
 	static const uint64_t steps[] = {1, 10, 60, 300, 900, 3600, 6 * 3600, 86400};
-	uint64_t span = first >= 0 && last >= first ? (uint64_t)(last - first) : 0;
-	uint64_t start = rp->has_since ? rp->since : first >= 0 ? (uint64_t)first : rp->until;
+	uint64_t span = last - first;
+	uint64_t start = rp->has_since ? rp->since : any ? first : rp->until;
 	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
 		rp->bucket_ns = steps[i] * NS;
 		if (span / rp->bucket_ns < 60)
@@ -683,17 +679,14 @@ static int fill(struct store *st, struct report *rp)
 				" count(*) AS n FROM report_connections WHERE " TIME_WAIT_PATH
 				" GROUP BY daddr, dport, minute) per_minute"
 				" GROUP BY daddr, dport ORDER BY total DESC, daddr, dport",
-		[T_DURATIONS] = "SELECT label, count(*) FROM (SELECT CASE WHEN d IS NULL THEN 9"
-				" WHEN d < 1000000 THEN 1 WHEN d < 10000000 THEN 2"
-				" WHEN d < 100000000 THEN 3 WHEN d < 1000000000 THEN 4"
-				" WHEN d < 10000000000 THEN 5 WHEN d < 100000000000 THEN 6 ELSE 7 END"
-				" AS b, CASE WHEN d IS NULL THEN 'open' WHEN d < 1000000 THEN '< 1 ms'"
+		/* the open ones (no duration) last */
+		[T_DURATIONS] = "SELECT CASE WHEN d IS NULL THEN 'open' WHEN d < 1000000 THEN '< 1 ms'"
 				" WHEN d < 10000000 THEN '1-10 ms' WHEN d < 100000000 THEN '10-100 ms'"
 				" WHEN d < 1000000000 THEN '0.1-1 s' WHEN d < 10000000000 THEN '1-10 s'"
-				" WHEN d < 100000000000 THEN '10-100 s' ELSE '100 s or more' END AS label"
-				" FROM (SELECT closed_ns - opened_ns AS d FROM report_connections"
-				" WHERE side IS NULL OR side <> 'listener') c) b"
-				" GROUP BY b, label ORDER BY b",
+				" WHEN d < 100000000000 THEN '10-100 s' ELSE '100 s or more' END AS label,"
+				" count(*) FROM (SELECT closed_ns - opened_ns AS d FROM report_connections"
+				" WHERE side IS NULL OR side <> 'listener') c"
+				" GROUP BY label ORDER BY min(coalesce(d, 9223372036854775807))",
 		[T_TALKERS] = "SELECT owner_comm, daddr, dport, count(*) AS n,"
 			      " sum(CASE WHEN outcome IN " FAILED " THEN 1 ELSE 0 END)"
 			      " FROM report_connections WHERE side = 'client'"
@@ -761,8 +754,8 @@ static const char *const outcomes[] = {"closed", "reset",   "refused", "timed-ou
 static void header_times(const struct report *rp, char since[RFC3339_NS_LEN + 1],
 			 char until[RFC3339_NS_LEN + 1])
 {
-	since[format_rfc3339_ns(rp->since, since)] = '\0';
-	until[format_rfc3339_ns(rp->until, until)] = '\0';
+	time_text(rp->since, since);
+	time_text(rp->until, until);
 }
 
 static void write_json(FILE *f, const struct report *rp)
@@ -909,18 +902,11 @@ static void html_table(FILE *f, const struct table *t, const char *empty)
 			t->rows - 1000);
 }
 
-static uint64_t cell_u64(const struct table *t, size_t row, int col)
-{
-	const char *v = cell(t, row, col);
-
-	return v ? strtoull(v, NULL, 10) : 0;
-}
-
 static void svg_time_label(FILE *f, double x, double y, const char *anchor, uint64_t ns)
 {
 	char t[RFC3339_NS_LEN + 1];
 
-	t[format_rfc3339_ns(ns, t)] = '\0';
+	time_text(ns, t);
 	fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"%s\">%.19sZ</text>\n", x, y, anchor,
 		t);
 }
@@ -953,11 +939,11 @@ static void html_rate(FILE *f, const struct report *rp)
 	for (size_t r = 0; r < t->rows; r++) {
 		uint64_t at = cell_u64(t, r, 0), opened = cell_u64(t, r, 1);
 		uint64_t failed = cell_u64(t, r, 2), reset = cell_u64(t, r, 3);
+		/* in the colours of closed, reset and refused */
 		uint64_t parts[3] = {opened - failed - reset, reset, failed};
-		const char *colors[3] = {outcome_colors[0], outcome_colors[1], outcome_colors[2]};
 		double x = left + (double)((at - first) / rp->bucket_ns) * w, y = h - bottom;
 		char when[RFC3339_NS_LEN + 1];
-		when[format_rfc3339_ns(at, when)] = '\0';
+		time_text(at, when);
 		fprintf(f, "<g><title>%.19sZ: %" PRIu64 " opened, %" PRIu64 " failed, %" PRIu64
 			   " reset</title>",
 			when, opened, failed, reset);
@@ -968,7 +954,7 @@ static void html_rate(FILE *f, const struct report *rp)
 			y -= bh;
 			fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\""
 				   " fill=\"%s\"/>",
-				x, y, w > 2 ? w - 1 : w, bh, colors[k]);
+				x, y, w > 2 ? w - 1 : w, bh, outcome_colors[k]);
 		}
 		fputs("</g>\n", f);
 	}
@@ -1268,10 +1254,10 @@ int report_main(int argc, char **argv)
 			[T_GAPS] = TABLE("gaps", "Gap records (events the archive lost)", gap_cols),
 		},
 	};
-	const char *format = "text", *output = NULL, *since = NULL, *until = NULL;
+	const char *output = NULL, *since = NULL, *until = NULL;
 	double stuck_s = STUCK_DEFAULT_S;
 	bool verbose = false;
-	uint64_t now = now_ns();
+	uint64_t now = clock_now_ns(CLOCK_REALTIME);
 	int c;
 
 	opterr = 0;
@@ -1296,10 +1282,14 @@ int report_main(int argc, char **argv)
 			break;
 		}
 		case 'f':
-			if (strcmp(optarg, "text") != 0 && strcmp(optarg, "json") != 0 &&
-			    strcmp(optarg, "html") != 0)
+			if (strcmp(optarg, "text") == 0)
+				rp.format = FORMAT_TEXT;
+			else if (strcmp(optarg, "json") == 0)
+				rp.format = FORMAT_JSON;
+			else if (strcmp(optarg, "html") == 0)
+				rp.format = FORMAT_HTML;
+			else
 				return usage_error("--format: %s is not text, json or html", optarg);
-			format = optarg;
 			break;
 		case 'o':
 			output = optarg;
@@ -1331,9 +1321,6 @@ int report_main(int argc, char **argv)
 		return usage_error("--since must come before --until");
 	rp.has_since = since != NULL;
 	rp.has_until = until != NULL;
-	rp.format = strcmp(format, "json") == 0	  ? FORMAT_JSON
-		    : strcmp(format, "html") == 0 ? FORMAT_HTML
-						  : FORMAT_TEXT;
 	rp.stuck_ns = (uint64_t)(stuck_s * NS);
 
 	/*

@@ -1070,8 +1070,7 @@ static int verify_pgsql(struct verify *v)
 		fprintf(stderr, "tcp-audit verify: cannot connect: %s", PQerrorMessage(c));
 		goto out;
 	}
-	snprintf(v->pg_name, sizeof(v->pg_name), "%s@%s:%s/%s", PQuser(c), PQhost(c), PQport(c),
-		 PQdb(c));
+	archive_pgsql_name(c, v->pg_name, sizeof(v->pg_name));
 	v->source = v->pg_name;
 	res = PQexec(c, "BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ");
 	if (!pg_ok(c, res, PGRES_COMMAND_OK, "BEGIN", v))
