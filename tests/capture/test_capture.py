@@ -157,9 +157,7 @@ def own_comm():
 
 
 def free_port(family=socket.AF_INET):
-    with socket.socket(family) as s:
-        s.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
-        return s.getsockname()[1]
+    return tcpaudit.free_ports(1, family)[0]
 
 
 def loadgen(port, connections, result):
@@ -641,7 +639,7 @@ class Capture(unittest.TestCase):
             subprocess.run(["ip", "netns", "del", netns], check=True)
 
     def test_port_filter_drops_other_ports(self):
-        keep, drop = free_port(), free_port()
+        keep, drop = tcpaudit.free_ports(2)
 
         def action():
             for p in (keep, drop):

@@ -21,12 +21,6 @@ from tcpaudit import Running, run, summary, wait_until
 LOADGEN = os.environ.get("TCP_AUDIT_LOADGEN", "")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def loadgen(port, connections):
     out = subprocess.run([LOADGEN, "-t", "2", "-n", str(connections), "-p", str(port)],
                          capture_output=True, text=True, check=True).stdout
@@ -61,7 +55,7 @@ class Faults(unittest.TestCase):
         Faults.n += 1
         self.db = "f%d" % Faults.n
         self.pg.createdb(self.db)
-        self.port = free_port()
+        self.port, = tcpaudit.free_ports(1)
         # every test captures with bpf: a witness tells the VM's blind spot
         # from lost events (tcpaudit.Witness)
         self.witness = tcpaudit.Witness([self.port])

@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -120,6 +121,20 @@ class Running:
 def read_jsonl(path):
     with open(path, "r", encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def free_ports(n, family=socket.AF_INET):
+    """n loopback ports free now, all different: the sockets that found them
+    are held until the last is bound (ports found one after the other can
+    repeat, and two cases of a test on one port mix their connections)."""
+    held = [socket.socket(family) for _ in range(n)]
+    try:
+        for s in held:
+            s.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
+        return [s.getsockname()[1] for s in held]
+    finally:
+        for s in held:
+            s.close()
 
 
 def wait_until(cond, timeout=30, what="condition"):

@@ -30,12 +30,6 @@ CHURN = 20
 FAILED = ("refused", "timed-out", "unreachable")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def report(source, *args):
     """tcp-audit report SOURCE --format json ARGS: the parsed report."""
     r = run(["report", source, "--format", "json"] + list(args))
@@ -167,7 +161,7 @@ class Scenario:
     def __init__(self, test):
         self.test = test
         self.churn, self.refused, self.reset, self.leak, self.open, self.timeout = (
-            free_port() for _ in range(6))
+            tcpaudit.free_ports(6))
         self.ports = [self.churn, self.refused, self.reset, self.leak, self.open, self.timeout]
         self.keep = []  # sockets held open past the capture's end
 
