@@ -125,7 +125,7 @@ int sql_connections(char *out, size_t size, enum sql_order order, const char *fr
 		    const char *where)
 {
 	char family[256], first_name[1024], error[8192], step[1024], path[1536], first[512],
-		records[8192], key[1024], side[512];
+		records[20480], key[1024], side[512];
 	size_t len = 0;
 
 	if (sql_case_name(family, sizeof(family), SQL_FAMILY, "family") < 0 ||
@@ -142,7 +142,7 @@ int sql_connections(char *out, size_t size, enum sql_order order, const char *fr
 	 */
 	const char *columns = "host, sock_cookie, kind, time_ns, seq, family, saddr, sport, daddr,"
 			      " dport, owner_pid, owner_comm, old_state, new_state, error";
-	char both[4096];
+	char both[16384];
 	if (snprintf(both, sizeof(both),
 		     "SELECT %s, CAST(NULL AS TEXT) AS conn FROM %s WHERE kind IN (0, 3) AND"
 		     " sock_cookie IS NOT NULL%s UNION ALL SELECT %s, %s AS conn FROM %s"
@@ -234,14 +234,13 @@ int sql_connections(char *out, size_t size, enum sql_order order, const char *fr
 	return len < size ? (int)len : -1;
 }
 
-int sql_connection_records(char *out, size_t size, const char *where)
+int sql_connection_records(char *out, size_t size, const char *from, const char *where)
 {
 	int n = snprintf(out, size,
 			 "SELECT host, sock_cookie, CAST(NULL AS TEXT) AS conn, kind, time_ns, seq,"
 			 " family, saddr, sport, daddr, dport, owner_pid, owner_comm, old_state,"
-			 " new_state, error FROM tcp_audit_events WHERE " RECORDS_WHERE "%s"
-			 " ORDER BY uid",
-			 TCP_AUDIT_TCP_SYN_SENT, where);
+			 " new_state, error FROM %s WHERE " RECORDS_WHERE "%s ORDER BY uid",
+			 from, TCP_AUDIT_TCP_SYN_SENT, where);
 	return n >= 0 && (size_t)n < size ? n : -1;
 }
 

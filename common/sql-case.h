@@ -90,12 +90,12 @@ int sql_connections(char *out, size_t size, enum sql_order order, const char *fr
 		    const char *where);
 
 /*
- * The SELECT of the records sql_connections() reads, in uid order, which is
- * time order (a uid begins with the time) and free (SQLite has an index of
- * uids): for SQL_ORDER_SCAN.  Its conn column is NULL: sql_connection_keys()
+ * The SELECT of the records sql_connections() reads from `from` (its
+ * tcp_audit_events), in uid order, which is time order (a uid begins with
+ * the time) and free (SQLite has an index of uids): for SQL_ORDER_SCAN.  Its conn column is NULL: sql_connection_keys()
  * gives the sockets without a cookie theirs.
  */
-int sql_connection_records(char *out, size_t size, const char *where);
+int sql_connection_records(char *out, size_t size, const char *from, const char *where);
 
 /* The UPDATE of a table of sql_connection_records() that keys its cookie-less rows. */
 int sql_connection_keys(char *out, size_t size, const char *table);

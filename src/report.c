@@ -49,6 +49,8 @@ struct store {
 	char name[512];     /* for messages and the report: never a password */
 	enum sql_order order; /* SQL_ORDER_SCAN (SQLite) or SQL_ORDER_AGGREGATE */
 	bool verbose;         /* -v: each query's time and rows on stderr */
+	/* the events as schema v2 has them: tcp_audit_events, or a SELECT of an older schema's */
+	char events[6144];
 #if TCP_AUDIT_VERIFY_SQLITE
 	sqlite3 *lite;
 #endif
@@ -201,15 +203,87 @@ static int64_t run_int(struct store *st, const char *sql)
 }
 
 #if TCP_AUDIT_VERIFY_SQLITE || TCP_AUDIT_VERIFY_PGSQL
-/* The archive's schema version must be 2; 0, or an exit status. */
-static int check_version(const struct store *st, int64_t version, const char *sink)
+/* Whether tcp_audit_events has a column (one added within schema v2): 1, 0, -1. */
+static int has_column(struct store *st, const char *column)
 {
-	if (version == 2)
+	char sql[256];
+
+	if (st->order == SQL_ORDER_SCAN)
+		snprintf(sql, sizeof(sql),
+			 "SELECT count(*) FROM pragma_table_info('tcp_audit_events') WHERE name = '%s'",
+			 column);
+	else
+		snprintf(sql, sizeof(sql),
+			 "SELECT count(*) FROM pg_attribute WHERE attrelid ="
+			 " 'tcp_audit_events'::regclass AND attname = '%s' AND NOT attisdropped",
+			 column);
+	int64_t n = run_int(st, sql);
+	return n < 0 ? -1 : n > 0;
+}
+
+/*
+ * The archive's events as st->events, by its schema version; 0, or an exit
+ * status.  Version 2: tcp_audit_events, with NULL for the columns added
+ * within v2 that an older file lacks (it gets them when a sink next opens
+ * it).  Version 1 (tcp-audit 0.1): its tables of text rows read as v2 rows,
+ * state changes (tcp_events) and gap records (tcp_audit_gaps); it had no
+ * reset records and no error column, so its connections are closed, reset
+ * only by what their paths show, or open.  The sinks migrate v1 the same way
+ * (migrate_v1() of each), every column there.
+ */
+static int events_of_version(struct store *st, int64_t version)
+{
+	static const char *const v2_cols = "uid, time_ns, kind, host, family, saddr, sport, daddr,"
+					   " dport, owner_pid, owner_comm, sock_cookie, seq,"
+					   " old_state, new_state";
+
+	if (version == 2) {
+		int error = has_column(st, "error"), direction = has_column(st, "reset_direction");
+		if (error < 0 || direction < 0)
+			return EXIT_USAGE;
+		if (error && direction)
+			snprintf(st->events, sizeof(st->events), "tcp_audit_events");
+		else
+			snprintf(st->events, sizeof(st->events),
+				 "(SELECT %s, %s AS error, %s AS reset_direction, gap_stage, gap_lost"
+				 " FROM tcp_audit_events) events",
+				 v2_cols, error ? "error" : "CAST(NULL AS INTEGER)",
+				 direction ? "reset_direction" : "CAST(NULL AS INTEGER)");
 		return 0;
-	fprintf(stderr, "tcp-audit report: %s is not a tcp-audit archive of schema version 2%s%s%s\n",
-		st->name, version == 1 ? " (version 1: the " : "", version == 1 ? sink : "",
-		version == 1 ? " sink migrates it when it next opens it)" : "");
-	return EXIT_USAGE;
+	}
+	if (version > 2) {
+		fprintf(stderr, "tcp-audit report: %s has schema version %" PRId64 ", newer than this"
+				" tcp-audit's 2: use a newer tcp-audit\n",
+			st->name, version);
+		return EXIT_USAGE;
+	}
+	if (version != 1) {
+		fprintf(stderr, "tcp-audit report: %s is not a tcp-audit archive (no tables of"
+				" schema version 1 or 2)\n",
+			st->name);
+		return EXIT_USAGE;
+	}
+	char family[256], old_state[1024], new_state[1024], stage[256];
+	if (sql_case_number(family, sizeof(family), SQL_FAMILY, "family") < 0 ||
+	    sql_case_number(old_state, sizeof(old_state), SQL_TCP_STATE, "old_state") < 0 ||
+	    sql_case_number(new_state, sizeof(new_state), SQL_TCP_STATE, "new_state") < 0 ||
+	    sql_case_number(stage, sizeof(stage), SQL_GAP_STAGE, "stage") < 0)
+		return EXIT_USAGE;
+	/* PostgreSQL: an original's row kept in v1 may have its timestamp only */
+	const char *time_ns = st->order == SQL_ORDER_SCAN
+				      ? "time_ns"
+				      : "coalesce(time_ns, (extract(epoch FROM timestamp)"
+					" * 1000000000)::bigint)";
+	int n = snprintf(st->events, sizeof(st->events),
+			 "(SELECT uid, %s AS time_ns, 0 AS kind, host, %s AS family, src_ip AS saddr,"
+			 " src_port AS sport, dst_ip AS daddr, dst_port AS dport, owner_pid, owner_comm,"
+			 " sock_cookie, seq, %s AS old_state, %s AS new_state, CAST(NULL AS INTEGER)"
+			 " AS error, CAST(NULL AS INTEGER) AS reset_direction, NULL AS gap_stage,"
+			 " NULL AS gap_lost FROM tcp_events UNION ALL SELECT uid, time_ns, 1, host,"
+			 " NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, seq, NULL, NULL, NULL, NULL,"
+			 " %s, lost FROM tcp_audit_gaps) events",
+			 time_ns, family, old_state, new_state, stage);
+	return n > 0 && (size_t)n < sizeof(st->events) ? 0 : EXIT_USAGE;
 }
 #endif
 
@@ -234,7 +308,7 @@ static int open_store(struct store *st)
 					" THEN 0 ELSE 1 END");
 		if (v == 1)
 			v = run_int(st, "SELECT max(version) FROM tcp_audit_schema");
-		return check_version(st, v, "pgsql");
+		return events_of_version(st, v);
 #else
 		fprintf(stderr, "tcp-audit report: %s is a PostgreSQL archive, and this tcp-audit "
 				"was built without libpq\n",
@@ -268,7 +342,7 @@ static int open_store(struct store *st)
 	 */
 	if (run(st, "PRAGMA temp_store = MEMORY", NULL) < 0 || run(st, "BEGIN", NULL) < 0)
 		return EXIT_USAGE;
-	return check_version(st, run_int(st, "PRAGMA user_version"), "sqlite");
+	return events_of_version(st, run_int(st, "PRAGMA user_version"));
 #else
 	fprintf(stderr, "tcp-audit report: %s is an SQLite file, and this tcp-audit was built "
 			"without SQLite\n",
@@ -615,8 +689,8 @@ static int fill(struct store *st, struct report *rp)
 		 * SQLite: the records into a table in time order first, with the keys
 		 * of sockets without a cookie (sql_connections())
 		 */
-		char records[1024];
-		if (sql_connection_records(records, sizeof(records), where) < 0)
+		char records[8192];
+		if (sql_connection_records(records, sizeof(records), st->events, where) < 0)
 			return -1;
 		snprintf(sql, sizeof(sql), "CREATE TEMP TABLE report_records AS %s", records);
 		if (run(st, sql, NULL) < 0 ||
@@ -628,7 +702,7 @@ static int fill(struct store *st, struct report *rp)
 			return -1;
 		if (sql_connections(conn, sizeof(conn), SQL_ORDER_SCAN, "report_records", "") < 0)
 			return -1;
-	} else if (sql_connections(conn, sizeof(conn), st->order, "tcp_audit_events", where) < 0) {
+	} else if (sql_connections(conn, sizeof(conn), st->order, st->events, where) < 0) {
 		return -1;
 	}
 	snprintf(sql, sizeof(sql), "CREATE TEMP TABLE report_connections AS %s", conn);
@@ -725,15 +799,13 @@ static int fill(struct store *st, struct report *rp)
 	snprintf(sql, sizeof(sql),
 		 "SELECT daddr, sum(CASE WHEN reset_direction = 1 THEN 1 ELSE 0 END),"
 		 " sum(CASE WHEN reset_direction = 2 THEN 1 ELSE 0 END), min(time_ns), max(time_ns)"
-		 " FROM tcp_audit_events WHERE kind = 3%s GROUP BY daddr"
-		 " ORDER BY count(*) DESC, daddr",
-		 where);
+		 " FROM %s WHERE kind = 3%s GROUP BY daddr ORDER BY count(*) DESC, daddr",
+		 st->events, where);
 	if (run(st, sql, &t[T_RESETS]) < 0)
 		return -1;
 	snprintf(sql, sizeof(sql),
-		 "SELECT time_ns, host, %s, gap_lost FROM tcp_audit_events WHERE kind = 1%s"
-		 " ORDER BY time_ns",
-		 stage, where);
+		 "SELECT time_ns, host, %s, gap_lost FROM %s WHERE kind = 1%s ORDER BY time_ns",
+		 stage, st->events, where);
 	return run(st, sql, &t[T_GAPS]);
 }
 

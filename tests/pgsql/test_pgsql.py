@@ -13,6 +13,7 @@ import time
 import unittest
 
 import pgserver
+import schema_v1
 import tcpaudit
 from tcpaudit import (SNAPSHOT_LINE, Running, reset_lines, run, sample_line, store_lines,
                       summary, wait_until)
@@ -579,51 +580,6 @@ class PgsqlSink(unittest.TestCase):
         self.assertIn('database "no_such_db" does not exist', err)
 
 
-# Schema v1 as tcp-audit 0.1 made it, unpartitioned and partitioned by day.
-V1_TABLES = """
-CREATE TABLE tcp_events (uid TEXT COLLATE "C" PRIMARY KEY, timestamp TIMESTAMP, pid_on_cpu INTEGER,
- comm_on_cpu TEXT, src_ip INET, dst_ip INET, src_port INTEGER, dst_port INTEGER, old_state TEXT,
- new_state TEXT);
-CREATE TABLE tcp_events_socket_info (uid TEXT COLLATE "C" PRIMARY KEY,
- tcp_event_uid TEXT COLLATE "C", id TEXT, inode INTEGER, user_id INTEGER, group_id INTEGER,
- state TEXT, CONSTRAINT fk_tcp_events FOREIGN KEY(tcp_event_uid) REFERENCES tcp_events(uid)
- ON DELETE CASCADE);
-"""
-V1_PARTITIONED_TABLES = """
-CREATE TABLE tcp_events (uid TEXT COLLATE "C", timestamp TIMESTAMP NOT NULL, pid_on_cpu INTEGER,
- comm_on_cpu TEXT, src_ip INET, dst_ip INET, src_port INTEGER, dst_port INTEGER,
- old_state TEXT, new_state TEXT, PRIMARY KEY (uid, timestamp)) PARTITION BY RANGE (timestamp);
-CREATE TABLE tcp_events_socket_info (uid TEXT COLLATE "C", tcp_event_uid TEXT COLLATE "C",
- id TEXT, inode INTEGER, user_id INTEGER, group_id INTEGER, state TEXT,
- timestamp TIMESTAMP NOT NULL, PRIMARY KEY (uid, timestamp),
- CONSTRAINT fk_tcp_events FOREIGN KEY (tcp_event_uid, timestamp)
- REFERENCES tcp_events (uid, timestamp) ON DELETE CASCADE) PARTITION BY RANGE (timestamp);
-CREATE TABLE tcp_events_20261124 PARTITION OF tcp_events
- FOR VALUES FROM ('2026-11-24') TO ('2026-11-25');
-CREATE TABLE tcp_events_20261125 PARTITION OF tcp_events
- FOR VALUES FROM ('2026-11-25') TO ('2026-11-26');
-CREATE TABLE tcp_events_socket_info_20261124 PARTITION OF tcp_events_socket_info
- FOR VALUES FROM ('2026-11-24') TO ('2026-11-25');
-CREATE TABLE tcp_events_socket_info_20261125 PARTITION OF tcp_events_socket_info
- FOR VALUES FROM ('2026-11-25') TO ('2026-11-26');
-"""
-V1_REST = """
-ALTER TABLE tcp_events_socket_info ALTER COLUMN inode TYPE BIGINT,
- ALTER COLUMN user_id TYPE BIGINT, ALTER COLUMN group_id TYPE BIGINT;
-ALTER TABLE tcp_events ADD COLUMN time_ns BIGINT, ADD COLUMN family TEXT,
- ADD COLUMN tid_on_cpu INTEGER, ADD COLUMN owner_pid INTEGER, ADD COLUMN owner_uid BIGINT,
- ADD COLUMN owner_comm TEXT, ADD COLUMN sock_cookie BIGINT, ADD COLUMN netns BIGINT,
- ADD COLUMN cgroup_id BIGINT, ADD COLUMN host TEXT, ADD COLUMN seq BIGINT, ADD COLUMN ktime BIGINT;
-CREATE TABLE tcp_audit_gaps (uid TEXT COLLATE "C" PRIMARY KEY, timestamp TIMESTAMP,
- time_ns BIGINT, host TEXT, stage TEXT, lost BIGINT, seq BIGINT, ktime BIGINT);
-CREATE INDEX tcp_events_timestamp ON tcp_events(timestamp);
-CREATE INDEX tcp_events_dst ON tcp_events(dst_ip, dst_port);
-CREATE INDEX tcp_events_cookie ON tcp_events(sock_cookie);
-CREATE INDEX tcp_events_owner ON tcp_events(owner_pid);
-CREATE INDEX tcp_events_socket_info_event ON tcp_events_socket_info(tcp_event_uid);
-CREATE TABLE tcp_audit_schema (version INTEGER NOT NULL);
-INSERT INTO tcp_audit_schema VALUES (1);
-"""
 # n v1 events spread over two days from 2026-11-24 (UTC), two thirds with socket info,
 # every 7th IPv6, and a gap record
 V1_FILL = """
@@ -671,7 +627,8 @@ class PgsqlMigration(unittest.TestCase):
 
     def make_v1(self, db, n, partitioned):
         self.pg.createdb(db)
-        self.pg.psql(db, (V1_PARTITIONED_TABLES if partitioned else V1_TABLES) + V1_REST)
+        tables = schema_v1.PGSQL_PARTITIONED_TABLES if partitioned else schema_v1.PGSQL_TABLES
+        self.pg.psql(db, tables + schema_v1.PGSQL_REST)
         self.pg.psql(db, V1_FILL % {"n": n, "info_ts": ", timestamp" if partitioned else ""})
 
     def migrate(self, db, n, partitioned, *options):

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import socket
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import time
 import unittest
 
 import pgserver
+import schema_v1
 import tcpaudit
 from tcpaudit import BIN, Running, run
 
@@ -45,6 +47,12 @@ def socket_key(c):
         return (c["host"], c["sock_cookie"])
     return (c["host"], c["saddr"], c["sport"], c["daddr"], c["dport"], c["opened"])
 
+
+# schema v1's columns, as schema v2's views of the original's tables have them
+V1_EVENTS = ("uid, timestamp, pid_on_cpu, comm_on_cpu, src_ip, dst_ip, src_port, dst_port,"
+             " old_state, new_state, time_ns, family, tid_on_cpu, owner_pid, owner_uid,"
+             " owner_comm, sock_cookie, netns, cgroup_id, host, seq, ktime")
+V1_GAPS = "uid, timestamp, time_ns, host, stage, lost, seq, ktime"
 
 STARTS = {("CLOSED", None), ("SYN-SENT", None), ("LISTEN", "SYN-RECEIVED")}
 
@@ -398,6 +406,53 @@ class Report(unittest.TestCase):
                                         for l in lines), r.stdout)
                 self.assertNotIn(pgserver.PASSWORD, r.stdout)
 
+    def test_older_schema_versions(self):
+        """Archives that no sink has opened since an older tcp-audit wrote them,
+        made from this capture: schema v2 before its error and reset columns,
+        and v1 (tcp-audit 0.1's tables of text rows, no reset records).  The
+        same sockets and paths; each outcome as far as such an archive can
+        tell it (no error column: a refused connect is closed)."""
+        no_error = [{k: v for k, v in e.items() if k != "error"} for e in self.events]
+        want = {"v2": reference(no_error),
+                "v1": reference([e for e in no_error if e.get("kind") != "reset"])}
+        v2 = os.path.join(self.tmp.name, "v2-old.db")
+        with sqlite3.connect(self.db) as src, sqlite3.connect(v2) as db:
+            src.backup(db)
+            for (view,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'view'")\
+                    .fetchall():
+                db.execute("DROP VIEW " + view)
+            for column in ("error", "reset_direction", "reset_reason"):
+                db.execute("ALTER TABLE tcp_audit_events DROP COLUMN " + column)
+        v1 = os.path.join(self.tmp.name, "v1.db")
+        with sqlite3.connect(v1) as db:
+            db.executescript(schema_v1.SQLITE)
+            db.execute("ATTACH DATABASE ? AS capture", (self.db,))
+            db.execute("INSERT INTO tcp_events SELECT %s FROM capture.tcp_events" % V1_EVENTS)
+            db.execute("INSERT INTO tcp_audit_gaps SELECT %s FROM capture.tcp_audit_gaps"
+                       % V1_GAPS)
+        sources = [("v2", "sqlite", v2), ("v1", "sqlite", v1)]
+        if self.pg:
+            self.pg.psql("audit", "CREATE SCHEMA old2; CREATE TABLE old2.tcp_audit_events AS"
+                         " SELECT * FROM tcp_audit_events; ALTER TABLE old2.tcp_audit_events"
+                         " DROP COLUMN error, DROP COLUMN reset_direction,"
+                         " DROP COLUMN reset_reason; CREATE TABLE old2.tcp_audit_schema AS"
+                         " SELECT * FROM tcp_audit_schema;"
+                         "CREATE SCHEMA v1; SET search_path = v1, public;"
+                         + schema_v1.PGSQL_TABLES + schema_v1.PGSQL_REST +
+                         "INSERT INTO v1.tcp_events (%s) SELECT %s FROM public.tcp_events;"
+                         "INSERT INTO v1.tcp_audit_gaps SELECT %s FROM public.tcp_audit_gaps"
+                         % (V1_EVENTS, V1_EVENTS.replace("uid,", "uid::text,", 1),
+                            V1_GAPS.replace("uid,", "uid::text,", 1)))
+            sources += [("v2", "pgsql", self.conninfo + " options=-csearch_path=old2"),
+                        ("v1", "pgsql", self.conninfo + " options=-csearch_path=v1")]
+        for version, name, src in sources:
+            with self.subTest(version=version, store=name):
+                rep = report(src)
+                got = {socket_key(c): (c["side"], c["states"], c["outcome"], c["error"])
+                       for c in rep["connections"]}
+                self.assertEqual(got, want[version])
+                self.assertEqual(rep["gaps"], self.reports[name]["gaps"])
+
     def test_view_matches_report(self):
         """The stores' tcp_connections view gives the report's connections."""
         rows = subprocess.run(["sqlite3", "-separator", "|", self.db,
@@ -498,7 +553,10 @@ class Mistakes(unittest.TestCase):
             self.check([jsonl, jsonl], "one archive at a time")
             self.check([os.path.join(d, "missing.db")], "cannot read")
             self.check([jsonl], "neither an SQLite archive nor a PostgreSQL URI")
-            self.check([empty], "not a tcp-audit archive of schema version 2")
+            self.check([empty], "is not a tcp-audit archive (no tables of schema version 1 or 2)")
+            newer = os.path.join(d, "newer.db")
+            subprocess.run(["sqlite3", newer, "PRAGMA user_version = 3"], check=True)
+            self.check([newer], "has schema version 3, newer than this tcp-audit's 2")
             self.check([empty, "--since", "yesterday"], "--since: yesterday is not a time")
             self.check([empty, "--until", "2026-13-01"], "--until: 2026-13-01 is not a time")
             self.check([empty, "--since", "now", "--until", "-1h"], "--since must come before")
@@ -513,7 +571,8 @@ class Mistakes(unittest.TestCase):
             self.check([empty, "-o", keep], "not a tcp-audit archive")
             with open(keep) as f:
                 self.assertEqual(f.read(), "before\n")
-            self.assertEqual(sorted(os.listdir(d)), ["a.jsonl", "empty.db", "keep.txt"])
+            self.assertEqual(sorted(os.listdir(d)),
+                             ["a.jsonl", "empty.db", "keep.txt", "newer.db"])
 
     def test_help(self):
         r = run(["report", "--help"])

@@ -12,6 +12,7 @@ import tempfile
 import time
 import unittest
 
+import schema_v1
 import tcpaudit
 from tcpaudit import BIN, SNAPSHOT_LINE, reset_lines, run, sample_line, store_lines
 
@@ -419,27 +420,6 @@ class SqliteSink(unittest.TestCase):
         self.assertNotIn("SCAN", plan)
 
 
-# Schema v1 as tcp-audit 0.1 made it (tests/sqlite: a v1 file of 1M events).
-V1_SCHEMA = """
-CREATE TABLE tcp_events (uid TEXT PRIMARY KEY, timestamp TEXT NOT NULL, pid_on_cpu INTEGER,
- comm_on_cpu TEXT, src_ip TEXT, dst_ip TEXT, src_port INTEGER, dst_port INTEGER,
- old_state TEXT, new_state TEXT, time_ns INTEGER NOT NULL, family TEXT, tid_on_cpu INTEGER,
- owner_pid INTEGER, owner_uid INTEGER, owner_comm TEXT, sock_cookie INTEGER, netns INTEGER,
- cgroup_id INTEGER, host TEXT, seq INTEGER, ktime INTEGER);
-CREATE TABLE tcp_events_socket_info (uid TEXT PRIMARY KEY, tcp_event_uid TEXT, id TEXT,
- inode INTEGER, user_id INTEGER, group_id INTEGER, state TEXT,
- CONSTRAINT fk_tcp_events FOREIGN KEY(tcp_event_uid) REFERENCES tcp_events(uid)
- ON DELETE CASCADE);
-CREATE TABLE tcp_audit_gaps (uid TEXT PRIMARY KEY, timestamp TEXT NOT NULL,
- time_ns INTEGER NOT NULL, host TEXT, stage TEXT, lost INTEGER, seq INTEGER, ktime INTEGER);
-CREATE INDEX tcp_events_timestamp ON tcp_events(timestamp);
-CREATE INDEX tcp_events_dst ON tcp_events(dst_ip, dst_port);
-CREATE INDEX tcp_events_cookie ON tcp_events(sock_cookie);
-CREATE INDEX tcp_events_owner ON tcp_events(owner_pid);
-CREATE INDEX tcp_events_socket_info_event ON tcp_events_socket_info(tcp_event_uid);
-PRAGMA user_version = 1;
-"""
-
 # n v1 events 1 us apart from T0, two thirds with socket info, every 7th IPv6
 V1_FILL = """
 WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < :n)
@@ -471,7 +451,7 @@ class SqliteMigration(unittest.TestCase):
         self.tmp = tempfile.TemporaryDirectory()
         self.db = os.path.join(self.tmp.name, "v1.db")
         with sqlite3.connect(self.db) as db:
-            db.executescript(V1_SCHEMA)
+            db.executescript(schema_v1.SQLITE)
             db.execute("PRAGMA journal_mode = WAL")
             db.executescript(V1_FILL.replace(":n", str(self.N)))
 
