@@ -151,15 +151,14 @@ int sql_connections(char *out, size_t size, enum sql_order order, const char *fr
 		     where) >= (int)sizeof(both))
 		return -1;
 	switch (order) {
-	case SQL_ORDER_AGGREGATE:
-		snprintf(path, sizeof(path),
-			 "string_agg(CASE WHEN kind = 0 THEN %s END, ' ' ORDER BY kind, time_ns, seq)",
-			 step);
-		/* the least (time, seq, old state): no second sort in each group */
+	case SQL_ORDER_SORTED:
+		snprintf(path, sizeof(path), "string_agg(CASE WHEN kind = 0 THEN %s END, ' ')", step);
+		/* the least (time, seq, old state), whatever the order */
 		snprintf(first, sizeof(first),
 			 "(min(CASE WHEN kind = 0 THEN ARRAY[time_ns, coalesce(seq, 0), old_state]"
 			 " END))[3]");
-		snprintf(records, sizeof(records), "(%s) records", both);
+		snprintf(records, sizeof(records),
+			 "(%s ORDER BY sock_cookie, host, conn, kind, time_ns, seq) records", both);
 		break;
 	case SQL_ORDER_SCAN:
 		snprintf(path, sizeof(path), "group_concat(CASE WHEN kind = 0 THEN %s END, ' ')", step);
@@ -229,7 +228,7 @@ int sql_connections(char *out, size_t size, enum sql_order order, const char *fr
 	    " %s AS first, %s AS path, max(error) AS error,"
 	    " sum(CASE WHEN kind = 3 THEN 1 ELSE 0 END) AS resets,"
 	    " sum(CASE WHEN kind = 3 AND new_state <> %d THEN 1 ELSE 0 END) AS reset_records"
-	    " FROM %s GROUP BY host, sock_cookie, conn HAVING min(kind) = 0) sockets",
+	    " FROM %s GROUP BY sock_cookie, host, conn HAVING min(kind) = 0) sockets",
 	    side, TCP_AUDIT_TCP_CLOSE, first, path, TCP_AUDIT_TCP_LISTEN, records);
 	return len < size ? (int)len : -1;
 }

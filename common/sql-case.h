@@ -35,11 +35,17 @@ int sql_case_number(char *out, size_t size, enum sql_names names, const char *ex
 
 /* How sql_connections() puts a socket's records in order. */
 enum sql_order {
-	SQL_ORDER_AGGREGATE, /* ORDER BY inside the aggregates (PostgreSQL) */
+	/*
+	 * The records from a subquery sorted by socket and time (PostgreSQL,
+	 * whose aggregates take rows in the order a subquery with ORDER BY gives
+	 * them: one sort, where an ORDER BY inside the aggregate sorts each
+	 * socket's rows on its own, 0.2 s more per 400,000 records in 15).
+	 */
+	SQL_ORDER_SORTED,
 	SQL_ORDER_WINDOW,    /* window functions (SQLite 3.40's group_concat has no ORDER BY) */
 	/*
 	 * from is a table of sql_connection_records() in their order, with an
-	 * index on (host, sock_cookie) (SQLite): the GROUP BY scans that index,
+	 * index on (sock_cookie, host, conn) (SQLite): the GROUP BY scans that index,
 	 * and so each socket's rows in rowid order, which is their time order.
 	 */
 	SQL_ORDER_SCAN,

@@ -47,7 +47,7 @@
 struct store {
 	const char *source;
 	char name[512];     /* for messages and the report: never a password */
-	enum sql_order order; /* SQL_ORDER_SCAN (SQLite) or SQL_ORDER_AGGREGATE */
+	enum sql_order order; /* SQL_ORDER_SCAN (SQLite) or SQL_ORDER_SORTED */
 	bool verbose;         /* -v: each query's time and rows on stderr */
 	/* the events as schema v2 has them: tcp_audit_events, or a SELECT of an older schema's */
 	char events[6144];
@@ -60,7 +60,8 @@ struct store {
 };
 
 /* A table of results: columns of a type each, cells as text (NULL for NULL). */
-enum col_type { COL_TEXT, COL_INT, COL_REAL, COL_TIME };
+/* COL_SECONDS: a duration in nanoseconds, shown in seconds */
+enum col_type { COL_TEXT, COL_INT, COL_SECONDS, COL_TIME };
 
 struct column {
 	const char *key;  /* the JSON member, and the text heading */
@@ -73,8 +74,11 @@ struct table {
 	const char *title; /* the text heading */
 	const struct column *cols;
 	int ncols;
-	char **cells; /* rows * ncols */
+	/* rows * ncols: 1 + where the cell's text begins in text, 0 for NULL */
+	size_t *cells;
 	size_t rows, cap;
+	char *text; /* the cells' text, each NUL-terminated, one after the other */
+	size_t text_len, text_cap;
 };
 
 static void oom(void)
@@ -83,7 +87,8 @@ static void oom(void)
 	exit(EXIT_USAGE);
 }
 
-static void add_row(struct table *t, char **row)
+/* A new row, its cells to be set by set_cell(). */
+static void add_row(struct table *t)
 {
 	if (t->rows == t->cap) {
 		t->cap = t->cap ? t->cap * 2 : 64;
@@ -91,31 +96,44 @@ static void add_row(struct table *t, char **row)
 		if (!t->cells)
 			oom();
 	}
-	memcpy(t->cells + t->rows * (size_t)t->ncols, row, (size_t)t->ncols * sizeof(*row));
 	t->rows++;
 }
 
-static char *dup_cell(const char *v)
+/* Cell col of the last row: len bytes of v, or NULL. */
+static void set_cell(struct table *t, int col, const char *v, size_t len)
 {
-	char *c = v ? strdup(v) : NULL;
+	size_t *c = &t->cells[(t->rows - 1) * (size_t)t->ncols + col];
 
-	if (v && !c)
-		oom();
-	return c;
+	if (!v) {
+		*c = 0;
+		return;
+	}
+	if (t->text_len + len + 1 > t->text_cap) {
+		while (t->text_len + len + 1 > t->text_cap)
+			t->text_cap = t->text_cap ? t->text_cap * 2 : 4096;
+		if (!(t->text = realloc(t->text, t->text_cap)))
+			oom();
+	}
+	memcpy(t->text + t->text_len, v, len);
+	t->text[t->text_len + len] = '\0';
+	*c = 1 + t->text_len;
+	t->text_len += len + 1;
 }
 
 static void free_table(struct table *t)
 {
-	for (size_t i = 0; i < t->rows * (size_t)t->ncols; i++)
-		free(t->cells[i]);
 	free(t->cells);
+	free(t->text);
 	t->cells = NULL;
-	t->rows = t->cap = 0;
+	t->text = NULL;
+	t->rows = t->cap = t->text_len = t->text_cap = 0;
 }
 
 static const char *cell(const struct table *t, size_t row, int col)
 {
-	return t->cells[row * (size_t)t->ncols + col];
+	size_t c = t->cells[row * (size_t)t->ncols + col];
+
+	return c ? t->text + c - 1 : NULL;
 }
 
 static uint64_t cell_u64(const struct table *t, size_t row, int col)
@@ -127,19 +145,18 @@ static uint64_t cell_u64(const struct table *t, size_t row, int col)
 
 static int run_query(struct store *st, const char *sql, struct table *t)
 {
-	char *row[32];
-
 #if TCP_AUDIT_VERIFY_SQLITE
 	if (st->lite) {
 		sqlite3_stmt *stmt;
 		int rc = sqlite3_prepare_v2(st->lite, sql, -1, &stmt, NULL);
 		while (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+			rc = SQLITE_OK;
 			if (!t)
 				continue;
+			add_row(t);
 			for (int i = 0; i < t->ncols; i++)
-				row[i] = dup_cell((const char *)sqlite3_column_text(stmt, i));
-			add_row(t, row);
-			rc = SQLITE_OK;
+				set_cell(t, i, (const char *)sqlite3_column_text(stmt, i),
+					 (size_t)sqlite3_column_bytes(stmt, i));
 		}
 		sqlite3_finalize(stmt);
 		if (rc != SQLITE_DONE) {
@@ -159,16 +176,16 @@ static int run_query(struct store *st, const char *sql, struct table *t)
 		return -1;
 	}
 	for (int r = 0; t && r < PQntuples(res); r++) {
+		add_row(t);
 		for (int i = 0; i < t->ncols; i++)
-			row[i] = PQgetisnull(res, r, i) ? NULL : dup_cell(PQgetvalue(res, r, i));
-		add_row(t, row);
+			set_cell(t, i, PQgetisnull(res, r, i) ? NULL : PQgetvalue(res, r, i),
+				 (size_t)PQgetlength(res, r, i));
 	}
 	PQclear(res);
 	return 0;
 #else
 	(void)sql;
 	(void)t;
-	(void)row;
 	return -1;
 #endif
 }
@@ -299,7 +316,7 @@ static int open_store(struct store *st)
 			return EXIT_USAGE;
 		}
 		archive_pgsql_name(st->pg, st->name, sizeof(st->name));
-		st->order = SQL_ORDER_AGGREGATE;
+		st->order = SQL_ORDER_SORTED;
 		/* a snapshot for every query; a temporary table needs a writable transaction */
 		if (run(st, "BEGIN ISOLATION LEVEL REPEATABLE READ", NULL) < 0 ||
 		    run(st, "SET LOCAL jit = off", NULL) < 0)
@@ -444,8 +461,10 @@ static void json_value(FILE *f, const struct column *c, const char *v)
 		json_string(f, t);
 	} else if (c->type == COL_INT) {
 		fputs(v, f);
-	} else if (c->type == COL_REAL) {
-		fprintf(f, "%.9g", strtod(v, NULL));
+	} else if (c->type == COL_SECONDS) {
+		int64_t ns = strtoll(v, NULL, 10);
+		uint64_t abs = ns < 0 ? 0 - (uint64_t)ns : (uint64_t)ns;
+		fprintf(f, "%s%" PRIu64 ".%09" PRIu64, ns < 0 ? "-" : "", abs / NS, abs % NS);
 	} else {
 		json_string(f, v);
 	}
@@ -478,8 +497,8 @@ static void show(const struct column *c, const char *v, char *out, size_t size)
 	} else if (c->type == COL_TIME) {
 		time_text(strtoull(v, NULL, 10), t);
 		snprintf(out, size, "%.5s %.12s", t + 5, t + 11);
-	} else if (c->type == COL_REAL) {
-		snprintf(out, size, "%.3f", strtod(v, NULL));
+	} else if (c->type == COL_SECONDS) {
+		snprintf(out, size, "%.3f", (double)strtoll(v, NULL, 10) / 1e9);
 	} else {
 		snprintf(out, size, "%s", v);
 	}
@@ -541,7 +560,7 @@ static void text_table(FILE *f, const struct table *t, const char *empty)
 				snprintf(buf, sizeof(buf), "%s", t->cols[i].key);
 			else
 				show(&t->cols[i], cell(t, r - 1, i), buf, sizeof(buf));
-			bool right = t->cols[i].type == COL_INT || t->cols[i].type == COL_REAL;
+			bool right = t->cols[i].type == COL_INT || t->cols[i].type == COL_SECONDS;
 			if (i == last && !right) {
 				start = len + 1;
 				if (start + 12 <= TEXT_WIDTH) { /* room for SYN-RECEIVED */
@@ -574,14 +593,14 @@ static void text_table(FILE *f, const struct table *t, const char *empty)
 
 #define TXT(k) {k, COL_TEXT, false}
 #define INT(k) {k, COL_INT, false}
-#define REAL(k) {k, COL_REAL, false}
+#define SECONDS(k) {k, COL_SECONDS, false}
 #define TIME(k) {k, COL_TIME, false}
 #define JSON_INT(k) {k, COL_INT, true} /* not in the text's table */
 
 static const struct column connection_cols[] = {
 	TXT("host"), INT("sock_cookie"), TXT("side"), TXT("saddr"), INT("sport"), TXT("daddr"),
 	INT("dport"), INT("owner_pid"), TXT("owner_comm"), TIME("opened"), TIME("closed"),
-	REAL("duration_s"), TXT("outcome"), TXT("error"), TXT("states"),
+	SECONDS("duration_s"), TXT("outcome"), TXT("error"), TXT("states"),
 };
 /* the text's list of connections: those that did not end well, fewer columns */
 static const struct column trouble_cols[] = {
@@ -603,7 +622,7 @@ static const struct column resets_cols[] = {
 	TXT("peer"), INT("sent"), INT("received"), TIME("first"), TIME("last"),
 };
 static const struct column stuck_cols[] = {
-	TXT("state"), TIME("since"), REAL("seconds"), INT("owner_pid"), TXT("owner_comm"),
+	TXT("state"), TIME("since"), SECONDS("seconds"), INT("owner_pid"), TXT("owner_comm"),
 	TXT("saddr"), INT("sport"), TXT("daddr"), INT("dport"), JSON_INT("sock_cookie"),
 };
 static const struct column time_wait_cols[] = {
@@ -696,7 +715,7 @@ static int fill(struct store *st, struct report *rp)
 		if (run(st, sql, NULL) < 0 ||
 		    sql_connection_keys(sql, sizeof(sql), "report_records") < 0 ||
 		    run(st, sql, NULL) < 0 ||
-		    run(st, "CREATE INDEX temp.report_sockets ON report_records (host, sock_cookie,"
+		    run(st, "CREATE INDEX temp.report_sockets ON report_records (sock_cookie, host,"
 			    " conn)",
 			NULL) < 0)
 			return -1;
@@ -730,8 +749,7 @@ static int fill(struct store *st, struct report *rp)
 
 	const char *const queries[T_N] = {
 		[T_CONNECTIONS] = "SELECT host, sock_cookie, side, saddr, sport, daddr, dport,"
-				  " owner_pid, owner_comm, opened_ns, closed_ns,"
-				  " CAST(closed_ns - opened_ns AS DOUBLE PRECISION) / 1000000000.0,"
+				  " owner_pid, owner_comm, opened_ns, closed_ns, closed_ns - opened_ns,"
 				  " outcome, error, states FROM report_connections"
 				  " ORDER BY opened_ns, host, sock_cookie, conn",
 		[T_TROUBLE] = "SELECT opened_ns, outcome, side, owner_comm, saddr, sport, daddr,"
@@ -780,7 +798,7 @@ static int fill(struct store *st, struct report *rp)
 	}
 	snprintf(sql, sizeof(sql),
 		 "SELECT CASE WHEN states LIKE '%% CLOSE-WAIT' THEN 'CLOSE-WAIT' ELSE 'SYN-RECEIVED'"
-		 " END, last_ns, CAST(%" PRIu64 " - last_ns AS DOUBLE PRECISION) / 1000000000.0,"
+		 " END, last_ns, %" PRIu64 " - last_ns,"
 		 " owner_pid, owner_comm, saddr, sport, daddr, dport, sock_cookie"
 		 " FROM report_connections WHERE (states LIKE '%% CLOSE-WAIT'"
 		 " OR states LIKE '%% SYN-RECEIVED') AND last_ns < %" PRIu64
@@ -957,7 +975,7 @@ static void html_table(FILE *f, const struct table *t, const char *empty)
 	for (size_t r = 0; r < t->rows && r < 1000; r++) {
 		fputs("<tr>", f);
 		for (int i = 0; i < t->ncols; i++) {
-			bool num = t->cols[i].type == COL_INT || t->cols[i].type == COL_REAL;
+			bool num = t->cols[i].type == COL_INT || t->cols[i].type == COL_SECONDS;
 			show(&t->cols[i], cell(t, r, i), buf, sizeof(buf));
 			fputs(num ? "<td class=\"n\">" : "<td>", f);
 			if (strcmp(t->cols[i].key, "outcome") == 0)

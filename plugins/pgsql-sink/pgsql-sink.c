@@ -185,7 +185,7 @@ static const struct sql_view_forms view_forms = {
 	.timestamp = "tcp_audit_timestamp(time_ns)",
 	.cookie_hex = "to_hex(sock_cookie)",
 	.info_extra = ", tcp_audit_timestamp(time_ns) AS timestamp", /* as v1 partitioned had */
-	.order = SQL_ORDER_AGGREGATE,
+	.order = SQL_ORDER_SORTED,
 };
 
 /*

@@ -8,7 +8,9 @@ CLOSE-WAIT leak (a server that never closes) and a connection still open at
 the end.  The report of each store must give every socket of the jsonl
 exactly as the rules say (side, path, outcome), and each case its outcome.
 """
+import calendar
 import collections
+import decimal
 import json
 import os
 import re
@@ -37,7 +39,13 @@ def report(source, *args):
     r = run(["report", source, "--format", "json"] + list(args))
     if r.returncode != 0:
         raise AssertionError("report failed (%d): %s" % (r.returncode, r.stderr))
-    return json.loads(r.stdout)
+    return json.loads(r.stdout, parse_float=decimal.Decimal)
+
+
+def ns(text):
+    """Nanoseconds since the epoch of the report's RFC 3339 UTC time."""
+    return calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S")) * 10**9 + \
+        int(text[20:29])
 
 
 def socket_key(c):
@@ -157,6 +165,11 @@ def check_every_socket(test):
             got = {socket_key(c): (c["side"], c["states"], c["outcome"], c["error"])
                    for c in rep["connections"]}
             test.assertEqual(got, test.ref)
+            # a duration to the nanosecond: closed - opened
+            test.assertEqual([c["duration_s"] and c["duration_s"] * 10**9
+                              for c in rep["connections"]],
+                             [ns(c["closed"]) - ns(c["opened"]) if c["closed"] else None
+                              for c in rep["connections"]])
             test.assertEqual(rep["totals"]["connections"], len(test.ref))
             for outcome in ("closed", "reset", "refused", "timed-out", "open"):
                 test.assertEqual(rep["totals"][outcome],
