@@ -50,7 +50,8 @@ static int build(char *out, size_t size, enum sql_names names, const char *expr,
 {
 	size_t len = 0;
 
-	put(out, size, &len, "CASE %s", expr);
+	/* NULL at once: a simple CASE compares NULL with every WHEN first */
+	put(out, size, &len, "CASE WHEN %s IS NULL THEN NULL ELSE CASE %s", expr, expr);
 	for (unsigned v = 0; v < MAX_VALUE; v++) {
 		const char *name = name_of(names, v);
 		if (!name)
@@ -61,9 +62,9 @@ static int build(char *out, size_t size, enum sql_names names, const char *expr,
 			put(out, size, &len, " WHEN '%s' THEN %u", name, v);
 	}
 	if (to_name)
-		put(out, size, &len, " ELSE CAST(%s AS TEXT) END", expr);
+		put(out, size, &len, " ELSE CAST(%s AS TEXT) END END", expr);
 	else
-		put(out, size, &len, " END");
+		put(out, size, &len, " END END");
 	return len < size ? (int)len : -1;
 }
 
