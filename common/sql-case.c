@@ -163,8 +163,12 @@ int sql_connections(char *out, size_t size, enum sql_order order, const char *fr
 		break;
 	case SQL_ORDER_SCAN:
 		snprintf(path, sizeof(path), "group_concat(CASE WHEN kind = 0 THEN %s END, ' ')", step);
-		/* its first state change, looked up outside */
-		snprintf(first, sizeof(first), "min(CASE WHEN kind = 0 THEN rowid END)");
+		/*
+		 * the old state of its first state change (the least rowid): a state
+		 * (a byte in the ABI) rides below the rowid, no lookup outside
+		 */
+		snprintf(first, sizeof(first),
+			 "min(CASE WHEN kind = 0 THEN rowid * 256 + old_state END) %% 256");
 		snprintf(records, sizeof(records), "%s WHERE 1 = 1%s", from, where);
 		break;
 	case SQL_ORDER_WINDOW:
@@ -180,13 +184,7 @@ int sql_connections(char *out, size_t size, enum sql_order order, const char *fr
 			return -1;
 		break;
 	}
-	char first_state[512];
-	if (order == SQL_ORDER_SCAN)
-		snprintf(first_state, sizeof(first_state),
-			 "(SELECT old_state FROM %s WHERE rowid = sockets.first)", from);
-	else
-		snprintf(first_state, sizeof(first_state), "sockets.first");
-	if (sql_case_name(first_name, sizeof(first_name), SQL_TCP_STATE, first_state) < 0)
+	if (sql_case_name(first_name, sizeof(first_name), SQL_TCP_STATE, "sockets.first") < 0)
 		return -1;
 	/*
 	 * The side by its first sign: SYN-SENT (client), SYN-RECEIVED (server),
