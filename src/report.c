@@ -637,12 +637,15 @@ static const struct column rate_cols[] = {
 static const struct column duration_cols[] = {
 	TXT("duration"), INT("connections"),
 };
+static const struct column lane_cols[] = {
+	TXT("owner_comm"), INT("connections"),
+};
 static const struct column gap_cols[] = {
 	TIME("time"), TXT("host"), TXT("stage"), INT("lost"),
 };
 
 enum { T_CONNECTIONS, T_OUTCOMES, T_FAILED_DEST, T_FAILED_PROC, T_RESETS, T_STUCK,
-       T_TIME_WAIT, T_TALKERS, T_RATE, T_DURATIONS, T_GAPS, T_TROUBLE, T_N };
+       T_TIME_WAIT, T_TALKERS, T_RATE, T_DURATIONS, T_GAPS, T_TROUBLE, T_LANES, T_N };
 
 enum format { FORMAT_TEXT, FORMAT_JSON, FORMAT_HTML };
 
@@ -784,6 +787,9 @@ static int fill(struct store *st, struct report *rp)
 			      " FROM report_connections WHERE side = 'client'"
 			      " GROUP BY owner_comm, daddr, dport ORDER BY n DESC, owner_comm,"
 			      " daddr, dport",
+		/* the HTML timeline's lanes: processes by their connections */
+		[T_LANES] = "SELECT coalesce(owner_comm, '(no owner)') AS comm, count(*) AS n"
+			    " FROM report_connections GROUP BY comm ORDER BY n DESC, comm",
 	};
 	for (int i = 0; i < T_N; i++) {
 		/*
@@ -791,7 +797,8 @@ static int fill(struct store *st, struct report *rp)
 		 * list those that did not close well.
 		 */
 		if (!queries[i] || (i == T_CONNECTIONS && rp->format == FORMAT_TEXT) ||
-		    (i == T_TROUBLE && rp->format == FORMAT_JSON))
+		    (i == T_TROUBLE && rp->format == FORMAT_JSON) ||
+		    (i == T_LANES && rp->format != FORMAT_HTML))
 			continue;
 		if (run(st, queries[i], &t[i]) < 0)
 			return -1;
@@ -878,7 +885,7 @@ static void write_json(FILE *f, const struct report *rp)
 		fprintf(f, ",\"%s\":%" PRIu64, outcomes[i], count_outcome(rp, outcomes[i]));
 	fprintf(f, ",\"gaps\":%zu,\"lost\":%" PRIu64 "}", rp->t[T_GAPS].rows, lost);
 	for (int i = 0; i < T_N; i++)
-		if (i != T_TROUBLE)
+		if (i != T_TROUBLE && i != T_LANES)
 			json_table(f, &rp->t[i]);
 	fputs("\n}\n", f);
 }
@@ -923,6 +930,7 @@ static void write_text(FILE *f, const struct report *rp)
 #define LANES 12        /* processes in the timeline */
 #define LANE_BARS 400   /* connections drawn per lane at most */
 #define LANE_ROWS 20    /* rows of bars in a lane */
+#define HTML_ROWS 1000  /* rows of a table in HTML; JSON has them all */
 
 static const char *const outcome_colors[] = {"#43a047", "#fb8c00", "#e53935",
 					     "#8e24aa", "#6d4c41", "#1e88e5"};
@@ -972,7 +980,7 @@ static void html_table(FILE *f, const struct table *t, const char *empty)
 	for (int i = 0; i < t->ncols; i++)
 		fprintf(f, "<th>%s</th>", t->cols[i].key);
 	fputs("</tr>\n", f);
-	for (size_t r = 0; r < t->rows && r < 1000; r++) {
+	for (size_t r = 0; r < t->rows && r < HTML_ROWS; r++) {
 		fputs("<tr>", f);
 		for (int i = 0; i < t->ncols; i++) {
 			bool num = t->cols[i].type == COL_INT || t->cols[i].type == COL_SECONDS;
@@ -987,9 +995,9 @@ static void html_table(FILE *f, const struct table *t, const char *empty)
 		fputs("</tr>\n", f);
 	}
 	fputs("</table>\n", f);
-	if (t->rows > 1000)
+	if (t->rows > HTML_ROWS)
 		fprintf(f, "<p class=\"none\">... %zu more (--format json has them all)</p>\n",
-			t->rows - 1000);
+			t->rows - HTML_ROWS);
 }
 
 static void svg_time_label(FILE *f, double x, double y, const char *anchor, uint64_t ns)
@@ -1081,30 +1089,11 @@ static void html_timeline(FILE *f, const struct report *rp)
 		fputs("<p class=\"none\">none</p>\n", f);
 		return;
 	}
-	/* the busiest processes (by owner_comm; unknown owners as one) */
-	struct lane *all = calloc(t->rows, sizeof(*all));
-	size_t na = 0;
-	if (!all)
-		oom();
-	for (size_t r = 0; r < t->rows; r++) {
-		const char *comm = cell(t, r, 8) ? cell(t, r, 8) : "(no owner)";
-		size_t i = 0;
-		while (i < na && strcmp(all[i].comm, comm) != 0)
-			i++;
-		if (i == na)
-			all[na++] = (struct lane){.comm = comm};
-		all[i].total++;
-	}
-	for (size_t k = 0; k < LANES && k < na; k++) {
-		size_t best = k;
-		for (size_t i = k + 1; i < na; i++)
-			if (all[i].total > all[best].total)
-				best = i;
-		struct lane tmp = all[k];
-		all[k] = all[best];
-		all[best] = tmp;
-		lanes[nl++] = all[k];
-	}
+	/* the busiest processes (by owner_comm; unknown owners as one), from the store */
+	const struct table *by_comm = &rp->t[T_LANES];
+	for (; nl < LANES && nl < by_comm->rows; nl++)
+		lanes[nl] = (struct lane){.comm = cell(by_comm, nl, 0),
+					  .total = cell_u64(by_comm, nl, 1)};
 	/* the range, or without --since / --until what the connections span */
 	uint64_t t0 = rp->has_since ? rp->since : UINT64_MAX, t1 = rp->has_until ? rp->until : 0;
 	for (size_t r = 0; r < t->rows; r++) {
@@ -1166,8 +1155,7 @@ static void html_timeline(FILE *f, const struct report *rp)
 		drawn += lanes[l].drawn;
 	fprintf(f, "&#8212; %zu of %zu connections drawn (at most %d a process, those that"
 		   " did not close normally first)%s</p>\n",
-		drawn, t->rows, LANE_BARS, na > nl ? "; the busiest processes only" : "");
-	free(all);
+		drawn, t->rows, LANE_BARS, by_comm->rows > nl ? "; the busiest processes only" : "");
 }
 
 /* The durations as a bar chart (the same buckets as the table). */
@@ -1342,6 +1330,7 @@ int report_main(int argc, char **argv)
 			[T_DURATIONS] = TABLE("durations", "Connection durations (listeners left out)",
 					      duration_cols),
 			[T_GAPS] = TABLE("gaps", "Gap records (events the archive lost)", gap_cols),
+			[T_LANES] = TABLE("lanes", "Connections by process", lane_cols),
 		},
 	};
 	const char *output = NULL, *since = NULL, *until = NULL;
