@@ -98,8 +98,9 @@ int sql_connections(char *out, size_t size, enum sql_order order, const char *fr
 /*
  * The SELECT of the records sql_connections() reads from `from` (its
  * tcp_audit_events), in uid order, which is time order (a uid begins with
- * the time) and free (SQLite has an index of uids): for SQL_ORDER_SCAN.  Its conn column is NULL: sql_connection_keys()
- * gives the sockets without a cookie theirs.
+ * the time) and free (SQLite has an index of uids): for SQL_ORDER_SCAN.
+ * Its conn column is NULL: sql_connection_keys() gives the sockets without
+ * a cookie theirs.
  */
 int sql_connection_records(char *out, size_t size, const char *from, const char *where);
 

@@ -59,8 +59,10 @@ struct store {
 #endif
 };
 
-/* A table of results: columns of a type each, cells as text (NULL for NULL). */
-/* COL_SECONDS: a duration in nanoseconds, shown in seconds */
+/*
+ * A table of results: columns of a type each, cells as text (NULL for NULL);
+ * COL_SECONDS holds a duration in nanoseconds, shown in seconds.
+ */
 enum col_type { COL_TEXT, COL_INT, COL_SECONDS, COL_TIME };
 
 struct column {
