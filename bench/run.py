@@ -1223,22 +1223,28 @@ def sqlite_times(path, sql, runs, warmup=1):
         db.close()
 
 
-def report_times(a, source, t0, fmt, warmup=1):
+def report_times(a, source, t0, fmt, workdir, warmup=1):
     """Seconds per run of tcp-audit report over [t0, t0 + 1 h) of source (the
-    command as a user runs it, output to a pipe), and what it found."""
+    command as a user runs it, `> report`: stdout a file; Python's reading of a
+    pipe took 0.3 s for a 33 MB report that `| cat` takes in 0.03 s, and is not
+    the report's time), and what it found."""
     def rfc3339(ns):
         return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + \
             ".%09dZ" % (ns % 10**9)
     args = [a.bin, "report", source, "--since", rfc3339(t0), "--until",
             rfc3339(t0 + 3600 * 10**9)] + (["--format", "json"] if fmt == "json" else [])
-    times, out = [], None
+    path = os.path.join(workdir, "report." + fmt)
+    times = []
     for i in range(warmup + a.query_runs):
-        t = time.perf_counter()
-        r = subprocess.run(args, capture_output=True, text=True)
-        times.append(time.perf_counter() - t)
+        with open(path, "wb") as f:
+            t = time.perf_counter()
+            r = subprocess.run(args, stdout=f, stderr=subprocess.PIPE, text=True)
+            times.append(time.perf_counter() - t)
         if r.returncode != 0:
             raise RuntimeError("tcp-audit report failed (%d): %s" % (r.returncode, r.stderr))
-        out = r.stdout
+    with open(path) as f:
+        out = f.read()
+    os.unlink(path)
     if fmt == "json":
         connections = json.loads(out)["totals"]["connections"]
     else:
@@ -1287,7 +1293,7 @@ def archive_section(a, servers, workdir):
                     hour_events = db.execute(count).fetchone()[0]
             for fmt in ("text", "json"):
                 progress(a, "archive %s: tcp-audit report, one hour, %s" % (label, fmt))
-                r = report_times(a, source, t_mid, fmt)
+                r = report_times(a, source, t_mid, fmt, workdir)
                 r.update({"section": "archive", "store": label, "what": "report",
                           "events": hour_events})
                 emit(r)
@@ -1312,7 +1318,7 @@ def archive_section(a, servers, workdir):
         out.append("| %s | %s | %.2f | %d |" % (r["store"], r["query"], r["ms"], r["rows"]))
     out += ["", "`tcp-audit report` of one hour (from the middle of the day: about 1/24 of "
                 "the events, 'events' below), median of %d runs after one warm-up, wall clock "
-                "from exec to exit (issue 18's target: at most 2 s):" % a.query_runs, "",
+                "from exec to exit, the report written to a file (issue 18's target: at most 2 s):" % a.query_runs, "",
             "| store | format | seconds | events in the hour | connections | runs |",
             "|---|---|---|---|---|---|"]
     for r in reports:

@@ -48,7 +48,7 @@ struct store {
 	const char *source;
 	char name[512];     /* for messages and the report: never a password */
 	enum sql_order order; /* SQL_ORDER_SCAN (SQLite) or SQL_ORDER_SORTED */
-	bool verbose;         /* -v: each query's time and rows on stderr */
+	int verbose;          /* -v: each query's time and rows on stderr; -vv: and its SQL */
 	/* the events as schema v2 has them: tcp_audit_events, or a SELECT of an older schema's */
 	char events[6144];
 #if TCP_AUDIT_VERIFY_SQLITE
@@ -202,9 +202,10 @@ static int run(struct store *st, const char *sql, struct table *t)
 	int r = run_query(st, sql, t);
 
 	if (st->verbose)
-		fprintf(stderr, "tcp-audit report: %.3f s, %zu rows: %.60s%s\n",
-			(double)(clock_now_ns(CLOCK_MONOTONIC) - t0) / 1e9, t ? t->rows : 0, sql,
-			strlen(sql) > 60 ? "..." : "");
+		fprintf(stderr, "tcp-audit report: %.3f s, %zu rows: %.*s%s\n",
+			(double)(clock_now_ns(CLOCK_MONOTONIC) - t0) / 1e9, t ? t->rows : 0,
+			st->verbose > 1 ? (int)strlen(sql) : 60, sql,
+			st->verbose < 2 && strlen(sql) > 60 ? "..." : "");
 	return r;
 }
 
@@ -1293,7 +1294,7 @@ static void help(void)
 	       "                    each), json (everything; the README documents it) or html\n"
 	       "                    (one page, no network needed: charts and the tables)\n"
 	       "  -o FILE           write there (mode 0640) instead of stdout\n"
-	       "  -v, --verbose     each query's time on stderr\n"
+	       "  -v, --verbose     each query's time on stderr; twice: with its whole SQL\n"
 	       "\n"
 	       "Exit status: 0 with a report, 2 when the archive cannot be read or the\n"
 	       "arguments are wrong.\n",
@@ -1337,7 +1338,7 @@ int report_main(int argc, char **argv)
 	};
 	const char *output = NULL, *since = NULL, *until = NULL;
 	double stuck_s = STUCK_DEFAULT_S;
-	bool verbose = false;
+	int verbose = 0;
 	uint64_t now = clock_now_ns(CLOCK_REALTIME);
 	int c;
 
@@ -1376,7 +1377,7 @@ int report_main(int argc, char **argv)
 			output = optarg;
 			break;
 		case 'v':
-			verbose = true;
+			verbose++;
 			break;
 		case 'h':
 			help();
@@ -1425,6 +1426,16 @@ int report_main(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
+	/*
+	 * A report can be tens of MB: written in 1 MiB pieces, through a pipe
+	 * that holds as much where it may (as 4 KiB writes into a 64 KiB pipe,
+	 * the reader's wake-ups cost a JSON report 0.3 s)
+	 */
+	static char out_buf[1 << 20];
+	setvbuf(f, out_buf, _IOFBF, sizeof(out_buf));
+	struct stat out_st;
+	if (!output && fstat(STDOUT_FILENO, &out_st) == 0 && S_ISFIFO(out_st.st_mode))
+		(void)fcntl(STDOUT_FILENO, F_SETPIPE_SZ, (int)sizeof(out_buf));
 	struct store st = {.source = rp.source, .verbose = verbose};
 	int status = open_store(&st);
 	rp.source = st.name;
