@@ -5,14 +5,17 @@
  *
  * The store does the work: the connections of the range (sql_connections(),
  * the query of the tcp_connections view, restricted to the range) go into a
- * temporary table once, and every summary is one query over it (or over the
- * range's reset and gap records).  Rows come back as text; a table's columns
+ * temporary table once (SQLite: aggregated by as many threads as there are
+ * cores, sqlite_connections()), and every summary is one query over it (or
+ * over the range's reset and gap records).  Rows come back as text; a table's columns
  * say how each is shown (text, number, time).
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +52,7 @@ struct store {
 	char name[512];     /* for messages and the report: never a password */
 	enum sql_order order; /* SQL_ORDER_SCAN (SQLite) or SQL_ORDER_SORTED */
 	int verbose;          /* -v: each query's time and rows on stderr; -vv: and its SQL */
+	char label[32];       /* in -v's lines: which connection ran the query, or "" */
 	/* the events as schema v2 has them: tcp_audit_events, or a SELECT of an older schema's */
 	char events[6144];
 #if TCP_AUDIT_VERIFY_SQLITE
@@ -202,7 +206,7 @@ static int run(struct store *st, const char *sql, struct table *t)
 	int r = run_query(st, sql, t);
 
 	if (st->verbose)
-		fprintf(stderr, "tcp-audit report: %.3f s, %zu rows: %.*s%s\n",
+		fprintf(stderr, "tcp-audit report: %s%.3f s, %zu rows: %.*s%s\n", st->label,
 			(double)(clock_now_ns(CLOCK_MONOTONIC) - t0) / 1e9, t ? t->rows : 0,
 			st->verbose > 1 ? (int)strlen(sql) : 60, sql,
 			st->verbose < 2 && strlen(sql) > 60 ? "..." : "");
@@ -348,7 +352,8 @@ static int open_store(struct store *st)
 		return EXIT_USAGE;
 	}
 #if TCP_AUDIT_VERIFY_SQLITE
-	if (sqlite3_open_v2(st->source, &st->lite, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+	if (sqlite3_open_v2(st->source, &st->lite, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL) !=
+	    SQLITE_OK) {
 		fprintf(stderr, "tcp-audit report: cannot open %s: %s\n", st->source,
 			sqlite3_errmsg(st->lite));
 		return EXIT_USAGE;
@@ -680,6 +685,196 @@ static void sql_literal(const char *s, char *out, size_t size)
 	out[n] = '\0';
 }
 
+/* The queries of the range's raw records: resets by peer, gap records. */
+struct raw_queries {
+	struct report *rp;
+	const char *where;
+};
+
+static int raw_queries(struct store *st, void *arg)
+{
+	const struct raw_queries *q = arg;
+	char stage[512], sql[8192];
+
+	snprintf(sql, sizeof(sql),
+		 "SELECT daddr, sum(CASE WHEN reset_direction = 1 THEN 1 ELSE 0 END),"
+		 " sum(CASE WHEN reset_direction = 2 THEN 1 ELSE 0 END), min(time_ns), max(time_ns)"
+		 " FROM %s WHERE kind = 3%s GROUP BY daddr ORDER BY count(*) DESC, daddr",
+		 st->events, q->where);
+	if (run(st, sql, &q->rp->t[T_RESETS]) < 0 ||
+	    sql_case_name(stage, sizeof(stage), SQL_GAP_STAGE, "gap_stage") < 0)
+		return -1;
+	snprintf(sql, sizeof(sql),
+		 "SELECT time_ns, host, %s, gap_lost FROM %s WHERE kind = 1%s ORDER BY time_ns",
+		 stage, st->events, q->where);
+	return run(st, sql, &q->rp->t[T_GAPS]);
+}
+
+#if TCP_AUDIT_VERIFY_SQLITE
+/*
+ * SQLite aggregates on one core: the sockets of the range are split by
+ * cookie among up to PARTS_MAX threads, each with a connection of its own
+ * (its records and their connections in memory: a memdb database of its
+ * own, the archive attached read-only), and the main connection copies
+ * their connections into report_connections.  Sockets without a cookie
+ * (tracefs) all go to the first part: their keys count along the records
+ * of an address (sql_connection_keys()).
+ */
+#define PARTS_MAX 4
+
+struct part {
+	struct store st;
+	int index, count;
+	const char *where; /* the range */
+	char db[64];       /* its memdb database: "/tcp-audit-report-PID-INDEX" */
+	int rc;
+	pthread_t thread;
+};
+
+/* "file:" URI of path: every byte but [A-Za-z0-9/._-] escaped. */
+static void file_uri(const char *path, const char *query, char *out, size_t size)
+{
+	size_t n = (size_t)snprintf(out, size, "file:");
+
+	for (const unsigned char *c = (const unsigned char *)path; *c && n + 4 < size; c++)
+		n += (size_t)(isalnum(*c) || strchr("/._-", *c)
+				      ? snprintf(out + n, size - n, "%c", *c)
+				      : snprintf(out + n, size - n, "%%%02X", *c));
+	snprintf(out + n, size - n, "%s", query);
+}
+
+/*
+ * Opens part p: its memdb, the archive attached, a read transaction begun
+ * (parts opened one after another see the archive as it was within
+ * microseconds of each other; a sink's commit can fall between them).
+ */
+static int part_open(struct part *p, const struct store *main_st)
+{
+	char uri[8192], sql[8400];
+
+	snprintf(p->db, sizeof(p->db), "/tcp-audit-report-%ld-%d", (long)getpid(), p->index);
+	snprintf(uri, sizeof(uri), "file:%s?vfs=memdb", p->db);
+	p->st.source = main_st->source;
+	p->st.verbose = main_st->verbose;
+	p->st.order = SQL_ORDER_SCAN;
+	snprintf(p->st.label, sizeof(p->st.label), "part %d of %d: ", p->index + 1, p->count);
+	snprintf(p->st.name, sizeof(p->st.name), "%s", main_st->name);
+	snprintf(p->st.events, sizeof(p->st.events), "%s", main_st->events);
+	if (sqlite3_open_v2(uri, &p->st.lite,
+			    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI,
+			    NULL) != SQLITE_OK) {
+		fprintf(stderr, "tcp-audit report: cannot open a database in memory: %s\n",
+			sqlite3_errmsg(p->st.lite));
+		return -1;
+	}
+	/* as large as the range's connections are (a memdb stops at 1 GiB) */
+	sqlite3_int64 limit = (sqlite3_int64)1 << 60;
+	sqlite3_file_control(p->st.lite, "main", SQLITE_FCNTL_SIZE_LIMIT, &limit);
+	sqlite3_busy_timeout(p->st.lite, 10000);
+	/* the archive by the default VFS (an attached file has its connection's: memdb) */
+	char query[128];
+	snprintf(query, sizeof(query), "?mode=ro&vfs=%s", sqlite3_vfs_find(NULL)->zName);
+	file_uri(main_st->source, query, uri, sizeof(uri));
+	sql_literal(uri, sql + 7, sizeof(sql) - 20);
+	memcpy(sql, "ATTACH ", 7);
+	strcat(sql, " AS archive");
+	if (run(&p->st, sql, NULL) < 0 || run(&p->st, "PRAGMA temp_store = MEMORY", NULL) < 0 ||
+	    run(&p->st, "BEGIN", NULL) < 0 ||
+	    run(&p->st, "SELECT count(*) FROM archive.sqlite_master", NULL) < 0)
+		return -1;
+	return 0;
+}
+
+/* Thread of part p: its sockets' records, then their connections as table part. */
+static void *part_main(void *arg)
+{
+	struct part *p = arg;
+	char where[1024], records[8192], sql[40000], conn[32768];
+
+	p->rc = -1;
+	/* a cookie's part; sockets without one in the first */
+	snprintf(where, sizeof(where), "%s AND (%s(sock_cookie %% %d + %d) %% %d = %d)", p->where,
+		 p->index == 0 ? "sock_cookie IS NULL OR " : "", p->count, p->count, p->count,
+		 p->index);
+	if (sql_connection_records(records, sizeof(records), p->st.events, where) < 0)
+		return NULL;
+	snprintf(sql, sizeof(sql), "CREATE TEMP TABLE report_records AS %s", records);
+	if (run(&p->st, sql, NULL) < 0 ||
+	    sql_connection_keys(sql, sizeof(sql), "report_records") < 0 ||
+	    run(&p->st, sql, NULL) < 0 ||
+	    run(&p->st, "CREATE INDEX temp.report_sockets ON report_records (sock_cookie, host,"
+			" conn)",
+		NULL) < 0 ||
+	    sql_connections(conn, sizeof(conn), SQL_ORDER_SCAN, "report_records", "") < 0)
+		return NULL;
+	snprintf(sql, sizeof(sql), "CREATE TABLE main.part AS %s", conn);
+	if (run(&p->st, sql, NULL) < 0 || run(&p->st, "COMMIT", NULL) < 0)
+		return NULL;
+	p->rc = 0;
+	return NULL;
+}
+
+/*
+ * report_connections of the range (where) in SQLite, aggregated in parts;
+ * meanwhile the main connection runs the queries of raw events (first).
+ * 0 or -1.
+ */
+static int sqlite_connections(struct store *st, const char *where,
+			      int (*first)(struct store *, void *), void *arg)
+{
+	struct part parts[PARTS_MAX] = {0};
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	int count = cpus < 1 ? 1 : cpus > PARTS_MAX ? PARTS_MAX : (int)cpus, started = 0, rc = 0;
+	char sql[512], all[4096] = "CREATE TEMP TABLE report_connections AS ";
+
+	for (int i = 0; i < count && rc == 0; i++) {
+		parts[i].index = i;
+		parts[i].count = count;
+		parts[i].where = where;
+		rc = part_open(&parts[i], st);
+	}
+	/* the main connection's raw queries in a read transaction begun just after theirs */
+	if (rc == 0 && (run(st, "COMMIT", NULL) < 0 || run(st, "BEGIN", NULL) < 0 ||
+			run(st, "SELECT count(*) FROM sqlite_master", NULL) < 0))
+		rc = -1;
+	for (; rc == 0 && started < count; started++)
+		if ((errno = pthread_create(&parts[started].thread, NULL, part_main,
+					    &parts[started])) != 0) {
+			fprintf(stderr, "tcp-audit report: cannot start a thread: %s\n",
+				strerror(errno));
+			rc = -1;
+			break;
+		}
+	if (rc == 0 && first(st, arg) < 0)
+		rc = -1;
+	for (int i = 0; i < started; i++) {
+		pthread_join(parts[i].thread, NULL);
+		if (parts[i].rc < 0)
+			rc = -1;
+	}
+	/* (no ATTACH within a transaction; what follows reads temporary tables only) */
+	if (rc == 0)
+		rc = run(st, "COMMIT", NULL);
+	for (int i = 0; i < count && rc == 0; i++) {
+		char uri[128];
+		snprintf(uri, sizeof(uri), "file:%s?vfs=memdb", parts[i].db);
+		snprintf(sql, sizeof(sql), "ATTACH '%s' AS part%d", uri, i);
+		size_t n = strlen(all);
+		snprintf(all + n, sizeof(all) - n, "%sSELECT * FROM part%d.part",
+			 i ? " UNION ALL " : "", i);
+		rc = run(st, sql, NULL);
+	}
+	if (rc == 0)
+		rc = run(st, all, NULL);
+	for (int i = 0; i < count; i++) {
+		snprintf(sql, sizeof(sql), "DETACH part%d", i);
+		sqlite3_exec(st->lite, sql, NULL, NULL, NULL);
+		close_store(&parts[i].st);
+	}
+	return rc;
+}
+#endif
+
 #define FAILED "('refused', 'timed-out', 'unreachable')"
 #define TIME_WAIT_PATH                                                                          \
 	"(states LIKE '%FIN-WAIT-2 CLOSED' OR states LIKE '%CLOSING CLOSED'"                   \
@@ -687,7 +882,7 @@ static void sql_literal(const char *s, char *out, size_t size)
 
 static int fill(struct store *st, struct report *rp)
 {
-	char where[768], host[300] = "", sql[40000], stage[512];
+	char where[768], host[300] = "", sql[40000];
 	struct table *t = rp->t;
 
 	if (rp->host) {
@@ -708,31 +903,20 @@ static int fill(struct store *st, struct report *rp)
 			 "-%04" PRIx64 "-%04" PRIx64 "'",
 			 rp->since >> 32, (rp->since >> 16) & 0xffff, rp->since & 0xffff,
 			 rp->until >> 32, (rp->until >> 16) & 0xffff, rp->until & 0xffff);
-	char conn[32768];
+	struct raw_queries raw = {.rp = rp, .where = where};
 	if (st->order == SQL_ORDER_SCAN) {
-		/*
-		 * SQLite: the records into a table in time order first, with the keys
-		 * of sockets without a cookie (sql_connections())
-		 */
-		char records[8192];
-		if (sql_connection_records(records, sizeof(records), st->events, where) < 0)
+#if TCP_AUDIT_VERIFY_SQLITE
+		if (sqlite_connections(st, where, raw_queries, &raw) < 0)
 			return -1;
-		snprintf(sql, sizeof(sql), "CREATE TEMP TABLE report_records AS %s", records);
-		if (run(st, sql, NULL) < 0 ||
-		    sql_connection_keys(sql, sizeof(sql), "report_records") < 0 ||
-		    run(st, sql, NULL) < 0 ||
-		    run(st, "CREATE INDEX temp.report_sockets ON report_records (sock_cookie, host,"
-			    " conn)",
-			NULL) < 0)
+#endif
+	} else {
+		char conn[32768];
+		if (sql_connections(conn, sizeof(conn), st->order, st->events, where) < 0)
 			return -1;
-		if (sql_connections(conn, sizeof(conn), SQL_ORDER_SCAN, "report_records", "") < 0)
+		snprintf(sql, sizeof(sql), "CREATE TEMP TABLE report_connections AS %s", conn);
+		if (run(st, sql, NULL) < 0 || raw_queries(st, &raw) < 0)
 			return -1;
-	} else if (sql_connections(conn, sizeof(conn), st->order, st->events, where) < 0) {
-		return -1;
 	}
-	snprintf(sql, sizeof(sql), "CREATE TEMP TABLE report_connections AS %s", conn);
-	if (run(st, sql, NULL) < 0)
-		return -1;
 	/* the rate's interval: about 60 of them over what the range holds */
 	static const struct column two[] = {INT("first"), INT("last")};
 	struct table opened = {.cols = two, .ncols = 2};
@@ -750,8 +934,6 @@ static int fill(struct store *st, struct report *rp)
 			break;
 	}
 	start -= start % rp->bucket_ns;
-	if (sql_case_name(stage, sizeof(stage), SQL_GAP_STAGE, "gap_stage") < 0)
-		return -1;
 
 	const char *const queries[T_N] = {
 		[T_CONNECTIONS] = "SELECT host, sock_cookie, side, saddr, sport, daddr, dport,"
@@ -822,19 +1004,7 @@ static int fill(struct store *st, struct report *rp)
 		 " sum(CASE WHEN outcome = 'reset' THEN 1 ELSE 0 END) FROM report_connections"
 		 " WHERE side IS NULL OR side <> 'listener' GROUP BY b ORDER BY b",
 		 start, start, rp->bucket_ns, rp->bucket_ns);
-	if (run(st, sql, &t[T_RATE]) < 0)
-		return -1;
-	snprintf(sql, sizeof(sql),
-		 "SELECT daddr, sum(CASE WHEN reset_direction = 1 THEN 1 ELSE 0 END),"
-		 " sum(CASE WHEN reset_direction = 2 THEN 1 ELSE 0 END), min(time_ns), max(time_ns)"
-		 " FROM %s WHERE kind = 3%s GROUP BY daddr ORDER BY count(*) DESC, daddr",
-		 st->events, where);
-	if (run(st, sql, &t[T_RESETS]) < 0)
-		return -1;
-	snprintf(sql, sizeof(sql),
-		 "SELECT time_ns, host, %s, gap_lost FROM %s WHERE kind = 1%s ORDER BY time_ns",
-		 stage, st->events, where);
-	return run(st, sql, &t[T_GAPS]);
+	return run(st, sql, &t[T_RATE]);
 }
 
 static uint64_t count_outcome(const struct report *rp, const char *outcome)
@@ -1436,6 +1606,14 @@ int report_main(int argc, char **argv)
 	struct stat out_st;
 	if (!output && fstat(STDOUT_FILENO, &out_st) == 0 && S_ISFIFO(out_st.st_mode))
 		(void)fcntl(STDOUT_FILENO, F_SETPIPE_SZ, (int)sizeof(out_buf));
+#if TCP_AUDIT_VERIFY_SQLITE
+	/*
+	 * No count of the memory SQLite holds: it takes a lock all threads
+	 * share for every allocation, and made the threads of
+	 * sqlite_connections() slower than one.  Before SQLite's first use.
+	 */
+	sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+#endif
 	struct store st = {.source = rp.source, .verbose = verbose};
 	int status = open_store(&st);
 	rp.source = st.name;

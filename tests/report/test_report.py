@@ -545,6 +545,31 @@ class Replayed(unittest.TestCase):
             self.assertEqual([c["owner_comm"] for c in rep["connections"]], ['we"i\u00ff'])
 
 
+    def test_file_name_to_escape(self):
+        """An archive whose path has what a URI must escape: the threads that
+        aggregate it open it by a file: URI, and find every connection."""
+        with tempfile.TemporaryDirectory() as d:
+            inp = os.path.join(d, "in.jsonl")
+            db = os.path.join(d, "it's a %41?b#c&mode=rw.db")
+            with open(inp, "w") as f:
+                for i in range(1, 9):
+                    f.write(tcpaudit.sample_line(i) + "\n")
+            r = run(["--event", "replay", "-p", "path=" + inp, "--sink", "sqlite",
+                     "-p", "path=" + db])
+            self.assertEqual(r.returncode, 0, r.stderr)
+            r = run(["report", db, "--format", "json"])
+            self.assertEqual(r.returncode, 0, r.stderr)
+            rep = json.loads(r.stdout)
+            with open(inp) as f:
+                cookies = {json.loads(l)["sock_cookie"] for l in f}
+            self.assertEqual(sorted(c["sock_cookie"] for c in rep["connections"]),
+                             sorted(cookies))
+            # and nothing made beside it by a name read wrong
+            base = os.path.basename(db)
+            self.assertEqual(set(os.listdir(d)) - {base + "-wal", base + "-shm"},
+                             {"in.jsonl", base})
+
+
 class Mistakes(unittest.TestCase):
     """Every mistake: exit 2 and one line naming it."""
 
