@@ -85,6 +85,9 @@ struct table {
 	size_t rows, cap;
 	char *text; /* the cells' text, each NUL-terminated, one after the other */
 	size_t text_len, text_cap;
+#if TCP_AUDIT_VERIFY_PGSQL
+	PGresult *res; /* or the cells as libpq has them (no copy of tens of MB) */
+#endif
 };
 
 static void oom(void)
@@ -130,6 +133,10 @@ static void free_table(struct table *t)
 {
 	free(t->cells);
 	free(t->text);
+#if TCP_AUDIT_VERIFY_PGSQL
+	PQclear(t->res);
+	t->res = NULL;
+#endif
 	t->cells = NULL;
 	t->text = NULL;
 	t->rows = t->cap = t->text_len = t->text_cap = 0;
@@ -137,6 +144,10 @@ static void free_table(struct table *t)
 
 static const char *cell(const struct table *t, size_t row, int col)
 {
+#if TCP_AUDIT_VERIFY_PGSQL
+	if (t->res)
+		return PQgetisnull(t->res, (int)row, col) ? NULL : PQgetvalue(t->res, (int)row, col);
+#endif
 	size_t c = t->cells[row * (size_t)t->ncols + col];
 
 	return c ? t->text + c - 1 : NULL;
@@ -181,13 +192,12 @@ static int run_query(struct store *st, const char *sql, struct table *t)
 		PQclear(res);
 		return -1;
 	}
-	for (int r = 0; t && r < PQntuples(res); r++) {
-		add_row(t);
-		for (int i = 0; i < t->ncols; i++)
-			set_cell(t, i, PQgetisnull(res, r, i) ? NULL : PQgetvalue(res, r, i),
-				 (size_t)PQgetlength(res, r, i));
+	if (t && t->ncols <= PQnfields(res)) {
+		t->res = res;
+		t->rows = (size_t)PQntuples(res);
+	} else {
+		PQclear(res);
 	}
-	PQclear(res);
 	return 0;
 #else
 	(void)sql;
