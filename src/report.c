@@ -53,6 +53,7 @@ struct store {
 	enum sql_order order; /* SQL_ORDER_SCAN (SQLite) or SQL_ORDER_SORTED */
 	int verbose;          /* -v: each query's time and rows on stderr; -vv: and its SQL */
 	char label[32];       /* in -v's lines: which connection ran the query, or "" */
+	int parts;            /* SQLite: the memdb databases of sqlite_connections() */
 	/* the events as schema v2 has them: tcp_audit_events, or a SELECT of an older schema's */
 	char events[6144];
 #if TCP_AUDIT_VERIFY_SQLITE
@@ -876,12 +877,75 @@ static int sqlite_connections(struct store *st, const char *where,
 	}
 	if (rc == 0)
 		rc = run(st, all, NULL);
-	for (int i = 0; i < count; i++) {
-		snprintf(sql, sizeof(sql), "DETACH part%d", i);
-		sqlite3_exec(st->lite, sql, NULL, NULL, NULL);
+	st->parts = rc == 0 ? count : 0;
+	/* the main connection's attachments keep the memdbs (for list_start()) */
+	for (int i = 0; i < count; i++)
 		close_store(&parts[i].st);
-	}
 	return rc;
+}
+
+/*
+ * A query of report_connections on a connection of its own, in a thread,
+ * while the main connection runs the others: the list of every connection
+ * (JSON) takes as long as all the summaries.  Its connections are the
+ * parts' (a view of the memdbs the main connection copied).
+ */
+struct list_query {
+	struct store st;
+	const char *sql;
+	struct table *t;
+	int rc;
+	pthread_t thread;
+};
+
+static void *list_main(void *arg)
+{
+	struct list_query *q = arg;
+
+	q->rc = run(&q->st, q->sql, q->t);
+	return NULL;
+}
+
+/* Starts q (sql into t) beside main; 0, or -1 (then run it on main). */
+static int list_start(struct list_query *q, const struct store *main_st, const char *sql,
+		      struct table *t)
+{
+	char att[128], all[4096] = "CREATE TEMP VIEW report_connections AS ";
+
+	if (main_st->parts < 1)
+		return -1;
+	*q = (struct list_query){.sql = sql, .t = t, .rc = -1};
+	q->st.verbose = main_st->verbose;
+	q->st.order = SQL_ORDER_SCAN;
+	snprintf(q->st.label, sizeof(q->st.label), "list: ");
+	snprintf(q->st.name, sizeof(q->st.name), "%s", main_st->name);
+	if (sqlite3_open_v2(":memory:", &q->st.lite, SQLITE_OPEN_READWRITE | SQLITE_OPEN_URI,
+			    NULL) != SQLITE_OK)
+		goto fail;
+	for (int i = 0; i < main_st->parts; i++) {
+		snprintf(att, sizeof(att), "ATTACH 'file:/tcp-audit-report-%ld-%d?vfs=memdb' AS part%d",
+			 (long)getpid(), i, i);
+		size_t n = strlen(all);
+		snprintf(all + n, sizeof(all) - n, "%sSELECT * FROM part%d.part",
+			 i ? " UNION ALL " : "", i);
+		if (run(&q->st, att, NULL) < 0)
+			goto fail;
+	}
+	if (run(&q->st, all, NULL) < 0 || pthread_create(&q->thread, NULL, list_main, q) != 0)
+		goto fail;
+	return 0;
+fail:
+	close_store(&q->st);
+	q->st.lite = NULL;
+	return -1;
+}
+
+/* Waits for q; its result. */
+static int list_end(struct list_query *q)
+{
+	pthread_join(q->thread, NULL);
+	close_store(&q->st);
+	return q->rc;
 }
 #endif
 
@@ -986,17 +1050,24 @@ static int fill(struct store *st, struct report *rp)
 		[T_LANES] = "SELECT coalesce(owner_comm, '(no owner)') AS comm, count(*) AS n"
 			    " FROM report_connections GROUP BY comm ORDER BY n DESC, comm",
 	};
-	for (int i = 0; i < T_N; i++) {
+	bool listing = false; /* SQLite: every connection listed beside the rest */
+#if TCP_AUDIT_VERIFY_SQLITE
+	struct list_query list;
+	if (rp->format != FORMAT_TEXT &&
+	    list_start(&list, st, queries[T_CONNECTIONS], &t[T_CONNECTIONS]) == 0)
+		listing = true;
+#endif
+	int rc = 0;
+	for (int i = 0; i < T_N && rc == 0; i++) {
 		/*
 		 * Every connection is for JSON and HTML (its timeline); text and HTML
 		 * list those that did not close well.
 		 */
-		if (!queries[i] || (i == T_CONNECTIONS && rp->format == FORMAT_TEXT) ||
+		if (!queries[i] || (i == T_CONNECTIONS && (rp->format == FORMAT_TEXT || listing)) ||
 		    (i == T_TROUBLE && rp->format == FORMAT_JSON) ||
 		    (i == T_LANES && rp->format != FORMAT_HTML))
 			continue;
-		if (run(st, queries[i], &t[i]) < 0)
-			return -1;
+		rc = run(st, queries[i], &t[i]);
 	}
 	snprintf(sql, sizeof(sql),
 		 "SELECT CASE WHEN states LIKE '%% CLOSE-WAIT' THEN 'CLOSE-WAIT' ELSE 'SYN-RECEIVED'"
@@ -1006,15 +1077,21 @@ static int fill(struct store *st, struct report *rp)
 		 " OR states LIKE '%% SYN-RECEIVED') AND last_ns < %" PRIu64
 		 " ORDER BY last_ns, host, sock_cookie, conn",
 		 rp->until, rp->until - (rp->until > rp->stuck_ns ? rp->stuck_ns : rp->until));
-	if (run(st, sql, &t[T_STUCK]) < 0)
-		return -1;
+	if (rc == 0)
+		rc = run(st, sql, &t[T_STUCK]);
 	snprintf(sql, sizeof(sql),
 		 "SELECT %" PRIu64 " + (opened_ns - %" PRIu64 ") / %" PRIu64 " * %" PRIu64 " AS b,"
 		 " count(*), sum(CASE WHEN outcome IN " FAILED " THEN 1 ELSE 0 END),"
 		 " sum(CASE WHEN outcome = 'reset' THEN 1 ELSE 0 END) FROM report_connections"
 		 " WHERE side IS NULL OR side <> 'listener' GROUP BY b ORDER BY b",
 		 start, start, rp->bucket_ns, rp->bucket_ns);
-	return run(st, sql, &t[T_RATE]);
+	if (rc == 0)
+		rc = run(st, sql, &t[T_RATE]);
+#if TCP_AUDIT_VERIFY_SQLITE
+	if (listing && list_end(&list) < 0)
+		rc = -1;
+#endif
+	return rc;
 }
 
 static uint64_t count_outcome(const struct report *rp, const char *outcome)
