@@ -7,8 +7,8 @@
  * the query of the tcp_connections view, restricted to the range) go into a
  * temporary table once (SQLite: aggregated by as many threads as there are
  * cores, sqlite_connections()), and every summary is one query over it (or
- * over the range's reset and gap records).  Rows come back as text; a table's columns
- * say how each is shown (text, number, time).
+ * over the range's reset and gap records).  Rows come back as text; a
+ * table's columns say how each is shown (text, number, time).
  */
 #include <ctype.h>
 #include <errno.h>
@@ -737,10 +737,35 @@ struct part {
 	struct store st;
 	int index, count;
 	const char *where; /* the range */
-	char db[64];       /* its memdb database: "/tcp-audit-report-PID-INDEX" */
 	int rc;
 	pthread_t thread;
 };
+
+/* The memdb database of part i, as a URI. */
+static void part_uri(int i, char *out, size_t size)
+{
+	snprintf(out, size, "file:/tcp-audit-report-%ld-%d?vfs=memdb", (long)getpid(), i);
+}
+
+/*
+ * Attaches the memdbs of st->parts parts to st, as part0, part1...; then
+ * runs create followed by a SELECT of all their connections.  0 or -1.
+ */
+static int attach_parts(struct store *st, const char *create)
+{
+	char uri[128], sql[256], all[4096];
+	size_t n = (size_t)snprintf(all, sizeof(all), "%s", create);
+
+	for (int i = 0; i < st->parts; i++) {
+		part_uri(i, uri, sizeof(uri));
+		snprintf(sql, sizeof(sql), "ATTACH '%s' AS part%d", uri, i);
+		if (run(st, sql, NULL) < 0)
+			return -1;
+		n += (size_t)snprintf(all + n, sizeof(all) - n, "%sSELECT * FROM part%d.part",
+				      i ? " UNION ALL " : " ", i);
+	}
+	return run(st, all, NULL);
+}
 
 /* "file:" URI of path: every byte but [A-Za-z0-9/._-] escaped. */
 static void file_uri(const char *path, const char *query, char *out, size_t size)
@@ -763,8 +788,7 @@ static int part_open(struct part *p, const struct store *main_st)
 {
 	char uri[8192], sql[8400];
 
-	snprintf(p->db, sizeof(p->db), "/tcp-audit-report-%ld-%d", (long)getpid(), p->index);
-	snprintf(uri, sizeof(uri), "file:%s?vfs=memdb", p->db);
+	part_uri(p->index, uri, sizeof(uri));
 	p->st.source = main_st->source;
 	p->st.verbose = main_st->verbose;
 	p->st.order = SQL_ORDER_SCAN;
@@ -836,7 +860,6 @@ static int sqlite_connections(struct store *st, const char *where,
 	struct part parts[PARTS_MAX] = {0};
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	int count = cpus < 1 ? 1 : cpus > PARTS_MAX ? PARTS_MAX : (int)cpus, started = 0, rc = 0;
-	char sql[512], all[4096] = "CREATE TEMP TABLE report_connections AS ";
 
 	for (int i = 0; i < count && rc == 0; i++) {
 		parts[i].index = i;
@@ -864,20 +887,12 @@ static int sqlite_connections(struct store *st, const char *where,
 			rc = -1;
 	}
 	/* (no ATTACH within a transaction; what follows reads temporary tables only) */
-	if (rc == 0)
-		rc = run(st, "COMMIT", NULL);
-	for (int i = 0; i < count && rc == 0; i++) {
-		char uri[128];
-		snprintf(uri, sizeof(uri), "file:%s?vfs=memdb", parts[i].db);
-		snprintf(sql, sizeof(sql), "ATTACH '%s' AS part%d", uri, i);
-		size_t n = strlen(all);
-		snprintf(all + n, sizeof(all) - n, "%sSELECT * FROM part%d.part",
-			 i ? " UNION ALL " : "", i);
-		rc = run(st, sql, NULL);
-	}
-	if (rc == 0)
-		rc = run(st, all, NULL);
-	st->parts = rc == 0 ? count : 0;
+	st->parts = count;
+	if (rc == 0 && (run(st, "COMMIT", NULL) < 0 ||
+			attach_parts(st, "CREATE TEMP TABLE report_connections AS") < 0))
+		rc = -1;
+	if (rc < 0)
+		st->parts = 0;
 	/* the main connection's attachments keep the memdbs (for list_start()) */
 	for (int i = 0; i < count; i++)
 		close_store(&parts[i].st);
@@ -910,11 +925,10 @@ static void *list_main(void *arg)
 static int list_start(struct list_query *q, const struct store *main_st, const char *sql,
 		      struct table *t)
 {
-	char att[128], all[4096] = "CREATE TEMP VIEW report_connections AS ";
-
 	if (main_st->parts < 1)
 		return -1;
 	*q = (struct list_query){.sql = sql, .t = t, .rc = -1};
+	q->st.parts = main_st->parts;
 	q->st.verbose = main_st->verbose;
 	q->st.order = SQL_ORDER_SCAN;
 	snprintf(q->st.label, sizeof(q->st.label), "list: ");
@@ -922,16 +936,8 @@ static int list_start(struct list_query *q, const struct store *main_st, const c
 	if (sqlite3_open_v2(":memory:", &q->st.lite, SQLITE_OPEN_READWRITE | SQLITE_OPEN_URI,
 			    NULL) != SQLITE_OK)
 		goto fail;
-	for (int i = 0; i < main_st->parts; i++) {
-		snprintf(att, sizeof(att), "ATTACH 'file:/tcp-audit-report-%ld-%d?vfs=memdb' AS part%d",
-			 (long)getpid(), i, i);
-		size_t n = strlen(all);
-		snprintf(all + n, sizeof(all) - n, "%sSELECT * FROM part%d.part",
-			 i ? " UNION ALL " : "", i);
-		if (run(&q->st, att, NULL) < 0)
-			goto fail;
-	}
-	if (run(&q->st, all, NULL) < 0 || pthread_create(&q->thread, NULL, list_main, q) != 0)
+	if (attach_parts(&q->st, "CREATE TEMP VIEW report_connections AS") < 0 ||
+	    pthread_create(&q->thread, NULL, list_main, q) != 0)
 		goto fail;
 	return 0;
 fail:
