@@ -702,9 +702,8 @@ struct raw_queries {
 	const char *where;
 };
 
-static int raw_queries(struct store *st, void *arg)
+static int raw_queries(struct store *st, const struct raw_queries *q)
 {
-	const struct raw_queries *q = arg;
 	char stage[512], sql[8192];
 
 	snprintf(sql, sizeof(sql),
@@ -767,6 +766,17 @@ static int attach_parts(struct store *st, const char *create)
 	return run(st, all, NULL);
 }
 
+/* st: a connection beside main's (to be opened), its -v lines labelled. */
+static void store_beside(struct store *st, const struct store *main_st, const char *label)
+{
+	st->source = main_st->source;
+	st->verbose = main_st->verbose;
+	st->order = SQL_ORDER_SCAN;
+	snprintf(st->label, sizeof(st->label), "%s", label);
+	snprintf(st->name, sizeof(st->name), "%s", main_st->name);
+	snprintf(st->events, sizeof(st->events), "%s", main_st->events);
+}
+
 /* "file:" URI of path: every byte but [A-Za-z0-9/._-] escaped. */
 static void file_uri(const char *path, const char *query, char *out, size_t size)
 {
@@ -786,15 +796,11 @@ static void file_uri(const char *path, const char *query, char *out, size_t size
  */
 static int part_open(struct part *p, const struct store *main_st)
 {
-	char uri[8192], sql[8400];
+	char uri[8192], lit[8200], sql[8300], label[32];
 
 	part_uri(p->index, uri, sizeof(uri));
-	p->st.source = main_st->source;
-	p->st.verbose = main_st->verbose;
-	p->st.order = SQL_ORDER_SCAN;
-	snprintf(p->st.label, sizeof(p->st.label), "part %d of %d: ", p->index + 1, p->count);
-	snprintf(p->st.name, sizeof(p->st.name), "%s", main_st->name);
-	snprintf(p->st.events, sizeof(p->st.events), "%s", main_st->events);
+	snprintf(label, sizeof(label), "part %d of %d: ", p->index + 1, p->count);
+	store_beside(&p->st, main_st, label);
 	if (sqlite3_open_v2(uri, &p->st.lite,
 			    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI,
 			    NULL) != SQLITE_OK) {
@@ -810,9 +816,8 @@ static int part_open(struct part *p, const struct store *main_st)
 	char query[128];
 	snprintf(query, sizeof(query), "?mode=ro&vfs=%s", sqlite3_vfs_find(NULL)->zName);
 	file_uri(main_st->source, query, uri, sizeof(uri));
-	sql_literal(uri, sql + 7, sizeof(sql) - 20);
-	memcpy(sql, "ATTACH ", 7);
-	strcat(sql, " AS archive");
+	sql_literal(uri, lit, sizeof(lit));
+	snprintf(sql, sizeof(sql), "ATTACH %s AS archive", lit);
 	if (run(&p->st, sql, NULL) < 0 || run(&p->st, "PRAGMA temp_store = MEMORY", NULL) < 0 ||
 	    run(&p->st, "BEGIN", NULL) < 0 ||
 	    run(&p->st, "SELECT count(*) FROM archive.sqlite_master", NULL) < 0)
@@ -851,11 +856,11 @@ static void *part_main(void *arg)
 
 /*
  * report_connections of the range (where) in SQLite, aggregated in parts;
- * meanwhile the main connection runs the queries of raw events (first).
+ * meanwhile the main connection runs the queries of raw records (raw).
  * 0 or -1.
  */
 static int sqlite_connections(struct store *st, const char *where,
-			      int (*first)(struct store *, void *), void *arg)
+			      const struct raw_queries *raw)
 {
 	struct part parts[PARTS_MAX] = {0};
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -879,7 +884,7 @@ static int sqlite_connections(struct store *st, const char *where,
 			rc = -1;
 			break;
 		}
-	if (rc == 0 && first(st, arg) < 0)
+	if (rc == 0 && raw_queries(st, raw) < 0)
 		rc = -1;
 	for (int i = 0; i < started; i++) {
 		pthread_join(parts[i].thread, NULL);
@@ -928,11 +933,8 @@ static int list_start(struct list_query *q, const struct store *main_st, const c
 	if (main_st->parts < 1)
 		return -1;
 	*q = (struct list_query){.sql = sql, .t = t, .rc = -1};
+	store_beside(&q->st, main_st, "list: ");
 	q->st.parts = main_st->parts;
-	q->st.verbose = main_st->verbose;
-	q->st.order = SQL_ORDER_SCAN;
-	snprintf(q->st.label, sizeof(q->st.label), "list: ");
-	snprintf(q->st.name, sizeof(q->st.name), "%s", main_st->name);
 	if (sqlite3_open_v2(":memory:", &q->st.lite, SQLITE_OPEN_READWRITE | SQLITE_OPEN_URI,
 			    NULL) != SQLITE_OK)
 		goto fail;
@@ -986,7 +988,7 @@ static int fill(struct store *st, struct report *rp)
 	struct raw_queries raw = {.rp = rp, .where = where};
 	if (st->order == SQL_ORDER_SCAN) {
 #if TCP_AUDIT_VERIFY_SQLITE
-		if (sqlite_connections(st, where, raw_queries, &raw) < 0)
+		if (sqlite_connections(st, where, &raw) < 0)
 			return -1;
 #endif
 	} else {
