@@ -221,6 +221,16 @@ def sample_line(seq, **over):
     return "{" + ",".join(out) + "}"
 
 
+def sqlite_uids(path):
+    """The uids of the events in an SQLite archive of the sqlite sink."""
+    import sqlite3
+    con = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
+    try:
+        return [r[0] for r in con.execute("SELECT uid FROM tcp_audit_events")]
+    finally:
+        con.close()
+
+
 # A socket's transitions over loopback, as the kernel tests expect them.
 CLIENT = ["CLOSED", "SYN-SENT", "ESTABLISHED", "FIN-WAIT-1", "FIN-WAIT-2", "CLOSED"]
 SERVER = ["LISTEN", "SYN-RECEIVED", "ESTABLISHED", "CLOSE-WAIT", "LAST-ACK", "CLOSED"]

@@ -1,0 +1,1034 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * clickhouse sink: events into a ClickHouse table over its HTTP interface
+ * (libcurl), one row per event, inserted as RowBinary in large batches.
+ *
+ * Every insert makes a part on the server, and merging parts costs the
+ * server CPU, so rows are gathered here until batch_rows= or batch_bytes=
+ * is reached, or the host flushes (about once a second, and when it has
+ * caught up); an insert of fewer than batch_rows / 16 rows waits until
+ * interval= has passed since the previous insert.  What a flush has sent
+ * is stored: the host confirms its spool position only after a flush.
+ *
+ * Exactly once: an insert that fails is kept as it was sent and sent again,
+ * byte for byte, before anything else (a ReplicatedMergeTree drops a block
+ * it has already stored); the table is a ReplacingMergeTree keyed by the
+ * event's uid, so a file replayed twice is stored once after a merge (or
+ * read with FINAL).  A server that cannot be reached, or answers with one
+ * of the errors that pass (a read-only table while ZooKeeper is away, too
+ * many parts, a timeout), is an outage: TCP_AUDIT_RETRY, the events wait.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include <tcp-audit/plugin.h>
+
+#include "event-text.h"
+#include "event-uid.h"
+
+#define REPLY_MAX (1u << 20) /* of a query's answer kept (a table's columns) */
+#define RETRY_AFTER_NS 500000000ull
+#define SMALL_BATCH_DIVISOR 16
+#define ROW_MAX 1024 /* more than a row takes: strings of at most 2 * 80 bytes */
+
+struct ch_config {
+	const char *url;
+	const char *database;
+	const char *table;
+	const char *user;
+	const char *password_file;
+	int64_t batch_rows;
+	uint64_t batch_bytes;
+	int64_t interval_ms;
+	int64_t timeout_s;
+};
+
+struct ch_sink {
+	const struct tcp_audit_host *host;
+	const struct ch_config *cfg;
+	CURL *curl;
+	struct curl_slist *headers;
+	char store[512];   /* user@url/database.table, for messages */
+	char *password;    /* from password_file=, never logged */
+	char *insert_url;  /* url?query=INSERT ... FORMAT RowBinary */
+	char *query_url;   /* url, for statements sent as the body */
+	bool set_up;       /* the table is there and checked */
+	bool down;         /* in an outage: logged once */
+	uint64_t next_try; /* CLOCK_MONOTONIC ns of the next attempt while down */
+	/* rows gathered for the next insert, or the insert that failed */
+	char *buf;
+	size_t len, cap;
+	size_t rows;
+	bool pending;         /* buf is an insert sent before that failed */
+	uint64_t last_insert; /* CLOCK_MONOTONIC ns */
+	uint64_t inserts, inserted;
+	/* the last request's answer */
+	char *reply;
+	size_t reply_len;
+	long status;
+	char error[512]; /* a one-line description of the last failure */
+};
+
+static const struct tcp_audit_option ch_options[] = {
+	{.key = "url",
+	 .type = TCP_AUDIT_OPT_STRING,
+	 .def = "http://127.0.0.1:8123",
+	 .help = "ClickHouse's HTTP interface (https:// for TLS)",
+	 .offset = offsetof(struct ch_config, url)},
+	{.key = "database",
+	 .type = TCP_AUDIT_OPT_STRING,
+	 .def = "default",
+	 .help = "database of the table (created when missing)",
+	 .offset = offsetof(struct ch_config, database)},
+	{.key = "table",
+	 .type = TCP_AUDIT_OPT_STRING,
+	 .def = "tcp_events",
+	 .help = "table of the events (created when missing, checked when present)",
+	 .offset = offsetof(struct ch_config, table)},
+	{.key = "user",
+	 .type = TCP_AUDIT_OPT_STRING,
+	 .def = "",
+	 .help = "ClickHouse user (default: the server's default user)",
+	 .offset = offsetof(struct ch_config, user)},
+	{.key = "password_file",
+	 .type = TCP_AUDIT_OPT_STRING,
+	 .def = "",
+	 .help = "file holding the user's password (its first line)",
+	 .offset = offsetof(struct ch_config, password_file)},
+	{.key = "batch_rows",
+	 .type = TCP_AUDIT_OPT_INT,
+	 .def = "100000",
+	 .min = 1,
+	 .max = 10000000,
+	 .help = "rows gathered into one insert at most",
+	 .offset = offsetof(struct ch_config, batch_rows)},
+	{.key = "batch_bytes",
+	 .type = TCP_AUDIT_OPT_SIZE,
+	 .def = "32M",
+	 .min = 65536,
+	 .max = 1073741824,
+	 .help = "bytes of RowBinary gathered into one insert at most",
+	 .offset = offsetof(struct ch_config, batch_bytes)},
+	{.key = "interval",
+	 .type = TCP_AUDIT_OPT_INT,
+	 .def = "1000",
+	 .min = 0,
+	 .max = 60000,
+	 .help = "ms between two inserts of fewer than batch_rows/16 rows",
+	 .offset = offsetof(struct ch_config, interval_ms)},
+	{.key = "timeout",
+	 .type = TCP_AUDIT_OPT_INT,
+	 .def = "60",
+	 .min = 1,
+	 .max = 3600,
+	 .help = "seconds an insert or query may take",
+	 .offset = offsetof(struct ch_config, timeout_s)},
+	{0},
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Schema                                                                    */
+
+enum col_type {
+	C_UUID,
+	C_U64,
+	C_DATE,
+	C_STRING,
+	C_ENUM,
+	C_N_ENUM, /* Nullable(Enum8(...)) */
+	C_N_U16,
+	C_N_U32,
+	C_N_U64,
+	C_N_ADDR,
+	C_N_STRING,
+};
+
+typedef const char *(*name_fn)(unsigned v);
+
+static const char *kind_name(unsigned kind)
+{
+	static const char *const names[] = {
+		[TCP_AUDIT_KIND_STATE_CHANGE] = "state_change",
+		[TCP_AUDIT_KIND_GAP] = "gap",
+		[TCP_AUDIT_KIND_SNAPSHOT] = "snapshot",
+		[TCP_AUDIT_KIND_RESET] = "reset",
+	};
+	return kind < sizeof(names) / sizeof(names[0]) ? names[kind] : NULL;
+}
+
+/* The columns, named as the JSON form's keys, in the order of a row. */
+static const struct column {
+	const char *name;
+	int type;
+	name_fn names; /* C_ENUM, C_N_ENUM */
+} columns[] = {
+	{"uid", C_UUID, NULL},
+	{"time_ns", C_U64, NULL},
+	{"date", C_DATE, NULL},
+	{"host", C_STRING, NULL},
+	{"kind", C_ENUM, kind_name},
+	{"stage", C_N_ENUM, gap_stage_name},
+	{"lost", C_N_U64, NULL},
+	{"direction", C_N_ENUM, reset_direction_name},
+	{"reason", C_N_ENUM, reset_reason_name},
+	{"family", C_N_ENUM, family_name},
+	{"saddr", C_N_ADDR, NULL},
+	{"sport", C_N_U16, NULL},
+	{"daddr", C_N_ADDR, NULL},
+	{"dport", C_N_U16, NULL},
+	{"old_state", C_N_ENUM, tcp_state_name},
+	{"new_state", C_N_ENUM, tcp_state_name},
+	{"state", C_N_ENUM, tcp_state_name},
+	{"error", C_N_STRING, NULL},
+	{"pid_on_cpu", C_N_U32, NULL},
+	{"tid_on_cpu", C_N_U32, NULL},
+	{"comm_on_cpu", C_N_STRING, NULL},
+	{"owner_pid", C_N_U32, NULL},
+	{"owner_uid", C_N_U32, NULL},
+	{"owner_comm", C_N_STRING, NULL},
+	{"sock_cookie", C_N_U64, NULL},
+	{"sock_inode", C_N_U64, NULL},
+	{"sock_uid", C_N_U32, NULL},
+	{"sock_gid", C_N_U32, NULL},
+	{"sock_state", C_N_ENUM, sock_state_name},
+	{"netns", C_N_U32, NULL},
+	{"cgroup_id", C_N_U64, NULL},
+	{"seq", C_N_U64, NULL},
+	{"ktime", C_N_U64, NULL},
+};
+#define N_COLUMNS (sizeof(columns) / sizeof(columns[0]))
+
+static const char *const type_names[] = {
+	[C_UUID] = "UUID",
+	[C_U64] = "UInt64",
+	[C_DATE] = "Date",
+	[C_STRING] = "String",
+	[C_ENUM] = "Enum8",
+	[C_N_ENUM] = "Nullable(Enum8",
+	[C_N_U16] = "Nullable(UInt16)",
+	[C_N_U32] = "Nullable(UInt32)",
+	[C_N_U64] = "Nullable(UInt64)",
+	[C_N_ADDR] = "Nullable(FixedString(16))",
+	[C_N_STRING] = "Nullable(String)",
+};
+
+/* Text that grows; a failed allocation leaves it marked, not truncated silently. */
+struct text {
+	char *p;
+	size_t len, cap;
+	bool failed;
+};
+
+__attribute__((format(printf, 2, 3))) static void text_add(struct text *t, const char *fmt, ...)
+{
+	va_list ap;
+
+	for (;;) {
+		size_t room = t->cap - t->len;
+		va_start(ap, fmt);
+		int n = t->failed ? 0 : vsnprintf(t->p ? t->p + t->len : NULL, room, fmt, ap);
+		va_end(ap);
+		if (t->failed || n < 0) {
+			t->failed = true;
+			return;
+		}
+		if ((size_t)n < room) {
+			t->len += (size_t)n;
+			return;
+		}
+		size_t cap = t->cap ? t->cap * 2 : 4096;
+		while (cap < t->len + (size_t)n + 1)
+			cap *= 2;
+		char *p = realloc(t->p, cap);
+		if (!p) {
+			t->failed = true;
+			return;
+		}
+		t->p = p;
+		t->cap = cap;
+	}
+}
+
+/*
+ * An enum's type: every byte value has a name, so no value an event can
+ * carry is refused or lost: the kernel's name where there is one, else its
+ * number ('13').  The stored byte is the value itself (Enum8 is signed: 255
+ * is -1).
+ */
+static void enum_type(struct text *t, name_fn names)
+{
+	text_add(t, "Enum8(");
+	for (unsigned v = 0; v < 256; v++) {
+		const char *name = names(v);
+		if (name)
+			text_add(t, "%s'%s' = %d", v ? ", " : "", name, (int8_t)v);
+		else
+			text_add(t, "%s'%u' = %d", v ? ", " : "", v, (int8_t)v);
+	}
+	text_add(t, ")");
+}
+
+static void column_type(struct text *t, const struct column *c)
+{
+	if (c->type == C_ENUM) {
+		enum_type(t, c->names);
+	} else if (c->type == C_N_ENUM) {
+		text_add(t, "Nullable(");
+		enum_type(t, c->names);
+		text_add(t, ")");
+	} else {
+		text_add(t, "%s", type_names[c->type]);
+	}
+}
+
+/* ------------------------------------------------------------------------ */
+/* HTTP                                                                      */
+
+static size_t on_reply(char *data, size_t size, size_t n, void *user)
+{
+	struct ch_sink *s = user;
+	size_t len = size * n, keep = len;
+
+	if (s->reply_len + keep > REPLY_MAX)
+		keep = REPLY_MAX - s->reply_len;
+	if (keep) {
+		char *p = realloc(s->reply, s->reply_len + keep + 1);
+		if (!p)
+			return 0; /* the transfer fails: reported as out of memory */
+		s->reply = p;
+		memcpy(s->reply + s->reply_len, data, keep);
+		s->reply_len += keep;
+		s->reply[s->reply_len] = '\0';
+	}
+	return len;
+}
+
+/* ClickHouse's error code in an answer ("Code: 242, e.displayText() = ..."), or -1. */
+static int error_code(const char *reply)
+{
+	const char *p = reply ? strstr(reply, "Code: ") : NULL;
+
+	return p ? atoi(p + 6) : -1;
+}
+
+/*
+ * Errors that pass: the server is busy, restarting, or cannot reach
+ * ZooKeeper or another shard for now.  TIMEOUT_EXCEEDED,
+ * TOO_MANY_SIMULTANEOUS_QUERIES, SOCKET_TIMEOUT, NETWORK_ERROR, NO_ZOOKEEPER,
+ * MEMORY_LIMIT_EXCEEDED, TABLE_IS_READ_ONLY, TOO_MANY_PARTS,
+ * ALL_CONNECTION_TRIES_FAILED, UNKNOWN_STATUS_OF_INSERT, KEEPER_EXCEPTION.
+ */
+static bool transient_code(int code)
+{
+	static const int codes[] = {159, 202, 209, 210, 225, 241, 242, 252, 279, 319, 999};
+
+	for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+		if (codes[i] == code)
+			return true;
+	return false;
+}
+
+/* The reply's first line, with the password (if the server ever echoed it) blotted out. */
+static void describe_reply(struct ch_sink *s)
+{
+	char *msg = s->reply ? s->reply : "";
+	size_t n = strcspn(msg, "\n");
+
+	snprintf(s->error, sizeof(s->error), "HTTP %ld: %.*s", s->status, (int)n, msg);
+	if (s->password && *s->password)
+		for (char *p = strstr(s->error, s->password); p; p = strstr(p, s->password))
+			memset(p, '*', strlen(s->password));
+	n = strlen(s->error);
+	while (n && (s->error[n - 1] == ' ' || s->error[n - 1] == '\r'))
+		s->error[--n] = '\0';
+}
+
+/*
+ * One request: body POSTed to url.  0 when the server answered 200 (its
+ * answer in s->reply), TCP_AUDIT_RETRY when it could not be reached or
+ * answered with an error that passes, -EIO for any other error, -ENOMEM.
+ * s->error says what went wrong.
+ */
+static int request(struct ch_sink *s, const char *url, const char *body, size_t len)
+{
+	s->reply_len = 0;
+	if (s->reply)
+		s->reply[0] = '\0';
+	s->status = 0;
+	curl_easy_setopt(s->curl, CURLOPT_URL, url);
+	curl_easy_setopt(s->curl, CURLOPT_POSTFIELDS, body);
+	curl_easy_setopt(s->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+	CURLcode rc = curl_easy_perform(s->curl);
+	if (rc == CURLE_WRITE_ERROR)
+		return -ENOMEM;
+	if (rc != CURLE_OK) {
+		snprintf(s->error, sizeof(s->error), "%s", curl_easy_strerror(rc));
+		/* a URL or TLS set-up that cannot work is a mistake, not an outage */
+		return rc == CURLE_UNSUPPORTED_PROTOCOL || rc == CURLE_URL_MALFORMAT ||
+				       rc == CURLE_SSL_CACERT_BADFILE || rc == CURLE_SSL_CERTPROBLEM ||
+				       rc == CURLE_PEER_FAILED_VERIFICATION
+			       ? -EIO
+			       : TCP_AUDIT_RETRY;
+	}
+	curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, &s->status);
+	if (s->status == 200)
+		return 0;
+	describe_reply(s);
+	return s->status == 503 || transient_code(error_code(s->reply)) ? TCP_AUDIT_RETRY : -EIO;
+}
+
+static int query(struct ch_sink *s, const char *sql)
+{
+	return request(s, s->query_url, sql, strlen(sql));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Set-up                                                                    */
+
+/* A name that needs no quoting: letters, digits, '_', not starting with a digit. */
+static bool plain_name(const char *name)
+{
+	if (!*name || (*name >= '0' && *name <= '9'))
+		return false;
+	for (const char *p = name; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		      (*p >= '0' && *p <= '9') || *p == '_'))
+			return false;
+	return true;
+}
+
+static void create_table_sql(const struct ch_sink *s, struct text *t)
+{
+	text_add(t, "CREATE TABLE IF NOT EXISTS %s.%s (", s->cfg->database, s->cfg->table);
+	for (size_t i = 0; i < N_COLUMNS; i++) {
+		text_add(t, "%s%s ", i ? ", " : "", columns[i].name);
+		column_type(t, &columns[i]);
+	}
+	/* merges keep one row per uid: a batch stored twice is there once after them */
+	text_add(t, ") ENGINE = ReplacingMergeTree() PARTITION BY toYYYYMM(date)"
+		    " ORDER BY (host, time_ns, uid)");
+}
+
+/*
+ * Checks an existing table: every column of ours there with our type (an
+ * enum by its kind: a newer tcp-audit may name more values).  The answer is
+ * system.columns as TabSeparatedRaw: name TAB type per line.
+ */
+static int check_columns(struct ch_sink *s, size_t *found)
+{
+	*found = 0;
+	for (size_t i = 0; i < N_COLUMNS; i++) {
+		const struct column *c = &columns[i];
+		size_t nlen = strlen(c->name);
+		const char *line = s->reply, *type = NULL;
+		while (line && *line) {
+			if (strncmp(line, c->name, nlen) == 0 && line[nlen] == '\t') {
+				type = line + nlen + 1;
+				break;
+			}
+			line = strchr(line, '\n');
+			line = line ? line + 1 : NULL;
+		}
+		if (!type)
+			continue;
+		size_t tlen = strcspn(type, "\n");
+		struct text want = {0};
+		column_type(&want, c);
+		if (want.failed)
+			return -ENOMEM;
+		bool same = c->type == C_ENUM || c->type == C_N_ENUM
+				    ? strncmp(type, type_names[c->type], strlen(type_names[c->type])) == 0
+				    : tlen == want.len && strncmp(type, want.p, tlen) == 0;
+		free(want.p);
+		if (!same) {
+			tcp_audit_error(s->host,
+					"%s: the table exists with column %s of type %.*s, not %s: "
+					"not a table of tcp-audit's (table= names another)",
+					s->store, c->name, (int)(tlen > 80 ? 80 : tlen), type,
+					type_names[c->type]);
+			return -EINVAL;
+		}
+		(*found)++;
+	}
+	return 0;
+}
+
+/* Creates the database and the table when missing, checks them when present. */
+static int set_up(struct ch_sink *s)
+{
+	char sql[512];
+	int r;
+
+	snprintf(sql, sizeof(sql), "CREATE DATABASE IF NOT EXISTS %s", s->cfg->database);
+	if ((r = query(s, sql)) != 0)
+		return r;
+	snprintf(sql, sizeof(sql),
+		 "SELECT name, type FROM system.columns WHERE database = '%s' AND table = '%s'"
+		 " FORMAT TabSeparatedRaw",
+		 s->cfg->database, s->cfg->table);
+	if ((r = query(s, sql)) != 0)
+		return r;
+	if (s->reply_len == 0) {
+		struct text t = {0};
+		create_table_sql(s, &t);
+		r = t.failed ? -ENOMEM : request(s, s->query_url, t.p, t.len);
+		free(t.p);
+		if (r == 0)
+			tcp_audit_info(s->host, "%s: created the table", s->store);
+		return r;
+	}
+	size_t found;
+	if ((r = check_columns(s, &found)) != 0)
+		return r;
+	if (found != N_COLUMNS) {
+		tcp_audit_error(s->host,
+				"%s: the table exists without %zu of tcp-audit's columns: not a table "
+				"of tcp-audit's (table= names another)",
+				s->store, N_COLUMNS - found);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* The password_file='s first line. */
+static int read_password(struct ch_sink *s)
+{
+	const char *path = s->cfg->password_file;
+	char line[1024];
+	FILE *f;
+
+	if (!*path)
+		return 0;
+	f = fopen(path, "re");
+	if (!f) {
+		int err = errno;
+		tcp_audit_error(s->host, "cannot read password_file=%s: %s", path, strerror(err));
+		return -err;
+	}
+	if (!fgets(line, sizeof(line), f))
+		line[0] = '\0';
+	fclose(f);
+	line[strcspn(line, "\r\n")] = '\0';
+	s->password = strdup(line);
+	memset(line, 0, sizeof(line));
+	return s->password ? 0 : -ENOMEM;
+}
+
+/* A header "Name: value"; NULL on out of memory. */
+static struct curl_slist *add_header(struct curl_slist *list, const char *name,
+				     const char *value)
+{
+	size_t n = strlen(name) + strlen(value) + 3;
+	char *h = malloc(n);
+
+	if (!h)
+		return NULL;
+	snprintf(h, n, "%s: %s", name, value);
+	struct curl_slist *l = curl_slist_append(list, h);
+	memset(h, 0, n);
+	free(h);
+	return l;
+}
+
+static int set_up_transfer(struct ch_sink *s)
+{
+	const struct ch_config *cfg = s->cfg;
+	char insert[4096];
+	size_t n = 0;
+
+	/* the column list, so that a table with more columns (a newer tcp-audit's) takes it */
+	n += (size_t)snprintf(insert, sizeof(insert), "INSERT INTO %s.%s (", cfg->database,
+			      cfg->table);
+	for (size_t i = 0; i < N_COLUMNS && n < sizeof(insert); i++)
+		n += (size_t)snprintf(insert + n, sizeof(insert) - n, "%s%s", i ? ", " : "",
+				      columns[i].name);
+	if (n < sizeof(insert))
+		snprintf(insert + n, sizeof(insert) - n, ") FORMAT RowBinary");
+	char *escaped = curl_easy_escape(s->curl, insert, 0);
+	size_t len = strlen(cfg->url);
+	bool slash = len && cfg->url[len - 1] == '/';
+	if (!escaped)
+		return -ENOMEM;
+	if (asprintf(&s->insert_url, "%s%s?query=%s", cfg->url, slash ? "" : "/", escaped) < 0)
+		s->insert_url = NULL;
+	if (asprintf(&s->query_url, "%s%s", cfg->url, slash ? "" : "/") < 0)
+		s->query_url = NULL;
+	curl_free(escaped);
+	if (!s->insert_url || !s->query_url)
+		return -ENOMEM;
+
+	/* an empty Expect: no waiting for "100 Continue" before a large body */
+	struct curl_slist *h = curl_slist_append(NULL, "Expect:");
+	if (h && *cfg->user)
+		h = add_header(h, "X-ClickHouse-User", cfg->user);
+	if (h && s->password)
+		h = add_header(h, "X-ClickHouse-Key", s->password);
+	if (!h)
+		return -ENOMEM;
+	s->headers = h;
+	curl_easy_setopt(s->curl, CURLOPT_HTTPHEADER, s->headers);
+	curl_easy_setopt(s->curl, CURLOPT_WRITEFUNCTION, on_reply);
+	curl_easy_setopt(s->curl, CURLOPT_WRITEDATA, s);
+	curl_easy_setopt(s->curl, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(s->curl, CURLOPT_CONNECTTIMEOUT, 10L);
+	curl_easy_setopt(s->curl, CURLOPT_TIMEOUT, (long)cfg->timeout_s);
+	curl_easy_setopt(s->curl, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(s->curl, CURLOPT_PROTOCOLS_STR, "http,https");
+	return 0;
+}
+
+static void describe_store(struct ch_sink *s)
+{
+	const char *url = s->cfg->url, *host = strstr(url, "://");
+
+	host = host ? host + 3 : url;
+	snprintf(s->store, sizeof(s->store), "%s@%.*s/%s.%s",
+		 *s->cfg->user ? s->cfg->user : "default", (int)strcspn(host, "/?"), host,
+		 s->cfg->database, s->cfg->table);
+}
+
+static void ch_close(void *self);
+
+static void global_init(void)
+{
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static int ch_open(void **self, const void *config, const struct tcp_audit_host *host)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	const struct ch_config *cfg = config;
+	struct ch_sink *s;
+	int r;
+
+	if (!plain_name(cfg->database) || !plain_name(cfg->table)) {
+		tcp_audit_error(host, "database= and table= take letters, digits and '_' only: "
+				      "'%s.%s'",
+				cfg->database, cfg->table);
+		return -EINVAL;
+	}
+	if (strncmp(cfg->url, "http://", 7) != 0 && strncmp(cfg->url, "https://", 8) != 0) {
+		tcp_audit_error(host, "url= must start with http:// or https://: '%s'", cfg->url);
+		return -EINVAL;
+	}
+	pthread_once(&once, global_init);
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->host = host;
+	s->cfg = cfg;
+	describe_store(s);
+	s->curl = curl_easy_init();
+	r = s->curl ? read_password(s) : -ENOMEM;
+	if (r == 0)
+		r = set_up_transfer(s);
+	if (r == 0)
+		r = set_up(s);
+	if (r == TCP_AUDIT_RETRY) {
+		/* capture from the start; the events wait (spool or memory) */
+		tcp_audit_warning(s->host,
+				  "%s: %s; capturing anyway, holding the events and retrying",
+				  s->store, s->error);
+		s->down = true;
+		s->next_try = now_ns() + RETRY_AFTER_NS;
+		r = 0;
+	} else if (r == 0) {
+		s->set_up = true;
+	} else if (r == -EIO) {
+		tcp_audit_error(s->host, "%s: cannot set up the table: %s", s->store, s->error);
+	}
+	if (r) {
+		ch_close(s);
+		return r;
+	}
+	*self = s;
+	return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* RowBinary                                                                 */
+
+static void put(struct ch_sink *s, const void *p, size_t n)
+{
+	memcpy(s->buf + s->len, p, n);
+	s->len += n;
+}
+
+static void put_u8(struct ch_sink *s, uint8_t v)
+{
+	s->buf[s->len++] = (char)v;
+}
+
+/* Numbers are little-endian, as on the hosts tcp-audit runs on. */
+static void put_u16(struct ch_sink *s, uint16_t v)
+{
+	put(s, &v, 2);
+}
+
+static void put_u32(struct ch_sink *s, uint32_t v)
+{
+	put(s, &v, 4);
+}
+
+static void put_u64(struct ch_sink *s, uint64_t v)
+{
+	put(s, &v, 8);
+}
+
+/* Nullable: a byte, 1 for NULL, then the value when there is one. */
+static bool put_null_flag(struct ch_sink *s, bool valid)
+{
+	put_u8(s, valid ? 0 : 1);
+	return valid;
+}
+
+static void put_n_u16(struct ch_sink *s, bool valid, uint16_t v)
+{
+	if (put_null_flag(s, valid))
+		put_u16(s, v);
+}
+
+static void put_n_u32(struct ch_sink *s, bool valid, uint32_t v)
+{
+	if (put_null_flag(s, valid))
+		put_u32(s, v);
+}
+
+static void put_n_u64(struct ch_sink *s, bool valid, uint64_t v)
+{
+	if (put_null_flag(s, valid))
+		put_u64(s, v);
+}
+
+static void put_n_enum(struct ch_sink *s, bool valid, uint8_t v)
+{
+	if (put_null_flag(s, valid))
+		put_u8(s, v);
+}
+
+/* A string: its length as LEB128, then its bytes. */
+static void put_bytes(struct ch_sink *s, const char *p, size_t n)
+{
+	size_t v = n;
+
+	do {
+		put_u8(s, (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0)));
+		v >>= 7;
+	} while (v);
+	put(s, p, n);
+}
+
+/* Text as valid UTF-8 (the JSON form's convention for other bytes). */
+static void put_text(struct ch_sink *s, const char *v, size_t max)
+{
+	char utf8[2 * TCP_AUDIT_HOST_LEN];
+
+	put_bytes(s, utf8, bytes_to_utf8(v, strnlen(v, max), utf8));
+}
+
+static void put_n_text(struct ch_sink *s, bool valid, const char *v, size_t max)
+{
+	if (put_null_flag(s, valid))
+		put_text(s, v, max);
+}
+
+/* 16 bytes: an IPv6 address, or an IPv4 one mapped (::ffff:a.b.c.d) */
+static void put_n_addr(struct ch_sink *s, bool valid, unsigned family, const uint8_t addr[16])
+{
+	static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+	if (!put_null_flag(s, valid))
+		return;
+	if (family == AF_INET) {
+		put(s, mapped, sizeof(mapped));
+		put(s, addr, 4);
+	} else {
+		put(s, addr, 16);
+	}
+}
+
+/* The error's name (ECONNREFUSED), or its number. */
+static void put_n_error(struct ch_sink *s, bool valid, unsigned err)
+{
+	char num[24];
+	const char *name = errno_name(err);
+
+	if (!put_null_flag(s, valid))
+		return;
+	if (!name) {
+		snprintf(num, sizeof(num), "%u", err);
+		name = num;
+	}
+	put_bytes(s, name, strlen(name));
+}
+
+/* One row: the fields the JSON form has for this kind of event, NULL for the others. */
+static void event_row(struct ch_sink *s, const struct tcp_audit_event *e)
+{
+	uint8_t uid[EVENT_UID_BYTES];
+	uint32_t v = e->valid;
+	bool gap = e->kind == TCP_AUDIT_KIND_GAP, sock = !gap,
+	     reset = e->kind == TCP_AUDIT_KIND_RESET, snapshot = e->kind == TCP_AUDIT_KIND_SNAPSHOT,
+	     on_cpu = sock && !snapshot, owner = sock && (v & TCP_AUDIT_HAS_OWNER),
+	     inode = sock && (v & TCP_AUDIT_HAS_SOCK_INODE);
+
+	/* UUID: its two 64-bit halves, each little-endian, the first half first */
+	event_uid_bytes(e, uid);
+	for (int half = 0; half < 2; half++)
+		for (int i = 7; i >= 0; i--)
+			put_u8(s, uid[half * 8 + i]);
+	put_u64(s, e->time_ns);
+	put_u16(s, (uint16_t)(e->time_ns / 86400000000000ull));
+	if (v & TCP_AUDIT_HAS_HOST)
+		put_text(s, e->host, TCP_AUDIT_HOST_LEN);
+	else
+		put_bytes(s, "", 0);
+	put_u8(s, e->kind);
+	put_n_enum(s, gap, e->gap_stage);
+	put_n_u64(s, gap, e->gap_lost);
+	put_n_enum(s, reset, e->reset_direction);
+	put_n_enum(s, reset && (v & TCP_AUDIT_HAS_RESET_REASON), e->reset_reason);
+	put_n_enum(s, sock, (uint8_t)e->family);
+	put_n_addr(s, sock, e->family, e->saddr);
+	put_n_u16(s, sock, e->sport);
+	put_n_addr(s, sock, e->family, e->daddr);
+	put_n_u16(s, sock, e->dport);
+	put_n_enum(s, sock && !reset, e->old_state);
+	put_n_enum(s, sock && !reset, e->new_state);
+	put_n_enum(s, reset && e->new_state, e->new_state);
+	put_n_error(s, e->kind == TCP_AUDIT_KIND_STATE_CHANGE && (v & TCP_AUDIT_HAS_ERROR),
+		    e->error);
+	put_n_u32(s, on_cpu, e->pid_on_cpu);
+	put_n_u32(s, on_cpu && (v & TCP_AUDIT_HAS_TID), e->tid_on_cpu);
+	put_n_text(s, on_cpu, e->comm_on_cpu, TCP_AUDIT_COMM_LEN);
+	put_n_u32(s, owner, e->owner_pid);
+	put_n_u32(s, owner, e->owner_uid);
+	put_n_text(s, owner, e->owner_comm, TCP_AUDIT_COMM_LEN);
+	put_n_u64(s, sock && (v & TCP_AUDIT_HAS_COOKIE), e->sock_cookie);
+	put_n_u64(s, inode, e->sock_inode);
+	put_n_u32(s, inode, e->sock_uid);
+	put_n_u32(s, inode, e->sock_gid);
+	put_n_enum(s, sock && (v & TCP_AUDIT_HAS_SOCK_STATE), e->sock_state);
+	put_n_u32(s, sock && (v & TCP_AUDIT_HAS_NETNS), e->netns);
+	put_n_u64(s, sock && (v & TCP_AUDIT_HAS_CGROUP), e->cgroup_id);
+	put_n_u64(s, v & TCP_AUDIT_HAS_SEQ, e->seq);
+	put_n_u64(s, v & TCP_AUDIT_HAS_KTIME, e->ktime_ns);
+}
+
+static int reserve(struct ch_sink *s, size_t more)
+{
+	if (s->len + more <= s->cap)
+		return 0;
+	size_t cap = s->cap ? s->cap : 1 << 20;
+	while (cap < s->len + more)
+		cap *= 2;
+	char *b = realloc(s->buf, cap);
+	if (!b)
+		return -ENOMEM;
+	s->buf = b;
+	s->cap = cap;
+	return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Inserts                                                                   */
+
+static void note_outage(struct ch_sink *s)
+{
+	if (!s->down)
+		tcp_audit_warning(s->host, "%s is unavailable (%s): holding the events and retrying",
+				  s->store, s->error);
+	s->down = true;
+	s->next_try = now_ns() + RETRY_AFTER_NS;
+}
+
+/* While down: whether it is time to try again (the host's backoff aside). */
+static bool may_try(struct ch_sink *s)
+{
+	return !s->down || now_ns() >= s->next_try;
+}
+
+/*
+ * Sends the gathered rows as one insert.  On failure they stay as they are,
+ * to be sent again byte for byte.
+ */
+static int send_rows(struct ch_sink *s)
+{
+	int r;
+
+	if (s->rows == 0)
+		return 0;
+	if (!may_try(s))
+		return TCP_AUDIT_RETRY;
+	if (!s->set_up) {
+		r = set_up(s);
+		if (r == TCP_AUDIT_RETRY) {
+			note_outage(s);
+			return r;
+		}
+		if (r) {
+			if (r == -EIO)
+				tcp_audit_error(s->host, "%s: cannot set up the table: %s", s->store,
+						s->error);
+			return r;
+		}
+		s->set_up = true;
+	}
+	s->pending = true;
+	r = request(s, s->insert_url, s->buf, s->len);
+	s->last_insert = now_ns();
+	if (r == TCP_AUDIT_RETRY) {
+		note_outage(s);
+		return r;
+	}
+	if (r) {
+		if (r == -EIO)
+			tcp_audit_error(s->host, "%s: cannot insert %zu rows: %s", s->store, s->rows,
+					s->error);
+		return r;
+	}
+	if (s->down)
+		tcp_audit_info(s->host, "%s is back", s->store);
+	s->down = false;
+	s->inserts++;
+	s->inserted += s->rows;
+	tcp_audit_debug(s->host, "%s: inserted %zu rows (%zu bytes)", s->store, s->rows, s->len);
+	s->pending = false;
+	s->len = 0;
+	s->rows = 0;
+	return 0;
+}
+
+static bool batch_full(const struct ch_sink *s)
+{
+	return s->rows >= (size_t)s->cfg->batch_rows || s->len >= s->cfg->batch_bytes;
+}
+
+/*
+ * The events join the gathered rows; a full batch is sent.  An insert that
+ * failed before is sent first, and until it goes through nothing is added
+ * (RETRY: the host hands these events again).  An insert of these events
+ * that fails returns 0: they are held here and the next write or flush
+ * sends them again; the host's spool keeps them until a flush succeeds.
+ */
+static int ch_write(void *self, const struct tcp_audit_event *ev, size_t n)
+{
+	struct ch_sink *s = self;
+	int r;
+
+	if (s->pending) {
+		r = send_rows(s);
+		if (r)
+			return r;
+	}
+	size_t len = s->len, rows = s->rows;
+	for (size_t i = 0; i < n; i++) {
+		if (reserve(s, ROW_MAX)) {
+			s->len = len; /* nothing of this batch is kept: the host retries it */
+			s->rows = rows;
+			return -ENOMEM;
+		}
+		event_row(s, &ev[i]);
+		s->rows++;
+	}
+	if (batch_full(s)) {
+		r = send_rows(s);
+		if (r == TCP_AUDIT_RETRY || r == -EIO)
+			return 0; /* held here, pending (see above) */
+		return r;
+	}
+	return 0;
+}
+
+static void sleep_until(uint64_t t)
+{
+	uint64_t now = now_ns();
+
+	if (t <= now)
+		return;
+	struct timespec ts = {.tv_sec = (time_t)((t - now) / 1000000000u),
+			      .tv_nsec = (long)((t - now) % 1000000000u)};
+	nanosleep(&ts, NULL);
+}
+
+/*
+ * Everything gathered goes to the server now.  A small insert waits first
+ * for interval= since the previous one: the host flushes every time it has
+ * caught up, and inserts of a few rows each would make a part each.
+ */
+static int ch_flush(void *self)
+{
+	struct ch_sink *s = self;
+
+	if (s->rows == 0)
+		return 0;
+	if (!s->pending && s->rows < (size_t)s->cfg->batch_rows / SMALL_BATCH_DIVISOR)
+		sleep_until(s->last_insert + (uint64_t)s->cfg->interval_ms * 1000000u);
+	return send_rows(s);
+}
+
+static void ch_close(void *self)
+{
+	struct ch_sink *s = self;
+
+	if (!s)
+		return;
+	if (s->inserts)
+		tcp_audit_info(s->host, "%s: %" PRIu64 " rows in %" PRIu64 " inserts", s->store,
+			       s->inserted, s->inserts);
+	if (s->rows)
+		tcp_audit_warning(s->host, "%s: %zu rows not stored at close", s->store, s->rows);
+	if (s->curl)
+		curl_easy_cleanup(s->curl);
+	curl_slist_free_all(s->headers);
+	if (s->password) {
+		memset(s->password, 0, strlen(s->password));
+		free(s->password);
+	}
+	free(s->insert_url);
+	free(s->query_url);
+	free(s->buf);
+	free(s->reply);
+	free(s);
+}
+
+static const struct tcp_audit_plugin ch_plugin = {
+	TCP_AUDIT_PLUGIN_HEADER,
+	.name = "clickhouse",
+	.kind = TCP_AUDIT_SINKER,
+	.description = "ClickHouse over HTTP: one row per event in a ReplacingMergeTree, "
+		       "RowBinary inserts of up to 100,000 rows, retries sent byte for byte",
+	.options = ch_options,
+	.config_size = sizeof(struct ch_config),
+	.sinker_open = ch_open,
+	.sinker_write = ch_write,
+	.sinker_flush = ch_flush,
+	.sinker_close = ch_close,
+};
+
+TCP_AUDIT_EXPORT const struct tcp_audit_plugin *tcp_audit_plugin_entry(uint32_t host_abi)
+{
+	(void)host_abi;
+	return &ch_plugin;
+}

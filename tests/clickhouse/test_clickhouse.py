@@ -1,0 +1,245 @@
+"""The clickhouse sink against a real ClickHouse server that the test starts
+itself: every field of every kind of event as the JSON form has it (IPv4 and
+IPv6), the same uids as the other stores, a file replayed twice stored once,
+large inserts, a password that never shows, a server away at the start or
+killed with -9 in the middle: every event once."""
+import json
+import os
+import re
+import tempfile
+import threading
+import time
+import unittest
+
+import chserver
+import tcpaudit
+from tcpaudit import (SNAPSHOT_LINE, Running, read_jsonl, reset_lines, run, sample_line,
+                      store_lines, wait_until)
+
+SANITIZED = bool(os.environ.get("TCP_AUDIT_SANITIZED") or os.environ.get("TCP_AUDIT_WRAPPER"))
+
+# every column, as the JSON form's value (addresses as text, NULL as None)
+SELECT_ALL = """SELECT toString(uid), time_ns, toString(date), host, kind, stage, lost, direction,
+ reason, family, IPv6NumToString(saddr), sport, IPv6NumToString(daddr), dport, old_state,
+ new_state, state, error, pid_on_cpu, tid_on_cpu, comm_on_cpu, owner_pid, owner_uid,
+ owner_comm, sock_cookie, sock_inode, sock_uid, sock_gid, sock_state, netns, cgroup_id, seq,
+ ktime FROM {table} ORDER BY time_ns, uid FORMAT JSONEachRow"""
+KEYS = ["uid", "time_ns", "date", "host", "kind", "stage", "lost", "direction", "reason",
+        "family", "saddr", "sport", "daddr", "dport", "old_state", "new_state", "state", "error",
+        "pid_on_cpu", "tid_on_cpu", "comm_on_cpu", "owner_pid", "owner_uid", "owner_comm",
+        "sock_cookie", "sock_inode", "sock_uid", "sock_gid", "sock_state", "netns", "cgroup_id",
+        "seq", "ktime"]
+# numbers the JSON form writes as numbers; UInt64 comes back from JSONEachRow as text
+NUMBERS = {"time_ns", "lost", "sport", "dport", "pid_on_cpu", "tid_on_cpu", "owner_pid",
+           "owner_uid", "sock_cookie", "sock_inode", "sock_uid", "sock_gid", "netns",
+           "cgroup_id", "seq", "ktime"}
+
+
+def as_json_form(row):
+    """A row of the table as the JSON form of its event (the jsonl sink's line)."""
+    out = {}
+    for key, value in zip(KEYS, row.values()):
+        if value is None or key in ("uid", "date"):
+            continue
+        if key in NUMBERS:
+            value = int(value)
+        if key in ("saddr", "daddr") and row_family(row) == "inet":
+            value = value[len("::ffff:"):] if value.startswith("::ffff:") else value
+        out[key] = value
+    out["time"] = tcpaudit_time(out.pop("time_ns"))
+    if out["kind"] == "state_change":
+        del out["kind"]
+    if out.get("host") == "":
+        del out["host"]
+    return out
+
+
+def row_family(row):
+    return list(row.values())[KEYS.index("family")]
+
+
+def tcpaudit_time(ns):
+    secs, frac = divmod(ns, 10**9)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + ".%09dZ" % frac
+
+
+@unittest.skipUnless(chserver.available(), "needs root and the clickhouse-server package")
+class ClickHouseSink(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.ch = chserver.ClickHouseServer().start()
+        cls.n = 0
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.ch.cleanup()
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.inp = os.path.join(self.tmp.name, "in.jsonl")
+        with open(self.inp, "w") as f:
+            f.write("\n".join(store_lines()) + "\n")
+        ClickHouseSink.n += 1
+        self.db = "t%d" % ClickHouseSink.n
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def sink(self, *extra, url=None):
+        return ["--sink", "clickhouse", "-p", "url=" + (url or self.ch.url),
+                "-p", "database=" + self.db] + [a for kv in extra for a in ("-p", kv)]
+
+    def replay(self, path=None, extra=(), more=()):
+        r = run(["--event", "replay", "-p", "path=" + (path or self.inp)] + list(more) +
+                self.sink(*extra), timeout=300)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return r
+
+    def count(self, final=False):
+        return int(self.ch.query("SELECT count() FROM %s.tcp_events%s"
+                                 % (self.db, " FINAL" if final else "")))
+
+    def rows(self, table=None):
+        out = self.ch.query(SELECT_ALL.format(table=table or self.db + ".tcp_events"))
+        return [json.loads(line, object_pairs_hook=dict) for line in out.splitlines()]
+
+    def test_every_field_of_every_kind_as_the_json_form(self):
+        with open(self.inp, "a") as f:
+            f.write("\n".join(reset_lines() + [SNAPSHOT_LINE]) + "\n")
+        out = os.path.join(self.tmp.name, "out.jsonl")
+        self.replay(more=["--sink", "jsonl", "-p", "path=" + out])
+        want = sorted(read_jsonl(out), key=lambda e: (e["time"], e.get("seq", 0)))
+        got = sorted((as_json_form(r) for r in self.rows()),
+                     key=lambda e: (e["time"], e.get("seq", 0)))
+        self.assertEqual(len(got), len(store_lines()) + len(reset_lines()) + 1)
+        kinds = {e.get("kind") for e in got}
+        self.assertEqual(kinds, {None, "gap", "reset", "snapshot"})
+        self.assertIn("inet6", {e.get("family") for e in got})
+        self.assertEqual(got, want)
+        # the date column partitions by month: the event's UTC day
+        days = {r["toString(date)"] for r in self.rows()}
+        self.assertEqual(days, {"2026-11-25"})
+
+    def test_the_same_uids_as_the_sqlite_sink(self):
+        db = os.path.join(self.tmp.name, "a.db")
+        self.replay(more=["--sink", "sqlite", "-p", "path=" + db])
+        self.assertEqual(sorted(r["toString(uid)"] for r in self.rows()),
+                         sorted(tcpaudit.sqlite_uids(db)))
+
+    def test_a_file_replayed_twice_is_stored_once(self):
+        self.replay()
+        self.replay()
+        n = len(store_lines())
+        self.assertEqual(self.count(final=True), n)
+        self.ch.query("OPTIMIZE TABLE %s.tcp_events FINAL" % self.db)
+        self.assertEqual(self.count(), n)
+
+    def test_large_replay_in_few_inserts(self):
+        path = os.path.join(self.tmp.name, "big.jsonl")
+        n = 50000
+        with open(path, "w") as f:
+            for i in range(n):
+                f.write(sample_line(i + 1, sport=10000 + i % 50000) + "\n")
+        start = time.monotonic()
+        r = self.replay(path, extra=["interval=1000"], more=["-v"])
+        elapsed = time.monotonic() - start
+        self.assertEqual(self.count(final=True), n)
+        m = re.search(r"(\d+) rows in (\d+) inserts", r.stderr)
+        self.assertIsNotNone(m, r.stderr)
+        rows, inserts = int(m[1]), int(m[2])
+        self.assertEqual(rows, n)
+        # one insert per host flush at most (once a second) or per full batch, never one per
+        # host write of --batch-size events (13 here)
+        self.assertLessEqual(inserts, int(elapsed) + 2, r.stderr)
+        if not SANITIZED:
+            self.assertLessEqual(inserts, 3, r.stderr)
+
+    def test_password_from_a_file_never_shown(self):
+        pw = os.path.join(self.tmp.name, "pw")
+        with open(pw, "w") as f:
+            f.write(chserver.PASSWORD + "\n")
+        r = self.replay(extra=["user=audit", "password_file=" + pw], more=["-vv"])
+        self.assertEqual(self.count(), len(store_lines()))
+        self.assertIn("audit@127.0.0.1", r.stderr)
+        self.assertNotIn(chserver.PASSWORD, r.stderr)
+        with open(pw, "w") as f:
+            f.write("wrong-" + chserver.PASSWORD + "\n")
+        r = run(["--event", "replay", "-p", "path=" + self.inp] +
+                self.sink("user=audit", "password_file=" + pw))
+        self.assertEqual(r.returncode, 2)
+        self.assertRegex(r.stderr, r"cannot set up the table: HTTP \d+: Code: 19\d")
+        self.assertNotIn(chserver.PASSWORD, r.stderr)
+        r = run(["--event", "replay", "-p", "path=" + self.inp] +
+                self.sink("password_file=" + pw + ".missing"))
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("cannot read password_file=", r.stderr)
+
+    def test_mistakes_are_one_line_errors(self):
+        for extra, text in [(["url=127.0.0.1:8123"], "url= must start with http://"),
+                            (["url=" + self.ch.url, "table=a-b"],
+                             "database= and table= take letters"),
+                            (["url=" + self.ch.url, "batch_rows=0"], "batch_rows")]:
+            args = ["--sink", "clickhouse"] + [a for kv in extra for a in ("-p", kv)]
+            r = run(["--event", "replay", "-p", "path=" + self.inp] + args)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn(text, r.stderr)
+            self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+
+    def test_a_table_of_another_shape_is_refused(self):
+        self.ch.query("CREATE DATABASE %s" % self.db)
+        self.ch.query("CREATE TABLE %s.tcp_events (uid UUID, time_ns String, date Date)"
+                      " ENGINE = MergeTree(date, uid, 8192)" % self.db)
+        r = run(["--event", "replay", "-p", "path=" + self.inp] + self.sink())
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("column time_ns of type String, not UInt64", r.stderr)
+
+    def test_a_server_away_at_the_start_is_waited_for(self):
+        other = chserver.ClickHouseServer()
+        try:
+            with Running(["--event", "replay", "-p", "path=" + self.inp] +
+                         self.sink(url=other.url)) as t:
+                t.wait_for_log("capturing anyway")
+                time.sleep(1)
+                other.start()
+                self.assertEqual(t.wait(timeout=120), 0, t.stderr())
+                self.assertIn(" is back", t.stderr())
+            self.assertEqual(int(other.query("SELECT count() FROM %s.tcp_events" % self.db)),
+                             len(store_lines()))
+        finally:
+            other.cleanup()
+
+    def test_server_killed_mid_run_every_event_once(self):
+        other = chserver.ClickHouseServer().start()
+        path = os.path.join(self.tmp.name, "big.jsonl")
+        n = 30000
+        with open(path, "w") as f:
+            for i in range(n):
+                f.write(sample_line(i + 1, sport=10000 + i % 50000) + "\n")
+        try:
+            # small inserts, so that some are stored before the kill and some after
+            with Running(["--event", "replay", "-p", "path=" + path, "--batch-size", "500"] +
+                         self.sink("batch_rows=1000", "interval=0", url=other.url)) as t:
+                wait_until(lambda: self.stored(other) > 0, timeout=60, what="first rows")
+                other.kill()
+                t.wait_for_log("is unavailable")
+                time.sleep(1)
+                other.start()
+                self.assertEqual(t.wait(timeout=300), 0, t.stderr())
+                self.assertIn(" is back", t.stderr())
+            got = int(other.query("SELECT count() FROM %s.tcp_events FINAL" % self.db))
+            self.assertEqual(got, n)
+            seqs = other.query("SELECT uniqExact(seq), min(seq), max(seq) FROM %s.tcp_events"
+                               % self.db).split()
+            self.assertEqual(seqs, [str(n), "1", str(n)])
+        finally:
+            other.cleanup()
+
+    def stored(self, server):
+        try:
+            return int(server.query("SELECT count() FROM %s.tcp_events" % self.db))
+        except (RuntimeError, OSError, ValueError):
+            return 0
+
+
+if __name__ == "__main__":
+    tcpaudit.main()

@@ -1,0 +1,155 @@
+"""A private ClickHouse server for tests and the benchmark.
+
+Debian's clickhouse-server run as a plain process (no systemd) with its own
+folder, configuration and free loopback ports: HTTP (what the sink speaks)
+and the native TCP port (which the server insists on).  Two users: `default`
+without a password and `audit` with PASSWORD.  Stopped by stop() / cleanup()
+or at the end of a `with` block; kill() is a kill -9, start() again restarts
+it on the same folder and ports.
+"""
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+from tcpaudit import free_ports
+
+SERVER = "/usr/sbin/clickhouse-server"
+PASSWORD = "ch-s3cret-not-for-logs"
+
+CONFIG = """<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><log>{dir}/server.log</log>
+    <errorlog>{dir}/server.err.log</errorlog><console>0</console></logger>
+  <listen_host>127.0.0.1</listen_host>
+  <http_port>{http}</http_port>
+  <tcp_port>{tcp}</tcp_port>
+  <path>{dir}/data/</path>
+  <tmp_path>{dir}/tmp/</tmp_path>
+  <user_files_path>{dir}/user_files/</user_files_path>
+  <format_schema_path>{dir}/format_schemas/</format_schema_path>
+  <users_config>{dir}/users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <mark_cache_size>268435456</mark_cache_size>
+  <max_concurrent_queries>100</max_concurrent_queries>
+</yandex>
+"""
+
+USERS = """<?xml version="1.0"?>
+<yandex>
+  <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
+  <users>
+    <default><password></password><networks><ip>127.0.0.1</ip></networks>
+      <profile>default</profile><quota>default</quota></default>
+    <audit><password>{password}</password><networks><ip>127.0.0.1</ip></networks>
+      <profile>default</profile><quota>default</quota></audit>
+  </users>
+  <quotas><default></default></quotas>
+</yandex>
+"""
+
+
+def server_binary():
+    for path in (SERVER, "/usr/bin/clickhouse"):
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def available():
+    return server_binary() is not None and os.geteuid() == 0
+
+
+class ClickHouseServer:
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="tcp-audit-ch-")
+        self.http_port, self.tcp_port = free_ports(2)
+        self.proc = None
+        with open(os.path.join(self.dir, "config.xml"), "w") as f:
+            f.write(CONFIG.format(dir=self.dir, http=self.http_port, tcp=self.tcp_port))
+        with open(os.path.join(self.dir, "users.xml"), "w") as f:
+            f.write(USERS.format(password=PASSWORD))
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.http_port
+
+    def start(self, timeout=30):
+        binary = server_binary()
+        args = [binary]
+        if binary.endswith("/clickhouse"):
+            args.append("server")
+        args.append("--config-file=" + os.path.join(self.dir, "config.xml"))
+        self.out = open(os.path.join(self.dir, "stdout.log"), "ab")
+        self.proc = subprocess.Popen(args, stdout=self.out, stderr=subprocess.STDOUT,
+                                     cwd=self.dir)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("clickhouse-server exited: " + self.log_tail())
+            try:
+                if self.query("SELECT 1").strip() == "1":
+                    return self
+            except (OSError, RuntimeError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("clickhouse-server did not start: " + self.log_tail())
+
+    def log_tail(self):
+        text = ""
+        for name in ("stdout.log", "server.err.log"):
+            try:
+                with open(os.path.join(self.dir, name), errors="replace") as f:
+                    text += f.read()[-2000:]
+            except OSError:
+                pass
+        return text
+
+    def query(self, sql, user=None, password=None):
+        """The answer's text; RuntimeError with the server's message on an error."""
+        req = urllib.request.Request(self.url + "/", data=sql.encode(), method="POST")
+        if user:
+            req.add_header("X-ClickHouse-User", user)
+        if password:
+            req.add_header("X-ClickHouse-Key", password)
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.read().decode()
+        except urllib.error.HTTPError as e:
+            raise RuntimeError(e.read().decode(errors="replace")) from None
+
+    def rows(self, sql):
+        """TabSeparated rows as lists of strings."""
+        out = self.query(sql + " FORMAT TabSeparated")
+        return [line.split("\t") for line in out.splitlines()]
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        if getattr(self, "out", None):
+            self.out.close()
+            self.out = None
+
+    def kill(self):
+        self.stop(signal.SIGKILL)
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.cleanup()
