@@ -211,7 +211,19 @@ def loadgen(a, shape, threads, connections, port=0):
 class Servers:
     def __init__(self):
         self.pg = {}
+        self.ch = None
         self.n = 0
+
+    def clickhouse(self):
+        """The ClickHouse server (Debian's, as it runs with its own settings), started
+        on first use."""
+        if self.ch is None:
+            import chserver
+            if not chserver.available():
+                raise RuntimeError("ClickHouse is needed (the clickhouse-server package, as "
+                                   "root)")
+            self.ch = chserver.ClickHouseServer().start()
+        return self.ch
 
     def get(self, kind):
         """The "stock" or "tuned" server, started on first use."""
@@ -233,6 +245,8 @@ class Servers:
     def cleanup(self):
         for pg in self.pg.values():
             pg.cleanup()
+        if self.ch:
+            self.ch.cleanup()
 
 
 def _cpu_ticks(pid, children_too):
@@ -247,9 +261,12 @@ def _cpu_ticks(pid, children_too):
 
 def server_cpu(pg):
     """CPU seconds used so far by the server: the postmaster, its live
-    children (backends, writers) and the children it has reaped."""
+    children (backends, writers) and the children it has reaped (ClickHouse:
+    its one process)."""
     if pg is None:
         return None
+    if hasattr(pg, "http_port"):
+        return _cpu_ticks(pg.proc.pid, True) / os.sysconf("SC_CLK_TCK")
     with open(os.path.join(pg.data, "postmaster.pid")) as f:
         master = int(f.readline())
     ticks = _cpu_ticks(master, True)
@@ -270,6 +287,9 @@ def settle_server_cpu(pg, before):
     """The server's CPU since before, once the tcp-audit backend has gone."""
     if pg is None:
         return None
+    if hasattr(pg, "http_port"):  # ClickHouse: the merges the inserts caused, settled
+        time.sleep(2)
+        return server_cpu(pg) - before
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         n = int(pg.psql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE "
@@ -433,6 +453,12 @@ class Store:
         elif kind == "default":  # what tcp-audit with no arguments writes to
             self.path = os.path.join(ta.state, "tcp-audit.db")
             self.args = []
+        elif kind == "clickhouse":
+            self.pg = servers.clickhouse()
+            servers.n += 1
+            self.db = "bench_%d" % servers.n
+            self.args = ["--sink", "clickhouse", "-p", "url=" + self.pg.url,
+                         "-p", "database=" + self.db]
         elif kind in ("pgsql-stock", "pgsql-tuned"):
             server = kind.split("-")[1]
             self.pg = servers.get(server)
@@ -442,6 +468,11 @@ class Store:
             raise ValueError(kind)
 
     def count(self, port=None):
+        if self.kind == "clickhouse":
+            where = (" WHERE kind = 'state_change' AND (sport = %d OR dport = %d)" % (port, port)
+                     if port is not None else " WHERE kind = 'state_change'")
+            return int(self.pg.query("SELECT count() FROM %s.tcp_events FINAL%s"
+                                     % (self.db, where)))
         if self.kind == "jsonl":
             return count_jsonl(self.path, port)
         if self.kind in ("sqlite", "default"):
@@ -450,6 +481,9 @@ class Store:
         return int(self.pg.psql(self.db, q).strip())
 
     def size(self):
+        if self.kind == "clickhouse":
+            return int(self.pg.query("SELECT sum(bytes) FROM system.parts WHERE active AND"
+                                     " database = '%s'" % self.db) or 0)
         if self.pg:
             return int(self.pg.psql(self.db, "SELECT pg_database_size(current_database())")
                        .strip())
@@ -457,7 +491,9 @@ class Store:
                    if os.path.exists(self.path + s))
 
     def drop(self):
-        if self.pg:
+        if self.kind == "clickhouse":
+            self.pg.query("DROP DATABASE IF EXISTS %s" % self.db)
+        elif self.pg:
             self.pg.dropdb(self.db)
 
 
@@ -1071,7 +1107,8 @@ def baseline(a, pg, path, n):
 
 REPLAY_SINKS = (("jsonl", "jsonl (reference)"), ("sqlite", "sqlite"),
                 ("pgsql-stock", "pgsql, stock PostgreSQL"),
-                ("pgsql-tuned", "pgsql, tuned PostgreSQL"))
+                ("pgsql-tuned", "pgsql, tuned PostgreSQL"),
+                ("clickhouse", "clickhouse, Debian's ClickHouse 18.16"))
 
 
 def replay_section(a, servers, workdir):
@@ -1090,6 +1127,8 @@ def replay_section(a, servers, workdir):
 
     for variant, path in (("in order", in_order), ("shuffled", shuffled)):
         for kind, label in REPLAY_SINKS:
+            if kind not in a.replay_sinks:
+                continue
             progress(a, "replay %s into %s" % (variant, label))
             keep = kind == "pgsql-stock" and variant == "in order" and a.reference
             row, store, ta = replay_into(a, servers, workdir, kind, path, n, keep=keep)
@@ -1118,7 +1157,7 @@ def replay_section(a, servers, workdir):
                "per-connection chains, a third IPv6, two thirds with socket info), each "
                "into a fresh store; shuffled: the same events in random order." % n, "",
            "| store | order | events | seconds | events/s | tcp-audit CPU per event | "
-           "PostgreSQL CPU per event | peak RSS | store size |",
+           "server CPU per event | peak RSS | store size |",
            "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         out.append("| %s | %s | %d | %.2f | %.0f | %s | %s | %s | %s |" % (
@@ -1394,6 +1433,9 @@ def main():
                    help="connections of the burst (10 events each; default 200000)")
     p.add_argument("--replay-events", type=int, default=1000000,
                    help="events replayed into each sink (default 1000000)")
+    p.add_argument("--replay-sinks", default=",".join(k for k, _ in REPLAY_SINKS),
+                   help="comma list of the stores replay writes to (default: all of %s)"
+                        % ",".join(k for k, _ in REPLAY_SINKS))
     p.add_argument("--no-reference", dest="reference", action="store_false",
                    help="skip the server's own COPY FROM csv in replay")
     p.add_argument("--baseline-events", type=int, default=100000,
@@ -1425,6 +1467,7 @@ def main():
         a.sections.remove("archive")
     a.configs = comma_list(a.configs, list(CONFIGS), "configuration")
     a.shapes = comma_list(a.shapes, SHAPES, "shape")
+    a.replay_sinks = comma_list(a.replay_sinks, [k for k, _ in REPLAY_SINKS], "replay sink")
     a.threads = [int(t) for t in a.threads.split(",") if t]
     a.bin = os.path.join(a.build, "src", "tcp-audit")
     if os.geteuid() != 0:
