@@ -1013,15 +1013,16 @@ def snapshot_section(a, servers, workdir):
 
 # -- replay: sink throughput
 
-def replay_into(a, servers, workdir, kind, path, n, keep=False):
-    """Replays path into a fresh store of kind; returns (row data, store)."""
+def replay_into(a, servers, workdir, kind, path, n, keep=False, source=None):
+    """Replays path into a fresh store of kind (or the events of the source
+    arguments); returns (row data, store)."""
     ta = TcpAudit(a, workdir)
     store = None
     done = False
     try:
         store = Store(kind, ta, servers)
         pg_before = server_cpu(store.pg)
-        ta.start(["--event", "replay", "-p", "path=" + path] + store.args)
+        ta.start((source or ["--event", "replay", "-p", "path=" + path]) + store.args)
         res = ta.wait(STOP_TIMEOUT * 4)
         if res["rc"] != 0:
             raise RuntimeError("replay into %s failed (%d):\n%s" % (kind, res["rc"],
@@ -1144,6 +1145,16 @@ def replay_section(a, servers, workdir):
                 finally:
                     store.drop()
                     ta.cleanup()
+    if "clickhouse" in a.replay_sinks:
+        # the sink and the server without the replay's JSON parsing, which takes one of
+        # the two cores: the test fixture's events, made in memory
+        progress(a, "events made in memory into clickhouse")
+        synthetic = os.path.join(a.build, "tests", "fixtures", "tcp-audit-synthetic-eventer.so")
+        row, _, _ = replay_into(a, servers, workdir, "clickhouse", None, n, source=[
+            "--event", synthetic, "-p", "count=%d" % n, "--spool", "none"])
+        row.update({"store": "clickhouse, events made in memory (tests/fixtures' synthetic "
+                             "eventer: no JSON parsing)", "variant": "in order"})
+        add(row)
     if a.baseline_events:
         progress(a, "the original's one INSERT per event")
         row = baseline(a, servers.get("stock"), in_order, a.baseline_events)

@@ -6,8 +6,8 @@
  * Every insert makes a part on the server, and merging parts costs the
  * server CPU, so rows are gathered here until batch_rows= or batch_bytes=
  * is reached, or the host flushes (about once a second, and when it has
- * caught up); an insert of fewer than batch_rows / 16 rows waits until
- * interval= has passed since the previous insert.  What a flush has sent
+ * caught up); an insert of fewer than batch_rows / 16 rows after another
+ * such waits until interval= has passed since that one.  What a flush has sent
  * is stored: the host confirms its spool position only after a flush.
  *
  * Exactly once: an insert that fails is kept as it was sent and sent again,
@@ -74,6 +74,7 @@ struct ch_sink {
 	size_t rows;
 	bool pending;         /* buf is an insert sent before that failed */
 	uint64_t last_insert; /* CLOCK_MONOTONIC ns */
+	bool last_small;      /* the last insert was of fewer than batch_rows / 16 rows */
 	uint64_t inserts, inserted;
 	/* the last request's answer */
 	char *reply;
@@ -869,6 +870,8 @@ static bool may_try(struct ch_sink *s)
 	return !s->down || now_ns() >= s->next_try;
 }
 
+static bool small_batch(const struct ch_sink *s);
+
 /*
  * Sends the gathered rows as one insert.  On failure they stay as they are,
  * to be sent again byte for byte.
@@ -896,6 +899,7 @@ static int send_rows(struct ch_sink *s)
 		s->set_up = true;
 	}
 	s->pending = true;
+	uint64_t start = now_ns();
 	r = request(s, s->insert_url, s->buf, s->len);
 	s->last_insert = now_ns();
 	if (r == TCP_AUDIT_RETRY) {
@@ -913,11 +917,18 @@ static int send_rows(struct ch_sink *s)
 	s->down = false;
 	s->inserts++;
 	s->inserted += s->rows;
-	tcp_audit_debug(s->host, "%s: inserted %zu rows (%zu bytes)", s->store, s->rows, s->len);
+	s->last_small = small_batch(s);
+	tcp_audit_debug(s->host, "%s: inserted %zu rows (%zu bytes) in %.0f ms", s->store, s->rows,
+			s->len, (double)(s->last_insert - start) / 1e6);
 	s->pending = false;
 	s->len = 0;
 	s->rows = 0;
 	return 0;
+}
+
+static bool small_batch(const struct ch_sink *s)
+{
+	return s->rows < (size_t)s->cfg->batch_rows / SMALL_BATCH_DIVISOR;
 }
 
 static bool batch_full(const struct ch_sink *s)
@@ -973,9 +984,11 @@ static void sleep_until(uint64_t t)
 }
 
 /*
- * Everything gathered goes to the server now.  A small insert waits first
- * for interval= since the previous one: the host flushes every time it has
- * caught up, and inserts of a few rows each would make a part each.
+ * Everything gathered goes to the server now.  A small insert after a small
+ * one waits first for interval= since that one: the host flushes every time
+ * it has caught up, and a trickle of events would otherwise make an insert,
+ * and a part, of a few rows each time.  (The end of a large run is sent at
+ * once.)
  */
 static int ch_flush(void *self)
 {
@@ -983,7 +996,7 @@ static int ch_flush(void *self)
 
 	if (s->rows == 0)
 		return 0;
-	if (!s->pending && s->rows < (size_t)s->cfg->batch_rows / SMALL_BATCH_DIVISOR)
+	if (!s->pending && s->last_small && small_batch(s))
 		sleep_until(s->last_insert + (uint64_t)s->cfg->interval_ms * 1000000u);
 	return send_rows(s);
 }
