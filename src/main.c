@@ -78,6 +78,7 @@ struct cli {
 	long stop_grace;
 	const char *metrics; /* --metrics HOST:PORT */
 	const char *seal;    /* --seal KEYFILE */
+	const char *host;    /* --host NAME */
 	bool list_plugins;
 };
 
@@ -162,6 +163,9 @@ static void usage(FILE *f)
 		"                      the Prometheus text format, or OpenMetrics when asked\n"
 		"\n"
 		"Other:\n"
+		"  --host NAME         the host name written with every event (default: this\n"
+		"                      machine's, from gethostname(); at most 64 bytes); events\n"
+		"                      that carry their own (replay) keep it\n"
 		"  -q, --quiet         only warnings and errors on stderr\n"
 		"  -v, --verbose       debug messages too\n"
 		"  -h, --help          this text\n"
@@ -222,6 +226,7 @@ static int parse_cli(int argc, char **argv, struct cli *cli)
 		OPT_USER,
 		OPT_METRICS,
 		OPT_SEAL,
+		OPT_HOST,
 	};
 	static const struct option longopts[] = {
 		{"event", required_argument, NULL, OPT_EVENT},
@@ -239,6 +244,7 @@ static int parse_cli(int argc, char **argv, struct cli *cli)
 		{"user", required_argument, NULL, OPT_USER},
 		{"metrics", required_argument, NULL, OPT_METRICS},
 		{"seal", required_argument, NULL, OPT_SEAL},
+		{"host", required_argument, NULL, OPT_HOST},
 		{"quiet", no_argument, NULL, 'q'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
@@ -332,6 +338,16 @@ static int parse_cli(int argc, char **argv, struct cli *cli)
 			if (!*optarg)
 				return usage_error("--user: give a user name");
 			cli->user = optarg;
+			break;
+		case OPT_HOST:
+			if (!*optarg || strlen(optarg) > TCP_AUDIT_HOST_LEN - 16)
+				return usage_error("--host: give a name of 1 to %d bytes",
+						   TCP_AUDIT_HOST_LEN - 16);
+			for (const char *h = optarg; *h; h++)
+				if ((unsigned char)*h < 0x20 || *h == 0x7f)
+					return usage_error("--host: \"%s\" holds a control character",
+							   optarg);
+			cli->host = optarg;
 			break;
 		case OPT_METRICS:
 			if (!*optarg)
@@ -807,7 +823,10 @@ static int run(struct cli *cli)
 	}
 	if ((r = choose_spool(cli, is_auto)))
 		return r;
-	gethostname(host, sizeof(host) - 1);
+	if (cli->host)
+		snprintf(host, sizeof(host), "%s", cli->host);
+	else
+		gethostname(host, sizeof(host) - 1);
 	if (cli->metrics) { /* now, while any port may be bound */
 		char err[512];
 		metrics_fd = metrics_listen(cli->metrics, metrics_at, sizeof(metrics_at), err,

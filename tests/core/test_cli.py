@@ -5,7 +5,7 @@ import tempfile
 import unittest
 
 import tcpaudit
-from tcpaudit import FIXTURES, fixture, run
+from tcpaudit import FIXTURES, fixture, read_jsonl, run
 
 
 class BadInput(unittest.TestCase):
@@ -116,6 +116,22 @@ class BadInput(unittest.TestCase):
         self.assertUsageError(["--event", fixture("synthetic-eventer"), "-p", "count=many",
                                "--sink", "jsonl", "-p", "path=" + self.out],
                               '"many" is not an integer')
+
+    def test_host_name(self):
+        # --host names the capturing host on every event; an event read with its own keeps it
+        r = run(["--event", fixture("synthetic-eventer"), "-p", "count=3", "--spool", "none",
+                 "--host", "web-01.example", "--sink", "jsonl", "-p", "path=" + self.out])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual([e["host"] for e in read_jsonl(self.out)], ["web-01.example"] * 3)
+        os.unlink(self.out)
+        r = run(self.replay() + ["--host", "web-02", "--sink", "jsonl", "-p", "path=" + self.out])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        hosts = {e.get("host") for e in read_jsonl(self.out)}
+        self.assertEqual(hosts, {"host-a"})
+        os.unlink(self.out)
+        for bad, text in [("", "give a name of 1 to 64 bytes"), ("x" * 65, "1 to 64 bytes"),
+                          ("a\nb", "holds a control character")]:
+            self.assertUsageError(self.replay() + ["--host", bad], "--host: ", text)
 
     def test_bad_enum(self):
         self.assertUsageError(self.replay() + ["-p", "on_error=ignore", "--sink", "jsonl",
