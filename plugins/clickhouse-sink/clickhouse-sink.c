@@ -50,6 +50,7 @@ struct ch_config {
 	const char *table;
 	const char *user;
 	const char *password_file;
+	const char *cluster;
 	int64_t batch_rows;
 	uint64_t batch_bytes;
 	int64_t interval_ms;
@@ -109,6 +110,12 @@ static const struct tcp_audit_option ch_options[] = {
 	 .def = "",
 	 .help = "file holding the user's password (its first line)",
 	 .offset = offsetof(struct ch_config, password_file)},
+	{.key = "cluster",
+	 .type = TCP_AUDIT_OPT_STRING,
+	 .def = "",
+	 .help = "a cluster of the servers' remote_servers: TABLE_local on every shard "
+		 "(ReplicatedReplacingMergeTree) and TABLE over them (Distributed), ON CLUSTER",
+	 .offset = offsetof(struct ch_config, cluster)},
 	{.key = "batch_rows",
 	 .type = TCP_AUDIT_OPT_INT,
 	 .def = "100000",
@@ -419,16 +426,50 @@ static bool plain_name(const char *name)
 	return true;
 }
 
+/*
+ * The table; with cluster=, the shard-local one (TABLE_local on every shard,
+ * its replicas kept in step through ZooKeeper, where a block inserted twice
+ * is dropped the second time).  Merges keep one row per uid: events stored
+ * twice anyway are there once after them.
+ */
 static void create_table_sql(const struct ch_sink *s, struct text *t)
 {
-	text_add(t, "CREATE TABLE IF NOT EXISTS %s.%s (", s->cfg->database, s->cfg->table);
+	const struct ch_config *cfg = s->cfg;
+	bool cluster = *cfg->cluster;
+
+	text_add(t, "CREATE TABLE IF NOT EXISTS %s.%s%s", cfg->database, cfg->table,
+		 cluster ? "_local" : "");
+	if (cluster)
+		text_add(t, " ON CLUSTER %s", cfg->cluster);
+	text_add(t, " (");
 	for (size_t i = 0; i < N_COLUMNS; i++) {
 		text_add(t, "%s%s ", i ? ", " : "", columns[i].name);
 		column_type(t, &columns[i]);
 	}
-	/* merges keep one row per uid: a batch stored twice is there once after them */
-	text_add(t, ") ENGINE = ReplacingMergeTree() PARTITION BY toYYYYMM(date)"
-		    " ORDER BY (host, time_ns, uid)");
+	if (cluster)
+		text_add(t, ") ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/%s.%s',"
+			    " '{replica}')",
+			 cfg->database, cfg->table);
+	else
+		text_add(t, ") ENGINE = ReplacingMergeTree()");
+	text_add(t, " PARTITION BY toYYYYMM(date) ORDER BY (host, time_ns, uid)");
+}
+
+/*
+ * cluster=: the table inserts go to and queries read, over the shard-local
+ * ones.  Its sharding key is a hash of the uid: deterministic, so an insert
+ * sent again is split into the same blocks for the same shards, which drop
+ * what they already have; and even, whatever the hosts' volumes.
+ */
+static void distributed_sql(const struct ch_sink *s, char *out, size_t size)
+{
+	const struct ch_config *cfg = s->cfg;
+
+	snprintf(out, size,
+		 "CREATE TABLE IF NOT EXISTS %s.%s ON CLUSTER %s AS %s.%s_local ENGINE ="
+		 " Distributed(%s, %s, %s_local, cityHash64(reinterpretAsString(uid)))",
+		 cfg->database, cfg->table, cfg->cluster, cfg->database, cfg->table, cfg->cluster,
+		 cfg->database, cfg->table);
 }
 
 /*
@@ -478,12 +519,10 @@ static int check_columns(struct ch_sink *s, size_t *found)
 /* Creates the database and the table when missing, checks them when present. */
 static int set_up(struct ch_sink *s)
 {
-	char sql[512];
+	char sql[1024];
 	int r;
 
-	snprintf(sql, sizeof(sql), "CREATE DATABASE IF NOT EXISTS %s", s->cfg->database);
-	if ((r = query(s, sql)) != 0)
-		return r;
+	/* asked first: the statements ON CLUSTER wait for every shard, so only when needed */
 	snprintf(sql, sizeof(sql),
 		 "SELECT name, type FROM system.columns WHERE database = '%s' AND table = '%s'"
 		 " FORMAT TabSeparatedRaw",
@@ -491,12 +530,22 @@ static int set_up(struct ch_sink *s)
 	if ((r = query(s, sql)) != 0)
 		return r;
 	if (s->reply_len == 0) {
+		bool cluster = *s->cfg->cluster;
+		snprintf(sql, sizeof(sql), "CREATE DATABASE IF NOT EXISTS %s%s%s", s->cfg->database,
+			 cluster ? " ON CLUSTER " : "", s->cfg->cluster);
+		if ((r = query(s, sql)) != 0)
+			return r;
 		struct text t = {0};
 		create_table_sql(s, &t);
 		r = t.failed ? -ENOMEM : request(s, s->query_url, t.p, t.len);
 		free(t.p);
+		if (r == 0 && cluster) {
+			distributed_sql(s, sql, sizeof(sql));
+			r = query(s, sql);
+		}
 		if (r == 0)
-			tcp_audit_info(s->host, "%s: created the table", s->store);
+			tcp_audit_info(s->host, "%s: created the table%s", s->store,
+				       cluster ? "s on every shard" : "");
 		return r;
 	}
 	size_t found;
@@ -571,7 +620,13 @@ static int set_up_transfer(struct ch_sink *s)
 	bool slash = len && cfg->url[len - 1] == '/';
 	if (!escaped)
 		return -ENOMEM;
-	if (asprintf(&s->insert_url, "%s%s?query=%s", cfg->url, slash ? "" : "/", escaped) < 0)
+	/*
+	 * Through a Distributed table, an insert returns once every shard has its
+	 * rows, or fails (an outage, sent again) instead of being queued on disk
+	 * where a failure would not be seen.
+	 */
+	if (asprintf(&s->insert_url, "%s%s?query=%s%s", cfg->url, slash ? "" : "/", escaped,
+		     *cfg->cluster ? "&insert_distributed_sync=1" : "") < 0)
 		s->insert_url = NULL;
 	if (asprintf(&s->query_url, "%s%s", cfg->url, slash ? "" : "/") < 0)
 		s->query_url = NULL;
@@ -623,10 +678,12 @@ static int ch_open(void **self, const void *config, const struct tcp_audit_host 
 	struct ch_sink *s;
 	int r;
 
-	if (!plain_name(cfg->database) || !plain_name(cfg->table)) {
-		tcp_audit_error(host, "database= and table= take letters, digits and '_' only: "
-				      "'%s.%s'",
-				cfg->database, cfg->table);
+	if (!plain_name(cfg->database) || !plain_name(cfg->table) ||
+	    (*cfg->cluster && !plain_name(cfg->cluster))) {
+		tcp_audit_error(host, "database=, table= and cluster= take letters, digits and "
+				      "'_' only: '%s.%s'%s%s",
+				cfg->database, cfg->table, *cfg->cluster ? " on " : "",
+				cfg->cluster);
 		return -EINVAL;
 	}
 	if (strncmp(cfg->url, "http://", 7) != 0 && strncmp(cfg->url, "https://", 8) != 0) {

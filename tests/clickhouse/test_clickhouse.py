@@ -177,7 +177,7 @@ class ClickHouseSink(unittest.TestCase):
     def test_mistakes_are_one_line_errors(self):
         for extra, text in [(["url=127.0.0.1:8123"], "url= must start with http://"),
                             (["url=" + self.ch.url, "table=a-b"],
-                             "database= and table= take letters"),
+                             "database=, table= and cluster= take letters"),
                             (["url=" + self.ch.url, "batch_rows=0"], "batch_rows")]:
             args = ["--sink", "clickhouse"] + [a for kv in extra for a in ("-p", kv)]
             r = run(["--event", "replay", "-p", "path=" + self.inp] + args)

@@ -37,8 +37,18 @@ CONFIG = """<?xml version="1.0"?>
   <default_database>default</default_database>
   <mark_cache_size>268435456</mark_cache_size>
   <max_concurrent_queries>100</max_concurrent_queries>
-</yandex>
+{cluster}</yandex>
 """
+
+# cluster=: every shard one replica; ZooKeeper for the replicas and ON CLUSTER
+CLUSTER = """  <remote_servers><{name}>{shards}</{name}></remote_servers>
+  <zookeeper><node><host>127.0.0.1</host><port>{zk}</port></node>
+    <session_timeout_ms>6000</session_timeout_ms></zookeeper>
+  <macros><shard>{shard}</shard><replica>r1</replica></macros>
+  <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>
+"""
+SHARD = ("<shard><internal_replication>true</internal_replication>"
+         "<replica><host>127.0.0.1</host><port>{port}</port></replica></shard>")
 
 USERS = """<?xml version="1.0"?>
 <yandex>
@@ -70,10 +80,21 @@ class ClickHouseServer:
         self.dir = tempfile.mkdtemp(prefix="tcp-audit-ch-")
         self.http_port, self.tcp_port = free_ports(2)
         self.proc = None
-        with open(os.path.join(self.dir, "config.xml"), "w") as f:
-            f.write(CONFIG.format(dir=self.dir, http=self.http_port, tcp=self.tcp_port))
+        self.configure()
         with open(os.path.join(self.dir, "users.xml"), "w") as f:
             f.write(USERS.format(password=PASSWORD))
+
+    def configure(self, cluster=None, shards=(), shard=None, zookeeper=None):
+        """cluster: a cluster's name, of the servers of shards (one replica each), this
+        one shard number shard, with the ZooKeeper server zookeeper."""
+        extra = ""
+        if cluster:
+            extra = CLUSTER.format(name=cluster, zk=zookeeper.port, shard="%02d" % shard,
+                                   shards="".join(SHARD.format(port=s.tcp_port)
+                                                  for s in shards))
+        with open(os.path.join(self.dir, "config.xml"), "w") as f:
+            f.write(CONFIG.format(dir=self.dir, http=self.http_port, tcp=self.tcp_port,
+                                  cluster=extra))
 
     @property
     def url(self):
