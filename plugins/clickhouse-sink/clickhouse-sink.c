@@ -36,6 +36,7 @@
 
 #include <tcp-audit/plugin.h>
 
+#include "byte-buffer.h"
 #include "event-text.h"
 #include "event-uid.h"
 
@@ -70,8 +71,7 @@ struct ch_sink {
 	bool down;         /* in an outage: logged once */
 	uint64_t next_try; /* CLOCK_MONOTONIC ns of the next attempt while down */
 	/* rows gathered for the next insert, or the insert that failed */
-	char *buf;
-	size_t len, cap;
+	struct byte_buffer out;
 	size_t rows;
 	bool pending;         /* buf is an insert sent before that failed */
 	uint64_t last_insert; /* CLOCK_MONOTONIC ns */
@@ -241,72 +241,35 @@ static const char *const type_names[] = {
 	[C_N_STRING] = "Nullable(String)",
 };
 
-/* Text that grows; a failed allocation leaves it marked, not truncated silently. */
-struct text {
-	char *p;
-	size_t len, cap;
-	bool failed;
-};
-
-__attribute__((format(printf, 2, 3))) static void text_add(struct text *t, const char *fmt, ...)
-{
-	va_list ap;
-
-	for (;;) {
-		size_t room = t->cap - t->len;
-		va_start(ap, fmt);
-		int n = t->failed ? 0 : vsnprintf(t->p ? t->p + t->len : NULL, room, fmt, ap);
-		va_end(ap);
-		if (t->failed || n < 0) {
-			t->failed = true;
-			return;
-		}
-		if ((size_t)n < room) {
-			t->len += (size_t)n;
-			return;
-		}
-		size_t cap = t->cap ? t->cap * 2 : 4096;
-		while (cap < t->len + (size_t)n + 1)
-			cap *= 2;
-		char *p = realloc(t->p, cap);
-		if (!p) {
-			t->failed = true;
-			return;
-		}
-		t->p = p;
-		t->cap = cap;
-	}
-}
-
 /*
  * An enum's type: every byte value has a name, so no value an event can
  * carry is refused or lost: the kernel's name where there is one, else its
  * number ('13').  The stored byte is the value itself (Enum8 is signed: 255
  * is -1).
  */
-static void enum_type(struct text *t, name_fn names)
+static void enum_type(struct byte_buffer *t, name_fn names)
 {
-	text_add(t, "Enum8(");
+	byte_buffer_printf(t, "Enum8(");
 	for (unsigned v = 0; v < 256; v++) {
 		const char *name = names(v);
 		if (name)
-			text_add(t, "%s'%s' = %d", v ? ", " : "", name, (int8_t)v);
+			byte_buffer_printf(t, "%s'%s' = %d", v ? ", " : "", name, (int8_t)v);
 		else
-			text_add(t, "%s'%u' = %d", v ? ", " : "", v, (int8_t)v);
+			byte_buffer_printf(t, "%s'%u' = %d", v ? ", " : "", v, (int8_t)v);
 	}
-	text_add(t, ")");
+	byte_buffer_printf(t, ")");
 }
 
-static void column_type(struct text *t, const struct column *c)
+static void column_type(struct byte_buffer *t, const struct column *c)
 {
 	if (c->type == C_ENUM) {
 		enum_type(t, c->names);
 	} else if (c->type == C_N_ENUM) {
-		text_add(t, "Nullable(");
+		byte_buffer_printf(t, "Nullable(");
 		enum_type(t, c->names);
-		text_add(t, ")");
+		byte_buffer_printf(t, ")");
 	} else {
-		text_add(t, "%s", type_names[c->type]);
+		byte_buffer_printf(t, "%s", type_names[c->type]);
 	}
 }
 
@@ -432,27 +395,27 @@ static bool plain_name(const char *name)
  * is dropped the second time).  Merges keep one row per uid: events stored
  * twice anyway are there once after them.
  */
-static void create_table_sql(const struct ch_sink *s, struct text *t)
+static void create_table_sql(const struct ch_sink *s, struct byte_buffer *t)
 {
 	const struct ch_config *cfg = s->cfg;
 	bool cluster = *cfg->cluster;
 
-	text_add(t, "CREATE TABLE IF NOT EXISTS %s.%s%s", cfg->database, cfg->table,
+	byte_buffer_printf(t, "CREATE TABLE IF NOT EXISTS %s.%s%s", cfg->database, cfg->table,
 		 cluster ? "_local" : "");
 	if (cluster)
-		text_add(t, " ON CLUSTER %s", cfg->cluster);
-	text_add(t, " (");
+		byte_buffer_printf(t, " ON CLUSTER %s", cfg->cluster);
+	byte_buffer_printf(t, " (");
 	for (size_t i = 0; i < N_COLUMNS; i++) {
-		text_add(t, "%s%s ", i ? ", " : "", columns[i].name);
+		byte_buffer_printf(t, "%s%s ", i ? ", " : "", columns[i].name);
 		column_type(t, &columns[i]);
 	}
 	if (cluster)
-		text_add(t, ") ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/%s.%s',"
+		byte_buffer_printf(t, ") ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/%s.%s',"
 			    " '{replica}')",
 			 cfg->database, cfg->table);
 	else
-		text_add(t, ") ENGINE = ReplacingMergeTree()");
-	text_add(t, " PARTITION BY toYYYYMM(date) ORDER BY (host, time_ns, uid)");
+		byte_buffer_printf(t, ") ENGINE = ReplacingMergeTree()");
+	byte_buffer_printf(t, " PARTITION BY toYYYYMM(date) ORDER BY (host, time_ns, uid)");
 }
 
 /*
@@ -495,14 +458,14 @@ static int check_columns(struct ch_sink *s, size_t *found)
 		if (!type)
 			continue;
 		size_t tlen = strcspn(type, "\n");
-		struct text want = {0};
+		struct byte_buffer want = {0};
 		column_type(&want, c);
 		if (want.failed)
 			return -ENOMEM;
 		bool same = c->type == C_ENUM || c->type == C_N_ENUM
 				    ? strncmp(type, type_names[c->type], strlen(type_names[c->type])) == 0
 				    : tlen == want.len && strncmp(type, want.p, tlen) == 0;
-		free(want.p);
+		byte_buffer_free(&want);
 		if (!same) {
 			tcp_audit_error(s->host,
 					"%s: the table exists with column %s of type %.*s, not %s: "
@@ -535,10 +498,10 @@ static int set_up(struct ch_sink *s)
 			 cluster ? " ON CLUSTER " : "", s->cfg->cluster);
 		if ((r = query(s, sql)) != 0)
 			return r;
-		struct text t = {0};
+		struct byte_buffer t = {0};
 		create_table_sql(s, &t);
 		r = t.failed ? -ENOMEM : request(s, s->query_url, t.p, t.len);
-		free(t.p);
+		byte_buffer_free(&t);
 		if (r == 0 && cluster) {
 			distributed_sql(s, sql, sizeof(sql));
 			r = query(s, sql);
@@ -729,13 +692,12 @@ static int ch_open(void **self, const void *config, const struct tcp_audit_host 
 
 static void put(struct ch_sink *s, const void *p, size_t n)
 {
-	memcpy(s->buf + s->len, p, n);
-	s->len += n;
+	byte_buffer_put(&s->out, p, n);
 }
 
 static void put_u8(struct ch_sink *s, uint8_t v)
 {
-	s->buf[s->len++] = (char)v;
+	s->out.p[s->out.len++] = (char)v;
 }
 
 /* Numbers are little-endian, as on the hosts tcp-audit runs on. */
@@ -894,21 +856,6 @@ static void event_row(struct ch_sink *s, const struct tcp_audit_event *e)
 	put_n_u64(s, v & TCP_AUDIT_HAS_KTIME, e->ktime_ns);
 }
 
-static int reserve(struct ch_sink *s, size_t more)
-{
-	if (s->len + more <= s->cap)
-		return 0;
-	size_t cap = s->cap ? s->cap : 1 << 20;
-	while (cap < s->len + more)
-		cap *= 2;
-	char *b = realloc(s->buf, cap);
-	if (!b)
-		return -ENOMEM;
-	s->buf = b;
-	s->cap = cap;
-	return 0;
-}
-
 /* ------------------------------------------------------------------------ */
 /* Inserts                                                                   */
 
@@ -957,7 +904,7 @@ static int send_rows(struct ch_sink *s)
 	}
 	s->pending = true;
 	uint64_t start = now_ns();
-	r = request(s, s->insert_url, s->buf, s->len);
+	r = request(s, s->insert_url, s->out.p, s->out.len);
 	s->last_insert = now_ns();
 	if (r == TCP_AUDIT_RETRY) {
 		note_outage(s);
@@ -976,9 +923,9 @@ static int send_rows(struct ch_sink *s)
 	s->inserted += s->rows;
 	s->last_small = small_batch(s);
 	tcp_audit_debug(s->host, "%s: inserted %zu rows (%zu bytes) in %.0f ms", s->store, s->rows,
-			s->len, (double)(s->last_insert - start) / 1e6);
+			s->out.len, (double)(s->last_insert - start) / 1e6);
 	s->pending = false;
-	s->len = 0;
+	s->out.len = 0;
 	s->rows = 0;
 	return 0;
 }
@@ -990,7 +937,7 @@ static bool small_batch(const struct ch_sink *s)
 
 static bool batch_full(const struct ch_sink *s)
 {
-	return s->rows >= (size_t)s->cfg->batch_rows || s->len >= s->cfg->batch_bytes;
+	return s->rows >= (size_t)s->cfg->batch_rows || s->out.len >= s->cfg->batch_bytes;
 }
 
 /*
@@ -1010,10 +957,10 @@ static int ch_write(void *self, const struct tcp_audit_event *ev, size_t n)
 		if (r)
 			return r;
 	}
-	size_t len = s->len, rows = s->rows;
+	size_t len = s->out.len, rows = s->rows;
 	for (size_t i = 0; i < n; i++) {
-		if (reserve(s, ROW_MAX)) {
-			s->len = len; /* nothing of this batch is kept: the host retries it */
+		if (byte_buffer_reserve(&s->out, ROW_MAX)) {
+			s->out.len = len; /* nothing of this batch is kept: the host retries it */
 			s->rows = rows;
 			return -ENOMEM;
 		}
@@ -1078,7 +1025,7 @@ static void ch_close(void *self)
 	}
 	free(s->insert_url);
 	free(s->query_url);
-	free(s->buf);
+	byte_buffer_free(&s->out);
 	free(s->reply);
 	free(s);
 }

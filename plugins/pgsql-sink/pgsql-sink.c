@@ -37,6 +37,7 @@
 
 #include <tcp-audit/plugin.h>
 
+#include "byte-buffer.h"
 #include "event-text.h"
 #include "event-uid.h"
 #include "sql-case.h"
@@ -72,8 +73,7 @@ struct pgsql_sink {
 	bool down;         /* in an outage: logged once */
 	bool set_up;       /* tables checked/migrated on this store */
 	uint64_t next_try; /* CLOCK_MONOTONIC ns of the next reconnect */
-	char *buf;         /* COPY data of a batch */
-	size_t cap, len;
+	struct byte_buffer out; /* COPY data of a batch */
 	char sqlstate[6]; /* of the last failed COPY */
 	uint64_t chunk_ns; /* length of a chunk (partition) */
 	int64_t known[KNOWN_CHUNKS]; /* chunks (time_ns / chunk_ns) whose partitions exist */
@@ -863,25 +863,9 @@ fail:
 #define ROW_MAX 1024 /* more than a row takes: 31 fields, strings of at most 2 * 80 bytes */
 #define COPY_CHUNK (256 * 1024)
 
-static int reserve(struct pgsql_sink *s, size_t more)
-{
-	if (s->len + more <= s->cap)
-		return 0;
-	size_t cap = s->cap ? s->cap : 1 << 20;
-	while (cap < s->len + more)
-		cap *= 2;
-	char *b = realloc(s->buf, cap);
-	if (!b)
-		return -ENOMEM;
-	s->buf = b;
-	s->cap = cap;
-	return 0;
-}
-
 static void put(struct pgsql_sink *s, const void *p, size_t n)
 {
-	memcpy(s->buf + s->len, p, n);
-	s->len += n;
+	byte_buffer_put(&s->out, p, n);
 }
 
 static void put_be16(struct pgsql_sink *s, uint16_t v)
@@ -1020,7 +1004,7 @@ static bool copy_begin(struct pgsql_sink *s, const char *table)
 	PGresult *res = PQexec(s->conn, sql);
 	bool ok = PQresultStatus(res) == PGRES_COPY_IN;
 	PQclear(res);
-	s->len = 0;
+	s->out.len = 0;
 	put(s, header, sizeof(header));
 	return ok;
 }
@@ -1029,10 +1013,10 @@ static bool copy_begin(struct pgsql_sink *s, const char *table)
  * while we encode. */
 static bool copy_send(struct pgsql_sink *s, bool force)
 {
-	if (s->len == 0 || (!force && s->len < COPY_CHUNK))
+	if (s->out.len == 0 || (!force && s->out.len < COPY_CHUNK))
 		return true;
-	bool ok = PQputCopyData(s->conn, s->buf, (int)s->len) == 1;
-	s->len = 0;
+	bool ok = PQputCopyData(s->conn, s->out.p, (int)s->out.len) == 1;
+	s->out.len = 0;
 	return ok;
 }
 
@@ -1092,7 +1076,7 @@ static int store_batch(struct pgsql_sink *s, const struct tcp_audit_event *ev, s
 {
 	bool ok = true;
 
-	if (reserve(s, COPY_CHUNK + ROW_MAX))
+	if (byte_buffer_reserve(&s->out, COPY_CHUNK + ROW_MAX))
 		return -ENOMEM;
 	/* partitions first, on their own: a batch rolled back must not take them along */
 	int64_t last = -1;
@@ -1202,7 +1186,7 @@ static void pgsql_close(void *self)
 		memset(s->secret, 0, strlen(s->secret));
 		free(s->secret);
 	}
-	free(s->buf);
+	byte_buffer_free(&s->out);
 	free(s);
 }
 
