@@ -8,14 +8,10 @@ or at the end of a `with` block; kill() is a kill -9, start() again restarts
 it on the same folder and ports.
 """
 import os
-import shutil
-import signal
-import subprocess
-import tempfile
-import time
 import urllib.error
 import urllib.request
 
+from serverproc import ServerProcess
 from tcpaudit import free_ports
 
 SERVER = "/usr/sbin/clickhouse-server"
@@ -75,11 +71,13 @@ def available():
     return server_binary() is not None and os.geteuid() == 0
 
 
-class ClickHouseServer:
+class ClickHouseServer(ServerProcess):
+    NAME = "clickhouse-server"
+    LOGS = ("out.log", "server.err.log")
+
     def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="tcp-audit-ch-")
+        super().__init__("tcp-audit-ch-")
         self.http_port, self.tcp_port = free_ports(2)
-        self.proc = None
         self.configure()
         with open(os.path.join(self.dir, "users.xml"), "w") as f:
             f.write(USERS.format(password=PASSWORD))
@@ -102,34 +100,15 @@ class ClickHouseServer:
 
     def start(self, timeout=30):
         binary = server_binary()
-        args = [binary]
-        if binary.endswith("/clickhouse"):
-            args.append("server")
-        args.append("--config-file=" + os.path.join(self.dir, "config.xml"))
-        self.out = open(os.path.join(self.dir, "stdout.log"), "ab")
-        self.proc = subprocess.Popen(args, stdout=self.out, stderr=subprocess.STDOUT,
-                                     cwd=self.dir)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("clickhouse-server exited: " + self.log_tail())
-            try:
-                if self.query("SELECT 1").strip() == "1":
-                    return self
-            except (OSError, RuntimeError):
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("clickhouse-server did not start: " + self.log_tail())
+        args = [binary] + (["server"] if binary.endswith("/clickhouse") else [])
+        return self.spawn(args + ["--config-file=" + os.path.join(self.dir, "config.xml")],
+                          self.ready, timeout)
 
-    def log_tail(self):
-        text = ""
-        for name in ("stdout.log", "server.err.log"):
-            try:
-                with open(os.path.join(self.dir, name), errors="replace") as f:
-                    text += f.read()[-2000:]
-            except OSError:
-                pass
-        return text
+    def ready(self):
+        try:
+            return self.query("SELECT 1").strip() == "1"
+        except (OSError, RuntimeError):
+            return False
 
     def query(self, sql, user=None, password=None):
         """The answer's text; RuntimeError with the server's message on an error."""
@@ -143,34 +122,3 @@ class ClickHouseServer:
                 return r.read().decode()
         except urllib.error.HTTPError as e:
             raise RuntimeError(e.read().decode(errors="replace")) from None
-
-    def rows(self, sql):
-        """TabSeparated rows as lists of strings."""
-        out = self.query(sql + " FORMAT TabSeparated")
-        return [line.split("\t") for line in out.splitlines()]
-
-    def stop(self, sig=signal.SIGTERM):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-        if getattr(self, "out", None):
-            self.out.close()
-            self.out = None
-
-    def kill(self):
-        self.stop(signal.SIGKILL)
-
-    def cleanup(self):
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.cleanup()
