@@ -7,7 +7,7 @@ pkgs="meson ninja-build gcc libc6-dev pkgconf clang llvm libbpf-dev bpftool libe
       libmicrohttpd-dev libsodium-dev zlib1g-dev libsqlite3-dev libpq-dev libcurl4-openssl-dev libtracefs-dev libtraceevent-dev"
 if [ "${1:-}" = "--test" ]; then
 	pkgs="$pkgs python3 libcmocka-dev sqlite3 postgresql valgrind binutils iproute2
-	      procps util-linux nftables clickhouse-server zookeeper logrotate prometheus groff-base
+	      procps util-linux nftables clickhouse-server zookeeper openssl logrotate prometheus groff-base
 	      git debhelper lintian systemd mmdebstrap systemd-container podman runc chromium"
 fi
 export DEBIAN_FRONTEND=noninteractive

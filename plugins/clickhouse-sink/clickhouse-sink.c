@@ -52,6 +52,7 @@ struct ch_config {
 	const char *user;
 	const char *password_file;
 	const char *cluster;
+	const char *ca_file;
 	int64_t batch_rows;
 	uint64_t batch_bytes;
 	int64_t interval_ms;
@@ -110,6 +111,12 @@ static const struct tcp_audit_option ch_options[] = {
 	 .def = "",
 	 .help = "file holding the user's password (its first line)",
 	 .offset = offsetof(struct ch_config, password_file)},
+	{.key = "ca_file",
+	 .type = TCP_AUDIT_OPT_STRING,
+	 .def = "",
+	 .help = "https: the CA certificates (PEM) the server's certificate must chain to "
+		 "(default: the system's)",
+	 .offset = offsetof(struct ch_config, ca_file)},
 	{.key = "cluster",
 	 .type = TCP_AUDIT_OPT_STRING,
 	 .def = "",
@@ -354,7 +361,10 @@ static int request(struct ch_sink *s, const char *url, const char *body, size_t 
 	if (rc == CURLE_WRITE_ERROR)
 		return -ENOMEM;
 	if (rc != CURLE_OK) {
-		snprintf(s->error, sizeof(s->error), "%s", curl_easy_strerror(rc));
+		snprintf(s->error, sizeof(s->error), "%s%s", curl_easy_strerror(rc),
+			 rc == CURLE_PEER_FAILED_VERIFICATION
+				 ? " (ca_file= names the CA of the server's certificate)"
+				 : "");
 		/* a URL or TLS set-up that cannot work is a mistake, not an outage */
 		return rc == CURLE_UNSUPPORTED_PROTOCOL || rc == CURLE_URL_MALFORMAT ||
 				       rc == CURLE_SSL_CACERT_BADFILE || rc == CURLE_SSL_CERTPROBLEM ||
@@ -614,6 +624,8 @@ static int set_up_transfer(struct ch_sink *s)
 	curl_easy_setopt(s->curl, CURLOPT_TIMEOUT, (long)cfg->timeout_s);
 	curl_easy_setopt(s->curl, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(s->curl, CURLOPT_PROTOCOLS_STR, "http,https");
+	if (*cfg->ca_file)
+		curl_easy_setopt(s->curl, CURLOPT_CAINFO, cfg->ca_file);
 	return 0;
 }
 

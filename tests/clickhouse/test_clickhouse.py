@@ -89,9 +89,9 @@ class ClickHouseSink(unittest.TestCase):
         return ["--sink", "clickhouse", "-p", "url=" + (url or self.ch.url),
                 "-p", "database=" + self.db] + [a for kv in extra for a in ("-p", kv)]
 
-    def replay(self, path=None, extra=(), more=()):
+    def replay(self, path=None, extra=(), more=(), url=None):
         r = run(["--event", "replay", "-p", "path=" + (path or self.inp)] + list(more) +
-                self.sink(*extra), timeout=300)
+                self.sink(*extra, url=url), timeout=300)
         self.assertEqual(r.returncode, 0, r.stderr)
         return r
 
@@ -174,6 +174,20 @@ class ClickHouseSink(unittest.TestCase):
                 self.sink("password_file=" + pw + ".missing"))
         self.assertEqual(r.returncode, 2)
         self.assertIn("cannot read password_file=", r.stderr)
+
+    def test_https(self):
+        other = chserver.ClickHouseServer(tls=True).start()
+        try:
+            url = other.https_url
+            self.replay(extra=["ca_file=" + other.ca_file], more=[], url=url)
+            self.assertEqual(int(other.query("SELECT count() FROM %s.tcp_events" % self.db)),
+                             len(store_lines()))
+            # a certificate no CA of ours signed: refused at start, saying what to do
+            r = run(["--event", "replay", "-p", "path=" + self.inp] + self.sink(url=url))
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn("ca_file= names the CA", r.stderr)
+        finally:
+            other.cleanup()
 
     def test_mistakes_are_one_line_errors(self):
         for extra, text in [(["url=127.0.0.1:8123"], "url= must start with http://"),

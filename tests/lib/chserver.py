@@ -8,6 +8,7 @@ or at the end of a `with` block; kill() is a kill -9, start() again restarts
 it on the same folder and ports.
 """
 import os
+import subprocess
 import urllib.error
 import urllib.request
 
@@ -43,6 +44,11 @@ CLUSTER = """  <remote_servers><{name}>{shards}</{name}></remote_servers>
   <macros><shard>{shard}</shard><replica>r1</replica></macros>
   <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>
 """
+TLS = """  <https_port>{port}</https_port>
+  <openSSL><server><certificateFile>{dir}/cert.pem</certificateFile>
+    <privateKeyFile>{dir}/key.pem</privateKeyFile><verificationMode>none</verificationMode>
+    <disableProtocols>sslv2,sslv3</disableProtocols></server></openSSL>
+"""
 SHARD = ("<shard><internal_replication>true</internal_replication>"
          "<replica><host>127.0.0.1</host><port>{port}</port></replica></shard>")
 
@@ -75,9 +81,17 @@ class ClickHouseServer(ServerProcess):
     NAME = "clickhouse-server"
     LOGS = ("out.log", "server.err.log")
 
-    def __init__(self):
+    def __init__(self, tls=False):
         super().__init__("tcp-audit-ch-")
-        self.http_port, self.tcp_port = free_ports(2)
+        self.http_port, self.tcp_port, self.https_port = free_ports(3)
+        self.tls = tls
+        if tls:  # a self-signed certificate for 127.0.0.1, its own CA
+            self.ca_file = os.path.join(self.dir, "cert.pem")
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                            "-keyout", os.path.join(self.dir, "key.pem"), "-out", self.ca_file,
+                            "-days", "2", "-subj", "/CN=127.0.0.1",
+                            "-addext", "subjectAltName=IP:127.0.0.1"],
+                           check=True, capture_output=True)
         self.configure()
         with open(os.path.join(self.dir, "users.xml"), "w") as f:
             f.write(USERS.format(password=PASSWORD))
@@ -85,9 +99,9 @@ class ClickHouseServer(ServerProcess):
     def configure(self, cluster=None, shards=(), shard=None, zookeeper=None):
         """cluster: a cluster's name, of the servers of shards (one replica each), this
         one shard number shard, with the ZooKeeper server zookeeper."""
-        extra = ""
+        extra = TLS.format(dir=self.dir, port=self.https_port) if self.tls else ""
         if cluster:
-            extra = CLUSTER.format(name=cluster, zk=zookeeper.port, shard="%02d" % shard,
+            extra += CLUSTER.format(name=cluster, zk=zookeeper.port, shard="%02d" % shard,
                                    shards="".join(SHARD.format(port=s.tcp_port)
                                                   for s in shards))
         with open(os.path.join(self.dir, "config.xml"), "w") as f:
@@ -97,6 +111,10 @@ class ClickHouseServer(ServerProcess):
     @property
     def url(self):
         return "http://127.0.0.1:%d" % self.http_port
+
+    @property
+    def https_url(self):
+        return "https://127.0.0.1:%d" % self.https_port
 
     def start(self, timeout=30):
         binary = server_binary()
