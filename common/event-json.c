@@ -176,6 +176,12 @@ size_t event_to_json(const struct tcp_audit_event *ev, char out[EVENT_JSON_MAX])
 		PUT_KEY(&o, "host");
 		put_string(&o, ev->host, sizeof(ev->host));
 	}
+	if (ev->valid & TCP_AUDIT_HAS_MACHINE) {
+		PUT_KEY(&o, "machine");
+		*o.p++ = '"';
+		o.p += format_machine(ev->machine, o.p);
+		*o.p++ = '"';
+	}
 	if (ev->kind == TCP_AUDIT_KIND_GAP) {
 		PUT_LIT(&o, ",\"kind\":\"gap\"");
 		PUT_NAME_FIELD(&o, "stage", gap_stage_name(ev->gap_stage), ev->gap_stage);
@@ -253,6 +259,7 @@ size_t event_to_json(const struct tcp_audit_event *ev, char out[EVENT_JSON_MAX])
 enum field_type {
 	F_TIME,
 	F_HOST,
+	F_MACHINE,
 	F_KIND,
 	F_STAGE,
 	F_DIRECTION,
@@ -295,6 +302,7 @@ struct field {
 static const struct field fields[] = {
 	{"time", 4, F_TIME, OFF(time_ns), 0, K_ALL, K_ALL},
 	{"host", 4, F_HOST, OFF(host), TCP_AUDIT_HAS_HOST, K_ALL, 0},
+	{"machine", 7, F_MACHINE, OFF(machine), TCP_AUDIT_HAS_MACHINE, K_ALL, 0},
 	{"kind", 4, F_KIND, OFF(kind), 0, K_ALL, 0},
 	{"stage", 5, F_STAGE, OFF(gap_stage), 0, K_GAP, K_GAP},
 	{"lost", 4, F_U64, OFF(gap_lost), 0, K_GAP, K_GAP},
@@ -613,6 +621,14 @@ int event_from_json(const char *line, size_t len, struct tcp_audit_event *ev, ch
 		case F_HOST:
 			r = parse_string(&ps, (char *)dst, TCP_AUDIT_HOST_LEN, NULL, key);
 			break;
+		case F_MACHINE: {
+			char buf[24];
+			size_t n;
+			r = parse_string(&ps, buf, sizeof(buf), &n, key);
+			if (!r && parse_machine(buf, n, &ev->machine))
+				r = fail(&ps, "machine: \"%s\" is not 16 hex digits", buf);
+			break;
+		}
 		case F_COMM:
 			r = parse_string(&ps, (char *)dst, TCP_AUDIT_COMM_LEN, NULL, key);
 			break;

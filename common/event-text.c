@@ -496,3 +496,32 @@ size_t bytes_to_utf8(const char *in, size_t len, char *out)
 	}
 	return o;
 }
+
+size_t format_machine(uint64_t machine, char out[MACHINE_TEXT_LEN])
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (int i = MACHINE_TEXT_LEN - 1; i >= 0; i--, machine >>= 4)
+		out[i] = digits[machine & 0xf];
+	return MACHINE_TEXT_LEN;
+}
+
+int parse_machine(const char *s, size_t len, uint64_t *machine)
+{
+	uint64_t v = 0;
+
+	if (len != MACHINE_TEXT_LEN)
+		return -EINVAL;
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+		unsigned d = c >= '0' && c <= '9'   ? (unsigned)(c - '0')
+			     : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
+			     : c >= 'A' && c <= 'F' ? (unsigned)(c - 'A' + 10)
+						    : 16;
+		if (d == 16)
+			return -EINVAL;
+		v = v << 4 | d;
+	}
+	*machine = v;
+	return 0;
+}

@@ -44,6 +44,12 @@ int reset_reason_from_name(const char *name, size_t len);
 const char *errno_name(unsigned err);
 int errno_from_name(const char *name, size_t len);
 
+/* A machine (struct tcp_audit_event's) as 16 lower-case hex digits, no NUL; returns 16. */
+#define MACHINE_TEXT_LEN 16
+size_t format_machine(uint64_t machine, char out[MACHINE_TEXT_LEN]);
+/* Parses those 16 digits (upper case too); 0 or -EINVAL. */
+int parse_machine(const char *s, size_t len, uint64_t *machine);
+
 /* v in decimal, no NUL (at most 20 bytes); returns the length. */
 size_t format_u64(uint64_t v, char *out);
 

@@ -744,7 +744,7 @@ static int prepare_state_directory(struct cli *cli)
 	return 0;
 }
 
-static int open_spool(struct cli *cli, const char *host, struct spool **spool)
+static int open_spool(struct cli *cli, const struct origin *origin, struct spool **spool)
 {
 	const char *labels[MAX_SINKS];
 	char err[1024];
@@ -760,7 +760,7 @@ static int open_spool(struct cli *cli, const char *host, struct spool **spool)
 	for (size_t i = 0; i < cli->n_sinks; i++)
 		labels[i] = cli->sinks[i].label;
 	struct spool_config sc = {.dir = cli->spool_dir,
-				  .host = host,
+				  .origin = origin,
 				  .max_bytes = cli->spool_size,
 				  .on_full = cli->spool_on_full};
 	if (spool_open(spool, &sc, labels, cli->n_sinks, err, sizeof(err)) < 0)
@@ -800,7 +800,8 @@ static int run(struct cli *cli)
 	bool sealed_to_the_end = false, ran = false;
 	sigset_t set;
 	int stop_signal = 0, r, status = 0, metrics_fd = -1;
-	char host[TCP_AUDIT_HOST_LEN] = "", metrics_at[128] = "";
+	char metrics_at[128] = "";
+	struct origin origin;
 
 	/* 1. load and check everything */
 	if (!cli->event_given) {
@@ -823,10 +824,7 @@ static int run(struct cli *cli)
 	}
 	if ((r = choose_spool(cli, is_auto)))
 		return r;
-	if (cli->host)
-		snprintf(host, sizeof(host), "%s", cli->host);
-	else
-		gethostname(host, sizeof(host) - 1);
+	origin_init(&origin, cli->host);
 	if (cli->metrics) { /* now, while any port may be bound */
 		char err[512];
 		metrics_fd = metrics_listen(cli->metrics, metrics_at, sizeof(metrics_at), err,
@@ -850,7 +848,7 @@ static int run(struct cli *cli)
 		goto close_all;
 	if (cli->user && ((status = open_sealer(cli, &sealer)) || (status = open_sinks(cli))))
 		goto close_all;
-	if (cli->spool_dir && (status = open_spool(cli, host, &spool)))
+	if (cli->spool_dir && (status = open_spool(cli, &origin, &spool)))
 		goto close_all;
 
 	/* 3. run; signals are taken synchronously by this thread only */
@@ -869,7 +867,7 @@ static int run(struct cli *cli)
 		.batch_size = (size_t)cli->batch_size,
 		.max_backlog = (uint64_t)cli->backlog,
 		.max_errors = (int)cli->max_errors,
-		.host = host,
+		.origin = &origin,
 		.spool = spool,
 		.stop_grace_ms = (int)cli->stop_grace * 1000,
 		.sealer = sealer,

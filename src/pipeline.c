@@ -284,8 +284,8 @@ static void add_gap_record(struct pipeline *p, uint64_t lost)
 	ev->gap_lost = lost;
 	ev->time_ns = now_ns(CLOCK_REALTIME);
 	ev->ktime_ns = now_ns(CLOCK_MONOTONIC);
-	ev->valid = TCP_AUDIT_HAS_KTIME | TCP_AUDIT_HAS_HOST;
-	copy_fixed_string(ev->host, sizeof(ev->host), p->cfg.host);
+	ev->valid = TCP_AUDIT_HAS_KTIME;
+	origin_stamp(p->cfg.origin, ev);
 	pthread_mutex_lock(&p->mu);
 	p->gap_records++;
 	pthread_mutex_unlock(&p->mu);
@@ -377,10 +377,8 @@ static void poll_eventer_stats(struct pipeline *p, bool at_stop)
 static void fill_host(struct pipeline *p, struct tcp_audit_event *ev, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
-		if (ev[i].valid & TCP_AUDIT_HAS_HOST)
-			continue;
-		copy_fixed_string(ev[i].host, sizeof(ev[i].host), p->cfg.host);
-		ev[i].valid |= TCP_AUDIT_HAS_HOST;
+		if (!(ev[i].valid & TCP_AUDIT_HAS_HOST))
+			origin_stamp(p->cfg.origin, &ev[i]);
 	}
 }
 

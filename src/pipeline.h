@@ -18,6 +18,7 @@
 #include <tcp-audit/plugin.h>
 
 #include "log.h"
+#include "origin.h"
 
 struct sealer;
 
@@ -35,7 +36,7 @@ struct pipeline_config {
 	size_t batch_size; /* most events per eventer read / sink write */
 	uint64_t max_backlog; /* events held beyond the ring while sinks catch up */
 	int max_errors;    /* consecutive failures of one plugin that stop the run */
-	const char *host;  /* put into events that carry no host */
+	const struct origin *origin; /* put into events that carry no host */
 	/*
 	 * With a spool (see spool.h; opened by the caller, who closes it after
 	 * pipeline_free()), events go through it instead of the ring and the

@@ -345,7 +345,8 @@ static size_t put_name(uint8_t *out, const char *name, size_t size)
  * without the padding that is most of the 256: the fields up to and with
  * `error` as they are (96 bytes), the addresses (the first 4 bytes of each
  * for AF_INET, else 16), each name as a length byte and its bytes to the
- * NUL, then gap_lost.  Returns the length (at most sizeof(*ev)).
+ * NUL, then gap_lost, then the machine where the event has one.  Returns the
+ * length (at most sizeof(*ev)).
  */
 static size_t canonical(const struct tcp_audit_event *ev, uint8_t *out)
 {
@@ -365,7 +366,13 @@ static size_t canonical(const struct tcp_audit_event *ev, uint8_t *out)
 	len += put_name(out + len, ev->owner_comm, sizeof(ev->owner_comm));
 	len += put_name(out + len, ev->host, sizeof(ev->host));
 	memcpy(out + len, &ev->gap_lost, sizeof(ev->gap_lost));
-	return len + sizeof(ev->gap_lost);
+	len += sizeof(ev->gap_lost);
+	/* only where there is one: the events of builds before it are covered as they were */
+	if (ev->valid & TCP_AUDIT_HAS_MACHINE) {
+		memcpy(out + len, &ev->machine, sizeof(ev->machine));
+		len += sizeof(ev->machine);
+	}
+	return len;
 }
 
 uint64_t seal_fp(const uint8_t fp_key[16], const struct tcp_audit_event *ev)

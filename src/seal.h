@@ -25,7 +25,8 @@
  * seal's mac in the chain (zeros for index 0); fp: per event, in batch
  * order, 16 hex digits: SipHash-2-4, under a key derived from k(E), the run
  * and the index, of the event's bytes less their padding (seal.c,
- * canonical(): the stores keep nothing else), so an altered event is named
+ * canonical(): the stores keep nothing else; the machine only where the
+ * event has one), so an altered event is named
  * and cannot be made to match; mac: keyed BLAKE2b-256 under k(E) of the
  * text up to and with '"fp":"', then the fingerprints as 8 bytes each (big
  * endian, as their digits read): the same as of the text, hashing half the

@@ -72,7 +72,7 @@ struct sink_pos {
 
 struct spool {
 	struct spool_config cfg;
-	char host[TCP_AUDIT_HOST_LEN];
+	struct origin origin;
 	int dir_fd, lock_fd;
 	uint64_t seg_records; /* records per segment file */
 
@@ -464,8 +464,9 @@ int spool_open(struct spool **out, const struct spool_config *cfg, const char *c
 	if (!s)
 		return -ENOMEM;
 	s->cfg = *cfg;
-	copy_fixed_string(s->host, sizeof(s->host), cfg->host ? cfg->host : "");
-	s->cfg.host = s->host;
+	if (cfg->origin)
+		s->origin = *cfg->origin;
+	s->cfg.origin = &s->origin;
 	s->dir_fd = s->lock_fd = s->wfd = -1;
 	s->n_sinks = n_sinks;
 	for (size_t i = 0; i < n_sinks; i++) {
@@ -831,8 +832,7 @@ static void gap_record(struct spool *s, struct tcp_audit_event *ev, uint64_t los
 	ev->kind = TCP_AUDIT_KIND_GAP;
 	ev->gap_stage = TCP_AUDIT_STAGE_SPOOL;
 	ev->gap_lost = lost;
-	ev->valid = TCP_AUDIT_HAS_HOST;
-	copy_fixed_string(ev->host, sizeof(ev->host), s->host);
+	origin_stamp(&s->origin, ev);
 }
 
 ssize_t spool_read(struct spool *s, size_t sink, uint64_t pos, uint64_t end,

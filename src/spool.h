@@ -23,6 +23,8 @@
 
 #include <tcp-audit/plugin.h>
 
+#include "origin.h"
+
 enum spool_on_full {
 	SPOOL_BLOCK = 0,       /* reading waits until a sink confirms */
 	SPOOL_DROP_OLDEST = 1, /* the oldest segment goes, the loss is counted */
@@ -33,7 +35,7 @@ enum spool_on_full {
 
 struct spool_config {
 	const char *dir;
-	const char *host;   /* put into the gap records the spool makes */
+	const struct origin *origin; /* put into the gap records the spool makes (NULL: none) */
 	uint64_t max_bytes; /* cap on the segment files together */
 	int on_full;        /* enum spool_on_full */
 };

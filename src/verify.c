@@ -149,6 +149,7 @@ struct verify {
 	char pg_name[512];
 	const char *unit, *seal_unit; /* how events and seals are found: "line", "row" */
 	bool by_uid;                  /* events are named by uid (PostgreSQL), not unit N */
+	bool no_machine;              /* a store made before the machine column */
 	struct seal_keys keys;
 	struct pending *pend;
 	size_t n_pend, cap_pend;
@@ -687,14 +688,17 @@ static int verify_jsonl(struct verify *v)
 	"time_ns, kind, host, family, saddr, daddr, sport, dport, old_state, new_state, "   \
 	"pid_on_cpu, tid_on_cpu, comm_on_cpu, owner_pid, owner_uid, owner_comm, sock_cookie, " \
 	"sock_inode, sock_uid, sock_gid, sock_state, netns, cgroup_id, seq, ktime, gap_stage, " \
-	"gap_lost, reset_direction, reset_reason, error"
+	"gap_lost, reset_direction, reset_reason, error, "
+
+/* The last column: machine, or NULL in a store made before it (no such column). */
+#define MACHINE_COLUMN(v) ((v)->no_machine ? "NULL" : "machine")
 
 /* The same from PostgreSQL: addresses as text without a mask. */
 #define EVENT_COLUMNS_PG                                                                   \
 	"time_ns, kind, host, family, host(saddr), host(daddr), sport, dport, old_state, "  \
 	"new_state, pid_on_cpu, tid_on_cpu, comm_on_cpu, owner_pid, owner_uid, owner_comm, " \
 	"sock_cookie, sock_inode, sock_uid, sock_gid, sock_state, netns, cgroup_id, seq, "   \
-	"ktime, gap_stage, gap_lost, reset_direction, reset_reason, error"
+	"ktime, gap_stage, gap_lost, reset_direction, reset_reason, error, "
 
 /* A row's columns, numbered as in EVENT_COLUMNS, however the store hands them over. */
 struct row {
@@ -781,6 +785,13 @@ static bool row_event(const struct row *r, struct tcp_audit_event *e)
 	}
 	e->seq = row_opt(r, 23, TCP_AUDIT_HAS_SEQ, &e->valid);
 	e->ktime_ns = row_opt(r, 24, TCP_AUDIT_HAS_KTIME, &e->valid);
+	if (!r->null(r->ctx, 30)) {
+		size_t n = 0;
+		const char *t = r->text(r->ctx, 30, &n);
+		if (!t || parse_machine(t, n, &e->machine))
+			return false;
+		e->valid |= TCP_AUDIT_HAS_MACHINE;
+	}
 	return true;
 }
 
@@ -858,9 +869,15 @@ static int verify_sqlite(struct verify *v)
 			v->source, sqlite3_errmsg(db));
 		goto out;
 	}
-	if (sqlite3_prepare_v2(db, "SELECT rowid, " EVENT_COLUMNS
-				   " FROM tcp_audit_events WHERE uid = ?",
-			       -1, &by_uid, NULL) != SQLITE_OK ||
+	char by_uid_sql[1024];
+	sqlite3_stmt *probe = NULL;
+	v->no_machine = sqlite3_prepare_v2(db, "SELECT machine FROM tcp_audit_events", -1, &probe,
+					   NULL) != SQLITE_OK;
+	sqlite3_finalize(probe);
+	snprintf(by_uid_sql, sizeof(by_uid_sql),
+		 "SELECT rowid, " EVENT_COLUMNS "%s FROM tcp_audit_events WHERE uid = ?",
+		 MACHINE_COLUMN(v));
+	if (sqlite3_prepare_v2(db, by_uid_sql, -1, &by_uid, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(db, "SELECT rowid, uid FROM tcp_audit_events ORDER BY rowid", -1,
 			       &all, NULL) != SQLITE_OK) {
 		fprintf(stderr, "tcp-audit verify: %s is not a tcp-audit archive: %s\n", v->source,
@@ -1018,12 +1035,13 @@ static bool pg_batch(PGconn *c, struct verify *v, const uint8_t *uids, size_t n)
 	}
 	*pu = *pt = '\0';
 	const char *params[2] = {u, t};
-	PGresult *res = PQexecParams(
-		c,
-		"SELECT e.uid::text, " EVENT_COLUMNS_PG " FROM unnest($1::uuid[], $2::bigint[])"
-		" WITH ORDINALITY AS w(uid, t, pos) JOIN tcp_audit_events e"
-		" ON e.uid = w.uid AND e.time_ns = w.t ORDER BY w.pos",
-		2, NULL, params, NULL, NULL, 0);
+	char sql[1024];
+	snprintf(sql, sizeof(sql),
+		 "SELECT e.uid::text, " EVENT_COLUMNS_PG "%s FROM unnest($1::uuid[], $2::bigint[])"
+		 " WITH ORDINALITY AS w(uid, t, pos) JOIN tcp_audit_events e"
+		 " ON e.uid = w.uid AND e.time_ns = w.t ORDER BY w.pos",
+		 MACHINE_COLUMN(v));
+	PGresult *res = PQexecParams(c, sql, 2, NULL, params, NULL, NULL, 0);
 	free(u);
 	free(t);
 	if (!pg_ok(c, res, PGRES_TUPLES_OK, "reading events", v)) {
@@ -1072,6 +1090,11 @@ static int verify_pgsql(struct verify *v)
 	}
 	archive_pgsql_name(c, v->pg_name, sizeof(v->pg_name));
 	v->source = v->pg_name;
+	res = PQexec(c, "SELECT count(*) FROM pg_attribute WHERE attrelid ="
+			" to_regclass('tcp_audit_events') AND attname = 'machine' AND NOT attisdropped");
+	v->no_machine = PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 ||
+			strcmp(PQgetvalue(res, 0, 0), "1") != 0;
+	PQclear(res);
 	res = PQexec(c, "BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ");
 	if (!pg_ok(c, res, PGRES_COMMAND_OK, "BEGIN", v))
 		goto out;

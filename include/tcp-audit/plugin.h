@@ -168,6 +168,7 @@ enum tcp_audit_event_valid {
 	TCP_AUDIT_HAS_TID = 1u << 9,        /* tid_on_cpu */
 	TCP_AUDIT_HAS_ERROR = 1u << 10,     /* error */
 	TCP_AUDIT_HAS_RESET_REASON = 1u << 11, /* reset_reason */
+	TCP_AUDIT_HAS_MACHINE = 1u << 12,      /* machine */
 };
 
 #define TCP_AUDIT_COMM_LEN 16
@@ -182,7 +183,7 @@ enum tcp_audit_event_valid {
  * Fields are added compatibly in the reserved bytes (zero in events of older
  * eventers, unread by older sinks), each with a validity bit or a new kind;
  * the size and TCP_AUDIT_ABI_VERSION stay.  Added since the first release:
- * reset_direction, reset_reason and error.
+ * reset_direction, reset_reason, error and machine.
  */
 struct tcp_audit_event {
 	uint64_t time_ns;     /* wall clock, ns since the Unix epoch (UTC) */
@@ -222,7 +223,13 @@ struct tcp_audit_event {
 	char owner_comm[TCP_AUDIT_COMM_LEN];
 	char host[TCP_AUDIT_HOST_LEN];
 	uint64_t gap_lost; /* for KIND_GAP: how many events were lost */
-	uint8_t reserved1[8];
+	/*
+	 * The capturing machine: the first 64 bits of its machine id
+	 * (/etc/machine-id, 32 hex digits), so that hosts of the same name are
+	 * told apart.  Set by tcp-audit together with host, on the events that
+	 * come without a host; eventers leave it alone.
+	 */
+	uint64_t machine;
 };
 
 _Static_assert(sizeof(struct tcp_audit_event) == 256, "event ABI size");

@@ -202,6 +202,7 @@ static const struct column {
 	{"time_ns", C_U64, NULL},
 	{"date", C_DATE, NULL},
 	{"host", C_STRING, NULL},
+	{"machine", C_N_STRING, NULL},
 	{"kind", C_ENUM, kind_name},
 	{"stage", C_N_ENUM, gap_stage_name},
 	{"lost", C_N_U64, NULL},
@@ -836,6 +837,10 @@ static void event_row(struct ch_sink *s, const struct tcp_audit_event *e)
 		put_text(s, e->host, TCP_AUDIT_HOST_LEN);
 	else
 		put_bytes(s, "", 0);
+	if (put_null_flag(s, v & TCP_AUDIT_HAS_MACHINE)) {
+		char machine[MACHINE_TEXT_LEN];
+		put_bytes(s, machine, format_machine(e->machine, machine));
+	}
 	put_u8(s, e->kind);
 	put_n_enum(s, gap, e->gap_stage);
 	put_n_u64(s, gap, e->gap_lost);

@@ -158,18 +158,21 @@ static const char *const table_sql =
 	"CREATE INDEX tcp_audit_events_brin_uid ON tcp_audit_events USING brin"
 	" ((uid::text COLLATE \"C\")) WITH (autosummarize = on);"
 	"CREATE INDEX tcp_audit_events_gaps ON tcp_audit_events (time_ns) WHERE kind = 1;";
-#define N_COLUMNS 31
+#define N_COLUMNS 32 /* with machine, added by added_columns_sql to every database */
 
 /*
  * The columns the table gained within schema v2: a store made before them
  * gets them when opened (added to the partitioned table, so to every chunk;
  * its rows have NULL there).  error: a u16, more than a smallint holds.
+ * machine: not in table_sql, so that a new database gets it here too, as
+ * the last column in every database (binary COPY goes by the table's order).
  */
 static const char *const added_columns_sql =
 	"ALTER TABLE tcp_audit_events ADD COLUMN IF NOT EXISTS reset_direction smallint,"
-	" ADD COLUMN IF NOT EXISTS reset_reason smallint, ADD COLUMN IF NOT EXISTS error integer";
-#define ADDED_COLUMNS_IN "('reset_direction', 'reset_reason', 'error')"
-#define N_ADDED 3
+	" ADD COLUMN IF NOT EXISTS reset_reason smallint, ADD COLUMN IF NOT EXISTS error integer,"
+	" ADD COLUMN IF NOT EXISTS machine text";
+#define ADDED_COLUMNS_IN "('reset_direction', 'reset_reason', 'error', 'machine')"
+#define N_ADDED 4
 
 /* What a closed chunk gets, built by sorting it once (%s: the partition). */
 static const char *const chunk_indexes_sql =
@@ -722,8 +725,8 @@ static int migrate(struct pgsql_sink *s)
 			goto fail;
 		if (added || remade)
 			tcp_audit_info(s->host,
-				       "%s: schema version %d brought up to date: %d columns added%s",
-				       s->store, SCHEMA_VERSION, added,
+				       "%s: schema version %d brought up to date: %d column%s added%s",
+				       s->store, SCHEMA_VERSION, added, added == 1 ? "" : "s",
 				       remade ? ", views made again" : "");
 		return 0;
 	}
@@ -733,6 +736,8 @@ static int migrate(struct pgsql_sink *s)
 	if (!exec_ok(s, table_sql))
 		goto fail;
 	if (v1_tables && ((version == 0 && !exec_ok(s, original_to_v1_sql)) || !migrate_v1(s)))
+		goto fail;
+	if (!exec_ok(s, added_columns_sql)) /* machine: last in every database */
 		goto fail;
 	char bump[160];
 	snprintf(bump, sizeof(bump),
@@ -860,7 +865,7 @@ fail:
 /* ------------------------------------------------------------------------ */
 /* Binary COPY                                                               */
 
-#define ROW_MAX 1024 /* more than a row takes: 31 fields, strings of at most 2 * 80 bytes */
+#define ROW_MAX 1024 /* more than a row takes: 32 fields, strings of at most 2 * 80 bytes */
 #define COPY_CHUNK (256 * 1024)
 
 static void put(struct pgsql_sink *s, const void *p, size_t n)
@@ -993,6 +998,13 @@ static void event_row(struct pgsql_sink *s, const struct tcp_audit_event *e)
 	put_i16(s, reset, e->reset_direction);
 	put_i16(s, reset && (v & TCP_AUDIT_HAS_RESET_REASON), e->reset_reason);
 	put_i32(s, st && (v & TCP_AUDIT_HAS_ERROR), e->error);
+	if (v & TCP_AUDIT_HAS_MACHINE) {
+		char machine[MACHINE_TEXT_LEN];
+		put_be32(s, (uint32_t)format_machine(e->machine, machine));
+		put(s, machine, sizeof(machine));
+	} else {
+		put_null(s);
+	}
 }
 
 static bool copy_begin(struct pgsql_sink *s, const char *table)

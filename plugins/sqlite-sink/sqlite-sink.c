@@ -109,7 +109,7 @@ static const struct tcp_audit_option sqlite_options[] = {
 	" gap_stage INTEGER, gap_lost INTEGER,"                                           \
 	" reset_direction INTEGER, reset_reason INTEGER, error INTEGER);"                  \
 	"CREATE INDEX tcp_audit_events_gaps ON tcp_audit_events(time_ns) WHERE kind = 1;"
-#define N_COLUMNS 31
+#define N_COLUMNS 32 /* with machine, added by complete_v2() to every file */
 /* Rows per INSERT for full runs of a batch: one statement's run (cursors opened, the program
  * started and halted) per row cost as much as the row itself; 32 rows share it. */
 #define ROWS_PER_INSERT 32
@@ -121,9 +121,16 @@ static const struct tcp_audit_option sqlite_options[] = {
 
 /*
  * The columns tcp_audit_events gained within schema v2, at its end: a file
- * made before them gets them when opened, its rows with NULL there.
+ * made before them gets them when opened, its rows with NULL there (a new
+ * file too gets machine this way, after EVENT_TABLE's, so that its columns
+ * come in the same order in every file).
  */
-static const char *const added_columns[] = {"reset_direction", "reset_reason", "error"};
+static const struct {
+	const char *name, *type;
+} added_columns[] = {{"reset_direction", "INTEGER"},
+		     {"reset_reason", "INTEGER"},
+		     {"error", "INTEGER"},
+		     {"machine", "TEXT"}};
 #define N_ADDED (sizeof(added_columns) / sizeof(added_columns[0]))
 
 /* The views in SQLite's SQL: only built-in functions, so any SQLite client reads them. */
@@ -159,7 +166,7 @@ static int prepare(struct sqlite_sink *s, const char *sql, sqlite3_stmt **st)
 /* INSERT of `rows` rows, their parameters numbered row after row. */
 static int prepare_insert(struct sqlite_sink *s, int rows, sqlite3_stmt **st)
 {
-	static const char row[] = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+	static const char row[] = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
 	static const char head[] = "INSERT INTO tcp_audit_events VALUES ",
 			  tail[] = " ON CONFLICT(uid) DO NOTHING";
 	_Static_assert(sizeof(row) == 2 * N_COLUMNS + 2, "one ? per column");
@@ -295,7 +302,7 @@ static int missing_columns(struct sqlite_sink *s)
 	int missing = 0;
 
 	for (size_t i = 0; i < N_ADDED; i++) {
-		int has = has_column(s, "tcp_audit_events", added_columns[i]);
+		int has = has_column(s, "tcp_audit_events", added_columns[i].name);
 		if (has < 0)
 			return -1;
 		missing += !has;
@@ -334,7 +341,7 @@ static int complete_v2(struct sqlite_sink *s, const char *views, int *added, boo
 	int rc;
 
 	for (size_t i = 0; i < N_ADDED; i++) {
-		int has = has_column(s, "tcp_audit_events", added_columns[i]);
+		int has = has_column(s, "tcp_audit_events", added_columns[i].name);
 		if (has < 0) {
 			tcp_audit_error(s->host, "%s: cannot read tcp_audit_events: %s", s->path,
 					sqlite3_errmsg(s->db));
@@ -342,8 +349,8 @@ static int complete_v2(struct sqlite_sink *s, const char *views, int *added, boo
 		}
 		if (has)
 			continue;
-		snprintf(sql, sizeof(sql), "ALTER TABLE tcp_audit_events ADD COLUMN %s INTEGER",
-			 added_columns[i]);
+		snprintf(sql, sizeof(sql), "ALTER TABLE tcp_audit_events ADD COLUMN %s %s",
+			 added_columns[i].name, added_columns[i].type);
 		if ((rc = exec(s, sql)))
 			return rc;
 		++*added;
@@ -405,8 +412,8 @@ static int migrate(struct sqlite_sink *s)
 	if (version < atoi(SCHEMA_VERSION))
 		tcp_audit_info(s->host, "%s: schema version %s", s->path, SCHEMA_VERSION);
 	else if (added || remade)
-		tcp_audit_info(s->host, "%s: schema version %s brought up to date: %d columns added%s",
-			       s->path, SCHEMA_VERSION, added, remade ? ", views made again" : "");
+		tcp_audit_info(s->host, "%s: schema version %s brought up to date: %d column%s added%s",
+			       s->path, SCHEMA_VERSION, added, added == 1 ? "" : "s", remade ? ", views made again" : "");
 	return 0;
 }
 
@@ -519,7 +526,7 @@ static void bind_opt(sqlite3_stmt *st, int i, bool valid, int64_t v)
 
 /* Text a row's parameters point to until the statement has run (SQLITE_STATIC). */
 struct row_text {
-	char uid[EVENT_UID_LEN], src[ADDR_TEXT_LEN], dst[ADDR_TEXT_LEN];
+	char uid[EVENT_UID_LEN], src[ADDR_TEXT_LEN], dst[ADDR_TEXT_LEN], machine[MACHINE_TEXT_LEN];
 };
 
 /* Binds one row at parameter base + 1...; u64 values are stored as SQLite's signed 64-bit
@@ -574,6 +581,11 @@ static void bind_row(sqlite3_stmt *st, int base, const struct tcp_audit_event *e
 	}
 	bind_opt(st, base + 25, v & TCP_AUDIT_HAS_SEQ, (int64_t)e->seq);
 	bind_opt(st, base + 26, v & TCP_AUDIT_HAS_KTIME, (int64_t)e->ktime_ns);
+	if (v & TCP_AUDIT_HAS_MACHINE)
+		sqlite3_bind_text(st, base + 32, t->machine, (int)format_machine(e->machine, t->machine),
+				  SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, base + 32);
 }
 
 /* The batch's rows, ROWS_PER_INSERT at a time, then the rest one by one. */

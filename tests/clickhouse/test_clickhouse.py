@@ -19,12 +19,12 @@ from tcpaudit import (SNAPSHOT_LINE, Running, read_jsonl, reset_lines, run, samp
 SANITIZED = bool(os.environ.get("TCP_AUDIT_SANITIZED") or os.environ.get("TCP_AUDIT_WRAPPER"))
 
 # every column, as the JSON form's value (addresses as text, NULL as None)
-SELECT_ALL = """SELECT toString(uid), time_ns, toString(date), host, kind, stage, lost, direction,
- reason, family, IPv6NumToString(saddr), sport, IPv6NumToString(daddr), dport, old_state,
+SELECT_ALL = """SELECT toString(uid), time_ns, toString(date), host, machine, kind, stage, lost,
+ direction, reason, family, IPv6NumToString(saddr), sport, IPv6NumToString(daddr), dport, old_state,
  new_state, state, error, pid_on_cpu, tid_on_cpu, comm_on_cpu, owner_pid, owner_uid,
  owner_comm, sock_cookie, sock_inode, sock_uid, sock_gid, sock_state, netns, cgroup_id, seq,
  ktime FROM {table} ORDER BY time_ns, uid FORMAT JSONEachRow"""
-KEYS = ["uid", "time_ns", "date", "host", "kind", "stage", "lost", "direction", "reason",
+KEYS = ["uid", "time_ns", "date", "host", "machine", "kind", "stage", "lost", "direction", "reason",
         "family", "saddr", "sport", "daddr", "dport", "old_state", "new_state", "state", "error",
         "pid_on_cpu", "tid_on_cpu", "comm_on_cpu", "owner_pid", "owner_uid", "owner_comm",
         "sock_cookie", "sock_inode", "sock_uid", "sock_gid", "sock_state", "netns", "cgroup_id",
@@ -104,14 +104,18 @@ class ClickHouseSink(unittest.TestCase):
         return [json.loads(line, object_pairs_hook=dict) for line in out.splitlines()]
 
     def test_every_field_of_every_kind_as_the_json_form(self):
+        # and an event with the capturing machine's id
+        machine = sample_line(30).replace('"host":"host-a",',
+                                          '"host":"host-a","machine":"0123456789abcdef",')
         with open(self.inp, "a") as f:
-            f.write("\n".join(reset_lines() + [SNAPSHOT_LINE]) + "\n")
+            f.write("\n".join(reset_lines() + [SNAPSHOT_LINE, machine]) + "\n")
         out = os.path.join(self.tmp.name, "out.jsonl")
         self.replay(more=["--sink", "jsonl", "-p", "path=" + out])
         want = sorted(read_jsonl(out), key=lambda e: (e["time"], e.get("seq", 0)))
         got = sorted((as_json_form(r) for r in self.rows()),
                      key=lambda e: (e["time"], e.get("seq", 0)))
-        self.assertEqual(len(got), len(store_lines()) + len(reset_lines()) + 1)
+        self.assertEqual(len(got), len(store_lines()) + len(reset_lines()) + 2)
+        self.assertEqual([e["machine"] for e in got if "machine" in e], ["0123456789abcdef"])
         kinds = {e.get("kind") for e in got}
         self.assertEqual(kinds, {None, "gap", "reset", "snapshot"})
         self.assertIn("inet6", {e.get("family") for e in got})

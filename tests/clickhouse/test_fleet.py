@@ -1,11 +1,14 @@
 """A fleet into one store: three "hosts" (network namespaces the test makes,
-each with its own host name in a UTS namespace and its own loopback traffic),
+each with its own host name in a UTS namespace, two of them the same name,
+its own machine id bind-mounted in a mount namespace, and its own loopback
+traffic),
 one tcp-audit per host (bpf, netns= filter, a spool of its own) writing to a
 ClickHouse cluster of two shards (one replica each, ZooKeeper,
 ReplicatedReplacingMergeTree under a Distributed table, cluster=) and to one
 PostgreSQL.  Mid-run a shard is killed with -9 and restarted, then ZooKeeper
 is stopped and started again: every event once in both stores, per host
-exactly the traffic that host made."""
+exactly the traffic that host made, hosts of the same name told apart by
+their machine ids."""
 import os
 import signal
 import subprocess
@@ -21,7 +24,8 @@ from tcpaudit import BIN, WRAPPER, wait_until
 
 LOADGEN = os.environ.get("TCP_AUDIT_LOADGEN", "")
 SANITIZED = bool(os.environ.get("TCP_AUDIT_SANITIZED") or os.environ.get("TCP_AUDIT_WRAPPER"))
-HOSTS = {"fleet-a": 0, "fleet-b": 1, "fleet-c": 2}  # name: index
+# key: (host name, index); c has a's name, and only its machine id tells them apart
+HOSTS = {"a": ("fleet-a", 0), "b": ("fleet-b", 1), "c": ("fleet-a", 2)}
 ROUNDS = ((100, 150, 200), (120, 80, 60), (90, 110, 130))  # connections per host per round
 OUTAGE_TIMEOUT = 240  # seconds for the stores to catch up after an outage
 
@@ -35,25 +39,33 @@ def ready():
         return "needs clickhouse-server, zookeeper and postgresql"
     if not os.path.exists("/sys/kernel/btf/vmlinux"):
         return "needs BTF for the bpf eventer"
+    if not os.path.isfile("/etc/machine-id"):
+        return "needs /etc/machine-id to mount each host's own over"
     return None
 
 
 class Host:
     """A network namespace with its own name, traffic and tcp-audit."""
 
-    def __init__(self, name, workdir):
-        self.name = name
-        self.ns = "ta-%s-%d" % (name, os.getpid())
+    def __init__(self, key, workdir):
+        self.key = key
+        self.name, self.index = HOSTS[key]
+        self.machine_id = os.urandom(16).hex()
+        self.ns = "ta-fleet-%s-%d" % (key, os.getpid())
         subprocess.run(["ip", "netns", "add", self.ns], check=True)
         subprocess.run(["ip", "-n", self.ns, "link", "set", "lo", "up"], check=True)
         self.inode = os.stat("/run/netns/" + self.ns).st_ino
-        self.dir = os.path.join(workdir, name)
+        self.dir = os.path.join(workdir, key)
         os.mkdir(self.dir)
+        with open(os.path.join(self.dir, "machine-id"), "w") as f:
+            f.write(self.machine_id + "\n")
         self.proc = None
         self.events = 0
 
     def start(self, sinks):
-        args = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', self.name] + \
+        args = ["unshare", "--uts", "--mount", "sh", "-c",
+                'mount --bind "$0" /etc/machine-id && hostname "$1" && shift && exec "$@"',
+                os.path.join(self.dir, "machine-id"), self.name] + \
             WRAPPER + [BIN, "--event", "bpf", "-p", "netns=%d" % self.inode,
                        "-p", "snapshot=false", "-p", "kinds=state",
                        "--spool", os.path.join(self.dir, "spool"), "--stop-grace", "60"] + sinks
@@ -122,18 +134,20 @@ class Fleet(unittest.TestCase):
 
     def ch_counts(self, final=False):
         out = self.shards[0].query(
-            "SELECT host, count(), uniqExact(uid) FROM fleet.tcp_events%s WHERE kind ="
-            " 'state_change' GROUP BY host ORDER BY host FORMAT TabSeparated"
+            "SELECT host, machine, count(), uniqExact(uid) FROM fleet.tcp_events%s WHERE kind ="
+            " 'state_change' GROUP BY host, machine FORMAT TabSeparated"
             % (" FINAL" if final else ""))
-        return {l.split("\t")[0]: [int(x) for x in l.split("\t")[1:]] for l in out.splitlines()}
+        rows = [l.split("\t") for l in out.splitlines()]
+        return {(r[0], r[1]): [int(r[2]), int(r[3])] for r in rows}
 
     def pg_counts(self):
-        out = self.pg.psql("fleet", "SELECT host, count(*), count(DISTINCT uid) FROM"
-                                    " tcp_audit_events WHERE kind = 0 GROUP BY host ORDER BY host")
-        return {l.split("|")[0]: [int(x) for x in l.split("|")[1:]] for l in out.splitlines()}
+        out = self.pg.psql("fleet", "SELECT host, machine, count(*), count(DISTINCT uid) FROM"
+                                    " tcp_audit_events WHERE kind = 0 GROUP BY host, machine")
+        rows = [l.split("|") for l in out.splitlines()]
+        return {(r[0], r[1]): [int(r[2]), int(r[3])] for r in rows}
 
     def want(self):
-        return {h.name: [h.events, h.events] for h in self.hosts}
+        return {(h.name, h.machine_id[:16]): [h.events, h.events] for h in self.hosts}
 
     def caught_up(self):
         try:
@@ -143,13 +157,13 @@ class Fleet(unittest.TestCase):
 
     def churn(self, round_):
         for h in self.hosts:
-            h.churn(ROUNDS[round_][HOSTS[h.name]])
+            h.churn(ROUNDS[round_][h.index])
 
     def test_hosts_into_a_sharded_cluster_and_postgresql_through_outages(self):
-        for name in HOSTS:
-            self.hosts.append(Host(name, self.tmp.name))
+        for key in HOSTS:
+            self.hosts.append(Host(key, self.tmp.name))
         for h in self.hosts:
-            shard = self.shards[HOSTS[h.name] % 2]
+            shard = self.shards[h.index % 2]
             h.start(["--sink", "clickhouse", "-p", "url=" + shard.url, "-p", "database=fleet",
                      "-p", "cluster=fleet", "-p", "interval=200",
                      "--sink", "pgsql", "-p", "conninfo=" + self.pg.conninfo("fleet")])
@@ -179,16 +193,16 @@ class Fleet(unittest.TestCase):
         for h in self.hosts:
             self.assertEqual(h.stop(), 130, h.stderr())
         want = self.want()
-        self.assertEqual(set(want), set(HOSTS))
+        self.assertEqual(len(want), len(HOSTS))
         for h in self.hosts:
-            self.assertEqual(h.events, 10 * sum(r[HOSTS[h.name]] for r in ROUNDS) + 6)
+            self.assertEqual(h.events, 10 * sum(r[h.index] for r in ROUNDS) + 6)
         # every event once: without FINAL too (retries were dropped as blocks already held)
         self.assertEqual(self.ch_counts(), want)
         self.assertEqual(self.ch_counts(final=True), want)
         self.assertEqual(self.pg_counts(), want)
         # both shards hold a share of every host's events (sharded by uid)
         for s in self.shards:
-            out = s.query("SELECT uniqExact(host) FROM fleet.tcp_events_local")
+            out = s.query("SELECT uniqExact(host, machine) FROM fleet.tcp_events_local")
             self.assertEqual(out.strip(), str(len(HOSTS)))
         log = "".join(h.stderr() for h in self.hosts)
         self.assertIn("is back", log)

@@ -1,6 +1,7 @@
 """Bad command lines: each gives one clear line on stderr, exit status 2, and
 nothing written to any sink."""
 import os
+import re
 import tempfile
 import unittest
 
@@ -122,7 +123,18 @@ class BadInput(unittest.TestCase):
         r = run(["--event", fixture("synthetic-eventer"), "-p", "count=3", "--spool", "none",
                  "--host", "web-01.example", "--sink", "jsonl", "-p", "path=" + self.out])
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertEqual([e["host"] for e in read_jsonl(self.out)], ["web-01.example"] * 3)
+        events = read_jsonl(self.out)
+        self.assertEqual([e["host"] for e in events], ["web-01.example"] * 3)
+        # with the machine's id (its first 16 hex digits), when it has one
+        try:
+            with open("/etc/machine-id") as f:
+                machine_id = f.read().strip()
+        except OSError:
+            machine_id = ""
+        if re.fullmatch(r"[0-9a-f]{32}", machine_id):
+            self.assertEqual({e["machine"] for e in events}, {machine_id[:16]})
+        else:
+            self.assertNotIn("machine", events[0])
         os.unlink(self.out)
         r = run(self.replay() + ["--host", "web-02", "--sink", "jsonl", "-p", "path=" + self.out])
         self.assertEqual(r.returncode, 0, r.stderr)

@@ -39,6 +39,13 @@ def lines_with_everything():
     out.append(sample_line(60, sport="0", dport="65535", sock_cookie="18446744073709551615"))
     out.append(SNAPSHOT_LINE)
     out += FAILURE_LINES + reset_lines()
+    # the capturing machine's id: on every kind of record
+    with_machine = lambda l: l.replace('"host":"host-a",',
+                                       '"host":"host-a","machine":"00ff00ff00ff00ff",')
+    out += [with_machine(sample_line(70)), with_machine(SNAPSHOT_LINE),
+            with_machine(reset_lines()[0]),
+            '{"time":"2026-11-25T01:53:08.000000000Z","host":"host-a",'
+            '"machine":"ffffffffffffffff","kind":"gap","stage":"queue","lost":1}']
     return out
 
 
@@ -176,6 +183,8 @@ class Malformed(unittest.TestCase):
         (sample_line(1, saddr='"999.1.1.1"'), 'saddr: "999.1.1.1" is not an IPv4 address'),
         (sample_line(1, family='"inet6"'), 'is not an IPv6 address'),
         (sample_line(1, new_state='"OPEN"'), 'new_state: unknown value "OPEN"'),
+        (sample_line(1, host='"h","machine":"12345"'), 'machine: "12345" is not 16 hex digits'),
+        (sample_line(1, host='"h","machine":"0123456789abcdeg"'), "is not 16 hex digits"),
         (sample_line(1, time='"yesterday"'), 'time: "yesterday" is not an RFC 3339 time'),
         (sample_line(1, comm_on_cpu='"0123456789abcdefg"'), "comm_on_cpu: longer than 15"),
         (sample_line(1, sport="-1"), "sport: expected a non-negative integer"),

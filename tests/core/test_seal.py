@@ -18,6 +18,7 @@ import tempfile
 import time
 import unittest
 
+import tcpaudit
 from tcpaudit import Running, fixture, run, wait_until
 
 SYNTH = fixture("synthetic-eventer")
@@ -219,6 +220,19 @@ class Seal(unittest.TestCase):
         self.assertIn("line %d: a seal of format 1, which this tcp-audit does not read"
                       % (seals[1] + 1), out)
 
+    def test_sqlite_archive_made_before_the_machine_column(self):
+        # events with no machine (replayed), in a file as builds before the column made it
+        self.seal_init()
+        inp = os.path.join(self.d, "in.jsonl")
+        with open(inp, "w") as f:
+            f.write("".join(tcpaudit.sample_line(i) + "\n" for i in range(1, 101)))
+        db = os.path.join(self.d, "old.db")
+        r = run(["--event", "replay", "-p", "path=" + inp, "--sink", "sqlite", "-p",
+                 "path=" + db, "--seal", self.key, "--batch-size", "40"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out = self.verify_db(db, "ALTER TABLE tcp_audit_events DROP COLUMN machine", 0)
+        self.assertIn("100 events verified in 4 seals", out)
+
     def sqlite_capture(self, count=3000, batch=500):
         db = os.path.join(self.d, "events.db")
         r = run(["--event", SYNTH, "-p", "count=%d" % count, "--sink", "sqlite",
@@ -258,14 +272,19 @@ class Seal(unittest.TestCase):
         # one byte of one address
         out = self.verify_db(db, "UPDATE tcp_audit_events SET saddr = '::2' WHERE rowid = 20", 1)
         self.assertIn("row 20: event altered (it was event 20 of seal %s #0" % run_id, out)
+        # the machine of one (the synthetic events are this machine's: it has an id or none)
+        out = self.verify_db(db, "UPDATE tcp_audit_events SET machine = "
+                                 "CASE WHEN machine IS NULL THEN '0123456789abcdef' END"
+                                 " WHERE rowid = 21", 1)
+        self.assertIn("row 21: event altered (it was event 21 of seal %s #0" % run_id, out)
         # a forged row (another's copy, another port and uid)
         out = self.verify_db(db, "INSERT INTO tcp_audit_events SELECT 'f' || substr(uid, 2), "
                                  "time_ns, kind, host, family, saddr, daddr, sport, 4444, "
                                  "old_state, new_state, pid_on_cpu, tid_on_cpu, comm_on_cpu, "
                                  "owner_pid, owner_uid, owner_comm, sock_cookie, sock_inode, "
                                  "sock_uid, sock_gid, sock_state, netns, cgroup_id, seq, ktime, "
-                                 "gap_stage, gap_lost, reset_direction, reset_reason, error "
-                                 "FROM tcp_audit_events WHERE rowid = 30", 1)
+                                 "gap_stage, gap_lost, reset_direction, reset_reason, error, "
+                                 "machine FROM tcp_audit_events WHERE rowid = 30", 1)
         self.assertIn("row 3001: an event no seal covers", out)
         # a seal dropped
         out = self.verify_db(db, "DELETE FROM tcp_audit_seals WHERE idx = 2", 1)

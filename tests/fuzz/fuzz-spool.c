@@ -53,7 +53,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static struct tcp_audit_event out[64];
 	const char *labels[] = {"s"};
-	struct spool_config cfg = {.dir = dir, .host = "h", .max_bytes = 1 << 20};
+	struct origin origin = {.host = "h"};
+	struct spool_config cfg = {.dir = dir, .origin = &origin, .max_bytes = 1 << 20};
 	struct spool *s;
 	char err[512];
 

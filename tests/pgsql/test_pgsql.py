@@ -156,7 +156,7 @@ class PgsqlSink(unittest.TestCase):
             f.write("\n".join(reset_lines()) + "\n")
         r = run(["--event", "replay", "-p", "path=" + self.inp] + self.sink())
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertIn("schema version 2 brought up to date: 3 columns added, views made again",
+        self.assertIn("schema version 2 brought up to date: 4 columns added, views made again",
                       r.stderr)
         # the columns and views of a database made now (the chunk's columns too)
         PgsqlSink.n += 1
@@ -437,6 +437,9 @@ class PgsqlSink(unittest.TestCase):
     def test_sealed_store_verifies_and_tampering_is_named(self):
         # every field, a command name with a byte that is not UTF-8, a gap record
         lines = store_lines() + [sample_line(i) for i in range(100, 2100)]
+        # and one with the capturing machine's id
+        lines.append(sample_line(2500).replace('"host":"host-a",',
+                                               '"host":"host-a","machine":"0123456789abcdef",'))
         db = self.sealed_db(lines)
         out = self.verify(db, 0)
         self.assertIn("%d events verified in 6 seals of 1 run" % len(lines), out)
@@ -451,6 +454,13 @@ class PgsqlSink(unittest.TestCase):
         self.pg.psql(db, "UPDATE tcp_audit_events SET saddr = '10.0.0.99' WHERE seq = 120")
         out = self.verify(db, 1)
         self.assertIn("event %s: event altered (it was event 29 of seal %s #0"
+                      % (altered, run_id(db)), out)
+        # the machine changed (the last line: the 9th event of the fifth batch)
+        altered = self.pg.psql(db, "SELECT uid FROM tcp_audit_events WHERE seq = 2500").strip()
+        self.pg.psql(db, "UPDATE tcp_audit_events SET machine = '0123456789abcdee'"
+                         " WHERE seq = 2500")
+        out = self.verify(db, 1)
+        self.assertIn("event %s: event altered (it was event 9 of seal %s #4"
                       % (altered, run_id(db)), out)
         # a forged row: another's copy with another port and uid
         db = self.sealed_db(lines)

@@ -196,7 +196,7 @@ class SqliteSink(unittest.TestCase):
         with open(self.inp, "w") as f:
             f.write("\n".join(reset_lines()) + "\n")
         r = self.replay()
-        self.assertIn("schema version 2 brought up to date: 3 columns added, views made again",
+        self.assertIn("schema version 2 brought up to date: 4 columns added, views made again",
                       r.stderr)
         # the schema of a file made now
         fresh = os.path.join(self.tmp.name, "fresh.db")
@@ -276,8 +276,8 @@ class SqliteSink(unittest.TestCase):
                 tables.append(c.execute("SELECT * FROM tcp_audit_events ORDER BY uid").fetchall())
         self.assertEqual(len(tables[0]), len(lines))
         self.assertEqual(tables[0], tables[1])
-        # with what is new at the end of a row: reset direction, reason, error
-        self.assertEqual(sorted((r[24], r[28:]) for r in tables[0] if 20 < (r[24] or 0) < 30),
+        # with what is new at the end of a row: reset direction, reason, error (machine: none)
+        self.assertEqual(sorted((r[24], r[28:31]) for r in tables[0] if 20 < (r[24] or 0) < 30),
                          [(21, (1, 11, None)), (22, (2, None, None)), (23, (1, 1, None)),
                           (24, (None, None, errno.ECONNREFUSED)),
                           (25, (None, None, errno.ETIMEDOUT))])
