@@ -79,8 +79,7 @@ struct ch_sink {
 	bool last_small;      /* the last insert was of fewer than batch_rows / 16 rows */
 	uint64_t inserts, inserted;
 	/* the last request's answer */
-	char *reply;
-	size_t reply_len;
+	struct byte_buffer reply; /* NUL-terminated */
 	long status;
 	char error[512]; /* a one-line description of the last failure */
 };
@@ -289,16 +288,13 @@ static size_t on_reply(char *data, size_t size, size_t n, void *user)
 	struct ch_sink *s = user;
 	size_t len = size * n, keep = len;
 
-	if (s->reply_len + keep > REPLY_MAX)
-		keep = REPLY_MAX - s->reply_len;
+	if (s->reply.len + keep > REPLY_MAX)
+		keep = REPLY_MAX - s->reply.len;
 	if (keep) {
-		char *p = realloc(s->reply, s->reply_len + keep + 1);
-		if (!p)
+		if (byte_buffer_reserve(&s->reply, keep + 1))
 			return 0; /* the transfer fails: reported as out of memory */
-		s->reply = p;
-		memcpy(s->reply + s->reply_len, data, keep);
-		s->reply_len += keep;
-		s->reply[s->reply_len] = '\0';
+		byte_buffer_put(&s->reply, data, keep);
+		s->reply.p[s->reply.len] = '\0';
 	}
 	return len;
 }
@@ -331,7 +327,7 @@ static bool transient_code(int code)
 /* The reply's first line, with the password (if the server ever echoed it) blotted out. */
 static void describe_reply(struct ch_sink *s)
 {
-	char *msg = s->reply ? s->reply : "";
+	const char *msg = s->reply.p ? s->reply.p : "";
 	size_t n = strcspn(msg, "\n");
 
 	snprintf(s->error, sizeof(s->error), "HTTP %ld: %.*s", s->status, (int)n, msg);
@@ -351,9 +347,9 @@ static void describe_reply(struct ch_sink *s)
  */
 static int request(struct ch_sink *s, const char *url, const char *body, size_t len)
 {
-	s->reply_len = 0;
-	if (s->reply)
-		s->reply[0] = '\0';
+	s->reply.len = 0;
+	if (s->reply.p)
+		s->reply.p[0] = '\0';
 	s->status = 0;
 	curl_easy_setopt(s->curl, CURLOPT_URL, url);
 	curl_easy_setopt(s->curl, CURLOPT_POSTFIELDS, body);
@@ -377,7 +373,7 @@ static int request(struct ch_sink *s, const char *url, const char *body, size_t 
 	if (s->status == 200)
 		return 0;
 	describe_reply(s);
-	return s->status == 503 || transient_code(error_code(s->reply)) ? TCP_AUDIT_RETRY : -EIO;
+	return s->status == 503 || transient_code(error_code(s->reply.p)) ? TCP_AUDIT_RETRY : -EIO;
 }
 
 static int query(struct ch_sink *s, const char *sql)
@@ -457,7 +453,7 @@ static int check_columns(struct ch_sink *s, size_t *found)
 	for (size_t i = 0; i < N_COLUMNS; i++) {
 		const struct column *c = &columns[i];
 		size_t nlen = strlen(c->name);
-		const char *line = s->reply, *type = NULL;
+		const char *line = s->reply.p, *type = NULL;
 		while (line && *line) {
 			if (strncmp(line, c->name, nlen) == 0 && line[nlen] == '\t') {
 				type = line + nlen + 1;
@@ -468,16 +464,11 @@ static int check_columns(struct ch_sink *s, size_t *found)
 		}
 		if (!type)
 			continue;
-		size_t tlen = strcspn(type, "\n");
-		struct byte_buffer want = {0};
-		column_type(&want, c);
-		if (want.failed)
-			return -ENOMEM;
-		bool same = c->type == C_ENUM || c->type == C_N_ENUM
-				    ? strncmp(type, type_names[c->type], strlen(type_names[c->type])) == 0
-				    : tlen == want.len && strncmp(type, want.p, tlen) == 0;
-		byte_buffer_free(&want);
-		if (!same) {
+		/* type_names[] is the whole type but for an enum's, which ends with its values */
+		size_t tlen = strcspn(type, "\n"), wlen = strlen(type_names[c->type]);
+		bool enumerated = c->type == C_ENUM || c->type == C_N_ENUM;
+		if ((enumerated ? tlen < wlen : tlen != wlen) ||
+		    strncmp(type, type_names[c->type], wlen) != 0) {
 			tcp_audit_error(s->host,
 					"%s: the table exists with column %s of type %.*s, not %s: "
 					"not a table of tcp-audit's (table= names another)",
@@ -503,7 +494,7 @@ static int set_up(struct ch_sink *s)
 		 s->cfg->database, s->cfg->table);
 	if ((r = query(s, sql)) != 0)
 		return r;
-	if (s->reply_len == 0) {
+	if (s->reply.len == 0) {
 		bool cluster = *s->cfg->cluster;
 		snprintf(sql, sizeof(sql), "CREATE DATABASE IF NOT EXISTS %s%s%s", s->cfg->database,
 			 cluster ? " ON CLUSTER " : "", s->cfg->cluster);
@@ -1043,7 +1034,7 @@ static void ch_close(void *self)
 	free(s->insert_url);
 	free(s->query_url);
 	byte_buffer_free(&s->out);
-	free(s->reply);
+	byte_buffer_free(&s->reply);
 	free(s);
 }
 
