@@ -24,6 +24,19 @@ bool archive_is_sqlite(const char *path)
 	return yes;
 }
 
+void archive_column_query(bool pgsql, const char *column, char *out, size_t size)
+{
+	if (pgsql)
+		snprintf(out, size,
+			 "SELECT count(*) FROM pg_attribute WHERE attrelid ="
+			 " 'tcp_audit_events'::regclass AND attname = '%s' AND NOT attisdropped",
+			 column);
+	else
+		snprintf(out, size,
+			 "SELECT count(*) FROM pragma_table_info('tcp_audit_events') WHERE name = '%s'",
+			 column);
+}
+
 #if TCP_AUDIT_VERIFY_PGSQL
 void archive_pgsql_name(PGconn *conn, char *out, size_t size)
 {

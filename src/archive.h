@@ -16,6 +16,13 @@ bool archive_is_pgsql(const char *source);
 /* An SQLite file, by its header. */
 bool archive_is_sqlite(const char *path);
 
+/*
+ * A query whose one cell is the number of columns named column (a column
+ * added within schema v2) that tcp_audit_events has: 1 or 0.  pgsql: the
+ * query of a PostgreSQL archive, else of an SQLite one.
+ */
+void archive_column_query(bool pgsql, const char *column, char *out, size_t size);
+
 #if TCP_AUDIT_VERIFY_PGSQL
 /*
  * A connected PostgreSQL archive as user@host:port/db: never by its conninfo,

@@ -9,7 +9,8 @@
 
 #define MACHINE_ID_FILE "/etc/machine-id"
 
-bool origin_parse_machine_id(const char *text, uint64_t *machine)
+/* The first 64 bits of a machine id's 32 hex digits; false if text is not one. */
+static bool parse_machine_id(const char *text, uint64_t *machine)
 {
 	size_t n = strspn(text, "0123456789abcdef");
 
@@ -35,7 +36,7 @@ void origin_init(struct origin *o, const char *host)
 			line[0] = '\0';
 		fclose(f);
 	}
-	o->has_machine = origin_parse_machine_id(line, &o->machine);
+	o->has_machine = parse_machine_id(line, &o->machine);
 }
 
 void origin_stamp(const struct origin *o, struct tcp_audit_event *ev)

@@ -21,9 +21,6 @@ struct origin {
 /* host: --host's name, or NULL for gethostname()'s; the machine id from /etc/machine-id. */
 void origin_init(struct origin *o, const char *host);
 
-/* The first 64 bits of a machine id's 32 hex digits; false if text is not one. */
-bool origin_parse_machine_id(const char *text, uint64_t *machine);
-
 /* Marks an event as captured here: host and machine (the event had no host). */
 void origin_stamp(const struct origin *o, struct tcp_audit_event *ev);
 

@@ -243,15 +243,7 @@ static int has_column(struct store *st, const char *column)
 {
 	char sql[256];
 
-	if (st->order == SQL_ORDER_SCAN)
-		snprintf(sql, sizeof(sql),
-			 "SELECT count(*) FROM pragma_table_info('tcp_audit_events') WHERE name = '%s'",
-			 column);
-	else
-		snprintf(sql, sizeof(sql),
-			 "SELECT count(*) FROM pg_attribute WHERE attrelid ="
-			 " 'tcp_audit_events'::regclass AND attname = '%s' AND NOT attisdropped",
-			 column);
+	archive_column_query(st->order != SQL_ORDER_SCAN, column, sql, sizeof(sql));
 	int64_t n = run_int(st, sql);
 	return n < 0 ? -1 : n > 0;
 }

@@ -871,8 +871,9 @@ static int verify_sqlite(struct verify *v)
 	}
 	char by_uid_sql[1024];
 	sqlite3_stmt *probe = NULL;
-	v->no_machine = sqlite3_prepare_v2(db, "SELECT machine FROM tcp_audit_events", -1, &probe,
-					   NULL) != SQLITE_OK;
+	archive_column_query(false, "machine", by_uid_sql, sizeof(by_uid_sql));
+	v->no_machine = sqlite3_prepare_v2(db, by_uid_sql, -1, &probe, NULL) != SQLITE_OK ||
+			sqlite3_step(probe) != SQLITE_ROW || sqlite3_column_int(probe, 0) != 1;
 	sqlite3_finalize(probe);
 	snprintf(by_uid_sql, sizeof(by_uid_sql),
 		 "SELECT rowid, " EVENT_COLUMNS "%s FROM tcp_audit_events WHERE uid = ?",
@@ -1090,8 +1091,9 @@ static int verify_pgsql(struct verify *v)
 	}
 	archive_pgsql_name(c, v->pg_name, sizeof(v->pg_name));
 	v->source = v->pg_name;
-	res = PQexec(c, "SELECT count(*) FROM pg_attribute WHERE attrelid ="
-			" to_regclass('tcp_audit_events') AND attname = 'machine' AND NOT attisdropped");
+	char column_sql[256];
+	archive_column_query(true, "machine", column_sql, sizeof(column_sql));
+	res = PQexec(c, column_sql);
 	v->no_machine = PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 ||
 			strcmp(PQgetvalue(res, 0, 0), "1") != 0;
 	PQclear(res);

@@ -413,7 +413,8 @@ static int migrate(struct sqlite_sink *s)
 		tcp_audit_info(s->host, "%s: schema version %s", s->path, SCHEMA_VERSION);
 	else if (added || remade)
 		tcp_audit_info(s->host, "%s: schema version %s brought up to date: %d column%s added%s",
-			       s->path, SCHEMA_VERSION, added, added == 1 ? "" : "s", remade ? ", views made again" : "");
+			       s->path, SCHEMA_VERSION, added, added == 1 ? "" : "s",
+			       remade ? ", views made again" : "");
 	return 0;
 }
 
