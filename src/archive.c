@@ -6,10 +6,15 @@
 #include <string.h>
 #include <unistd.h>
 
+bool archive_is_clickhouse(const char *source)
+{
+	return strncmp(source, "http://", 7) == 0 || strncmp(source, "https://", 8) == 0;
+}
+
 bool archive_is_pgsql(const char *source)
 {
 	return strncmp(source, "postgresql://", 13) == 0 || strncmp(source, "postgres://", 11) == 0 ||
-	       (strchr(source, '=') && access(source, F_OK) != 0);
+	       (strchr(source, '=') && !archive_is_clickhouse(source) && access(source, F_OK) != 0);
 }
 
 bool archive_is_sqlite(const char *path)

@@ -10,6 +10,9 @@
 #include <libpq-fe.h>
 #endif
 
+/* A ClickHouse archive: the URL of its HTTP interface (http://, https://). */
+bool archive_is_clickhouse(const char *source);
+
 /* A PostgreSQL URI or connection string (postgresql://..., dbname=...) rather than a file. */
 bool archive_is_pgsql(const char *source);
 

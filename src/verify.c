@@ -28,6 +28,11 @@
 #if TCP_AUDIT_VERIFY_PGSQL
 #include <libpq-fe.h>
 #endif
+#if TCP_AUDIT_VERIFY_CLICKHOUSE
+#include <curl/curl.h>
+
+#include "byte-buffer.h"
+#endif
 
 #include "archive.h"
 #include "event-json.h"
@@ -795,6 +800,31 @@ static bool row_event(const struct row *r, struct tcp_audit_event *e)
 	return true;
 }
 
+/*
+ * A text's U+0080..U+00FF back to the bytes they stand for, into a
+ * NUL-padded field; true if there was any (the field is then different).
+ * Stores whose text is UTF-8 (PostgreSQL, ClickHouse) have a byte that is
+ * not UTF-8 that way, as the JSON form has it.
+ */
+static bool latin1_bytes(const char *text, size_t len, char *field, size_t size)
+{
+	const unsigned char *p = (const unsigned char *)text;
+	size_t o = 0;
+	bool any = false;
+
+	memset(field, 0, size);
+	for (size_t i = 0; i < len && o + 1 < size; i++) {
+		if ((p[i] == 0xc2 || p[i] == 0xc3) && i + 1 < len && (p[i + 1] & 0xc0) == 0x80) {
+			field[o++] = (char)((p[i] & 0x03) << 6 | (p[i + 1] & 0x3f));
+			i++;
+			any = true;
+		} else {
+			field[o++] = (char)p[i];
+		}
+	}
+	return any;
+}
+
 static int cmp_uid(const void *a, const void *b)
 {
 	return memcmp(a, b, EVENT_UID_BYTES);
@@ -985,29 +1015,11 @@ static bool pg_ok(PGconn *c, PGresult *res, ExecStatusType want, const char *wha
 	return false;
 }
 
-/*
- * A text column's U+0080..U+00FF back to the bytes they stand for, into a
- * NUL-padded field; true if there was any (the field is then different).
- */
 static bool latin1_field(PGresult *res, int row, int col, char *field, size_t size)
 {
-	const unsigned char *p = (const unsigned char *)PQgetvalue(res, row, col);
-	size_t len = (size_t)PQgetlength(res, row, col), o = 0;
-	bool any = false;
-
-	if (PQgetisnull(res, row, col))
-		return false;
-	memset(field, 0, size);
-	for (size_t i = 0; i < len && o + 1 < size; i++) {
-		if ((p[i] == 0xc2 || p[i] == 0xc3) && i + 1 < len && (p[i + 1] & 0xc0) == 0x80) {
-			field[o++] = (char)((p[i] & 0x03) << 6 | (p[i + 1] & 0x3f));
-			i++;
-			any = true;
-		} else {
-			field[o++] = (char)p[i];
-		}
-	}
-	return any;
+	return !PQgetisnull(res, row, col) &&
+	       latin1_bytes(PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col), field,
+			    size);
 }
 
 /* A seal's events, in its order, by their uids (the time in a uid finds the partition). */
@@ -1175,14 +1187,564 @@ static int verify_pgsql(struct verify *v)
 }
 #endif
 
+#if TCP_AUDIT_VERIFY_CLICKHOUSE
+/* ------------------------------------------------------------------------ */
+/* ClickHouse archives (the clickhouse sink): as PostgreSQL's, over HTTP;     */
+/* the source is the sink's url= with ?table= and ?seals_table= when they are */
+/* not the defaults (other parameters, such as database= or user=, are the   */
+/* server's own)                                                              */
+
+#define CH_UIDS_PER_QUERY 2000 /* a query's (uid, time) pairs: under max_query_size */
+#define CH_MAX_FIELDS 40
+
+/* EVENT_COLUMNS from the clickhouse sink's columns: numbers for enums, addresses as text */
+#define CH_ADDR(c)                                                                          \
+	"if(toInt8(family) = 2, replaceOne(IPv6NumToString(" c "), '::ffff:', ''), "        \
+	"IPv6NumToString(" c "))"
+#define CH_EVENT_COLUMNS                                                                   \
+	"time_ns, toInt8(kind), nullIf(host, ''), toInt8(family), " CH_ADDR("saddr") ", "   \
+	CH_ADDR("daddr") ", sport, dport, ifNull(toInt8(old_state), toInt8(state)), "                            \
+	"ifNull(toInt8(new_state), toInt8(state)), pid_on_cpu, tid_on_cpu, comm_on_cpu, "   \
+	"owner_pid, owner_uid, owner_comm, sock_cookie, sock_inode, sock_uid, sock_gid, "   \
+	"toInt8(sock_state), netns, cgroup_id, seq, ktime, toInt8(stage), lost, "           \
+	"toInt8(direction), toInt8(reason), error, machine"
+#define CH_ERROR_COLUMN 29
+
+struct ch {
+	struct verify *v;
+	CURL *curl;
+	struct curl_slist *headers;
+	char *url;   /* the server's URL with its parameters, ours taken out */
+	char table[256], seals[256], user[128];
+	/* the answer being read: lines handed to on_line as they come */
+	struct byte_buffer line;
+	bool (*on_line)(struct ch *c, char *line, size_t len);
+	bool stopped; /* on_line said stop */
+	struct byte_buffer error; /* the first bytes of an answer that is not 200 */
+	uint64_t scanned, dups;
+	/* a seal's events: (pos, uid) sorted by uid, and what was found for each */
+	struct ch_slot {
+		uint8_t uid[EVENT_UID_BYTES];
+		size_t pos;
+	} *slots;
+	struct pending *found;
+	bool *have;
+	size_t n_slots;
+};
+
+/* The fields of a TabSeparated line, unescaped in place (NULL for \N). */
+static size_t tsv_fields(char *line, size_t len, char **f, size_t *flen, size_t max)
+{
+	size_t n = 0;
+	char *p = line, *end = line + len;
+
+	while (n < max) {
+		char *o = p, *start = p;
+		while (p < end && *p != '\t') {
+			if (*p == '\\' && p + 1 < end) {
+				static const char from[] = "btnfr0'\\", to[] = "\b\t\n\f\r\0'\\";
+				const char *k = memchr(from, p[1], sizeof(from) - 1);
+				*o++ = k ? to[k - from] : p[1];
+				p += 2;
+			} else {
+				*o++ = *p++;
+			}
+		}
+		bool null = o - start == 1 && start[0] == 'N' && p - start == 2;
+		f[n] = null ? NULL : start;
+		flen[n++] = (size_t)(o - start);
+		if (p >= end)
+			break;
+		p++;
+	}
+	return n;
+}
+
+/* b += p[0..n); false on out of memory */
+static bool append(struct byte_buffer *b, const void *p, size_t n)
+{
+	if (byte_buffer_reserve(b, n))
+		return false;
+	byte_buffer_put(b, p, n);
+	return true;
+}
+
+static void *grow_exact(void *p, size_t n, size_t size)
+{
+	void *q = realloc(p, (n ? n : 1) * size);
+
+	if (!q) {
+		fprintf(stderr, "tcp-audit verify: out of memory\n");
+		exit(EXIT_USAGE);
+	}
+	return q;
+}
+
+struct ch_row {
+	char *f[CH_MAX_FIELDS];
+	size_t len[CH_MAX_FIELDS];
+	size_t n;
+};
+
+static bool ch_null(void *ctx, int i)
+{
+	struct ch_row *r = ctx;
+
+	return (size_t)i + 1 >= r->n || !r->f[i + 1];
+}
+
+static int64_t ch_i64(void *ctx, int i)
+{
+	struct ch_row *r = ctx;
+
+	if (ch_null(ctx, i))
+		return 0;
+	const char *t = r->f[i + 1];
+	if (i == CH_ERROR_COLUMN && !(*t >= '0' && *t <= '9')) /* stored by its name */
+		return errno_from_name(t, r->len[i + 1]);
+	return strtoll(t, NULL, 10);
+}
+
+static const char *ch_text(void *ctx, int i, size_t *len)
+{
+	struct ch_row *r = ctx;
+
+	*len = ch_null(ctx, i) ? 0 : r->len[i + 1];
+	return ch_null(ctx, i) ? NULL : r->f[i + 1];
+}
+
+static size_t ch_answer(char *data, size_t size, size_t nmemb, void *user)
+{
+	struct ch *c = user;
+	size_t len = size * nmemb;
+	long status = 0;
+
+	curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &status);
+	if (status != 200) {
+		if (c->error.len < 1024 && !append(&c->error, data, len < 1024 ? len : 1024))
+			return 0;
+		return len;
+	}
+	if (c->stopped)
+		return 0;
+	if (!append(&c->line, data, len))
+		return 0;
+	char *p = c->line.p, *end = c->line.p + c->line.len, *nl;
+	while ((nl = memchr(p, '\n', (size_t)(end - p)))) {
+		if (!c->on_line(c, p, (size_t)(nl - p))) {
+			c->stopped = true;
+			return 0;
+		}
+		p = nl + 1;
+	}
+	memmove(c->line.p, p, (size_t)(end - p));
+	c->line.len = (size_t)(end - p);
+	return len;
+}
+
+/*
+ * One query, its answer's lines handed to on_line as they come.  0, or -1
+ * with the reason printed (what: what was being read); code: ClickHouse's
+ * error code when the server answered with one.
+ */
+static int ch_query(struct ch *c, const char *sql, size_t len,
+		    bool (*on_line)(struct ch *c, char *line, size_t len), const char *what,
+		    int *code)
+{
+	CURL *curl = curl_easy_duphandle(c->curl);
+	CURL *outer = c->curl;
+	struct byte_buffer line = c->line, error = c->error;
+	bool (*outer_line)(struct ch *, char *, size_t) = c->on_line;
+	bool stopped = c->stopped;
+	int r = 0;
+
+	if (!curl) {
+		fprintf(stderr, "tcp-audit verify: out of memory\n");
+		exit(EXIT_USAGE);
+	}
+	/* a query made while another's answer is read (a seal's events) has its own state */
+	c->curl = curl;
+	c->line = (struct byte_buffer){0};
+	c->error = (struct byte_buffer){0};
+	c->on_line = on_line;
+	c->stopped = false;
+	curl_easy_setopt(curl, CURLOPT_POSTFIELDS, sql);
+	curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+	CURLcode rc = curl_easy_perform(curl);
+	long status = 0;
+	curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+	if (code)
+		*code = -1;
+	if (c->stopped) {
+		r = -1; /* on_line printed why */
+	} else if (rc == CURLE_OK && status == 200 && c->line.len) {
+		fprintf(stderr, "tcp-audit verify: %s: %s: the answer was cut short\n",
+			c->v->source, what);
+		r = -1;
+	} else if (rc != CURLE_OK && status != 200 && c->error.len == 0) {
+		fprintf(stderr, "tcp-audit verify: %s: %s: %s\n", c->v->source, what,
+			curl_easy_strerror(rc));
+		r = -1;
+	} else if (status != 200) {
+		const char *msg = c->error.p ? c->error.p : "";
+		size_t n = c->error.p ? strcspn(msg, "\n") : 0;
+		if (code && c->error.p && strncmp(msg, "Code: ", 6) == 0)
+			*code = atoi(msg + 6);
+		fprintf(stderr, "tcp-audit verify: %s: %s: HTTP %ld: %.*s\n", c->v->source, what,
+			status, (int)(n > 300 ? 300 : n), msg);
+		r = -1;
+	} else if (rc != CURLE_OK) {
+		fprintf(stderr, "tcp-audit verify: %s: %s: %s\n", c->v->source, what,
+			curl_easy_strerror(rc));
+		r = -1;
+	}
+	curl_easy_cleanup(curl);
+	byte_buffer_free(&c->line);
+	byte_buffer_free(&c->error);
+	c->curl = outer;
+	c->line = line;
+	c->error = error;
+	c->on_line = outer_line;
+	c->stopped = stopped;
+	return r;
+}
+
+static int cmp_slot(const void *a, const void *b)
+{
+	return memcmp(a, b, EVENT_UID_BYTES);
+}
+
+/* A row of a seal's events: its uid, then the columns of CH_EVENT_COLUMNS. */
+static bool ch_event_line(struct ch *c, char *line, size_t len)
+{
+	struct ch_row row;
+	struct row r = {&row, ch_null, ch_i64, ch_text};
+	uint8_t uid[EVENT_UID_BYTES];
+
+	row.n = tsv_fields(line, len, row.f, row.len, CH_MAX_FIELDS);
+	if (row.n < 32 || !row.f[0] ||
+	    sodium_hex2bin(uid, sizeof(uid), row.f[0], row.len[0], "-", NULL, NULL) != 0)
+		return true; /* not a row of ours: the scan names it */
+	struct ch_slot *s = bsearch(uid, c->slots, c->n_slots, sizeof(*s), cmp_slot);
+	if (!s)
+		return true;
+	struct pending e = {0};
+	snprintf(e.uid, sizeof(e.uid), "%.*s", (int)row.len[0], row.f[0]);
+	if (!row_event(&r, &e.ev)) {
+		problem(c->v, "event %s: damaged (an address that is not one)", e.uid);
+		return true;
+	}
+	e.alt = e.ev;
+	e.has_alt = (row.f[3] && latin1_bytes(row.f[3], row.len[3], e.alt.host,
+					      sizeof(e.alt.host))) |
+		    (row.f[13] && latin1_bytes(row.f[13], row.len[13], e.alt.comm_on_cpu,
+					       sizeof(e.alt.comm_on_cpu))) |
+		    (row.f[16] && latin1_bytes(row.f[16], row.len[16], e.alt.owner_comm,
+					       sizeof(e.alt.owner_comm)));
+	if (c->have[s->pos]) {
+		e.line = c->dups++; /* apart from the scan's numbers */
+		add_extra(c->v, &e); /* a second row of one uid */
+	} else {
+		c->found[s->pos] = e;
+		c->have[s->pos] = true;
+	}
+	return true;
+}
+
+/* A seal's events, n uids, found by (uid, time) and put in the seal's order. */
+static bool ch_batch(struct ch *c, const uint8_t *uids, size_t n)
+{
+	struct verify *v = c->v;
+
+	c->slots = grow_exact(c->slots, n, sizeof(*c->slots));
+	c->found = grow_exact(c->found, n, sizeof(*c->found));
+	c->have = grow_exact(c->have, n, sizeof(*c->have));
+	for (size_t i = 0; i < n; i++) {
+		memcpy(c->slots[i].uid, uids + i * EVENT_UID_BYTES, EVENT_UID_BYTES);
+		c->slots[i].pos = i;
+		c->have[i] = false;
+	}
+	c->n_slots = n;
+	qsort(c->slots, n, sizeof(*c->slots), cmp_slot);
+	for (size_t at = 0; at < n; at += CH_UIDS_PER_QUERY) {
+		size_t k = n - at < CH_UIDS_PER_QUERY ? n - at : CH_UIDS_PER_QUERY;
+		struct byte_buffer sql = {0};
+		byte_buffer_printf(&sql, "SELECT toString(uid), " CH_EVENT_COLUMNS " FROM %s FINAL"
+					 " WHERE (uid, time_ns) IN (",
+				   c->table);
+		for (size_t i = 0; i < k; i++) {
+			const uint8_t *b = uids + (at + i) * EVENT_UID_BYTES;
+			char text[EVENT_UID_LEN];
+			uint64_t ns = 0;
+			for (int j = 0; j < 8; j++)
+				ns = ns << 8 | b[j];
+			event_uid_text(b, text);
+			byte_buffer_printf(&sql, "%s('%s', %" PRIu64 ")", i ? ", " : "", text, ns);
+		}
+		byte_buffer_printf(&sql, ") FORMAT TabSeparated");
+		if (sql.failed) {
+			fprintf(stderr, "tcp-audit verify: out of memory\n");
+			exit(EXIT_USAGE);
+		}
+		int r = ch_query(c, sql.p, sql.len, ch_event_line, "reading events", NULL);
+		byte_buffer_free(&sql);
+		if (r)
+			return false;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (!c->have[i])
+			continue;
+		struct pending *e = next_pending(v);
+		*e = c->found[i];
+		e->line = i;
+		v->n_pend++;
+	}
+	return true;
+}
+
+/* A seal: idx, its text, its events' uids (hex); its events are read and checked. */
+static bool ch_seal_line(struct ch *c, char *line, size_t len)
+{
+	char *f[3];
+	size_t flen[3];
+	struct verify *v = c->v;
+
+	if (tsv_fields(line, len, f, flen, 3) != 3 || !f[0] || !f[1]) {
+		problem(v, "a seal row that is not one: %.60s", line);
+		return true;
+	}
+	size_t n = f[2] ? flen[2] / 2 / EVENT_UID_BYTES : 0;
+	uint8_t *uids = malloc(n ? n * EVENT_UID_BYTES : 1);
+	if (!uids) {
+		fprintf(stderr, "tcp-audit verify: out of memory\n");
+		exit(EXIT_USAGE);
+	}
+	if (n && sodium_hex2bin(uids, n * EVENT_UID_BYTES, f[2], flen[2], NULL, NULL, NULL) != 0)
+		n = 0; /* a damaged list: its events are reported missing */
+	add_named(v, uids, n);
+	bool ok = n == 0 || ch_batch(c, uids, n);
+	free(uids);
+	if (ok)
+		check_seal(v, f[1], flen[1], strtoull(f[0], NULL, 10));
+	return ok;
+}
+
+/* The scan: every row, those no seal names (or not at the time its uid holds) kept aside. */
+static bool ch_scan_line(struct ch *c, char *line, size_t len)
+{
+	char *f[2];
+	size_t flen[2];
+	uint8_t uid[EVENT_UID_BYTES];
+	uint64_t ns = 0;
+
+	if (tsv_fields(line, len, f, flen, 2) != 2 || !f[0] || !f[1] ||
+	    sodium_hex2bin(uid, sizeof(uid), f[0], flen[0], "-", NULL, NULL) != 0)
+		return true;
+	for (int j = 0; j < 8; j++)
+		ns = ns << 8 | uid[j];
+	struct pending e = {.line = c->scanned++};
+	snprintf(e.uid, sizeof(e.uid), "%.*s", (int)flen[0], f[0]);
+	if (!is_named(c->v, e.uid) || strtoull(f[1], NULL, 10) != ns)
+		add_extra(c->v, &e);
+	return true;
+}
+
+/* A table's name: [database.]name, letters, digits and '_'. */
+static bool ch_name_ok(const char *key, const char *name)
+{
+	for (const char *t = name; *t; t++)
+		if (!(*t == '_' || *t == '.' || (*t >= '0' && *t <= '9') || (*t >= 'a' && *t <= 'z') ||
+		      (*t >= 'A' && *t <= 'Z'))) {
+			fprintf(stderr, "tcp-audit verify: %s=%s: letters, digits, '_' and '.' only\n",
+				key, name);
+			return false;
+		}
+	return true;
+}
+
+/*
+ * The source's URL without table= and seals_table=, which name our tables,
+ * and user=, sent as a header (ClickHouse takes the password in one, and not
+ * a user as a parameter with it).
+ */
+static int ch_parse_source(struct ch *c, const char *source)
+{
+	const char *q = strchr(source, '?');
+	char database[128] = "default";
+	struct byte_buffer url = {0};
+
+	snprintf(c->table, sizeof(c->table), "tcp_events");
+	snprintf(c->seals, sizeof(c->seals), "tcp_audit_seals");
+	if (!append(&url, source, q ? (size_t)(q - source) : strlen(source)))
+		url.failed = true;
+	char sep = '?';
+	for (const char *p = q ? q + 1 : NULL; p && *p;) {
+		size_t n = strcspn(p, "&");
+		const char *eq = memchr(p, '=', n);
+		size_t klen = eq ? (size_t)(eq - p) : n, vlen = eq ? n - klen - 1 : 0;
+		char *out = NULL;
+		size_t size = 0;
+		if (klen == 5 && strncmp(p, "table", 5) == 0)
+			out = c->table, size = sizeof(c->table);
+		else if (klen == 11 && strncmp(p, "seals_table", 11) == 0)
+			out = c->seals, size = sizeof(c->seals);
+		else if (klen == 4 && strncmp(p, "user", 4) == 0) /* a header, with the password's */
+			out = c->user, size = sizeof(c->user);
+		else if (klen == 8 && strncmp(p, "database", 8) == 0 && vlen < sizeof(database))
+			snprintf(database, sizeof(database), "%.*s", (int)vlen, eq + 1);
+		if (out) {
+			if (vlen == 0 || vlen >= size - 1) {
+				fprintf(stderr, "tcp-audit verify: %.*s: too short or too long\n", (int)n,
+					p);
+				byte_buffer_free(&url);
+				return -1;
+			}
+			snprintf(out, size, "%.*s", (int)vlen, eq + 1);
+		} else {
+			byte_buffer_printf(&url, "%c%.*s", sep, (int)n, p);
+			sep = '&';
+		}
+		p += n;
+		if (*p == '&')
+			p++;
+	}
+	if (!ch_name_ok("table", c->table) || !ch_name_ok("seals_table", c->seals)) {
+		byte_buffer_free(&url);
+		return -1;
+	}
+	if (!append(&url, "", 1) || url.failed) {
+		fprintf(stderr, "tcp-audit verify: out of memory\n");
+		exit(EXIT_USAGE);
+	}
+	c->url = url.p;
+	/* named as host:port/database.table: the URL may hold a password */
+	const char *host = strstr(source, "://") + 3, *at = strchr(host, '@');
+	size_t hlen = strcspn(host, "/?");
+	if (at && (size_t)(at - host) < hlen) {
+		hlen -= (size_t)(at + 1 - host);
+		host = at + 1;
+	}
+	snprintf(c->v->pg_name, sizeof(c->v->pg_name), "%s@%.*s/%s.%s", *c->user ? c->user : "default",
+		 (int)hlen, host, database, c->table);
+	c->v->source = c->v->pg_name;
+	return 0;
+}
+
+/* password_file: its first line; NULL on error (said). */
+static char *ch_password(const char *path)
+{
+	char line[1024];
+	FILE *f = fopen(path, "re");
+
+	if (!f) {
+		fprintf(stderr, "tcp-audit verify: cannot read --password-file %s: %s\n", path,
+			strerror(errno));
+		return NULL;
+	}
+	if (!fgets(line, sizeof(line), f))
+		line[0] = '\0';
+	fclose(f);
+	line[strcspn(line, "\r\n")] = '\0';
+	char *h = NULL;
+	if (asprintf(&h, "X-ClickHouse-Key: %s", line) < 0)
+		h = NULL;
+	sodium_memzero(line, sizeof(line));
+	return h;
+}
+
+static int verify_clickhouse(struct verify *v, const char *password_file, const char *ca_file)
+{
+	struct ch c = {.v = v, .dups = UINT64_C(1) << 62};
+	char sql[1024], *key = NULL;
+	int status = EXIT_USAGE, code;
+
+	v->unit = "event";
+	v->seal_unit = "seal";
+	v->by_uid = true;
+	if (ch_parse_source(&c, v->source))
+		return EXIT_USAGE;
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	c.curl = curl_easy_init();
+	c.headers = curl_slist_append(NULL, "Expect:");
+	if (*c.user && c.headers) {
+		char h[160];
+		snprintf(h, sizeof(h), "X-ClickHouse-User: %s", c.user);
+		c.headers = curl_slist_append(c.headers, h);
+	}
+	if (password_file && c.headers) {
+		if (!(key = ch_password(password_file)))
+			goto out;
+		c.headers = curl_slist_append(c.headers, key);
+		sodium_memzero(key, strlen(key));
+	}
+	if (!c.curl || !c.headers) {
+		fprintf(stderr, "tcp-audit verify: out of memory\n");
+		goto out;
+	}
+	curl_easy_setopt(c.curl, CURLOPT_URL, c.url);
+	curl_easy_setopt(c.curl, CURLOPT_HTTPHEADER, c.headers);
+	curl_easy_setopt(c.curl, CURLOPT_WRITEFUNCTION, ch_answer);
+	curl_easy_setopt(c.curl, CURLOPT_WRITEDATA, &c);
+	curl_easy_setopt(c.curl, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c.curl, CURLOPT_CONNECTTIMEOUT, 10L);
+	curl_easy_setopt(c.curl, CURLOPT_PROTOCOLS_STR, "http,https");
+	if (ca_file)
+		curl_easy_setopt(c.curl, CURLOPT_CAINFO, ca_file);
+	snprintf(sql, sizeof(sql),
+		 "SELECT idx, seal, hex(uids) FROM %s FINAL ORDER BY time_ns, idx"
+		 " FORMAT TabSeparated",
+		 c.seals);
+	if (ch_query(&c, sql, strlen(sql), ch_seal_line, "reading the seals", &code) != 0) {
+		if (code == 60) /* UNKNOWN_TABLE */
+			fprintf(stderr, "tcp-audit verify: %s has no seals (no table %s): it was not "
+					"written with --seal, or seals_table= names another\n",
+				v->source, c.seals);
+		goto out;
+	}
+	sort_named(v);
+	c.scanned = 0;
+	snprintf(sql, sizeof(sql),
+		 "SELECT toString(uid), time_ns FROM %s FINAL ORDER BY time_ns, uid"
+		 " FORMAT TabSeparated",
+		 c.table);
+	if (ch_query(&c, sql, strlen(sql), ch_scan_line, "reading the events", NULL) != 0)
+		goto out;
+	finish(v);
+	status = 0;
+out:
+	if (c.curl)
+		curl_easy_cleanup(c.curl);
+	curl_slist_free_all(c.headers);
+	free(key);
+	free(c.url);
+	free(c.slots);
+	free(c.found);
+	free(c.have);
+	curl_global_cleanup();
+	return status;
+}
+#else
+static int verify_clickhouse(struct verify *v, const char *password_file, const char *ca_file)
+{
+	(void)password_file;
+	(void)ca_file;
+	fprintf(stderr, "tcp-audit verify: %s is a ClickHouse archive, and this tcp-audit was "
+			"built without libcurl\n",
+		v->source);
+	return EXIT_USAGE;
+}
+#endif
+
 int verify_main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{"verify-key", required_argument, NULL, 'k'},
+		{"password-file", required_argument, NULL, 'p'},
+		{"ca-file", required_argument, NULL, 'c'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	const char *vkey_text = NULL;
+	const char *vkey_text = NULL, *password_file = NULL, *ca_file = NULL;
 	struct seal_vkey vk;
 	struct verify v = {0};
 	int c;
@@ -1192,6 +1754,12 @@ int verify_main(int argc, char **argv)
 		switch (c) {
 		case 'k':
 			vkey_text = optarg;
+			break;
+		case 'p':
+			password_file = optarg;
+			break;
+		case 'c':
+			ca_file = optarg;
 			break;
 		case 'h':
 			printf("Usage: tcp-audit verify SOURCE --verify-key KEY\n"
@@ -1205,8 +1773,13 @@ int verify_main(int argc, char **argv)
 			       "  SOURCE            a JSON-lines file of the jsonl sink (- for stdin), or\n"
 			       "                    an SQLite file of the sqlite sink, or a PostgreSQL\n"
 			       "                    URI or connection string (postgresql://...,\n"
-			       "                    dbname=...) of the pgsql sink's database\n"
+			       "                    dbname=...) of the pgsql sink's database, or the\n"
+			       "                    clickhouse sink's url= (http[s]://HOST:PORT/, with\n"
+			       "                    ?database=D&table=T&seals_table=S where not the\n"
+			       "                    defaults; user=NAME for another user)\n"
 			       "  --verify-key KEY  the key tcp-audit seal-init printed\n"
+			       "  --password-file F ClickHouse: the user's password, the file's first line\n"
+			       "  --ca-file F       ClickHouse over https: the CA certificates (PEM)\n"
 			       "\n"
 			       "Exit status: 0 when everything checks, 1 when a problem was found, 2 when\n"
 			       "the archive cannot be read or the arguments are wrong.\n");
@@ -1224,10 +1797,15 @@ int verify_main(int argc, char **argv)
 		return usage_error("verify", "--verify-key: not a verification key of tcp-audit "
 					     "seal-init (tav1-...)");
 	v.source = argv[optind];
+	bool clickhouse = archive_is_clickhouse(v.source);
+	if ((password_file || ca_file) && !clickhouse)
+		return usage_error("verify", "--%s is for a ClickHouse source (http[s]://...)",
+				   password_file ? "password-file" : "ca-file");
 	seal_keys_init(&v.keys, &vk);
-	int r = archive_is_pgsql(v.source)    ? verify_pgsql(&v)
+	int r = clickhouse		      ? verify_clickhouse(&v, password_file, ca_file)
+		: archive_is_pgsql(v.source)  ? verify_pgsql(&v)
 		: archive_is_sqlite(v.source) ? verify_sqlite(&v)
-				      : verify_jsonl(&v);
+					      : verify_jsonl(&v);
 	if (r)
 		return r;
 	for (size_t i = 0; i < v.n_runs; i++) {

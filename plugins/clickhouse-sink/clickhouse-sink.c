@@ -53,10 +53,21 @@ struct ch_config {
 	const char *password_file;
 	const char *cluster;
 	const char *ca_file;
+	const char *seals_table;
 	int64_t batch_rows;
 	uint64_t batch_bytes;
 	int64_t interval_ms;
 	int64_t timeout_s;
+};
+
+/* A table of ours: the events', or the seals'. */
+struct table {
+	const char *name; /* table= or seals_table= */
+	const struct column *columns;
+	size_t n;
+	const char *order_by;
+	const char *shard_key; /* cluster=: of the Distributed table */
+	const char *what;      /* for messages */
 };
 
 struct ch_sink {
@@ -66,15 +77,21 @@ struct ch_sink {
 	struct curl_slist *headers;
 	char store[512];   /* user@url/database.table, for messages */
 	char *password;    /* from password_file=, never logged */
+	struct table events, seals;
 	char *insert_url;  /* url?query=INSERT ... FORMAT RowBinary */
+	char *seal_insert_url;
 	char *query_url;   /* url, for statements sent as the body */
 	bool set_up;       /* the table is there and checked */
+	bool seals_set_up; /* --seal: the seals' table too */
 	bool down;         /* in an outage: logged once */
 	uint64_t next_try; /* CLOCK_MONOTONIC ns of the next attempt while down */
 	/* rows gathered for the next insert, or the insert that failed */
 	struct byte_buffer out;
 	size_t rows;
-	bool pending;         /* buf is an insert sent before that failed */
+	/* --seal: the seals of the batches in out, or of a failed insert */
+	struct byte_buffer seal_out;
+	size_t seal_rows;
+	bool pending;         /* out or seal_out hold an insert sent before that failed */
 	uint64_t last_insert; /* CLOCK_MONOTONIC ns */
 	bool last_small;      /* the last insert was of fewer than batch_rows / 16 rows */
 	uint64_t inserts, inserted;
@@ -122,6 +139,11 @@ static const struct tcp_audit_option ch_options[] = {
 	 .help = "a cluster of the servers' remote_servers: TABLE_local on every shard "
 		 "(ReplicatedReplacingMergeTree) and TABLE over them (Distributed), ON CLUSTER",
 	 .offset = offsetof(struct ch_config, cluster)},
+	{.key = "seals_table",
+	 .type = TCP_AUDIT_OPT_STRING,
+	 .def = "tcp_audit_seals",
+	 .help = "--seal: table of the seals, in database= (created at the first seal)",
+	 .offset = offsetof(struct ch_config, seals_table)},
 	{.key = "batch_rows",
 	 .type = TCP_AUDIT_OPT_INT,
 	 .def = "100000",
@@ -166,6 +188,7 @@ static uint64_t now_ns(void)
 
 enum col_type {
 	C_UUID,
+	C_U32,
 	C_U64,
 	C_DATE,
 	C_STRING,
@@ -234,8 +257,27 @@ static const struct column {
 };
 #define N_COLUMNS (sizeof(columns) / sizeof(columns[0]))
 
+/*
+ * --seal: a row per seal in seals_table=, written after the rows of its
+ * batch (ClickHouse has no transactions: a batch stored without its seal,
+ * cut short by a crash, is sent again after the restart under the next
+ * run's seals).  The seal's text as tcp-audit made it, and the uids of its
+ * events in their order, 16 bytes each, for tcp-audit verify.
+ */
+static const struct column seal_columns[] = {
+	{"run", C_STRING, NULL},
+	{"idx", C_U64, NULL},
+	{"time_ns", C_U64, NULL},
+	{"date", C_DATE, NULL},
+	{"count", C_U32, NULL},
+	{"seal", C_STRING, NULL},
+	{"uids", C_STRING, NULL},
+};
+#define N_SEAL_COLUMNS (sizeof(seal_columns) / sizeof(seal_columns[0]))
+
 static const char *const type_names[] = {
 	[C_UUID] = "UUID",
+	[C_U32] = "UInt32",
 	[C_U64] = "UInt64",
 	[C_DATE] = "Date",
 	[C_STRING] = "String",
@@ -397,49 +439,52 @@ static bool plain_name(const char *name)
 }
 
 /*
- * The table; with cluster=, the shard-local one (TABLE_local on every shard,
- * its replicas kept in step through ZooKeeper, where a block inserted twice
- * is dropped the second time).  Merges keep one row per uid: events stored
- * twice anyway are there once after them.
+ * A table of ours; with cluster=, the shard-local one (TABLE_local on every
+ * shard, its replicas kept in step through ZooKeeper, where a block inserted
+ * twice is dropped the second time).  Merges keep one row per key: rows
+ * stored twice anyway are there once after them.
  */
-static void create_table_sql(const struct ch_sink *s, struct byte_buffer *t)
+static void create_table_sql(const struct ch_sink *s, const struct table *tb,
+			     struct byte_buffer *t)
 {
 	const struct ch_config *cfg = s->cfg;
 	bool cluster = *cfg->cluster;
 
-	byte_buffer_printf(t, "CREATE TABLE IF NOT EXISTS %s.%s%s", cfg->database, cfg->table,
-		 cluster ? "_local" : "");
+	byte_buffer_printf(t, "CREATE TABLE IF NOT EXISTS %s.%s%s", cfg->database, tb->name,
+			   cluster ? "_local" : "");
 	if (cluster)
 		byte_buffer_printf(t, " ON CLUSTER %s", cfg->cluster);
 	byte_buffer_printf(t, " (");
-	for (size_t i = 0; i < N_COLUMNS; i++) {
-		byte_buffer_printf(t, "%s%s ", i ? ", " : "", columns[i].name);
-		column_type(t, &columns[i]);
+	for (size_t i = 0; i < tb->n; i++) {
+		byte_buffer_printf(t, "%s%s ", i ? ", " : "", tb->columns[i].name);
+		column_type(t, &tb->columns[i]);
 	}
 	if (cluster)
-		byte_buffer_printf(t, ") ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/%s.%s',"
-			    " '{replica}')",
-			 cfg->database, cfg->table);
+		byte_buffer_printf(t, ") ENGINE = ReplicatedReplacingMergeTree("
+				      "'/clickhouse/tables/{shard}/%s.%s', '{replica}')",
+				   cfg->database, tb->name);
 	else
 		byte_buffer_printf(t, ") ENGINE = ReplacingMergeTree()");
-	byte_buffer_printf(t, " PARTITION BY toYYYYMM(date) ORDER BY (host, time_ns, uid)");
+	byte_buffer_printf(t, " PARTITION BY toYYYYMM(date) ORDER BY (%s)", tb->order_by);
 }
 
 /*
  * cluster=: the table inserts go to and queries read, over the shard-local
- * ones.  Its sharding key is a hash of the uid: deterministic, so an insert
- * sent again is split into the same blocks for the same shards, which drop
- * what they already have; and even, whatever the hosts' volumes.
+ * ones.  Its sharding key is deterministic (a hash of the uid, of the run
+ * for seals), so an insert sent again is split into the same blocks for the
+ * same shards, which drop what they already have; and even, whatever the
+ * hosts' volumes.
  */
-static void distributed_sql(const struct ch_sink *s, char *out, size_t size)
+static void distributed_sql(const struct ch_sink *s, const struct table *tb, char *out,
+			    size_t size)
 {
 	const struct ch_config *cfg = s->cfg;
 
 	snprintf(out, size,
 		 "CREATE TABLE IF NOT EXISTS %s.%s ON CLUSTER %s AS %s.%s_local ENGINE ="
-		 " Distributed(%s, %s, %s_local, cityHash64(reinterpretAsString(uid)))",
-		 cfg->database, cfg->table, cfg->cluster, cfg->database, cfg->table, cfg->cluster,
-		 cfg->database, cfg->table);
+		 " Distributed(%s, %s, %s_local, %s)",
+		 cfg->database, tb->name, cfg->cluster, cfg->database, tb->name, cfg->cluster,
+		 cfg->database, tb->name, tb->shard_key);
 }
 
 /*
@@ -447,11 +492,11 @@ static void distributed_sql(const struct ch_sink *s, char *out, size_t size)
  * enum by its kind: a newer tcp-audit may name more values).  The answer is
  * system.columns as TabSeparatedRaw: name TAB type per line.
  */
-static int check_columns(struct ch_sink *s, size_t *found)
+static int check_columns(struct ch_sink *s, const struct table *tb, size_t *found)
 {
 	*found = 0;
-	for (size_t i = 0; i < N_COLUMNS; i++) {
-		const struct column *c = &columns[i];
+	for (size_t i = 0; i < tb->n; i++) {
+		const struct column *c = &tb->columns[i];
 		size_t nlen = strlen(c->name);
 		const char *line = s->reply.p, *type = NULL;
 		while (line && *line) {
@@ -470,10 +515,11 @@ static int check_columns(struct ch_sink *s, size_t *found)
 		if ((enumerated ? tlen < wlen : tlen != wlen) ||
 		    strncmp(type, type_names[c->type], wlen) != 0) {
 			tcp_audit_error(s->host,
-					"%s: the table exists with column %s of type %.*s, not %s: "
-					"not a table of tcp-audit's (table= names another)",
-					s->store, c->name, (int)(tlen > 80 ? 80 : tlen), type,
-					type_names[c->type]);
+					"%s: %s.%s exists with column %s of type %.*s, not %s: "
+					"not a table of tcp-audit's (%s= names another)",
+					s->store, s->cfg->database, tb->name, c->name,
+					(int)(tlen > 80 ? 80 : tlen), type, type_names[c->type],
+					tb->what);
 			return -EINVAL;
 		}
 		(*found)++;
@@ -481,8 +527,8 @@ static int check_columns(struct ch_sink *s, size_t *found)
 	return 0;
 }
 
-/* Creates the database and the table when missing, checks them when present. */
-static int set_up(struct ch_sink *s)
+/* Creates the database and a table when missing, checks them when present. */
+static int set_up_table(struct ch_sink *s, const struct table *tb)
 {
 	char sql[1024];
 	int r;
@@ -491,7 +537,7 @@ static int set_up(struct ch_sink *s)
 	snprintf(sql, sizeof(sql),
 		 "SELECT name, type FROM system.columns WHERE database = '%s' AND table = '%s'"
 		 " FORMAT TabSeparatedRaw",
-		 s->cfg->database, s->cfg->table);
+		 s->cfg->database, tb->name);
 	if ((r = query(s, sql)) != 0)
 		return r;
 	if (s->reply.len == 0) {
@@ -501,26 +547,26 @@ static int set_up(struct ch_sink *s)
 		if ((r = query(s, sql)) != 0)
 			return r;
 		struct byte_buffer t = {0};
-		create_table_sql(s, &t);
+		create_table_sql(s, tb, &t);
 		r = t.failed ? -ENOMEM : request(s, s->query_url, t.p, t.len);
 		byte_buffer_free(&t);
 		if (r == 0 && cluster) {
-			distributed_sql(s, sql, sizeof(sql));
+			distributed_sql(s, tb, sql, sizeof(sql));
 			r = query(s, sql);
 		}
 		if (r == 0)
-			tcp_audit_info(s->host, "%s: created the table%s", s->store,
-				       cluster ? "s on every shard" : "");
+			tcp_audit_info(s->host, "%s: created %s.%s%s", s->store, s->cfg->database,
+				       tb->name, cluster ? " on every shard" : "");
 		return r;
 	}
 	size_t found;
-	if ((r = check_columns(s, &found)) != 0)
+	if ((r = check_columns(s, tb, &found)) != 0)
 		return r;
-	if (found != N_COLUMNS) {
+	if (found != tb->n) {
 		tcp_audit_error(s->host,
-				"%s: the table exists without %zu of tcp-audit's columns: not a table "
-				"of tcp-audit's (table= names another)",
-				s->store, N_COLUMNS - found);
+				"%s: %s.%s exists without %zu of tcp-audit's columns: not a table "
+				"of tcp-audit's (%s= names another)",
+				s->store, s->cfg->database, tb->name, tb->n - found, tb->what);
 		return -EINVAL;
 	}
 	return 0;
@@ -566,7 +612,8 @@ static struct curl_slist *add_header(struct curl_slist *list, const char *name,
 	return l;
 }
 
-static int set_up_transfer(struct ch_sink *s)
+/* The URL of an insert into a table of ours; NULL on out of memory. */
+static char *insert_url(struct ch_sink *s, const struct table *tb)
 {
 	const struct ch_config *cfg = s->cfg;
 	char insert[4096];
@@ -574,29 +621,40 @@ static int set_up_transfer(struct ch_sink *s)
 
 	/* the column list, so that a table with more columns (a newer tcp-audit's) takes it */
 	n += (size_t)snprintf(insert, sizeof(insert), "INSERT INTO %s.%s (", cfg->database,
-			      cfg->table);
-	for (size_t i = 0; i < N_COLUMNS && n < sizeof(insert); i++)
+			      tb->name);
+	for (size_t i = 0; i < tb->n && n < sizeof(insert); i++)
 		n += (size_t)snprintf(insert + n, sizeof(insert) - n, "%s%s", i ? ", " : "",
-				      columns[i].name);
+				      tb->columns[i].name);
 	if (n < sizeof(insert))
 		snprintf(insert + n, sizeof(insert) - n, ") FORMAT RowBinary");
-	char *escaped = curl_easy_escape(s->curl, insert, 0);
-	size_t len = strlen(cfg->url);
-	bool slash = len && cfg->url[len - 1] == '/';
+	char *escaped = curl_easy_escape(s->curl, insert, 0), *url;
 	if (!escaped)
-		return -ENOMEM;
+		return NULL;
 	/*
 	 * Through a Distributed table, an insert returns once every shard has its
 	 * rows, or fails (an outage, sent again) instead of being queued on disk
 	 * where a failure would not be seen.
 	 */
-	if (asprintf(&s->insert_url, "%s%s?query=%s%s", cfg->url, slash ? "" : "/", escaped,
+	if (asprintf(&url, "%s?query=%s%s", s->query_url, escaped,
 		     *cfg->cluster ? "&insert_distributed_sync=1" : "") < 0)
-		s->insert_url = NULL;
+		url = NULL;
+	curl_free(escaped);
+	return url;
+}
+
+static int set_up_transfer(struct ch_sink *s)
+{
+	const struct ch_config *cfg = s->cfg;
+	size_t len = strlen(cfg->url);
+	bool slash = len && cfg->url[len - 1] == '/';
+
 	if (asprintf(&s->query_url, "%s%s", cfg->url, slash ? "" : "/") < 0)
 		s->query_url = NULL;
-	curl_free(escaped);
-	if (!s->insert_url || !s->query_url)
+	if (s->query_url)
+		s->insert_url = insert_url(s, &s->events);
+	if (s->insert_url)
+		s->seal_insert_url = insert_url(s, &s->seals);
+	if (!s->seal_insert_url)
 		return -ENOMEM;
 
 	/* an empty Expect: no waiting for "100 Continue" before a large body */
@@ -646,11 +704,16 @@ static int ch_open(void **self, const void *config, const struct tcp_audit_host 
 	int r;
 
 	if (!plain_name(cfg->database) || !plain_name(cfg->table) ||
-	    (*cfg->cluster && !plain_name(cfg->cluster))) {
-		tcp_audit_error(host, "database=, table= and cluster= take letters, digits and "
-				      "'_' only: '%s.%s'%s%s",
-				cfg->database, cfg->table, *cfg->cluster ? " on " : "",
-				cfg->cluster);
+	    !plain_name(cfg->seals_table) || (*cfg->cluster && !plain_name(cfg->cluster))) {
+		tcp_audit_error(host, "database=, table=, seals_table= and cluster= take letters, "
+				      "digits and '_' only: '%s.%s', '%s'%s%s",
+				cfg->database, cfg->table, cfg->seals_table,
+				*cfg->cluster ? " on " : "", cfg->cluster);
+		return -EINVAL;
+	}
+	if (strcmp(cfg->table, cfg->seals_table) == 0) {
+		tcp_audit_error(host, "table= and seals_table= name the same table: '%s'",
+				cfg->table);
 		return -EINVAL;
 	}
 	if (strncmp(cfg->url, "http://", 7) != 0 && strncmp(cfg->url, "https://", 8) != 0) {
@@ -663,13 +726,17 @@ static int ch_open(void **self, const void *config, const struct tcp_audit_host 
 		return -ENOMEM;
 	s->host = host;
 	s->cfg = cfg;
+	s->events = (struct table){cfg->table, columns, N_COLUMNS, "host, time_ns, uid",
+				   "cityHash64(reinterpretAsString(uid))", "table"};
+	s->seals = (struct table){cfg->seals_table, seal_columns, N_SEAL_COLUMNS, "run, idx",
+				  "cityHash64(run)", "seals_table"};
 	describe_store(s);
 	s->curl = curl_easy_init();
 	r = s->curl ? read_password(s) : -ENOMEM;
 	if (r == 0)
 		r = set_up_transfer(s);
 	if (r == 0)
-		r = set_up(s);
+		r = set_up_table(s, &s->events);
 	if (r == TCP_AUDIT_RETRY) {
 		/* capture from the start; the events wait (spool or memory) */
 		tcp_audit_warning(s->host,
@@ -694,121 +761,121 @@ static int ch_open(void **self, const void *config, const struct tcp_audit_host 
 /* ------------------------------------------------------------------------ */
 /* RowBinary                                                                 */
 
-static void put(struct ch_sink *s, const void *p, size_t n)
+static void put(struct byte_buffer *b, const void *p, size_t n)
 {
-	byte_buffer_put(&s->out, p, n);
+	byte_buffer_put(b, p, n);
 }
 
-static void put_u8(struct ch_sink *s, uint8_t v)
+static void put_u8(struct byte_buffer *b, uint8_t v)
 {
-	s->out.p[s->out.len++] = (char)v;
+	b->p[b->len++] = (char)v;
 }
 
 /* Numbers are little-endian, as on the hosts tcp-audit runs on. */
-static void put_u16(struct ch_sink *s, uint16_t v)
+static void put_u16(struct byte_buffer *b, uint16_t v)
 {
-	put(s, &v, 2);
+	put(b, &v, 2);
 }
 
-static void put_u32(struct ch_sink *s, uint32_t v)
+static void put_u32(struct byte_buffer *b, uint32_t v)
 {
-	put(s, &v, 4);
+	put(b, &v, 4);
 }
 
-static void put_u64(struct ch_sink *s, uint64_t v)
+static void put_u64(struct byte_buffer *b, uint64_t v)
 {
-	put(s, &v, 8);
+	put(b, &v, 8);
 }
 
 /* Nullable: a byte, 1 for NULL, then the value when there is one. */
-static bool put_null_flag(struct ch_sink *s, bool valid)
+static bool put_null_flag(struct byte_buffer *b, bool valid)
 {
-	put_u8(s, valid ? 0 : 1);
+	put_u8(b, valid ? 0 : 1);
 	return valid;
 }
 
-static void put_n_u16(struct ch_sink *s, bool valid, uint16_t v)
+static void put_n_u16(struct byte_buffer *b, bool valid, uint16_t v)
 {
-	if (put_null_flag(s, valid))
-		put_u16(s, v);
+	if (put_null_flag(b, valid))
+		put_u16(b, v);
 }
 
-static void put_n_u32(struct ch_sink *s, bool valid, uint32_t v)
+static void put_n_u32(struct byte_buffer *b, bool valid, uint32_t v)
 {
-	if (put_null_flag(s, valid))
-		put_u32(s, v);
+	if (put_null_flag(b, valid))
+		put_u32(b, v);
 }
 
-static void put_n_u64(struct ch_sink *s, bool valid, uint64_t v)
+static void put_n_u64(struct byte_buffer *b, bool valid, uint64_t v)
 {
-	if (put_null_flag(s, valid))
-		put_u64(s, v);
+	if (put_null_flag(b, valid))
+		put_u64(b, v);
 }
 
-static void put_n_enum(struct ch_sink *s, bool valid, uint8_t v)
+static void put_n_enum(struct byte_buffer *b, bool valid, uint8_t v)
 {
-	if (put_null_flag(s, valid))
-		put_u8(s, v);
+	if (put_null_flag(b, valid))
+		put_u8(b, v);
 }
 
 /* A string: its length as LEB128, then its bytes. */
-static void put_bytes(struct ch_sink *s, const char *p, size_t n)
+static void put_bytes(struct byte_buffer *b, const char *p, size_t n)
 {
 	size_t v = n;
 
 	do {
-		put_u8(s, (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0)));
+		put_u8(b, (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0)));
 		v >>= 7;
 	} while (v);
-	put(s, p, n);
+	put(b, p, n);
 }
 
 /* Text as valid UTF-8 (the JSON form's convention for other bytes). */
-static void put_text(struct ch_sink *s, const char *v, size_t max)
+static void put_text(struct byte_buffer *b, const char *v, size_t max)
 {
 	char utf8[2 * TCP_AUDIT_HOST_LEN];
 
-	put_bytes(s, utf8, bytes_to_utf8(v, strnlen(v, max), utf8));
+	put_bytes(b, utf8, bytes_to_utf8(v, strnlen(v, max), utf8));
 }
 
-static void put_n_text(struct ch_sink *s, bool valid, const char *v, size_t max)
+static void put_n_text(struct byte_buffer *b, bool valid, const char *v, size_t max)
 {
-	if (put_null_flag(s, valid))
-		put_text(s, v, max);
+	if (put_null_flag(b, valid))
+		put_text(b, v, max);
 }
 
 /* 16 bytes: an IPv6 address, or an IPv4 one mapped (::ffff:a.b.c.d) */
-static void put_n_addr(struct ch_sink *s, bool valid, unsigned family, const uint8_t addr[16])
+static void put_n_addr(struct byte_buffer *b, bool valid, unsigned family, const uint8_t addr[16])
 {
 	static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
-	if (!put_null_flag(s, valid))
+	if (!put_null_flag(b, valid))
 		return;
 	if (family == AF_INET) {
-		put(s, mapped, sizeof(mapped));
-		put(s, addr, 4);
+		put(b, mapped, sizeof(mapped));
+		put(b, addr, 4);
 	} else {
-		put(s, addr, 16);
+		put(b, addr, 16);
 	}
 }
 
 /* The error's name (ECONNREFUSED), or its number. */
-static void put_n_error(struct ch_sink *s, bool valid, unsigned err)
+static void put_n_error(struct byte_buffer *b, bool valid, unsigned err)
 {
 	char num[24];
 	const char *name = errno_name(err);
 
-	if (!put_null_flag(s, valid))
+	if (!put_null_flag(b, valid))
 		return;
 	if (!name) {
 		snprintf(num, sizeof(num), "%u", err);
 		name = num;
 	}
-	put_bytes(s, name, strlen(name));
+	put_bytes(b, name, strlen(name));
 }
 
 /* One row: the fields the JSON form has for this kind of event, NULL for the others. */
-static void event_row(struct ch_sink *s, const struct tcp_audit_event *e)
+static void event_row(struct byte_buffer *b, const struct tcp_audit_event *e)
 {
 	uint8_t uid[EVENT_UID_BYTES];
 	uint32_t v = e->valid;
@@ -821,47 +888,47 @@ static void event_row(struct ch_sink *s, const struct tcp_audit_event *e)
 	event_uid_bytes(e, uid);
 	for (int half = 0; half < 2; half++)
 		for (int i = 7; i >= 0; i--)
-			put_u8(s, uid[half * 8 + i]);
-	put_u64(s, e->time_ns);
-	put_u16(s, (uint16_t)(e->time_ns / 86400000000000ull));
+			put_u8(b, uid[half * 8 + i]);
+	put_u64(b, e->time_ns);
+	put_u16(b, (uint16_t)(e->time_ns / 86400000000000ull));
 	if (v & TCP_AUDIT_HAS_HOST)
-		put_text(s, e->host, TCP_AUDIT_HOST_LEN);
+		put_text(b, e->host, TCP_AUDIT_HOST_LEN);
 	else
-		put_bytes(s, "", 0);
-	if (put_null_flag(s, v & TCP_AUDIT_HAS_MACHINE)) {
+		put_bytes(b, "", 0);
+	if (put_null_flag(b, v & TCP_AUDIT_HAS_MACHINE)) {
 		char machine[MACHINE_TEXT_LEN];
-		put_bytes(s, machine, format_machine(e->machine, machine));
+		put_bytes(b, machine, format_machine(e->machine, machine));
 	}
-	put_u8(s, e->kind);
-	put_n_enum(s, gap, e->gap_stage);
-	put_n_u64(s, gap, e->gap_lost);
-	put_n_enum(s, reset, e->reset_direction);
-	put_n_enum(s, reset && (v & TCP_AUDIT_HAS_RESET_REASON), e->reset_reason);
-	put_n_enum(s, sock, (uint8_t)e->family);
-	put_n_addr(s, sock, e->family, e->saddr);
-	put_n_u16(s, sock, e->sport);
-	put_n_addr(s, sock, e->family, e->daddr);
-	put_n_u16(s, sock, e->dport);
-	put_n_enum(s, sock && !reset, e->old_state);
-	put_n_enum(s, sock && !reset, e->new_state);
-	put_n_enum(s, reset && e->new_state, e->new_state);
-	put_n_error(s, e->kind == TCP_AUDIT_KIND_STATE_CHANGE && (v & TCP_AUDIT_HAS_ERROR),
+	put_u8(b, e->kind);
+	put_n_enum(b, gap, e->gap_stage);
+	put_n_u64(b, gap, e->gap_lost);
+	put_n_enum(b, reset, e->reset_direction);
+	put_n_enum(b, reset && (v & TCP_AUDIT_HAS_RESET_REASON), e->reset_reason);
+	put_n_enum(b, sock, (uint8_t)e->family);
+	put_n_addr(b, sock, e->family, e->saddr);
+	put_n_u16(b, sock, e->sport);
+	put_n_addr(b, sock, e->family, e->daddr);
+	put_n_u16(b, sock, e->dport);
+	put_n_enum(b, sock && !reset, e->old_state);
+	put_n_enum(b, sock && !reset, e->new_state);
+	put_n_enum(b, reset && e->new_state, e->new_state);
+	put_n_error(b, e->kind == TCP_AUDIT_KIND_STATE_CHANGE && (v & TCP_AUDIT_HAS_ERROR),
 		    e->error);
-	put_n_u32(s, on_cpu, e->pid_on_cpu);
-	put_n_u32(s, on_cpu && (v & TCP_AUDIT_HAS_TID), e->tid_on_cpu);
-	put_n_text(s, on_cpu, e->comm_on_cpu, TCP_AUDIT_COMM_LEN);
-	put_n_u32(s, owner, e->owner_pid);
-	put_n_u32(s, owner, e->owner_uid);
-	put_n_text(s, owner, e->owner_comm, TCP_AUDIT_COMM_LEN);
-	put_n_u64(s, sock && (v & TCP_AUDIT_HAS_COOKIE), e->sock_cookie);
-	put_n_u64(s, inode, e->sock_inode);
-	put_n_u32(s, inode, e->sock_uid);
-	put_n_u32(s, inode, e->sock_gid);
-	put_n_enum(s, sock && (v & TCP_AUDIT_HAS_SOCK_STATE), e->sock_state);
-	put_n_u32(s, sock && (v & TCP_AUDIT_HAS_NETNS), e->netns);
-	put_n_u64(s, sock && (v & TCP_AUDIT_HAS_CGROUP), e->cgroup_id);
-	put_n_u64(s, v & TCP_AUDIT_HAS_SEQ, e->seq);
-	put_n_u64(s, v & TCP_AUDIT_HAS_KTIME, e->ktime_ns);
+	put_n_u32(b, on_cpu, e->pid_on_cpu);
+	put_n_u32(b, on_cpu && (v & TCP_AUDIT_HAS_TID), e->tid_on_cpu);
+	put_n_text(b, on_cpu, e->comm_on_cpu, TCP_AUDIT_COMM_LEN);
+	put_n_u32(b, owner, e->owner_pid);
+	put_n_u32(b, owner, e->owner_uid);
+	put_n_text(b, owner, e->owner_comm, TCP_AUDIT_COMM_LEN);
+	put_n_u64(b, sock && (v & TCP_AUDIT_HAS_COOKIE), e->sock_cookie);
+	put_n_u64(b, inode, e->sock_inode);
+	put_n_u32(b, inode, e->sock_uid);
+	put_n_u32(b, inode, e->sock_gid);
+	put_n_enum(b, sock && (v & TCP_AUDIT_HAS_SOCK_STATE), e->sock_state);
+	put_n_u32(b, sock && (v & TCP_AUDIT_HAS_NETNS), e->netns);
+	put_n_u64(b, sock && (v & TCP_AUDIT_HAS_CGROUP), e->cgroup_id);
+	put_n_u64(b, v & TCP_AUDIT_HAS_SEQ, e->seq);
+	put_n_u64(b, v & TCP_AUDIT_HAS_KTIME, e->ktime_ns);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -884,57 +951,77 @@ static bool may_try(struct ch_sink *s)
 
 static bool small_batch(const struct ch_sink *s);
 
+/* The table (made and checked once) before its first insert. */
+static int ensure_table(struct ch_sink *s, const struct table *tb, bool *done)
+{
+	if (*done)
+		return 0;
+	int r = set_up_table(s, tb);
+	if (r == -EIO)
+		tcp_audit_error(s->host, "%s: cannot set up %s.%s: %s", s->store, s->cfg->database,
+				tb->name, s->error);
+	if (r == 0)
+		*done = true;
+	return r;
+}
+
+/* One insert of rows in b into tb; on success b is emptied. */
+static int insert(struct ch_sink *s, const struct table *tb, const char *url,
+		  struct byte_buffer *b, size_t *rows)
+{
+	uint64_t start = now_ns();
+	int r = request(s, url, b->p, b->len);
+
+	s->last_insert = now_ns();
+	if (r == -EIO)
+		tcp_audit_error(s->host, "%s: cannot insert %zu rows into %s: %s", s->store, *rows,
+				tb->name, s->error);
+	if (r)
+		return r;
+	tcp_audit_debug(s->host, "%s: inserted %zu rows (%zu bytes) into %s in %.0f ms", s->store,
+			*rows, b->len, tb->name, (double)(s->last_insert - start) / 1e6);
+	b->len = 0;
+	*rows = 0;
+	return 0;
+}
+
 /*
- * Sends the gathered rows as one insert.  On failure they stay as they are,
- * to be sent again byte for byte.
+ * Sends the gathered rows as one insert, then the seals of their batches
+ * (--seal).  On failure what was not stored stays as it is, to be sent again
+ * byte for byte.
  */
 static int send_rows(struct ch_sink *s)
 {
-	int r;
+	size_t rows = s->rows;
+	int r = 0;
 
-	if (s->rows == 0)
+	if (s->rows == 0 && s->seal_rows == 0)
 		return 0;
 	if (!may_try(s))
 		return TCP_AUDIT_RETRY;
-	if (!s->set_up) {
-		r = set_up(s);
-		if (r == TCP_AUDIT_RETRY) {
-			note_outage(s);
-			return r;
-		}
-		if (r) {
-			if (r == -EIO)
-				tcp_audit_error(s->host, "%s: cannot set up the table: %s", s->store,
-						s->error);
-			return r;
-		}
-		s->set_up = true;
+	if (s->rows)
+		r = ensure_table(s, &s->events, &s->set_up);
+	if (r == 0 && s->seal_rows)
+		r = ensure_table(s, &s->seals, &s->seals_set_up);
+	if (r == 0)
+		s->pending = true;
+	if (r == 0 && s->rows)
+		r = insert(s, &s->events, s->insert_url, &s->out, &s->rows);
+	if (r == 0 && rows) {
+		s->inserts++;
+		s->inserted += rows;
+		s->last_small = rows < (size_t)s->cfg->batch_rows / SMALL_BATCH_DIVISOR;
 	}
-	s->pending = true;
-	uint64_t start = now_ns();
-	r = request(s, s->insert_url, s->out.p, s->out.len);
-	s->last_insert = now_ns();
-	if (r == TCP_AUDIT_RETRY) {
+	if (r == 0 && s->seal_rows)
+		r = insert(s, &s->seals, s->seal_insert_url, &s->seal_out, &s->seal_rows);
+	if (r == TCP_AUDIT_RETRY)
 		note_outage(s);
+	if (r)
 		return r;
-	}
-	if (r) {
-		if (r == -EIO)
-			tcp_audit_error(s->host, "%s: cannot insert %zu rows: %s", s->store, s->rows,
-					s->error);
-		return r;
-	}
 	if (s->down)
 		tcp_audit_info(s->host, "%s is back", s->store);
 	s->down = false;
-	s->inserts++;
-	s->inserted += s->rows;
-	s->last_small = small_batch(s);
-	tcp_audit_debug(s->host, "%s: inserted %zu rows (%zu bytes) in %.0f ms", s->store, s->rows,
-			s->out.len, (double)(s->last_insert - start) / 1e6);
 	s->pending = false;
-	s->out.len = 0;
-	s->rows = 0;
 	return 0;
 }
 
@@ -948,16 +1035,44 @@ static bool batch_full(const struct ch_sink *s)
 	return s->rows >= (size_t)s->cfg->batch_rows || s->out.len >= s->cfg->batch_bytes;
 }
 
-/*
- * The events join the gathered rows; a full batch is sent.  An insert that
- * failed before is sent first, and until it goes through nothing is added
- * (RETRY: the host hands these events again).  An insert of these events
- * that fails returns 0: they are held here and the next write or flush
- * sends them again; the host's spool keeps them until a flush succeeds.
- */
-static int ch_write(void *self, const struct tcp_audit_event *ev, size_t n)
+/* --seal: the seal's row (see seal_columns), the uids of the batch's events with it. */
+static int seal_row(struct ch_sink *s, const struct tcp_audit_event *ev, size_t n,
+		    const struct tcp_audit_seal *seal)
 {
-	struct ch_sink *s = self;
+	struct byte_buffer *b = &s->seal_out;
+
+	if (byte_buffer_reserve(b, 64 + seal->len + n * EVENT_UID_BYTES))
+		return -ENOMEM;
+	put_bytes(b, seal->run, strlen(seal->run));
+	put_u64(b, seal->index);
+	put_u64(b, seal->time_ns);
+	put_u16(b, (uint16_t)(seal->time_ns / 86400000000000ull));
+	put_u32(b, seal->count);
+	put_bytes(b, seal->text, seal->len);
+	size_t len = n * EVENT_UID_BYTES;
+	do { /* the length as LEB128, then the uids */
+		put_u8(b, (uint8_t)((len & 0x7f) | (len > 0x7f ? 0x80 : 0)));
+		len >>= 7;
+	} while (len);
+	for (size_t i = 0; i < n; i++) {
+		event_uid_bytes(&ev[i], (uint8_t *)b->p + b->len);
+		b->len += EVENT_UID_BYTES;
+	}
+	s->seal_rows++;
+	return 0;
+}
+
+/*
+ * The events join the gathered rows (and their seal the gathered seals); a
+ * full batch is sent.  An insert that failed before is sent first, and until
+ * it goes through nothing is added (RETRY: the host hands these events
+ * again).  An insert of these events that fails returns 0: they are held
+ * here and the next write or flush sends them again; the host's spool keeps
+ * them until a flush succeeds.
+ */
+static int write_batch(struct ch_sink *s, const struct tcp_audit_event *ev, size_t n,
+		       const struct tcp_audit_seal *seal)
+{
 	int r;
 
 	if (s->pending) {
@@ -972,8 +1087,13 @@ static int ch_write(void *self, const struct tcp_audit_event *ev, size_t n)
 			s->rows = rows;
 			return -ENOMEM;
 		}
-		event_row(s, &ev[i]);
+		event_row(&s->out, &ev[i]);
 		s->rows++;
+	}
+	if (seal && seal_row(s, ev, n, seal)) {
+		s->out.len = len;
+		s->rows = rows;
+		return -ENOMEM;
 	}
 	if (batch_full(s)) {
 		r = send_rows(s);
@@ -982,6 +1102,17 @@ static int ch_write(void *self, const struct tcp_audit_event *ev, size_t n)
 		return r;
 	}
 	return 0;
+}
+
+static int ch_write(void *self, const struct tcp_audit_event *ev, size_t n)
+{
+	return write_batch(self, ev, n, NULL);
+}
+
+static int ch_write_sealed(void *self, const struct tcp_audit_event *ev, size_t n,
+			   const struct tcp_audit_seal *seal)
+{
+	return write_batch(self, ev, n, seal);
 }
 
 static void sleep_until(uint64_t t)
@@ -1006,9 +1137,9 @@ static int ch_flush(void *self)
 {
 	struct ch_sink *s = self;
 
-	if (s->rows == 0)
+	if (s->rows == 0 && s->seal_rows == 0)
 		return 0;
-	if (!s->pending && s->last_small && small_batch(s))
+	if (!s->pending && s->rows && s->last_small && small_batch(s))
 		sleep_until(s->last_insert + (uint64_t)s->cfg->interval_ms * 1000000u);
 	return send_rows(s);
 }
@@ -1022,8 +1153,9 @@ static void ch_close(void *self)
 	if (s->inserts)
 		tcp_audit_info(s->host, "%s: %" PRIu64 " rows in %" PRIu64 " inserts", s->store,
 			       s->inserted, s->inserts);
-	if (s->rows)
-		tcp_audit_warning(s->host, "%s: %zu rows not stored at close", s->store, s->rows);
+	if (s->rows || s->seal_rows)
+		tcp_audit_warning(s->host, "%s: %zu rows and %zu seals not stored at close", s->store,
+				  s->rows, s->seal_rows);
 	if (s->curl)
 		curl_easy_cleanup(s->curl);
 	curl_slist_free_all(s->headers);
@@ -1032,8 +1164,10 @@ static void ch_close(void *self)
 		free(s->password);
 	}
 	free(s->insert_url);
+	free(s->seal_insert_url);
 	free(s->query_url);
 	byte_buffer_free(&s->out);
+	byte_buffer_free(&s->seal_out);
 	byte_buffer_free(&s->reply);
 	free(s);
 }
@@ -1048,6 +1182,7 @@ static const struct tcp_audit_plugin ch_plugin = {
 	.config_size = sizeof(struct ch_config),
 	.sinker_open = ch_open,
 	.sinker_write = ch_write,
+	.sinker_write_sealed = ch_write_sealed,
 	.sinker_flush = ch_flush,
 	.sinker_close = ch_close,
 };

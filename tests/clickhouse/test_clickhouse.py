@@ -2,10 +2,13 @@
 itself: every field of every kind of event as the JSON form has it (IPv4 and
 IPv6), the same uids as the other stores, a file replayed twice stored once,
 large inserts, a password that never shows, a server away at the start or
-killed with -9 in the middle: every event once."""
+killed with -9 in the middle: every event once.  Sealed (--seal): verify
+passes, names what was tampered with, and the chain survives a server
+killed with -9 and a tcp-audit killed with -9."""
 import json
 import os
 import re
+import signal
 import tempfile
 import threading
 import time
@@ -13,8 +16,8 @@ import unittest
 
 import chserver
 import tcpaudit
-from tcpaudit import (SNAPSHOT_LINE, Running, read_jsonl, reset_lines, run, sample_line,
-                      store_lines, wait_until)
+from tcpaudit import (SNAPSHOT_LINE, Running, fixture, read_jsonl, reset_lines, run,
+                      sample_line, store_lines, wait_until)
 
 SANITIZED = bool(os.environ.get("TCP_AUDIT_SANITIZED") or os.environ.get("TCP_AUDIT_WRAPPER"))
 
@@ -175,6 +178,16 @@ class ClickHouseSink(unittest.TestCase):
         self.assertEqual(self.count(), len(store_lines()))
         self.assertIn("audit@127.0.0.1", r.stderr)
         self.assertNotIn(chserver.PASSWORD, r.stderr)
+        # verify reads as that user too (an archive without seals: said so)
+        r = run(["verify", self.ch.url + "/?user=audit&database=" + self.db, "--verify-key",
+                 self.seal_init(), "--password-file", pw])
+        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+        self.assertIn("has no seals (no table tcp_audit_seals): it was not written with --seal",
+                      r.stderr)
+        r = run(["verify", self.ch.url + "/?user=audit&database=" + self.db, "--verify-key",
+                 self.seal_init()])
+        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+        self.assertRegex(r.stderr, r"reading the seals: HTTP \d+: Code: 19\d")
         with open(pw, "w") as f:
             f.write("wrong-" + chserver.PASSWORD + "\n")
         r = run(["--event", "replay", "-p", "path=" + self.inp] +
@@ -198,13 +211,24 @@ class ClickHouseSink(unittest.TestCase):
             r = run(["--event", "replay", "-p", "path=" + self.inp] + self.sink(url=url))
             self.assertEqual(r.returncode, 2, r.stderr)
             self.assertIn("ca_file= names the CA", r.stderr)
+            # verify over https: with the CA it reads (no seals here, said so), without it not
+            source = url + "/?database=" + self.db
+            r = run(["verify", source, "--verify-key", self.seal_init(), "--ca-file",
+                     other.ca_file])
+            self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+            self.assertIn("has no seals", r.stderr)
+            r = run(["verify", source, "--verify-key", self.seal_init()])
+            self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+            self.assertIn("reading the seals: SSL peer certificate", r.stderr)
         finally:
             other.cleanup()
 
     def test_mistakes_are_one_line_errors(self):
         for extra, text in [(["url=127.0.0.1:8123"], "url= must start with http://"),
                             (["url=" + self.ch.url, "table=a-b"],
-                             "database=, table= and cluster= take letters"),
+                             "database=, table=, seals_table= and cluster= take letters"),
+                            (["url=" + self.ch.url, "seals_table=tcp_events"],
+                             "table= and seals_table= name the same table"),
                             (["url=" + self.ch.url, "batch_rows=0"], "batch_rows")]:
             args = ["--sink", "clickhouse"] + [a for kv in extra for a in ("-p", kv)]
             r = run(["--event", "replay", "-p", "path=" + self.inp] + args)
@@ -244,7 +268,9 @@ class ClickHouseSink(unittest.TestCase):
                 f.write(sample_line(i + 1, sport=10000 + i % 50000) + "\n")
         try:
             # small inserts, so that some are stored before the kill and some after
-            with Running(["--event", "replay", "-p", "path=" + path, "--batch-size", "500"] +
+            self.seal_init()
+            with Running(["--event", "replay", "-p", "path=" + path, "--batch-size", "500",
+                          "--seal", self.key] +
                          self.sink("batch_rows=1000", "interval=0", url=other.url)) as t:
                 wait_until(lambda: self.stored(other) > 0, timeout=60, what="first rows")
                 other.kill()
@@ -258,8 +284,125 @@ class ClickHouseSink(unittest.TestCase):
             seqs = other.query("SELECT uniqExact(seq), min(seq), max(seq) FROM %s.tcp_events"
                                % self.db).split()
             self.assertEqual(seqs, [str(n), "1", str(n)])
+            # every batch with its seal, the chain whole
+            out = self.verify(0, server=other)
+            self.assertIn("%d events verified" % n, out)
         finally:
             other.cleanup()
+
+    def seal_init(self):
+        """The verification key of a sealing key made once per test (self.key)."""
+        if not hasattr(self, "vkey"):
+            self.key = os.path.join(self.tmp.name, "seal.key")
+            r = run(["seal-init", self.key])
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.vkey = r.stdout.strip()
+        return self.vkey
+
+    def verify(self, expect, server=None, extra=""):
+        r = run(["verify", (server or self.ch).url + "/?database=" + self.db + extra,
+                 "--verify-key", self.seal_init()])
+        self.assertEqual(r.returncode, expect, r.stdout + r.stderr)
+        self.assertEqual(r.stdout.splitlines()[-1].split(":")[0], "FAILED" if expect else "OK",
+                         r.stdout + r.stderr)
+        return r.stdout
+
+    def sealed_db(self, lines, extra=()):
+        """A fresh database with lines replayed into it with --seal, 500 a batch."""
+        self.seal_init()
+        ClickHouseSink.n += 1
+        self.db = "sealed%d" % ClickHouseSink.n
+        with open(self.inp, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        self.replay(extra=extra, more=["--batch-size", "500", "--seal", self.key])
+
+    def mutate(self, table, sql):
+        """ALTER TABLE ... UPDATE/DELETE, waited for (mutations run in the background)."""
+        self.ch.query("ALTER TABLE %s.%s %s" % (self.db, table, sql))
+        wait_until(lambda: self.ch.query(
+            "SELECT count() FROM system.mutations WHERE database = '%s' AND table = '%s'"
+            " AND NOT is_done" % (self.db, table)).strip() == "0", what="the mutation")
+
+    def uid_of(self, seq):
+        return self.ch.query("SELECT toString(uid) FROM %s.tcp_events WHERE seq = %d"
+                             % (self.db, seq)).strip()
+
+    def test_sealed_store_verifies_and_tampering_is_named(self):
+        # every field, a command name with a byte that is not UTF-8, a gap record, resets
+        lines = (store_lines() + reset_lines() + [SNAPSHOT_LINE] +
+                 [sample_line(i) for i in range(100, 2100)])
+        lines.append(sample_line(2500).replace('"host":"host-a",',
+                                               '"host":"host-a","machine":"0123456789abcdef",'))
+        # where an event of seq N is in its batch of 500 (counted from 1), and which batch
+        at = lambda seq: (lines.index(sample_line(seq)) % 500 + 1
+                          if seq != 2500 else (len(lines) - 1) % 500 + 1)
+        self.assertEqual((len(lines) - 1) // 500, 4)
+        self.sealed_db(lines, extra=["seals_table=seals"])
+        out = self.verify(0, extra="&seals_table=seals")
+        self.assertIn("%d events verified in 6 seals of 1 run" % len(lines), out)
+        self.assertIn("default@127.0.0.1:%s/%s.tcp_events:" % (self.ch.url.rsplit(":", 1)[1], self.db),
+                      out)
+        self.sealed_db(lines)
+        run_id = self.ch.query("SELECT run FROM %s.tcp_audit_seals LIMIT 1" % self.db)[:8]
+        # one row deleted
+        self.mutate("tcp_events", "DELETE WHERE seq = 110")
+        out = self.verify(1)
+        self.assertIn("event %d of seal %s #0 is missing (deleted)" % (at(110), run_id), out)
+        # one address changed, one machine changed
+        self.sealed_db(lines)
+        run_id = self.ch.query("SELECT run FROM %s.tcp_audit_seals LIMIT 1" % self.db)[:8]
+        self.mutate("tcp_events", "UPDATE saddr = toFixedString(unhex("
+                                  "'00000000000000000000ffff0a000063'), 16) WHERE seq = 120")
+        self.mutate("tcp_events", "UPDATE machine = '0123456789abcdee' WHERE seq = 2500")
+        out = self.verify(1)
+        self.assertIn("event %s: event altered (it was event %d of seal %s #0"
+                      % (self.uid_of(120), at(120), run_id), out)
+        self.assertIn("event %s: event altered (it was event %d of seal %s #4"
+                      % (self.uid_of(2500), at(2500), run_id), out)
+        # a forged row: another's copy with another port and uid
+        columns = self.ch.query("SELECT name FROM system.columns WHERE database = '%s'"
+                                " AND table = 'tcp_events'" % self.db).split()
+        forged = {"uid": "toUUID(concat(substring(toString(uid), 1, 24), 'ffff',"
+                         " substring(toString(uid), 29)))",
+                  "dport": "toNullable(toUInt16(4444))"}
+        self.ch.query("INSERT INTO %s.tcp_events SELECT %s FROM %s.tcp_events WHERE seq = 130"
+                      % (self.db, ", ".join(forged.get(c, c) for c in columns), self.db))
+        forged_uid = self.ch.query("SELECT toString(uid) FROM %s.tcp_events WHERE dport = 4444"
+                                   % self.db).strip()
+        out = self.verify(1)
+        self.assertIn("event %s: an event no seal covers" % forged_uid, out)
+        # a seal dropped, and the end cut off
+        self.sealed_db(lines)
+        run_id = self.ch.query("SELECT run FROM %s.tcp_audit_seals LIMIT 1" % self.db)[:8]
+        self.mutate("tcp_audit_seals", "DELETE WHERE idx = 2")
+        out = self.verify(1)
+        self.assertIn("seal #2 of run %s is missing" % run_id, out)
+        self.assertIn("(500 in time order): events no seal covers", out)
+        self.mutate("tcp_audit_seals", "DELETE WHERE idx >= 4")
+        out = self.verify(1)
+        self.assertIn("has no closing seal after #3", out)
+
+    def test_sealed_through_a_tcp_audit_kill_9_verifies_with_the_crash_recorded(self):
+        self.seal_init()
+        state = os.path.join(self.tmp.name, "state")
+        os.mkdir(state)
+        env = dict(os.environ, STATE_DIRECTORY=state)  # the default spool, a test's own
+        args = ["--event", fixture("synthetic-eventer"), "-p", "count=0", "-p",
+                "interval_ms=5", "-p", "per_read=50", "--seal", self.key, "--batch-size",
+                "100"] + self.sink("batch_rows=2000", "interval=0")
+        with Running(args, env=env) as t:
+            wait_until(lambda: self.stored(self.ch) > 5000, timeout=60, what="sealed batches")
+            t.proc.send_signal(signal.SIGKILL)
+            t.wait()
+        with Running(args, env=env) as t:
+            stored = self.stored(self.ch)
+            wait_until(lambda: self.stored(self.ch) > stored + 5000, timeout=60,
+                       what="more batches")
+            self.assertEqual(t.stop(), 130, t.stderr())
+        out = self.verify(0)
+        self.assertIn("did not stop cleanly", out)
+        self.assertIn("the next, recorded it", out)
+        self.assertIn("of 2 runs", out)
 
     def stored(self, server):
         try:

@@ -20,7 +20,7 @@ import chserver
 import pgserver
 import tcpaudit
 import zkserver
-from tcpaudit import BIN, WRAPPER, wait_until
+from tcpaudit import BIN, WRAPPER, run, wait_until
 
 LOADGEN = os.environ.get("TCP_AUDIT_LOADGEN", "")
 SANITIZED = bool(os.environ.get("TCP_AUDIT_SANITIZED") or os.environ.get("TCP_AUDIT_WRAPPER"))
@@ -162,11 +162,19 @@ class Fleet(unittest.TestCase):
     def test_hosts_into_a_sharded_cluster_and_postgresql_through_outages(self):
         for key in HOSTS:
             self.hosts.append(Host(key, self.tmp.name))
+        # the first host seals, and writes a copy to a database of its own to be verified
+        key = os.path.join(self.tmp.name, "seal.key")
+        r = run(["seal-init", key])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        vkey = r.stdout.strip()
         for h in self.hosts:
             shard = self.shards[h.index % 2]
+            sealed = [] if h.index else [
+                "--seal", key, "--sink", "clickhouse", "-p", "url=" + shard.url, "-p",
+                "database=sealed", "-p", "cluster=fleet", "-p", "interval=200"]
             h.start(["--sink", "clickhouse", "-p", "url=" + shard.url, "-p", "database=fleet",
                      "-p", "cluster=fleet", "-p", "interval=200",
-                     "--sink", "pgsql", "-p", "conninfo=" + self.pg.conninfo("fleet")])
+                     "--sink", "pgsql", "-p", "conninfo=" + self.pg.conninfo("fleet")] + sealed)
         # the tables were made ON CLUSTER on both shards
         for s in self.shards:
             self.assertEqual(s.query("EXISTS TABLE fleet.tcp_events_local").strip(), "1")
@@ -206,6 +214,16 @@ class Fleet(unittest.TestCase):
             self.assertEqual(out.strip(), str(len(HOSTS)))
         log = "".join(h.stderr() for h in self.hosts)
         self.assertIn("is back", log)
+        # the sealed copy: every batch with its seal on the shards, through both outages
+        for s in self.shards:
+            self.assertEqual(s.query("EXISTS TABLE sealed.tcp_audit_seals_local").strip(), "1")
+        r = run(["verify", self.shards[1].url + "/?database=sealed", "--verify-key", vkey])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        stored = self.shards[0].query("SELECT count(), countIf(kind = 'state_change')"
+                                      " FROM sealed.tcp_events FINAL").split()
+        self.assertEqual(int(stored[1]), self.hosts[0].events)
+        self.assertIn("%s events verified" % stored[0], r.stdout)
+        self.assertIn("of 1 run,", r.stdout)
 
 
 if __name__ == "__main__":
