@@ -317,6 +317,13 @@ static int events_of_version(struct store *st, int64_t version)
 /* Opens the archive and checks its schema; 0, or an exit status. */
 static int open_store(struct store *st)
 {
+	if (archive_is_clickhouse(st->source)) {
+		/* not named: a URL can hold a password */
+		fprintf(stderr, "tcp-audit report: the source is a ClickHouse server's URL: report "
+				"reads SQLite and PostgreSQL archives (ClickHouse's SQL answers the "
+				"same; see the README's \"Fleet\")\n");
+		return EXIT_USAGE;
+	}
 	if (archive_is_pgsql(st->source)) {
 #if TCP_AUDIT_VERIFY_PGSQL
 		st->pg = PQconnectdb(st->source);

@@ -1624,8 +1624,10 @@ static int ch_parse_source(struct ch *c, const char *source)
 		hlen -= (size_t)(at + 1 - host);
 		host = at + 1;
 	}
-	snprintf(c->v->pg_name, sizeof(c->v->pg_name), "%s@%.*s/%s.%s", *c->user ? c->user : "default",
-		 (int)hlen, host, database, c->table);
+	if (snprintf(c->v->pg_name, sizeof(c->v->pg_name), "%s@%.*s/%s.%s",
+		     *c->user ? c->user : "default", (int)(hlen > 200 ? 200 : hlen), host, database,
+		     c->table) >= (int)sizeof(c->v->pg_name))
+		c->v->pg_name[sizeof(c->v->pg_name) - 2] = '~'; /* cut short */
 	c->v->source = c->v->pg_name;
 	return 0;
 }
@@ -1762,7 +1764,8 @@ int verify_main(int argc, char **argv)
 			ca_file = optarg;
 			break;
 		case 'h':
-			printf("Usage: tcp-audit verify SOURCE --verify-key KEY\n"
+			printf("Usage: tcp-audit verify SOURCE --verify-key KEY [--password-file F]\n"
+			       "                        [--ca-file F]\n"
 			       "\n"
 			       "Checks an archive written with tcp-audit --seal: every seal (its MAC under\n"
 			       "the key of its time, its place in its run's chain) and every event against\n"

@@ -591,6 +591,8 @@ class Mistakes(unittest.TestCase):
             self.check([jsonl, jsonl], "one archive at a time")
             self.check([os.path.join(d, "missing.db")], "cannot read")
             self.check([jsonl], "neither an SQLite archive nor a PostgreSQL URI")
+            self.check(["http://127.0.0.1:1/?database=audit&password=secret"],
+                       "the source is a ClickHouse server's URL: report reads SQLite and")
             self.check([empty], "is not a tcp-audit archive (no tables of schema version 1 or 2)")
             newer = os.path.join(d, "newer.db")
             subprocess.run(["sqlite3", newer, "PRAGMA user_version = 3"], check=True)
