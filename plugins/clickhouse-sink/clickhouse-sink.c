@@ -818,15 +818,19 @@ static void put_n_enum(struct byte_buffer *b, bool valid, uint8_t v)
 		put_u8(b, v);
 }
 
-/* A string: its length as LEB128, then its bytes. */
+/* A string's length, as LEB128. */
+static void put_length(struct byte_buffer *b, size_t n)
+{
+	do {
+		put_u8(b, (uint8_t)((n & 0x7f) | (n > 0x7f ? 0x80 : 0)));
+		n >>= 7;
+	} while (n);
+}
+
+/* A string: its length, then its bytes. */
 static void put_bytes(struct byte_buffer *b, const char *p, size_t n)
 {
-	size_t v = n;
-
-	do {
-		put_u8(b, (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0)));
-		v >>= 7;
-	} while (v);
+	put_length(b, n);
 	put(b, p, n);
 }
 
@@ -1049,11 +1053,7 @@ static int seal_row(struct ch_sink *s, const struct tcp_audit_event *ev, size_t 
 	put_u16(b, (uint16_t)(seal->time_ns / 86400000000000ull));
 	put_u32(b, seal->count);
 	put_bytes(b, seal->text, seal->len);
-	size_t len = n * EVENT_UID_BYTES;
-	do { /* the length as LEB128, then the uids */
-		put_u8(b, (uint8_t)((len & 0x7f) | (len > 0x7f ? 0x80 : 0)));
-		len >>= 7;
-	} while (len);
+	put_length(b, n * EVENT_UID_BYTES);
 	for (size_t i = 0; i < n; i++) {
 		event_uid_bytes(&ev[i], (uint8_t *)b->p + b->len);
 		b->len += EVENT_UID_BYTES;
