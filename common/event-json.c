@@ -421,6 +421,20 @@ static int parse_string(struct parser *ps, char *out, size_t cap, size_t *out_le
 
 		if (ps->p >= ps->end)
 			return fail(ps, "%s: unterminated string", what);
+		/* a run of plain ASCII, copied at once (most strings are nothing else) */
+		const char *run = ps->p;
+		while (run < ps->end && (unsigned char)*run >= 0x20 && (unsigned char)*run < 0x80 &&
+		       *run != '"' && *run != '\\')
+			run++;
+		if (run > ps->p) {
+			size_t k = (size_t)(run - ps->p);
+			if (n + k > cap - 1)
+				return fail(ps, "%s: longer than %zu bytes", what, cap - 1);
+			memcpy(out + n, ps->p, k);
+			n += k;
+			ps->p = run;
+			continue;
+		}
 		unsigned char c = (unsigned char)*ps->p;
 		if (c == '"') {
 			ps->p++;
