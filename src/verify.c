@@ -46,6 +46,7 @@
 #define EXIT_PROBLEMS 1
 #define EXIT_USAGE 2
 #define FP_HEX 16
+#define MAX_KEYS 256 /* --verify-key: a fleet's hosts */
 
 static int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -135,6 +136,7 @@ struct pending {
 struct run {
 	char id[SEAL_RUN_HEX];
 	uint64_t next_index;
+	size_t key; /* which --verify-key its seals verify under */
 	char prev[65];
 	bool prev_known;
 	bool closed;
@@ -155,7 +157,8 @@ struct verify {
 	const char *unit, *seal_unit; /* how events and seals are found: "line", "row" */
 	bool by_uid;                  /* events are named by uid (PostgreSQL), not unit N */
 	bool no_machine;              /* a store made before the machine column */
-	struct seal_keys keys;
+	struct seal_keys *keys; /* one per --verify-key (a fleet's hosts: one each) */
+	size_t n_keys;
 	struct pending *pend;
 	size_t n_pend, cap_pend;
 	struct run *runs;
@@ -476,9 +479,26 @@ static void check_seal(struct verify *v, const char *text, size_t len, uint64_t 
 	else
 		snprintf(what, sizeof(what), "seal %.8s #%" PRIu64 " (%s %" PRIu64 ")", id, index,
 			 v->seal_unit, line);
-	/* a key is derived by stepping from k(0): an epoch from after now is not walked to */
-	uint64_t now = (uint64_t)time(NULL), vstart = v->keys.vk->start;
-	if (epoch > (now > vstart ? (now - vstart) / v->keys.vk->interval : 0) + 1) {
+	/*
+	 * The MAC under each key given, the run's own first; a key is derived by
+	 * stepping from k(0): an epoch from after now is not walked to.
+	 */
+	struct run *known = find_run(v, id);
+	const uint8_t *key = NULL;
+	size_t k = 0, future = 0;
+	for (size_t t = 0; t < v->n_keys && !key; t++) {
+		k = ((known ? known->key : 0) + t) % v->n_keys;
+		uint64_t now = (uint64_t)time(NULL), vstart = v->keys[k].vk->start;
+		if (epoch > (now > vstart ? (now - vstart) / v->keys[k].vk->interval : 0) + 1) {
+			future++;
+			continue;
+		}
+		const uint8_t *at_epoch = seal_keys_at(&v->keys[k], epoch);
+		seal_mac_hex(at_epoch, text, (size_t)(fp + 1 - text), want, n_fp, want_mac);
+		if (strcmp(mac, want_mac) == 0)
+			key = at_epoch;
+	}
+	if (!key && future == v->n_keys) {
 		problem(v, "%s: its epoch %" PRIu64 " lies in the future: forged", what, epoch);
 		for (size_t i = 0; i < v->n_pend; i++)
 			add_extra(v, &v->pend[i]);
@@ -486,12 +506,10 @@ static void check_seal(struct verify *v, const char *text, size_t len, uint64_t 
 		free(want);
 		return;
 	}
-	const uint8_t *key = seal_keys_at(&v->keys, epoch);
-	seal_mac_hex(key, text, (size_t)(fp + 1 - text), want, n_fp, want_mac);
-	if (strcmp(mac, want_mac) != 0) {
-		problem(v, "%s: its MAC is wrong: the seal was forged or altered; the %zu events "
+	if (!key) {
+		problem(v, "%s: its MAC is wrong%s: the seal was forged or altered; the %zu events "
 			   "before it are not verified",
-			what, v->n_pend);
+			what, v->n_keys > 1 ? " under every key given" : "", v->n_pend);
 		for (size_t i = 0; i < v->n_pend; i++)
 			add_extra(v, &v->pend[i]);
 		v->n_pend = 0;
@@ -505,8 +523,8 @@ static void check_seal(struct verify *v, const char *text, size_t len, uint64_t 
 		return;
 	}
 	uint64_t secs = time_ns / 1000000000u;
-	uint64_t at = secs > v->keys.vk->start ? (secs - v->keys.vk->start) / v->keys.vk->interval
-					       : 0;
+	const struct seal_vkey *vk = v->keys[k].vk;
+	uint64_t at = secs > vk->start ? (secs - vk->start) / vk->interval : 0;
 	if (at != epoch)
 		problem(v, "%s: sealed in epoch %" PRIu64 " but dated in epoch %" PRIu64
 			   " (a later key sealing an earlier time: forged, or the clock stepped)",
@@ -521,6 +539,7 @@ static void check_seal(struct verify *v, const char *text, size_t len, uint64_t 
 			r = &v->runs[v->n_runs++];
 			*r = (struct run){0};
 			memcpy(r->id, id, sizeof(r->id));
+			r->key = k;
 			field_str(text, len, "after", after, sizeof(after), 0);
 			field_bool(text, len, "after_closed", &after_closed);
 			memcpy(r->after, after, sizeof(r->after));
@@ -537,6 +556,7 @@ static void check_seal(struct verify *v, const char *text, size_t len, uint64_t 
 		*r = (struct run){0};
 		memcpy(r->id, id, sizeof(r->id));
 		r->next_index = index;
+		r->key = k;
 	} else if (r->closed) {
 		problem(v, "%s: a seal after run %.8s's closing seal", what, id);
 	} else if (index > r->next_index) {
@@ -1746,8 +1766,10 @@ int verify_main(int argc, char **argv)
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	const char *vkey_text = NULL, *password_file = NULL, *ca_file = NULL;
-	struct seal_vkey vk;
+	const char *password_file = NULL, *ca_file = NULL;
+	struct seal_vkey vks[MAX_KEYS];
+	struct seal_keys keys[MAX_KEYS];
+	size_t n_keys = 0;
 	struct verify v = {0};
 	int c;
 
@@ -1755,7 +1777,12 @@ int verify_main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'k':
-			vkey_text = optarg;
+			if (n_keys == MAX_KEYS)
+				return usage_error("verify", "at most %d --verify-key", MAX_KEYS);
+			if (seal_vkey_parse(optarg, &vks[n_keys]) < 0)
+				return usage_error("verify", "--verify-key: not a verification key of "
+							     "tcp-audit seal-init (tav1-...)");
+			n_keys++;
 			break;
 		case 'p':
 			password_file = optarg;
@@ -1764,7 +1791,7 @@ int verify_main(int argc, char **argv)
 			ca_file = optarg;
 			break;
 		case 'h':
-			printf("Usage: tcp-audit verify SOURCE --verify-key KEY [--password-file F]\n"
+			printf("Usage: tcp-audit verify SOURCE --verify-key KEY... [--password-file F]\n"
 			       "                        [--ca-file F]\n"
 			       "\n"
 			       "Checks an archive written with tcp-audit --seal: every seal (its MAC under\n"
@@ -1780,7 +1807,8 @@ int verify_main(int argc, char **argv)
 			       "                    clickhouse sink's url= (http[s]://HOST:PORT/, with\n"
 			       "                    ?database=D&table=T&seals_table=S where not the\n"
 			       "                    defaults; user=NAME for another user)\n"
-			       "  --verify-key KEY  the key tcp-audit seal-init printed\n"
+			       "  --verify-key KEY  the key tcp-audit seal-init printed; again for each\n"
+			       "                    host whose seals the archive holds (a fleet's store)\n"
 			       "  --password-file F ClickHouse: the user's password, the file's first line\n"
 			       "  --ca-file F       ClickHouse over https: the CA certificates (PEM)\n"
 			       "\n"
@@ -1794,17 +1822,17 @@ int verify_main(int argc, char **argv)
 	if (optind != argc - 1)
 		return usage_error("verify", optind == argc ? "give the archive to check"
 							    : "one archive at a time");
-	if (!vkey_text)
+	if (!n_keys)
 		return usage_error("verify", "give --verify-key (printed by tcp-audit seal-init)");
-	if (seal_vkey_parse(vkey_text, &vk) < 0)
-		return usage_error("verify", "--verify-key: not a verification key of tcp-audit "
-					     "seal-init (tav1-...)");
 	v.source = argv[optind];
 	bool clickhouse = archive_is_clickhouse(v.source);
 	if ((password_file || ca_file) && !clickhouse)
 		return usage_error("verify", "--%s is for a ClickHouse source (http[s]://...)",
 				   password_file ? "password-file" : "ca-file");
-	seal_keys_init(&v.keys, &vk);
+	for (size_t i = 0; i < n_keys; i++)
+		seal_keys_init(&keys[i], &vks[i]);
+	v.keys = keys;
+	v.n_keys = n_keys;
 	int r = clickhouse		      ? verify_clickhouse(&v, password_file, ca_file)
 		: archive_is_pgsql(v.source)  ? verify_pgsql(&v)
 		: archive_is_sqlite(v.source) ? verify_sqlite(&v)
@@ -1816,8 +1844,11 @@ int verify_main(int argc, char **argv)
 		char t0[RFC3339_NS_LEN + 1] = "", t1[RFC3339_NS_LEN + 1] = "";
 		t0[format_rfc3339_ns(run->first_seal_ns, t0)] = '\0';
 		t1[format_rfc3339_ns(run->last_seal_ns, t1)] = '\0';
-		printf("run %s: %" PRIu64 " seals of %" PRIu64 " events, sealed from %s to %s%s\n",
-		       run->id, run->seals, run->events, t0, t1,
+		char key[40] = "";
+		if (n_keys > 1)
+			snprintf(key, sizeof(key), " (--verify-key #%zu)", run->key + 1);
+		printf("run %s%s: %" PRIu64 " seals of %" PRIu64 " events, sealed from %s to %s%s\n",
+		       run->id, key, run->seals, run->events, t0, t1,
 		       run->closed ? ", closed" : "");
 	}
 	char from[RFC3339_NS_LEN + 1] = "-", to[RFC3339_NS_LEN + 1] = "-";

@@ -162,19 +162,18 @@ class Fleet(unittest.TestCase):
     def test_hosts_into_a_sharded_cluster_and_postgresql_through_outages(self):
         for key in HOSTS:
             self.hosts.append(Host(key, self.tmp.name))
-        # the first host seals, and writes a copy to a database of its own to be verified
-        key = os.path.join(self.tmp.name, "seal.key")
-        r = run(["seal-init", key])
-        self.assertEqual(r.returncode, 0, r.stderr)
-        vkey = r.stdout.strip()
+        # every host seals with a key of its own
+        vkeys = []
         for h in self.hosts:
+            key = os.path.join(h.dir, "seal.key")
+            r = run(["seal-init", key])
+            self.assertEqual(r.returncode, 0, r.stderr)
+            vkeys += ["--verify-key", r.stdout.strip()]
             shard = self.shards[h.index % 2]
-            sealed = [] if h.index else [
-                "--seal", key, "--sink", "clickhouse", "-p", "url=" + shard.url, "-p",
-                "database=sealed", "-p", "cluster=fleet", "-p", "interval=200"]
-            h.start(["--sink", "clickhouse", "-p", "url=" + shard.url, "-p", "database=fleet",
+            h.start(["--seal", key,
+                     "--sink", "clickhouse", "-p", "url=" + shard.url, "-p", "database=fleet",
                      "-p", "cluster=fleet", "-p", "interval=200",
-                     "--sink", "pgsql", "-p", "conninfo=" + self.pg.conninfo("fleet")] + sealed)
+                     "--sink", "pgsql", "-p", "conninfo=" + self.pg.conninfo("fleet")])
         # the tables were made ON CLUSTER on both shards
         for s in self.shards:
             self.assertEqual(s.query("EXISTS TABLE fleet.tcp_events_local").strip(), "1")
@@ -214,16 +213,18 @@ class Fleet(unittest.TestCase):
             self.assertEqual(out.strip(), str(len(HOSTS)))
         log = "".join(h.stderr() for h in self.hosts)
         self.assertIn("is back", log)
-        # the sealed copy: every batch with its seal on the shards, through both outages
+        # every batch with its seal, through both outages: the fleet's stores verify with
+        # the hosts' keys, each run under its host's
         for s in self.shards:
-            self.assertEqual(s.query("EXISTS TABLE sealed.tcp_audit_seals_local").strip(), "1")
-        r = run(["verify", self.shards[1].url + "/?database=sealed", "--verify-key", vkey])
-        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        stored = self.shards[0].query("SELECT count(), countIf(kind = 'state_change')"
-                                      " FROM sealed.tcp_events FINAL").split()
-        self.assertEqual(int(stored[1]), self.hosts[0].events)
-        self.assertIn("%s events verified" % stored[0], r.stdout)
-        self.assertIn("of 1 run,", r.stdout)
+            self.assertEqual(s.query("EXISTS TABLE fleet.tcp_audit_seals_local").strip(), "1")
+        stored = self.shards[0].query("SELECT count() FROM fleet.tcp_events FINAL").strip()
+        for source in (self.shards[1].url + "/?database=fleet", self.pg.conninfo("fleet")):
+            r = run(["verify", source] + vkeys)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertIn("%s events verified" % stored, r.stdout)
+            self.assertIn("of %d runs," % len(HOSTS), r.stdout)
+            for i in range(len(HOSTS)):
+                self.assertIn("(--verify-key #%d)" % (i + 1), r.stdout)
 
 
 if __name__ == "__main__":

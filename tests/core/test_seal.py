@@ -145,6 +145,31 @@ class Seal(unittest.TestCase):
         with open(copy) as f:
             self.assertEqual(f.read().splitlines(), [l for l in lines if '"kind":"seal"' not in l])
 
+    def test_a_fleet_archive_verifies_with_every_host_key(self):
+        """Two hosts, each sealing with its own key, into one archive (here two
+        jsonl files joined): verify takes both keys, names each run's; with one
+        key the other host's seals are not taken."""
+        vkey_a = self.seal_init()
+        lines = self.capture(count=1000)
+        os.rename(self.key, self.key + ".a")
+        os.unlink(self.out)
+        vkey_b = self.seal_init()
+        lines += self.capture(count=1500, extra=["--host", "host-b"])
+        path = os.path.join(self.d, "fleet.jsonl")
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        r = run(["verify", path, "--verify-key", vkey_a, "--verify-key", vkey_b])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("2500 events verified in 7 seals of 2 runs", r.stdout)
+        self.assertRegex(r.stdout, r"run [0-9a-f]{32} \(--verify-key #1\): 3 seals of 1000 events")
+        self.assertRegex(r.stdout, r"run [0-9a-f]{32} \(--verify-key #2\): 4 seals of 1500 events")
+        r = run(["verify", path, "--verify-key", vkey_b])
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("its MAC is wrong: the seal was forged or altered", r.stdout)
+        self.assertIn("1500 events verified", r.stdout)
+        r = run(["verify", path, "--verify-key", vkey_b, "--verify-key", vkey_b])
+        self.assertIn("its MAC is wrong under every key given", r.stdout)
+
     def test_tampering_is_named(self):
         self.seal_init()
         lines = self.capture()
