@@ -1128,11 +1128,15 @@ static int write_batch(struct pgsql_sink *s, const struct tcp_audit_event *ev, s
 	int r;
 
 	if (PQstatus(s->conn) != CONNECTION_OK) {
+		/* lost while idle, or by a chunk's upkeep after the last batch */
+		if (!s->down)
+			log_pg(s, TCP_AUDIT_LOG_WARNING, "connection lost to");
+		s->down = true;
 		if (now_ns() < s->next_try)
 			return TCP_AUDIT_RETRY;
 		s->next_try = now_ns() + RECONNECT_MIN_NS;
 		if (connect_store(s) != 0)
-			return TCP_AUDIT_RETRY; /* the outage was logged when it began */
+			return TCP_AUDIT_RETRY; /* the outage is logged once, above */
 	}
 	if (now_ns() >= s->next_retention) {
 		apply_retention(s);
