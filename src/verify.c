@@ -1223,7 +1223,7 @@ static int verify_pgsql(struct verify *v)
 	"IPv6NumToString(" c "))"
 #define CH_EVENT_COLUMNS                                                                   \
 	"time_ns, toInt8(kind), nullIf(host, ''), toInt8(family), " CH_ADDR("saddr") ", "   \
-	CH_ADDR("daddr") ", sport, dport, ifNull(toInt8(old_state), toInt8(state)), "                            \
+	CH_ADDR("daddr") ", sport, dport, ifNull(toInt8(old_state), toInt8(state)), "      \
 	"ifNull(toInt8(new_state), toInt8(state)), pid_on_cpu, tid_on_cpu, comm_on_cpu, "   \
 	"owner_pid, owner_uid, owner_comm, sock_cookie, sock_inode, sock_uid, sock_gid, "   \
 	"toInt8(sock_state), netns, cgroup_id, seq, ktime, toInt8(stage), lost, "           \
@@ -1442,9 +1442,12 @@ static bool ch_event_line(struct ch *c, char *line, size_t len)
 	uint8_t uid[EVENT_UID_BYTES];
 
 	row.n = tsv_fields(line, len, row.f, row.len, CH_MAX_FIELDS);
-	if (row.n < 32 || !row.f[0] ||
-	    sodium_hex2bin(uid, sizeof(uid), row.f[0], row.len[0], "-", NULL, NULL) != 0)
-		return true; /* not a row of ours: the scan names it */
+	if (row.n != 32 || !row.f[0] ||
+	    sodium_hex2bin(uid, sizeof(uid), row.f[0], row.len[0], "-", NULL, NULL) != 0) {
+		/* an error the server sent after its answer had begun, say */
+		problem(c->v, "reading events: a line that is not a row: %.80s", line);
+		return true;
+	}
 	struct ch_slot *s = bsearch(uid, c->slots, c->n_slots, sizeof(*s), cmp_slot);
 	if (!s)
 		return true;
@@ -1558,8 +1561,10 @@ static bool ch_scan_line(struct ch *c, char *line, size_t len)
 	uint64_t ns = 0;
 
 	if (tsv_fields(line, len, f, flen, 2) != 2 || !f[0] || !f[1] ||
-	    sodium_hex2bin(uid, sizeof(uid), f[0], flen[0], "-", NULL, NULL) != 0)
+	    sodium_hex2bin(uid, sizeof(uid), f[0], flen[0], "-", NULL, NULL) != 0) {
+		problem(c->v, "reading the events: a line that is not a row: %.80s", line);
 		return true;
+	}
 	for (int j = 0; j < 8; j++)
 		ns = ns << 8 | uid[j];
 	struct pending e = {.line = c->scanned++};
@@ -1709,6 +1714,9 @@ static int verify_clickhouse(struct verify *v, const char *password_file, const 
 	curl_easy_setopt(c.curl, CURLOPT_WRITEDATA, &c);
 	curl_easy_setopt(c.curl, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c.curl, CURLOPT_CONNECTTIMEOUT, 10L);
+	/* a server that stops answering: given up after 5 minutes without a byte */
+	curl_easy_setopt(c.curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(c.curl, CURLOPT_LOW_SPEED_TIME, 300L);
 	curl_easy_setopt(c.curl, CURLOPT_PROTOCOLS_STR, "http,https");
 	if (ca_file)
 		curl_easy_setopt(c.curl, CURLOPT_CAINFO, ca_file);

@@ -1045,7 +1045,8 @@ static int seal_row(struct ch_sink *s, const struct tcp_audit_event *ev, size_t 
 {
 	struct byte_buffer *b = &s->seal_out;
 
-	if (byte_buffer_reserve(b, 64 + seal->len + n * EVENT_UID_BYTES))
+	/* the fixed fields (and the two lengths) take at most 80 bytes */
+	if (byte_buffer_reserve(b, 80 + strlen(seal->run) + seal->len + n * EVENT_UID_BYTES))
 		return -ENOMEM;
 	put_bytes(b, seal->run, strlen(seal->run));
 	put_u64(b, seal->index);
