@@ -158,7 +158,9 @@ struct verify {
 	bool by_uid;                  /* events are named by uid (PostgreSQL), not unit N */
 	bool no_machine;              /* a store made before the machine column */
 	struct seal_keys *keys; /* one per --verify-key (a fleet's hosts: one each) */
+	char (*key_hosts)[TCP_AUDIT_HOST_LEN]; /* --verify-key HOST=KEY: its host, else "" */
 	size_t n_keys;
+	const char *seal_host; /* the host the seal being checked may hold events of, or NULL */
 	struct pending *pend;
 	size_t n_pend, cap_pend;
 	struct run *runs;
@@ -372,6 +374,22 @@ static void missing(struct verify *v, uint64_t from, uint64_t to, const char *wh
 }
 
 /*
+ * --verify-key HOST=KEY: a key seals its host's events only (a host holding
+ * its own key cannot pass events off as another's).
+ */
+static void sealed(struct verify *v, const struct pending *e)
+{
+	add_sealed(v, e);
+	if (v->seal_host && (e->ev.valid & TCP_AUDIT_HAS_HOST) &&
+	    strncmp(e->ev.host, v->seal_host, TCP_AUDIT_HOST_LEN) != 0) {
+		char buf[64], host[2 * TCP_AUDIT_HOST_LEN];
+		host[bytes_to_utf8(e->ev.host, strnlen(e->ev.host, TCP_AUDIT_HOST_LEN), host)] = '\0';
+		problem(v, "%s: an event of host %s sealed under the key given for host %s",
+			where(v, e, buf), host, v->seal_host);
+	}
+}
+
+/*
  * The events before a seal against its fingerprints want (n of them), in
  * order: matched ones are sealed; an expected one not there is deleted; one
  * there and not expected is altered when it stands where an expected one is
@@ -401,7 +419,7 @@ static void check_batch(struct verify *v, const uint64_t *want, uint64_t n,
 	uint64_t j = 0;
 	while (i < v->n_pend || j < n) {
 		if (i < v->n_pend && j < n && got[i] == want[j]) {
-			add_sealed(v, &v->pend[i]);
+			sealed(v, &v->pend[i]);
 			i++, j++;
 			continue;
 		}
@@ -587,7 +605,9 @@ static void check_seal(struct verify *v, const char *text, size_t len, uint64_t 
 
 	uint8_t fp_key[16];
 	seal_fp_key(key, id, index, fp_key);
+	v->seal_host = v->key_hosts[k][0] ? v->key_hosts[k] : NULL;
 	check_batch(v, want, count, fp_key, what);
+	v->seal_host = NULL;
 	free(want);
 }
 
@@ -1775,8 +1795,9 @@ int verify_main(int argc, char **argv)
 		{NULL, 0, NULL, 0},
 	};
 	const char *password_file = NULL, *ca_file = NULL;
-	struct seal_vkey vks[MAX_KEYS];
-	struct seal_keys keys[MAX_KEYS];
+	static struct seal_vkey vks[MAX_KEYS];
+	static struct seal_keys keys[MAX_KEYS];
+	static char key_hosts[MAX_KEYS][TCP_AUDIT_HOST_LEN];
 	size_t n_keys = 0;
 	struct verify v = {0};
 	int c;
@@ -1787,10 +1808,20 @@ int verify_main(int argc, char **argv)
 		case 'k':
 			if (n_keys == MAX_KEYS)
 				return usage_error("verify", "at most %d --verify-key", MAX_KEYS);
-			if (seal_vkey_parse(optarg, &vks[n_keys]) < 0)
-				return usage_error("verify", "--verify-key: not a verification key of "
-							     "tcp-audit seal-init (tav1-...)");
-			n_keys++;
+			{
+				const char *vk = strstr(optarg, "=tav1-");
+				size_t hlen = vk ? (size_t)(vk - optarg) : 0;
+				if (vk && (hlen == 0 || hlen >= TCP_AUDIT_HOST_LEN))
+					return usage_error("verify", "--verify-key HOST=KEY: a host name "
+								     "of 1 to %d bytes",
+							   TCP_AUDIT_HOST_LEN - 1);
+				memcpy(key_hosts[n_keys], optarg, hlen);
+				key_hosts[n_keys][hlen] = '\0';
+				if (seal_vkey_parse(vk ? vk + 1 : optarg, &vks[n_keys]) < 0)
+					return usage_error("verify", "--verify-key: not a verification key "
+								     "of tcp-audit seal-init (tav1-...)");
+				n_keys++;
+			}
 			break;
 		case 'p':
 			password_file = optarg;
@@ -1816,7 +1847,8 @@ int verify_main(int argc, char **argv)
 			       "                    ?database=D&table=T&seals_table=S where not the\n"
 			       "                    defaults; user=NAME for another user)\n"
 			       "  --verify-key KEY  the key tcp-audit seal-init printed; again for each\n"
-			       "                    host whose seals the archive holds (a fleet's store)\n"
+			       "                    host whose seals the archive holds (a fleet's store);\n"
+			       "                    as HOST=KEY, it seals the events of host HOST only\n"
 			       "  --password-file F ClickHouse: the user's password, the file's first line\n"
 			       "  --ca-file F       ClickHouse over https: the CA certificates (PEM)\n"
 			       "\n"
@@ -1840,6 +1872,7 @@ int verify_main(int argc, char **argv)
 	for (size_t i = 0; i < n_keys; i++)
 		seal_keys_init(&keys[i], &vks[i]);
 	v.keys = keys;
+	v.key_hosts = key_hosts;
 	v.n_keys = n_keys;
 	int r = clickhouse		      ? verify_clickhouse(&v, password_file, ca_file)
 		: archive_is_pgsql(v.source)  ? verify_pgsql(&v)
@@ -1852,8 +1885,10 @@ int verify_main(int argc, char **argv)
 		char t0[RFC3339_NS_LEN + 1] = "", t1[RFC3339_NS_LEN + 1] = "";
 		t0[format_rfc3339_ns(run->first_seal_ns, t0)] = '\0';
 		t1[format_rfc3339_ns(run->last_seal_ns, t1)] = '\0';
-		char key[40] = "";
-		if (n_keys > 1)
+		char key[40 + TCP_AUDIT_HOST_LEN] = "";
+		if (key_hosts[run->key][0])
+			snprintf(key, sizeof(key), " (the key of host %s)", key_hosts[run->key]);
+		else if (n_keys > 1)
 			snprintf(key, sizeof(key), " (--verify-key #%zu)", run->key + 1);
 		printf("run %s%s: %" PRIu64 " seals of %" PRIu64 " events, sealed from %s to %s%s\n",
 		       run->id, key, run->seals, run->events, t0, t1,

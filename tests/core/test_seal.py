@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import stat
 import tempfile
@@ -169,6 +170,22 @@ class Seal(unittest.TestCase):
         self.assertIn("1500 events verified", r.stdout)
         r = run(["verify", path, "--verify-key", vkey_b, "--verify-key", vkey_b])
         self.assertIn("its MAC is wrong under every key given", r.stdout)
+        # keys bound to their hosts: each run under its host's; swapped, every event is named
+        here = socket.gethostname()
+        r = run(["verify", path, "--verify-key", here + "=" + vkey_a,
+                 "--verify-key", "host-b=" + vkey_b])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("(the key of host %s): 3 seals of 1000 events" % here, r.stdout)
+        self.assertIn("(the key of host host-b): 4 seals of 1500 events", r.stdout)
+        r = run(["verify", path, "--verify-key", "host-b=" + vkey_a,
+                 "--verify-key", "host-b=" + vkey_b])
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertEqual(r.stdout.count("an event of host %s sealed under the key given for "
+                                        "host host-b" % here), 1000, r.stdout[:2000])
+        self.assertIn("FAILED: 1000 problems", r.stdout)
+        r = run(["verify", path, "--verify-key", "=" + vkey_a])
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--verify-key HOST=KEY: a host name of 1 to 79 bytes", r.stderr)
 
     def test_tampering_is_named(self):
         self.seal_init()
