@@ -854,11 +854,16 @@ class Capture(unittest.TestCase):
                   (e["new_state"] == "SYN-SENT" and e["dport"] == port)]
         self.assert_chain(client, CLIENT)
         owners = [(e["new_state"], e["owner_pid"], e["owner_comm"]) for e in client]
-        self.assertEqual(owners, [("SYN-SENT", got["parent"], "ta-parent"),
-                                  ("ESTABLISHED", got["parent"], "ta-parent"),
-                                  ("FIN-WAIT-1", got["child"], "ta-child"),
-                                  ("FIN-WAIT-2", got["child"], "ta-child"),
-                                  ("CLOSED", got["child"], "ta-child")])
+        want = [("SYN-SENT", got["parent"], "ta-parent"),
+                ("ESTABLISHED", got["parent"], "ta-parent"),
+                ("FIN-WAIT-1", got["child"], "ta-child"),
+                ("FIN-WAIT-2", got["child"], "ta-child"),
+                ("CLOSED", got["child"], "ta-child")]
+        # the last two come from the peer's packets: assert_chain above has explained any of
+        # them the VM's blind spot hid (PID 1's context); the first three never are
+        seen = {o[0] for o in owners}
+        self.assertEqual(owners, [w for w in want if w[0] in seen])
+        self.assertEqual(owners[:3], want[:3])
         # the server side: this process, its own close included
         server = [e for e in events if e["dport"] == got["cport"]]
         self.assert_chain(server, SERVER)
