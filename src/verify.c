@@ -865,6 +865,24 @@ static bool latin1_bytes(const char *text, size_t len, char *field, size_t size)
 	return any;
 }
 
+/* One text column of a row back to bytes (see latin1_bytes); false when NULL or unchanged. */
+static bool row_latin1(const struct row *r, int i, char *field, size_t size)
+{
+	size_t n = 0;
+	const char *t = r->null(r->ctx, i) ? NULL : r->text(r->ctx, i, &n);
+
+	return t && latin1_bytes(t, n, field, size);
+}
+
+/* e->alt: e->ev with the row's host and command names read back to bytes, if any differ. */
+static void row_alt(const struct row *r, struct pending *e)
+{
+	e->alt = e->ev;
+	e->has_alt = row_latin1(r, 2, e->alt.host, sizeof(e->alt.host)) |
+		     row_latin1(r, 12, e->alt.comm_on_cpu, sizeof(e->alt.comm_on_cpu)) |
+		     row_latin1(r, 15, e->alt.owner_comm, sizeof(e->alt.owner_comm));
+}
+
 static int cmp_uid(const void *a, const void *b)
 {
 	return memcmp(a, b, EVENT_UID_BYTES);
@@ -1055,13 +1073,6 @@ static bool pg_ok(PGconn *c, PGresult *res, ExecStatusType want, const char *wha
 	return false;
 }
 
-static bool latin1_field(PGresult *res, int row, int col, char *field, size_t size)
-{
-	return !PQgetisnull(res, row, col) &&
-	       latin1_bytes(PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col), field,
-			    size);
-}
-
 /* A seal's events, in its order, by their uids (the time in a uid finds the partition). */
 static bool pg_batch(PGconn *c, struct verify *v, const uint8_t *uids, size_t n)
 {
@@ -1108,13 +1119,7 @@ static bool pg_batch(PGconn *c, struct verify *v, const uint8_t *uids, size_t n)
 		snprintf(e->uid, sizeof(e->uid), "%s", PQgetvalue(res, i, 0));
 		e->line = (uint64_t)i;
 		if (row_event(&r, &e->ev)) {
-			/* columns of host, comm_on_cpu, owner_comm (after the uid's) */
-			e->alt = e->ev;
-			e->has_alt = latin1_field(res, i, 3, e->alt.host, sizeof(e->alt.host)) |
-				     latin1_field(res, i, 13, e->alt.comm_on_cpu,
-						  sizeof(e->alt.comm_on_cpu)) |
-				     latin1_field(res, i, 16, e->alt.owner_comm,
-						  sizeof(e->alt.owner_comm));
+			row_alt(&r, e);
 			v->n_pend++;
 		}
 		else
@@ -1477,13 +1482,7 @@ static bool ch_event_line(struct ch *c, char *line, size_t len)
 		problem(c->v, "event %s: damaged (an address that is not one)", e.uid);
 		return true;
 	}
-	e.alt = e.ev;
-	e.has_alt = (row.f[3] && latin1_bytes(row.f[3], row.len[3], e.alt.host,
-					      sizeof(e.alt.host))) |
-		    (row.f[13] && latin1_bytes(row.f[13], row.len[13], e.alt.comm_on_cpu,
-					       sizeof(e.alt.comm_on_cpu))) |
-		    (row.f[16] && latin1_bytes(row.f[16], row.len[16], e.alt.owner_comm,
-					       sizeof(e.alt.owner_comm)));
+	row_alt(&r, &e);
 	if (c->have[s->pos]) {
 		e.line = c->dups++; /* apart from the scan's numbers */
 		add_extra(c->v, &e); /* a second row of one uid */
