@@ -2,8 +2,8 @@
 /*
  * bpf eventer: loads the CO-RE program of bpf-eventer.bpf.c (embedded as a
  * libbpf skeleton, so only this .so is needed at run time), and hands the
- * core whole batches of events from its ring buffers (one per CPU, merged
- * in time order: rings.h).
+ * core whole batches of events from its rings (one per CPU, merged in time
+ * order: rings.h).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -72,10 +72,10 @@ struct bpf_eventer {
 	const struct tcp_audit_host *host;
 	struct tcp_audit_bpf *skel;
 	struct ring_set *rings;
-	uint32_t ring_bytes; /* each CPU's */
+	uint32_t ring_slots; /* each CPU's ring's */
 	int64_t clock_offset; /* CLOCK_REALTIME - CLOCK_MONOTONIC, ns */
 	uint64_t clock_checked;
-	/* the batch being filled by the ring buffer callback */
+	/* the batch being filled from the rings */
 	struct tcp_audit_event *out;
 	size_t n, max;
 	/* owners of sockets by cookie, of listeners by owner_listener_key() */
@@ -110,8 +110,9 @@ static const struct tcp_audit_option bpf_options[] = {
 	 .def = "16M",
 	 .min = 1 << 20,
 	 .max = 1ll << 30,
-	 .help = "kernel ring buffers for events, all CPUs together: one per CPU, each an "
-		 "equal share rounded up to a power of 2, at least 1M; 136 bytes an event",
+	 .help = "kernel rings for events, all CPUs together: one per CPU, each an equal "
+		 "share in 144-byte slots (an event each), their number rounded up to a power "
+		 "of 2",
 	 .offset = offsetof(struct bpf_config, ring_size)},
 	{.key = "family",
 	 .type = TCP_AUDIT_OPT_ENUM,
@@ -325,12 +326,16 @@ static int configure(struct bpf_eventer *b, const struct bpf_config *c)
 	int ncpu = libbpf_num_possible_cpus();
 	if (ncpu <= 0)
 		return ncpu ? ncpu : -EINVAL;
-	uint64_t ring = 1 << 20;
-	while (ring < c->ring_size / (uint64_t)ncpu)
-		ring <<= 1;
-	b->ring_bytes = (uint32_t)ring;
-	b->skel->rodata->wakeup_bytes = ring / 16;
-	return -bpf_map__set_max_entries(b->skel->maps.rings, (__u32)ncpu) ? -EINVAL : 0;
+	uint64_t slots = 1024;
+	while (slots * sizeof(struct ta_slot) < c->ring_size / (uint64_t)ncpu)
+		slots <<= 1;
+	b->ring_slots = (uint32_t)slots;
+	b->skel->rodata->ring_slots = b->ring_slots;
+	b->skel->rodata->wakeup_records = b->ring_slots / 16;
+	return bpf_map__set_max_entries(b->skel->maps.ring_slot, (__u32)(slots * (uint64_t)ncpu)) ||
+			       bpf_map__set_max_entries(b->skel->maps.ring_pos, (__u32)ncpu)
+		       ? -EINVAL
+		       : 0;
 }
 
 static void fill_owner(struct tcp_audit_event *e, const struct owner *o)
@@ -671,9 +676,8 @@ static int load(struct bpf_eventer *b)
 
 	if (r)
 		return r;
-	/* the rings before the programs: a program finding no ring counts loss */
-	r = ring_set_new(&b->rings, bpf_map__fd(k->maps.rings), libbpf_num_possible_cpus(),
-			 b->ring_bytes);
+	r = ring_set_new(&b->rings, bpf_map__fd(k->maps.ring_slot), bpf_map__fd(k->maps.ring_pos),
+			 bpf_map__fd(k->maps.doorbell), libbpf_num_possible_cpus(), b->ring_slots);
 	if (r)
 		return r;
 	if (!(k->links.on_state = bpf_program__attach(k->progs.on_state)) ||
@@ -749,13 +753,13 @@ static int bpf_open(void **self, const void *config, const struct tcp_audit_host
 	}
 	if (r) {
 		tcp_audit_error(host, "cannot load or attach the BPF program: %s (it needs Linux "
-				      "5.11 or later with BTF; else use --event tracefs)",
+				      "5.12 or later with BTF; else use --event tracefs)",
 				strerror(-r));
 		goto fail;
 	}
 	refresh_clock(b);
-	tcp_audit_debug(host, "attached to tp_btf/inet_sock_set_state, %d ring buffers of %u bytes",
-			libbpf_num_possible_cpus(), b->ring_bytes);
+	tcp_audit_debug(host, "attached to tp_btf/inet_sock_set_state, %d rings of %u slots",
+			libbpf_num_possible_cpus(), b->ring_slots);
 	if (c->snapshot)
 		take_snapshot(b);
 	*self = b;

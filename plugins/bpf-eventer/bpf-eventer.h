@@ -62,6 +62,25 @@ static inline __attribute__((always_inline)) int ta_record_is_event(const struct
 	return r->kind != TA_KIND_ACCEPT && !(r->flags & TA_REC_QUIET);
 }
 
+/*
+ * The per-CPU rings (rings.h): each CPU's records go into slots of struct
+ * ta_slot, in a ring of ta_nslots (a power of 2) at slot CPU * ta_nslots of
+ * one array map; its positions are in its struct ta_ring_pos.  A slot is
+ * committed for position pos when its `committed` is pos + 1 (no clearing:
+ * the previous lap's value is pos + 1 - ta_nslots).
+ */
+struct ta_slot {
+	__u64 committed;
+	struct ta_record rec;
+};
+
+struct ta_ring_pos {
+	__u64 head; /* positions reserved by the programs */
+	__u64 pad0[7];
+	__u64 tail; /* positions consumed by user space (the only writer) */
+	__u64 pad1[7];
+};
+
 /* An event, as the rescue program tells it from others: its socket and states. */
 struct ta_event_id {
 	__u64 sk; /* the kernel address of the socket */

@@ -1,5 +1,4 @@
-/* SPDX-License-Identifier: MIT */
-/* One BPF ring buffer per CPU, merged in time order (see rings.h). */
+/* One ring of slots per CPU, merged in time order (see rings.h). */
 #include "rings.h"
 
 #include <errno.h>
@@ -9,8 +8,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <bpf/bpf.h>
 #include <linux/bpf.h>
+
+#include "bpf-eventer.h"
 
 /*
  * How much older than the moment a ring was seen empty (or with its next
@@ -25,60 +25,39 @@
 enum head_state { HEAD_UNKNOWN, HEAD_RECORD, HEAD_EMPTY, HEAD_BUSY };
 
 struct ring {
-	int fd;
-	uint64_t *consumer_pos; /* the page we write */
-	const uint64_t *producer_pos;
-	const uint8_t *data; /* mapped twice in a row: a record never wraps */
-	uint64_t mask;
-	uint64_t pos; /* our copy of *consumer_pos */
+	const struct ta_slot *slots; /* this CPU's, in the mapping of all */
+	struct ta_ring_pos *rp;
+	uint64_t pos;       /* the next record to take */
+	uint64_t published; /* pos as last told the programs (rp->tail) */
 	/* this pass: what is at pos */
 	enum head_state state;
 	uint64_t time;
-	const uint8_t *record;
-	uint32_t len;
-	uint32_t size; /* header and padding included */
 };
 
 struct ring_set {
 	struct ring *rings;
 	int n;
+	uint32_t nslots;
+	uint32_t publish_every; /* records taken from a ring before tail is moved on */
+	void *slot_map, *pos_map;
+	size_t slot_len, pos_len;
+	/* the doorbell: its consumer page (ours) and producer page */
+	uint64_t *bell_consumer;
+	const uint64_t *bell_producer;
 	int epfd;
 	size_t page;
-	uint32_t ring_bytes;
 	uint64_t now;
 	bool drain;
 	int taken; /* the ring ring_set_peek() took from, -1 if none */
 };
 
-static void ring_unmap(struct ring_set *s, struct ring *r)
+static size_t page_round(size_t n, size_t page)
 {
-	if (r->consumer_pos)
-		munmap(r->consumer_pos, s->page);
-	if (r->producer_pos)
-		munmap((void *)r->producer_pos, s->page + 2 * (size_t)s->ring_bytes);
-	if (r->fd >= 0)
-		close(r->fd);
+	return (n + page - 1) / page * page;
 }
 
-static int ring_map(struct ring_set *s, struct ring *r)
-{
-	void *p = mmap(NULL, s->page, PROT_READ | PROT_WRITE, MAP_SHARED, r->fd, 0);
-
-	if (p == MAP_FAILED)
-		return -errno;
-	r->consumer_pos = p;
-	p = mmap(NULL, s->page + 2 * (size_t)s->ring_bytes, PROT_READ, MAP_SHARED, r->fd,
-		 (off_t)s->page);
-	if (p == MAP_FAILED)
-		return -errno;
-	r->producer_pos = p;
-	r->data = (const uint8_t *)p + s->page;
-	r->mask = s->ring_bytes - 1;
-	r->pos = __atomic_load_n(r->consumer_pos, __ATOMIC_ACQUIRE);
-	return 0;
-}
-
-int ring_set_new(struct ring_set **out, int outer_fd, int ncpu, uint32_t ring_bytes)
+int ring_set_new(struct ring_set **out, int slot_fd, int pos_fd, int doorbell_fd, int ncpu,
+		 uint32_t nslots)
 {
 	struct ring_set *s = calloc(1, sizeof(*s));
 	int r = 0;
@@ -86,38 +65,48 @@ int ring_set_new(struct ring_set **out, int outer_fd, int ncpu, uint32_t ring_by
 	if (!s)
 		return -ENOMEM;
 	s->page = (size_t)sysconf(_SC_PAGESIZE);
-	s->ring_bytes = ring_bytes;
+	s->nslots = nslots;
+	s->publish_every = nslots / 16 < 512 ? nslots / 16 : 512;
 	s->taken = -1;
+	s->slot_map = s->pos_map = MAP_FAILED;
 	s->rings = calloc((size_t)ncpu, sizeof(*s->rings));
 	s->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (!s->rings || s->epfd < 0) {
 		r = s->rings ? -errno : -ENOMEM;
 		goto fail;
 	}
-	for (int i = 0; i < ncpu; i++)
-		s->rings[i].fd = -1;
 	s->n = ncpu;
+	/* an array map's values lie at their size rounded up to 8 (both are multiples of 8) */
+	s->slot_len = page_round((size_t)ncpu * nslots * sizeof(struct ta_slot), s->page);
+	s->pos_len = page_round((size_t)ncpu * sizeof(struct ta_ring_pos), s->page);
+	s->slot_map = mmap(NULL, s->slot_len, PROT_READ, MAP_SHARED, slot_fd, 0);
+	s->pos_map = mmap(NULL, s->pos_len, PROT_READ | PROT_WRITE, MAP_SHARED, pos_fd, 0);
+	if (s->slot_map == MAP_FAILED || s->pos_map == MAP_FAILED) {
+		r = -errno;
+		goto fail;
+	}
+	void *p = mmap(NULL, s->page, PROT_READ | PROT_WRITE, MAP_SHARED, doorbell_fd, 0);
+	if (p == MAP_FAILED) {
+		r = -errno;
+		goto fail;
+	}
+	s->bell_consumer = p;
+	p = mmap(NULL, s->page, PROT_READ, MAP_SHARED, doorbell_fd, (off_t)s->page);
+	if (p == MAP_FAILED) {
+		r = -errno;
+		goto fail;
+	}
+	s->bell_producer = p;
+	struct epoll_event ev = {.events = EPOLLIN};
+	if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, doorbell_fd, &ev)) {
+		r = -errno;
+		goto fail;
+	}
 	for (int i = 0; i < ncpu; i++) {
 		struct ring *ring = &s->rings[i];
-		__u32 key = (__u32)i;
-		/*
-		 * edge-triggered: woken when a program says so, not whenever a
-		 * ring holds something (records waiting for their time do)
-		 */
-		struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.u32 = (uint32_t)i};
-
-		ring->fd = bpf_map_create(BPF_MAP_TYPE_RINGBUF, "ta_ring", 0, 0, ring_bytes, NULL);
-		if (ring->fd < 0) {
-			r = -errno;
-			goto fail;
-		}
-		if ((r = ring_map(s, ring)))
-			goto fail;
-		if (bpf_map_update_elem(outer_fd, &key, &ring->fd, BPF_ANY) ||
-		    epoll_ctl(s->epfd, EPOLL_CTL_ADD, ring->fd, &ev)) {
-			r = -errno;
-			goto fail;
-		}
+		ring->slots = (const struct ta_slot *)s->slot_map + (size_t)i * nslots;
+		ring->rp = (struct ta_ring_pos *)s->pos_map + i;
+		ring->pos = ring->published = __atomic_load_n(&ring->rp->tail, __ATOMIC_ACQUIRE);
 	}
 	*out = s;
 	return 0;
@@ -130,60 +119,61 @@ void ring_set_free(struct ring_set *s)
 {
 	if (!s)
 		return;
-	for (int i = 0; s->rings && i < s->n; i++)
-		ring_unmap(s, &s->rings[i]);
+	if (s->slot_map != MAP_FAILED)
+		munmap(s->slot_map, s->slot_len);
+	if (s->pos_map != MAP_FAILED)
+		munmap(s->pos_map, s->pos_len);
+	if (s->bell_consumer)
+		munmap(s->bell_consumer, s->page);
+	if (s->bell_producer)
+		munmap((void *)s->bell_producer, s->page);
 	if (s->epfd >= 0)
 		close(s->epfd);
 	free(s->rings);
 	free(s);
 }
 
-/*
- * The record header at pos: its body's length and the bytes to the next
- * record in *body and *size; returns the header's length word, whose
- * BPF_RINGBUF_BUSY_BIT (still being written: *body and *size unset) and
- * BPF_RINGBUF_DISCARD_BIT the caller looks at.
- */
-static uint32_t header(const struct ring *r, uint64_t pos, uint32_t *body, uint32_t *size)
+/* The slot of position pos if a program has committed it, else NULL. */
+static const struct ta_slot *committed(const struct ring_set *s, const struct ring *r,
+				       uint64_t pos)
 {
-	const uint8_t *hdr = r->data + (pos & r->mask);
-	uint32_t len = __atomic_load_n((const uint32_t *)hdr, __ATOMIC_ACQUIRE);
+	const struct ta_slot *slot = &r->slots[pos & (s->nslots - 1)];
 
-	if (!(len & BPF_RINGBUF_BUSY_BIT)) {
-		*body = len & ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT);
-		*size = (*body + BPF_RINGBUF_HDR_SZ + 7) & ~7u;
-	}
-	return len;
+	return __atomic_load_n(&slot->committed, __ATOMIC_ACQUIRE) == pos + 1 ? slot : NULL;
 }
 
-/* Looks at what is at the ring's position, skipping discarded records. */
-static void look(struct ring *r)
+/* Looks at what is at the ring's position. */
+static void look(const struct ring_set *s, struct ring *r)
 {
-	uint64_t end = __atomic_load_n(r->producer_pos, __ATOMIC_ACQUIRE);
+	const struct ta_slot *slot = committed(s, r, r->pos);
 
-	while (r->pos < end) {
-		uint32_t body, size, len = header(r, r->pos, &body, &size);
-		if (len & BPF_RINGBUF_BUSY_BIT) {
-			r->state = HEAD_BUSY; /* reserved, being written */
-			return;
-		}
-		if (len & BPF_RINGBUF_DISCARD_BIT || body < sizeof(uint64_t)) {
-			r->pos += size;
-			__atomic_store_n(r->consumer_pos, r->pos, __ATOMIC_RELEASE);
-			continue;
-		}
-		r->record = r->data + (r->pos & r->mask) + BPF_RINGBUF_HDR_SZ;
-		r->len = body;
-		r->size = size;
-		memcpy(&r->time, r->record, sizeof(r->time));
+	if (slot) {
+		r->time = slot->rec.ktime;
 		r->state = HEAD_RECORD;
-		return;
+	} else {
+		/* reserved and being written, or nothing there */
+		uint64_t head = __atomic_load_n(&r->rp->head, __ATOMIC_ACQUIRE);
+		r->state = head > r->pos ? HEAD_BUSY : HEAD_EMPTY;
 	}
-	r->state = HEAD_EMPTY;
+}
+
+/*
+ * Gives the slots taken back to the programs.  Not after every record: the
+ * program of every event reads tail, and each store to it moves its cache
+ * line to our CPU and back.
+ */
+static void publish(struct ring *r)
+{
+	if (r->published != r->pos) {
+		r->published = r->pos;
+		__atomic_store_n(&r->rp->tail, r->pos, __ATOMIC_RELEASE);
+	}
 }
 
 void ring_set_begin(struct ring_set *s, uint64_t now, bool drain)
 {
+	for (int i = 0; i < s->n; i++)
+		publish(&s->rings[i]);
 	s->now = now;
 	s->drain = drain;
 	s->taken = -1;
@@ -202,7 +192,7 @@ const void *ring_set_peek(struct ring_set *s, size_t *len, bool *pending)
 		struct ring *r = &s->rings[i];
 		/* an empty ring is looked at once a pass: it was empty as of s->now */
 		if (r->state == HEAD_UNKNOWN || r->state == HEAD_BUSY)
-			look(r);
+			look(s, r);
 		if (r->state == HEAD_RECORD) {
 			if (!best || r->time < best->time)
 				best = r;
@@ -225,8 +215,8 @@ const void *ring_set_peek(struct ring_set *s, size_t *len, bool *pending)
 		return NULL;
 	}
 	s->taken = (int)(best - s->rings);
-	*len = best->len;
-	return best->record;
+	*len = sizeof(struct ta_record);
+	return &best->slots[best->pos & (s->nslots - 1)].rec;
 }
 
 void ring_set_next(struct ring_set *s)
@@ -234,8 +224,8 @@ void ring_set_next(struct ring_set *s)
 	if (s->taken < 0)
 		return;
 	struct ring *r = &s->rings[s->taken];
-	r->pos += r->size;
-	__atomic_store_n(r->consumer_pos, r->pos, __ATOMIC_RELEASE);
+	if (++r->pos - r->published >= s->publish_every)
+		publish(r);
 	r->state = HEAD_UNKNOWN;
 	s->taken = -1;
 }
@@ -246,15 +236,13 @@ uint64_t ring_set_count_left(struct ring_set *s, bool (*counts)(const void *rec,
 
 	for (int i = 0; i < s->n; i++) {
 		const struct ring *r = &s->rings[i];
-		uint64_t end = __atomic_load_n(r->producer_pos, __ATOMIC_ACQUIRE);
-		for (uint64_t pos = r->pos; pos < end;) {
-			uint32_t body, size, len = header(r, pos, &body, &size);
-			if (len & BPF_RINGBUF_BUSY_BIT)
+		uint64_t head = __atomic_load_n(&r->rp->head, __ATOMIC_ACQUIRE);
+		for (uint64_t pos = r->pos; pos < head; pos++) {
+			const struct ta_slot *slot = committed(s, r, pos);
+			if (!slot)
 				break; /* never committed: nothing to count yet */
-			const uint8_t *rec = r->data + (pos & r->mask) + BPF_RINGBUF_HDR_SZ;
-			if (!(len & BPF_RINGBUF_DISCARD_BIT) && counts(rec, body))
+			if (counts(&slot->rec, sizeof(slot->rec)))
 				n++;
-			pos += size;
 		}
 	}
 	return n;
@@ -262,8 +250,16 @@ uint64_t ring_set_count_left(struct ring_set *s, bool (*counts)(const void *rec,
 
 int ring_set_wait(struct ring_set *s, int timeout_ms)
 {
-	struct epoll_event evs[16];
-	int n = epoll_wait(s->epfd, evs, 16, timeout_ms);
+	struct epoll_event ev;
 
-	return n < 0 ? -errno : n;
+	for (int i = 0; i < s->n; i++)
+		publish(&s->rings[i]);
+	int n = epoll_wait(s->epfd, &ev, 1, timeout_ms);
+
+	if (n < 0)
+		return -errno;
+	/* the doorbell's records say nothing more: all of them read at once */
+	__atomic_store_n(s->bell_consumer, __atomic_load_n(s->bell_producer, __ATOMIC_ACQUIRE),
+			 __ATOMIC_RELEASE);
+	return n;
 }

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * One BPF ring buffer per CPU, read as one stream in time order.
+ * One ring per CPU, read as one stream in time order.
  *
  * A single ring shared by all CPUs costs every event a lock and cache lines
  * that bounce between the CPUs writing it (measured: 130-150 ns an event more
@@ -14,9 +14,17 @@
  * (or whose next record is still being written) might still get an older
  * one, that is, until it is SLACK older than the moment that ring was seen.
  *
- * The rings are read in place (mmap, the kernel's ring buffer layout), so a
- * record is never copied before it is used, and a ring is consumed only as
- * far as records were handed out.
+ * The rings are arrays of fixed-size slots that the programs fill and user
+ * space reads in place (memory-mapped BPF array maps: struct ta_slot and
+ * struct ta_ring_pos in bpf-eventer.h), so a record is never copied before
+ * it is used, and a ring is consumed only as far as records were handed
+ * out.  A program reserves a position (head) by compare-and-swap, fills the
+ * slot, then marks it committed; user space takes committed slots in order
+ * and moves tail on.  A reserved slot not yet committed holds its ring back
+ * (its record's time is not known yet), as in the kernel's BPF ring buffer,
+ * which these replace because its reserve and commit cost ~100 ns more an
+ * event.  The programs ring a doorbell (a small BPF ring buffer) when a ring
+ * gets enough waiting; below that the reader polls on its own timer.
  */
 #ifndef TCP_AUDIT_BPF_RINGS_H
 #define TCP_AUDIT_BPF_RINGS_H
@@ -28,11 +36,13 @@
 struct ring_set;
 
 /*
- * Makes a ring of ring_bytes (a power of 2, a multiple of the page size) for
- * each of ncpu CPUs and puts it in slot CPU of the BPF_MAP_TYPE_ARRAY_OF_MAPS
- * outer_fd.  Returns 0 or -errno.
+ * Maps the rings of ncpu CPUs of nslots slots each (a power of 2): slot_fd,
+ * the array of ncpu * nslots struct ta_slot; pos_fd, the array of ncpu
+ * struct ta_ring_pos; doorbell_fd, the BPF ring buffer the programs wake the
+ * reader through.  Returns 0 or -errno.
  */
-int ring_set_new(struct ring_set **out, int outer_fd, int ncpu, uint32_t ring_bytes);
+int ring_set_new(struct ring_set **out, int slot_fd, int pos_fd, int doorbell_fd, int ncpu,
+		 uint32_t nslots);
 void ring_set_free(struct ring_set *s);
 
 /*
@@ -60,7 +70,7 @@ uint64_t ring_set_count_left(struct ring_set *s, bool (*counts)(const void *rec,
 
 /*
  * Waits until a ring has data enough to wake us, or timeout_ms.  Returns
- * the number of rings that woke us, 0, or -errno (-EINTR included).
+ * 1 when woken, 0, or -errno (-EINTR included).
  */
 int ring_set_wait(struct ring_set *s, int timeout_ms);
 
