@@ -3,6 +3,7 @@
 #include "event-json.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -338,6 +339,32 @@ static const struct field fields[] = {
 
 #define N_FIELDS (sizeof(fields) / sizeof(fields[0]))
 
+_Static_assert(N_FIELDS <= 64, "the fields seen are bits of a uint64_t");
+
+/* The fields as bit masks (bit i: fields[i]), made once. */
+enum { VALID_OWNER, VALID_INODE };
+static struct {
+	uint64_t allowed[4], required[4]; /* by kind */
+	uint64_t with_valid[2];           /* the keys of TCP_AUDIT_HAS_OWNER, _SOCK_INODE */
+} masks;
+static pthread_once_t masks_once = PTHREAD_ONCE_INIT;
+
+static void make_masks(void)
+{
+	for (size_t i = 0; i < N_FIELDS; i++) {
+		for (unsigned k = 0; k < 4; k++) {
+			if (fields[i].allowed & (1u << k))
+				masks.allowed[k] |= 1ull << i;
+			if (fields[i].required & (1u << k))
+				masks.required[k] |= 1ull << i;
+		}
+		if (fields[i].valid == TCP_AUDIT_HAS_OWNER)
+			masks.with_valid[VALID_OWNER] |= 1ull << i;
+		if (fields[i].valid == TCP_AUDIT_HAS_SOCK_INODE)
+			masks.with_valid[VALID_INODE] |= 1ull << i;
+	}
+}
+
 struct parser {
 	const char *p, *end;
 	char *err;
@@ -352,6 +379,19 @@ __attribute__((format(printf, 2, 3))) static int fail(struct parser *ps, const c
 	vsnprintf(ps->err, ps->err_size, fmt, ap);
 	va_end(ap);
 	return -EINVAL;
+}
+
+/* Whether the text at ps->p is f's key in quotes, exactly (no escapes). */
+static inline bool key_at(const struct parser *ps, const struct field *f)
+{
+	size_t n = f->key_len;
+
+	if ((size_t)(ps->end - ps->p) < n + 2 || ps->p[0] != '"' || ps->p[n + 1] != '"')
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (ps->p[1 + i] != f->key[i])
+			return false;
+	return true;
 }
 
 static void skip_ws(struct parser *ps)
@@ -550,6 +590,19 @@ static int parse_named(struct parser *ps, int (*from_name)(const char *, size_t)
 	size_t len;
 
 	if (ps->p < ps->end && *ps->p == '"') {
+		/* a plain name (no escapes) is looked up where it is */
+		const char *q = ps->p + 1, *stop = ps->end - q > 32 ? q + 32 : ps->end;
+		while (q < stop && *q != '"' && *q != '\\' && (unsigned char)*q >= 0x20 &&
+		       (unsigned char)*q < 0x80)
+			q++;
+		if (q < stop && *q == '"') {
+			int x = from_name(ps->p + 1, (size_t)(q - ps->p - 1));
+			if (x >= 0) {
+				ps->p = q + 1;
+				*v = (uint64_t)x;
+				return 0;
+			}
+		}
 		int r = parse_string(ps, buf, sizeof(buf), &len, what);
 		if (r)
 			return r;
@@ -577,7 +630,7 @@ int event_from_json(const char *line, size_t len, struct tcp_audit_event *ev, ch
 		    size_t err_size)
 {
 	struct parser ps = {line, line + len, err, err_size};
-	bool seen[N_FIELDS] = {false};
+	uint64_t seen = 0; /* bit i: fields[i] */
 	char addr_text[2][ADDR_TEXT_LEN] = {"", ""};
 	size_t next = 0;
 	size_t addr_len[2] = {0, 0};
@@ -592,28 +645,41 @@ int event_from_json(const char *line, size_t len, struct tcp_audit_event *ev, ch
 	if (ps.p < ps.end && *ps.p == '}')
 		return fail(&ps, "empty object");
 	for (;;) {
-		char key[32];
+		char key_buf[32];
+		const char *key;
 		size_t i;
 
 		skip_ws(&ps);
-		size_t key_len;
-		r = parse_string(&ps, key, sizeof(key), &key_len, "key");
-		if (r)
-			return r;
-		/* keys usually come in the writer's order: try the next one first */
-		i = next < N_FIELDS && fields[next].key_len == key_len &&
-				    memcmp(fields[next].key, key, key_len) == 0
-			    ? next
-			    : N_FIELDS;
-		for (size_t j = 0; i == N_FIELDS && j < N_FIELDS; j++)
-			if (fields[j].key_len == key_len && memcmp(fields[j].key, key, key_len) == 0)
+		/*
+		 * Keys usually come in the writer's order: the ones from the next
+		 * expected on are matched where they are, then the others; a key
+		 * written with escapes is decoded first.
+		 */
+		for (i = next; i < N_FIELDS && !key_at(&ps, &fields[i]); i++)
+			;
+		for (size_t j = 0; i == N_FIELDS && j < next; j++)
+			if (key_at(&ps, &fields[j]))
 				i = j;
-		if (i == N_FIELDS)
-			return fail(&ps, "unknown key \"%s\"", key);
+		if (i < N_FIELDS) {
+			ps.p += fields[i].key_len + 2;
+			key = fields[i].key;
+		} else {
+			size_t key_len;
+			r = parse_string(&ps, key_buf, sizeof(key_buf), &key_len, "key");
+			if (r)
+				return r;
+			for (size_t j = 0; i == N_FIELDS && j < N_FIELDS; j++)
+				if (fields[j].key_len == key_len &&
+				    memcmp(fields[j].key, key_buf, key_len) == 0)
+					i = j;
+			key = key_buf;
+			if (i == N_FIELDS)
+				return fail(&ps, "unknown key \"%s\"", key);
+		}
 		next = i + 1;
-		if (seen[i])
+		if (seen & (1ull << i))
 			return fail(&ps, "duplicate key \"%s\"", key);
-		seen[i] = true;
+		seen |= 1ull << i;
 		skip_ws(&ps);
 		if (ps.p >= ps.end || *ps.p != ':')
 			return fail(&ps, "%s: expected ':'", key);
@@ -733,25 +799,23 @@ int event_from_json(const char *line, size_t len, struct tcp_audit_event *ev, ch
 		return fail(&ps, "trailing characters after the object");
 
 	/* keys sharing a validity bit (owner_*, sock_inode/uid/gid) come together */
-	uint32_t bits_seen = 0, bits_missing = 0;
-	for (size_t i = 0; i < N_FIELDS; i++)
-		if (fields[i].valid)
-			*(seen[i] ? &bits_seen : &bits_missing) |= fields[i].valid;
-	if (bits_seen & bits_missing & TCP_AUDIT_HAS_OWNER)
+	pthread_once(&masks_once, make_masks);
+	uint64_t owner = masks.with_valid[VALID_OWNER], inode = masks.with_valid[VALID_INODE];
+	if ((seen & owner) && (seen & owner) != owner)
 		return fail(&ps, "\"owner_pid\", \"owner_uid\" and \"owner_comm\" go together");
-	if (bits_seen & bits_missing & TCP_AUDIT_HAS_SOCK_INODE)
+	if ((seen & inode) && (seen & inode) != inode)
 		return fail(&ps, "\"sock_inode\", \"sock_uid\" and \"sock_gid\" go together");
 
 	static const char *const kind_names[] = {"state change", "gap", "snapshot", "reset"};
 	bool gap = ev->kind == TCP_AUDIT_KIND_GAP;
-	uint8_t kind = (uint8_t)(1u << ev->kind);
-	for (size_t i = 0; i < N_FIELDS; i++) {
-		const struct field *f = &fields[i];
-		if (seen[i] && !(f->allowed & kind))
+	/* the first key in the writer's order that is there and does not belong, or missing */
+	uint64_t bad = (seen & ~masks.allowed[ev->kind]) | (masks.required[ev->kind] & ~seen);
+	if (bad) {
+		const struct field *f = &fields[__builtin_ctzll(bad)];
+		if (seen & (1ull << (f - fields)))
 			return fail(&ps, "\"%s\" does not belong in a %s record", f->key,
 				    kind_names[ev->kind]);
-		if ((f->required & kind) && !seen[i])
-			return fail(&ps, "missing key \"%s\"", f->key);
+		return fail(&ps, "missing key \"%s\"", f->key);
 	}
 	if (ev->kind == TCP_AUDIT_KIND_RESET && !reset_direction_name(ev->reset_direction))
 		return fail(&ps, "direction: %u is not a reset direction", ev->reset_direction);

@@ -81,7 +81,8 @@ static const char *name_of(const char *const *names, size_t n, unsigned v)
 static int value_of(const char *const *names, size_t n, const char *name, size_t len)
 {
 	for (size_t i = 0; i < n; i++)
-		if (names[i] && strlen(names[i]) == len && memcmp(names[i], name, len) == 0)
+		if (names[i] && len && names[i][0] == name[0] && strlen(names[i]) == len &&
+		    memcmp(names[i], name, len) == 0)
 			return (int)i;
 	return -1;
 }
@@ -483,6 +484,16 @@ size_t bytes_to_utf8(const char *in, size_t len, char *out)
 	size_t o = 0;
 
 	for (size_t i = 0; i < len;) {
+		/* a run of ASCII, copied at once (most names are nothing else) */
+		size_t run = i;
+		while (run < len && s[run] < 0x80)
+			run++;
+		if (run > i) {
+			memcpy(out + o, s + i, run - i);
+			o += run - i;
+			i = run;
+			continue;
+		}
 		size_t n = utf8_sequence_length(s + i, len - i);
 		if (n) {
 			memcpy(out + o, s + i, n);

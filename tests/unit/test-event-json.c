@@ -366,6 +366,96 @@ static void test_reset_record(void **state)
 		"\"direction\" does not belong in a state change record");
 }
 
+/*
+ * The reader matches keys and names where they are in the line; keys in any
+ * order, or written with escapes, and names with escapes read the same.
+ */
+static void test_keys_any_order_and_escaped(void **state)
+{
+	(void)state;
+	struct tcp_audit_event ev = full_event(), back, again;
+	char line[EVENT_JSON_MAX], err[256];
+	size_t len;
+
+	roundtrip(&ev, line, &len);
+	len--; /* the newline */
+	assert_int_equal(event_from_json(line, len, &back, err, sizeof(err)), 0);
+
+	/* the same keys, last first: every key found by the scan from the start */
+	const char *keys[64];
+	size_t starts[64], ends[64], n = 0;
+	for (size_t i = 1; i < len - 1; n++) {
+		assert_true(n < 64);
+		starts[n] = i;
+		keys[n] = line + i;
+		/* a value holds no '"' unescaped before its ',': the next key starts after ",\"" */
+		const char *next = strstr(line + i, ",\"");
+		while (next && next[-1] == '\\')
+			next = strstr(next + 1, ",\"");
+		ends[n] = next ? (size_t)(next - line) : len - 1;
+		i = ends[n] + 1;
+	}
+	char reversed[EVENT_JSON_MAX + 8] = "{";
+	for (size_t k = n; k-- > 0;) {
+		strncat(reversed, keys[k], ends[k] - starts[k]);
+		if (k)
+			strcat(reversed, ",");
+	}
+	strcat(reversed, "}");
+	assert_true(n > 20);
+	assert_int_equal(strncmp(reversed, "{\"ktime\":5555,\"seq\":9,", 22), 0);
+	assert_int_equal(event_from_json(reversed, strlen(reversed), &again, err, sizeof(err)), 0);
+	assert_memory_equal(&back, &again, sizeof(back));
+
+	/* "time" and "new_state" as escapes, and a state name with an escape */
+	const char *plain = "{\"time\":\"2026-11-25T01:53:06Z\",\"family\":\"inet\","
+			    "\"saddr\":\"1.2.3.4\",\"sport\":1,\"daddr\":\"1.2.3.5\",\"dport\":2,"
+			    "\"old_state\":\"LISTEN\",\"new_state\":\"ESTABLISHED\","
+			    "\"pid_on_cpu\":3,\"comm_on_cpu\":\"x\"}";
+	const char *escaped = "{\"\\u0074ime\":\"2026-11-25T01:53:06Z\",\"family\":\"inet\","
+			      "\"saddr\":\"1.2.3.4\",\"sport\":1,\"daddr\":\"1.2.3.5\","
+			      "\"dport\":2,\"old_state\":\"LIST\\u0045N\",\"new\\u005fstate\":"
+			      "\"ESTABLISHED\",\"pid_on_cpu\":3,\"comm_on_cpu\":\"x\"}";
+	assert_int_equal(event_from_json(plain, strlen(plain), &back, err, sizeof(err)), 0);
+	assert_int_equal(event_from_json(escaped, strlen(escaped), &again, err, sizeof(err)), 0);
+	assert_memory_equal(&back, &again, sizeof(back));
+	assert_int_equal(back.old_state, TCP_AUDIT_TCP_LISTEN);
+	assert_int_equal(back.new_state, TCP_AUDIT_TCP_ESTABLISHED);
+
+	/* a key given twice, once escaped; keys that are prefixes of others */
+	refused("{\"time\":\"2026-11-25T01:53:06Z\",\"\\u0074ime\":\"2026-11-25T01:53:06Z\"}",
+		"duplicate key \"time\"");
+	refused("{\"time\":\"2026-11-25T01:53:06Z\",\"sock\":1}", "unknown key \"sock\"");
+	refused("{\"time\":\"2026-11-25T01:53:06Z\",\"states\":1}", "unknown key \"states\"");
+	refused("{\"tim\":1}", "unknown key \"tim\"");
+	/* a name that is not one, plain or escaped; a prefix of one */
+	refused("{\"time\":\"2026-11-25T01:53:06Z\",\"family\":\"inet\",\"old_state\":\"LISTE\"}",
+		"unknown value \"LISTE\"");
+	refused("{\"time\":\"2026-11-25T01:53:06Z\",\"family\":\"in\\u0065t6x\"}",
+		"unknown value \"inet6x\"");
+	/* keys that go together, one of them missing, in any order */
+	char bad[1024];
+	snprintf(bad, sizeof(bad), "%.*s,\"owner_uid\":0,\"owner_pid\":1}", (int)strlen(plain) - 1,
+		 plain);
+	refused(bad, "\"owner_pid\", \"owner_uid\" and \"owner_comm\" go together");
+	snprintf(bad, sizeof(bad), "%.*s,\"sock_gid\":0}", (int)strlen(plain) - 1, plain);
+	refused(bad, "\"sock_inode\", \"sock_uid\" and \"sock_gid\" go together");
+	snprintf(bad, sizeof(bad), "%.*s,\"owner_comm\":\"y\",\"owner_uid\":0,\"owner_pid\":1}",
+		 (int)strlen(plain) - 1, plain);
+	assert_int_equal(event_from_json(bad, strlen(bad), &back, err, sizeof(err)), 0);
+	assert_true(back.valid & TCP_AUDIT_HAS_OWNER);
+	assert_string_equal(back.owner_comm, "y");
+	/* of a missing key and one that does not belong, the first in the writer's order is named */
+	refused("{\"time\":\"2026-11-25T01:53:06Z\",\"kind\":\"gap\",\"lost\":1,\"sport\":1}",
+		"missing key \"stage\"");
+	refused("{\"time\":\"2026-11-25T01:53:06Z\",\"kind\":\"gap\",\"stage\":\"kernel\","
+		"\"sport\":1}",
+		"missing key \"lost\"");
+	refused("{\"time\":\"2026-11-25T01:53:06Z\",\"kind\":\"gap\",\"stage\":\"kernel\","
+		"\"lost\":1,\"sport\":1}",
+		"\"sport\" does not belong in a gap record");
+}
+
 static void test_error(void **state)
 {
 	(void)state;
@@ -473,6 +563,7 @@ int main(void)
 		cmocka_unit_test(test_gap_record),
 		cmocka_unit_test(test_snapshot_record),
 		cmocka_unit_test(test_reset_record),
+		cmocka_unit_test(test_keys_any_order_and_escaped),
 		cmocka_unit_test(test_error),
 		cmocka_unit_test(test_unknown_numbers_are_kept),
 		cmocka_unit_test(test_rfc3339),
