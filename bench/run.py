@@ -43,7 +43,9 @@ replay   Sink throughput: a replay of --replay-events events shaped like a
          sqlite and pgsql on a stock and a tuned PostgreSQL, each into a fresh
          store; on the stock server also its own COPY FROM a CSV of the same
          events into an index-free table, and the original's one INSERT per
-         event (bench/pg-insert-baseline).
+         event (bench/pg-insert-baseline); into clickhouse (Debian's server,
+         started by the benchmark), with the server alone taking the same rows
+         back as RowBinary from curl, one insert and two inserts at a time.
 snapshot The start-up snapshot with --snapshot-sockets TCP sockets open on the
          host (half of them clients, half accepted, all held by one process
          across several loopback source addresses): for each eventer, the
@@ -92,6 +94,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
@@ -1106,6 +1109,50 @@ def baseline(a, pg, path, n):
         os.unlink(part)
 
 
+CH_REFERENCE = ("the ClickHouse server alone: the same rows as RowBinary from curl, inserts "
+                "of 100,000 rows %s (reference)")
+
+
+def reference_clickhouse(ch, db, n, streams, rows=100000):
+    """How fast the server itself takes the rows the sink stored, with no
+    tcp-audit: exported as RowBinary in inserts of the sink's default size,
+    then inserted again into an empty table like it by curl, streams inserts
+    at a time; returns the row data."""
+    parts = []
+    try:
+        for start in range(0, n, rows):
+            fd, part = tempfile.mkstemp(prefix="ch-ref-", dir=ch.dir)
+            os.close(fd)
+            parts.append(part)
+            subprocess.run(["curl", "-sSf", "-o", part, ch.url + "/", "--data-binary",
+                            "SELECT * FROM %s.tcp_events ORDER BY host, time_ns, uid "
+                            "LIMIT %d OFFSET %d FORMAT RowBinary" % (db, rows, start)],
+                           check=True)
+        ch.query("DROP TABLE IF EXISTS %s.ref" % db)
+        ch.query("CREATE TABLE %s.ref AS %s.tcp_events" % (db, db))
+        url = ch.url + "/?query=" + urllib.parse.quote("INSERT INTO %s.ref FORMAT RowBinary" % db)
+        time.sleep(2)  # the replay's merges settled
+        before = server_cpu(ch)
+        t0 = time.monotonic()
+        procs = []
+        for k in range(streams):
+            script = "".join("curl -sSf -H 'Expect:' --data-binary @%s '%s' && " % (p, url)
+                             for p in parts[k::streams]) + "true"
+            procs.append(subprocess.Popen(["sh", "-c", script]))
+        if any(p.wait() for p in procs):
+            raise RuntimeError("curl could not insert the reference rows")
+        seconds = time.monotonic() - t0
+        cpu = settle_server_cpu(ch, before)
+        got = int(ch.query("SELECT count() FROM %s.ref FINAL" % db))
+        if got != n:
+            raise RuntimeError("the reference inserts stored %d of %d rows" % (got, n))
+        return {"events": n, "seconds": seconds, "events_per_s": n / seconds,
+                "server_cpu_us_per_event": 1e6 * cpu / n}
+    finally:
+        for part in parts:
+            os.unlink(part)
+
+
 REPLAY_SINKS = (("jsonl", "jsonl (reference)"), ("sqlite", "sqlite"),
                 ("pgsql-stock", "pgsql, stock PostgreSQL"),
                 ("pgsql-tuned", "pgsql, tuned PostgreSQL"),
@@ -1131,17 +1178,28 @@ def replay_section(a, servers, workdir):
             if kind not in a.replay_sinks:
                 continue
             progress(a, "replay %s into %s" % (variant, label))
-            keep = kind == "pgsql-stock" and variant == "in order" and a.reference
+            keep = (kind in ("pgsql-stock", "clickhouse") and variant == "in order" and
+                    a.reference)
             row, store, ta = replay_into(a, servers, workdir, kind, path, n, keep=keep)
             row.update({"store": label, "variant": variant})
             add(row)
             if keep:
                 try:
-                    progress(a, "reference: the server's COPY FROM csv")
-                    ref = reference_copy(a, store.pg, store.db, n)
-                    ref.update({"store": "stock PostgreSQL: COPY FROM csv into an index-free "
-                                         "table (reference)", "variant": variant})
-                    add(ref)
+                    if kind == "clickhouse":
+                        for streams in (1, 2):
+                            progress(a, "reference: the ClickHouse server alone, %d insert(s) "
+                                        "at a time" % streams)
+                            ref = reference_clickhouse(store.pg, store.db, n, streams)
+                            ref.update({"store": CH_REFERENCE % (
+                                "one at a time" if streams == 1 else "two at a time"),
+                                "variant": variant})
+                            add(ref)
+                    else:
+                        progress(a, "reference: the server's COPY FROM csv")
+                        ref = reference_copy(a, store.pg, store.db, n)
+                        ref.update({"store": "stock PostgreSQL: COPY FROM csv into an "
+                                             "index-free table (reference)", "variant": variant})
+                        add(ref)
                 finally:
                     store.drop()
                     ta.cleanup()
@@ -1188,6 +1246,13 @@ def replay_section(a, servers, workdir):
     if stock and ref:
         out.append("pgsql sink / the server's own COPY FROM csv, stock server: %.2f" % (
             stock[0]["events_per_s"] / ref[0]["events_per_s"]))
+    ch = [r for r in rows if r["store"].startswith("clickhouse, Debian")
+          and r["variant"] == "in order"]
+    ch_ref = [r for r in rows if r["store"] == CH_REFERENCE % "one at a time"]
+    if ch and ch_ref:
+        out.append("")
+        out.append("clickhouse sink / the server alone, one insert at a time: %.2f" % (
+            ch[0]["events_per_s"] / ch_ref[0]["events_per_s"]))
     return out
 
 
