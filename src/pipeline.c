@@ -21,6 +21,13 @@
 
 #define READ_TIMEOUT_MS 100
 #define FLUSH_INTERVAL_NS 1000000000ull
+/*
+ * A sink that has caught up waits this long for more before it flushes:
+ * under a steady stream its flushes (a database's commit, a partial
+ * ClickHouse insert that waits for the inserts in flight) then come every
+ * FLUSH_INTERVAL_NS, not after every read; a lull flushes 20 ms later.
+ */
+#define LINGER_MS 20
 #define STATS_INTERVAL_NS 1000000000ull
 #define DRAIN_LIMIT_NS 3000000000ull /* at most this long reading the rest at a stop */
 #define BACKOFF_MIN_MS 100
@@ -421,6 +428,22 @@ static void fill_host(struct pipeline *p, struct tcp_audit_event *ev, size_t n)
 	}
 }
 
+/*
+ * With p->mu held, for a sink that has read everything up to pos: whether
+ * more comes within LINGER_MS (never once reading is done: the end is
+ * flushed at once).
+ */
+static bool more_soon(struct pipeline *p, uint64_t pos)
+{
+	struct timespec deadline;
+
+	deadline_after_ms(&deadline, LINGER_MS);
+	while (p->write_pos == pos && !p->reader_done && !p->abandon)
+		if (pthread_cond_timedwait(&p->data, &p->mu, &deadline) == ETIMEDOUT)
+			break;
+	return p->write_pos != pos && !p->abandon;
+}
+
 /* Sleeps up to ms unless the pipeline is told to stop (or abandon). */
 static void pause_ms(struct pipeline *p, int ms, bool until_abandon_only)
 {
@@ -720,6 +743,8 @@ static void *sink_main(void *arg)
 			continue;
 		}
 		if (s->read_pos == p->write_pos) {
+			if (dirty && more_soon(p, s->read_pos))
+				continue;
 			if (dirty) {
 				/* caught up: make what we wrote visible now */
 				pthread_mutex_unlock(&p->mu);
@@ -837,7 +862,13 @@ static void *sink_spool_main(void *arg)
 			}
 		}
 		uint64_t now = now_ns(CLOCK_MONOTONIC);
-		if (ok && dirty && (next == end || now - last_flush >= FLUSH_INTERVAL_NS)) {
+		bool flush = ok && dirty && now - last_flush >= FLUSH_INTERVAL_NS;
+		if (ok && dirty && !flush && next == end) {
+			pthread_mutex_lock(&p->mu);
+			flush = !more_soon(p, end);
+			pthread_mutex_unlock(&p->mu);
+		}
+		if (flush) {
 			ok = deliver(s, NULL, 0);
 			last_flush = now;
 			dirty = false;
