@@ -170,6 +170,30 @@ class ClickHouseSink(unittest.TestCase):
         if not SANITIZED:
             self.assertLessEqual(inserts, 6, r.stderr)
 
+    def test_inserts_at_a_time_on_connections_of_their_own(self):
+        """inserts=3: full batches go to the connections that are free while the
+        next is gathered; every row once, each insert logged with its
+        connection.  inserts=1: one connection."""
+        path = os.path.join(self.tmp.name, "big.jsonl")
+        n = 20000
+        with open(path, "w") as f:
+            for i in range(n):
+                f.write(sample_line(i + 1, sport=10000 + i % 50000) + "\n")
+        for inserts, used in ((3, {"2"}), (1, {"1"})):
+            ClickHouseSink.n += 1
+            self.db = "t%d" % ClickHouseSink.n
+            r = self.replay(path, extra=["batch_rows=1000", "interval=0", "inserts=%d" % inserts],
+                            more=["-v", "--batch-size", "500"])
+            self.assertEqual(self.count(), n)  # no row twice: nothing was sent again
+            self.assertEqual(self.count(final=True), n)
+            sent = re.findall(r"inserted (\d+) rows .* into tcp_events .*\(connection (\d+)\)",
+                              r.stderr)
+            self.assertEqual(sum(int(rows) for rows, _ in sent), n, r.stderr)
+            conns = {c for _, c in sent}
+            self.assertTrue(used <= conns, r.stderr)
+            self.assertTrue(conns <= {str(c) for c in range(1, inserts + 1)}, r.stderr)
+            self.assertIn("%d rows in %d inserts" % (n, len(sent)), r.stderr)
+
     def test_password_from_a_file_never_shown(self):
         pw = os.path.join(self.tmp.name, "pw")
         with open(pw, "w") as f:
