@@ -1171,11 +1171,13 @@ static int send_held(struct ch_sink *s)
 /*
  * Hands the gathered rows to an idle sender (its empty buffers become the
  * sink's); false when none is idle (or while down: one connection probes
- * the server), the rows are then sent from this thread.
+ * the server; or before the tables are set up), the rows are then sent from
+ * this thread.
  */
 static bool hand_over(struct ch_sink *s)
 {
-	if (s->down || ensure_tables(s) != 0)
+	/* the tables are set up by the sink's thread (send_rows) first */
+	if (s->down || !s->set_up || (s->seal_rows && !s->seals_set_up))
 		return false;
 	for (size_t i = 0; i < s->n_senders; i++) {
 		struct sender *sd = &s->senders[i];
