@@ -81,7 +81,9 @@ struct ch_sink {
 	char store[512];   /* user@url/database.table, for messages */
 	char *password;    /* from password_file=, never logged */
 	struct table events, seals;
-	char *insert_url;  /* url?query=INSERT ... FORMAT RowBinary */
+	char *insert_url;  /* url?query=INSERT ... (columns) FORMAT RowBinary */
+	char *insert_url_plain; /* the same without the column list */
+	bool exact;        /* the events' table has our columns only, in our order */
 	char *seal_insert_url;
 	char *query_url;   /* url, for statements sent as the body */
 	bool set_up;       /* the table is there and checked */
@@ -566,6 +568,26 @@ static int check_columns(struct ch_sink *s, const struct table *tb, size_t *foun
 	return 0;
 }
 
+/*
+ * Whether the table's columns (the answer to set_up_table's question, in
+ * their order) are tb's, no more, in the same order.
+ */
+static bool same_columns(const struct ch_sink *s, const struct table *tb)
+{
+	const char *line = s->reply.p;
+	size_t i = 0;
+
+	for (; line && *line; i++) {
+		size_t nlen = strcspn(line, "\t\n");
+		if (i >= tb->n || strlen(tb->columns[i].name) != nlen ||
+		    strncmp(line, tb->columns[i].name, nlen) != 0)
+			return false;
+		line = strchr(line, '\n');
+		line = line ? line + 1 : NULL;
+	}
+	return i == tb->n;
+}
+
 /* Creates the database and a table when missing, checks them when present. */
 static int set_up_table(struct ch_sink *s, const struct table *tb)
 {
@@ -596,11 +618,19 @@ static int set_up_table(struct ch_sink *s, const struct table *tb)
 		if (r == 0)
 			tcp_audit_info(s->host, "%s: created %s.%s%s", s->store, s->cfg->database,
 				       tb->name, cluster ? " on every shard" : "");
+		if (r == 0 && tb == &s->events)
+			s->exact = true;
 		return r;
 	}
 	size_t found;
 	if ((r = check_columns(s, tb, &found)) != 0)
 		return r;
+	if (tb == &s->events) {
+		s->exact = same_columns(s, tb);
+		if (!s->exact)
+			tcp_audit_info(s->host, "%s: the table has columns this tcp-audit does not "
+						"write: inserts name theirs", s->store);
+	}
 	if (found != tb->n) {
 		tcp_audit_error(s->host,
 				"%s: %s.%s exists without %zu of tcp-audit's columns: not a table "
@@ -651,21 +681,26 @@ static struct curl_slist *add_header(struct curl_slist *list, const char *name,
 	return l;
 }
 
-/* The URL of an insert into a table of ours; NULL on out of memory. */
-static char *insert_url(struct ch_sink *s, const struct table *tb)
+/*
+ * The URL of an insert into a table of ours; NULL on out of memory.  With
+ * the column list, a table with more columns (a newer tcp-audit's) takes it;
+ * without, the server has less to do (~10% of its CPU for these rows), for
+ * a table that has our columns only.
+ */
+static char *insert_url(struct ch_sink *s, const struct table *tb, bool column_list)
 {
 	const struct ch_config *cfg = s->cfg;
 	char insert[4096];
 	size_t n = 0;
 
-	/* the column list, so that a table with more columns (a newer tcp-audit's) takes it */
-	n += (size_t)snprintf(insert, sizeof(insert), "INSERT INTO %s.%s (", cfg->database,
+	n += (size_t)snprintf(insert, sizeof(insert), "INSERT INTO %s.%s ", cfg->database,
 			      tb->name);
-	for (size_t i = 0; i < tb->n && n < sizeof(insert); i++)
-		n += (size_t)snprintf(insert + n, sizeof(insert) - n, "%s%s", i ? ", " : "",
+	for (size_t i = 0; column_list && i < tb->n && n < sizeof(insert); i++)
+		n += (size_t)snprintf(insert + n, sizeof(insert) - n, "%s%s", i ? ", " : "(",
 				      tb->columns[i].name);
 	if (n < sizeof(insert))
-		snprintf(insert + n, sizeof(insert) - n, ") FORMAT RowBinary");
+		snprintf(insert + n, sizeof(insert) - n, "%sFORMAT RowBinary",
+			 column_list ? ") " : "");
 	char *escaped = curl_easy_escape(s->curl, insert, 0), *url;
 	if (!escaped)
 		return NULL;
@@ -690,9 +725,11 @@ static int set_up_transfer(struct ch_sink *s)
 	if (asprintf(&s->query_url, "%s%s", cfg->url, slash ? "" : "/") < 0)
 		s->query_url = NULL;
 	if (s->query_url)
-		s->insert_url = insert_url(s, &s->events);
+		s->insert_url = insert_url(s, &s->events, true);
 	if (s->insert_url)
-		s->seal_insert_url = insert_url(s, &s->seals);
+		s->insert_url_plain = insert_url(s, &s->events, false);
+	if (s->insert_url_plain)
+		s->seal_insert_url = insert_url(s, &s->seals, true);
 	if (!s->seal_insert_url)
 		return -ENOMEM;
 
@@ -1045,7 +1082,8 @@ static int send_batch(struct ch_sink *s)
 	int r = 0;
 
 	if (s->rows)
-		r = insert(s, &s->events, s->insert_url, &s->out, &s->rows);
+		r = insert(s, &s->events, s->exact ? s->insert_url_plain : s->insert_url, &s->out,
+			   &s->rows);
 	if (r == 0 && rows) {
 		s->inserts++;
 		s->inserted += rows;
@@ -1192,6 +1230,7 @@ static bool hand_over(struct ch_sink *s)
 		t->seal_out = s->seal_out;
 		t->rows = s->rows;
 		t->seal_rows = s->seal_rows;
+		t->exact = s->exact;
 		s->out = out;
 		s->seal_out = seal_out;
 		s->rows = s->seal_rows = 0;
@@ -1387,6 +1426,7 @@ static void free_sink(struct ch_sink *s)
 		free(s->password);
 	}
 	free(s->insert_url);
+	free(s->insert_url_plain);
 	free(s->seal_insert_url);
 	free(s->query_url);
 	byte_buffer_free(&s->out);

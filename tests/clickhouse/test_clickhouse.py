@@ -194,6 +194,25 @@ class ClickHouseSink(unittest.TestCase):
             self.assertTrue(conns <= {str(c) for c in range(1, inserts + 1)}, r.stderr)
             self.assertIn("%d rows in %d inserts" % (n, len(sent)), r.stderr)
 
+    def test_a_table_with_more_columns_takes_the_rows(self):
+        """A table of a newer tcp-audit (a column more): inserts name their
+        columns, the new one takes its default.  Into a table of exactly
+        ours they name none (the server has less to do)."""
+        r = self.replay()
+        self.assertNotIn("inserts name theirs", r.stderr)
+        self.ch.query("ALTER TABLE %s.tcp_events ADD COLUMN newer String DEFAULT 'later'"
+                      % self.db)
+        more = os.path.join(self.tmp.name, "more.jsonl")
+        with open(more, "w") as f:
+            f.write("\n".join(sample_line(5000 + i) for i in range(20)) + "\n")
+        r = self.replay(more)
+        self.assertIn("the table has columns this tcp-audit does not write: inserts name "
+                      "theirs", r.stderr)
+        n = len(store_lines()) + 20
+        self.assertEqual(self.count(final=True), n)
+        self.assertEqual(int(self.ch.query("SELECT count() FROM %s.tcp_events FINAL WHERE "
+                                           "newer = 'later'" % self.db)), n)
+
     def test_password_from_a_file_never_shown(self):
         pw = os.path.join(self.tmp.name, "pw")
         with open(pw, "w") as f:
