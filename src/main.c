@@ -913,7 +913,15 @@ static int run(struct cli *cli)
 	enum pipeline_end end = PIPELINE_RUNNING;
 	bool abandoned = false;
 	for (;;) {
+		/*
+		 * Once the input has ended or a stop is under way, the end is
+		 * waited for (signals looked at between waits) rather than seen
+		 * at the next tick: a replay's end is not up to a tick late.
+		 */
+		bool finishing = end == PIPELINE_END_OF_STREAM || end == PIPELINE_STOPPED;
 		struct timespec tick = {tick_ms / 1000, (long)(tick_ms % 1000) * 1000000L};
+		if (finishing)
+			tick = (struct timespec){0, 0};
 		int sig = sigtimedwait(&set, NULL, &tick);
 		if (sig <= 0 && handled_signal) {
 			sig = handled_signal;
@@ -940,7 +948,7 @@ static int run(struct cli *cli)
 				_exit(128 + stop_signal);
 			}
 		}
-		if (pipeline_wait(p, 0, &end))
+		if (pipeline_wait(p, finishing ? tick_ms : 0, &end))
 			break;
 		notify_tick(p);
 		if (sealer)
