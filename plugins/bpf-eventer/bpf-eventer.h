@@ -64,10 +64,10 @@ static inline __attribute__((always_inline)) int ta_record_is_event(const struct
 
 /*
  * The per-CPU rings (rings.h): each CPU's records go into slots of struct
- * ta_slot, in a ring of ta_nslots (a power of 2) at slot CPU * ta_nslots of
- * one array map; its positions are in its struct ta_ring_pos.  A slot is
- * committed for position pos when its `committed` is pos + 1 (no clearing:
- * the previous lap's value is pos + 1 - ta_nslots).
+ * ta_slot, in a ring of ring_slots (a power of 2, set before load) from
+ * slot CPU * ring_slots of one array map; its positions are in its struct
+ * ta_ring_pos.  A slot is committed for position pos when its `committed`
+ * is pos + 1 (no clearing: the previous lap's value is pos + 1 - ring_slots).
  */
 struct ta_slot {
 	__u64 committed;

@@ -1,14 +1,14 @@
+/* SPDX-License-Identifier: MIT */
 /* One ring of slots per CPU, merged in time order (see rings.h). */
 #include "rings.h"
 
 #include <errno.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <linux/bpf.h>
+#include <linux/types.h> /* the __u64 of bpf-eventer.h */
 
 #include "bpf-eventer.h"
 
