@@ -625,18 +625,19 @@ static int set_up_table(struct ch_sink *s, const struct table *tb)
 	size_t found;
 	if ((r = check_columns(s, tb, &found)) != 0)
 		return r;
-	if (tb == &s->events) {
-		s->exact = same_columns(s, tb);
-		if (!s->exact)
-			tcp_audit_info(s->host, "%s: the table has columns this tcp-audit does not "
-						"write: inserts name theirs", s->store);
-	}
 	if (found != tb->n) {
 		tcp_audit_error(s->host,
 				"%s: %s.%s exists without %zu of tcp-audit's columns: not a table "
 				"of tcp-audit's (%s= names another)",
 				s->store, s->cfg->database, tb->name, tb->n - found, tb->what);
 		return -EINVAL;
+	}
+	if (tb == &s->events) {
+		s->exact = same_columns(s, tb);
+		if (!s->exact)
+			tcp_audit_info(s->host, "%s: the table has columns this tcp-audit does not "
+						"write, or ours in another order: inserts name theirs",
+				       s->store);
 	}
 	return 0;
 }
