@@ -50,8 +50,6 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 /* Settings, fixed before load. */
 const volatile struct ta_filter filter_cfg = {};
 
-__u64 seq_counter = 0;
-
 /*
  * A ring per CPU, of fixed-size slots in a memory-mapped array (rings.h says
  * how user space reads them in time order).  Not the kernel's BPF ring
@@ -278,9 +276,11 @@ static __always_inline int handle(const struct sock *sk, int oldstate, int newst
 			return 0;
 		r.flags |= TA_REC_QUIET;
 	}
-	r.seq = v == TA_PASS ? __sync_fetch_and_add(&seq_counter, 1) + 1 : 0;
 	current_task(&r, names_owner);
-	r.cookie = bpf_get_socket_cookie((struct sock *)sk);
+	/* given by the socket's first event: a load, not the helper's call, from then on */
+	r.cookie = sk->__sk_common.skc_cookie.counter;
+	if (!r.cookie)
+		r.cookie = bpf_get_socket_cookie((struct sock *)sk);
 	/*
 	 * An error ends it (refused, reset, timed out, unreachable): set before
 	 * the state.  A connect given up by its process may have had a soft
@@ -419,7 +419,6 @@ static __always_inline int send_reset(struct ta_record *r, const struct sock *sk
 				     r->oldstate,  r->newstate, r->saddr,  r->daddr, 1};
 	if (ta_filter(&filter_cfg, &subject) != TA_PASS)
 		return 0;
-	r->seq = __sync_fetch_and_add(&seq_counter, 1) + 1;
 	current_task(r, false);
 	send(r);
 	return 0;

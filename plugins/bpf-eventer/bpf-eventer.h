@@ -26,7 +26,6 @@
 
 struct ta_record {
 	__u64 ktime;
-	__u64 seq; /* 0 in quiet records */
 	__u64 cookie;
 	__u64 cgroup_id;
 	__u64 sock_inode;
@@ -73,6 +72,9 @@ struct ta_slot {
 	__u64 committed;
 	struct ta_record rec;
 };
+
+/* a slot per pair of cache lines, never three (the array's data is page-aligned) */
+_Static_assert(sizeof(struct ta_slot) == 128, "ring slot size");
 
 struct ta_ring_pos {
 	__u64 head; /* positions reserved by the programs */
