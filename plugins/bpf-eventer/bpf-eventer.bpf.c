@@ -163,6 +163,17 @@ static __always_inline void read_sock(struct ta_record *r, const struct sock *sk
 	}
 }
 
+/*
+ * The socket's cookie: given by the helper on its first use (the socket's
+ * first event), a plain load from then on.
+ */
+static __always_inline __u64 sock_cookie(const struct sock *sk)
+{
+	__u64 cookie = sk->__sk_common.skc_cookie.counter;
+
+	return cookie ? cookie : bpf_get_socket_cookie((struct sock *)sk);
+}
+
 /* Counts a record that found the ring full. */
 static __always_inline void count_lost(const struct ta_record *r)
 {
@@ -277,10 +288,7 @@ static __always_inline int handle(const struct sock *sk, int oldstate, int newst
 		r.flags |= TA_REC_QUIET;
 	}
 	current_task(&r, names_owner);
-	/* given by the socket's first event: a load, not the helper's call, from then on */
-	r.cookie = sk->__sk_common.skc_cookie.counter;
-	if (!r.cookie)
-		r.cookie = bpf_get_socket_cookie((struct sock *)sk);
+	r.cookie = sock_cookie(sk);
 	/*
 	 * An error ends it (refused, reset, timed out, unreachable): set before
 	 * the state.  A connect given up by its process may have had a soft
@@ -409,7 +417,7 @@ static __always_inline int send_reset(struct ta_record *r, const struct sock *sk
 		else
 			read_sock_common(r, sk);
 		r->oldstate = r->newstate = sk->__sk_common.skc_state;
-		r->cookie = bpf_get_socket_cookie((struct sock *)sk);
+		r->cookie = sock_cookie(sk);
 	}
 	if (skb)
 		read_segment(r, skb);
