@@ -2,6 +2,7 @@
 /* Forward-secure seals (see seal.h), on libsodium's primitives. */
 #include "seal.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -24,6 +25,7 @@
 #define KEYFILE_MAGIC "tcp-audit sealing key v1"
 #define STEP_CONTEXT "tcp-audit seal key step"
 #define FP_CONTEXT "tcp-audit seal fp"
+#define MAC_CONTEXT "tcp-audit seal mac"
 #define FP_HEX 16
 #define SEAL_FIXED_MAX 512 /* the seal's text but for the fingerprints */
 
@@ -40,8 +42,8 @@ struct sealer {
 struct seal_chain {
 	struct sealer *s;
 	uint64_t index;
-	char prev[65]; /* the MAC of the seal before, the next one's "prev" */
-	char mac[65];  /* the MAC of the seal made last */
+	char prev[SEAL_MAC_HEX_MAX + 1]; /* the MAC of the seal before, the next one's "prev" */
+	char mac[SEAL_MAC_HEX_MAX + 1];  /* the MAC of the seal made last */
 	char *text;
 	size_t cap;
 	uint64_t *fp; /* the fingerprints of the batch sealed last */
@@ -308,7 +310,7 @@ struct seal_chain *seal_chain_new(struct sealer *s)
 	if (!c)
 		return NULL;
 	c->s = s;
-	memset(c->prev, '0', 64);
+	memset(c->prev, '0', seal_mac_hex_len(SEAL_FORMAT));
 	return c;
 }
 
@@ -386,32 +388,91 @@ uint64_t seal_fp(const uint8_t fp_key[16], const struct tcp_audit_event *ev)
 	return v;
 }
 
-void seal_mac_hex(const uint8_t key[SEAL_KEY_BYTES], const char *head, size_t len,
-		  const uint64_t *fp, size_t n, char out[65])
+size_t seal_mac_hex_len(uint64_t format)
+{
+	return format == 2 ? 64 : 2 * crypto_onetimeauth_BYTES;
+}
+
+/* Format 3's one-time Poly1305 key: BLAKE2b-256 under key of MAC_CONTEXT and head. */
+static void mac_key(const uint8_t key[SEAL_KEY_BYTES], const char *head, size_t len,
+		    uint8_t out[crypto_onetimeauth_KEYBYTES])
 {
 	crypto_generichash_state st;
-	uint8_t buf[64 * 8], mac[32];
 
-	crypto_generichash_init(&st, key, SEAL_KEY_BYTES, sizeof(mac));
+	crypto_generichash_init(&st, key, SEAL_KEY_BYTES, crypto_onetimeauth_KEYBYTES);
+	crypto_generichash_update(&st, (const uint8_t *)MAC_CONTEXT, sizeof(MAC_CONTEXT) - 1);
 	crypto_generichash_update(&st, (const uint8_t *)head, len);
+	crypto_generichash_final(&st, out, crypto_onetimeauth_KEYBYTES);
+	sodium_memzero(&st, sizeof(st));
+}
+
+void seal_mac_hex(uint64_t format, const uint8_t key[SEAL_KEY_BYTES], const char *head,
+		  size_t len, const uint64_t *fp, size_t n, char out[SEAL_MAC_HEX_MAX + 1])
+{
+	/* either one's state: the MAC reads the same bytes in either format */
+	union {
+		crypto_generichash_state b2;
+		crypto_onetimeauth_state poly;
+	} st;
+	uint8_t buf[64 * 8], mac[32], otk[crypto_onetimeauth_KEYBYTES];
+	size_t mac_len = seal_mac_hex_len(format) / 2;
+
+	if (format == 2) {
+		crypto_generichash_init(&st.b2, key, SEAL_KEY_BYTES, mac_len);
+		crypto_generichash_update(&st.b2, (const uint8_t *)head, len);
+	} else {
+		mac_key(key, head, len, otk);
+		crypto_onetimeauth_init(&st.poly, otk);
+		sodium_memzero(otk, sizeof(otk));
+		crypto_onetimeauth_update(&st.poly, (const uint8_t *)head, len);
+	}
 	while (n) {
 		size_t k = n < 64 ? n : 64;
-		for (size_t i = 0; i < k; i++)
-			for (int j = 0; j < 8; j++)
-				buf[i * 8 + j] = (uint8_t)(fp[i] >> (56 - 8 * j));
-		crypto_generichash_update(&st, buf, k * 8);
+		for (size_t i = 0; i < k; i++) {
+			uint64_t be = htobe64(fp[i]);
+			memcpy(buf + i * 8, &be, 8);
+		}
+		if (format == 2)
+			crypto_generichash_update(&st.b2, buf, k * 8);
+		else
+			crypto_onetimeauth_update(&st.poly, buf, k * 8);
 		fp += k;
 		n -= k;
 	}
-	crypto_generichash_final(&st, mac, sizeof(mac));
+	if (format == 2)
+		crypto_generichash_final(&st.b2, mac, mac_len);
+	else
+		crypto_onetimeauth_final(&st.poly, mac);
 	sodium_memzero(&st, sizeof(st));
-	sodium_bin2hex(out, 65, mac, sizeof(mac));
+	sodium_bin2hex(out, SEAL_MAC_HEX_MAX + 1, mac, mac_len);
+}
+
+/* A byte's two lower-case hex digits, for every byte. */
+#define HEX_DIGIT(x) ((x) < 10 ? '0' + (x) : 'a' + (x) - 10)
+#define HEX_PAIR(b) {HEX_DIGIT((b) >> 4), HEX_DIGIT((b) & 15)}
+#define HEX_ROW(h)                                                                          \
+	HEX_PAIR(h * 16 + 0), HEX_PAIR(h * 16 + 1), HEX_PAIR(h * 16 + 2),                   \
+		HEX_PAIR(h * 16 + 3), HEX_PAIR(h * 16 + 4), HEX_PAIR(h * 16 + 5),           \
+		HEX_PAIR(h * 16 + 6), HEX_PAIR(h * 16 + 7), HEX_PAIR(h * 16 + 8),           \
+		HEX_PAIR(h * 16 + 9), HEX_PAIR(h * 16 + 10), HEX_PAIR(h * 16 + 11),         \
+		HEX_PAIR(h * 16 + 12), HEX_PAIR(h * 16 + 13), HEX_PAIR(h * 16 + 14),        \
+		HEX_PAIR(h * 16 + 15)
+static const char hex_pairs[256][2] = {
+	HEX_ROW(0),  HEX_ROW(1),  HEX_ROW(2),  HEX_ROW(3), HEX_ROW(4),  HEX_ROW(5),
+	HEX_ROW(6),  HEX_ROW(7),  HEX_ROW(8),  HEX_ROW(9), HEX_ROW(10), HEX_ROW(11),
+	HEX_ROW(12), HEX_ROW(13), HEX_ROW(14), HEX_ROW(15),
+};
+
+/* Writes v as 16 lower-case hex digits (no NUL), a byte at a time. */
+static void put_hex64(char *p, uint64_t v)
+{
+	for (int j = 14; j >= 0; j -= 2, v >>= 8)
+		memcpy(p + j, hex_pairs[v & 255], 2);
 }
 
 int seal_chain_make(struct seal_chain *c, const struct tcp_audit_event *ev, size_t n, bool last,
 		    struct tcp_audit_seal *out)
 {
-	static const char hex[] = "0123456789abcdef";
 	struct sealer *s = c->s;
 	size_t need = SEAL_FIXED_MAX + n * FP_HEX;
 	uint8_t key[SEAL_KEY_BYTES], fp_key[16];
@@ -453,12 +514,10 @@ int seal_chain_make(struct seal_chain *c, const struct tcp_audit_event *ev, size
 	size_t head = (size_t)(p - c->text);
 	seal_fp_key(key, s->run, c->index, fp_key);
 	for (size_t i = 0; i < n; i++) {
-		uint64_t v = c->fp[i] = seal_fp(fp_key, &ev[i]);
-		for (int j = FP_HEX - 1; j >= 0; j--, v >>= 4)
-			p[j] = hex[v & 15];
+		put_hex64(p, c->fp[i] = seal_fp(fp_key, &ev[i]));
 		p += FP_HEX;
 	}
-	seal_mac_hex(key, c->text, head, c->fp, n, c->mac);
+	seal_mac_hex(SEAL_FORMAT, key, c->text, head, c->fp, n, c->mac);
 	p += sprintf(p, "\",\"mac\":\"%s\"}", c->mac);
 	sodium_memzero(key, sizeof(key));
 	sodium_memzero(fp_key, sizeof(fp_key));

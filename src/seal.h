@@ -14,7 +14,7 @@
  * A seal record is one JSON object (the jsonl sink writes it as a line with
  * "kind":"seal"):
  *
- *   {"kind":"seal","v":2,"run":R,"index":I,"epoch":E,"time":T,"time_ns":N,
+ *   {"kind":"seal","v":3,"run":R,"index":I,"epoch":E,"time":T,"time_ns":N,
  *    "count":C,"last":B,["after":R0,"after_closed":B0,]"prev":P,"fp":F,"mac":M}
  *
  * run: 32 hex digits, random per tcp-audit run; index: the seal's number in
@@ -27,11 +27,16 @@
  * and the index, of the event's bytes less their padding (seal.c,
  * canonical(): the stores keep nothing else; the machine only where the
  * event has one), so an altered event is named
- * and cannot be made to match; mac: keyed BLAKE2b-256 under k(E) of the
- * text up to and with '"fp":"', then the fingerprints as 8 bytes each (big
- * endian, as their digits read): the same as of the text, hashing half the
- * bytes.  (Format 1, of the builds of 2026-12-01, fingerprinted all 256
- * bytes, MACed the text and chained on its digest; verify reads format 2.)
+ * and cannot be made to match; mac: 32 hex digits, Poly1305 of the text up
+ * to and with '"fp":"', then the fingerprints as 8 bytes each (big endian,
+ * as their digits read), under a one-time key: keyed BLAKE2b-256 under k(E)
+ * of a context string and that text (which holds the run, the index and the
+ * time in ns, so no two seals share a key).  Poly1305 reads the 8 bytes an
+ * event adds at ~0.25 ns a byte on this kind of VM, BLAKE2b at ~1.5.
+ * (Format 2, of the builds of 2026-12-02 and -03: mac is 64 hex digits,
+ * keyed BLAKE2b-256 under k(E) of the same bytes; verify reads formats 2 and
+ * 3.  Format 1, of the builds of 2026-12-01, fingerprinted all 256 bytes,
+ * MACed the text and chained on its digest.)
  */
 #ifndef TCP_AUDIT_SEAL_H
 #define TCP_AUDIT_SEAL_H
@@ -42,7 +47,9 @@
 
 #include <tcp-audit/plugin.h>
 
-#define SEAL_FORMAT 2 /* the seal records' "v" */
+#define SEAL_FORMAT 3        /* the seal records' "v" this build writes */
+#define SEAL_FORMAT_OLDEST 2 /* the oldest verify reads */
+#define SEAL_MAC_HEX_MAX 64  /* a MAC's hex digits, at most (format 2) */
 #define SEAL_KEY_BYTES 32
 #define SEAL_RUN_HEX 33          /* 32 hex digits and a NUL */
 #define SEAL_DEFAULT_INTERVAL 900 /* s: an epoch, as journald's sealing */
@@ -111,12 +118,15 @@ void seal_fp_key(const uint8_t key[SEAL_KEY_BYTES], const char run[SEAL_RUN_HEX]
 		 uint64_t index, uint8_t out[16]);
 uint64_t seal_fp(const uint8_t fp_key[16], const struct tcp_audit_event *ev);
 
+/* The hex digits of a MAC of format (2 or 3). */
+size_t seal_mac_hex_len(uint64_t format);
+
 /*
- * A seal's MAC under key, as 64 hex + NUL: of head (its text up to and with
- * '"fp":"', len bytes) and its n fingerprints.
+ * A seal's MAC of format (2 or 3) under key, as hex + NUL: of head (its text
+ * up to and with '"fp":"', len bytes) and its n fingerprints.
  */
-void seal_mac_hex(const uint8_t key[SEAL_KEY_BYTES], const char *head, size_t len,
-		  const uint64_t *fp, size_t n, char out[65]);
+void seal_mac_hex(uint64_t format, const uint8_t key[SEAL_KEY_BYTES], const char *head,
+		  size_t len, const uint64_t *fp, size_t n, char out[SEAL_MAC_HEX_MAX + 1]);
 
 /* ------------------------------------------------------------------------ */
 /* The commands (verify.c)                                                   */

@@ -137,7 +137,7 @@ struct run {
 	char id[SEAL_RUN_HEX];
 	uint64_t next_index;
 	size_t key; /* which --verify-key its seals verify under */
-	char prev[65];
+	char prev[SEAL_MAC_HEX_MAX + 1];
 	bool prev_known;
 	bool closed;
 	uint64_t last_line;
@@ -459,8 +459,8 @@ static void check_batch(struct verify *v, const uint64_t *want, uint64_t n,
 
 static void check_seal(struct verify *v, const char *text, size_t len, uint64_t line)
 {
-	char id[SEAL_RUN_HEX], prev[65], mac[65], want_mac[65], after[SEAL_RUN_HEX] = "",
-		what[128];
+	char id[SEAL_RUN_HEX], prev[SEAL_MAC_HEX_MAX + 1], mac[SEAL_MAC_HEX_MAX + 1],
+		want_mac[SEAL_MAC_HEX_MAX + 1], after[SEAL_RUN_HEX] = "", what[128];
 	uint64_t format, index, epoch, time_ns, count;
 	bool last, after_closed = false;
 	const char *mac_at = NULL;
@@ -468,20 +468,24 @@ static void check_seal(struct verify *v, const char *text, size_t len, uint64_t 
 	for (const char *p = text; (p = memmem(p, len - (size_t)(p - text), ",\"mac\":\"", 8));
 	     p++)
 		mac_at = p;
-	if (!mac_at || !field_u64(text, len, "v", &format) ||
-	    !field_str(text, len, "run", id, sizeof(id), SEAL_RUN_HEX - 1) ||
-	    !field_u64(text, len, "index", &index) || !field_u64(text, len, "epoch", &epoch) ||
-	    !field_u64(text, len, "time_ns", &time_ns) || !field_u64(text, len, "count", &count) ||
-	    !field_bool(text, len, "last", &last) ||
-	    !field_str(text, len, "prev", prev, sizeof(prev), 64) ||
-	    !field_str(mac_at, len - (size_t)(mac_at - text), "mac", mac, sizeof(mac), 64)) {
+	if (!mac_at || !field_u64(text, len, "v", &format)) {
 		problem(v, "%s %" PRIu64 ": a damaged seal (fields missing)", v->seal_unit, line);
 		return;
 	}
-	if (format != SEAL_FORMAT) {
+	if (format < SEAL_FORMAT_OLDEST || format > SEAL_FORMAT) {
 		problem(v, "%s %" PRIu64 ": a seal of format %" PRIu64 ", which this tcp-audit does "
-			   "not read (it reads format %d)",
-			v->seal_unit, line, format, SEAL_FORMAT);
+			   "not read (it reads formats %d to %d)",
+			v->seal_unit, line, format, SEAL_FORMAT_OLDEST, SEAL_FORMAT);
+		return;
+	}
+	size_t mac_hex = seal_mac_hex_len(format);
+	if (!field_str(text, len, "run", id, sizeof(id), SEAL_RUN_HEX - 1) ||
+	    !field_u64(text, len, "index", &index) || !field_u64(text, len, "epoch", &epoch) ||
+	    !field_u64(text, len, "time_ns", &time_ns) || !field_u64(text, len, "count", &count) ||
+	    !field_bool(text, len, "last", &last) ||
+	    !field_str(text, len, "prev", prev, sizeof(prev), mac_hex) ||
+	    !field_str(mac_at, len - (size_t)(mac_at - text), "mac", mac, sizeof(mac), mac_hex)) {
+		problem(v, "%s %" PRIu64 ": a damaged seal (fields missing)", v->seal_unit, line);
 		return;
 	}
 	/* the fingerprints: the MAC covers them as bytes */
@@ -512,7 +516,8 @@ static void check_seal(struct verify *v, const char *text, size_t len, uint64_t 
 			continue;
 		}
 		const uint8_t *at_epoch = seal_keys_at(&v->keys[k], epoch);
-		seal_mac_hex(at_epoch, text, (size_t)(fp + 1 - text), want, n_fp, want_mac);
+		seal_mac_hex(format, at_epoch, text, (size_t)(fp + 1 - text), want, n_fp,
+			     want_mac);
 		if (strcmp(mac, want_mac) == 0)
 			key = at_epoch;
 	}
@@ -563,7 +568,7 @@ static void check_seal(struct verify *v, const char *text, size_t len, uint64_t 
 			memcpy(r->after, after, sizeof(r->after));
 			r->after_closed = after_closed;
 			r->prev_known = true;
-			memset(r->prev, '0', 64);
+			memset(r->prev, '0', mac_hex);
 		}
 	} else if (!r) {
 		problem(v, "seals #0 to #%" PRIu64 " of run %.8s are missing (before %s %" PRIu64

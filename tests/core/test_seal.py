@@ -5,7 +5,8 @@ and a restart leave a chain that verifies with the crash recorded.  The
 events come from the synthetic eventer; the keys and archives are real files.
 
 The test re-derives keys and MACs in Python (hashlib's BLAKE2b is the same
-function as libsodium's crypto_generichash) to forge seals the way an
+function as libsodium's crypto_generichash; Poly1305 is written out below from
+RFC 8439 and checked against its test vector) to forge seals the way an
 attacker holding the key file would."""
 import hashlib
 import json
@@ -29,12 +30,30 @@ def step(key):
     return hashlib.blake2b(b"tcp-audit seal key step" + key, digest_size=32).digest()
 
 
-def mac(key, body):
+def poly1305(key, data):
+    """RFC 8439's Poly1305 (libsodium's crypto_onetimeauth)."""
+    r = int.from_bytes(key[:16], "little") & 0x0ffffffc0ffffffc0ffffffc0fffffff
+    s = int.from_bytes(key[16:32], "little")
+    p = (1 << 130) - 5
+    acc = 0
+    for i in range(0, len(data), 16):
+        acc = (acc + int.from_bytes(data[i:i + 16] + b"\x01", "little")) * r % p
+    return ((acc + s) % (1 << 128)).to_bytes(16, "little")
+
+
+def mac(key, body, fmt=None):
     """A seal's MAC from its text before ',"mac":' (seal.h): of the text up to
-    and with '"fp":"', then the fingerprints' digits as bytes."""
+    and with '"fp":"', then the fingerprints' digits as bytes; format 3:
+    Poly1305 under a one-time key, BLAKE2b of the text under key; format 2:
+    BLAKE2b under key.  fmt: the body's own "v" unless given."""
+    fmt = fmt or json.loads(body + "}")["v"]
     head, fps = body.split('"fp":"', 1)
-    data = (head + '"fp":"').encode() + bytes.fromhex(fps.rstrip('"'))
-    return hashlib.blake2b(data, digest_size=32, key=key).hexdigest()
+    head = (head + '"fp":"').encode()
+    data = head + bytes.fromhex(fps.rstrip('"'))
+    if fmt == 2:
+        return hashlib.blake2b(data, digest_size=32, key=key).hexdigest()
+    otk = hashlib.blake2b(b"tcp-audit seal mac" + head, digest_size=32, key=key).digest()
+    return poly1305(otk, data).hex()
 
 
 def split_seal(line):
@@ -43,10 +62,11 @@ def split_seal(line):
     return body, json.loads(line)
 
 
-def reseal(lines, first, key_at):
+def reseal(lines, first, key_at, fmt=None):
     """Re-MACs the seal at lines[first] and every later seal of its run (each
     one's prev then changes), with key_at(epoch) -> key: what someone holding
-    such keys would do to make an edit before lines[first] pass."""
+    such keys would do to make an edit before lines[first] pass.  With fmt,
+    the seals are rewritten in that format (the first one's prev as zeros)."""
     run = json.loads(lines[first])["run"]
     prev = None
     for i in range(first, len(lines)):
@@ -55,10 +75,24 @@ def reseal(lines, first, key_at):
         body, s = split_seal(lines[i])
         if s["run"] != run:
             continue
+        if fmt:
+            body = body.replace('"v":%d,' % s["v"], '"v":%d,' % fmt, 1)
+            if prev is None:
+                prev = "0" * (64 if fmt == 2 else 32)
         if prev is not None:
             body = body.replace('"prev":"%s"' % s["prev"], '"prev":"%s"' % prev)
         prev = mac(key_at(s["epoch"]), body)
         lines[i] = body + ',"mac":"%s"}' % prev
+
+
+def key_from(k0):
+    """key_at(epoch) for reseal from the verification key's k(0)."""
+    def at(epoch):
+        k = k0
+        for _ in range(epoch):
+            k = step(k)
+        return k
+    return at
 
 
 class Seal(unittest.TestCase):
@@ -257,10 +291,47 @@ class Seal(unittest.TestCase):
 
         # a seal of another format is named, not misread
         t = lines[:]
-        t[seals[1]] = t[seals[1]].replace('"v":2,', '"v":1,', 1)
+        self.assertIn('"v":3,', t[seals[1]])
+        t[seals[1]] = t[seals[1]].replace('"v":3,', '"v":1,', 1)
         out = self.verify(t, 1)
-        self.assertIn("line %d: a seal of format 1, which this tcp-audit does not read"
-                      % (seals[1] + 1), out)
+        self.assertIn("line %d: a seal of format 1, which this tcp-audit does not read "
+                      "(it reads formats 2 to 3)" % (seals[1] + 1), out)
+
+    def test_poly1305_as_rfc_8439_gives_it(self):
+        # the test's own Poly1305 (which forges format 3 seals) against RFC 8439 2.5.2
+        key = bytes.fromhex("85d6be7857556d337f4452fe42d506a80103808afb0db2fd4abff6af4149f51b")
+        self.assertEqual(poly1305(key, b"Cryptographic Forum Research Group").hex(),
+                         "a8061dc1305136c6c22b8baf0c0127a9")
+
+    def test_an_archive_of_seal_format_2_still_verifies(self):
+        """Seals of format 2 (builds of 2026-12-02 and -03: a BLAKE2b MAC of 64
+        digits) verify, and an event altered under them is named.  Made from
+        a capture of this build, its seals MACed again as format 2 did (the
+        fingerprints are the same in both)."""
+        vkey = self.seal_init()
+        lines = self.capture(count=1000)
+        seals = self.seal_lines(lines)
+        old = lines[:]
+        reseal(old, seals[0], key_from(bytes.fromhex(vkey.split("-")[1])), fmt=2)
+        s = json.loads(old[seals[1]])
+        self.assertEqual((s["v"], len(s["mac"]), len(s["prev"])), (2, 64, 64))
+        out = self.verify(old, 0)
+        self.assertIn("1000 events verified in 3 seals of 1 run", out)
+        # the chain is checked in format 2 too: a seal's prev changed is named
+        t = old[:]
+        t[seals[1]] = t[seals[1]].replace('"prev":"%s"' % s["prev"], '"prev":"%s"' % ("0" * 64))
+        out = self.verify(t, 1)
+        self.assertIn("its MAC is wrong", out)
+        t = old[:]
+        t[7] = t[7].replace('"saddr":"::1"', '"saddr":"::2"', 1)
+        self.assertNotEqual(t[7], old[7])
+        out = self.verify(t, 1)
+        self.assertIn("line 8: event altered (it was event 8 of seal", out)
+        # and the MAC is a format's own: format 3's MAC under "v":2 is wrong
+        t = lines[:]
+        t[seals[0]] = t[seals[0]].replace('"v":3,', '"v":2,', 1)
+        out = self.verify(t, 1)
+        self.assertIn("a damaged seal (fields missing)", out)
 
     def test_sqlite_archive_made_before_the_machine_column(self):
         # events with no machine (replayed), in a file as builds before the column made it
@@ -360,12 +431,6 @@ class Seal(unittest.TestCase):
             k = step(k)
         self.assertEqual(stolen, k)  # the file holds k(now) and nothing older
 
-        def from_k0(epoch):
-            k = k0
-            for _ in range(epoch):
-                k = step(k)
-            return k
-
         def from_stolen(epoch):  # the best the thief has: its key, stepped on
             k = stolen
             for _ in range(max(epoch - stolen_epoch, 0)):
@@ -382,7 +447,7 @@ class Seal(unittest.TestCase):
         forged[seals[0] - 1] = body + ',"mac":"x"}'
         # with k(0) (kept off the host) the forgery would pass: the method is right
         control = forged[:]
-        reseal(control, seals[0] - 1, from_k0)
+        reseal(control, seals[0] - 1, key_from(k0))
         self.verify(control, 0)
         # with the key file's key it does not, whatever epoch it claims
         attempt = forged[:]
