@@ -570,6 +570,8 @@ static void *reader_main(void *arg)
 	pthread_cond_broadcast(&p->data);
 	pthread_cond_broadcast(&p->state);
 	pthread_mutex_unlock(&p->mu);
+	if (p->cfg.reading_ended)
+		p->cfg.reading_ended(p->cfg.reading_ended_arg);
 	return NULL;
 }
 

@@ -48,6 +48,13 @@ struct pipeline_config {
 	int stop_grace_ms;
 	/* --seal: every batch goes with its seal (seal.h), a chain per sink */
 	struct sealer *sealer;
+	/*
+	 * Called (by the reading thread, no lock held) once reading has ended,
+	 * whatever ended it, so that a caller waiting for something else (a
+	 * signal) can look at pipeline_wait() at once.  NULL: not called.
+	 */
+	void (*reading_ended)(void *arg);
+	void *reading_ended_arg;
 };
 
 enum pipeline_end {
