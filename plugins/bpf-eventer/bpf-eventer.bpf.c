@@ -47,6 +47,15 @@
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
+/*
+ * The kernel's pointer cast for reading (verifier-inlined: no call): an
+ * object reached through a void * (a file's private_data) read with typed
+ * loads instead of a helper call per field.  libbpf 1.2+ names it
+ * bpf_core_cast(); Debian 12's 1.1 has the kfunc, not the macro.
+ */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+#define TA_CAST(ptr, type) ((type *)bpf_rdonly_cast((ptr), bpf_core_type_id_kernel(type)))
+
 /* Settings, fixed before load. */
 const volatile struct ta_filter filter_cfg = {};
 
@@ -250,11 +259,12 @@ static __always_inline void current_task(struct ta_record *r, bool uid)
 static __always_inline int handle(const struct sock *sk, int oldstate, int newstate)
 {
 	struct ta_record r = {};
-	/* NULL for anything but TCP; typed as tcp_sock, its inet_sock part is readable */
-	const struct tcp_sock *tp = bpf_skc_to_tcp_sock((struct sock *)sk);
 
-	if (!tp)
+	/* TCP's (the tracepoint is DCCP's and SCTP's too), a full socket here */
+	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
+	/* typed as tcp_sock, its inet_sock part is readable */
+	const struct tcp_sock *tp = TA_CAST(sk, struct tcp_sock);
 	r.kind = TA_KIND_STATE;
 	r.oldstate = (__u8)oldstate;
 	r.newstate = (__u8)newstate;
@@ -479,15 +489,16 @@ static __always_inline int accepted_fd(long fd)
 	fds = fdt->fd;
 	if (bpf_core_read(&file, sizeof(file), &fds[fd]) || !file)
 		return 0;
-	struct socket *so = BPF_CORE_READ(file, private_data);
-	if (!so || BPF_CORE_READ(so, file) != file) /* not a socket (any more) */
+	/* typed loads from here: the file, the socket (its private_data) and its sock */
+	struct file *f = TA_CAST(file, struct file);
+	struct socket *so = TA_CAST(f->private_data, struct socket);
+	if (!so || so->file != file) /* not a socket (any more) */
 		return 0;
-	struct sock *sk = BPF_CORE_READ(so, sk);
+	struct sock *sk = so->sk;
 	/* one closed (reset) in the accept queue has had its last event: nothing to own */
-	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP ||
-	    BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_CLOSE)
+	if (!sk || sk->sk_protocol != IPPROTO_TCP || sk->__sk_common.skc_state == TCP_CLOSE)
 		return 0;
-	r.cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	r.cookie = sk->__sk_common.skc_cookie.counter;
 	if (!r.cookie)
 		return 0;
 	r.kind = TA_KIND_ACCEPT;
