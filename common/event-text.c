@@ -508,12 +508,24 @@ size_t bytes_to_utf8(const char *in, size_t len, char *out)
 	return o;
 }
 
+#define HEX_DIGIT(x) ((x) < 10 ? '0' + (x) : 'a' + (x) - 10)
+#define HEX_PAIR(b) {HEX_DIGIT((b) >> 4), HEX_DIGIT((b) & 15)}
+#define HEX_ROW(h)                                                                          \
+	HEX_PAIR(h * 16 + 0), HEX_PAIR(h * 16 + 1), HEX_PAIR(h * 16 + 2),                   \
+		HEX_PAIR(h * 16 + 3), HEX_PAIR(h * 16 + 4), HEX_PAIR(h * 16 + 5),           \
+		HEX_PAIR(h * 16 + 6), HEX_PAIR(h * 16 + 7), HEX_PAIR(h * 16 + 8),           \
+		HEX_PAIR(h * 16 + 9), HEX_PAIR(h * 16 + 10), HEX_PAIR(h * 16 + 11),         \
+		HEX_PAIR(h * 16 + 12), HEX_PAIR(h * 16 + 13), HEX_PAIR(h * 16 + 14),        \
+		HEX_PAIR(h * 16 + 15)
+const char hex_pairs[256][2] = {
+	HEX_ROW(0),  HEX_ROW(1),  HEX_ROW(2),  HEX_ROW(3), HEX_ROW(4),  HEX_ROW(5),
+	HEX_ROW(6),  HEX_ROW(7),  HEX_ROW(8),  HEX_ROW(9), HEX_ROW(10), HEX_ROW(11),
+	HEX_ROW(12), HEX_ROW(13), HEX_ROW(14), HEX_ROW(15),
+};
+
 size_t format_machine(uint64_t machine, char out[MACHINE_TEXT_LEN])
 {
-	static const char digits[] = "0123456789abcdef";
-
-	for (int i = MACHINE_TEXT_LEN - 1; i >= 0; i--, machine >>= 4)
-		out[i] = digits[machine & 0xf];
+	format_hex64(machine, out);
 	return MACHINE_TEXT_LEN;
 }
 

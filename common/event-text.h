@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <tcp-audit/plugin.h>
 
@@ -43,6 +44,16 @@ int reset_reason_from_name(const char *name, size_t len);
 /* "ECONNREFUSED" etc. (glibc's names), or NULL for 0 and unknown values. */
 const char *errno_name(unsigned err);
 int errno_from_name(const char *name, size_t len);
+
+/* A byte's two lower-case hex digits, for every byte. */
+extern const char hex_pairs[256][2];
+
+/* v as 16 lower-case hex digits, no NUL (a machine; a seal's fingerprint, one per event). */
+static inline void format_hex64(uint64_t v, char out[16])
+{
+	for (int j = 14; j >= 0; j -= 2, v >>= 8)
+		memcpy(out + j, hex_pairs[v & 255], 2);
+}
 
 /* A machine (struct tcp_audit_event's) as 16 lower-case hex digits, no NUL; returns 16. */
 #define MACHINE_TEXT_LEN 16

@@ -447,29 +447,6 @@ void seal_mac_hex(uint64_t format, const uint8_t key[SEAL_KEY_BYTES], const char
 	sodium_bin2hex(out, SEAL_MAC_HEX_MAX + 1, mac, mac_len);
 }
 
-/* A byte's two lower-case hex digits, for every byte. */
-#define HEX_DIGIT(x) ((x) < 10 ? '0' + (x) : 'a' + (x) - 10)
-#define HEX_PAIR(b) {HEX_DIGIT((b) >> 4), HEX_DIGIT((b) & 15)}
-#define HEX_ROW(h)                                                                          \
-	HEX_PAIR(h * 16 + 0), HEX_PAIR(h * 16 + 1), HEX_PAIR(h * 16 + 2),                   \
-		HEX_PAIR(h * 16 + 3), HEX_PAIR(h * 16 + 4), HEX_PAIR(h * 16 + 5),           \
-		HEX_PAIR(h * 16 + 6), HEX_PAIR(h * 16 + 7), HEX_PAIR(h * 16 + 8),           \
-		HEX_PAIR(h * 16 + 9), HEX_PAIR(h * 16 + 10), HEX_PAIR(h * 16 + 11),         \
-		HEX_PAIR(h * 16 + 12), HEX_PAIR(h * 16 + 13), HEX_PAIR(h * 16 + 14),        \
-		HEX_PAIR(h * 16 + 15)
-static const char hex_pairs[256][2] = {
-	HEX_ROW(0),  HEX_ROW(1),  HEX_ROW(2),  HEX_ROW(3), HEX_ROW(4),  HEX_ROW(5),
-	HEX_ROW(6),  HEX_ROW(7),  HEX_ROW(8),  HEX_ROW(9), HEX_ROW(10), HEX_ROW(11),
-	HEX_ROW(12), HEX_ROW(13), HEX_ROW(14), HEX_ROW(15),
-};
-
-/* Writes v as 16 lower-case hex digits (no NUL), a byte at a time. */
-static void put_hex64(char *p, uint64_t v)
-{
-	for (int j = 14; j >= 0; j -= 2, v >>= 8)
-		memcpy(p + j, hex_pairs[v & 255], 2);
-}
-
 int seal_chain_make(struct seal_chain *c, const struct tcp_audit_event *ev, size_t n, bool last,
 		    struct tcp_audit_seal *out)
 {
@@ -514,7 +491,7 @@ int seal_chain_make(struct seal_chain *c, const struct tcp_audit_event *ev, size
 	size_t head = (size_t)(p - c->text);
 	seal_fp_key(key, s->run, c->index, fp_key);
 	for (size_t i = 0; i < n; i++) {
-		put_hex64(p, c->fp[i] = seal_fp(fp_key, &ev[i]));
+		format_hex64(c->fp[i] = seal_fp(fp_key, &ev[i]), p);
 		p += FP_HEX;
 	}
 	seal_mac_hex(SEAL_FORMAT, key, c->text, head, c->fp, n, c->mac);
