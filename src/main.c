@@ -572,13 +572,19 @@ static void print_counters(struct pipeline *p, const char *what)
 		   (unsigned long long)st->lost_queue, (unsigned long long)st->lost_spool,
 		   (unsigned long long)st->skipped_input, (unsigned long long)st->gap_records,
 		   (unsigned long long)st->backlog_peak, (unsigned long long)st->spool_bytes);
-	for (size_t i = 0; i < st->n_sinks; i++)
-		log_always("%s: sink %s: written %llu, undelivered %llu%s", what,
-			   st->sinks[i].label, (unsigned long long)st->sinks[i].written,
-			   (unsigned long long)st->sinks[i].undelivered,
-			   st->sinks[i].failed		  ? " (failed)"
-			   : st->sinks[i].left_in_spool ? " (kept in the spool)"
-							: "");
+	for (size_t i = 0; i < st->n_sinks; i++) {
+		const struct pipeline_sink_stats *k = &st->sinks[i];
+		char sealing[64] = "";
+		if (k->seals) /* --seal: what sealing costs, measured as it runs */
+			snprintf(sealing, sizeof(sealing), ", seals %llu (%.3f s CPU)",
+				 (unsigned long long)k->seals, (double)k->seal_cpu_ns / 1e9);
+		log_always("%s: sink %s: written %llu, undelivered %llu%s%s", what, k->label,
+			   (unsigned long long)k->written, (unsigned long long)k->undelivered,
+			   sealing,
+			   k->failed	      ? " (failed)"
+			   : k->left_in_spool ? " (kept in the spool)"
+					      : "");
+	}
 	free(st);
 }
 

@@ -252,7 +252,15 @@ static void process_metrics(struct out *o)
 }
 
 /* Which number of a sink's stats a family shows. */
-enum sink_field { SINK_WRITTEN, SINK_ERRORS, SINK_RETRIES, SINK_LAG, SINK_UNAVAILABLE, SINK_FAILED };
+enum sink_field {
+	SINK_WRITTEN,
+	SINK_ERRORS,
+	SINK_RETRIES,
+	SINK_LAG,
+	SINK_UNAVAILABLE,
+	SINK_FAILED,
+	SINK_SEALS,
+};
 
 static void sink_family(struct out *o, const struct pipeline_stats *st, const char *name,
 			const char *type, const char *help, enum sink_field field)
@@ -271,6 +279,7 @@ static void sink_family(struct out *o, const struct pipeline_stats *st, const ch
 		case SINK_LAG: v = s->undelivered; break;
 		case SINK_UNAVAILABLE: v = s->unavailable; break;
 		case SINK_FAILED: v = s->failed; break;
+		case SINK_SEALS: v = s->seals; break;
 		}
 		sample(o, sname, "sink", s->label, v);
 	}
@@ -319,6 +328,8 @@ static void exposition(struct out *o, const struct metrics *m, const struct pipe
 		    SINK_UNAVAILABLE);
 	sink_family(o, st, "tcp_audit_sink_failed", "gauge",
 		    "1 once the sink gave up (--max-errors failures in a row): the run stops.", SINK_FAILED);
+	sink_family(o, st, "tcp_audit_sink_seals", "counter",
+		    "Seals made for the sink's batches (--seal; 0 without).", SINK_SEALS);
 	process_metrics(o);
 	if (o->om)
 		fputs("# EOF\n", o->f);

@@ -49,6 +49,8 @@ struct sink_thread {
 	struct tcp_audit_event *buf; /* spool mode: the batch read from the spool */
 	struct seal_chain *chain;    /* --seal: its seals' chain */
 	bool chain_closed;           /* guarded by p->mu: its closing seal is stored */
+	uint64_t seals;              /* guarded by p->mu: seals made */
+	uint64_t seal_cpu_ns;        /* guarded by p->mu: this thread's CPU time making them */
 };
 
 /*
@@ -612,9 +614,17 @@ static bool deliver_as(struct sink_thread *s, const struct tcp_audit_event *ev, 
 	bool sealed = s->chain && (n || closing);
 
 	/* made once: a retried batch comes with the same seal */
-	if (sealed && seal_chain_make(s->chain, ev, n, closing, &seal) != 0) {
-		log_error("%s: cannot seal a batch: out of memory", s->stage.label);
-		return false;
+	if (sealed) {
+		uint64_t t0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
+		if (seal_chain_make(s->chain, ev, n, closing, &seal) != 0) {
+			log_error("%s: cannot seal a batch: out of memory", s->stage.label);
+			return false;
+		}
+		uint64_t spent = now_ns(CLOCK_THREAD_CPUTIME_ID) - t0;
+		pthread_mutex_lock(&p->mu);
+		s->seals++;
+		s->seal_cpu_ns += spent;
+		pthread_mutex_unlock(&p->mu);
 	}
 	for (;;) {
 		int r = sealed ? d->sinker_write_sealed(s->stage.self, ev, n, &seal)
@@ -1064,6 +1074,8 @@ struct pipeline_stats *pipeline_stats(struct pipeline *p)
 		st->sinks[i].unavailable = p->sinks[i].unavailable;
 		st->sinks[i].left_in_spool = p->sinks[i].left_in_spool;
 		st->sinks[i].sealed_to_the_end = p->sinks[i].chain_closed;
+		st->sinks[i].seals = p->sinks[i].seals;
+		st->sinks[i].seal_cpu_ns = p->sinks[i].seal_cpu_ns;
 	}
 	pthread_mutex_unlock(&p->mu);
 	if (p->cfg.spool) {

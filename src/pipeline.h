@@ -74,6 +74,8 @@ struct pipeline_sink_stats {
 	bool failed;
 	bool left_in_spool; /* gave up at the stop: undelivered stays spooled */
 	bool sealed_to_the_end; /* --seal: its closing seal is stored */
+	uint64_t seals;         /* --seal: seals made for it */
+	uint64_t seal_cpu_ns;   /* --seal: CPU time its thread spent making them */
 };
 
 struct pipeline_stats {

@@ -178,13 +178,16 @@ class Endpoint(unittest.TestCase):
 
     @unittest.skipUnless(LOADGEN and os.geteuid() == 0, "needs root and the load generator")
     def test_metrics_follow_the_counters(self):
-        """After a real churn (bpf, else tracefs), /metrics says what the summary says."""
+        """After a real churn (bpf, else tracefs), sealed, /metrics says what the
+        summary says."""
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
+        key = os.path.join(os.path.dirname(self.out), "seal.key")
+        self.assertEqual(run(["seal-init", key]).returncode, 0)
         with Running(["--metrics", "127.0.0.1:0", "--event", "auto", "-p", "ports=%d" % port,
-                      "--sink", "jsonl",
-                      "-p", "path=" + self.out], start_timeout=120) as t:
+                      "--sink", "jsonl", "-p", "path=" + self.out, "--seal", key],
+                     start_timeout=120) as t:
             where = served_at(t)
             gen = subprocess.run([LOADGEN, "-t", "2", "-n", "2000", "-p", str(port)],
                                  capture_output=True, text=True, check=True).stdout
@@ -210,7 +213,12 @@ class Endpoint(unittest.TestCase):
                          s["sink jsonl written"])
         self.assertEqual(m['tcp_audit_sink_lag_events{sink="jsonl"}'],
                          s["sink jsonl undelivered"])
-        self.assertEqual(len(read_jsonl(self.out)), s["sink jsonl written"])
+        # a seal a batch, and at the stop the closing one, after the scrape
+        self.assertGreaterEqual(m['tcp_audit_sink_seals_total{sink="jsonl"}'], 1)
+        self.assertEqual(s["sink jsonl seals"], m['tcp_audit_sink_seals_total{sink="jsonl"}'] + 1)
+        lines = read_jsonl(self.out)
+        self.assertEqual(sum(1 for e in lines if e.get("kind") == "seal"), s["sink jsonl seals"])
+        self.assertEqual(len(lines) - s["sink jsonl seals"], s["sink jsonl written"])
         self.assertGreaterEqual(s["events read"], caused)
 
 

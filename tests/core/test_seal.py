@@ -21,7 +21,7 @@ import time
 import unittest
 
 import tcpaudit
-from tcpaudit import Running, fixture, run, wait_until
+from tcpaudit import Running, fixture, run, summary, wait_until
 
 SYNTH = fixture("synthetic-eventer")
 
@@ -116,6 +116,7 @@ class Seal(unittest.TestCase):
                  "-p", "path=" + self.out, "--seal", self.key, "--batch-size", str(batch),
                  "--spool", "none"] + list(extra))
         self.assertEqual(r.returncode, 0, r.stderr)
+        self.stderr = r.stderr
         with open(self.out) as f:
             return f.read().splitlines()
 
@@ -163,6 +164,10 @@ class Seal(unittest.TestCase):
         seals = self.seal_lines(lines)
         self.assertEqual(len(lines) - len(seals), 3000)
         self.assertEqual(len(seals), 3000 // 500 + 1)  # one a batch, and the closing one
+        # the summary counts them, with the CPU time they took
+        self.assertEqual(summary(self.stderr)["sink jsonl seals"], len(seals))
+        self.assertRegex(self.stderr, r"sink jsonl: written 3000, undelivered 0, seals 7 "
+                                      r"\(\d+\.\d{3} s CPU\)\n")
         last = json.loads(lines[-1])
         self.assertTrue(last["last"])
         self.assertEqual(last["count"], 0)
@@ -179,6 +184,7 @@ class Seal(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         with open(copy) as f:
             self.assertEqual(f.read().splitlines(), [l for l in lines if '"kind":"seal"' not in l])
+        self.assertIn("sink jsonl: written 3000, undelivered 0\n", r.stderr)  # not sealed
 
     def test_a_fleet_archive_verifies_with_every_host_key(self):
         """Two hosts, each sealing with its own key, into one archive (here two
