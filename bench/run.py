@@ -558,6 +558,13 @@ def bpf_prog_runs(prefixes):
 RESET_PROGS = ("on_send_reset", "on_receive_rese", "on_state")  # names cut at 15 characters
 
 
+def seal_cpu_us(stderr, read):
+    """CPU per event read that tcp-audit's sink threads spent making seals, from
+    the summary's "seals N (S s CPU)" (None when the run was not sealed)."""
+    spent = [float(m) for m in re.findall(r"seals \d+ \(([0-9.]+) s CPU\)", stderr)]
+    return 1e6 * sum(spent) / read if spent and read else None
+
+
 def traced_round(a, servers, workdir, config, shape, threads, connections, prog_stats=False):
     ta = TcpAudit(a, workdir)
     store = None
@@ -606,6 +613,7 @@ def traced_round(a, servers, workdir, config, shape, threads, connections, prog_
             "reset_records": count_jsonl_kind(store.path, b"reset")
             if store.kind == "jsonl" else None,
             "verified": verified,
+            "seal_us_per_event": seal_cpu_us(res["stderr"], read),
         }
     finally:
         if store:
@@ -859,13 +867,15 @@ def seal_section(a, servers, workdir):
     out = ["", "What sealing costs: paired rounds, %d connections (%d events) per round; each "
                "round an untraced run, then bpf -> jsonl with and without --seal in alternating "
                "order; ratio = traced rate / that round's untraced rate; CPU: tcp-audit's user + "
-               "system time per event read (user alone in brackets); every sealed store passed "
+               "system time per event read (user alone in brackets); making the seals: the CPU "
+               "time per event read that the sink's thread spent in them, as tcp-audit's "
+               "summary reports it (seals N (S s CPU)); every sealed store passed "
                "tcp-audit verify unless said." % (a.connections, 10 * a.connections + 2),
            "",
            "| shape | threads | rounds | ratio sealed | ratio not | difference, median (range) "
            "| CPU per event sealed | not | CPU difference, median (range) | user difference | "
-           "verified | completeness (worst) |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "making the seals, median (range) | verified | completeness (worst) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for shape in a.shapes:
         for threads in a.threads:
             rows = []
@@ -879,19 +889,23 @@ def seal_section(a, servers, workdir):
                              "user_with": s_["user_us_per_event"],
                              "user_without": n_["user_us_per_event"],
                              "verified": s_["verified"],
+                             "sealing": s_["seal_us_per_event"],
                              "completeness": min(g["completeness"] for g in got.values())})
             diffs = [x["with"] - x["without"] for x in rows]
             cpu = [x["cpu_with"] - x["cpu_without"] for x in rows]
+            own = [x["sealing"] for x in rows]
             user = [x["user_with"] - x["user_without"] for x in rows]
             row = {"section": "seal", "shape": shape, "threads": threads,
                    "rounds": a.reset_rounds, "with": median([x["with"] for x in rows]),
                    "without": median([x["without"] for x in rows]),
                    "difference": median(diffs), "cpu_difference": median(cpu),
-                   "user_difference": median(user), "per_round": rows}
+                   "user_difference": median(user), "sealing": median(own),
+                   "per_round": rows}
             emit(row)
             ok = sum(1 for x in rows if x["verified"])
             out.append("| %s | %d | %d | %.3f | %.3f | %+.3f (%+.3f .. %+.3f) | %.3f us (%.3f) | "
-                       "%.3f us (%.3f) | %+.3f us (%+.3f .. %+.3f) | %+.3f us | %s | %.4f%% |" % (
+                       "%.3f us (%.3f) | %+.3f us (%+.3f .. %+.3f) | %+.3f us | "
+                       "%.3f us (%.3f .. %.3f) | %s | %.4f%% |" % (
                            shape, threads, a.reset_rounds, row["with"], row["without"],
                            row["difference"], min(diffs), max(diffs),
                            median([x["cpu_with"] for x in rows]),
@@ -899,6 +913,7 @@ def seal_section(a, servers, workdir):
                            median([x["cpu_without"] for x in rows]),
                            median([x["user_without"] for x in rows]),
                            row["cpu_difference"], min(cpu), max(cpu), row["user_difference"],
+                           row["sealing"], min(own), max(own),
                            "all" if ok == len(rows) else "%d of %d" % (ok, len(rows)),
                            100 * min(x["completeness"] for x in rows)))
     return out
