@@ -35,6 +35,13 @@ seal     What sealing costs (--seal, issue 19's target: the ratio within 0.01,
          tcp-audit's CPU per event up by at most 0.1 us): bpf -> jsonl with
          and without --seal in paired rounds, as resets; every sealed store
          is checked with tcp-audit verify.
+witness  What the bpf eventer misses and why: --pair-rounds rounds of bpf ->
+         jsonl for each load, each with the capture tests' witness beside it
+         (a tracing instance of its own with sock:inet_sock_set_state on the
+         generator's port): the state changes the witness saw that the store
+         lacks, how many of them it saw while a thread of the VM's PID 1 was
+         on the CPU (the blind spot README's "Limits" describes), the rest,
+         and the counted loss.  The witness slows the generator: no rates.
 burst    2,000,000 events (--burst-connections of the fin shape, 2 threads)
          into `tcp-audit` with no arguments at all: share stored, counted
          loss, peak RSS, overhead, and how long the stop took to store it all.
@@ -81,6 +88,7 @@ Run as root from the source tree after building (`ninja -C build`):
     bench/run.py --sections replay,archive --archive-events 2000000
 """
 import argparse
+import collections
 import json
 import os
 import re
@@ -103,7 +111,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 import shaped  # noqa: E402  (capture-shaped events)
 import tcpaudit  # noqa: E402  (summary parsing)
 
-SECTIONS = ("capture", "resets", "eventers", "seal", "burst", "replay", "snapshot", "archive")
+SECTIONS = ("capture", "resets", "eventers", "seal", "witness", "burst", "replay", "snapshot", "archive")
 SHAPES = ("fin", "busy")
 
 # name: (eventer shown, sink shown, spool shown, arguments before the sink's own)
@@ -419,6 +427,19 @@ def count_jsonl(path, port=None):
     return n
 
 
+def count_jsonl_transitions(path, port):
+    """Counter of (sport, dport, old_state, new_state) of the state changes
+    stored on port (as tcpaudit.Witness.transitions counts them)."""
+    seen = collections.Counter()
+    needle = (b'"sport":%d,' % port, b'"dport":%d,' % port)
+    with open(path, "rb") as f:
+        for line in f:
+            if (needle[0] in line or needle[1] in line) and b'"kind":' not in line:
+                e = json.loads(line)
+                seen[(e["sport"], e["dport"], e["old_state"], e["new_state"])] += 1
+    return seen
+
+
 def count_jsonl_kind(path, kind):
     needle = b'"kind":"%s"' % kind
     with open(path, "rb") as f:
@@ -565,9 +586,10 @@ def seal_cpu_us(stderr, read):
     return 1e6 * sum(spent) / read if spent and read else None
 
 
-def traced_round(a, servers, workdir, config, shape, threads, connections, prog_stats=False):
+def traced_round(a, servers, workdir, config, shape, threads, connections, prog_stats=False,
+                 witness=False):
     ta = TcpAudit(a, workdir)
-    store = None
+    store = wit = None
     try:
         store = Store(config_store(config), ta, servers)
         wait_tw_room(a)  # before tcp-audit starts, so that it does not idle meanwhile
@@ -576,6 +598,9 @@ def traced_round(a, servers, workdir, config, shape, threads, connections, prog_
         ta.wait_started()
         port = free_port()
         runs0 = bpf_prog_runs(RESET_PROGS) if prog_stats else None
+        if witness:
+            # ftrace's own record of the port's state changes (1M events of ~80 bytes a CPU)
+            wit = tcpaudit.Witness([port], buffer_kb=262144)
         gen = loadgen(a, shape, threads, connections, port)
         runs1 = bpf_prog_runs(RESET_PROGS) if prog_stats else None
         time.sleep(0.5)  # let the last events leave the kernel's buffer
@@ -586,6 +611,10 @@ def traced_round(a, servers, workdir, config, shape, threads, connections, prog_
         pg_cpu = settle_server_cpu(store.pg, pg_before)
         stored = store.count(port)
         read = res["summary"].get("events read", 0)
+        seen = None
+        if wit:
+            seen = witness_accounting(wit, count_jsonl_transitions(store.path, port))
+            wit = None
         verified = None
         if "--seal" in ta.args:
             r = subprocess.run([a.bin, "verify", store.path, "--verify-key", SEAL_KEY[1]],
@@ -614,8 +643,11 @@ def traced_round(a, servers, workdir, config, shape, threads, connections, prog_
             if store.kind == "jsonl" else None,
             "verified": verified,
             "seal_us_per_event": seal_cpu_us(res["stderr"], read),
+            "witness": seen,
         }
     finally:
+        if wit:
+            wit.__exit__(None, None, None)
         if store:
             store.drop()
         ta.cleanup()
@@ -658,6 +690,17 @@ def measure(a, servers, workdir, config, shape, threads, connections, rounds):
         "traced_rounds": traced,
         "tw_overflow": overflow + sum(t["tw_overflow"] for t in traced),
     }
+
+
+def witness_accounting(wit, stored):
+    """What the store is missing of what the witness saw, and how much of it
+    the witness saw in the VM's blind spot (README, "Limits")."""
+    seen, blind = wit.transitions(), wit.blind()
+    missing = seen - stored
+    explained = sum(min(n, blind[k]) for k, n in missing.items())
+    return {"seen": sum(seen.values()), "missing": sum(missing.values()),
+            "explained": explained, "unexplained": sum(missing.values()) - explained,
+            "blind": sum(blind.values()), "extra": sum((stored - seen).values())}
 
 
 def fmt(v, f, none="-"):
@@ -778,6 +821,41 @@ def eventers_section(a, servers, workdir):
                            median([x["tracefs_cpu"] for x in rows]),
                            median([x["tracefs_user"] for x in rows]),
                            100 * min(x["completeness"] for x in rows)))
+    return out
+
+
+def witness_section(a, servers, workdir):
+    """bpf -> jsonl rounds with a witness: what is missing, and why."""
+    out = ["", "What the bpf eventer misses, with a witness: %d rounds a row of %d connections "
+               "(%d events), bpf -> jsonl as in capture, and beside it a tracing instance of "
+               "the benchmark's own with sock:inet_sock_set_state on the generator's port "
+               "(the capture tests' witness, which slows the generator: no rates here). "
+               "missing: state changes the witness saw that the store lacks; blind spot: "
+               "those of them it saw while a thread of the VM's PID 1 was on the CPU "
+               "(README, \"Limits\"); stored unseen: stored, not seen by the witness."
+               % (a.reset_rounds, a.connections, 10 * a.connections + 2),
+           "",
+           "| shape | threads | rounds | caused | witness saw | stored | missing (per round) | "
+           "in the blind spot | not explained | counted loss | stored unseen |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for shape in a.shapes:
+        for threads in a.threads:
+            rounds = []
+            for r in range(a.reset_rounds):
+                progress(a, "witness %s/%d round %d" % (shape, threads, r + 1))
+                rounds.append(traced_round(a, servers, workdir, "bpf-jsonl", shape, threads,
+                                           a.connections, witness=True))
+            w = [t["witness"] for t in rounds]
+            row = {"section": "witness", "shape": shape, "threads": threads,
+                   "rounds": a.reset_rounds, "per_round": w,
+                   "lost": [t["lost"] for t in rounds]}
+            emit(row)
+            out.append("| %s | %d | %d | %d | %d | %d | %d (%s) | %d | %d | %d | %d |" % (
+                shape, threads, a.reset_rounds, sum(t["caused"] for t in rounds),
+                sum(x["seen"] for x in w), sum(t["stored"] for t in rounds),
+                sum(x["missing"] for x in w), ", ".join(str(x["missing"]) for x in w),
+                sum(x["explained"] for x in w), sum(x["unexplained"] for x in w),
+                sum(t["lost"] for t in rounds), sum(x["extra"] for x in w)))
     return out
 
 
@@ -1515,8 +1593,8 @@ def main():
     p.add_argument("--rounds", type=int, default=2,
                    help="traced (and untraced) rounds per row (default 2)")
     p.add_argument("--pair-rounds", "--reset-rounds", dest="reset_rounds", type=int, default=6,
-                   help="paired rounds per row of the resets, eventers and seal sections "
-                        "(default 6)")
+                   help="rounds per row of the resets, eventers, seal (paired) and witness "
+                        "sections (default 6)")
     p.add_argument("--prog-stats", action="store_true",
                    help="resets section: count the BPF programs' runs and time "
                         "(kernel.bpf_stats_enabled)")
@@ -1588,6 +1666,7 @@ def main():
         for section in a.sections:
             out = {"capture": capture_section, "resets": resets_section,
                    "eventers": eventers_section, "seal": seal_section,
+                   "witness": witness_section,
                    "burst": burst_section,
                    "replay": replay_section, "snapshot": snapshot_section,
                    "archive": archive_section}[section](

@@ -324,12 +324,18 @@ class Witness:
     def blind(self):
         """Counter of (sport, dport, old_state, new_state) the witness saw
         while a thread of PID 1 was on the CPU."""
+        return self.transitions(only_blind=True)
+
+    def transitions(self, only_blind=False):
+        """Counter of (sport, dport, old_state, new_state) the witness saw
+        (with only_blind, those of the VM's blind spot alone)."""
         self.stop()
         seen = collections.Counter()
         for line in self.lines:
-            m = re.match(r"\s*.*?-(\d+)\s+(?:\(\s*\S+\)\s+)?\[\d+\]", line)
-            if not m or int(m.group(1)) not in self.threads:
-                continue
+            if only_blind:
+                m = re.match(r"\s*.*?-(\d+)\s+(?:\(\s*\S+\)\s+)?\[\d+\]", line)
+                if not m or int(m.group(1)) not in self.threads:
+                    continue
             f = dict(kv.split("=", 1) for kv in line.split("inet_sock_set_state:", 1)[1].split())
             seen[(int(f["sport"]), int(f["dport"]), KERNEL_STATES[f["oldstate"]],
                   KERNEL_STATES[f["newstate"]])] += 1
