@@ -406,45 +406,64 @@ static void mac_key(const uint8_t key[SEAL_KEY_BYTES], const char *head, size_t 
 	sodium_memzero(&st, sizeof(st));
 }
 
+/* Packs up to 64 of the n fingerprints at fp into buf, big-endian; returns how many. */
+static size_t pack_fps(uint8_t buf[64 * 8], const uint64_t *fp, size_t n)
+{
+	size_t k = n < 64 ? n : 64;
+
+	for (size_t i = 0; i < k; i++) {
+		uint64_t be = htobe64(fp[i]);
+		memcpy(buf + i * 8, &be, 8);
+	}
+	return k;
+}
+
+/* Format 2's MAC: BLAKE2b-256 under key of the seal's text and its fingerprints. */
+static void mac_blake2b(const uint8_t key[SEAL_KEY_BYTES], const char *head, size_t len,
+			const uint64_t *fp, size_t n, uint8_t mac[32])
+{
+	crypto_generichash_state st;
+	uint8_t buf[64 * 8];
+
+	crypto_generichash_init(&st, key, SEAL_KEY_BYTES, 32);
+	crypto_generichash_update(&st, (const uint8_t *)head, len);
+	for (size_t k; n; fp += k, n -= k) {
+		k = pack_fps(buf, fp, n);
+		crypto_generichash_update(&st, buf, k * 8);
+	}
+	crypto_generichash_final(&st, mac, 32);
+	sodium_memzero(&st, sizeof(st));
+}
+
+/* Format 3's MAC: Poly1305 of the same bytes under the one-time key of mac_key(). */
+static void mac_poly1305(const uint8_t key[SEAL_KEY_BYTES], const char *head, size_t len,
+			 const uint64_t *fp, size_t n, uint8_t mac[crypto_onetimeauth_BYTES])
+{
+	crypto_onetimeauth_state st;
+	uint8_t buf[64 * 8], otk[crypto_onetimeauth_KEYBYTES];
+
+	mac_key(key, head, len, otk);
+	crypto_onetimeauth_init(&st, otk);
+	sodium_memzero(otk, sizeof(otk));
+	crypto_onetimeauth_update(&st, (const uint8_t *)head, len);
+	for (size_t k; n; fp += k, n -= k) {
+		k = pack_fps(buf, fp, n);
+		crypto_onetimeauth_update(&st, buf, k * 8);
+	}
+	crypto_onetimeauth_final(&st, mac);
+	sodium_memzero(&st, sizeof(st));
+}
+
 void seal_mac_hex(uint64_t format, const uint8_t key[SEAL_KEY_BYTES], const char *head,
 		  size_t len, const uint64_t *fp, size_t n, char out[SEAL_MAC_HEX_MAX + 1])
 {
-	/* either one's state: the MAC reads the same bytes in either format */
-	union {
-		crypto_generichash_state b2;
-		crypto_onetimeauth_state poly;
-	} st;
-	uint8_t buf[64 * 8], mac[32], otk[crypto_onetimeauth_KEYBYTES];
-	size_t mac_len = seal_mac_hex_len(format) / 2;
+	uint8_t mac[32];
 
-	if (format == 2) {
-		crypto_generichash_init(&st.b2, key, SEAL_KEY_BYTES, mac_len);
-		crypto_generichash_update(&st.b2, (const uint8_t *)head, len);
-	} else {
-		mac_key(key, head, len, otk);
-		crypto_onetimeauth_init(&st.poly, otk);
-		sodium_memzero(otk, sizeof(otk));
-		crypto_onetimeauth_update(&st.poly, (const uint8_t *)head, len);
-	}
-	while (n) {
-		size_t k = n < 64 ? n : 64;
-		for (size_t i = 0; i < k; i++) {
-			uint64_t be = htobe64(fp[i]);
-			memcpy(buf + i * 8, &be, 8);
-		}
-		if (format == 2)
-			crypto_generichash_update(&st.b2, buf, k * 8);
-		else
-			crypto_onetimeauth_update(&st.poly, buf, k * 8);
-		fp += k;
-		n -= k;
-	}
 	if (format == 2)
-		crypto_generichash_final(&st.b2, mac, mac_len);
+		mac_blake2b(key, head, len, fp, n, mac);
 	else
-		crypto_onetimeauth_final(&st.poly, mac);
-	sodium_memzero(&st, sizeof(st));
-	sodium_bin2hex(out, SEAL_MAC_HEX_MAX + 1, mac, mac_len);
+		mac_poly1305(key, head, len, fp, n, mac);
+	sodium_bin2hex(out, SEAL_MAC_HEX_MAX + 1, mac, seal_mac_hex_len(format) / 2);
 }
 
 int seal_chain_make(struct seal_chain *c, const struct tcp_audit_event *ev, size_t n, bool last,
