@@ -111,7 +111,8 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 import shaped  # noqa: E402  (capture-shaped events)
 import tcpaudit  # noqa: E402  (summary parsing)
 
-SECTIONS = ("capture", "resets", "eventers", "seal", "witness", "burst", "replay", "snapshot", "archive")
+SECTIONS = ("capture", "resets", "eventers", "seal", "witness", "burst", "replay", "snapshot",
+            "archive")
 SHAPES = ("fin", "busy")
 
 # name: (eventer shown, sink shown, spool shown, arguments before the sink's own)
