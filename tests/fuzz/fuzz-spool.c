@@ -49,6 +49,13 @@ static void empty_dir(void)
 		closedir(d);
 }
 
+/* At exit: the last input's folder goes too. */
+static void remove_dir(void)
+{
+	empty_dir();
+	rmdir(dir);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static struct tcp_audit_event out[64];
@@ -61,6 +68,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!dir[0]) {
 		snprintf(dir, sizeof(dir), "/dev/shm/tcp-audit-fuzz-spool-%d", (int)getpid());
 		log_max_level = -1; /* damage reports are the point, not the output */
+		atexit(remove_dir);
 	}
 	empty_dir();
 	rmdir(dir);
