@@ -413,31 +413,30 @@ def lost(summary):
 
 # -- the stores: where a configuration writes, how to count what it stored
 
+def port_lines(path, port):
+    """The state-change lines of a jsonl store on port: as the stores' tcp_events
+    view, not the snapshot's records of an earlier round's sockets on this port."""
+    needle = (b'"sport":%d,' % port, b'"dport":%d,' % port)
+    with open(path, "rb") as f:
+        for line in f:
+            if (needle[0] in line or needle[1] in line) and b'"kind":' not in line:
+                yield line
+
+
 def count_jsonl(path, port=None):
     if port is None:
         with open(path, "rb") as f:
             return sum(1 for _ in f)
-    n = 0
-    needle = (b'"sport":%d,' % port, b'"dport":%d,' % port)
-    with open(path, "rb") as f:
-        for line in f:
-            # state changes only, as the stores' tcp_events view: not the
-            # snapshot's records of an earlier round's sockets on this port
-            if (needle[0] in line or needle[1] in line) and b'"kind":' not in line:
-                n += 1
-    return n
+    return sum(1 for _ in port_lines(path, port))
 
 
 def count_jsonl_transitions(path, port):
     """Counter of (sport, dport, old_state, new_state) of the state changes
     stored on port (as tcpaudit.Witness.transitions counts them)."""
     seen = collections.Counter()
-    needle = (b'"sport":%d,' % port, b'"dport":%d,' % port)
-    with open(path, "rb") as f:
-        for line in f:
-            if (needle[0] in line or needle[1] in line) and b'"kind":' not in line:
-                e = json.loads(line)
-                seen[(e["sport"], e["dport"], e["old_state"], e["new_state"])] += 1
+    for line in port_lines(path, port):
+        e = json.loads(line)
+        seen[(e["sport"], e["dport"], e["old_state"], e["new_state"])] += 1
     return seen
 
 
@@ -615,7 +614,6 @@ def traced_round(a, servers, workdir, config, shape, threads, connections, prog_
         seen = None
         if wit:
             seen = witness_accounting(wit, count_jsonl_transitions(store.path, port))
-            wit = None
         verified = None
         if "--seal" in ta.args:
             r = subprocess.run([a.bin, "verify", store.path, "--verify-key", SEAL_KEY[1]],
@@ -647,7 +645,7 @@ def traced_round(a, servers, workdir, config, shape, threads, connections, prog_
             "witness": seen,
         }
     finally:
-        if wit:
+        if wit:  # a no-op once the accounting has read it
             wit.__exit__(None, None, None)
         if store:
             store.drop()
