@@ -19,6 +19,16 @@
 /* The 16 bytes (big-endian time, then the hash): a PostgreSQL uuid as is. */
 void event_uid_bytes(const struct tcp_audit_event *ev, uint8_t out[EVENT_UID_BYTES]);
 
+/* The event time a uid holds (its first 64 bits, big-endian). */
+static inline uint64_t event_uid_time(const uint8_t uid[EVENT_UID_BYTES])
+{
+	uint64_t ns = 0;
+
+	for (int i = 0; i < 8; i++)
+		ns = ns << 8 | uid[i];
+	return ns;
+}
+
 /* The same as text: "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx", lower case. */
 void event_uid_text(const uint8_t uid[EVENT_UID_BYTES], char out[EVENT_UID_LEN]);
 

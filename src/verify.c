@@ -1094,12 +1094,9 @@ static bool pg_batch(PGconn *c, struct verify *v, const uint8_t *uids, size_t n)
 	*pt++ = '{';
 	for (size_t i = 0; i < n; i++) {
 		const uint8_t *b = uids + i * EVENT_UID_BYTES;
-		uint64_t ns = 0;
-		for (int k = 0; k < 8; k++)
-			ns = ns << 8 | b[k];
 		event_uid_text(b, pu);
 		pu += EVENT_UID_LEN - 1;
-		pt += sprintf(pt, "%" PRId64, (int64_t)ns);
+		pt += sprintf(pt, "%" PRId64, (int64_t)event_uid_time(b));
 		*pu++ = *pt++ = i + 1 < n ? ',' : '}';
 	}
 	*pu = *pt = '\0';
@@ -1244,7 +1241,14 @@ static int verify_pgsql(struct verify *v)
 /* not the defaults (other parameters, such as database= or user=, are the   */
 /* server's own)                                                              */
 
-#define CH_UIDS_PER_QUERY 2000 /* a query's (uid, time) pairs: under max_query_size */
+/*
+ * A seal's events are read by the time their uids hold, in at most this many
+ * ranges of time_ns (the table's order is host, time_ns, uid: a range reads
+ * only its own granules), split where the seal's times lie furthest apart (a
+ * held event, a pause): one query a seal.  A list of (uid, time) pairs
+ * instead made the server read the whole table for every query.
+ */
+#define CH_RANGES 64
 #define CH_MAX_FIELDS 40
 
 /* EVENT_COLUMNS from the clickhouse sink's columns: numbers for enums, addresses as text */
@@ -1280,6 +1284,8 @@ struct ch {
 	struct pending *found;
 	bool *have;
 	size_t n_slots;
+	uint64_t *times; /* the seal's times, sorted; then the gaps between them */
+	uint64_t *gaps;
 };
 
 /* The fields of a TabSeparated line, unescaped in place (NULL for \N). */
@@ -1480,6 +1486,9 @@ static bool ch_event_line(struct ch *c, char *line, size_t len)
 	}
 	struct ch_slot *s = bsearch(uid, c->slots, c->n_slots, sizeof(*s), cmp_slot);
 	if (!s)
+		return true; /* another seal's, in the same time range */
+	/* a row is a seal's event only at the time its uid holds (else the scan names it) */
+	if (!row.f[1] || strtoull(row.f[1], NULL, 10) != event_uid_time(uid))
 		return true;
 	struct pending e = {0};
 	snprintf(e.uid, sizeof(e.uid), "%.*s", (int)row.len[0], row.f[0]);
@@ -1498,7 +1507,19 @@ static bool ch_event_line(struct ch *c, char *line, size_t len)
 	return true;
 }
 
-/* A seal's events, n uids, found by (uid, time) and put in the seal's order. */
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static int cmp_u64_desc(const void *a, const void *b)
+{
+	return cmp_u64(b, a);
+}
+
+/* A seal's events, n uids, found by the time their uids hold and put in the seal's order. */
 static bool ch_batch(struct ch *c, const uint8_t *uids, size_t n)
 {
 	struct verify *v = c->v;
@@ -1506,38 +1527,63 @@ static bool ch_batch(struct ch *c, const uint8_t *uids, size_t n)
 	c->slots = grow_exact(c->slots, n, sizeof(*c->slots));
 	c->found = grow_exact(c->found, n, sizeof(*c->found));
 	c->have = grow_exact(c->have, n, sizeof(*c->have));
+	c->times = grow_exact(c->times, n, sizeof(*c->times));
+	c->gaps = grow_exact(c->gaps, n, sizeof(*c->gaps));
 	for (size_t i = 0; i < n; i++) {
 		memcpy(c->slots[i].uid, uids + i * EVENT_UID_BYTES, EVENT_UID_BYTES);
 		c->slots[i].pos = i;
 		c->have[i] = false;
+		c->times[i] = event_uid_time(uids + i * EVENT_UID_BYTES);
 	}
 	c->n_slots = n;
 	qsort(c->slots, n, sizeof(*c->slots), cmp_slot);
-	for (size_t at = 0; at < n; at += CH_UIDS_PER_QUERY) {
-		size_t k = n - at < CH_UIDS_PER_QUERY ? n - at : CH_UIDS_PER_QUERY;
-		struct byte_buffer sql = {0};
-		byte_buffer_printf(&sql, "SELECT toString(uid), " CH_EVENT_COLUMNS " FROM %s FINAL"
-					 " WHERE (uid, time_ns) IN (",
-				   c->table);
-		for (size_t i = 0; i < k; i++) {
-			const uint8_t *b = uids + (at + i) * EVENT_UID_BYTES;
-			char text[EVENT_UID_LEN];
-			uint64_t ns = 0;
-			for (int j = 0; j < 8; j++)
-				ns = ns << 8 | b[j];
-			event_uid_text(b, text);
-			byte_buffer_printf(&sql, "%s('%s', %" PRIu64 ")", i ? ", " : "", text, ns);
-		}
-		byte_buffer_printf(&sql, ") FORMAT TabSeparated");
-		if (sql.failed) {
-			fprintf(stderr, "tcp-audit verify: out of memory\n");
-			exit(EXIT_USAGE);
-		}
-		int r = ch_query(c, sql.p, sql.len, ch_event_line, "reading events", NULL);
-		byte_buffer_free(&sql);
-		if (r)
-			return false;
+	qsort(c->times, n, sizeof(*c->times), cmp_u64);
+	/*
+	 * The ranges: split at every gap wider than the CH_RANGES - 1 widest's
+	 * (split), and at as many gaps of exactly that width as are left (ties).
+	 */
+	uint64_t split = 0;
+	size_t ties = 0;
+	if (n > CH_RANGES) {
+		for (size_t i = 1; i < n; i++)
+			c->gaps[i - 1] = c->times[i] - c->times[i - 1];
+		qsort(c->gaps, n - 1, sizeof(*c->gaps), cmp_u64_desc);
+		split = c->gaps[CH_RANGES - 2];
+		ties = CH_RANGES - 1;
+		for (size_t i = 0; i < n - 1 && c->gaps[i] > split; i++)
+			ties--;
 	}
+	/*
+	 * PREWHERE: FINAL then collapses only the rows in range (time_ns is in
+	 * the key: all of a key's rows are in or out), 4x faster than WHERE here.
+	 */
+	struct byte_buffer sql = {0};
+	byte_buffer_printf(&sql, "SELECT toString(uid), " CH_EVENT_COLUMNS " FROM %s FINAL PREWHERE ",
+			   c->table);
+	for (size_t i = 0, ranges = 0; i < n; ranges++) {
+		uint64_t from = c->times[i], to = from;
+		for (i++; i < n; i++) {
+			uint64_t gap = c->times[i] - to;
+			if (gap > split)
+				break;
+			if (gap == split && ties) {
+				ties--;
+				break;
+			}
+			to = c->times[i];
+		}
+		byte_buffer_printf(&sql, "%stime_ns BETWEEN %" PRIu64 " AND %" PRIu64,
+				   ranges ? " OR " : "", from, to);
+	}
+	byte_buffer_printf(&sql, " FORMAT TabSeparated");
+	if (sql.failed) {
+		fprintf(stderr, "tcp-audit verify: out of memory\n");
+		exit(EXIT_USAGE);
+	}
+	int r = ch_query(c, sql.p, sql.len, ch_event_line, "reading events", NULL);
+	byte_buffer_free(&sql);
+	if (r)
+		return false;
 	for (size_t i = 0; i < n; i++) {
 		if (!c->have[i])
 			continue;
@@ -1582,18 +1628,15 @@ static bool ch_scan_line(struct ch *c, char *line, size_t len)
 	char *f[2];
 	size_t flen[2];
 	uint8_t uid[EVENT_UID_BYTES];
-	uint64_t ns = 0;
 
 	if (tsv_fields(line, len, f, flen, 2) != 2 || !f[0] || !f[1] ||
 	    sodium_hex2bin(uid, sizeof(uid), f[0], flen[0], "-", NULL, NULL) != 0) {
 		problem(c->v, "reading the events: a line that is not a row: %.80s", line);
 		return true;
 	}
-	for (int j = 0; j < 8; j++)
-		ns = ns << 8 | uid[j];
 	struct pending e = {.line = c->scanned++};
 	snprintf(e.uid, sizeof(e.uid), "%.*s", (int)flen[0], f[0]);
-	if (!is_named(c->v, e.uid) || strtoull(f[1], NULL, 10) != ns)
+	if (!is_named(c->v, e.uid) || strtoull(f[1], NULL, 10) != event_uid_time(uid))
 		add_extra(c->v, &e);
 	return true;
 }
@@ -1774,6 +1817,8 @@ out:
 	free(c.slots);
 	free(c.found);
 	free(c.have);
+	free(c.times);
+	free(c.gaps);
 	curl_global_cleanup();
 	return status;
 }

@@ -414,6 +414,26 @@ class ClickHouseSink(unittest.TestCase):
                                    % self.db).strip()
         out = self.verify(1)
         self.assertIn("event %s: an event no seal covers" % forged_uid, out)
+        # an event moved in time by a nanosecond (to the next event's time: inside the time
+        # ranges verify reads its seal's events from); time_ns is in the table's key, so a
+        # copy at the new time and the original deleted
+        self.sealed_db(lines)
+        run_id = self.ch.query("SELECT run FROM %s.tcp_audit_seals LIMIT 1" % self.db)[:8]
+        moved_uid = self.uid_of(140)
+        was = int(self.ch.query("SELECT time_ns FROM %s.tcp_events WHERE seq = 140" % self.db))
+        self.ch.query("INSERT INTO %s.tcp_events SELECT %s FROM %s.tcp_events WHERE seq = 140"
+                      % (self.db, ", ".join("time_ns + 1" if c == "time_ns" else c
+                                            for c in columns), self.db))
+        # (by uid and time: seq is Nullable, and this server's DELETE WHERE seq = N also
+        # removes the rows whose seq is NULL)
+        self.mutate("tcp_events", "DELETE WHERE uid = toUUID('%s') AND time_ns = %d"
+                    % (moved_uid, was))
+        self.assertEqual(self.ch.query("SELECT count() FROM %s.tcp_events WHERE seq = 140"
+                                       % self.db).strip(), "1")
+        out = self.verify(1)
+        self.assertIn("event %d of seal %s #0 is missing (deleted)" % (at(140), run_id), out)
+        self.assertIn("event %s: an event no seal covers" % moved_uid, out)
+        self.assertIn("FAILED: 2 problems", out)
         # a seal dropped, and the end cut off
         self.sealed_db(lines)
         run_id = self.ch.query("SELECT run FROM %s.tcp_audit_seals LIMIT 1" % self.db)[:8]
