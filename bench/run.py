@@ -53,6 +53,9 @@ replay   Sink throughput: a replay of --replay-events events shaped like a
          event (bench/pg-insert-baseline); into clickhouse (Debian's server,
          started by the benchmark), with the server alone taking the same rows
          back as RowBinary from curl, one insert and two inserts at a time.
+verify   How fast `tcp-audit verify` checks a sealed archive: --replay-events
+         capture-shaped events replayed with --seal into each store of
+         --replay-sinks, then verified: seconds, events/s, verify's CPU.
 snapshot The start-up snapshot with --snapshot-sockets TCP sockets open on the
          host (half of them clients, half accepted, all held by one process
          across several loopback source addresses): for each eventer, the
@@ -111,7 +114,8 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 import shaped  # noqa: E402  (capture-shaped events)
 import tcpaudit  # noqa: E402  (summary parsing)
 
-SECTIONS = ("capture", "resets", "eventers", "seal", "witness", "burst", "replay", "snapshot",
+SECTIONS = ("capture", "resets", "eventers", "seal", "witness", "burst", "replay", "verify",
+            "snapshot",
             "archive")
 SHAPES = ("fin", "busy")
 
@@ -424,9 +428,9 @@ def port_lines(path, port):
 
 
 def count_jsonl(path, port=None):
-    if port is None:
+    if port is None:  # every event: all lines but the seals
         with open(path, "rb") as f:
-            return sum(1 for _ in f)
+            return sum(1 for line in f if b'"kind":"seal"' not in line)
     return sum(1 for _ in port_lines(path, port))
 
 
@@ -1348,6 +1352,64 @@ def replay_section(a, servers, workdir):
     return out
 
 
+def verify_source(store):
+    """What tcp-audit verify takes for a store."""
+    if store.kind == "clickhouse":
+        return store.pg.url + "/?database=" + store.db
+    if store.kind.startswith("pgsql"):
+        return store.pg.conninfo(store.db)
+    return store.path
+
+
+def verify_section(a, servers, workdir):
+    """tcp-audit verify's speed on a sealed archive of each store."""
+    make_seal_key(a, workdir)
+    n = a.replay_events
+    path = os.path.join(workdir, "verify.jsonl")
+    progress(a, "making %d capture-shaped events" % n)
+    shaped.write(path, n, seed=1, events_per_s=20000.0)
+    out = ["", "tcp-audit verify on a sealed archive: %d capture-shaped events (bench/shaped.py) "
+               "replayed with --seal into a fresh store (the seals as the replay's batches make "
+               "them), then verified; CPU: verify's own user + system time; every run must "
+               "exit 0." % n, "",
+           "| store | events | seals | seconds | events/s | verify CPU |",
+           "|---|---|---|---|---|---|"]
+    for kind, label in REPLAY_SINKS:
+        if kind not in a.replay_sinks:
+            continue
+        progress(a, "sealed replay into %s" % label)
+        _, store, ta = replay_into(a, servers, workdir, kind, path, n, keep=True, source=[
+            "--event", "replay", "-p", "path=" + path, "--seal", SEAL_KEY[0]])
+        try:
+            progress(a, "verify %s" % label)
+            t0 = time.monotonic()
+            proc = subprocess.Popen([a.bin, "verify", verify_source(store), "--verify-key",
+                                     SEAL_KEY[1]], stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True)
+            text = proc.stdout.read()
+            _, status, usage = os.wait4(proc.pid, 0)
+            wall = time.monotonic() - t0
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            if proc.returncode != 0:
+                raise RuntimeError("verify of %s failed (%d):\n%s" % (label, proc.returncode,
+                                                                      text[-4000:]))
+            m = re.search(r"(\d+) \w+s verified in (\d+) seals", text)
+            if not m or int(m.group(1)) != n:
+                raise RuntimeError("verify of %s: not %d events verified:\n%s" % (
+                    label, n, text[-4000:]))
+            row = {"section": "verify", "store": label, "events": n,
+                   "seals": int(m.group(2)), "seconds": wall, "events_per_s": n / wall,
+                   "cpu_s": usage.ru_utime + usage.ru_stime}
+            emit(row)
+            out.append("| %s | %d | %d | %.1f | %.0f | %.1f s |" % (
+                label, n, row["seals"], wall, row["events_per_s"], row["cpu_s"]))
+        finally:
+            store.drop()
+            ta.cleanup()
+    os.unlink(path)
+    return out
+
+
 # -- archive: lookups
 
 def sqlite_pick(path, t_mid):
@@ -1667,7 +1729,8 @@ def main():
                    "eventers": eventers_section, "seal": seal_section,
                    "witness": witness_section,
                    "burst": burst_section,
-                   "replay": replay_section, "snapshot": snapshot_section,
+                   "replay": replay_section, "verify": verify_section,
+                   "snapshot": snapshot_section,
                    "archive": archive_section}[section](
                        a, servers, workdir)
             print("\n".join(out))
