@@ -1242,15 +1242,21 @@ static int verify_pgsql(struct verify *v)
 /* server's own)                                                              */
 
 /*
- * A seal's events are read by the time their uids hold, in at most this many
+ * Seals' events are read by the time their uids hold, in at most this many
  * ranges of time_ns (the table's order is host, time_ns, uid: a range reads
- * only its own granules), split where the seal's times lie furthest apart (a
- * held event, a pause): one query a seal.  More ranges cost the server more
- * than the rows they leave out (300,000 events: 3.6-4.1 s with 4 or 8, 5.3
- * with 16, 6.0 with 64).  A list of (uid, time) pairs instead made the
- * server read the whole table for every query (30 s).
+ * only its own granules), split where the times lie furthest apart (a held
+ * event, a pause).  More ranges cost the server more than the rows they
+ * leave out (300,000 events, a query a seal: 3.6-4.1 s with 4 or 8, 5.3 with
+ * 16, 6.0 with 64).  A list of (uid, time) pairs instead made the server
+ * read the whole table for every query (30 s).
  */
 #define CH_RANGES 8
+/*
+ * Seals whose events one query reads (the ranges then cover them all): the
+ * server took ~55 ms per 4,096 rows read a seal at a time, ~20 ms eight at a
+ * time.
+ */
+#define CH_SEALS 8
 #define CH_MAX_FIELDS 40
 
 /* EVENT_COLUMNS from the clickhouse sink's columns: numbers for enums, addresses as text */
@@ -1286,8 +1292,17 @@ struct ch {
 	struct pending *found;
 	bool *have;
 	size_t n_slots;
-	uint64_t *times; /* the seal's times, sorted; then the gaps between them */
+	uint64_t *times; /* the seals' times, sorted; then the gaps between them */
 	uint64_t *gaps;
+	/* the seals whose events the next query reads, in the order they are checked */
+	struct ch_seal {
+		uint64_t idx;
+		char *text;
+		size_t len;
+		uint8_t *uids;
+		size_t n;
+	} group[CH_SEALS];
+	size_t n_group;
 };
 
 /* The fields of a TabSeparated line, unescaped in place (NULL for \N). */
@@ -1488,7 +1503,7 @@ static bool ch_event_line(struct ch *c, char *line, size_t len)
 	}
 	struct ch_slot *s = bsearch(uid, c->slots, c->n_slots, sizeof(*s), cmp_slot);
 	if (!s)
-		return true; /* another seal's, in the same time range */
+		return true; /* a later seal's, in the same time range */
 	/* a row is a seal's event only at the time its uid holds (else the scan names it) */
 	if (!row.f[1] || strtoull(row.f[1], NULL, 10) != event_uid_time(uid))
 		return true;
@@ -1499,12 +1514,21 @@ static bool ch_event_line(struct ch *c, char *line, size_t len)
 		return true;
 	}
 	row_alt(&r, &e);
-	if (c->have[s->pos]) {
+	/* every seal of the group that names it (the spool after a crash: two may) */
+	while (s > c->slots && memcmp(s[-1].uid, uid, EVENT_UID_BYTES) == 0)
+		s--;
+	bool second = false;
+	for (; s < c->slots + c->n_slots && memcmp(s->uid, uid, EVENT_UID_BYTES) == 0; s++) {
+		if (c->have[s->pos]) {
+			second = true;
+		} else {
+			c->found[s->pos] = e;
+			c->have[s->pos] = true;
+		}
+	}
+	if (second) {
 		e.line = c->dups++; /* apart from the scan's numbers */
 		add_extra(c->v, &e); /* a second row of one uid */
-	} else {
-		c->found[s->pos] = e;
-		c->have[s->pos] = true;
 	}
 	return true;
 }
@@ -1521,24 +1545,9 @@ static int cmp_u64_desc(const void *a, const void *b)
 	return cmp_u64(b, a);
 }
 
-/* A seal's events, n uids, found by the time their uids hold and put in the seal's order. */
-static bool ch_batch(struct ch *c, const uint8_t *uids, size_t n)
+/* Reads the rows at the n times in c->times (unsorted) into the slots that name them. */
+static bool ch_read_ranges(struct ch *c, size_t n)
 {
-	struct verify *v = c->v;
-
-	c->slots = grow_exact(c->slots, n, sizeof(*c->slots));
-	c->found = grow_exact(c->found, n, sizeof(*c->found));
-	c->have = grow_exact(c->have, n, sizeof(*c->have));
-	c->times = grow_exact(c->times, n, sizeof(*c->times));
-	c->gaps = grow_exact(c->gaps, n, sizeof(*c->gaps));
-	for (size_t i = 0; i < n; i++) {
-		memcpy(c->slots[i].uid, uids + i * EVENT_UID_BYTES, EVENT_UID_BYTES);
-		c->slots[i].pos = i;
-		c->have[i] = false;
-		c->times[i] = event_uid_time(uids + i * EVENT_UID_BYTES);
-	}
-	c->n_slots = n;
-	qsort(c->slots, n, sizeof(*c->slots), cmp_slot);
 	qsort(c->times, n, sizeof(*c->times), cmp_u64);
 	/*
 	 * The ranges: split at every gap wider than the CH_RANGES - 1 widest's
@@ -1584,17 +1593,58 @@ static bool ch_batch(struct ch *c, const uint8_t *uids, size_t n)
 	}
 	int r = ch_query(c, sql.p, sql.len, ch_event_line, "reading events", NULL);
 	byte_buffer_free(&sql);
-	if (r)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		if (!c->have[i])
-			continue;
-		struct pending *e = next_pending(v);
-		*e = c->found[i];
-		e->line = i;
-		v->n_pend++;
+	return r == 0;
+}
+
+/*
+ * The events of the seals in the group, found by the times their uids hold
+ * in one query; then each seal, in order, with its events in its order.
+ */
+static bool ch_flush(struct ch *c)
+{
+	struct verify *v = c->v;
+	size_t n = 0;
+	bool ok = true;
+
+	for (size_t k = 0; k < c->n_group; k++)
+		n += c->group[k].n;
+	if (n) {
+		c->slots = grow_exact(c->slots, n, sizeof(*c->slots));
+		c->found = grow_exact(c->found, n, sizeof(*c->found));
+		c->have = grow_exact(c->have, n, sizeof(*c->have));
+		c->times = grow_exact(c->times, n, sizeof(*c->times));
+		c->gaps = grow_exact(c->gaps, n, sizeof(*c->gaps));
+		for (size_t k = 0, at = 0; k < c->n_group; k++) {
+			for (size_t i = 0; i < c->group[k].n; i++, at++) {
+				const uint8_t *uid = c->group[k].uids + i * EVENT_UID_BYTES;
+				memcpy(c->slots[at].uid, uid, EVENT_UID_BYTES);
+				c->slots[at].pos = at;
+				c->have[at] = false;
+				c->times[at] = event_uid_time(uid);
+			}
+		}
+		c->n_slots = n;
+		qsort(c->slots, n, sizeof(*c->slots), cmp_slot);
+		ok = ch_read_ranges(c, n);
 	}
-	return true;
+	for (size_t k = 0, at = 0; k < c->n_group; k++) {
+		struct ch_seal *g = &c->group[k];
+		for (size_t i = 0; ok && i < g->n; i++) {
+			if (!c->have[at + i])
+				continue;
+			struct pending *e = next_pending(v);
+			*e = c->found[at + i];
+			e->line = i;
+			v->n_pend++;
+		}
+		if (ok)
+			check_seal(v, g->text, g->len, g->idx);
+		at += g->n;
+		free(g->text);
+		free(g->uids);
+	}
+	c->n_group = 0;
+	return ok;
 }
 
 /* A seal: idx, its text, its events' uids (hex); its events are read and checked. */
@@ -1617,11 +1667,15 @@ static bool ch_seal_line(struct ch *c, char *line, size_t len)
 	if (n && sodium_hex2bin(uids, n * EVENT_UID_BYTES, f[2], flen[2], NULL, NULL, NULL) != 0)
 		n = 0; /* a damaged list: its events are reported missing */
 	add_named(v, uids, n);
-	bool ok = n == 0 || ch_batch(c, uids, n);
-	free(uids);
-	if (ok)
-		check_seal(v, f[1], flen[1], strtoull(f[0], NULL, 10));
-	return ok;
+	struct ch_seal *g = &c->group[c->n_group++];
+	*g = (struct ch_seal){strtoull(f[0], NULL, 10), malloc(flen[1] ? flen[1] : 1), flen[1],
+			      uids, n};
+	if (!g->text) {
+		fprintf(stderr, "tcp-audit verify: out of memory\n");
+		exit(EXIT_USAGE);
+	}
+	memcpy(g->text, f[1], flen[1]);
+	return c->n_group < CH_SEALS || ch_flush(c);
 }
 
 /* The scan: every row, those no seal names (or not at the time its uid holds) kept aside. */
@@ -1800,6 +1854,8 @@ static int verify_clickhouse(struct verify *v, const char *password_file, const 
 				v->source, c.seals);
 		goto out;
 	}
+	if (!ch_flush(&c)) /* the last seals */
+		goto out;
 	sort_named(v);
 	c.scanned = 0;
 	snprintf(sql, sizeof(sql),
@@ -1821,6 +1877,10 @@ out:
 	free(c.have);
 	free(c.times);
 	free(c.gaps);
+	for (size_t k = 0; k < c.n_group; k++) {
+		free(c.group[k].text);
+		free(c.group[k].uids);
+	}
 	curl_global_cleanup();
 	return status;
 }

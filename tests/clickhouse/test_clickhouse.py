@@ -434,6 +434,16 @@ class ClickHouseSink(unittest.TestCase):
         self.assertIn("event %d of seal %s #0 is missing (deleted)" % (at(140), run_id), out)
         self.assertIn("event %s: an event no seal covers" % moved_uid, out)
         self.assertIn("FAILED: 2 problems", out)
+        # a second row of a sealed event (another host's copy: a key of its own, so FINAL
+        # keeps both): the sealed one verifies, the copy is named
+        self.sealed_db(lines)
+        copied_uid = self.uid_of(150)
+        self.ch.query("INSERT INTO %s.tcp_events SELECT %s FROM %s.tcp_events WHERE seq = 150"
+                      % (self.db, ", ".join("'host-z'" if c == "host" else c
+                                            for c in columns), self.db))
+        out = self.verify(1)
+        self.assertIn("event %s: an event no seal covers" % copied_uid, out)
+        self.assertIn("FAILED: 1 problem", out)
         # a seal dropped, and the end cut off
         self.sealed_db(lines)
         run_id = self.ch.query("SELECT run FROM %s.tcp_audit_seals LIMIT 1" % self.db)[:8]
