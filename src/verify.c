@@ -1667,14 +1667,15 @@ static bool ch_seal_line(struct ch *c, char *line, size_t len)
 	if (n && sodium_hex2bin(uids, n * EVENT_UID_BYTES, f[2], flen[2], NULL, NULL, NULL) != 0)
 		n = 0; /* a damaged list: its events are reported missing */
 	add_named(v, uids, n);
+	/* kept for its turn, NUL-ended: its numbers are read with strtoull, which must stop in it */
 	struct ch_seal *g = &c->group[c->n_group++];
-	*g = (struct ch_seal){strtoull(f[0], NULL, 10), malloc(flen[1] ? flen[1] : 1), flen[1],
-			      uids, n};
+	*g = (struct ch_seal){strtoull(f[0], NULL, 10), malloc(flen[1] + 1), flen[1], uids, n};
 	if (!g->text) {
 		fprintf(stderr, "tcp-audit verify: out of memory\n");
 		exit(EXIT_USAGE);
 	}
 	memcpy(g->text, f[1], flen[1]);
+	g->text[flen[1]] = '\0';
 	return c->n_group < CH_SEALS || ch_flush(c);
 }
 
