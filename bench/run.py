@@ -115,8 +115,7 @@ import shaped  # noqa: E402  (capture-shaped events)
 import tcpaudit  # noqa: E402  (summary parsing)
 
 SECTIONS = ("capture", "resets", "eventers", "seal", "witness", "burst", "replay", "verify",
-            "snapshot",
-            "archive")
+            "snapshot", "archive")
 SHAPES = ("fin", "busy")
 
 # name: (eventer shown, sink shown, spool shown, arguments before the sink's own)
@@ -322,19 +321,20 @@ def settle_server_cpu(pg, before):
 
 class TcpAudit:
     """One tcp-audit run with STATE_DIRECTORY set to a fresh directory of its
-    own; stderr goes to a file, stdout to /dev/null (not a terminal)."""
+    own; stderr goes to a file, stdout to /dev/null (not a terminal) unless
+    start() is given a file for it."""
 
     def __init__(self, a, workdir):
         self.a = a
         self.state = tempfile.mkdtemp(prefix="state-", dir=workdir)
         self.proc = None
 
-    def start(self, args):
+    def start(self, args, stdout=subprocess.DEVNULL):
         self.args = args
         self.err = tempfile.TemporaryFile()
         env = dict(os.environ, STATE_DIRECTORY=self.state)
         self.started_at = time.monotonic()
-        self.proc = subprocess.Popen([self.a.bin] + args, stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen([self.a.bin] + args, stdout=stdout,
                                      stderr=self.err, stdin=subprocess.DEVNULL, env=env)
 
     def stderr(self):
@@ -1382,24 +1382,23 @@ def verify_section(a, servers, workdir):
             "--event", "replay", "-p", "path=" + path, "--seal", SEAL_KEY[0]])
         try:
             progress(a, "verify %s" % label)
-            t0 = time.monotonic()
-            proc = subprocess.Popen([a.bin, "verify", verify_source(store), "--verify-key",
-                                     SEAL_KEY[1]], stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True)
-            text = proc.stdout.read()
-            _, status, usage = os.wait4(proc.pid, 0)
-            wall = time.monotonic() - t0
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            if proc.returncode != 0:
-                raise RuntimeError("verify of %s failed (%d):\n%s" % (label, proc.returncode,
+            with tempfile.TemporaryFile() as report:
+                ta.start(["verify", verify_source(store), "--verify-key", SEAL_KEY[1]],
+                         stdout=report)
+                res = ta.wait(STOP_TIMEOUT * 4)
+                report.seek(0)
+                text = report.read().decode(errors="replace") + res["stderr"]
+            if res["rc"] != 0:
+                raise RuntimeError("verify of %s failed (%d):\n%s" % (label, res["rc"],
                                                                       text[-4000:]))
             m = re.search(r"(\d+) \w+s verified in (\d+) seals", text)
             if not m or int(m.group(1)) != n:
                 raise RuntimeError("verify of %s: not %d events verified:\n%s" % (
                     label, n, text[-4000:]))
+            wall = res["wall"]
             row = {"section": "verify", "store": label, "events": n,
                    "seals": int(m.group(2)), "seconds": wall, "events_per_s": n / wall,
-                   "cpu_s": usage.ru_utime + usage.ru_stime}
+                   "cpu_s": res["cpu"]}
             emit(row)
             out.append("| %s | %d | %d | %.1f | %.0f | %.1f s |" % (
                 label, n, row["seals"], wall, row["events_per_s"], row["cpu_s"]))
