@@ -1284,7 +1284,7 @@ struct ch {
 	bool stopped; /* on_line said stop */
 	struct byte_buffer error; /* the first bytes of an answer that is not 200 */
 	uint64_t scanned, dups;
-	/* a seal's events: (pos, uid) sorted by uid, and what was found for each */
+	/* the group's events: (uid, place) sorted by uid (first, for cmp_uid), what was found */
 	struct ch_slot {
 		uint8_t uid[EVENT_UID_BYTES];
 		size_t pos;
@@ -1292,8 +1292,8 @@ struct ch {
 	struct pending *found;
 	bool *have;
 	size_t n_slots;
-	uint64_t *times; /* the seals' times, sorted; then the gaps between them */
-	uint64_t *gaps;
+	uint64_t *times; /* the group's event times (sorted to make the ranges) */
+	uint64_t *gaps;  /* between those times, widest first */
 	/* the seals whose events the next query reads, in the order they are checked */
 	struct ch_seal {
 		uint64_t idx;
@@ -1482,11 +1482,6 @@ static int ch_query(struct ch *c, const char *sql, size_t len,
 	return r;
 }
 
-static int cmp_slot(const void *a, const void *b)
-{
-	return memcmp(a, b, EVENT_UID_BYTES);
-}
-
 /* A row of a seal's events: its uid, then the columns of CH_EVENT_COLUMNS. */
 static bool ch_event_line(struct ch *c, char *line, size_t len)
 {
@@ -1501,7 +1496,7 @@ static bool ch_event_line(struct ch *c, char *line, size_t len)
 		problem(c->v, "reading events: a line that is not a row: %.80s", line);
 		return true;
 	}
-	struct ch_slot *s = bsearch(uid, c->slots, c->n_slots, sizeof(*s), cmp_slot);
+	struct ch_slot *s = bsearch(uid, c->slots, c->n_slots, sizeof(*s), cmp_uid);
 	if (!s)
 		return true; /* a later seal's, in the same time range */
 	/* a row is a seal's event only at the time its uid holds (else the scan names it) */
@@ -1515,10 +1510,10 @@ static bool ch_event_line(struct ch *c, char *line, size_t len)
 	}
 	row_alt(&r, &e);
 	/* every seal of the group that names it (the spool after a crash: two may) */
-	while (s > c->slots && memcmp(s[-1].uid, uid, EVENT_UID_BYTES) == 0)
+	while (s > c->slots && cmp_uid(s[-1].uid, uid) == 0)
 		s--;
 	bool second = false;
-	for (; s < c->slots + c->n_slots && memcmp(s->uid, uid, EVENT_UID_BYTES) == 0; s++) {
+	for (; s < c->slots + c->n_slots && cmp_uid(s->uid, uid) == 0; s++) {
 		if (c->have[s->pos]) {
 			second = true;
 		} else {
@@ -1624,7 +1619,7 @@ static bool ch_flush(struct ch *c)
 			}
 		}
 		c->n_slots = n;
-		qsort(c->slots, n, sizeof(*c->slots), cmp_slot);
+		qsort(c->slots, n, sizeof(*c->slots), cmp_uid);
 		ok = ch_read_ranges(c, n);
 	}
 	for (size_t k = 0, at = 0; k < c->n_group; k++) {
