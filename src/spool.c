@@ -27,7 +27,17 @@
 #include "log.h"
 
 #define HEADER_MAGIC "tcp-audit spool\n"
-#define FORMAT_VERSION 1u
+/*
+ * A segment's header says which of two record layouts it holds.  Format 1
+ * (every segment of the versions before format 2) keeps the whole event.
+ * Format 2 leaves out the event's host and machine, which are the spool's
+ * own (its origin's, which tcp-audit stamps on what its eventer reads): 184
+ * bytes instead of 272, a third less to write into the page cache and read
+ * back.  An event of another host (replayed from elsewhere) goes into a
+ * format-1 segment.
+ */
+#define FORMAT_FULL 1u
+#define FORMAT_COMPACT 2u
 #define RECORD_MAGIC 0x4c4f5053u /* "SPOL" */
 #define SYNC_INTERVAL_MS 1000
 #define MAX_UNSYNCED 8
@@ -51,11 +61,29 @@ struct record {
 };
 _Static_assert(sizeof(struct record) == 272, "spool record size");
 
+struct compact_record {
+	uint32_t magic;
+	uint32_t crc; /* CRC-32C of the bytes after it */
+	uint64_t seq;
+	uint8_t ev[offsetof(struct tcp_audit_event, host)]; /* the event up to its host */
+	uint64_t gap_lost;
+};
+_Static_assert(sizeof(struct compact_record) == 184, "spool compact record size");
+/* what a compact record leaves out is host and machine, nothing else */
+_Static_assert(offsetof(struct tcp_audit_event, gap_lost) ==
+			       offsetof(struct tcp_audit_event, host) + TCP_AUDIT_HOST_LEN &&
+		       offsetof(struct tcp_audit_event, machine) ==
+			       offsetof(struct tcp_audit_event, gap_lost) + 8 &&
+		       sizeof(struct tcp_audit_event) == offsetof(struct tcp_audit_event, machine) + 8,
+	       "the event's layout after host");
+
 #define HDR ((uint64_t)sizeof(struct header))
 #define REC ((uint64_t)sizeof(struct record))
+#define CREC ((uint64_t)sizeof(struct compact_record))
 
 struct segment {
 	uint64_t first, count;
+	uint32_t format; /* FORMAT_FULL or FORMAT_COMPACT */
 };
 
 struct sink_pos {
@@ -66,15 +94,18 @@ struct sink_pos {
 	uint64_t start;
 	int read_fd; /* this sink's thread only: the segment it reads */
 	uint64_t read_first;
-	struct record *buf;
-	size_t buf_cap;
+	uint8_t *buf; /* records as read */
+	size_t buf_cap; /* bytes */
 };
 
 struct spool {
 	struct spool_config cfg;
 	struct origin origin;
 	int dir_fd, lock_fd;
-	uint64_t seg_records; /* records per segment file */
+	uint64_t seg_bytes; /* a segment file's size, at most */
+	/* the host and machine of an event stamped with the origin, byte for byte */
+	char own_host[TCP_AUDIT_HOST_LEN];
+	uint64_t own_machine;
 
 	pthread_mutex_t mu;
 	struct segment *segs; /* oldest first; the last may be the one appended to */
@@ -84,8 +115,8 @@ struct spool {
 	uint64_t lost; /* dropped, or found damaged */
 
 	int wfd; /* reader only, but swapped under mu for the syncer */
-	struct record *wbuf;
-	size_t wbuf_cap;
+	uint8_t *wbuf;
+	size_t wbuf_cap; /* bytes */
 
 	pthread_t syncer;
 	bool syncer_started, quit, dir_dirty;
@@ -148,9 +179,11 @@ static uint32_t crc32c(const void *data, size_t n)
 	return ~c;
 }
 
-static uint32_t record_crc(const struct record *r)
+/* A record's CRC: of what follows magic and crc (the same 8 bytes in both layouts). */
+static uint32_t record_crc(const void *rec, uint64_t size)
 {
-	return crc32c(&r->seq, REC - offsetof(struct record, seq));
+	return crc32c((const uint8_t *)rec + offsetof(struct record, seq),
+		      size - offsetof(struct record, seq));
 }
 
 static uint32_t header_crc(const struct header *h)
@@ -165,12 +198,25 @@ static void segment_name(char *buf, size_t len, uint64_t first)
 	snprintf(buf, len, "%020" PRIu64 ".spool", first);
 }
 
-static uint64_t segment_bytes(const struct segment *g)
+static uint64_t record_size(uint32_t format)
 {
-	return HDR + g->count * REC;
+	return format == FORMAT_COMPACT ? CREC : REC;
 }
 
-static int add_segment(struct spool *s, uint64_t first, uint64_t count)
+static uint64_t segment_bytes(const struct segment *g)
+{
+	return HDR + g->count * record_size(g->format);
+}
+
+/* How many records of format a segment file takes. */
+static uint64_t segment_records(const struct spool *s, uint32_t format)
+{
+	uint64_t rec = record_size(format);
+
+	return s->seg_bytes > HDR + rec ? (s->seg_bytes - HDR) / rec : 1;
+}
+
+static int add_segment(struct spool *s, uint64_t first, uint64_t count, uint32_t format)
 {
 	if (s->n_segs == s->segs_cap) {
 		size_t cap = s->segs_cap ? s->segs_cap * 2 : 16;
@@ -180,8 +226,9 @@ static int add_segment(struct spool *s, uint64_t first, uint64_t count)
 		s->segs = g;
 		s->segs_cap = cap;
 	}
-	s->segs[s->n_segs++] = (struct segment){first, count};
-	s->bytes += HDR + count * REC;
+	s->segs[s->n_segs] = (struct segment){first, count, format};
+	s->bytes += segment_bytes(&s->segs[s->n_segs]);
+	s->n_segs++;
 	return 0;
 }
 
@@ -322,7 +369,7 @@ static int list_segments(struct spool *s)
 		uint64_t first;
 		if (!parse_segment_name(de->d_name, &first))
 			continue;
-		r = add_segment(s, first, 0);
+		r = add_segment(s, first, 0, FORMAT_FULL); /* the header says later */
 		if (r)
 			break;
 	}
@@ -343,9 +390,10 @@ static void move_aside(struct spool *s, const char *name)
 }
 
 /*
- * Checks segment g's header and size; returns false when the file cannot be
- * used (it has been moved aside).  A torn last record is cut off.  *records:
- * how many records the file held or seemed to hold.
+ * Checks segment g's header and size, and sets its format; returns false when
+ * the file cannot be used (it has been moved aside).  A torn last record is
+ * cut off.  *records: how many records the file held, or for a file that
+ * cannot be used, the most it could have held (the smaller records).
  */
 static bool check_segment(struct spool *s, struct segment *g, uint64_t *records, uint64_t *torn)
 {
@@ -365,7 +413,7 @@ static bool check_segment(struct spool *s, struct segment *g, uint64_t *records,
 		return false;
 	}
 	uint64_t size = (uint64_t)st.st_size;
-	*records = size > HDR ? (size - HDR) / REC : 0;
+	*records = size > HDR ? (size - HDR) / CREC : 0;
 	if (size < HDR || pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h) ||
 	    memcmp(h.magic, HEADER_MAGIC, 16) != 0 || h.crc != header_crc(&h) ||
 	    h.first != g->first) {
@@ -378,14 +426,17 @@ static bool check_segment(struct spool *s, struct segment *g, uint64_t *records,
 		}
 		goto out;
 	}
-	if (h.version != FORMAT_VERSION || h.record_size != REC) {
+	if ((h.version != FORMAT_FULL && h.version != FORMAT_COMPACT) ||
+	    h.record_size != record_size(h.version)) {
 		log_error("spool: %s/%s: written by another spool format (version %u, record "
 			  "size %u): file moved aside as %s.damaged",
 			  s->cfg.dir, name, h.version, h.record_size, name);
 		move_aside(s, name);
 		goto out;
 	}
-	uint64_t tail = (size - HDR) % REC;
+	uint64_t rec = h.record_size;
+	*records = (size - HDR) / rec;
+	uint64_t tail = (size - HDR) % rec;
 	if (tail) {
 		log_error("spool: %s/%s: ends in a partial record at offset %" PRIu64 " (%" PRIu64
 			  " bytes, a write cut short): that record is lost",
@@ -395,6 +446,7 @@ static bool check_segment(struct spool *s, struct segment *g, uint64_t *records,
 			log_warning("spool: cannot cut %s/%s: %m", s->cfg.dir, name);
 	}
 	g->count = *records;
+	g->format = h.version;
 	ok = true;
 out:
 	close(fd);
@@ -480,10 +532,13 @@ int spool_open(struct spool **out, const struct spool_config *cfg, const char *c
 	pthread_cond_init(&s->wake, &ca);
 	pthread_condattr_destroy(&ca);
 
-	uint64_t seg_bytes = cfg->max_bytes / 4;
-	if (seg_bytes > SEGMENT_MAX_BYTES)
-		seg_bytes = SEGMENT_MAX_BYTES;
-	s->seg_records = seg_bytes > HDR + REC ? (seg_bytes - HDR) / REC : 1;
+	s->seg_bytes = cfg->max_bytes / 4;
+	if (s->seg_bytes > SEGMENT_MAX_BYTES)
+		s->seg_bytes = SEGMENT_MAX_BYTES;
+	struct tcp_audit_event stamped = {0};
+	origin_stamp(&s->origin, &stamped);
+	memcpy(s->own_host, stamped.host, sizeof(s->own_host));
+	s->own_machine = stamped.machine;
 
 	if (mkdir(cfg->dir, 0700) < 0 && errno != EEXIST) {
 		r = -errno;
@@ -538,6 +593,9 @@ int spool_open(struct spool **out, const struct spool_config *cfg, const char *c
 		struct segment g = s->segs[i];
 		uint64_t records, torn;
 		bool ok = check_segment(s, &g, &records, &torn);
+		/* one that cannot be used held the positions up to the next file's */
+		if (!ok && i + 1 < s->n_segs && s->segs[i + 1].first > g.first)
+			records = s->segs[i + 1].first - g.first;
 		uint64_t from = g.first > min_saved ? g.first : min_saved;
 		if (g.first + records + torn > data_end)
 			data_end = g.first + records + torn;
@@ -694,11 +752,12 @@ uint64_t spool_cap(struct spool *s)
 /* ------------------------------------------------------------------------ */
 /* Appending                                                                  */
 
-/* Starts a segment file at s->end; mu held. */
-static int new_segment(struct spool *s)
+/* Starts a segment file of format at s->end; mu held. */
+static int new_segment(struct spool *s, uint32_t format)
 {
 	char name[32];
-	struct header h = {.version = FORMAT_VERSION, .record_size = REC, .first = s->end};
+	struct header h = {
+		.version = format, .record_size = (uint32_t)record_size(format), .first = s->end};
 	int r;
 
 	memcpy(h.magic, HEADER_MAGIC, 16);
@@ -713,7 +772,7 @@ static int new_segment(struct spool *s)
 		unlinkat(s->dir_fd, name, 0);
 		return r;
 	}
-	if ((r = add_segment(s, s->end, 0))) {
+	if ((r = add_segment(s, s->end, 0, format))) {
 		close(fd);
 		unlinkat(s->dir_fd, name, 0);
 		return r;
@@ -732,18 +791,27 @@ static int new_segment(struct spool *s)
 	return 0;
 }
 
-/*
- * How many of n records may go in now, making room by policy; starts a new
- * segment when needed.  mu held.
- */
-static ssize_t reserve(struct spool *s, size_t n, bool force, uint64_t *dropped)
+/* Whether the segment being written is missing, full, or of another format; mu held. */
+static bool need_segment(const struct spool *s, uint32_t format)
 {
+	if (!s->writing)
+		return true;
+	const struct segment *g = &s->segs[s->n_segs - 1];
+	return g->format != format || g->count >= segment_records(s, g->format);
+}
+
+/*
+ * How many of n records of format may go in now, making room by policy;
+ * starts a new segment when needed.  mu held.
+ */
+static ssize_t reserve(struct spool *s, size_t n, uint32_t format, bool force, uint64_t *dropped)
+{
+	uint64_t rec = record_size(format);
 	int r;
 
 	trim(s);
 	for (;;) {
-		bool need_segment = !s->writing || s->segs[s->n_segs - 1].count >= s->seg_records;
-		uint64_t need = (need_segment ? HDR : 0) + REC;
+		uint64_t need = (need_segment(s, format) ? HDR : 0) + rec;
 		if (s->bytes + need <= s->cfg.max_bytes || force)
 			break;
 		if (s->cfg.on_full == SPOOL_BLOCK || s->n_segs <= 1)
@@ -758,11 +826,10 @@ static ssize_t reserve(struct spool *s, size_t n, bool force, uint64_t *dropped)
 		}
 		remove_first_segment(s);
 	}
-	if (!s->writing || s->segs[s->n_segs - 1].count >= s->seg_records)
-		if ((r = new_segment(s)))
-			return r;
-	uint64_t in_seg = s->seg_records - s->segs[s->n_segs - 1].count;
-	uint64_t by_cap = s->bytes < s->cfg.max_bytes ? (s->cfg.max_bytes - s->bytes) / REC : 0;
+	if (need_segment(s, format) && (r = new_segment(s, format)))
+		return r;
+	uint64_t in_seg = segment_records(s, format) - s->segs[s->n_segs - 1].count;
+	uint64_t by_cap = s->bytes < s->cfg.max_bytes ? (s->cfg.max_bytes - s->bytes) / rec : 0;
 	uint64_t k = n;
 	if (k > in_seg)
 		k = in_seg;
@@ -771,37 +838,91 @@ static ssize_t reserve(struct spool *s, size_t n, bool force, uint64_t *dropped)
 	return (ssize_t)k;
 }
 
+/* Whether ev's host and machine are the spool's own: a compact record keeps it whole. */
+static bool fits_compact(const struct spool *s, const struct tcp_audit_event *ev)
+{
+	return ev->machine == s->own_machine && memcmp(ev->host, s->own_host, sizeof(ev->host)) == 0;
+}
+
+/* Writes ev as a record of format, at position seq, to to. */
+static void pack(uint8_t *to, uint32_t format, uint64_t seq, const struct tcp_audit_event *ev)
+{
+	if (format == FORMAT_COMPACT) {
+		struct compact_record *c = (struct compact_record *)to;
+		c->magic = RECORD_MAGIC;
+		c->seq = seq;
+		memcpy(c->ev, ev, sizeof(c->ev));
+		c->gap_lost = ev->gap_lost;
+		c->crc = record_crc(c, CREC);
+	} else {
+		struct record *r = (struct record *)to;
+		r->magic = RECORD_MAGIC;
+		r->seq = seq;
+		r->ev = *ev;
+		r->crc = record_crc(r, REC);
+	}
+}
+
+/* Whether the record of format at p is whole and the one of position seq. */
+static bool record_ok(const uint8_t *p, uint32_t format, uint64_t seq)
+{
+	const struct record *r = (const struct record *)p; /* magic, crc and seq: the same */
+
+	return r->magic == RECORD_MAGIC && r->seq == seq &&
+	       r->crc == record_crc(p, record_size(format));
+}
+
+/* The event of the record of format at p. */
+static void unpack(const struct spool *s, const uint8_t *p, uint32_t format,
+		   struct tcp_audit_event *ev)
+{
+	if (format == FORMAT_COMPACT) {
+		const struct compact_record *c = (const struct compact_record *)p;
+		memcpy(ev, c->ev, sizeof(c->ev));
+		memcpy(ev->host, s->own_host, sizeof(ev->host));
+		ev->gap_lost = c->gap_lost;
+		ev->machine = s->own_machine;
+	} else {
+		*ev = ((const struct record *)p)->ev;
+	}
+}
+
 ssize_t spool_append(struct spool *s, const struct tcp_audit_event *ev, size_t n, bool force,
 		     uint64_t *dropped)
 {
 	*dropped = 0;
 	if (n == 0)
 		return 0;
+	size_t fit = 0; /* how many from the first are the spool's own host's */
+	while (fit < n && fits_compact(s, &ev[fit]))
+		fit++;
 	pthread_mutex_lock(&s->mu);
-	ssize_t k = reserve(s, n, force, dropped);
+	uint32_t format = FORMAT_FULL;
+	/* a format-1 segment being written takes everything until it is full */
+	if (fit && need_segment(s, FORMAT_FULL)) {
+		format = FORMAT_COMPACT;
+		n = fit;
+	}
+	ssize_t k = reserve(s, n, format, force, dropped);
 	uint64_t first = s->end;
 	pthread_mutex_unlock(&s->mu);
 	if (k <= 0)
 		return k;
 
-	if ((size_t)k > s->wbuf_cap) {
-		struct record *b = realloc(s->wbuf, (size_t)k * REC);
+	uint64_t rec = record_size(format);
+	size_t len = (size_t)k * rec, done = 0;
+	if (len > s->wbuf_cap) {
+		uint8_t *b = realloc(s->wbuf, len);
 		if (!b)
 			return -ENOMEM;
 		s->wbuf = b;
-		s->wbuf_cap = (size_t)k;
+		s->wbuf_cap = len;
 	}
-	for (ssize_t i = 0; i < k; i++) {
-		struct record *rec = &s->wbuf[i];
-		rec->magic = RECORD_MAGIC;
-		rec->seq = first + (uint64_t)i;
-		rec->ev = ev[i];
-		rec->crc = record_crc(rec);
-	}
+	for (ssize_t i = 0; i < k; i++)
+		pack(s->wbuf + (size_t)i * rec, format, first + (uint64_t)i, &ev[i]);
 	off_t at = lseek(s->wfd, 0, SEEK_END);
-	size_t len = (size_t)k * REC, done = 0;
 	while (done < len) {
-		ssize_t w = write(s->wfd, (const char *)s->wbuf + done, len - done);
+		ssize_t w = write(s->wfd, s->wbuf + done, len - done);
 		if (w <= 0) {
 			int e = w < 0 ? errno : ENOSPC;
 			if (at >= 0 && ftruncate(s->wfd, at) < 0) /* no torn record left */
@@ -840,6 +961,7 @@ ssize_t spool_read(struct spool *s, size_t sink, uint64_t pos, uint64_t end,
 {
 	struct sink_pos *k = &s->sinks[sink];
 	uint64_t first = 0, n = 0;
+	uint32_t format = FORMAT_FULL;
 
 	*next = pos;
 	if (pos >= end || max == 0)
@@ -855,6 +977,7 @@ ssize_t spool_read(struct spool *s, size_t sink, uint64_t pos, uint64_t end,
 		if (pos < g->first + g->count) {
 			first = g->first;
 			n = g->first + g->count - pos;
+			format = g->format;
 			break;
 		}
 	}
@@ -883,24 +1006,24 @@ ssize_t spool_read(struct spool *s, size_t sink, uint64_t pos, uint64_t end,
 		}
 		k->read_first = first;
 	}
-	if (n > k->buf_cap) {
-		struct record *b = realloc(k->buf, n * REC);
+	uint64_t rec = record_size(format);
+	if (n * rec > k->buf_cap) {
+		uint8_t *b = realloc(k->buf, n * rec);
 		if (!b)
 			return -ENOMEM;
 		k->buf = b;
-		k->buf_cap = n;
+		k->buf_cap = n * rec;
 	}
-	off_t at = (off_t)(HDR + (pos - first) * REC);
-	ssize_t got = pread(k->read_fd, k->buf, n * REC, at);
+	off_t at = (off_t)(HDR + (pos - first) * rec);
+	ssize_t got = pread(k->read_fd, k->buf, n * rec, at);
 	if (got < 0)
 		return -errno;
-	uint64_t whole = (uint64_t)got / REC;
+	uint64_t whole = (uint64_t)got / rec;
 
 	size_t m = 0;
 	uint64_t bad = 0;
 	for (uint64_t j = 0; j <= n; j++) {
-		bool good = j < whole && k->buf[j].magic == RECORD_MAGIC &&
-			    k->buf[j].seq == pos + j && k->buf[j].crc == record_crc(&k->buf[j]);
+		bool good = j < whole && record_ok(k->buf + j * rec, format, pos + j);
 		if (j < n && !good) {
 			bad++;
 			continue;
@@ -910,7 +1033,7 @@ ssize_t spool_read(struct spool *s, size_t sink, uint64_t pos, uint64_t end,
 			log_error("spool: %s/%s: %" PRIu64 " damaged record%s at offset %" PRIu64
 				  " (position %" PRIu64 "): skipped; a gap record goes to %s",
 				  s->cfg.dir, name, bad, bad > 1 ? "s" : "",
-				  HDR + (from - first) * REC, from, k->label);
+				  HDR + (from - first) * rec, from, k->label);
 			pthread_mutex_lock(&s->mu);
 			s->lost += bad;
 			pthread_mutex_unlock(&s->mu);
@@ -918,7 +1041,7 @@ ssize_t spool_read(struct spool *s, size_t sink, uint64_t pos, uint64_t end,
 			bad = 0;
 		}
 		if (j < n)
-			out[m++] = k->buf[j].ev;
+			unpack(s, k->buf + j * rec, format, &out[m++]);
 	}
 	*next = pos + n;
 	pthread_mutex_lock(&s->mu);

@@ -9,7 +9,9 @@
  * Layout of DIR:
  *   lock                  flock()ed by the running tcp-audit
  *   <20-digit seq>.spool  a segment: a header, then fixed-size records, each
- *                         with its position (seq) and a CRC-32C
+ *                         with its position (seq) and a CRC-32C: the whole
+ *                         event (format 1), or without host and machine
+ *                         where those are the origin's (format 2)
  *   <sink label>.position the next position that sink needs, as text
  * Positions count records from the first ever written to this DIR.
  */

@@ -7,17 +7,26 @@ import glob
 import json
 import os
 import signal
+import struct
 import tempfile
 import time
 import unittest
 
 import tcpaudit
-from tcpaudit import Running, fixture, run, summary, wait_until
+from tcpaudit import Running, fixture, run, sample_line, summary, wait_until
 
 SYNTH = fixture("synthetic-eventer")
 FAULTY = fixture("faulty-sink")
 HEADER = 64
-RECORD = 272
+# the record sizes of the two formats: the whole event, and without host and machine
+RECORD = {1: 272, 2: 184}
+
+
+def segment_format(path):
+    """A segment's format and record size, from its header."""
+    with open(path, "rb") as f:
+        head = f.read(HEADER)
+    return struct.unpack_from("<II", head, 16)
 
 
 def lines(path):
@@ -179,13 +188,17 @@ class Spool(unittest.TestCase):
         self.assertEqual(lines(self.path("a")), [str(i) for i in range(1, 3001)])
 
     def test_damaged_and_truncated_files_are_reported_and_the_rest_recovered(self):
-        self.spool_undelivered(3000)
+        count = 4500
+        self.spool_undelivered(count)
         segs = self.segments()
         self.assertGreaterEqual(len(segs), 4)
-        per_seg = (os.path.getsize(segs[0]) - HEADER) // RECORD
+        # the synthetic eventer's events are this host's: compact records
+        self.assertEqual({segment_format(x) for x in segs}, {(2, RECORD[2])})
+        rec = RECORD[2]
+        per_seg = (os.path.getsize(segs[0]) - HEADER) // rec
         # a flipped byte in record 100 of the first file
         with open(segs[0], "r+b") as f:
-            f.seek(HEADER + 100 * RECORD + 40)
+            f.seek(HEADER + 100 * rec + 40)
             b = f.read(1)
             f.seek(-1, os.SEEK_CUR)
             f.write(bytes([b[0] ^ 0xff]))
@@ -194,32 +207,75 @@ class Spool(unittest.TestCase):
             f.write(b"garbage!")
         # the last file ends in half a record
         with open(segs[-1], "r+b") as f:
-            f.truncate(os.path.getsize(segs[-1]) - RECORD // 2)
-        last_records = (os.path.getsize(segs[-1]) - HEADER) // RECORD
+            f.truncate(os.path.getsize(segs[-1]) - rec // 2)
+        last_records = (os.path.getsize(segs[-1]) - HEADER) // rec
 
         r = run(["--spool", self.spool, "--event", "replay", "-p", "path=/dev/null"] +
                 self.faulty())
         self.assertEqual(r.returncode, 0, r.stderr)
         name0, name1, name_last = (os.path.basename(x) for x in (segs[0], segs[1], segs[-1]))
         self.assertIn("%s: 1 damaged record at offset %d (position 100)" %
-                      (name0, HEADER + 100 * RECORD), r.stderr)
+                      (name0, HEADER + 100 * rec), r.stderr)
         self.assertIn("%s: damaged header: file moved aside as %s.damaged" % (name1, name1),
                       r.stderr)
         self.assertIn("%s: ends in a partial record at offset %d" %
-                      (name_last, HEADER + last_records * RECORD), r.stderr)
+                      (name_last, HEADER + last_records * rec), r.stderr)
         self.assertTrue(os.path.exists(segs[1] + ".damaged"))
 
         a = lines(self.path("a"))
         seqs = [int(x) for x in a if not x.startswith("gap")]
         gaps = [int(x.split()[1]) for x in a if x.startswith("gap")]
         lost_file = set(range(per_seg + 1, 2 * per_seg + 1))
-        expected = [i for i in range(1, 3000) if i != 101 and i not in lost_file]
+        expected = [i for i in range(1, count) if i != 101 and i not in lost_file]
         self.assertEqual(seqs, expected)
         # a gap record in place of each: damaged record, damaged file, torn record
         self.assertEqual(gaps, [1, per_seg, 1])
         self.assertEqual(summary(r.stderr)["lost in spool"], per_seg + 2)
         self.assertIn("%d events in %s are lost to damage" % (per_seg + 1, self.spool),
                       r.stderr)
+
+    def test_events_of_another_host_go_whole_and_every_event_comes_back_as_it_was(self):
+        # this host's events (no host in the line: stamped with --host) make compact
+        # records; another host's need the whole record, in a format-1 segment (the
+        # format of every version before), which then takes everything until it is full
+        # (963 records of 272 bytes in a segment of a 1M spool), then compact again
+        own = lambda i: sample_line(i, host=None)
+        other = lambda i: sample_line(i, host='"elsewhere"')
+        inp = [own(i) for i in range(1, 301)] + [other(i) for i in range(301, 351)] + \
+              [own(i) for i in range(351, 1351)]
+        path = self.path("in.jsonl")
+        with open(path, "w") as f:
+            f.write("".join(l + "\n" for l in inp))
+        open(self.down, "w").close()
+        common = ["--host", "here", "--event", "replay", "-p", "path=" + path]
+        with Running(common + ["--spool", self.spool, "--spool-size", "1M", "--stop-grace",
+                               "1", "--sink", "jsonl", "-p",
+                               "path=" + self.path("spooled.jsonl")] + self.faulty()) as t:
+            wait_until(lambda: len(lines(self.path("spooled.jsonl"))) == len(inp),
+                       what="the jsonl sink to store every event while the other is down")
+            self.assertEqual(t.stop(signal.SIGTERM), 143, t.stderr())
+        segs = self.segments()
+        self.assertEqual([segment_format(x) for x in segs],
+                         [(2, RECORD[2]), (1, RECORD[1]), (2, RECORD[2])])
+        sizes = [(os.path.getsize(x) - HEADER) // RECORD[segment_format(x)[0]] for x in segs]
+        self.assertEqual(sizes, [300, 963, 1350 - 300 - 963])
+        # what the jsonl sink got through the spool is what it gets without one
+        r = run(common + ["--spool", "none", "--sink", "jsonl", "-p",
+                          "path=" + self.path("direct.jsonl")])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(self.path("spooled.jsonl"), "rb") as a, \
+                open(self.path("direct.jsonl"), "rb") as b:
+            spooled, direct = a.read(), b.read()
+        self.assertEqual(spooled, direct)
+        hosts = [json.loads(l)["host"] for l in direct.splitlines()]
+        self.assertEqual(hosts, ["here"] * 300 + ["elsewhere"] * 50 + ["here"] * 1000)
+        # the sink that was down gets all of them from the files at the next start
+        os.unlink(self.down)
+        r = run(["--spool", self.spool, "--event", "replay", "-p", "path=/dev/null"] +
+                self.faulty())
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(lines(self.path("a")), [str(i) for i in range(1, 1351)])
+        self.assertEqual(self.segments(), [])
 
     def test_a_spool_in_use_is_refused(self):
         with Running(["--spool", self.spool, "--event", SYNTH, "-p", "count=0", "-p",

@@ -34,26 +34,34 @@ def seeds_replay_line():
 
 
 def seeds_spool(tmp):
-    """Real segments: events that a sink which was down left in the spool."""
-    spool = os.path.join(tmp, "spool")
-    down = os.path.join(tmp, "down")
-    open(down, "w").close()
-    with Running(["--spool", spool, "--spool-size", "1M", "--stop-grace", "0", "--event",
-                  fixture("synthetic-eventer"), "-p", "count=20", "--sink",
-                  fixture("faulty-sink"), "-p", "path=" + os.path.join(tmp, "a"), "-p",
-                  "down_file=" + down]) as t:
-        t.wait_for_log("is unavailable")
-        t.stop(signal.SIGTERM)
-    pos = b"00000000000000000000\n".ljust(24, b"\0")
-    out = []
-    for name in sorted(os.listdir(spool)):
-        if name.endswith(".spool"):
-            with open(os.path.join(spool, name), "rb") as f:
-                data = f.read()
-            out.append(pos + data)
-            out.append(b"00000000000000000005\n".ljust(24, b"\0") + data[:64 + 272 * 7 + 100])
-    if not out:
-        raise AssertionError("no spool segment to seed with")
+    """Real segments: events that a sink which was down left in the spool; this
+    host's (compact records, format 2) and another host's (whole, format 1)."""
+    other = os.path.join(tmp, "other.jsonl")
+    with open(other, "w") as f:
+        f.write("".join(sample_line(i) + "\n" for i in range(1, 21)))
+    out, formats = [], set()
+    for n, eventer in enumerate([[fixture("synthetic-eventer"), "-p", "count=20"],
+                                 ["replay", "-p", "path=" + other]]):
+        spool = os.path.join(tmp, "spool%d" % n)
+        down = os.path.join(tmp, "down")
+        open(down, "w").close()
+        with Running(["--spool", spool, "--spool-size", "1M", "--stop-grace", "0",
+                      "--event"] + eventer + ["--sink", fixture("faulty-sink"), "-p",
+                      "path=" + os.path.join(tmp, "a"), "-p", "down_file=" + down]) as t:
+            t.wait_for_log("is unavailable")
+            t.stop(signal.SIGTERM)
+        pos = b"00000000000000000000\n".ljust(24, b"\0")
+        for name in sorted(os.listdir(spool)):
+            if name.endswith(".spool"):
+                with open(os.path.join(spool, name), "rb") as f:
+                    data = f.read()
+                formats.add(data[16])
+                rec = 272 if data[16] == 1 else 184
+                out.append(pos + data)
+                out.append(b"00000000000000000005\n".ljust(24, b"\0") +
+                           data[:64 + rec * 7 + 100])
+    if formats != {1, 2}:
+        raise AssertionError("no spool segment of each format to seed with")
     return out
 
 
