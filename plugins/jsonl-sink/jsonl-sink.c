@@ -21,6 +21,17 @@
 #include "event-json.h"
 
 #define CHUNK (1u << 20) /* bytes formatted before each write() */
+/*
+ * An archive is written once and not read back soon: every WINDOW bytes the
+ * file's new bytes are handed to the disk (sync_file_range, not waited for),
+ * and those handed over the window before leave the page cache once written
+ * (posix_fadvise(DONTNEED)).  So the file's pages
+ * are reused instead of the page cache growing by all that was written:
+ * the host's cached data is not pushed out by the archive, and on a VM whose
+ * unused memory the hypervisor takes back a new page costs ~10 us (a
+ * growing file 1.4-2.8 us a KiB, one written over its own freed pages 0.24).
+ */
+#define WINDOW ((off_t)8 << 20)
 
 struct jsonl_config {
 	const char *path;
@@ -34,6 +45,8 @@ struct jsonl {
 	bool own_fd;
 	bool regular;
 	char *buf;
+	off_t handed;  /* regular files: bytes before it are on their way to disk */
+	off_t dropped; /* ... and those before it were let go from the page cache */
 };
 
 static const struct tcp_audit_option jsonl_options[] = {
@@ -49,6 +62,36 @@ static const struct tcp_audit_option jsonl_options[] = {
 	 .offset = offsetof(struct jsonl_config, fsync)},
 	{0},
 };
+
+/* Where the file ends now: what it had is left to the page cache as it is. */
+static void track_from_end(struct jsonl *j)
+{
+	off_t end = j->regular ? lseek(j->fd, 0, SEEK_END) : -1;
+
+	j->handed = j->dropped = end > 0 ? end : 0;
+}
+
+/*
+ * With the file ending at end: hands the bytes written since the last time
+ * to the disk, and lets go of those handed over the time before, once
+ * written (waited for, if the disk is behind: the spool holds the rest).
+ */
+static void let_go(struct jsonl *j, off_t end)
+{
+	if (end - j->handed < WINDOW)
+		return;
+	/* hints: a failure changes nothing that was written */
+	(void)sync_file_range(j->fd, j->handed, end - j->handed, SYNC_FILE_RANGE_WRITE);
+	if (j->handed > j->dropped) {
+		(void)sync_file_range(j->fd, j->dropped, j->handed - j->dropped,
+				      SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+					      SYNC_FILE_RANGE_WAIT_AFTER);
+		(void)posix_fadvise(j->fd, j->dropped, j->handed - j->dropped,
+				    POSIX_FADV_DONTNEED);
+		j->dropped = j->handed;
+	}
+	j->handed = end;
+}
 
 /*
  * If the file does not end with a newline, cuts it after its last one (or
@@ -140,6 +183,7 @@ static int jsonl_open(void **self, const void *config, const struct tcp_audit_ho
 		}
 		j->own_fd = true;
 	}
+	track_from_end(j);
 	*self = j;
 	return 0;
 }
@@ -162,6 +206,7 @@ static int jsonl_reopen(void *self)
 	close(j->fd);
 	j->fd = fd;
 	j->regular = regular;
+	track_from_end(j);
 	tcp_audit_info(j->host, "reopened %s", j->cfg->path);
 	return 0;
 }
@@ -189,7 +234,7 @@ static int write_lines(struct jsonl *j, const struct tcp_audit_event *ev, size_t
 		       const struct tcp_audit_seal *seal)
 {
 	struct stat st;
-	off_t start = -1;
+	off_t start = -1, total = 0;
 	size_t used = 0;
 	int r = 0;
 
@@ -199,18 +244,21 @@ static int write_lines(struct jsonl *j, const struct tcp_audit_event *ev, size_t
 		used += event_to_json(&ev[i], j->buf + used);
 		if (CHUNK - used < EVENT_JSON_MAX) {
 			r = write_all(j->fd, j->buf, used);
+			total += (off_t)used;
 			used = 0;
 		}
 	}
 	if (!r && seal) {
 		if (CHUNK - used < seal->len + 1) {
 			r = write_all(j->fd, j->buf, used);
+			total += (off_t)used;
 			used = 0;
 		}
 		if (!r && seal->len + 1 > CHUNK) { /* a batch of more than 64K events */
 			r = write_all(j->fd, seal->text, seal->len);
 			if (!r)
 				r = write_all(j->fd, "\n", 1);
+			total += (off_t)seal->len + 1;
 		} else if (!r) {
 			memcpy(j->buf + used, seal->text, seal->len);
 			used += seal->len;
@@ -219,6 +267,9 @@ static int write_lines(struct jsonl *j, const struct tcp_audit_event *ev, size_t
 	}
 	if (!r && used)
 		r = write_all(j->fd, j->buf, used);
+	total += (off_t)used;
+	if (!r && start >= 0)
+		let_go(j, start + total);
 	if (r) {
 		tcp_audit_error(j->host, "writing %s: %s", j->cfg->path, strerror(-r));
 		if (start >= 0 && ftruncate(j->fd, start) != 0)

@@ -130,6 +130,22 @@ class RoundTrip(unittest.TestCase):
         with open(self.out) as f:
             self.assertEqual(f.read(), (sample_line(1) + "\n") * 2)
 
+    def test_a_large_archive_does_not_stay_in_the_page_cache(self):
+        # ~100 MB of lines: every one written, and the file's pages let go of as it
+        # grows, 8 MiB at a time once written (at most the last two windows stay)
+        n = 300000
+        r = run(["--event", tcpaudit.fixture("synthetic-eventer"), "-p", "count=%d" % n,
+                 "--spool", "none", "--sink", "jsonl", "-p", "path=" + self.out])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        size = os.path.getsize(self.out)
+        self.assertGreater(size, 64 << 20)
+        cached = int(subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES",
+                                     self.out], capture_output=True, text=True,
+                                    check=True).stdout)
+        self.assertLessEqual(cached, 3 * (8 << 20), "%d of %d bytes cached" % (cached, size))
+        with open(self.out, "rb") as f:  # (reading it caches it)
+            self.assertEqual(sum(1 for _ in f), n)
+
     def test_a_torn_last_line_is_cut_before_appending(self):
         # what kill -9 in the middle of a write leaves
         with open(self.out, "w") as f:
