@@ -25,11 +25,11 @@
  * An archive is written once and not read back soon: every WINDOW bytes the
  * file's new bytes are handed to the disk (sync_file_range, not waited for),
  * and those handed over the window before leave the page cache once written
- * (posix_fadvise(DONTNEED)).  So the file's pages
- * are reused instead of the page cache growing by all that was written:
- * the host's cached data is not pushed out by the archive, and on a VM whose
- * unused memory the hypervisor takes back a new page costs ~10 us (a
- * growing file 1.4-2.8 us a KiB, one written over its own freed pages 0.24).
+ * (posix_fadvise(DONTNEED)).  So the file's pages are reused instead of the
+ * page cache growing by all that was written: the host's cached data is not
+ * pushed out by the archive, and on a VM whose unused memory the hypervisor
+ * takes back, a new page costs ~10 us (a growing file 1.4-3.4 us a KiB, one
+ * written over its own freed pages 0.19-0.25).
  */
 #define WINDOW ((off_t)8 << 20)
 
@@ -78,7 +78,9 @@ static void track_from_end(struct jsonl *j)
  */
 static void let_go(struct jsonl *j, off_t end)
 {
-	if (end - j->handed < WINDOW)
+	if (end < j->handed) /* cut by someone else (logrotate's copytruncate): start again */
+		j->handed = j->dropped = 0;
+	if (end < 0 || end - j->handed < WINDOW)
 		return;
 	/* hints: a failure changes nothing that was written */
 	(void)sync_file_range(j->fd, j->handed, end - j->handed, SYNC_FILE_RANGE_WRITE);
@@ -234,7 +236,7 @@ static int write_lines(struct jsonl *j, const struct tcp_audit_event *ev, size_t
 		       const struct tcp_audit_seal *seal)
 {
 	struct stat st;
-	off_t start = -1, total = 0;
+	off_t start = -1;
 	size_t used = 0;
 	int r = 0;
 
@@ -244,21 +246,18 @@ static int write_lines(struct jsonl *j, const struct tcp_audit_event *ev, size_t
 		used += event_to_json(&ev[i], j->buf + used);
 		if (CHUNK - used < EVENT_JSON_MAX) {
 			r = write_all(j->fd, j->buf, used);
-			total += (off_t)used;
 			used = 0;
 		}
 	}
 	if (!r && seal) {
 		if (CHUNK - used < seal->len + 1) {
 			r = write_all(j->fd, j->buf, used);
-			total += (off_t)used;
 			used = 0;
 		}
 		if (!r && seal->len + 1 > CHUNK) { /* a batch of more than 64K events */
 			r = write_all(j->fd, seal->text, seal->len);
 			if (!r)
 				r = write_all(j->fd, "\n", 1);
-			total += (off_t)seal->len + 1;
 		} else if (!r) {
 			memcpy(j->buf + used, seal->text, seal->len);
 			used += seal->len;
@@ -267,9 +266,8 @@ static int write_lines(struct jsonl *j, const struct tcp_audit_event *ev, size_t
 	}
 	if (!r && used)
 		r = write_all(j->fd, j->buf, used);
-	total += (off_t)used;
-	if (!r && start >= 0)
-		let_go(j, start + total);
+	if (!r && j->regular)
+		let_go(j, lseek(j->fd, 0, SEEK_CUR)); /* appending: where the file ends */
 	if (r) {
 		tcp_audit_error(j->host, "writing %s: %s", j->cfg->path, strerror(-r));
 		if (start >= 0 && ftruncate(j->fd, start) != 0)
