@@ -78,9 +78,11 @@ static void track_from_end(struct jsonl *j)
  */
 static void let_go(struct jsonl *j, off_t end)
 {
+	if (end < 0)
+		return; /* not known: nothing is let go of */
 	if (end < j->handed) /* cut by someone else (logrotate's copytruncate): start again */
 		j->handed = j->dropped = 0;
-	if (end < 0 || end - j->handed < WINDOW)
+	if (end - j->handed < WINDOW)
 		return;
 	/* hints: a failure changes nothing that was written */
 	(void)sync_file_range(j->fd, j->handed, end - j->handed, SYNC_FILE_RANGE_WRITE);
