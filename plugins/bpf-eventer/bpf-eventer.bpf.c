@@ -69,6 +69,7 @@ const volatile struct ta_filter filter_cfg = {};
  */
 const volatile __u32 ring_slots = 1; /* per CPU, a power of 2 */
 const volatile __u32 wakeup_records = 1;
+const volatile bool rescue = false; /* on_state_rescue is attached: keep its stack */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -110,7 +111,9 @@ struct {
  * The kernel does not run a BPF program inside itself on one CPU: when a
  * softirq interrupts on_state (or the kernel's entry into it or exit from
  * it) and hits the tracepoint again, that run is skipped (and counted in the
- * program's recursion_misses).  A second program on the same tracepoint,
+ * program's recursion_misses: user space counts them as lost).  With
+ * `rescue` (off by default: a second program run costs every event more than
+ * the few in a million it saves), a second program on the same tracepoint,
  * which the kernel calls after the first for each event, rescues those: it
  * does the work for an event the first one did not start.  The first one
  * pushes each event it starts (its socket and states) on this CPU's stack;
@@ -316,14 +319,16 @@ static __always_inline int handle(const struct sock *sk, int oldstate, int newst
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(on_state, const struct sock *sk, const int oldstate, const int newstate)
 {
-	__u32 zero = 0;
-	struct nest *n = bpf_map_lookup_elem(&nesting, &zero);
+	if (rescue) {
+		__u32 zero = 0;
+		struct nest *n = bpf_map_lookup_elem(&nesting, &zero);
 
-	if (n && n->top < TA_NEST_DEPTH) {
-		struct ta_event_id *id = &n->started[n->top & (TA_NEST_DEPTH - 1)];
-		id->sk = (__u64)sk;
-		id->states = oldstate << 8 | newstate;
-		n->top++;
+		if (n && n->top < TA_NEST_DEPTH) {
+			struct ta_event_id *id = &n->started[n->top & (TA_NEST_DEPTH - 1)];
+			id->sk = (__u64)sk;
+			id->states = oldstate << 8 | newstate;
+			n->top++;
+		}
 	}
 	return handle(sk, oldstate, newstate);
 }

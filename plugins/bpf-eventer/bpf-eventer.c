@@ -68,6 +68,7 @@ struct bpf_config {
 	const char *cgroup;
 	bool snapshot;
 	const char *kinds;
+	bool rescue;
 };
 
 struct bpf_eventer {
@@ -174,6 +175,14 @@ static const struct tcp_audit_option bpf_options[] = {
 	 .def = "state,reset",
 	 .help = KINDS_OPTION_HELP,
 	 .offset = offsetof(struct bpf_config, kinds)},
+	{.key = "rescue",
+	 .type = TCP_AUDIT_OPT_BOOL,
+	 .def = "false",
+	 .help = "a second program on the tracepoint records the state changes the kernel "
+		 "skips when one interrupts the first program on its CPU (about one in a million "
+		 "with every CPU busy; without it they are counted as lost, in gap records), at "
+		 "the cost of a second program run per event",
+	 .offset = offsetof(struct bpf_config, rescue)},
 	{0},
 };
 
@@ -343,6 +352,8 @@ static int configure(struct bpf_eventer *b, const struct bpf_config *c)
 	b->ring_slots = (uint32_t)slots;
 	b->skel->rodata->ring_slots = b->ring_slots;
 	b->skel->rodata->wakeup_records = b->ring_slots / 16;
+	b->skel->rodata->rescue = c->rescue;
+	bpf_program__set_autoload(b->skel->progs.on_state_rescue, c->rescue);
 	return bpf_map__set_max_entries(b->skel->maps.ring_slot, (__u32)(slots * (uint64_t)ncpu)) ||
 			       bpf_map__set_max_entries(b->skel->maps.ring_pos, (__u32)ncpu)
 		       ? -EINVAL
@@ -693,7 +704,8 @@ static int load(struct bpf_eventer *b)
 	if (r)
 		return r;
 	if (!(k->links.on_state = bpf_program__attach(k->progs.on_state)) ||
-	    !(k->links.on_state_rescue = bpf_program__attach(k->progs.on_state_rescue)))
+	    (bpf_program__autoload(k->progs.on_state_rescue) &&
+	     !(k->links.on_state_rescue = bpf_program__attach(k->progs.on_state_rescue))))
 		return -errno;
 	/* libbpf finds the syscall tracepoints through tracefs */
 	int mounted = tracefs_mount_if_missing();
@@ -926,7 +938,7 @@ static int bpf_stats(void *self, struct tcp_audit_eventer_stats *st)
 	if ((r = percpu_sum(b->skel->maps.lost, 0, 0, &full)) ||
 	    (r = percpu_sum(b->skel->maps.nesting, 0, offsetof(struct nest, rescued), &rescued)))
 		return r;
-	/* ... or the kernel skipped a nested run that the rescue program missed too */
+	/* ... or the kernel skipped a nested run (that the rescue program, if any, missed too) */
 	missed = recursion_misses(b->skel->progs.on_state);
 	st->lost = full + (missed > rescued ? missed - rescued : 0);
 	/* ... or a reset's (no rescue: rare, and nesting in them rarer still) */
