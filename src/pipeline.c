@@ -415,9 +415,11 @@ static void poll_eventer_stats(struct pipeline *p, bool at_stop)
 		log_warning("%s lost %llu events (%llu in all): %s; a gap record goes to every sink",
 			    p->eventer.label, (unsigned long long)new_loss,
 			    (unsigned long long)p->lost_kernel,
-			    at_stop ? "the kernel buffer was full, or they were still in it when the "
-				      "stop's drain ran out of time"
-				    : "the kernel buffer was full");
+			    at_stop ? "the kernel buffer was full or the kernel skipped their tracing "
+				      "program's run, or they were still in the buffer when the stop's "
+				      "drain ran out of time"
+				    : "the kernel buffer was full or the kernel skipped their tracing "
+				      "program's run (nested in another on its CPU)");
 		add_gap_record(p, new_loss);
 	}
 }

@@ -68,7 +68,7 @@ const volatile struct ta_filter filter_cfg = {};
  * before load (max_entries: CPUs x ring_slots).
  */
 const volatile __u32 ring_slots = 1; /* per CPU, a power of 2 */
-const volatile __u32 wakeup_records = 1;
+const volatile __u32 wakeup_records = 1; /* a power of 2 */
 const volatile bool rescue = false; /* on_state_rescue is attached: keep its stack */
 
 struct {
@@ -88,8 +88,9 @@ struct {
 } ring_pos SEC(".maps");
 
 /*
- * Wakes the reader: a record (the CPU's number) when a ring gets
- * wakeup_records waiting; below that the reader polls on its own timer.
+ * Wakes the reader: a record (the CPU's number) each time a ring's waiting
+ * records reach a multiple of wakeup_records; below that the reader polls on
+ * its own timer.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -205,7 +206,11 @@ static __always_inline void count_lost(const struct ta_record *r)
  * the record's stores before it on every architecture).  A wake-up per
  * event would cost the traced workload far more than the tracing itself:
  * the reader is woken only when this record makes the ring's waiting
- * records reach wakeup_records.
+ * records a multiple of wakeup_records.  Every multiple, not only the first:
+ * the reader may go to sleep with more than wakeup_records already waiting
+ * (records younger than the merge's slack, rings.h), and a ring that never
+ * again came down to exactly wakeup_records would then wait for the reader's
+ * timer, long enough to fill up at a busy CPU's rate.
  */
 static __always_inline void send(struct ta_record *r)
 {
@@ -237,7 +242,7 @@ static __always_inline void send(struct ta_record *r)
 	r->ktime = bpf_ktime_get_ns();
 	__builtin_memcpy(&slot->rec, r, sizeof(*r));
 	__sync_lock_test_and_set(&slot->committed, pos + 1);
-	if (pos + 1 - tail == wakeup_records)
+	if (((pos + 1 - tail) & (wakeup_records - 1)) == 0)
 		bpf_ringbuf_output(&doorbell, &cpu, sizeof(cpu), BPF_RB_FORCE_WAKEUP);
 }
 

@@ -898,10 +898,10 @@ static int bpf_read(void *self, struct tcp_audit_event *events, size_t max, int 
 	if (b->n == 0 && !drain) {
 		/*
 		 * Sleep until a program wakes us (enough data waiting) or the
-		 * timer runs out (records waiting for their time go then), then
-		 * take whatever may go.
+		 * timer runs out, then take whatever may go.  Records that wait
+		 * for their time (the merge's slack, 1 ms) may go by then.
 		 */
-		r = ring_set_wait(b->rings, timeout_ms);
+		r = ring_set_wait(b->rings, pending && timeout_ms > 1 ? 1 : timeout_ms);
 		if (r < 0 && r != -EINTR)
 			return r;
 		take_records(b, clock_now_ns(CLOCK_MONOTONIC), false, &pending);
