@@ -24,13 +24,6 @@ SOURCE_DIR = os.environ.get("TCP_AUDIT_SOURCE_DIR", "")
 WRAPPER = shlex.split(os.environ.get("TCP_AUDIT_WRAPPER", ""))
 
 
-def sanitized():
-    """Whether the tcp-audit under test is built with AddressSanitizer (a few
-    times slower: tests that time its reader against a churn skip)."""
-    out = subprocess.run(["ldd", BIN], capture_output=True, text=True).stdout
-    return "libasan" in out
-
-
 def with_state_directory(env, directory):
     """env (default: ours) with STATE_DIRECTORY set to directory unless env sets it:
     a test's tcp-audit keeps its default archive and spool to itself, never in
