@@ -246,17 +246,21 @@ static __always_inline void send(struct ta_record *r)
 		bpf_ringbuf_output(&doorbell, &cpu, sizeof(cpu), BPF_RB_FORCE_WAKEUP);
 }
 
-/* The process on the CPU, and its uid where it names a socket's owner. */
-static __always_inline void current_task(struct ta_record *r, bool uid)
+/*
+ * The process on the CPU (task: bpf_get_current_task_btf()), and its uid
+ * where it names a socket's owner.  Typed loads, not the helpers for pid and
+ * uid: a call each (the uid's also maps it through the initial user
+ * namespace, which is the kernel's own value).
+ */
+static __always_inline void current_task(struct ta_record *r, const struct task_struct *task,
+					 bool uid)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-
-	r->pid = id >> 32;
-	r->tid = (__u32)id;
+	r->pid = (__u32)task->tgid;
+	r->tid = (__u32)task->pid;
 	if (uid)
-		r->uid = (__u32)bpf_get_current_uid_gid();
+		r->uid = task->cred->uid.val;
 	/* four loads (the record's comm is 4-aligned), not a helper's copy */
-	const __u32 *comm = (const __u32 *)bpf_get_current_task_btf()->comm;
+	const __u32 *comm = (const __u32 *)task->comm;
 	__u32 *to = (__u32 *)r->comm;
 	to[0] = comm[0];
 	to[1] = comm[1];
@@ -286,9 +290,10 @@ static __always_inline int handle(const struct sock *sk, int oldstate, int newst
 	 * handed to, a process that got it over SCM_RIGHTS): only ever run in
 	 * that process's own system call, or a kernel thread's
 	 */
+	struct task_struct *task = bpf_get_current_task_btf();
 	if ((oldstate == TCP_ESTABLISHED && newstate == TCP_FIN_WAIT1) ||
 	    (oldstate == TCP_CLOSE_WAIT && newstate == TCP_LAST_ACK)) {
-		if (!(bpf_get_current_task_btf()->flags & PF_KTHREAD)) {
+		if (!(task->flags & PF_KTHREAD)) {
 			names_owner = true;
 			r.flags |= TA_REC_CLOSER;
 		}
@@ -305,7 +310,7 @@ static __always_inline int handle(const struct sock *sk, int oldstate, int newst
 			return 0;
 		r.flags |= TA_REC_QUIET;
 	}
-	current_task(&r, names_owner);
+	current_task(&r, task, names_owner);
 	r.cookie = sock_cookie(sk);
 	/*
 	 * An error ends it (refused, reset, timed out, unreachable): set before
@@ -447,7 +452,7 @@ static __always_inline int send_reset(struct ta_record *r, const struct sock *sk
 				     r->oldstate,  r->newstate, r->saddr,  r->daddr, 1};
 	if (ta_filter(&filter_cfg, &subject) != TA_PASS)
 		return 0;
-	current_task(r, false);
+	current_task(r, bpf_get_current_task_btf(), false);
 	send(r);
 	return 0;
 }
@@ -512,7 +517,7 @@ static __always_inline int accepted_fd(long fd)
 	if (!r.cookie)
 		return 0;
 	r.kind = TA_KIND_ACCEPT;
-	current_task(&r, true);
+	current_task(&r, task, true);
 	/* an io_uring worker thread is named iou-wrk-PID: the process's name is what tells */
 	if (task->flags & PF_IO_WORKER)
 		bpf_probe_read_kernel_str(r.comm, sizeof(r.comm), task->group_leader->comm);
