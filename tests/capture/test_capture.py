@@ -127,12 +127,6 @@ PREFORK = textwrap.dedent("""
 PAIR = textwrap.dedent("""
     import ctypes, socket, sys
     ctypes.CDLL(None).prctl(15, sys.argv[1].encode(), 0, 0, 0)  # PR_SET_NAME
-    if len(sys.argv) > 5:  # run as that user and group
-        import os
-        "".encode("idna")  # what is imported later, while it can still be read
-        os.setgroups([])
-        os.setgid(int(sys.argv[5]))
-        os.setuid(int(sys.argv[5]))
     fam = socket.AF_INET6 if sys.argv[2] == "6" else socket.AF_INET
     host = "::1" if fam == socket.AF_INET6 else "127.0.0.1"
     l = socket.socket(fam)
