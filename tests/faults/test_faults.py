@@ -16,7 +16,7 @@ import unittest
 
 import pgserver
 import tcpaudit
-from tcpaudit import Running, run, summary, wait_until
+from tcpaudit import Running, run, split_gaps, summary, wait_until
 
 LOADGEN = os.environ.get("TCP_AUDIT_LOADGEN", "")
 
@@ -74,9 +74,8 @@ class Faults(unittest.TestCase):
         deadline = time.monotonic() + timeout
         last, since = -1, time.monotonic()
         while time.monotonic() < deadline:
-            lines = jsonl(self.path("ref.jsonl"))
-            lost = sum(e["lost"] for e in lines if e.get("kind") == "gap")
-            n = sum(1 for e in lines if e.get("kind") != "gap")
+            events, lost = split_gaps(jsonl(self.path("ref.jsonl")))
+            n = len(events)
             if n + lost >= want:
                 break
             if n != last:

@@ -169,6 +169,13 @@ def counters(stderr_text, what="summary"):
     return out
 
 
+def split_gaps(lines):
+    """A store's lines as (those that are not gap records, the events the gap
+    records count as lost)."""
+    return ([e for e in lines if e.get("kind") != "gap"],
+            sum(e["lost"] for e in lines if e.get("kind") == "gap"))
+
+
 def summary(stderr_text):
     return counters(stderr_text, "summary")
 
