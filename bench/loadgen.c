@@ -71,6 +71,7 @@ struct job {
 	int family;
 	int listener;
 	bool busy;
+	bool no_peer; /* accept() asks for no peer address (-a) */
 	long per_thread; /* connections per thread, or 0 with a deadline */
 	double deadline; /* CLOCK_MONOTONIC seconds, with per_thread == 0 */
 	atomic_long done;
@@ -91,6 +92,20 @@ static void die(const char *what)
 	exit(1);
 }
 
+/*
+ * accept(), asking for the peer's address as servers do (nginx, Apache,
+ * PostgreSQL, sshd, Go, Python, Rust), or for none with -a (as libuv does).
+ */
+static int accept_one(struct job *j)
+{
+	struct sockaddr_storage peer;
+	socklen_t len = sizeof(peer);
+
+	if (j->no_peer)
+		return accept4(j->listener, NULL, NULL, SOCK_CLOEXEC);
+	return accept4(j->listener, (struct sockaddr *)&peer, &len, SOCK_CLOEXEC);
+}
+
 /* One connection of the fin shape, start to end; 0 or -1 (errno set). */
 static int fin_connection(struct job *j)
 {
@@ -102,7 +117,7 @@ static int fin_connection(struct job *j)
 		return -1;
 	if (connect(c, (struct sockaddr *)&j->addr, j->addr_len) < 0)
 		goto fail;
-	s = accept4(j->listener, NULL, NULL, SOCK_CLOEXEC);
+	s = accept_one(j);
 	if (s < 0)
 		goto fail;
 	close(c); /* client first: FIN-WAIT-1 */
@@ -132,7 +147,7 @@ static int busy_connection(struct job *j)
 		close(c);
 		return -1;
 	}
-	s = accept4(j->listener, NULL, NULL, SOCK_CLOEXEC);
+	s = accept_one(j);
 	if (s < 0) {
 		close(c);
 		return -1;
@@ -167,7 +182,7 @@ static void *worker(void *arg)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "Usage: loadgen [-6] [-s fin|busy] [-t THREADS] [-p PORT] "
+	fprintf(f, "Usage: loadgen [-6] [-a] [-s fin|busy] [-t THREADS] [-p PORT] "
 		   "(-n CONNECTIONS | -d SECONDS)\n"
 		   "Churns loopback TCP connections on PORT (default: any free one) and prints\n"
 		   "  port=P connections=N seconds=S rate=R events=E\n"
@@ -177,6 +192,8 @@ static void usage(FILE *f)
 		   "  -s busy  connect, accept, close the accepted socket, close the client,\n"
 		   "           nothing else: each thread keeps a core 100%% busy\n"
 		   "  -6       IPv6 (::1) instead of 127.0.0.1\n"
+		   "  -a       accept() without asking for the peer's address (default: asks,\n"
+		   "           as most servers do)\n"
 		   "  -t N     threads, each making connections one after the other (default 1)\n"
 		   "  -n N     connections in all, or -d SECONDS: as many as fit\n"
 		   "Either shape makes 10 state changes per connection, plus 2 of the listener.\n");
@@ -191,10 +208,13 @@ int main(int argc, char **argv)
 
 	memset(&j, 0, sizeof(j));
 	j.family = AF_INET;
-	while ((c = getopt(argc, argv, "6s:t:p:n:d:h")) != -1) {
+	while ((c = getopt(argc, argv, "6as:t:p:n:d:h")) != -1) {
 		switch (c) {
 		case '6':
 			j.family = AF_INET6;
+			break;
+		case 'a':
+			j.no_peer = true;
 			break;
 		case 's':
 			if (strcmp(optarg, "busy") == 0)

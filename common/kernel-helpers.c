@@ -2,6 +2,7 @@
 #include "kernel-helpers.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,4 +128,56 @@ int tracefs_mount_if_missing(void)
 	if (mount("nodev", "/sys/kernel/tracing", "tracefs", 0, NULL) != 0)
 		return -errno;
 	return 1;
+}
+
+/* A mountinfo path with its \ooo escapes (space, tab, newline, backslash) undone, in place. */
+static void mountinfo_unescape(char *s)
+{
+	char *to = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+		    s[3] >= '0' && s[3] <= '7') {
+			*to++ = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 | (s[3] - '0'));
+			s += 3;
+		} else {
+			*to++ = *s;
+		}
+	}
+	*to = 0;
+}
+
+int cgroup2_root_open(void)
+{
+	/* the initial cgroup namespace's inode number (PROC_CGROUP_INIT_INO) */
+	static const char initial[] = "cgroup:[4026531835]";
+	char ns[64];
+	ssize_t n = readlink("/proc/self/ns/cgroup", ns, sizeof(ns) - 1);
+
+	if (n > 0) { /* a kernel without cgroup namespaces has only the one */
+		ns[n] = 0;
+		if (strcmp(ns, initial) != 0)
+			return -EXDEV;
+	}
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return -errno;
+	char *line = NULL;
+	size_t cap = 0;
+	int fd = -ENOENT;
+	while (fd < 0 && getline(&line, &cap, f) > 0) {
+		/* ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [TAGS...] - FSTYPE SOURCE SUPER */
+		char root[8], point[4096];
+		const char *sep = strstr(line, " - ");
+		if (!sep || strncmp(sep + 3, "cgroup2 ", 8) != 0 ||
+		    sscanf(line, "%*s %*s %*s %7s %4095s", root, point) != 2 || strcmp(root, "/") != 0)
+			continue;
+		mountinfo_unescape(point);
+		fd = open(point, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0)
+			fd = -errno;
+	}
+	free(line);
+	fclose(f);
+	return fd;
 }

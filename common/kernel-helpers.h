@@ -48,4 +48,13 @@ uint64_t clock_now_ns(int clock_id);
  */
 int tracefs_mount_if_missing(void);
 
+/*
+ * An fd (O_RDONLY, close-on-exec) of the cgroup v2 hierarchy's root, where a
+ * BPF program attached runs for the sockets of every process; or a negative
+ * errno: -ENOENT where no cgroup2 file system is mounted with its root,
+ * -EXDEV inside a cgroup namespace other than the initial one (a container:
+ * its root is not the host's).
+ */
+int cgroup2_root_open(void);
+
 #endif

@@ -537,6 +537,69 @@ int on_accept_exit(struct trace_event_raw_sys_exit *args)
 	return accepted_fd(args->ret);
 }
 
+/* accept()'s and accept4()'s numbers, from user space's headers */
+const volatile long nr_accept = -1, nr_accept4 = -1;
+
+/*
+ * The same at every system call's exit, for accept() and accept4() only:
+ * attached when an accept() that the getpeername hooks could not see was
+ * missed, after tcp-audit has given up its capabilities (a BTF tracepoint
+ * can be attached then through the program already loaded; a syscall's
+ * classic tracepoint cannot, it needs perf_event_open()).
+ */
+SEC("tp_btf/sys_exit")
+int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
+{
+	long nr = (long)regs->orig_ax;
+
+	if (nr != nr_accept && nr != nr_accept4)
+		return 0;
+	return accepted_fd(ret);
+}
+
+/*
+ * accept() and accept4() that ask for the peer's address (nginx, Apache,
+ * PostgreSQL, sshd, Go, Python, Rust, Java: almost every server) get it from
+ * the new socket after the kernel has accepted it, through the cgroup
+ * getpeername hook, in the accepting process.  Attached to the root cgroup,
+ * these run for every process, and only then (and for getpeername() calls):
+ * unlike a syscall-exit tracepoint, which sends every system call of every
+ * process through the kernel's slower exit path.  User space takes such a
+ * record as the accept only of a socket whose accept() it has not seen: a
+ * later getpeername() names no new owner.  The address is left as it is (a
+ * sock_addr program that returns 0 would fail the call).
+ */
+static __always_inline int peer_asked(struct bpf_sock_addr *ctx)
+{
+	struct bpf_sock *sk = ctx->sk;
+	struct ta_record r = {};
+
+	if (!sk || sk->protocol != IPPROTO_TCP || sk->state == BPF_TCP_CLOSE)
+		return 1;
+	r.cookie = bpf_get_socket_cookie(ctx);
+	r.kind = TA_KIND_ACCEPT;
+	r.flags = TA_REC_PEERNAME;
+	__u64 id = bpf_get_current_pid_tgid();
+	r.pid = (__u32)(id >> 32);
+	r.tid = (__u32)id;
+	r.uid = (__u32)bpf_get_current_uid_gid();
+	bpf_get_current_comm(r.comm, sizeof(r.comm));
+	send(&r);
+	return 1;
+}
+
+SEC("cgroup/getpeername4")
+int on_peername4(struct bpf_sock_addr *ctx)
+{
+	return peer_asked(ctx);
+}
+
+SEC("cgroup/getpeername6")
+int on_peername6(struct bpf_sock_addr *ctx)
+{
+	return peer_asked(ctx);
+}
+
 /*
  * io_uring's accept (IORING_OP_ACCEPT) makes no accept() system call.  Its
  * completion runs in the process that submitted it (in its task work, or in

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <sched.h>
 #include <unistd.h>
@@ -114,6 +115,9 @@ struct bpf_eventer {
 	 * handed out: counted as lost.
 	 */
 	bool stopping;
+	/* how accept() is seen (both, once one that asked for no address was missed) */
+	bool accept_by_peername, accept_by_syscalls;
+	int tracefs; /* tracefs_mount_if_missing()'s answer */
 };
 
 static const struct tcp_audit_option bpf_options[] = {
@@ -457,6 +461,60 @@ static struct owner_entry *set_owner(struct bpf_eventer *b, struct owner_table *
 }
 
 /*
+ * The syscall-exit tracepoints of accept() and accept4(): every accept() is
+ * seen, at the price of every system call of every process taking the
+ * kernel's slower exit path.  Optional: without them an accepted socket's
+ * owner is the process that created its listener.
+ */
+static void attach_accept_syscalls(struct bpf_eventer *b)
+{
+	struct tcp_audit_bpf *k = b->skel;
+	int mounted = b->tracefs;
+
+	k->links.on_accept4_exit = bpf_program__attach(k->progs.on_accept4_exit);
+	k->links.on_accept_exit = bpf_program__attach(k->progs.on_accept_exit);
+	b->accept_by_syscalls = k->links.on_accept4_exit && k->links.on_accept_exit;
+	if (!b->accept_by_syscalls)
+		tcp_audit_info(b->host, "no syscalls:sys_exit_accept tracepoints%s%s%s: an accepted "
+					"socket's owner is the process that created its listener",
+			       mounted < 0 ? " (tracefs is not mounted and cannot be: " : " on this kernel",
+			       mounted < 0 ? strerror(-mounted) : "", mounted < 0 ? ")" : "");
+}
+
+/*
+ * A socket accepted from a listener is in a process's hands (who: its
+ * close(), or NULL: its events waited for its accept() long enough), and no
+ * accept record came: that process called accept() without asking for the
+ * peer's address, which the getpeername hooks do not see.  From now on
+ * accept() is seen at its system call's exit too.
+ */
+static void accept_unseen(struct bpf_eventer *b, const struct owner *who)
+{
+	if (b->accept_by_syscalls || !b->accept_by_peername || b->stopping)
+		return;
+	if (who)
+		tcp_audit_info(b->host, "pid %u (%.*s) closed a socket whose accept() was not seen "
+					"(one that asks for no peer address): accept() is now seen at its "
+					"system call's exit too", who->pid, OWNER_COMM_LEN, who->comm);
+	else
+		tcp_audit_info(b->host, "an accepted socket's accept() was not seen within %llu ms "
+					"(one that asks for no peer address, or a slow one): accept() is "
+					"now seen at its system call's exit too",
+			       (unsigned long long)(HOLD_NS / 1000000));
+	struct tcp_audit_bpf *k = b->skel;
+	if (bpf_program__autoload(k->progs.on_sys_exit) &&
+	    (k->links.on_sys_exit = bpf_program__attach(k->progs.on_sys_exit)))
+		b->accept_by_syscalls = true;
+	else
+		tcp_audit_warning(b->host, "cannot attach to the sys_exit tracepoint (%s): an "
+					   "accept() that asks for no peer address leaves its socket "
+					   "owned by the process that created its listener",
+				  bpf_program__autoload(k->progs.on_sys_exit) ? strerror(errno)
+									     : "not on this kernel");
+	b->accept_by_peername = false; /* tried once */
+}
+
+/*
  * Owners, from what the kernel saw in the owner's own system calls:
  * connect() (CLOSED->SYN-SENT) and listen() (->LISTEN) run in the owner's
  * process; a child socket first gets its listener's owner (its first event,
@@ -474,6 +532,8 @@ static struct owner_entry *track_owner(struct bpf_eventer *b, const struct ta_re
 	if (k->flags & TA_REC_CLOSER) {
 		/* the last holder closes it: a socket handed on gets its new holder */
 		const struct owner_entry *en = owner_table_find(b->sockets, k->cookie);
+		if (en && en->from_listener && !en->closed)
+			accept_unseen(b, cpu);
 		uint64_t since = en && !en->pending_since ? 0 : pending;
 		return set_owner(b, b->sockets, k->cookie, cpu, since, false);
 	}
@@ -529,6 +589,8 @@ static void release_held(struct bpf_eventer *b, uint64_t now, bool force, size_t
 		struct owner_entry *en = owner_table_find(b->sockets, cookie);
 		if (en && en->from_listener && !en->closed && now < h->due && !force)
 			break;
+		if (en && en->from_listener && !en->closed && !force)
+			accept_unseen(b, NULL);
 		if (en) {
 			fill_owner(&h->ev, &en->owner);
 			en->held--;
@@ -552,8 +614,13 @@ static void on_record(struct bpf_eventer *b, const void *data, size_t len)
 		b->seen_ktime = k->ktime;
 	memcpy(cpu.comm, k->comm, sizeof(cpu.comm));
 	if (k->kind == TA_KIND_ACCEPT) {
+		struct owner_entry *en = owner_table_find(b->sockets, k->cookie);
+		/* a getpeername() of a socket whose accept() was seen names no new owner */
+		if ((k->flags & TA_REC_PEERNAME) && en && !en->from_listener)
+			return;
 		/* not set_owner(): a socket closed while its events are held stays closed */
-		struct owner_entry *en = entry(b, b->sockets, k->cookie);
+		if (!en)
+			en = entry(b, b->sockets, k->cookie);
 		if (en) {
 			en->owner = cpu;
 			en->from_listener = false;
@@ -652,20 +719,27 @@ static void take_snapshot(struct bpf_eventer *b)
 	}
 }
 
+/* Whether the kernel's BTF (or NULL) has the raw tracepoint name (tp_btf/name). */
+static bool has_tracepoint(const struct btf *btf, const char *name)
+{
+	char type[128];
+
+	snprintf(type, sizeof(type), "btf_trace_%s", name);
+	return btf && btf__find_by_name_kind(btf, type, BTF_KIND_TYPEDEF) > 0;
+}
+
 /*
  * Whether the kernel has both reset tracepoints, and the names of its reset
  * reasons (enum sk_rst_reason, Linux 6.10+) from its BTF.
  */
-static bool reset_tracepoints(struct bpf_eventer *b)
+static bool reset_tracepoints(struct bpf_eventer *b, const struct btf *btf)
 {
-	struct btf *btf = btf__load_vmlinux_btf();
 	bool have = false;
 
 	reset_reason_map_init(&b->reasons);
 	if (!btf)
 		return false;
-	have = btf__find_by_name_kind(btf, "btf_trace_tcp_send_reset", BTF_KIND_TYPEDEF) > 0 &&
-	       btf__find_by_name_kind(btf, "btf_trace_tcp_receive_reset", BTF_KIND_TYPEDEF) > 0;
+	have = has_tracepoint(btf, "tcp_send_reset") && has_tracepoint(btf, "tcp_receive_reset");
 	int id = btf__find_by_name_kind(btf, "sk_rst_reason", BTF_KIND_ENUM);
 	const struct btf_type *t = id > 0 ? btf__type_by_id(btf, (__u32)id) : NULL;
 	for (int i = 0; t && i < btf_vlen(t); i++) {
@@ -674,7 +748,6 @@ static bool reset_tracepoints(struct bpf_eventer *b)
 		if (name)
 			reset_reason_map_add(&b->reasons, e->val, name, strlen(name));
 	}
-	btf__free(btf);
 	if (!have)
 		tcp_audit_info(b->host, "this kernel has no tcp:tcp_send_reset or "
 					"tcp:tcp_receive_reset tracepoint: no reset records");
@@ -682,43 +755,77 @@ static bool reset_tracepoints(struct bpf_eventer *b)
 }
 
 /*
- * Loads and attaches.  The accept() tracepoints are optional: without them an
- * accepted socket's owner is the process that created its listener.
+ * How accept() is seen: by the root cgroup's getpeername hooks where
+ * tcp-audit sees the host's root cgroup (every process's accept() that asks
+ * for the peer's address), else at the syscalls' exit.  One that asks for
+ * no address is caught later (accept_unseen()).  cgroup: the root's fd.
  */
+static void attach_accept(struct bpf_eventer *b, int cgroup)
+{
+	struct tcp_audit_bpf *k = b->skel;
+
+	if (cgroup >= 0) {
+		k->links.on_peername4 = bpf_program__attach_cgroup(k->progs.on_peername4, cgroup);
+		k->links.on_peername6 = bpf_program__attach_cgroup(k->progs.on_peername6, cgroup);
+		b->accept_by_peername = k->links.on_peername4 && k->links.on_peername6;
+		if (b->accept_by_peername)
+			return;
+		tcp_audit_info(b->host, "cannot attach to the root cgroup's getpeername hooks (%s): "
+					"accept() is seen at its system call's exit", strerror(errno));
+	}
+	attach_accept_syscalls(b);
+}
+
+/* Loads and attaches. */
 static int load(struct bpf_eventer *b)
 {
 	struct tcp_audit_bpf *k = b->skel;
 	bool resets = !k->rodata->filter_cfg.kinds || (k->rodata->filter_cfg.kinds & TA_KINDS_RESET);
 
+	struct btf *btf = btf__load_vmlinux_btf();
 	/* a kernel without the reset tracepoints (before 4.15/5.5) loads the rest */
-	if (!resets || !reset_tracepoints(b)) {
+	if (!resets || !reset_tracepoints(b, btf)) {
 		bpf_program__set_autoload(k->progs.on_send_reset, false);
 		bpf_program__set_autoload(k->progs.on_receive_reset, false);
 	}
+	int cgroup = cgroup2_root_open();
+	if (cgroup < 0) {
+		tcp_audit_info(b->host, "%s%s: accept() is seen at its system call's exit",
+			       cgroup == -EXDEV   ? "in a cgroup namespace of its own (a container), the "
+						    "root cgroup is not the host's"
+			       : cgroup == -ENOENT ? "no cgroup v2 file system mounted from its root"
+						   : "cannot open the cgroup v2 root: ",
+			       cgroup == -EXDEV || cgroup == -ENOENT ? "" : strerror(-cgroup));
+		bpf_program__set_autoload(k->progs.on_peername4, false);
+		bpf_program__set_autoload(k->progs.on_peername6, false);
+	}
+	/* the later fallback of the getpeername hooks (accept_unseen()) */
+	k->rodata->nr_accept = SYS_accept;
+	k->rodata->nr_accept4 = SYS_accept4;
+	if (cgroup < 0 || !has_tracepoint(btf, "sys_exit"))
+		bpf_program__set_autoload(k->progs.on_sys_exit, false);
+	btf__free(btf);
 	int r = tcp_audit_bpf__load(k);
-
+	if (!r)
+		r = ring_set_new(&b->rings, bpf_map__fd(k->maps.ring_slot),
+				 bpf_map__fd(k->maps.ring_pos), bpf_map__fd(k->maps.doorbell),
+				 libbpf_num_possible_cpus(), b->ring_slots);
+	if (!r && (!(k->links.on_state = bpf_program__attach(k->progs.on_state)) ||
+		   (bpf_program__autoload(k->progs.on_state_rescue) &&
+		    !(k->links.on_state_rescue = bpf_program__attach(k->progs.on_state_rescue)))))
+		r = -errno;
+	if (!r) {
+		/* libbpf finds the classic tracepoints (io_uring's, the syscalls') through tracefs */
+		b->tracefs = tracefs_mount_if_missing();
+		if (b->tracefs > 0)
+			tcp_audit_info(b->host, "mounted tracefs at /sys/kernel/tracing (for the "
+						"io_uring and syscall tracepoints)");
+		attach_accept(b, cgroup);
+	}
+	if (cgroup >= 0)
+		close(cgroup);
 	if (r)
 		return r;
-	r = ring_set_new(&b->rings, bpf_map__fd(k->maps.ring_slot), bpf_map__fd(k->maps.ring_pos),
-			 bpf_map__fd(k->maps.doorbell), libbpf_num_possible_cpus(), b->ring_slots);
-	if (r)
-		return r;
-	if (!(k->links.on_state = bpf_program__attach(k->progs.on_state)) ||
-	    (bpf_program__autoload(k->progs.on_state_rescue) &&
-	     !(k->links.on_state_rescue = bpf_program__attach(k->progs.on_state_rescue))))
-		return -errno;
-	/* libbpf finds the syscall tracepoints through tracefs */
-	int mounted = tracefs_mount_if_missing();
-	if (mounted > 0)
-		tcp_audit_info(b->host, "mounted tracefs at /sys/kernel/tracing (for the syscall "
-					"tracepoints)");
-	k->links.on_accept4_exit = bpf_program__attach(k->progs.on_accept4_exit);
-	k->links.on_accept_exit = bpf_program__attach(k->progs.on_accept_exit);
-	if (!k->links.on_accept4_exit || !k->links.on_accept_exit)
-		tcp_audit_info(b->host, "no syscalls:sys_exit_accept tracepoints%s%s%s: an accepted "
-					"socket's owner is the process that created its listener",
-			       mounted < 0 ? " (tracefs is not mounted and cannot be: " : " on this kernel",
-			       mounted < 0 ? strerror(-mounted) : "", mounted < 0 ? ")" : "");
 	if (bpf_program__autoload(k->progs.on_send_reset) &&
 	    (!(k->links.on_send_reset = bpf_program__attach(k->progs.on_send_reset)) ||
 	     !(k->links.on_receive_reset = bpf_program__attach(k->progs.on_receive_reset))))

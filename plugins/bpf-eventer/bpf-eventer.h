@@ -23,6 +23,9 @@
 #define TA_REC_QUIET 0x08  /* dropped by the filters: for keeping owners only */
 #define TA_REC_CLOSER 0x10 /* close()/shutdown() by the process on the CPU: it holds it */
 #define TA_REC_REASON 0x20 /* a reset's reason is the kernel's */
+/* an accept record from the getpeername hooks: accept() asked for the peer's
+ * address, or a process asked a socket it holds with getpeername() */
+#define TA_REC_PEERNAME 0x40
 
 struct ta_record {
 	__u64 ktime;

@@ -37,6 +37,24 @@ HAS_SOCK_ERROR = EVENTER == "bpf"
 EXACT = ["rescue=on"] if EVENTER == "bpf" else []
 
 
+def sees_root_cgroup():
+    """Whether this process is in the initial cgroup namespace with a cgroup2
+    file system mounted from its root: where the bpf eventer sees accept()
+    through the root cgroup's getpeername hooks."""
+    try:
+        if os.readlink("/proc/self/ns/cgroup") != "cgroup:[4026531835]":
+            return False
+    except OSError:
+        pass  # no cgroup namespaces: the one there is
+    with open("/proc/self/mountinfo") as f:
+        return any(l.split(" - ")[1].startswith("cgroup2 ") and l.split()[3] == "/" for l in f)
+
+
+HAS_PEERNAME_HOOKS = EVENTER == "bpf" and sees_root_cgroup()
+# what the bpf eventer logs when an accept() without an address made it attach the syscall ones
+ACCEPT_FALLBACK = "accept() is now seen at its system call's exit too"
+
+
 # a server and a client in processes of their own, with their own names
 PEER = textwrap.dedent("""
     import ctypes, socket, sys
@@ -99,17 +117,21 @@ PREFORK = textwrap.dedent("""
     libc = ctypes.CDLL(None)
     libc.prctl(15, b"ta-parent", 0, 0, 0)
     port, n = int(sys.argv[1]), int(sys.argv[2])
+    kids_n, noaddr = (1, True) if sys.argv[3:] == ["noaddr"] else (2, False)
     l = socket.socket()
     l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     l.bind(("127.0.0.1", port))
     l.listen(64)
     kids = []
-    for _ in range(2):
+    for _ in range(kids_n):
         pid = os.fork()
         if pid == 0:
             libc.prctl(15, b"ta-acceptor", 0, 0, 0)
             for _ in range(n):
-                s, _ = l.accept()
+                if noaddr:  # accept(fd, NULL, NULL), as libuv does
+                    s = socket.socket(fileno=libc.accept4(l.fileno(), None, None, 0))
+                else:
+                    s, _ = l.accept()
                 while s.recv(100):
                     pass
                 s.close()
@@ -319,6 +341,7 @@ class Capture(unittest.TestCase):
             err = t.stderr()
             self.stop_witness()
         self.assertEqual(rc, 130, err)
+        self.log = err
         with open(self.out) as f:
             events = [json.loads(l) for l in f]
         if not snapshots:
@@ -967,6 +990,45 @@ class Capture(unittest.TestCase):
         for evs in clients:
             self.assertEqual({(e["owner_pid"], e["owner_comm"]) for e in evs},
                              {(procs["client"], "ta-client")}, evs)
+        self.assertEqual({(e["owner_pid"], e["owner_comm"]) for e in listener},
+                         {(procs["server"], "ta-parent")})
+        # accept() asked for the peer's address: the getpeername hooks saw each
+        self.assertNotIn(ACCEPT_FALLBACK, self.log)
+
+    @unittest.skipUnless(HAS_OWNER, "this eventer cannot know owners")
+    def test_pre_fork_server_accepting_without_the_peer_address(self):
+        # accept(fd, NULL, NULL) is not seen by the getpeername hooks: the
+        # first such socket's close tells (it was in a process's hands), and
+        # from then on accept() is seen at its system call's exit.  The first
+        # connection is closed within the second its events wait; the second
+        # is held open longer than that, so only the accept() itself can name
+        # its owner in time.
+        port = free_port()
+        procs = {}
+
+        def action():
+            server = subprocess.Popen([sys.executable, "-c", PREFORK, str(port), "2", "noaddr"],
+                                      stdout=subprocess.PIPE, text=True)
+            procs["server"] = server.pid
+            procs["acceptor"] = int(server.stdout.readline())
+            for hold in (0, 2.5):
+                c = socket.create_connection(("127.0.0.1", port))
+                procs.setdefault("cports", []).append(c.getsockname()[1])
+                time.sleep(hold)
+                c.close()
+                time.sleep(1.5)  # the acceptor's close read, the tracepoints attached
+            server.wait(timeout=20)
+
+        events, s = self.capture(["ports=%d" % port] + EXACT, action)
+        self.assertEqual(s["lost in kernel"], 0)
+        if HAS_PEERNAME_HOOKS:
+            self.assertIn(ACCEPT_FALLBACK, self.log)
+        listener, children, clients = server_sockets(events, port)
+        self.assertEqual([evs[0]["dport"] for evs in children], procs["cports"])
+        for evs in children:
+            self.assert_chain(evs, SERVER)
+            self.assertEqual({(e["owner_pid"], e["owner_comm"]) for e in evs},
+                             {(procs["acceptor"], "ta-acceptor")}, evs)
         self.assertEqual({(e["owner_pid"], e["owner_comm"]) for e in listener},
                          {(procs["server"], "ta-parent")})
 
