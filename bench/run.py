@@ -42,6 +42,11 @@ witness  What the bpf eventer misses and why: --pair-rounds rounds of bpf ->
          lacks, how many of them it saw while a thread of the VM's PID 1 was
          on the CPU (the blind spot README's "Limits" describes), the rest,
          and the counted loss.  The witness slows the generator: no rates.
+syscalls What every process on a traced host pays per system call, whatever
+         it calls: bench/syscall-loop's ns per getppid() untraced, and with
+         tcp-audit running (bpf, bpf -p accept=syscalls and tracefs -> jsonl,
+         nothing else to do), --pair-rounds rounds in rotating order: medians
+         and ranges.
 burst    2,000,000 events (--burst-connections of the fin shape, 2 threads)
          into `tcp-audit` with no arguments at all: share stored, counted
          loss, peak RSS, overhead, and how long the stop took to store it all.
@@ -114,7 +119,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 import shaped  # noqa: E402  (capture-shaped events)
 import tcpaudit  # noqa: E402  (summary parsing)
 
-SECTIONS = ("capture", "resets", "eventers", "seal", "witness", "burst", "replay", "verify",
+SECTIONS = ("capture", "resets", "eventers", "seal", "witness", "syscalls", "burst", "replay", "verify",
             "snapshot", "archive")
 SHAPES = ("fin", "busy")
 
@@ -824,6 +829,55 @@ def eventers_section(a, servers, workdir):
                            median([x["tracefs_cpu"] for x in rows]),
                            median([x["tracefs_user"] for x in rows]),
                            100 * min(x["completeness"] for x in rows)))
+    return out
+
+
+SYSCALL_CONFIGS = (("untraced", None), ("bpf", ["--event", "bpf"]),
+                   ("bpf, -p accept=syscalls", ["--event", "bpf", "-p", "accept=syscalls"]),
+                   ("tracefs", ["--event", "tracefs"]))
+
+
+def syscall_ns(a):
+    out = subprocess.run([os.path.join(a.build, "bench", "syscall-loop")], check=True,
+                         capture_output=True, text=True).stdout
+    return float(out)
+
+
+def syscall_round(a, workdir, args):
+    """ns per system call with tcp-audit args running."""
+    ta = TcpAudit(a, workdir)
+    try:
+        ta.start(args + ["--spool", "none", "--sink", "jsonl", "-p", "path=/dev/null"])
+        ta.wait_started()
+        ns = syscall_ns(a)
+        res = ta.wait(STOP_TIMEOUT, signal.SIGINT)
+        if res["rc"] != 130:
+            raise RuntimeError("tcp-audit exited %d:\n%s" % (res["rc"], res["stderr"][-4000:]))
+        return ns
+    finally:
+        ta.cleanup()
+
+
+def syscalls_section(a, servers, workdir):
+    """What every process on a traced host pays per system call."""
+    got = {name: [] for name, _ in SYSCALL_CONFIGS}
+    for r in range(a.reset_rounds):
+        progress(a, "syscalls round %d" % (r + 1))
+        n = len(SYSCALL_CONFIGS)
+        for name, args in (SYSCALL_CONFIGS[(i + r) % n] for i in range(n)):
+            got[name].append(syscall_ns(a) if args is None else syscall_round(a, workdir, args))
+    base = median(got["untraced"])
+    out = ["", "What every process pays per system call while tcp-audit runs: bench/syscall-loop, "
+               "10,000,000 getppid() calls, ns per call; %d rounds, the configurations in "
+               "rotating order." % a.reset_rounds,
+           "",
+           "| tcp-audit | ns per system call, median (range) | over untraced |",
+           "|---|---|---|"]
+    for name, _ in SYSCALL_CONFIGS:
+        v = got[name]
+        emit({"section": "syscalls", "config": name, "ns": median(v), "per_round": v})
+        out.append("| %s | %.1f (%.1f .. %.1f) | %+.1f ns |" % (
+            name, median(v), min(v), max(v), median(v) - base))
     return out
 
 
@@ -1701,7 +1755,8 @@ def main():
     a.bin = os.path.join(a.build, "src", "tcp-audit")
     if os.geteuid() != 0:
         sys.exit("bench/run.py: run as root (kernel tracing)")
-    for exe in (a.bin, os.path.join(a.build, "bench", "loadgen")):
+    for exe in (a.bin, os.path.join(a.build, "bench", "loadgen"),
+                os.path.join(a.build, "bench", "syscall-loop")):
         if not os.access(exe, os.X_OK):
             sys.exit("bench/run.py: %s is missing: build first (ninja -C %s)" % (exe, a.build))
 
@@ -1726,7 +1781,7 @@ def main():
         for section in a.sections:
             out = {"capture": capture_section, "resets": resets_section,
                    "eventers": eventers_section, "seal": seal_section,
-                   "witness": witness_section,
+                   "witness": witness_section, "syscalls": syscalls_section,
                    "burst": burst_section,
                    "replay": replay_section, "verify": verify_section,
                    "snapshot": snapshot_section,

@@ -7,8 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+#include <linux/capability.h>
 #include <linux/types.h>
 
 #include "event-text.h"
@@ -180,4 +182,15 @@ int cgroup2_root_open(void)
 	free(line);
 	fclose(f);
 	return fd;
+}
+
+bool has_effective_cap(int cap)
+{
+	struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3};
+	struct __user_cap_data_struct d[2];
+
+	memset(d, 0, sizeof(d));
+	if (cap < 0 || cap >= 64 || syscall(SYS_capget, &h, d) != 0)
+		return false;
+	return d[cap / 32].effective >> (cap % 32) & 1;
 }

@@ -4,6 +4,7 @@
 #define TCP_AUDIT_KERNEL_HELPERS_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 /*
@@ -56,5 +57,8 @@ int tracefs_mount_if_missing(void);
  * its root is not the host's).
  */
 int cgroup2_root_open(void);
+
+/* Whether this thread has capability cap (CAP_*) in its effective set. */
+bool has_effective_cap(int cap);
 
 #endif

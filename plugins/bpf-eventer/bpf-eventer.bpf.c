@@ -537,26 +537,6 @@ int on_accept_exit(struct trace_event_raw_sys_exit *args)
 	return accepted_fd(args->ret);
 }
 
-/* accept()'s and accept4()'s numbers, from user space's headers */
-const volatile long nr_accept = -1, nr_accept4 = -1;
-
-/*
- * The same at every system call's exit, for accept() and accept4() only:
- * attached when an accept() that the getpeername hooks could not see was
- * missed, after tcp-audit has given up its capabilities (a BTF tracepoint
- * can be attached then through the program already loaded; a syscall's
- * classic tracepoint cannot, it needs perf_event_open()).
- */
-SEC("tp_btf/sys_exit")
-int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
-{
-	long nr = (long)regs->orig_ax;
-
-	if (nr != nr_accept && nr != nr_accept4)
-		return 0;
-	return accepted_fd(ret);
-}
-
 /*
  * accept() and accept4() that ask for the peer's address (nginx, Apache,
  * PostgreSQL, sshd, Go, Python, Rust, Java: almost every server) get it from

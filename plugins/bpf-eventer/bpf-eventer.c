@@ -13,10 +13,10 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <sched.h>
 #include <unistd.h>
+#include <linux/capability.h>
 
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
@@ -56,6 +56,7 @@
 #define RECENT_SLOTS 256u
 
 enum { FAMILY_ALL, FAMILY_INET, FAMILY_INET6 };
+enum { ACCEPT_AUTO, ACCEPT_SYSCALLS };
 
 struct bpf_config {
 	uint64_t ring_size;
@@ -70,6 +71,7 @@ struct bpf_config {
 	bool snapshot;
 	const char *kinds;
 	bool rescue;
+	int accept;
 };
 
 struct bpf_eventer {
@@ -115,9 +117,8 @@ struct bpf_eventer {
 	 * handed out: counted as lost.
 	 */
 	bool stopping;
-	/* how accept() is seen (both, once one that asked for no address was missed) */
-	bool accept_by_peername, accept_by_syscalls;
-	int tracefs; /* tracefs_mount_if_missing()'s answer */
+	bool accept_by_peername; /* else at the syscalls' exit, if at all */
+	bool unseen_warned;       /* an accept() the getpeername hooks did not see */
 };
 
 static const struct tcp_audit_option bpf_options[] = {
@@ -179,6 +180,16 @@ static const struct tcp_audit_option bpf_options[] = {
 	 .def = "state,reset",
 	 .help = KINDS_OPTION_HELP,
 	 .offset = offsetof(struct bpf_config, kinds)},
+	{.key = "accept",
+	 .type = TCP_AUDIT_OPT_ENUM,
+	 .def = "auto",
+	 .choices = "auto|syscalls",
+	 .help = "how an accepted socket's owner is seen: auto, by the root cgroup's "
+		 "getpeername hooks where tcp-audit sees the host's root cgroup (an accept() that "
+		 "asks for the peer's address, as most servers do; at no cost elsewhere), else as "
+		 "syscalls; syscalls, at the exit of every accept() (every system call of every "
+		 "process then takes the kernel's slower path)",
+	 .offset = offsetof(struct bpf_config, accept)},
 	{.key = "rescue",
 	 .type = TCP_AUDIT_OPT_BOOL,
 	 .def = "false",
@@ -466,52 +477,43 @@ static struct owner_entry *set_owner(struct bpf_eventer *b, struct owner_table *
  * kernel's slower exit path.  Optional: without them an accepted socket's
  * owner is the process that created its listener.
  */
-static void attach_accept_syscalls(struct bpf_eventer *b)
+static void attach_accept_syscalls(struct bpf_eventer *b, int tracefs)
 {
 	struct tcp_audit_bpf *k = b->skel;
-	int mounted = b->tracefs;
 
 	k->links.on_accept4_exit = bpf_program__attach(k->progs.on_accept4_exit);
 	k->links.on_accept_exit = bpf_program__attach(k->progs.on_accept_exit);
-	b->accept_by_syscalls = k->links.on_accept4_exit && k->links.on_accept_exit;
-	if (!b->accept_by_syscalls)
+	if (!k->links.on_accept4_exit || !k->links.on_accept_exit)
 		tcp_audit_info(b->host, "no syscalls:sys_exit_accept tracepoints%s%s%s: an accepted "
 					"socket's owner is the process that created its listener",
-			       mounted < 0 ? " (tracefs is not mounted and cannot be: " : " on this kernel",
-			       mounted < 0 ? strerror(-mounted) : "", mounted < 0 ? ")" : "");
+			       tracefs < 0 ? " (tracefs is not mounted and cannot be: " : " on this kernel",
+			       tracefs < 0 ? strerror(-tracefs) : "", tracefs < 0 ? ")" : "");
 }
 
 /*
  * A socket accepted from a listener is in a process's hands (who: its
  * close(), or NULL: its events waited for its accept() long enough), and no
  * accept record came: that process called accept() without asking for the
- * peer's address, which the getpeername hooks do not see.  From now on
- * accept() is seen at its system call's exit too.
+ * peer's address, which the getpeername hooks do not see.  Said once.
  */
 static void accept_unseen(struct bpf_eventer *b, const struct owner *who)
 {
-	if (b->accept_by_syscalls || !b->accept_by_peername || b->stopping)
+	static const char hint[] =
+		"such a socket is owned by its listener's creator until its close(), unless "
+		"that comes within a second; -p accept=syscalls sees every accept(), at a cost to "
+		"every system call of every process";
+
+	if (!b->accept_by_peername || b->unseen_warned || b->stopping)
 		return;
+	b->unseen_warned = true;
 	if (who)
-		tcp_audit_info(b->host, "pid %u (%.*s) closed a socket whose accept() was not seen "
-					"(one that asks for no peer address): accept() is now seen at its "
-					"system call's exit too", who->pid, OWNER_COMM_LEN, who->comm);
+		tcp_audit_warning(b->host, "pid %u (%.*s) closed a socket whose accept() was not seen "
+					   "(one that asks for no peer address): %s",
+				  who->pid, OWNER_COMM_LEN, who->comm, hint);
 	else
-		tcp_audit_info(b->host, "an accepted socket's accept() was not seen within %llu ms "
-					"(one that asks for no peer address, or a slow one): accept() is "
-					"now seen at its system call's exit too",
-			       (unsigned long long)(HOLD_NS / 1000000));
-	struct tcp_audit_bpf *k = b->skel;
-	if (bpf_program__autoload(k->progs.on_sys_exit) &&
-	    (k->links.on_sys_exit = bpf_program__attach(k->progs.on_sys_exit)))
-		b->accept_by_syscalls = true;
-	else
-		tcp_audit_warning(b->host, "cannot attach to the sys_exit tracepoint (%s): an "
-					   "accept() that asks for no peer address leaves its socket "
-					   "owned by the process that created its listener",
-				  bpf_program__autoload(k->progs.on_sys_exit) ? strerror(errno)
-									     : "not on this kernel");
-	b->accept_by_peername = false; /* tried once */
+		tcp_audit_warning(b->host, "an accepted socket's accept() was not seen within %llu ms "
+					   "(one that asks for no peer address, or a late one): %s",
+				  (unsigned long long)(HOLD_NS / 1000000), hint);
 }
 
 /*
@@ -719,27 +721,20 @@ static void take_snapshot(struct bpf_eventer *b)
 	}
 }
 
-/* Whether the kernel's BTF (or NULL) has the raw tracepoint name (tp_btf/name). */
-static bool has_tracepoint(const struct btf *btf, const char *name)
-{
-	char type[128];
-
-	snprintf(type, sizeof(type), "btf_trace_%s", name);
-	return btf && btf__find_by_name_kind(btf, type, BTF_KIND_TYPEDEF) > 0;
-}
-
 /*
  * Whether the kernel has both reset tracepoints, and the names of its reset
  * reasons (enum sk_rst_reason, Linux 6.10+) from its BTF.
  */
-static bool reset_tracepoints(struct bpf_eventer *b, const struct btf *btf)
+static bool reset_tracepoints(struct bpf_eventer *b)
 {
+	struct btf *btf = btf__load_vmlinux_btf();
 	bool have = false;
 
 	reset_reason_map_init(&b->reasons);
 	if (!btf)
 		return false;
-	have = has_tracepoint(btf, "tcp_send_reset") && has_tracepoint(btf, "tcp_receive_reset");
+	have = btf__find_by_name_kind(btf, "btf_trace_tcp_send_reset", BTF_KIND_TYPEDEF) > 0 &&
+	       btf__find_by_name_kind(btf, "btf_trace_tcp_receive_reset", BTF_KIND_TYPEDEF) > 0;
 	int id = btf__find_by_name_kind(btf, "sk_rst_reason", BTF_KIND_ENUM);
 	const struct btf_type *t = id > 0 ? btf__type_by_id(btf, (__u32)id) : NULL;
 	for (int i = 0; t && i < btf_vlen(t); i++) {
@@ -748,6 +743,7 @@ static bool reset_tracepoints(struct bpf_eventer *b, const struct btf *btf)
 		if (name)
 			reset_reason_map_add(&b->reasons, e->val, name, strlen(name));
 	}
+	btf__free(btf);
 	if (!have)
 		tcp_audit_info(b->host, "this kernel has no tcp:tcp_send_reset or "
 					"tcp:tcp_receive_reset tracepoint: no reset records");
@@ -755,12 +751,38 @@ static bool reset_tracepoints(struct bpf_eventer *b, const struct btf *btf)
 }
 
 /*
- * How accept() is seen: by the root cgroup's getpeername hooks where
- * tcp-audit sees the host's root cgroup (every process's accept() that asks
- * for the peer's address), else at the syscalls' exit.  One that asks for
- * no address is caught later (accept_unseen()).  cgroup: the root's fd.
+ * How accept() is seen: with accept=auto, by the root cgroup's getpeername
+ * hooks where tcp-audit sees the host's root cgroup and may attach there
+ * (every accept() that asks for the peer's address, in every process); else
+ * at the syscalls' exit.  Returns the root's fd for attach_accept(), or -1.
  */
-static void attach_accept(struct bpf_eventer *b, int cgroup)
+static int choose_accept(struct bpf_eventer *b, int mode)
+{
+	struct tcp_audit_bpf *k = b->skel;
+	const char *why = NULL;
+	int cgroup = -1;
+
+	if (mode == ACCEPT_SYSCALLS)
+		; /* as asked: said by nothing */
+	else if (!has_effective_cap(CAP_NET_ADMIN) && !has_effective_cap(CAP_SYS_ADMIN))
+		why = "without CAP_NET_ADMIN or CAP_SYS_ADMIN no cgroup program can be loaded";
+	else if ((cgroup = cgroup2_root_open()) == -EXDEV)
+		why = "in a cgroup namespace of its own (a container), the root cgroup is not the "
+		      "host's";
+	else if (cgroup == -ENOENT)
+		why = "no cgroup v2 file system is mounted from its root";
+	else if (cgroup < 0)
+		why = strerror(-cgroup); /* opening the root's directory */
+	if (cgroup < 0) {
+		if (why)
+			tcp_audit_info(b->host, "%s: accept() is seen at its system call's exit", why);
+		bpf_program__set_autoload(k->progs.on_peername4, false);
+		bpf_program__set_autoload(k->progs.on_peername6, false);
+	}
+	return cgroup;
+}
+
+static void attach_accept(struct bpf_eventer *b, int cgroup, int tracefs)
 {
 	struct tcp_audit_bpf *k = b->skel;
 
@@ -773,38 +795,21 @@ static void attach_accept(struct bpf_eventer *b, int cgroup)
 		tcp_audit_info(b->host, "cannot attach to the root cgroup's getpeername hooks (%s): "
 					"accept() is seen at its system call's exit", strerror(errno));
 	}
-	attach_accept_syscalls(b);
+	attach_accept_syscalls(b, tracefs);
 }
 
 /* Loads and attaches. */
-static int load(struct bpf_eventer *b)
+static int load(struct bpf_eventer *b, int accept_mode)
 {
 	struct tcp_audit_bpf *k = b->skel;
 	bool resets = !k->rodata->filter_cfg.kinds || (k->rodata->filter_cfg.kinds & TA_KINDS_RESET);
 
-	struct btf *btf = btf__load_vmlinux_btf();
 	/* a kernel without the reset tracepoints (before 4.15/5.5) loads the rest */
-	if (!resets || !reset_tracepoints(b, btf)) {
+	if (!resets || !reset_tracepoints(b)) {
 		bpf_program__set_autoload(k->progs.on_send_reset, false);
 		bpf_program__set_autoload(k->progs.on_receive_reset, false);
 	}
-	int cgroup = cgroup2_root_open();
-	if (cgroup < 0) {
-		tcp_audit_info(b->host, "%s%s: accept() is seen at its system call's exit",
-			       cgroup == -EXDEV   ? "in a cgroup namespace of its own (a container), the "
-						    "root cgroup is not the host's"
-			       : cgroup == -ENOENT ? "no cgroup v2 file system mounted from its root"
-						   : "cannot open the cgroup v2 root: ",
-			       cgroup == -EXDEV || cgroup == -ENOENT ? "" : strerror(-cgroup));
-		bpf_program__set_autoload(k->progs.on_peername4, false);
-		bpf_program__set_autoload(k->progs.on_peername6, false);
-	}
-	/* the later fallback of the getpeername hooks (accept_unseen()) */
-	k->rodata->nr_accept = SYS_accept;
-	k->rodata->nr_accept4 = SYS_accept4;
-	if (cgroup < 0 || !has_tracepoint(btf, "sys_exit"))
-		bpf_program__set_autoload(k->progs.on_sys_exit, false);
-	btf__free(btf);
+	int cgroup = choose_accept(b, accept_mode);
 	int r = tcp_audit_bpf__load(k);
 	if (!r)
 		r = ring_set_new(&b->rings, bpf_map__fd(k->maps.ring_slot),
@@ -816,11 +821,11 @@ static int load(struct bpf_eventer *b)
 		r = -errno;
 	if (!r) {
 		/* libbpf finds the classic tracepoints (io_uring's, the syscalls') through tracefs */
-		b->tracefs = tracefs_mount_if_missing();
-		if (b->tracefs > 0)
+		int tracefs = tracefs_mount_if_missing();
+		if (tracefs > 0)
 			tcp_audit_info(b->host, "mounted tracefs at /sys/kernel/tracing (for the "
 						"io_uring and syscall tracepoints)");
-		attach_accept(b, cgroup);
+		attach_accept(b, cgroup, tracefs);
 	}
 	if (cgroup >= 0)
 		close(cgroup);
@@ -875,7 +880,7 @@ static int bpf_open(void **self, const void *config, const struct tcp_audit_host
 	r = configure(b, c);
 	if (r)
 		goto fail; /* logged */
-	r = load(b);
+	r = load(b, c->accept);
 	if (r == -EPERM || r == -EACCES) {
 		tcp_audit_error(host, "not allowed to load BPF programs (%s): run tcp-audit as "
 				      "root (or with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)",
