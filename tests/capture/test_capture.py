@@ -707,6 +707,48 @@ class Capture(unittest.TestCase):
         else:
             self.assertNotIn("error", events[-1])  # no reset: tracefs cannot tell
 
+    @unittest.skipUnless(EVENTER == "bpf", "tracefs events carry no namespace")
+    def test_namespace_of_every_event_as_connections_alternate(self):
+        """One thread makes connections in turn in this namespace (port a)
+        and in one of the test's (port b), so that each CPU's remembered
+        namespace changes all the time: every event names its own."""
+        netns = self.in_namespace("table inet ta { }")
+        a, b = free_port(), free_port()
+        code = textwrap.dedent("""
+            import ctypes, os, socket, sys
+            libc = ctypes.CDLL(None, use_errno=True)
+            spaces = [os.open("/proc/self/ns/net", os.O_RDONLY),
+                      os.open("/run/netns/" + sys.argv[1], os.O_RDONLY)]
+            for i in range(40):
+                if libc.setns(spaces[i % 2], 0x40000000) != 0:  # CLONE_NEWNET
+                    sys.exit("setns: %s" % os.strerror(ctypes.get_errno()))
+                l = socket.socket()
+                l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                l.bind(("127.0.0.1", int(sys.argv[2 + i % 2])))
+                l.listen()
+                c = socket.create_connection(l.getsockname())
+                s, _ = l.accept()
+                for x in (c, s, l):
+                    x.close()
+            """)
+
+        def action():
+            subprocess.run([sys.executable, "-c", code, netns, str(a), str(b)], check=True,
+                           timeout=30)
+
+        events, s = self.capture(["ports=%d,%d" % (a, b)] + EXACT, action)
+        self.assertEqual(s["lost in kernel"], 0)
+        want = {a: os.stat("/proc/self/ns/net").st_ino, b: os.stat("/run/netns/" + netns).st_ino}
+        self.assertNotEqual(want[a], want[b])
+        got = {}
+        for e in events:
+            port = a if a in (e["sport"], e["dport"]) else b
+            got.setdefault(port, []).append(e["netns"])
+        # 20 connections a port, 10 state changes each and the listener's 2
+        self.assertEqual({p: len(v) for p, v in got.items()}, {a: 20 * 12, b: 20 * 12})
+        for p, v in got.items():
+            self.assertEqual(set(v), {want[p]})
+
     def test_unreachable(self):
         """An ICMP host or network unreachable answers the SYN (a reject rule
         in a namespace of the test's): EHOSTUNREACH, ENETUNREACH.  (A connect
