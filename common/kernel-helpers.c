@@ -184,13 +184,17 @@ int cgroup2_root_open(void)
 	return fd;
 }
 
-bool has_effective_cap(int cap)
+int caps_read(uint64_t *effective, uint64_t *permitted)
 {
 	struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3};
 	struct __user_cap_data_struct d[2];
 
 	memset(d, 0, sizeof(d));
-	if (cap < 0 || cap >= 64 || syscall(SYS_capget, &h, d) != 0)
-		return false;
-	return d[cap / 32].effective >> (cap % 32) & 1;
+	if (syscall(SYS_capget, &h, d) < 0)
+		return -errno;
+	if (effective)
+		*effective = d[0].effective | (uint64_t)d[1].effective << 32;
+	if (permitted)
+		*permitted = d[0].permitted | (uint64_t)d[1].permitted << 32;
+	return 0;
 }

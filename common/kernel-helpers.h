@@ -4,7 +4,6 @@
 #define TCP_AUDIT_KERNEL_HELPERS_H
 
 #include <stddef.h>
-#include <stdbool.h>
 #include <stdint.h>
 
 /*
@@ -58,7 +57,10 @@ int tracefs_mount_if_missing(void);
  */
 int cgroup2_root_open(void);
 
-/* Whether this thread has capability cap (CAP_*) in its effective set. */
-bool has_effective_cap(int cap);
+/*
+ * This thread's capability sets, as bit masks (1 << CAP_*): either pointer
+ * may be NULL.  Returns 0 or a negative errno.
+ */
+int caps_read(uint64_t *effective, uint64_t *permitted);
 
 #endif

@@ -12,19 +12,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "kernel-helpers.h"
+
 #define BIT(cap) (1ull << (cap))
-
-static int caps_get(uint64_t *permitted)
-{
-	struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3};
-	struct __user_cap_data_struct d[2];
-
-	memset(d, 0, sizeof(d));
-	if (syscall(SYS_capget, &h, d) < 0)
-		return -errno;
-	*permitted = d[0].permitted | (uint64_t)d[1].permitted << 32;
-	return 0;
-}
 
 static int caps_set(uint64_t caps)
 {
@@ -73,7 +63,7 @@ int privileges_drop(const char *user, uint64_t keep, uint64_t *kept, char *err, 
 	int r;
 
 	*kept = 0;
-	if ((r = caps_get(&have))) {
+	if ((r = caps_read(NULL, &have))) {
 		snprintf(err, errlen, "cannot read this process's capabilities: %s", strerror(-r));
 		return r;
 	}

@@ -589,9 +589,10 @@ static void release_held(struct bpf_eventer *b, uint64_t now, bool force, size_t
 		struct held *h = &b->hold[b->hold_head];
 		uint64_t cookie = h->ev.sock_cookie;
 		struct owner_entry *en = owner_table_find(b->sockets, cookie);
-		if (en && en->from_listener && !en->closed && now < h->due && !force)
+		bool unaccepted = en && en->from_listener && !en->closed;
+		if (unaccepted && now < h->due && !force)
 			break;
-		if (en && en->from_listener && !en->closed && !force)
+		if (unaccepted && !force)
 			accept_unseen(b, NULL);
 		if (en) {
 			fill_owner(&h->ev, &en->owner);
@@ -616,10 +617,13 @@ static void on_record(struct bpf_eventer *b, const void *data, size_t len)
 		b->seen_ktime = k->ktime;
 	memcpy(cpu.comm, k->comm, sizeof(cpu.comm));
 	if (k->kind == TA_KIND_ACCEPT) {
-		struct owner_entry *en = owner_table_find(b->sockets, k->cookie);
-		/* a getpeername() of a socket whose accept() was seen names no new owner */
-		if ((k->flags & TA_REC_PEERNAME) && en && !en->from_listener)
-			return;
+		struct owner_entry *en = NULL;
+		if (k->flags & TA_REC_PEERNAME) {
+			/* a getpeername() of a socket whose accept() was seen names no new owner */
+			en = owner_table_find(b->sockets, k->cookie);
+			if (en && !en->from_listener)
+				return;
+		}
 		/* not set_owner(): a socket closed while its events are held stays closed */
 		if (!en)
 			en = entry(b, b->sockets, k->cookie);
@@ -760,11 +764,13 @@ static int choose_accept(struct bpf_eventer *b, int mode)
 {
 	struct tcp_audit_bpf *k = b->skel;
 	const char *why = NULL;
+	uint64_t caps = 0;
 	int cgroup = -1;
 
+	caps_read(&caps, NULL);
 	if (mode == ACCEPT_SYSCALLS)
 		; /* as asked: said by nothing */
-	else if (!has_effective_cap(CAP_NET_ADMIN) && !has_effective_cap(CAP_SYS_ADMIN))
+	else if (!(caps & (1ull << CAP_NET_ADMIN | 1ull << CAP_SYS_ADMIN)))
 		why = "without CAP_NET_ADMIN or CAP_SYS_ADMIN no cgroup program can be loaded";
 	else if ((cgroup = cgroup2_root_open()) == -EXDEV)
 		why = "in a cgroup namespace of its own (a container), the root cgroup is not the "

@@ -1041,7 +1041,7 @@ class Capture(unittest.TestCase):
         """A pre-fork server whose acceptor calls accept(fd, NULL, NULL), which
         the getpeername hooks do not see: a connection closed at once, then one
         held open longer than its first events wait for their accept().
-        Returns (the child sockets' events, the listener's, the processes)."""
+        Returns (the child sockets' events, the processes)."""
         port = free_port()
         procs = {}
 
