@@ -200,7 +200,7 @@ static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
 	*y = (int64_t)yoe + era * 400 + (*m <= 2);
 }
 
-/* "00" "01" ... "99": numbers are written two digits at a time */
+/* "00" "01" ... "99": times are written two digits at a time */
 static const char digit_pairs[200] = "00010203040506070809101112131415161718192021222324252627282930313233"
 			     "34353637383940414243444546474849505152535455565758596061626364656667"
 			     "6869707172737475767778798081828384858687888990919293949596979899";
@@ -216,27 +216,64 @@ static void put_digits(char *p, uint32_t v, int n)
 		p[0] = (char)('0' + v);
 }
 
-static int digits32(uint32_t v)
+/*
+ * v (< 10^8) as its 8 decimal digits, leading zeros included, a byte lane of
+ * a word each, the first in the lowest (not yet ASCII): the halves, their
+ * pairs and their digits are split lane by lane, at once (multiplications by
+ * the reciprocals of 100 and 10, exact in these ranges), not one by one.
+ */
+static inline uint64_t digits8(uint32_t v)
 {
-	int n = 1;
+	uint64_t z = (v / 10000) | (uint64_t)(v % 10000) << 32; /* two lanes < 10^4 */
+	uint64_t q = ((z * 10486) >> 20) & 0x0000007f0000007full; /* each / 100 */
 
-	for (uint32_t t = 10; n < 10 && v >= t; t *= 10)
-		n++;
-	return n;
+	z = q | (z - q * 100) << 16; /* four lanes < 100 */
+	q = ((z * 103) >> 10) & 0x000f000f000f000full; /* each / 10 */
+	return q | (z - q * 10) << 8;
 }
 
-size_t format_u64(uint64_t v, char *out)
+#define ASCII_ZEROS 0x3030303030303030ull
+
+/* Stores word w as bytes in the order its lanes have on a little-endian CPU. */
+static inline void put_word(char *out, uint64_t w)
 {
-	if (v < 100000000u) {
-		int n = digits32((uint32_t)v);
-		put_digits(out, (uint32_t)v, n);
-		return (size_t)n;
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+	w = __builtin_bswap64(w);
+#endif
+	memcpy(out, &w, 8);
+}
+
+/* 8 bytes: v's digits without its leading zeros, then what is left of the word; the count. */
+static inline size_t put_up_to_8(char *out, uint32_t v)
+{
+	uint64_t z = digits8(v);
+	int lead = z ? __builtin_ctzll(z) / 8 : 7; /* the first lanes; 0 is one digit */
+
+	put_word(out, (z | ASCII_ZEROS) >> (8 * lead));
+	return (size_t)(8 - lead);
+}
+
+static inline void put_8(char *out, uint32_t v)
+{
+	put_word(out, digits8(v) | ASCII_ZEROS);
+}
+
+size_t format_u64(uint64_t v, char out[20])
+{
+	if (v < 100000000u)
+		return put_up_to_8(out, (uint32_t)v);
+	if (v < 10000000000000000ull) {
+		uint64_t hi = v / 100000000u;
+		size_t n = put_up_to_8(out, (uint32_t)hi);
+		put_8(out + n, (uint32_t)(v - hi * 100000000u));
+		return n + 8;
 	}
-	/* the low eight digits apart from the rest: two short chains, not one long */
-	uint64_t hi = v / 100000000u;
-	size_t n = format_u64(hi, out);
-	put_digits(out + n, (uint32_t)(v - hi * 100000000u), 8);
-	return n + 8;
+	uint64_t top = v / 10000000000000000ull, rest = v - top * 10000000000000000ull;
+	uint64_t mid = rest / 100000000u;
+	size_t n = put_up_to_8(out, (uint32_t)top);
+	put_8(out + n, (uint32_t)mid);
+	put_8(out + n + 8, (uint32_t)(rest - mid * 100000000u));
+	return n + 16;
 }
 
 size_t format_rfc3339_ns(uint64_t ns, char out[RFC3339_NS_LEN])
@@ -268,7 +305,9 @@ size_t format_rfc3339_ns(uint64_t ns, char out[RFC3339_NS_LEN])
 		cached_secs = secs;
 	}
 	memcpy(out, cached, 20);
-	put_digits(out + 20, (uint32_t)(ns % 1000000000u), 9);
+	uint32_t frac = (uint32_t)(ns % 1000000000u);
+	out[20] = (char)('0' + frac / 100000000u);
+	put_8(out + 21, frac % 100000000u);
 	out[29] = 'Z';
 	out[30] = '\0';
 	return 30;

@@ -61,8 +61,12 @@ size_t format_machine(uint64_t machine, char out[MACHINE_TEXT_LEN]);
 /* Parses those 16 digits (upper case too); 0 or -EINVAL. */
 int parse_machine(const char *s, size_t len, uint64_t *machine);
 
-/* v in decimal, no NUL (at most 20 bytes); returns the length. */
-size_t format_u64(uint64_t v, char *out);
+/*
+ * v in decimal, no NUL; returns the length (at most 20).  out needs 20 bytes
+ * whatever v: the bytes after the digits may be overwritten (numbers are
+ * written 8 digits at a time).
+ */
+size_t format_u64(uint64_t v, char out[20]);
 
 /* Writes RFC 3339 UTC with nanoseconds; returns the length (30). */
 size_t format_rfc3339_ns(uint64_t ns, char out[RFC3339_NS_LEN]);

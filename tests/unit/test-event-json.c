@@ -85,6 +85,42 @@ static void test_full_event_text(void **state)
 		(line[len] = '\0', line));
 }
 
+/*
+ * The longest line there can be (every string's byte escaped in 6, every
+ * number at its widest, IPv6 addresses at theirs), with the 8 bytes past it
+ * that writing a number may use as scratch, fits EVENT_JSON_MAX.
+ */
+static void test_longest_line_fits(void **state)
+{
+	(void)state;
+	struct tcp_audit_event ev = full_event();
+	char line[EVENT_JSON_MAX];
+	size_t longest = 0;
+
+	memset(ev.host, 1, sizeof(ev.host) - 1);
+	memset(ev.comm_on_cpu, 1, sizeof(ev.comm_on_cpu) - 1);
+	memset(ev.owner_comm, 1, sizeof(ev.owner_comm) - 1);
+	uint8_t widest[16] = {0xff, 0xfe, 0xfd, 0xfc, 0xfb, 0xfa, 0xf9, 0xf8,
+			      0xf7, 0xf6, 0xf5, 0xf4, 0xf3, 0xf2, 0xf1, 0xf0};
+	memcpy(ev.saddr, widest, 16);
+	memcpy(ev.daddr, widest, 16);
+	ev.pid_on_cpu = ev.tid_on_cpu = ev.owner_pid = ev.owner_uid = UINT32_MAX;
+	ev.sock_uid = ev.sock_gid = UINT32_MAX;
+	ev.sock_cookie = ev.sock_inode = ev.cgroup_id = ev.seq = ev.ktime_ns = UINT64_MAX;
+	ev.netns = UINT32_MAX;
+	ev.machine = UINT64_MAX;
+	ev.error = UINT16_MAX; /* no name: a number */
+	ev.valid |= TCP_AUDIT_HAS_ERROR | TCP_AUDIT_HAS_MACHINE;
+	for (int kind = TCP_AUDIT_KIND_STATE_CHANGE; kind <= TCP_AUDIT_KIND_RESET; kind++) {
+		ev.kind = (uint8_t)kind;
+		size_t len = event_to_json(&ev, line);
+		if (len > longest)
+			longest = len;
+	}
+	assert_true(longest > 600);
+	assert_true(longest + 8 <= EVENT_JSON_MAX);
+}
+
 /* Every byte value 1..255 in a command name: valid JSON, same bytes back. */
 static void test_every_byte_survives(void **state)
 {
@@ -147,8 +183,12 @@ static void test_each_byte_at_each_place(void **state)
 static void check_number(uint64_t v)
 {
 	char got[24], want[24];
-	size_t n = format_u64(v, got);
 
+	memset(got, '#', sizeof(got));
+	size_t n = format_u64(v, got);
+	/* it may write past the digits, never past its 20 bytes */
+	for (size_t i = 20; i < sizeof(got); i++)
+		assert_int_equal(got[i], '#');
 	got[n] = '\0';
 	snprintf(want, sizeof(want), "%llu", (unsigned long long)v);
 	assert_string_equal(got, want);
@@ -558,6 +598,7 @@ int main(void)
 		cmocka_unit_test(test_escapes),
 		cmocka_unit_test(test_each_byte_at_each_place),
 		cmocka_unit_test(test_numbers),
+		cmocka_unit_test(test_longest_line_fits),
 		cmocka_unit_test(test_addresses_as_inet_ntop),
 		cmocka_unit_test(test_invalid_utf8_sequences),
 		cmocka_unit_test(test_gap_record),
