@@ -8,9 +8,20 @@
  * write) is cut back to its last whole line when opened, so that what is
  * appended next does not run into it; those events come again from the
  * spool.  After SIGHUP it reopens the file by its name (logrotate).
+ *
+ * A regular file is written with O_DIRECT where its file system allows it
+ * (-p direct, on by default): whole blocks go from our buffer to the disk,
+ * and only the last, partial block of each batch through the page cache (it
+ * is written again, whole, with the next batch).  A growing file written
+ * through the page cache costs a new page, its buffer heads and its delayed
+ * allocation every 4 KiB: 0.19-0.22 us of CPU a KiB here, 0.04 a KiB with
+ * O_DIRECT in writes of 1 MiB (bench: the eventers' runs).  The price: one
+ * writer at a time (another process appending to the same file between a
+ * batch's check of the file's size and its write could lose its bytes).
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -33,9 +44,13 @@
  */
 #define WINDOW ((off_t)8 << 20)
 
+/* O_DIRECT's unit: writes of whole blocks from a buffer aligned to one */
+#define DIRECT_BLOCK 4096u
+
 struct jsonl_config {
 	const char *path;
 	bool fsync;
+	bool direct;
 };
 
 struct jsonl {
@@ -44,9 +59,12 @@ struct jsonl {
 	int fd;
 	bool own_fd;
 	bool regular;
-	char *buf;
+	char *buf;     /* CHUNK bytes, DIRECT_BLOCK-aligned */
 	off_t handed;  /* regular files: bytes before it are on their way to disk */
 	off_t dropped; /* ... and those before it were let go from the page cache */
+	int dfd;       /* the file again, with O_DIRECT; -1: not written that way */
+	off_t dbase;   /* with dfd: the file offset of buf[0], a block's (-1: not known) */
+	size_t kept;   /* with dfd: buf's first kept bytes, the file's last partial block */
 };
 
 static const struct tcp_audit_option jsonl_options[] = {
@@ -60,6 +78,12 @@ static const struct tcp_audit_option jsonl_options[] = {
 	 .def = "false",
 	 .help = "fsync the file at every flush (at least once a second): durable, slower",
 	 .offset = offsetof(struct jsonl_config, fsync)},
+	{.key = "direct",
+	 .type = TCP_AUDIT_OPT_BOOL,
+	 .def = "true",
+	 .help = "write whole blocks of a regular file with O_DIRECT where its file system allows "
+		 "it: less CPU, and the archive does not fill the page cache",
+	 .offset = offsetof(struct jsonl_config, direct)},
 	{0},
 };
 
@@ -69,6 +93,8 @@ static void track_from_end(struct jsonl *j)
 	off_t end = j->regular ? lseek(j->fd, 0, SEEK_END) : -1;
 
 	j->handed = j->dropped = end > 0 ? end : 0;
+	j->dbase = -1; /* the direct writes' place: found at the next batch */
+	j->kept = 0;
 }
 
 /*
@@ -130,14 +156,35 @@ static int cut_torn_line(struct jsonl *j, int fd, off_t size)
 }
 
 /*
- * Opens the configured file for appending, cut back to its last whole line:
- * *fd, and whether it is a regular file.  Returns 0 or -errno (logged).
+ * fd (a regular file's, open for reading too) again with O_DIRECT, if its
+ * file system takes writes of DIRECT_BLOCK-aligned blocks from memory so
+ * aligned; else -1.
  */
-static int open_file(struct jsonl *j, int *fd, bool *regular)
+static int open_direct(int fd)
+{
+	struct statx sx;
+	char self[64];
+
+	if (statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) != 0 ||
+	    !(sx.stx_mask & STATX_DIOALIGN) || !sx.stx_dio_mem_align || !sx.stx_dio_offset_align ||
+	    DIRECT_BLOCK % sx.stx_dio_mem_align || DIRECT_BLOCK % sx.stx_dio_offset_align)
+		return -1;
+	/* the same file, whatever its name points to now */
+	snprintf(self, sizeof(self), "/proc/self/fd/%d", fd);
+	return open(self, O_WRONLY | O_DIRECT | O_CLOEXEC);
+}
+
+/*
+ * Opens the configured file for appending, cut back to its last whole line:
+ * *fd, whether it is a regular file, and *dfd (open_direct(), if asked for).
+ * Returns 0 or -errno (logged).
+ */
+static int open_file(struct jsonl *j, int *fd, bool *regular, int *dfd)
 {
 	const char *path = j->cfg->path;
 	struct stat st;
 
+	*dfd = -1;
 	/* read too, to look at its end; a file we may only write is taken as it is */
 	*fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
 	bool readable = *fd >= 0;
@@ -157,6 +204,9 @@ static int open_file(struct jsonl *j, int *fd, bool *regular)
 			return r;
 		}
 	}
+	/* the last partial block is read back before it is written again: readable only */
+	if (*regular && readable && j->cfg->direct)
+		*dfd = open_direct(*fd);
 	return 0;
 }
 
@@ -170,8 +220,8 @@ static int jsonl_open(void **self, const void *config, const struct tcp_audit_ho
 		return -ENOMEM;
 	j->host = host;
 	j->cfg = cfg;
-	j->buf = malloc(CHUNK);
-	if (!j->buf) {
+	j->dfd = -1;
+	if (posix_memalign((void **)&j->buf, DIRECT_BLOCK, CHUNK)) {
 		free(j);
 		return -ENOMEM;
 	}
@@ -179,7 +229,7 @@ static int jsonl_open(void **self, const void *config, const struct tcp_audit_ho
 		j->fd = STDOUT_FILENO;
 		j->regular = fstat(j->fd, &st) == 0 && S_ISREG(st.st_mode);
 	} else {
-		int r = open_file(j, &j->fd, &j->regular);
+		int r = open_file(j, &j->fd, &j->regular, &j->dfd);
 		if (r) {
 			free(j->buf);
 			free(j);
@@ -200,16 +250,19 @@ static int jsonl_reopen(void *self)
 {
 	struct jsonl *j = self;
 	bool regular;
-	int fd;
+	int fd, dfd;
 
 	if (!j->own_fd)
 		return 0; /* stdout */
-	int r = open_file(j, &fd, &regular);
+	int r = open_file(j, &fd, &regular, &dfd);
 	if (r)
 		return r; /* logged; writing goes on into the file we have */
 	close(j->fd);
+	if (j->dfd >= 0)
+		close(j->dfd);
 	j->fd = fd;
 	j->regular = regular;
+	j->dfd = dfd;
 	track_from_end(j);
 	tcp_audit_info(j->host, "reopened %s", j->cfg->path);
 	return 0;
@@ -230,52 +283,147 @@ static int write_all(int fd, const char *p, size_t n)
 	return 0;
 }
 
+static int pwrite_all(int fd, const char *p, size_t n, off_t off)
+{
+	while (n > 0) {
+		ssize_t w = pwrite(fd, p, n, off);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (w == 0)
+			return -EIO;
+		p += w;
+		off += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/*
+ * Writes what buf's first *used bytes hold that may go now: all of them
+ * (through the page cache); or, with O_DIRECT, its whole blocks (the rest
+ * moves to buf's start) and, at the batch's end, the rest through the page
+ * cache.  The first *in_file of them are in the file already.
+ */
+static int drain(struct jsonl *j, size_t *used, size_t *in_file, bool end)
+{
+	int r = 0;
+
+	if (j->dfd < 0) {
+		r = write_all(j->fd, j->buf + *in_file, *used - *in_file);
+		*used = *in_file = 0;
+		return r;
+	}
+	size_t whole = *used & ~(size_t)(DIRECT_BLOCK - 1);
+	if (whole) {
+		r = pwrite_all(j->dfd, j->buf, whole, j->dbase);
+		if (r)
+			return r;
+		j->dbase += (off_t)whole;
+		*used -= whole;
+		memmove(j->buf, j->buf + whole, *used);
+		*in_file = 0; /* fewer than a block were */
+	}
+	if (end && *used > *in_file) {
+		r = write_all(j->fd, j->buf + *in_file, *used - *in_file); /* at the file's end */
+		*in_file = *used;
+	}
+	return r;
+}
+
+/* n bytes of s into buf after its *used, draining it as it fills. */
+static int put_bytes(struct jsonl *j, const char *s, size_t n, size_t *used, size_t *in_file)
+{
+	while (n > 0) {
+		if (*used == CHUNK) {
+			int r = drain(j, used, in_file, false);
+			if (r)
+				return r;
+		}
+		size_t k = n < CHUNK - *used ? n : CHUNK - *used;
+		memcpy(j->buf + *used, s, k);
+		*used += k;
+		s += k;
+		n -= k;
+	}
+	return 0;
+}
+
+/*
+ * With O_DIRECT, the file ending at size: buf starts with its last partial
+ * block, read back (the file was written by someone else, or cut).
+ */
+static int find_end(struct jsonl *j, off_t size)
+{
+	off_t base = size & ~(off_t)(DIRECT_BLOCK - 1);
+	size_t n = (size_t)(size - base);
+
+	if (n) {
+		ssize_t got = pread(j->fd, j->buf, n, base);
+		if (got != (ssize_t)n)
+			return got < 0 ? -errno : -EIO;
+	}
+	j->dbase = base;
+	j->kept = n;
+	return 0;
+}
+
 /*
  * The lines of n events, then the seal's line if there is one, in writes of
- * about CHUNK bytes (the seal in the last one): a failed write is cut back.
+ * about CHUNK bytes: a failed write is cut back.
  */
 static int write_lines(struct jsonl *j, const struct tcp_audit_event *ev, size_t n,
 		       const struct tcp_audit_seal *seal)
 {
 	struct stat st;
 	off_t start = -1;
-	size_t used = 0;
+	size_t used = 0, in_file = 0;
 	int r = 0;
 
 	if (j->regular && fstat(j->fd, &st) == 0)
 		start = st.st_size;
+	if (j->dfd >= 0) {
+		if (start < 0)
+			r = -errno;
+		else if (start != j->dbase + (off_t)j->kept)
+			r = find_end(j, start);
+		used = in_file = j->kept;
+	}
 	for (size_t i = 0; i < n && !r; i++) {
 		used += event_to_json(&ev[i], j->buf + used);
-		if (CHUNK - used < EVENT_JSON_MAX) {
-			r = write_all(j->fd, j->buf, used);
-			used = 0;
-		}
+		if (CHUNK - used < EVENT_JSON_MAX)
+			r = drain(j, &used, &in_file, false);
 	}
 	if (!r && seal) {
-		if (CHUNK - used < seal->len + 1) {
-			r = write_all(j->fd, j->buf, used);
-			used = 0;
-		}
-		if (!r && seal->len + 1 > CHUNK) { /* a batch of more than 64K events */
-			r = write_all(j->fd, seal->text, seal->len);
-			if (!r)
-				r = write_all(j->fd, "\n", 1);
-		} else if (!r) {
-			memcpy(j->buf + used, seal->text, seal->len);
-			used += seal->len;
-			j->buf[used++] = '\n';
-		}
+		r = put_bytes(j, seal->text, seal->len, &used, &in_file);
+		if (!r)
+			r = put_bytes(j, "\n", 1, &used, &in_file);
 	}
-	if (!r && used)
-		r = write_all(j->fd, j->buf, used);
-	if (!r && j->regular)
+	if (!r)
+		r = drain(j, &used, &in_file, true);
+	if (!r && j->dfd >= 0)
+		j->kept = used;
+	else if (!r && j->regular)
 		let_go(j, lseek(j->fd, 0, SEEK_CUR)); /* appending: where the file ends */
-	if (r) {
-		tcp_audit_error(j->host, "writing %s: %s", j->cfg->path, strerror(-r));
-		if (start >= 0 && ftruncate(j->fd, start) != 0)
-			tcp_audit_error(j->host, "cannot cut %s back to %lld bytes: %s",
-					j->cfg->path, (long long)start, strerror(errno));
+	if (!r)
+		return 0;
+	j->dbase = -1; /* found again at the next batch */
+	if (start >= 0 && ftruncate(j->fd, start) != 0) {
+		tcp_audit_error(j->host, "writing %s: %s; cannot cut it back to %lld bytes: %s",
+				j->cfg->path, strerror(-r), (long long)start, strerror(errno));
+		return r;
 	}
+	if (r == -EINVAL && j->dfd >= 0) {
+		/* O_DIRECT refused after all: through the page cache, this batch too */
+		tcp_audit_info(j->host, "%s: O_DIRECT refused (%s): writing through the page cache",
+			       j->cfg->path, strerror(-r));
+		close(j->dfd);
+		j->dfd = -1;
+		return write_lines(j, ev, n, seal);
+	}
+	tcp_audit_error(j->host, "writing %s: %s", j->cfg->path, strerror(-r));
 	return r;
 }
 
@@ -310,6 +458,8 @@ static void jsonl_close(void *self)
 		return;
 	if (j->own_fd)
 		close(j->fd);
+	if (j->dfd >= 0)
+		close(j->dfd);
 	free(j->buf);
 	free(j);
 }

@@ -11,7 +11,7 @@ import time
 import unittest
 
 import tcpaudit
-from tcpaudit import Running, counters, fixture, run, summary, wait_until
+from tcpaudit import Running, counters, fixture, open_flags, run, summary, wait_until
 
 SYNTH = fixture("synthetic-eventer")
 FAULTY = fixture("faulty-sink")
@@ -123,6 +123,41 @@ class Pipeline(unittest.TestCase):
 
     def test_sighup_reopens_without_a_spool_too(self):
         self.rotations("none")
+
+    def appended_run(self, direct):
+        """Events in reads of 37 (batches ending inside a block), appended to
+        a file that has lines of its own, not a whole number of blocks long:
+        its lines stay, ours follow in order, every line whole."""
+        out = self.path("events.jsonl")
+        own = "".join('{"earlier":%d,"pad":"%s"}\n' % (i, "x" * (i % 50)) for i in range(90))
+        with open(out, "w") as f:
+            f.write(own)
+        self.assertNotEqual(len(own) % 4096, 0)
+        with Running(["--event", SYNTH, "-p", "count=0", "-p", "interval_ms=2", "-p",
+                      "per_read=37", "--sink", "jsonl", "-p", "path=" + out, "-p",
+                      "direct=" + direct]) as t:
+            wait_until(lambda: os.path.getsize(out) > len(own) + 300000, 30, "300 KB of lines")
+            fds = [bool(f & os.O_DIRECT) for f in open_flags(t.proc.pid, out)]
+            rc = t.stop()
+            err = t.stderr()
+        self.assertEqual(rc, 130, err)
+        with open(out) as f:
+            text = f.read()
+        self.assertTrue(text.startswith(own))
+        lines = text[len(own):].split("\n")
+        self.assertEqual(lines[-1], "")  # ends with a whole line
+        self.assertEqual([json.loads(l)["seq"] for l in lines[:-1]],
+                         list(range(1, summary(err)["events read"] + 1)))
+        return fds
+
+    def test_jsonl_writes_whole_blocks_with_o_direct(self):
+        fds = self.appended_run("true")
+        if not any(fds):
+            self.skipTest("the file system of %s takes no O_DIRECT writes" % self.d)
+        self.assertEqual(sorted(fds), [False, True])  # the file appended to, the blocks
+
+    def test_jsonl_through_the_page_cache_only_with_direct_false(self):
+        self.assertEqual(self.appended_run("false"), [False])
 
     def test_second_signal_exits_without_waiting(self):
         with Running(["--event", SYNTH, "-p", "count=0", "-p", "interval_ms=5", "--sink",

@@ -252,6 +252,46 @@ class Faults(unittest.TestCase):
         finally:
             subprocess.run(["umount", "-l", mnt])
 
+    def test_jsonl_on_a_full_ext4_resumes_when_space_is_freed(self):
+        # ext4 takes O_DIRECT writes: the blocks' path and its cut-back are tested too
+        image, mnt = self.path("ext4.img"), self.path("small")
+        os.mkdir(mnt)
+        with open(image, "wb") as f:
+            f.truncate(32 << 20)
+        subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True)
+        subprocess.run(["mount", "-o", "loop", image, mnt], check=True)
+        try:
+            out = os.path.join(mnt, "events.jsonl")
+            filler = os.path.join(mnt, "filler")
+            args = ["--event", "bpf", "-p", "ports=%d" % self.port, "-p", "snapshot=false",
+                    "-p", "kinds=state", "--spool", self.path("spool"), "--max-errors",
+                    "1000000", "--sink", "jsonl", "-p", "path=" + out,
+                    "--sink", "jsonl", "-p", "path=" + self.path("ref.jsonl")]
+            with Running(args) as t:
+                loadgen(self.port, 300)
+                wait_until(lambda: jsonl(out), 30, "the first lines")
+                flags = tcpaudit.open_flags(t.proc.pid, out)
+                self.assertTrue(any(f & os.O_DIRECT for f in flags), "no O_DIRECT on " + out)
+                # fill what is left of the file system
+                subprocess.run(["dd", "if=/dev/zero", "of=" + filler, "bs=64k"],
+                               capture_output=True)
+                loadgen(self.port, 3000)
+                t.wait_for_log("write failed: No space left on device")
+                self.wait_for_reference(300, 3000)
+                self.assertIsNone(t.proc.poll())
+                os.unlink(filler)
+                ref = [e["seq"] for e in jsonl(self.path("ref.jsonl")) if e.get("kind") != "gap"]
+                wait_until(lambda: len(jsonl(out)) >= len(ref), 60, "the full file to catch up")
+                rc = t.stop(signal.SIGTERM)
+                err = t.stderr()
+            self.assertEqual(rc, 143, err)
+            with open(out) as f:
+                self.assertTrue(f.read().endswith("\n"))
+            self.assertEqual([e["seq"] for e in jsonl(out) if e.get("kind") != "gap"], ref)
+            self.assertEqual(summary(err)["sink jsonl#1 undelivered"], 0)
+        finally:
+            subprocess.run(["umount", "-l", mnt])
+
 
 if __name__ == "__main__":
     tcpaudit.main()

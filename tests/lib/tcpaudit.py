@@ -180,6 +180,20 @@ def summary(stderr_text):
     return counters(stderr_text, "summary")
 
 
+def open_flags(pid, path):
+    """The open flags of each of pid's descriptors open on path."""
+    found = []
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            if os.readlink("/proc/%d/fd/%s" % (pid, fd)) != path:
+                continue
+            with open("/proc/%d/fdinfo/%s" % (pid, fd)) as f:
+                found.append(int(re.search(r"flags:\s*([0-7]+)", f.read()).group(1), 8))
+        except FileNotFoundError:
+            continue  # closed meanwhile
+    return found
+
+
 FIXTURES = os.environ.get("TCP_AUDIT_FIXTURE_DIR", "")
 
 
