@@ -153,6 +153,33 @@ static void put_addr(struct out *o, unsigned family, const uint8_t addr[16])
 #define PUT_U64_FIELD(o, key, v) (PUT_KEY((o), key), put_u64((o), (v)))
 #define PUT_NAME_FIELD(o, key, name, v) (PUT_KEY((o), key), put_name((o), (name), (v)))
 
+/*
+ * Numbers that mostly repeat from one event to the next (a process's, a
+ * user's, a namespace's, a cgroup's): the digits of the last one, per
+ * thread, copied instead of written again.
+ */
+struct kept_number {
+	uint64_t v;
+	uint32_t len; /* 0: none yet */
+	char text[20];
+};
+
+enum kept { KEPT_PID, KEPT_TID, KEPT_OWNER_PID, KEPT_OWNER_UID, KEPT_SOCK_UID, KEPT_SOCK_GID,
+	    KEPT_NETNS, KEPT_CGROUP, KEPT_COUNT };
+
+/* v, from its kept digits when it is the last one: 20 bytes written (the line has room) */
+static void put_kept_u64(struct out *o, uint64_t v, struct kept_number *k)
+{
+	if (v != k->v || !k->len) {
+		k->len = (uint32_t)format_u64(v, k->text);
+		k->v = v;
+	}
+	memcpy(o->p, k->text, sizeof(k->text));
+	o->p += k->len;
+}
+
+#define PUT_KEPT_FIELD(o, key, v, k) (PUT_KEY((o), key), put_kept_u64((o), (v), (k)))
+
 static void put_name(struct out *o, const char *name, unsigned v)
 {
 	if (name) {
@@ -168,6 +195,8 @@ static void put_name(struct out *o, const char *name, unsigned v)
 
 size_t event_to_json(const struct tcp_audit_event *ev, char out[EVENT_JSON_MAX])
 {
+	static _Thread_local struct kept_number kept_numbers[KEPT_COUNT];
+	struct kept_number *kept = kept_numbers; /* the thread's, looked up once */
 	struct out o = {out};
 
 	PUT_LIT(&o, "{\"time\":\"");
@@ -218,15 +247,15 @@ size_t event_to_json(const struct tcp_audit_event *ev, char out[EVENT_JSON_MAX])
 		if ((ev->valid & TCP_AUDIT_HAS_ERROR) && ev->kind == TCP_AUDIT_KIND_STATE_CHANGE)
 			PUT_NAME_FIELD(&o, "error", errno_name(ev->error), ev->error);
 		if (!snapshot) { /* a snapshot has no process on the CPU */
-			PUT_U64_FIELD(&o, "pid_on_cpu", ev->pid_on_cpu);
+			PUT_KEPT_FIELD(&o, "pid_on_cpu", ev->pid_on_cpu, &kept[KEPT_PID]);
 			if (ev->valid & TCP_AUDIT_HAS_TID)
-				PUT_U64_FIELD(&o, "tid_on_cpu", ev->tid_on_cpu);
+				PUT_KEPT_FIELD(&o, "tid_on_cpu", ev->tid_on_cpu, &kept[KEPT_TID]);
 			PUT_KEY(&o, "comm_on_cpu");
 			put_string(&o, ev->comm_on_cpu, sizeof(ev->comm_on_cpu));
 		}
 		if (ev->valid & TCP_AUDIT_HAS_OWNER) {
-			PUT_U64_FIELD(&o, "owner_pid", ev->owner_pid);
-			PUT_U64_FIELD(&o, "owner_uid", ev->owner_uid);
+			PUT_KEPT_FIELD(&o, "owner_pid", ev->owner_pid, &kept[KEPT_OWNER_PID]);
+			PUT_KEPT_FIELD(&o, "owner_uid", ev->owner_uid, &kept[KEPT_OWNER_UID]);
 			PUT_KEY(&o, "owner_comm");
 			put_string(&o, ev->owner_comm, sizeof(ev->owner_comm));
 		}
@@ -234,16 +263,16 @@ size_t event_to_json(const struct tcp_audit_event *ev, char out[EVENT_JSON_MAX])
 			PUT_U64_FIELD(&o, "sock_cookie", ev->sock_cookie);
 		if (ev->valid & TCP_AUDIT_HAS_SOCK_INODE) {
 			PUT_U64_FIELD(&o, "sock_inode", ev->sock_inode);
-			PUT_U64_FIELD(&o, "sock_uid", ev->sock_uid);
-			PUT_U64_FIELD(&o, "sock_gid", ev->sock_gid);
+			PUT_KEPT_FIELD(&o, "sock_uid", ev->sock_uid, &kept[KEPT_SOCK_UID]);
+			PUT_KEPT_FIELD(&o, "sock_gid", ev->sock_gid, &kept[KEPT_SOCK_GID]);
 		}
 		if (ev->valid & TCP_AUDIT_HAS_SOCK_STATE)
 			PUT_NAME_FIELD(&o, "sock_state", sock_state_name(ev->sock_state),
 				       ev->sock_state);
 		if (ev->valid & TCP_AUDIT_HAS_NETNS)
-			PUT_U64_FIELD(&o, "netns", ev->netns);
+			PUT_KEPT_FIELD(&o, "netns", ev->netns, &kept[KEPT_NETNS]);
 		if (ev->valid & TCP_AUDIT_HAS_CGROUP)
-			PUT_U64_FIELD(&o, "cgroup_id", ev->cgroup_id);
+			PUT_KEPT_FIELD(&o, "cgroup_id", ev->cgroup_id, &kept[KEPT_CGROUP]);
 	}
 	if (ev->valid & TCP_AUDIT_HAS_SEQ)
 		PUT_U64_FIELD(&o, "seq", ev->seq);

@@ -87,8 +87,8 @@ static void test_full_event_text(void **state)
 
 /*
  * The longest line there can be (every string's byte escaped in 6, every
- * number at its widest, IPv6 addresses at theirs), with the 8 bytes past it
- * that writing a number may use as scratch, fits EVENT_JSON_MAX.
+ * number at its widest, IPv6 addresses at theirs, the longest names), with
+ * the 20 bytes past it that writing a number may use, fits EVENT_JSON_MAX.
  */
 static void test_longest_line_fits(void **state)
 {
@@ -109,16 +109,45 @@ static void test_longest_line_fits(void **state)
 	ev.sock_cookie = ev.sock_inode = ev.cgroup_id = ev.seq = ev.ktime_ns = UINT64_MAX;
 	ev.netns = UINT32_MAX;
 	ev.machine = UINT64_MAX;
-	ev.error = UINT16_MAX; /* no name: a number */
-	ev.valid |= TCP_AUDIT_HAS_ERROR | TCP_AUDIT_HAS_MACHINE;
+	ev.gap_lost = UINT64_MAX;
+	ev.valid |= TCP_AUDIT_HAS_ERROR | TCP_AUDIT_HAS_MACHINE | TCP_AUDIT_HAS_RESET_REASON;
+	/* each named field through every value: a name or, where none, the number */
 	for (int kind = TCP_AUDIT_KIND_STATE_CHANGE; kind <= TCP_AUDIT_KIND_RESET; kind++) {
 		ev.kind = (uint8_t)kind;
-		size_t len = event_to_json(&ev, line);
-		if (len > longest)
-			longest = len;
+		for (unsigned v = 0; v < 256; v++) {
+			struct tcp_audit_event e = ev;
+			e.old_state = e.new_state = e.sock_state = (uint8_t)v;
+			e.reset_direction = e.reset_reason = e.gap_stage = (uint8_t)v;
+			e.error = v < 255 ? (uint16_t)v : UINT16_MAX;
+			size_t len = event_to_json(&e, line);
+			if (len > longest)
+				longest = len;
+		}
 	}
-	assert_true(longest > 600);
-	assert_true(longest + 8 <= EVENT_JSON_MAX);
+	assert_true(longest > 1200);
+	assert_true(longest + 20 <= EVENT_JSON_MAX);
+}
+
+/* Numbers that repeat are copied from the last line's: right whatever comes next. */
+static void test_repeated_numbers(void **state)
+{
+	(void)state;
+	static const uint32_t pids[] = {0, 0, 7, 7, 123456, 7, 4294967295u, 0, 10, 10};
+	char line[EVENT_JSON_MAX], want[64];
+
+	for (size_t i = 0; i < sizeof(pids) / sizeof(pids[0]); i++) {
+		struct tcp_audit_event ev = full_event();
+		ev.pid_on_cpu = ev.owner_pid = pids[i];
+		ev.netns = pids[(i + 3) % 10];
+		size_t len = event_to_json(&ev, line);
+		line[len] = '\0';
+		snprintf(want, sizeof(want), "\"pid_on_cpu\":%u,", pids[i]);
+		assert_non_null(strstr(line, want));
+		snprintf(want, sizeof(want), "\"owner_pid\":%u,", pids[i]);
+		assert_non_null(strstr(line, want));
+		snprintf(want, sizeof(want), "\"netns\":%u,", pids[(i + 3) % 10]);
+		assert_non_null(strstr(line, want));
+	}
 }
 
 /* Every byte value 1..255 in a command name: valid JSON, same bytes back. */
@@ -599,6 +628,7 @@ int main(void)
 		cmocka_unit_test(test_each_byte_at_each_place),
 		cmocka_unit_test(test_numbers),
 		cmocka_unit_test(test_longest_line_fits),
+		cmocka_unit_test(test_repeated_numbers),
 		cmocka_unit_test(test_addresses_as_inet_ntop),
 		cmocka_unit_test(test_invalid_utf8_sequences),
 		cmocka_unit_test(test_gap_record),
