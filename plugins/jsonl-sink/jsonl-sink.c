@@ -270,25 +270,11 @@ static int jsonl_reopen(void *self)
 	return 0;
 }
 
-static int write_all(int fd, const char *p, size_t n)
+/* n bytes at p, all of them: at off, or where the file is (appending) if off < 0. */
+static int write_all(int fd, const char *p, size_t n, off_t off)
 {
 	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
-static int pwrite_all(int fd, const char *p, size_t n, off_t off)
-{
-	while (n > 0) {
-		ssize_t w = pwrite(fd, p, n, off);
+		ssize_t w = off < 0 ? write(fd, p, n) : pwrite(fd, p, n, off);
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
@@ -297,8 +283,9 @@ static int pwrite_all(int fd, const char *p, size_t n, off_t off)
 		if (w == 0)
 			return -EIO;
 		p += w;
-		off += w;
 		n -= (size_t)w;
+		if (off >= 0)
+			off += w;
 	}
 	return 0;
 }
@@ -314,13 +301,13 @@ static int drain(struct jsonl *j, size_t *used, size_t *in_file, bool end)
 	int r = 0;
 
 	if (j->dfd < 0) {
-		r = write_all(j->fd, j->buf + *in_file, *used - *in_file);
+		r = write_all(j->fd, j->buf + *in_file, *used - *in_file, -1);
 		*used = *in_file = 0;
 		return r;
 	}
 	size_t whole = *used & ~(size_t)(DIRECT_BLOCK - 1);
 	if (whole) {
-		r = pwrite_all(j->dfd, j->buf, whole, j->dbase);
+		r = write_all(j->dfd, j->buf, whole, j->dbase);
 		if (r)
 			return r;
 		j->dbase += (off_t)whole;
@@ -329,7 +316,7 @@ static int drain(struct jsonl *j, size_t *used, size_t *in_file, bool end)
 		*in_file = 0; /* fewer than a block were */
 	}
 	if (end && *used > *in_file) {
-		r = write_all(j->fd, j->buf + *in_file, *used - *in_file); /* at the file's end */
+		r = write_all(j->fd, j->buf + *in_file, *used - *in_file, -1); /* at the end */
 		*in_file = *used;
 	}
 	return r;
