@@ -159,6 +159,29 @@ class Pipeline(unittest.TestCase):
     def test_jsonl_through_the_page_cache_only_with_direct_false(self):
         self.assertEqual(self.appended_run("false"), [False])
 
+    def test_two_tcp_audits_append_to_one_jsonl_file(self):
+        """Batches ending inside a block from two processes at once (O_DIRECT
+        where it can be): every line of each, in its order, none over another."""
+        out = self.path("events.jsonl")
+        runs = [Running(["--host", host, "--event", SYNTH, "-p", "count=0", "-p",
+                         "interval_ms=1", "-p", "per_read=37", "--sink", "jsonl", "-p",
+                         "path=" + out]) for host in ("a", "b")]
+        try:
+            wait_until(lambda: os.path.getsize(out) > 2000000, 60, "2 MB of lines")
+        finally:
+            errs = []
+            for t in runs:
+                self.assertEqual(t.stop(), 130, t.stderr())
+                errs.append(t.stderr())
+        with open(out) as f:
+            text = f.read()
+        self.assertTrue(text.endswith("\n"))
+        lines = [json.loads(l) for l in text.splitlines()]
+        for host, err in zip(("a", "b"), errs):
+            self.assertEqual([e["seq"] for e in lines if e["host"] == host],
+                             list(range(1, summary(err)["events read"] + 1)), host)
+        self.assertEqual(len(lines), sum(summary(e)["events read"] for e in errs))
+
     def test_second_signal_exits_without_waiting(self):
         with Running(["--event", SYNTH, "-p", "count=0", "-p", "interval_ms=5", "--sink",
                       FAULTY, "-p", "path=" + self.path("a"), "-p",
