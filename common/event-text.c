@@ -279,11 +279,16 @@ size_t format_u64(uint64_t v, char out[20])
 size_t format_rfc3339_ns(uint64_t ns, char out[RFC3339_NS_LEN])
 {
 	/* events come in bursts within one second: its date and time are kept */
-	static _Thread_local uint64_t cached_secs = UINT64_MAX;
-	static _Thread_local char cached[20];
+	static _Thread_local struct {
+		uint64_t secs;
+		char text[20];
+	} kept_second = {.secs = UINT64_MAX};
+	typeof(kept_second) *k = &kept_second;
+	__asm__("" : "+r"(k)); /* one thread-local look-up, as in event_to_json() */
+	char *cached = k->text;
 	uint64_t secs = ns / 1000000000u;
 
-	if (secs != cached_secs) {
+	if (secs != k->secs) {
 		int64_t days = (int64_t)(secs / 86400);
 		uint64_t sod = secs % 86400;
 		int64_t y;
@@ -302,7 +307,7 @@ size_t format_rfc3339_ns(uint64_t ns, char out[RFC3339_NS_LEN])
 		cached[16] = ':';
 		put_digits(cached + 17, (uint32_t)(sod % 60), 2);
 		cached[19] = '.';
-		cached_secs = secs;
+		k->secs = secs;
 	}
 	memcpy(out, cached, 20);
 	uint32_t frac = (uint32_t)(ns % 1000000000u);
