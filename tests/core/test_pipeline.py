@@ -163,16 +163,18 @@ class Pipeline(unittest.TestCase):
         """Batches ending inside a block from two processes at once (O_DIRECT
         where it can be): every line of each, in its order, none over another."""
         out = self.path("events.jsonl")
-        runs = [Running(["--host", host, "--event", SYNTH, "-p", "count=0", "-p",
-                         "interval_ms=1", "-p", "per_read=37", "--sink", "jsonl", "-p",
-                         "path=" + out]) for host in ("a", "b")]
+        runs = []
         try:
+            for host in ("a", "b"):
+                runs.append(Running(["--host", host, "--event", SYNTH, "-p", "count=0", "-p",
+                                     "interval_ms=1", "-p", "per_read=37", "--sink", "jsonl",
+                                     "-p", "path=" + out]))
             wait_until(lambda: os.path.getsize(out) > 2000000, 60, "2 MB of lines")
         finally:
-            errs = []
-            for t in runs:
-                self.assertEqual(t.stop(), 130, t.stderr())
-                errs.append(t.stderr())
+            codes = [t.stop() for t in runs]  # both stopped before any assertion
+        errs = [t.stderr() for t in runs]
+        for code, err in zip(codes, errs):
+            self.assertEqual(code, 130, err)
         with open(out) as f:
             text = f.read()
         self.assertTrue(text.endswith("\n"))
