@@ -193,10 +193,64 @@ static void put_name(struct out *o, const char *name, unsigned v)
 	}
 }
 
+/*
+ * What stays the same through a socket's transitions: its addresses and
+ * ports.  Their text (",family:...,dport:N") is kept, per thread, with
+ * what it was written from, in a small table indexed by the ports: a line
+ * of the same socket copies it instead of writing it again.  A socket's
+ * transitions come close together (its handshake, then its close), so a
+ * small table serves most of them (4 of 5 lines of a short connection).
+ */
+struct addr_facts {
+	uint8_t saddr[16], daddr[16];
+	uint16_t family, sport, dport, zero;
+};
+
+/* longer than the part can be: two addresses of ADDR_TEXT_LEN, keys, ports */
+#define ADDR_PART_MAX 192
+#define KEPT_ADDRS 64 /* a power of two */
+
+struct kept_addr {
+	struct addr_facts facts;
+	size_t len; /* 0: none kept */
+	char text[ADDR_PART_MAX];
+};
+
+struct kept_text {
+	struct kept_number numbers[KEPT_COUNT];
+	struct kept_addr addrs[KEPT_ADDRS];
+};
+
+static void put_addr_part(struct out *o, const struct tcp_audit_event *ev, struct kept_text *kept)
+{
+	struct addr_facts f = {.family = ev->family, .sport = ev->sport, .dport = ev->dport};
+	uint32_t h = ((uint32_t)ev->sport * 0x9e3779b1u) ^ ((uint32_t)ev->dport * 0x85ebca6bu);
+	struct kept_addr *k = &kept->addrs[(h >> 16) & (KEPT_ADDRS - 1)];
+
+	memcpy(f.saddr, ev->saddr, sizeof(f.saddr));
+	memcpy(f.daddr, ev->daddr, sizeof(f.daddr));
+	if (k->len && memcmp(&f, &k->facts, sizeof(f)) == 0) {
+		put_raw(o, k->text, k->len);
+		return;
+	}
+	char *start = o->p;
+	PUT_NAME_FIELD(o, "family", family_name(ev->family), ev->family);
+	PUT_KEY(o, "saddr");
+	put_addr(o, ev->family, ev->saddr);
+	PUT_U64_FIELD(o, "sport", ev->sport);
+	PUT_KEY(o, "daddr");
+	put_addr(o, ev->family, ev->daddr);
+	PUT_U64_FIELD(o, "dport", ev->dport);
+	k->len = (size_t)(o->p - start);
+	_Static_assert(ADDR_PART_MAX >= 2 * ADDR_TEXT_LEN + 90, "room for the address part");
+	memcpy(k->text, start, k->len);
+	k->facts = f;
+}
+
 size_t event_to_json(const struct tcp_audit_event *ev, char out[EVENT_JSON_MAX])
 {
-	static _Thread_local struct kept_number kept_numbers[KEPT_COUNT];
-	struct kept_number *kept = kept_numbers;
+	static _Thread_local struct kept_text kept_state;
+	struct kept_text *kept = &kept_state;
 	/*
 	 * Looked up once: in a plugin (-fPIC) each use of a thread-local
 	 * variable may be a call to __tls_get_addr(), and the compiler would
@@ -205,6 +259,7 @@ size_t event_to_json(const struct tcp_audit_event *ev, char out[EVENT_JSON_MAX])
 	 * empty asm hides where the pointer came from.
 	 */
 	__asm__("" : "+r"(kept));
+	struct kept_number *numbers = kept->numbers;
 	struct out o = {out};
 
 	PUT_LIT(&o, "{\"time\":\"");
@@ -237,13 +292,7 @@ size_t event_to_json(const struct tcp_audit_event *ev, char out[EVENT_JSON_MAX])
 				PUT_NAME_FIELD(&o, "reason", reset_reason_name(ev->reset_reason),
 					       ev->reset_reason);
 		}
-		PUT_NAME_FIELD(&o, "family", family_name(ev->family), ev->family);
-		PUT_KEY(&o, "saddr");
-		put_addr(&o, ev->family, ev->saddr);
-		PUT_U64_FIELD(&o, "sport", ev->sport);
-		PUT_KEY(&o, "daddr");
-		put_addr(&o, ev->family, ev->daddr);
-		PUT_U64_FIELD(&o, "dport", ev->dport);
+		put_addr_part(&o, ev, kept);
 		if (!reset) {
 			PUT_NAME_FIELD(&o, "old_state", tcp_state_name(ev->old_state),
 				       ev->old_state);
@@ -255,15 +304,15 @@ size_t event_to_json(const struct tcp_audit_event *ev, char out[EVENT_JSON_MAX])
 		if ((ev->valid & TCP_AUDIT_HAS_ERROR) && ev->kind == TCP_AUDIT_KIND_STATE_CHANGE)
 			PUT_NAME_FIELD(&o, "error", errno_name(ev->error), ev->error);
 		if (!snapshot) { /* a snapshot has no process on the CPU */
-			PUT_KEPT_FIELD(&o, "pid_on_cpu", ev->pid_on_cpu, &kept[KEPT_PID]);
+			PUT_KEPT_FIELD(&o, "pid_on_cpu", ev->pid_on_cpu, &numbers[KEPT_PID]);
 			if (ev->valid & TCP_AUDIT_HAS_TID)
-				PUT_KEPT_FIELD(&o, "tid_on_cpu", ev->tid_on_cpu, &kept[KEPT_TID]);
+				PUT_KEPT_FIELD(&o, "tid_on_cpu", ev->tid_on_cpu, &numbers[KEPT_TID]);
 			PUT_KEY(&o, "comm_on_cpu");
 			put_string(&o, ev->comm_on_cpu, sizeof(ev->comm_on_cpu));
 		}
 		if (ev->valid & TCP_AUDIT_HAS_OWNER) {
-			PUT_KEPT_FIELD(&o, "owner_pid", ev->owner_pid, &kept[KEPT_OWNER_PID]);
-			PUT_KEPT_FIELD(&o, "owner_uid", ev->owner_uid, &kept[KEPT_OWNER_UID]);
+			PUT_KEPT_FIELD(&o, "owner_pid", ev->owner_pid, &numbers[KEPT_OWNER_PID]);
+			PUT_KEPT_FIELD(&o, "owner_uid", ev->owner_uid, &numbers[KEPT_OWNER_UID]);
 			PUT_KEY(&o, "owner_comm");
 			put_string(&o, ev->owner_comm, sizeof(ev->owner_comm));
 		}
@@ -271,16 +320,16 @@ size_t event_to_json(const struct tcp_audit_event *ev, char out[EVENT_JSON_MAX])
 			PUT_U64_FIELD(&o, "sock_cookie", ev->sock_cookie);
 		if (ev->valid & TCP_AUDIT_HAS_SOCK_INODE) {
 			PUT_U64_FIELD(&o, "sock_inode", ev->sock_inode);
-			PUT_KEPT_FIELD(&o, "sock_uid", ev->sock_uid, &kept[KEPT_SOCK_UID]);
-			PUT_KEPT_FIELD(&o, "sock_gid", ev->sock_gid, &kept[KEPT_SOCK_GID]);
+			PUT_KEPT_FIELD(&o, "sock_uid", ev->sock_uid, &numbers[KEPT_SOCK_UID]);
+			PUT_KEPT_FIELD(&o, "sock_gid", ev->sock_gid, &numbers[KEPT_SOCK_GID]);
 		}
 		if (ev->valid & TCP_AUDIT_HAS_SOCK_STATE)
 			PUT_NAME_FIELD(&o, "sock_state", sock_state_name(ev->sock_state),
 				       ev->sock_state);
 		if (ev->valid & TCP_AUDIT_HAS_NETNS)
-			PUT_KEPT_FIELD(&o, "netns", ev->netns, &kept[KEPT_NETNS]);
+			PUT_KEPT_FIELD(&o, "netns", ev->netns, &numbers[KEPT_NETNS]);
 		if (ev->valid & TCP_AUDIT_HAS_CGROUP)
-			PUT_KEPT_FIELD(&o, "cgroup_id", ev->cgroup_id, &kept[KEPT_CGROUP]);
+			PUT_KEPT_FIELD(&o, "cgroup_id", ev->cgroup_id, &numbers[KEPT_CGROUP]);
 	}
 	if (ev->valid & TCP_AUDIT_HAS_SEQ)
 		PUT_U64_FIELD(&o, "seq", ev->seq);

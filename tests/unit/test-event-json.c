@@ -150,6 +150,45 @@ static void test_repeated_numbers(void **state)
 	}
 }
 
+/*
+ * A socket's addresses and ports are copied from its last line's when they
+ * are the same: right when only one of them changes, for sockets whose
+ * ports share a slot, for IPv4 and IPv6 alike.
+ */
+static void test_repeated_addresses(void **state)
+{
+	(void)state;
+	uint64_t x = 88172645463325252ull;
+	char line[EVENT_JSON_MAX], want[256], sa[ADDR_TEXT_LEN], da[ADDR_TEXT_LEN];
+
+	for (int i = 0; i < 20000; i++) {
+		struct tcp_audit_event ev = full_event();
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		/* few values of each, so that lines repeat and differ in one thing */
+		ev.family = (x & 1) ? AF_INET : AF_INET6;
+		ev.sport = (uint16_t)((x >> 1) & 3);
+		ev.dport = (uint16_t)(65535 - ((x >> 3) & 1));
+		memset(ev.saddr, 0, sizeof(ev.saddr));
+		memset(ev.daddr, 0, sizeof(ev.daddr));
+		ev.saddr[(x >> 4) & 15] = (uint8_t)((x >> 8) & 1);
+		ev.daddr[3] = (uint8_t)((x >> 9) & 1);
+		ev.daddr[15] = (uint8_t)((x >> 10) & 1);
+		int af = ev.family == AF_INET ? AF_INET : AF_INET6;
+		assert_non_null(inet_ntop(af, ev.saddr, sa, sizeof(sa)));
+		assert_non_null(inet_ntop(af, ev.daddr, da, sizeof(da)));
+		snprintf(want, sizeof(want),
+			 ",\"family\":\"%s\",\"saddr\":\"%s\",\"sport\":%u,\"daddr\":\"%s\","
+			 "\"dport\":%u,\"old_state\"",
+			 af == AF_INET ? "inet" : "inet6", sa, ev.sport, da, ev.dport);
+		size_t len = event_to_json(&ev, line);
+		line[len] = '\0';
+		if (!strstr(line, want))
+			fail_msg("line %d: %s has not %s", i, line, want);
+	}
+}
+
 /* Every byte value 1..255 in a command name: valid JSON, same bytes back. */
 static void test_every_byte_survives(void **state)
 {
@@ -629,6 +668,7 @@ int main(void)
 		cmocka_unit_test(test_numbers),
 		cmocka_unit_test(test_longest_line_fits),
 		cmocka_unit_test(test_repeated_numbers),
+		cmocka_unit_test(test_repeated_addresses),
 		cmocka_unit_test(test_addresses_as_inet_ntop),
 		cmocka_unit_test(test_invalid_utf8_sequences),
 		cmocka_unit_test(test_gap_record),
