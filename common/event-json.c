@@ -164,7 +164,7 @@ struct kept_number {
 	char text[20];
 };
 
-enum kept { KEPT_PID, KEPT_TID, KEPT_OWNER_PID, KEPT_OWNER_UID, KEPT_SOCK_UID, KEPT_SOCK_GID,
+enum kept { KEPT_PID, KEPT_TID, KEPT_SOCK_UID, KEPT_SOCK_GID,
 	    KEPT_NETNS, KEPT_CGROUP, KEPT_COUNT };
 
 /* v, from its kept digits when it is the last one: 20 bytes written (the line has room) */
@@ -195,43 +195,74 @@ static void put_name(struct out *o, const char *name, unsigned v)
 
 /*
  * What stays the same through a socket's transitions: its addresses and
- * ports.  Their text (",family:...,dport:N") is kept, per thread, with
- * what it was written from, in a small table indexed by the ports: a line
- * of the same socket copies it instead of writing it again.  A socket's
+ * ports, its owner, its cookie.  Their text (",family:...,dport:N", the
+ * owner's three keys, the cookie's digits) is kept, per thread, with what
+ * it was written from, in a small table indexed by the ports: a line of
+ * the same socket copies it instead of writing it again.  A socket's
  * transitions come close together (its handshake, then its close), so a
  * small table serves most of them (4 of 5 lines of a short connection).
+ * Each part is checked against all that it was written from, so a slot
+ * that another socket took only costs writing the part again.
  */
 struct addr_facts {
-	uint8_t saddr[16], daddr[16];
-	uint16_t family, sport, dport, zero;
+	uint8_t addrs[32]; /* saddr, daddr */
+	uint64_t ports;    /* family, sport, dport */
 };
 
 /* longer than the part can be: two addresses of ADDR_TEXT_LEN, keys, ports */
 #define ADDR_PART_MAX 192
 #define KEPT_ADDRS 64 /* a power of two */
+/* ,"owner_pid":N,"owner_uid":N,"owner_comm":"..." with a command name escaped at 6 bytes a byte */
+#define OWNER_PART_MAX (48 + 2 * 10 + 2 + 6 * TCP_AUDIT_COMM_LEN)
 
 struct kept_addr {
 	struct addr_facts facts;
 	size_t len; /* 0: none kept */
 	char text[ADDR_PART_MAX];
+	struct kept_number cookie; /* the socket's, mostly */
+	struct {
+		uint64_t ids; /* pid, uid */
+		char comm[TCP_AUDIT_COMM_LEN];
+		size_t len; /* 0: none kept */
+		char text[OWNER_PART_MAX];
+	} owner;
 };
+
+/* A name, quoted, and its length (0: not made yet; UINT8_MAX: none, a number). */
+struct kept_name {
+	uint8_t len;
+	char text[16];
+};
+
+#define KEPT_STATES 16 /* enum tcp_audit_tcp_state, with room */
 
 struct kept_text {
 	struct kept_number numbers[KEPT_COUNT];
+	struct {
+		uint64_t v;
+		bool set;
+		char text[MACHINE_TEXT_LEN];
+	} machine;
+	struct kept_name states[KEPT_STATES];
 	struct kept_addr addrs[KEPT_ADDRS];
 };
 
-static void put_addr_part(struct out *o, const struct tcp_audit_event *ev, struct kept_text *kept)
+/* Writes the part; returns the socket's slot (its cookie's kept digits). */
+static struct kept_addr *put_addr_part(struct out *o, const struct tcp_audit_event *ev,
+				       struct kept_text *kept)
 {
-	struct addr_facts f = {.family = ev->family, .sport = ev->sport, .dport = ev->dport};
+	/* compared where they are (a copy made here would be read back before its stores land) */
+	uint64_t ports = ev->family | (uint64_t)ev->sport << 16 | (uint64_t)ev->dport << 32;
 	uint32_t h = ((uint32_t)ev->sport * 0x9e3779b1u) ^ ((uint32_t)ev->dport * 0x85ebca6bu);
 	struct kept_addr *k = &kept->addrs[(h >> 16) & (KEPT_ADDRS - 1)];
 
-	memcpy(f.saddr, ev->saddr, sizeof(f.saddr));
-	memcpy(f.daddr, ev->daddr, sizeof(f.daddr));
-	if (k->len && memcmp(&f, &k->facts, sizeof(f)) == 0) {
+	_Static_assert(offsetof(struct tcp_audit_event, daddr) ==
+			       offsetof(struct tcp_audit_event, saddr) + 16,
+		       "saddr and daddr are one after the other");
+	if (k->len && k->facts.ports == ports &&
+	    memcmp(k->facts.addrs, ev->saddr, sizeof(k->facts.addrs)) == 0) {
 		put_raw(o, k->text, k->len);
-		return;
+		return k;
 	}
 	char *start = o->p;
 	PUT_NAME_FIELD(o, "family", family_name(ev->family), ev->family);
@@ -244,7 +275,58 @@ static void put_addr_part(struct out *o, const struct tcp_audit_event *ev, struc
 	k->len = (size_t)(o->p - start);
 	_Static_assert(ADDR_PART_MAX >= 2 * ADDR_TEXT_LEN + 90, "room for the address part");
 	memcpy(k->text, start, k->len);
-	k->facts = f;
+	memcpy(k->facts.addrs, ev->saddr, sizeof(k->facts.addrs));
+	k->facts.ports = ports;
+	return k;
+}
+
+/* The socket's owner: kept in its slot, as its addresses are. */
+static void put_owner_part(struct out *o, const struct tcp_audit_event *ev, struct kept_addr *slot)
+{
+	uint64_t ids = ev->owner_pid | (uint64_t)ev->owner_uid << 32;
+
+	if (slot->owner.len && slot->owner.ids == ids &&
+	    memcmp(slot->owner.comm, ev->owner_comm, sizeof(slot->owner.comm)) == 0) {
+		put_raw(o, slot->owner.text, slot->owner.len);
+		return;
+	}
+	char *start = o->p;
+	PUT_U64_FIELD(o, "owner_pid", ev->owner_pid);
+	PUT_U64_FIELD(o, "owner_uid", ev->owner_uid);
+	PUT_KEY(o, "owner_comm");
+	put_string(o, ev->owner_comm, sizeof(ev->owner_comm));
+	slot->owner.len = (size_t)(o->p - start);
+	memcpy(slot->owner.text, start, slot->owner.len);
+	memcpy(slot->owner.comm, ev->owner_comm, sizeof(slot->owner.comm));
+	slot->owner.ids = ids;
+}
+
+/*
+ * A TCP state's name: its quoted text made once per thread, then copied 16
+ * bytes at once (the line has room), not written byte by byte.
+ */
+static void put_state(struct out *o, unsigned v, struct kept_text *kept)
+{
+	struct kept_name *k = v < KEPT_STATES ? &kept->states[v] : NULL;
+
+	if (k && !k->len) {
+		const char *name = tcp_state_name(v);
+		size_t n = name ? strlen(name) : 0;
+		if (name && n + 2 <= sizeof(k->text)) {
+			k->text[0] = '"';
+			memcpy(k->text + 1, name, n);
+			k->text[n + 1] = '"';
+			k->len = (uint8_t)(n + 2);
+		} else {
+			k->len = UINT8_MAX;
+		}
+	}
+	if (k && k->len != UINT8_MAX) {
+		memcpy(o->p, k->text, sizeof(k->text));
+		o->p += k->len;
+	} else {
+		put_name(o, tcp_state_name(v), v);
+	}
 }
 
 size_t event_to_json(const struct tcp_audit_event *ev, char out[EVENT_JSON_MAX])
@@ -272,7 +354,13 @@ size_t event_to_json(const struct tcp_audit_event *ev, char out[EVENT_JSON_MAX])
 	if (ev->valid & TCP_AUDIT_HAS_MACHINE) {
 		PUT_KEY(&o, "machine");
 		*o.p++ = '"';
-		o.p += format_machine(ev->machine, o.p);
+		if (ev->machine != kept->machine.v || !kept->machine.set) {
+			format_machine(ev->machine, kept->machine.text);
+			kept->machine.v = ev->machine;
+			kept->machine.set = true;
+		}
+		memcpy(o.p, kept->machine.text, MACHINE_TEXT_LEN);
+		o.p += MACHINE_TEXT_LEN;
 		*o.p++ = '"';
 	}
 	if (ev->kind == TCP_AUDIT_KIND_GAP) {
@@ -292,12 +380,12 @@ size_t event_to_json(const struct tcp_audit_event *ev, char out[EVENT_JSON_MAX])
 				PUT_NAME_FIELD(&o, "reason", reset_reason_name(ev->reset_reason),
 					       ev->reset_reason);
 		}
-		put_addr_part(&o, ev, kept);
+		struct kept_addr *slot = put_addr_part(&o, ev, kept);
 		if (!reset) {
-			PUT_NAME_FIELD(&o, "old_state", tcp_state_name(ev->old_state),
-				       ev->old_state);
-			PUT_NAME_FIELD(&o, "new_state", tcp_state_name(ev->new_state),
-				       ev->new_state);
+			PUT_KEY(&o, "old_state");
+			put_state(&o, ev->old_state, kept);
+			PUT_KEY(&o, "new_state");
+			put_state(&o, ev->new_state, kept);
 		} else if (ev->new_state) { /* the socket's, when there is one */
 			PUT_NAME_FIELD(&o, "state", tcp_state_name(ev->new_state), ev->new_state);
 		}
@@ -310,14 +398,10 @@ size_t event_to_json(const struct tcp_audit_event *ev, char out[EVENT_JSON_MAX])
 			PUT_KEY(&o, "comm_on_cpu");
 			put_string(&o, ev->comm_on_cpu, sizeof(ev->comm_on_cpu));
 		}
-		if (ev->valid & TCP_AUDIT_HAS_OWNER) {
-			PUT_KEPT_FIELD(&o, "owner_pid", ev->owner_pid, &numbers[KEPT_OWNER_PID]);
-			PUT_KEPT_FIELD(&o, "owner_uid", ev->owner_uid, &numbers[KEPT_OWNER_UID]);
-			PUT_KEY(&o, "owner_comm");
-			put_string(&o, ev->owner_comm, sizeof(ev->owner_comm));
-		}
+		if (ev->valid & TCP_AUDIT_HAS_OWNER)
+			put_owner_part(&o, ev, slot);
 		if (ev->valid & TCP_AUDIT_HAS_COOKIE)
-			PUT_U64_FIELD(&o, "sock_cookie", ev->sock_cookie);
+			PUT_KEPT_FIELD(&o, "sock_cookie", ev->sock_cookie, &slot->cookie);
 		if (ev->valid & TCP_AUDIT_HAS_SOCK_INODE) {
 			PUT_U64_FIELD(&o, "sock_inode", ev->sock_inode);
 			PUT_KEPT_FIELD(&o, "sock_uid", ev->sock_uid, &numbers[KEPT_SOCK_UID]);

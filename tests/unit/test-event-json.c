@@ -151,9 +151,11 @@ static void test_repeated_numbers(void **state)
 }
 
 /*
- * A socket's addresses and ports are copied from its last line's when they
- * are the same: right when only one of them changes, for sockets whose
- * ports share a slot, for IPv4 and IPv6 alike.
+ * A socket's addresses and ports, owner and cookie are copied from its
+ * last line's when they are the same: right when only one of them changes,
+ * for sockets whose ports share a slot, for IPv4 and IPv6 alike; and state
+ * names, copied from a table, are right for every state and a number for
+ * one the kernel may add.
  */
 static void test_repeated_addresses(void **state)
 {
@@ -175,6 +177,14 @@ static void test_repeated_addresses(void **state)
 		ev.saddr[(x >> 4) & 15] = (uint8_t)((x >> 8) & 1);
 		ev.daddr[3] = (uint8_t)((x >> 9) & 1);
 		ev.daddr[15] = (uint8_t)((x >> 10) & 1);
+		ev.owner_pid = (uint32_t)((x >> 11) & 1) * 4000000000u;
+		ev.owner_uid = (uint32_t)((x >> 12) & 1);
+		memset(ev.owner_comm, 0, sizeof(ev.owner_comm));
+		strcpy(ev.owner_comm, (x >> 13) & 1 ? "a\"b" : "a");
+		ev.owner_comm[(x >> 14) & 3] = (char)((x >> 16) & 1 ? 0xff : 'z');
+		ev.sock_cookie = (x >> 17) & 1 ? UINT64_MAX : 9;
+		ev.old_state = (uint8_t)((x >> 18) & 15);
+		ev.new_state = (uint8_t)((x >> 22) % 14); /* 13: none yet */
 		int af = ev.family == AF_INET ? AF_INET : AF_INET6;
 		assert_non_null(inet_ntop(af, ev.saddr, sa, sizeof(sa)));
 		assert_non_null(inet_ntop(af, ev.daddr, da, sizeof(da)));
@@ -184,6 +194,22 @@ static void test_repeated_addresses(void **state)
 			 af == AF_INET ? "inet" : "inet6", sa, ev.sport, da, ev.dport);
 		size_t len = event_to_json(&ev, line);
 		line[len] = '\0';
+		if (!strstr(line, want))
+			fail_msg("line %d: %s has not %s", i, line, want);
+		char comm[6 * TCP_AUDIT_COMM_LEN + 2];
+		comm[json_quote(ev.owner_comm, sizeof(ev.owner_comm), comm)] = '\0';
+		snprintf(want, sizeof(want),
+			 ",\"owner_pid\":%u,\"owner_uid\":%u,\"owner_comm\":%s,\"sock_cookie\":%llu,",
+			 ev.owner_pid, ev.owner_uid, comm, (unsigned long long)ev.sock_cookie);
+		if (!strstr(line, want))
+			fail_msg("line %d: %s has not %s", i, line, want);
+		const char *o = tcp_state_name(ev.old_state), *n = tcp_state_name(ev.new_state);
+		char os[16], ns[16];
+		snprintf(os, sizeof(os), "%u", ev.old_state);
+		snprintf(ns, sizeof(ns), "%u", ev.new_state);
+		snprintf(want, sizeof(want), ",\"old_state\":%s%s%s,\"new_state\":%s%s%s,",
+			 o ? "\"" : "", o ? o : os, o ? "\"" : "", n ? "\"" : "", n ? n : ns,
+			 n ? "\"" : "");
 		if (!strstr(line, want))
 			fail_msg("line %d: %s has not %s", i, line, want);
 	}
