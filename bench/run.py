@@ -361,6 +361,22 @@ class TcpAudit:
                     shlex.join(self.args), text))
             time.sleep(0.05)
 
+    def cpu_ns(self):
+        """{thread id: ns on a CPU so far} of its live threads (schedstat)."""
+        out = {}
+        task = "/proc/%d/task" % self.proc.pid
+        try:
+            tids = os.listdir(task)
+        except OSError:
+            return out
+        for tid in tids:
+            try:
+                with open("%s/%s/schedstat" % (task, tid)) as f:
+                    out[tid] = int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+        return out
+
     def hwm_mib(self):
         """Peak RSS so far from /proc (VmHWM).  Not rusage's ru_maxrss: Linux
         carries the forking Python's own peak across exec into it."""
@@ -605,6 +621,7 @@ def traced_round(a, servers, workdir, config, shape, threads, connections, prog_
         pg_before = server_cpu(store.pg)
         ta.start(config_args(config, store))
         ta.wait_started()
+        cpu0 = ta.cpu_ns()
         port = free_port()
         runs0 = bpf_prog_runs(RESET_PROGS) if prog_stats else None
         if witness:
@@ -613,6 +630,8 @@ def traced_round(a, servers, workdir, config, shape, threads, connections, prog_
         gen = loadgen(a, shape, threads, connections, port)
         runs1 = bpf_prog_runs(RESET_PROGS) if prog_stats else None
         time.sleep(0.5)  # let the last events leave the kernel's buffer
+        # while the generator ran: without start-up (loading, the snapshot) and the exit
+        run_ns = sum(v - cpu0.get(t, 0) for t, v in ta.cpu_ns().items())
         res = ta.wait(STOP_TIMEOUT, signal.SIGINT)
         if res["rc"] != 130:
             raise RuntimeError("tcp-audit %s exited %d:\n%s" % (
@@ -638,6 +657,7 @@ def traced_round(a, servers, workdir, config, shape, threads, connections, prog_
             "completeness": stored / gen["events"],
             "cpu_us_per_event": 1e6 * res["cpu"] / read if read else None,
             "user_us_per_event": 1e6 * res["user_cpu"] / read if read else None,
+            "run_cpu_us_per_event": run_ns / 1e3 / read if read else None,
             "server_cpu_us_per_event": 1e6 * pg_cpu / read if read and pg_cpu is not None
             else None,
             "rss_mib": res["rss_mib"],
@@ -794,12 +814,14 @@ def eventers_section(a, servers, workdir):
     out = ["", "The eventers against each other: paired rounds, %d connections (%d events) per "
                "round; each round an untraced run, then bpf -> jsonl and tracefs -> jsonl in "
                "alternating order; ratio = traced rate / that round's untraced rate; tcp-audit "
-               "CPU per event read (user)." % (a.connections, 10 * a.connections + 2),
+               "CPU per event read (user), from start to exit and while the generator ran "
+               "(its threads' time from \"started\" to 0.5 s after the generator's end: no "
+               "start-up, no exit)." % (a.connections, 10 * a.connections + 2),
            "",
            "| shape | threads | rounds | bpf ratio | tracefs ratio | bpf - tracefs, median "
            "(range) | bpf rounds ahead | bpf CPU per event | tracefs CPU per event | "
-           "completeness (worst) |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "bpf CPU while running | tracefs CPU while running | completeness (worst) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for shape in a.shapes:
         for threads in a.threads:
             rows = []
@@ -812,6 +834,8 @@ def eventers_section(a, servers, workdir):
                              "bpf_user": got[pair[0]]["user_us_per_event"],
                              "tracefs_cpu": got[pair[1]]["cpu_us_per_event"],
                              "tracefs_user": got[pair[1]]["user_us_per_event"],
+                             "bpf_run_cpu": got[pair[0]]["run_cpu_us_per_event"],
+                             "tracefs_run_cpu": got[pair[1]]["run_cpu_us_per_event"],
                              "completeness": min(g["completeness"] for g in got.values())})
             diffs = [x["bpf"] - x["tracefs"] for x in rows]
             row = {"section": "eventers", "shape": shape, "threads": threads,
@@ -820,7 +844,7 @@ def eventers_section(a, servers, workdir):
                    "difference": median(diffs), "per_round": rows}
             emit(row)
             out.append("| %s | %d | %d | %.3f | %.3f | %+.3f (%+.3f .. %+.3f) | %d of %d | "
-                       "%.3f us (%.3f) | %.3f us (%.3f) | %.4f%% |" % (
+                       "%.3f us (%.3f) | %.3f us (%.3f) | %.3f us | %.3f us | %.4f%% |" % (
                            shape, threads, a.reset_rounds, row["bpf"], row["tracefs"],
                            row["difference"], min(diffs), max(diffs),
                            sum(1 for d in diffs if d >= 0), len(diffs),
@@ -828,6 +852,8 @@ def eventers_section(a, servers, workdir):
                            median([x["bpf_user"] for x in rows]),
                            median([x["tracefs_cpu"] for x in rows]),
                            median([x["tracefs_user"] for x in rows]),
+                           median([x["bpf_run_cpu"] for x in rows]),
+                           median([x["tracefs_run_cpu"] for x in rows]),
                            100 * min(x["completeness"] for x in rows)))
     return out
 
