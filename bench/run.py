@@ -836,6 +836,10 @@ def eventers_section(a, servers, workdir):
                              "tracefs_user": got[pair[1]]["user_us_per_event"],
                              "bpf_run_cpu": got[pair[0]]["run_cpu_us_per_event"],
                              "tracefs_run_cpu": got[pair[1]]["run_cpu_us_per_event"],
+                             "bpf_completeness": got[pair[0]]["completeness"],
+                             "tracefs_completeness": got[pair[1]]["completeness"],
+                             "bpf_lost": got[pair[0]]["lost"],
+                             "tracefs_lost": got[pair[1]]["lost"],
                              "completeness": min(g["completeness"] for g in got.values())})
             diffs = [x["bpf"] - x["tracefs"] for x in rows]
             row = {"section": "eventers", "shape": shape, "threads": threads,
