@@ -840,6 +840,7 @@ def eventers_section(a, servers, workdir):
                              "tracefs_completeness": got[pair[1]]["completeness"],
                              "bpf_lost": got[pair[0]]["lost"],
                              "tracefs_lost": got[pair[1]]["lost"],
+                             "tw_overflow": sum(g["tw_overflow"] for g in got.values()),
                              "completeness": min(g["completeness"] for g in got.values())})
             diffs = [x["bpf"] - x["tracefs"] for x in rows]
             row = {"section": "eventers", "shape": shape, "threads": threads,
