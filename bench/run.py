@@ -30,7 +30,9 @@ resets   What recording resets costs, as paired rounds: for each eventer and
          differences (with - without; the target: within 0.01 of 0).
 eventers bpf -> jsonl against tracefs -> jsonl in paired rounds, as resets
          (--pair-rounds of them): the median ratio of each, the median of
-         the per-round differences, how many rounds bpf was ahead.
+         the per-round differences, how many rounds bpf was ahead, and
+         tcp-audit's CPU per event over its whole run and while the
+         generator ran (no start-up: bpf's loading of its programs).
 seal     What sealing costs (--seal, issue 19's target: the ratio within 0.01,
          tcp-audit's CPU per event up by at most 0.1 us): bpf -> jsonl with
          and without --seal in paired rounds, as resets; every sealed store
