@@ -238,11 +238,7 @@ struct kept_name {
 
 struct kept_text {
 	struct kept_number numbers[KEPT_COUNT];
-	struct {
-		uint64_t v;
-		bool set;
-		char text[MACHINE_TEXT_LEN];
-	} machine;
+	struct kept_number machine; /* its hex digits */
 	struct kept_name states[KEPT_STATES];
 	struct kept_addr addrs[KEPT_ADDRS];
 };
@@ -354,12 +350,13 @@ size_t event_to_json(const struct tcp_audit_event *ev, char out[EVENT_JSON_MAX])
 	if (ev->valid & TCP_AUDIT_HAS_MACHINE) {
 		PUT_KEY(&o, "machine");
 		*o.p++ = '"';
-		if (ev->machine != kept->machine.v || !kept->machine.set) {
-			format_machine(ev->machine, kept->machine.text);
-			kept->machine.v = ev->machine;
-			kept->machine.set = true;
+		struct kept_number *m = &kept->machine;
+		_Static_assert(sizeof(m->text) >= MACHINE_TEXT_LEN, "room for the machine's digits");
+		if (ev->machine != m->v || !m->len) {
+			m->len = (uint32_t)format_machine(ev->machine, m->text);
+			m->v = ev->machine;
 		}
-		memcpy(o.p, kept->machine.text, MACHINE_TEXT_LEN);
+		memcpy(o.p, m->text, MACHINE_TEXT_LEN);
 		o.p += MACHINE_TEXT_LEN;
 		*o.p++ = '"';
 	}
