@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "crc32c.h"
 #include "event-text.h"
 #include "log.h"
 
@@ -127,57 +128,6 @@ struct spool {
 	size_t n_sinks;
 	struct sink_pos sinks[];
 };
-
-/* ------------------------------------------------------------------------ */
-/* CRC-32C (Castagnoli), with the SSE4.2 instruction where there is one       */
-
-static uint32_t crc_table[256];
-static bool crc_hw;
-
-static void crc_init(void)
-{
-	for (uint32_t i = 0; i < 256; i++) {
-		uint32_t c = i;
-		for (int k = 0; k < 8; k++)
-			c = c & 1 ? (c >> 1) ^ 0x82f63b78u : c >> 1;
-		crc_table[i] = c;
-	}
-#if defined(__x86_64__)
-	crc_hw = __builtin_cpu_supports("sse4.2");
-#endif
-}
-
-#if defined(__x86_64__)
-__attribute__((target("sse4.2"))) static uint32_t crc_hw_update(uint32_t c, const uint8_t *p,
-								size_t n)
-{
-	uint64_t c64 = c;
-
-	for (; n >= 8; n -= 8, p += 8) {
-		uint64_t v;
-		memcpy(&v, p, 8);
-		c64 = __builtin_ia32_crc32di(c64, v);
-	}
-	c = (uint32_t)c64;
-	for (; n; n--, p++)
-		c = __builtin_ia32_crc32qi(c, *p);
-	return c;
-}
-#endif
-
-static uint32_t crc32c(const void *data, size_t n)
-{
-	const uint8_t *p = data;
-	uint32_t c = 0xffffffffu;
-
-#if defined(__x86_64__)
-	if (crc_hw)
-		return ~crc_hw_update(c, p, n);
-#endif
-	for (; n; n--, p++)
-		c = crc_table[(c ^ *p) & 0xff] ^ (c >> 8);
-	return ~c;
-}
 
 /* A record's CRC: of what follows magic and crc (the same 8 bytes in both layouts). */
 static uint32_t record_crc(const void *rec, uint64_t size)
@@ -503,11 +453,9 @@ static int lock_dir(struct spool *s, char *err, size_t errlen)
 int spool_open(struct spool **out, const struct spool_config *cfg, const char *const *labels,
 	       size_t n_sinks, char *err, size_t errlen)
 {
-	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	struct spool *s;
 	int r;
 
-	pthread_once(&once, crc_init);
 	if (n_sinks > SPOOL_MAX_SINKS) {
 		snprintf(err, errlen, "the spool takes at most %d sinks", SPOOL_MAX_SINKS);
 		return -EINVAL;

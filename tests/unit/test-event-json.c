@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Unit tests: the JSON-lines writer and reader, and the text helpers. */
+/* Unit tests: the JSON-lines writer and reader, the text helpers and CRC-32C. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 
+#include "crc32c.h"
 #include "event-json.h"
 #include "event-text.h"
 
@@ -684,6 +685,37 @@ static void test_names(void **state)
 	assert_int_equal(tcp_state_from_name("CLOSE", 5), -1);
 }
 
+/* The spool's checks and the seals' fingerprints (kept in archives) are CRC-32C exactly. */
+static void test_crc32c(void **state)
+{
+	(void)state;
+	uint8_t buf[301];
+
+	/* RFC 3720 B.4's vectors, and the usual check value */
+	memset(buf, 0, 32);
+	assert_int_equal(crc32c(buf, 32), 0x8a9136aa);
+	memset(buf, 0xff, 32);
+	assert_int_equal(crc32c(buf, 32), 0x62a8ab43);
+	for (int i = 0; i < 32; i++)
+		buf[i] = (uint8_t)i;
+	assert_int_equal(crc32c(buf, 32), 0x46dd794e);
+	assert_int_equal(crc32c("123456789", 9), 0xe3069283);
+	assert_int_equal(crc32c(buf, 0), 0);
+	/* every length and alignment against the bitwise definition */
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = (uint8_t)(i * 131 + 7);
+	for (size_t off = 0; off < 8; off++)
+		for (size_t len = 0; off + len <= sizeof(buf); len += 7) {
+			uint32_t c = 0xffffffffu;
+			for (size_t i = off; i < off + len; i++) {
+				c ^= buf[i];
+				for (int k = 0; k < 8; k++)
+					c = c & 1 ? (c >> 1) ^ 0x82f63b78u : c >> 1;
+			}
+			assert_int_equal(crc32c(buf + off, len), ~c);
+		}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -705,6 +737,7 @@ int main(void)
 		cmocka_unit_test(test_unknown_numbers_are_kept),
 		cmocka_unit_test(test_rfc3339),
 		cmocka_unit_test(test_names),
+		cmocka_unit_test(test_crc32c),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,12 @@
+/* SPDX-License-Identifier: MIT */
+/* CRC-32C (Castagnoli): the spool's record checks and the seals' fingerprints. */
+#ifndef TCP_AUDIT_CRC32C_H
+#define TCP_AUDIT_CRC32C_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The CRC-32C of n bytes (as iSCSI's and ext4's: "123456789" gives e3069283). */
+uint32_t crc32c(const void *data, size_t n);
+
+#endif
