@@ -4,7 +4,7 @@
 # Run as root.
 set -eu
 pkgs="meson ninja-build gcc libc6-dev pkgconf clang llvm libbpf-dev bpftool libelf-dev libsystemd-dev
-      libmicrohttpd-dev libsodium-dev zlib1g-dev libsqlite3-dev libpq-dev libcurl4-openssl-dev libtracefs-dev libtraceevent-dev"
+      libmicrohttpd-dev libsodium-dev libssl-dev zlib1g-dev libsqlite3-dev libpq-dev libcurl4-openssl-dev libtracefs-dev libtraceevent-dev"
 if [ "${1:-}" = "--test" ]; then
 	pkgs="$pkgs python3 libcmocka-dev sqlite3 postgresql valgrind binutils iproute2
 	      procps util-linux nftables clickhouse-server zookeeper openssl logrotate prometheus groff-base

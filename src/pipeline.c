@@ -618,8 +618,10 @@ static bool deliver_as(struct sink_thread *s, const struct tcp_audit_event *ev, 
 	/* made once: a retried batch comes with the same seal */
 	if (sealed) {
 		uint64_t t0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
-		if (seal_chain_make(s->chain, ev, n, closing, &seal) != 0) {
-			log_error("%s: cannot seal a batch: out of memory", s->stage.label);
+		int r = seal_chain_make(s->chain, ev, n, closing, &seal);
+		if (r != 0) {
+			log_error("%s: cannot seal a batch: %s", s->stage.label,
+				  r == -ENOMEM ? "out of memory" : "libcrypto's AES-256-GCM failed");
 			return false;
 		}
 		uint64_t spent = now_ns(CLOCK_THREAD_CPUTIME_ID) - t0;

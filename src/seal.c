@@ -17,8 +17,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
 #include <sodium.h>
 
+#include "crc32c.h"
 #include "event-text.h"
 #include "log.h"
 
@@ -26,7 +28,8 @@
 #define STEP_CONTEXT "tcp-audit seal key step"
 #define FP_CONTEXT "tcp-audit seal fp"
 #define MAC_CONTEXT "tcp-audit seal mac"
-#define FP_HEX 16
+#define BODY_CONTEXT "tcp-audit seal body"
+#define FP_HEX_MAX 16
 #define SEAL_FIXED_MAX 512 /* the seal's text but for the fingerprints */
 
 struct sealer {
@@ -48,6 +51,13 @@ struct seal_chain {
 	size_t cap;
 	uint64_t *fp; /* the fingerprints of the batch sealed last */
 	size_t fp_cap;
+	struct seal_body *body;
+};
+
+struct seal_body {
+	EVP_CIPHER_CTX *ctx;
+	size_t used; /* bytes in buf: the canonical bytes of the chunk's events so far */
+	uint8_t buf[SEAL_CHUNK * sizeof(struct tcp_audit_event)];
 };
 
 static int fail(char *err, size_t size, int r, const char *fmt, ...)
@@ -311,6 +321,11 @@ struct seal_chain *seal_chain_new(struct sealer *s)
 		return NULL;
 	c->s = s;
 	memset(c->prev, '0', seal_mac_hex_len(SEAL_FORMAT));
+	c->body = seal_body_new();
+	if (!c->body) {
+		free(c);
+		return NULL;
+	}
 	return c;
 }
 
@@ -320,6 +335,7 @@ void seal_chain_free(struct seal_chain *c)
 		return;
 	free(c->text);
 	free(c->fp);
+	seal_body_free(c->body);
 	free(c);
 }
 
@@ -388,32 +404,114 @@ uint64_t seal_fp(const uint8_t fp_key[16], const struct tcp_audit_event *ev)
 	return v;
 }
 
+uint32_t seal_crc(const struct tcp_audit_event *ev)
+{
+	uint8_t buf[sizeof(*ev)];
+
+	return crc32c(buf, canonical(ev, buf));
+}
+
 size_t seal_mac_hex_len(uint64_t format)
 {
 	return format == 2 ? 64 : 2 * crypto_onetimeauth_BYTES;
 }
 
-/* Format 3's one-time Poly1305 key: BLAKE2b-256 under key of MAC_CONTEXT and head. */
-static void mac_key(const uint8_t key[SEAL_KEY_BYTES], const char *head, size_t len,
-		    uint8_t out[crypto_onetimeauth_KEYBYTES])
+size_t seal_fp_hex_len(uint64_t format)
+{
+	return format >= 4 ? 8 : 16;
+}
+
+/* A one-time key: BLAKE2b-256 under key of a context string and a seal's text. */
+static void derive(const uint8_t key[SEAL_KEY_BYTES], const char *context, const char *head,
+		   size_t len, uint8_t out[32])
 {
 	crypto_generichash_state st;
 
-	crypto_generichash_init(&st, key, SEAL_KEY_BYTES, crypto_onetimeauth_KEYBYTES);
-	crypto_generichash_update(&st, (const uint8_t *)MAC_CONTEXT, sizeof(MAC_CONTEXT) - 1);
+	crypto_generichash_init(&st, key, SEAL_KEY_BYTES, 32);
+	crypto_generichash_update(&st, (const uint8_t *)context, strlen(context));
 	crypto_generichash_update(&st, (const uint8_t *)head, len);
-	crypto_generichash_final(&st, out, crypto_onetimeauth_KEYBYTES);
+	crypto_generichash_final(&st, out, 32);
 	sodium_memzero(&st, sizeof(st));
 }
 
-/* Packs up to 64 of the n fingerprints at fp into buf, big-endian; returns how many. */
-static size_t pack_fps(uint8_t buf[64 * 8], const uint64_t *fp, size_t n)
+struct seal_body *seal_body_new(void)
+{
+	struct seal_body *b = malloc(sizeof(*b));
+
+	if (!b)
+		return NULL;
+	b->used = 0;
+	b->ctx = EVP_CIPHER_CTX_new();
+	if (!b->ctx) {
+		free(b);
+		return NULL;
+	}
+	return b;
+}
+
+void seal_body_free(struct seal_body *b)
+{
+	if (!b)
+		return;
+	EVP_CIPHER_CTX_free(b->ctx); /* cleanses the key schedule */
+	free(b);
+}
+
+int seal_body_key(struct seal_body *b, const uint8_t key[SEAL_KEY_BYTES], const char *head,
+		  size_t len)
+{
+	uint8_t k[32];
+
+	derive(key, BODY_CONTEXT, head, len, k);
+	int ok = EVP_EncryptInit_ex(b->ctx, EVP_aes_256_gcm(), NULL, k, NULL);
+	sodium_memzero(k, sizeof(k));
+	b->used = 0;
+	return ok == 1 ? 0 : -EIO;
+}
+
+uint32_t seal_body_add(struct seal_body *b, const struct tcp_audit_event *ev)
+{
+	uint8_t *at = b->buf + b->used;
+	size_t len = canonical(ev, at);
+
+	b->used += len;
+	return crc32c(at, len);
+}
+
+int seal_body_tag(struct seal_body *b, uint64_t chunk, char out[SEAL_TAG_HEX])
+{
+	uint8_t iv[12] = {0}, tag[16], none[16];
+	uint64_t be = htobe64(chunk);
+	int len, ok;
+
+	memcpy(iv + 4, &be, 8);
+	/* GMAC: AES-256-GCM with the chunk's bytes as its only (additional) data */
+	ok = EVP_EncryptInit_ex(b->ctx, NULL, NULL, NULL, iv) == 1 &&
+	     (b->used == 0 || EVP_EncryptUpdate(b->ctx, NULL, &len, b->buf, (int)b->used) == 1) &&
+	     EVP_EncryptFinal_ex(b->ctx, none, &len) == 1 &&
+	     EVP_CIPHER_CTX_ctrl(b->ctx, EVP_CTRL_GCM_GET_TAG, sizeof(tag), tag) == 1;
+	b->used = 0;
+	if (!ok)
+		return -EIO;
+	for (int i = 0; i < 16; i++)
+		memcpy(out + 2 * i, hex_pairs[tag[i]], 2);
+	return 0;
+}
+
+void seal_body_done(struct seal_body *b)
+{
+	EVP_CIPHER_CTX_reset(b->ctx); /* the one-time key's schedule, cleansed */
+	b->used = 0;
+}
+
+/* Packs up to 64 of the n fingerprints at fp into buf, big-endian, of width bytes. */
+static size_t pack_fps(uint8_t buf[64 * 8], const uint64_t *fp, size_t n, size_t width)
 {
 	size_t k = n < 64 ? n : 64;
 
 	for (size_t i = 0; i < k; i++) {
-		uint64_t be = htobe64(fp[i]);
-		memcpy(buf + i * 8, &be, 8);
+		uint64_t be = htobe64(fp[i] << (64 - 8 * width));
+		memcpy(buf + i * width, &be, width);
 	}
 	return k;
 }
@@ -428,27 +526,31 @@ static void mac_blake2b(const uint8_t key[SEAL_KEY_BYTES], const char *head, siz
 	crypto_generichash_init(&st, key, SEAL_KEY_BYTES, 32);
 	crypto_generichash_update(&st, (const uint8_t *)head, len);
 	for (size_t k; n; fp += k, n -= k) {
-		k = pack_fps(buf, fp, n);
+		k = pack_fps(buf, fp, n, 8);
 		crypto_generichash_update(&st, buf, k * 8);
 	}
 	crypto_generichash_final(&st, mac, 32);
 	sodium_memzero(&st, sizeof(st));
 }
 
-/* Format 3's MAC: Poly1305 of the same bytes under the one-time key of mac_key(). */
+/*
+ * Formats 3 and 4's MAC: Poly1305 of the same bytes (the fingerprints width
+ * bytes each) under a one-time key derived from the text.
+ */
 static void mac_poly1305(const uint8_t key[SEAL_KEY_BYTES], const char *head, size_t len,
-			 const uint64_t *fp, size_t n, uint8_t mac[crypto_onetimeauth_BYTES])
+			 const uint64_t *fp, size_t n, size_t width,
+			 uint8_t mac[crypto_onetimeauth_BYTES])
 {
 	crypto_onetimeauth_state st;
 	uint8_t buf[64 * 8], otk[crypto_onetimeauth_KEYBYTES];
 
-	mac_key(key, head, len, otk);
+	derive(key, MAC_CONTEXT, head, len, otk);
 	crypto_onetimeauth_init(&st, otk);
 	sodium_memzero(otk, sizeof(otk));
 	crypto_onetimeauth_update(&st, (const uint8_t *)head, len);
 	for (size_t k; n; fp += k, n -= k) {
-		k = pack_fps(buf, fp, n);
-		crypto_onetimeauth_update(&st, buf, k * 8);
+		k = pack_fps(buf, fp, n, width);
+		crypto_onetimeauth_update(&st, buf, k * width);
 	}
 	crypto_onetimeauth_final(&st, mac);
 	sodium_memzero(&st, sizeof(st));
@@ -462,17 +564,26 @@ void seal_mac_hex(uint64_t format, const uint8_t key[SEAL_KEY_BYTES], const char
 	if (format == 2)
 		mac_blake2b(key, head, len, fp, n, mac);
 	else
-		mac_poly1305(key, head, len, fp, n, mac);
+		mac_poly1305(key, head, len, fp, n, seal_fp_hex_len(format) / 2, mac);
 	sodium_bin2hex(out, SEAL_MAC_HEX_MAX + 1, mac, seal_mac_hex_len(format) / 2);
+}
+
+/* v's low 32 bits as 8 hex digits, no NUL */
+static void format_hex32(uint32_t v, char out[8])
+{
+	for (int j = 6; j >= 0; j -= 2, v >>= 8)
+		memcpy(out + j, hex_pairs[v & 255], 2);
 }
 
 int seal_chain_make(struct seal_chain *c, const struct tcp_audit_event *ev, size_t n, bool last,
 		    struct tcp_audit_seal *out)
 {
 	struct sealer *s = c->s;
-	size_t need = SEAL_FIXED_MAX + n * FP_HEX;
-	uint8_t key[SEAL_KEY_BYTES], fp_key[16];
+	size_t chunks = (n + SEAL_CHUNK - 1) / SEAL_CHUNK;
+	size_t need = SEAL_FIXED_MAX + n * FP_HEX_MAX + chunks * SEAL_TAG_HEX;
+	uint8_t key[SEAL_KEY_BYTES];
 	char stamp[RFC3339_NS_LEN + 1];
+	int r;
 
 	if (need > c->cap) {
 		char *t = realloc(c->text, need);
@@ -490,7 +601,7 @@ int seal_chain_make(struct seal_chain *c, const struct tcp_audit_event *ev, size
 	}
 	uint64_t now = wall_ns();
 	pthread_mutex_lock(&s->mu);
-	int r = evolve(s, false, now / 1000000000u);
+	r = evolve(s, false, now / 1000000000u);
 	memcpy(key, s->key, sizeof(key));
 	uint64_t epoch = s->epoch;
 	pthread_mutex_unlock(&s->mu);
@@ -506,17 +617,30 @@ int seal_chain_make(struct seal_chain *c, const struct tcp_audit_event *ev, size
 	if (c->index == 0)
 		p += sprintf(p, ",\"after\":\"%s\",\"after_closed\":%s", s->after[0] ? s->after : "",
 			     s->after_closed ? "true" : "false");
-	p += sprintf(p, ",\"prev\":\"%s\",\"fp\":\"", c->prev);
+	p += sprintf(p, ",\"prev\":\"%s\",\"body\":\"", c->prev);
+	/* the body's tags (its key from the text so far), then the fingerprints */
+	r = seal_body_key(c->body, key, c->text, (size_t)(p - c->text));
+	char *tags = p;
+	p += chunks * SEAL_TAG_HEX;
+	p += sprintf(p, "\",\"fp\":\"");
 	size_t head = (size_t)(p - c->text);
-	seal_fp_key(key, s->run, c->index, fp_key);
-	for (size_t i = 0; i < n; i++) {
-		format_hex64(c->fp[i] = seal_fp(fp_key, &ev[i]), p);
-		p += FP_HEX;
+	for (size_t k = 0, i = 0; !r && k < chunks; k++) {
+		for (size_t end = i + SEAL_CHUNK < n ? i + SEAL_CHUNK : n; i < end; i++) {
+			uint32_t fp = seal_body_add(c->body, &ev[i]);
+			c->fp[i] = fp;
+			format_hex32(fp, p);
+			p += 8;
+		}
+		r = seal_body_tag(c->body, k, tags + k * SEAL_TAG_HEX);
+	}
+	seal_body_done(c->body);
+	if (r) {
+		sodium_memzero(key, sizeof(key));
+		return r;
 	}
 	seal_mac_hex(SEAL_FORMAT, key, c->text, head, c->fp, n, c->mac);
 	p += sprintf(p, "\",\"mac\":\"%s\"}", c->mac);
 	sodium_memzero(key, sizeof(key));
-	sodium_memzero(fp_key, sizeof(fp_key));
 	*out = (struct tcp_audit_seal){
 		.text = c->text,
 		.len = (size_t)(p - c->text),

@@ -45,7 +45,6 @@
 #define STRINGIFY(x) STRINGIFY_(x)
 #define EXIT_PROBLEMS 1
 #define EXIT_USAGE 2
-#define FP_HEX 16
 #define MAX_KEYS 256 /* --verify-key: a fleet's hosts */
 
 static int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -169,6 +168,7 @@ struct verify {
 	size_t n_sealed, cap_sealed;
 	uint8_t *named; /* databases: every uid a seal names (sorted once all are read) */
 	size_t n_named, cap_named;
+	struct seal_body *body; /* format 4's tags, checked */
 	struct pending *extra; /* events no seal covers, judged at the end */
 	size_t n_extra, cap_extra;
 	uint64_t problems, events, seals, first_ns, last_ns;
@@ -309,12 +309,12 @@ static struct run *find_run(struct verify *v, const char *id)
 	return NULL;
 }
 
-/* A fingerprint's 16 lower-case hex digits; false for anything else. */
-static bool hex_u64(const char *p, uint64_t *out)
+/* A fingerprint's width lower-case hex digits; false for anything else. */
+static bool hex_u64(const char *p, size_t width, uint64_t *out)
 {
 	uint64_t x = 0;
 
-	for (int i = 0; i < FP_HEX; i++) {
+	for (size_t i = 0; i < width; i++) {
 		if (p[i] >= '0' && p[i] <= '9')
 			x = x << 4 | (uint64_t)(p[i] - '0');
 		else if (p[i] >= 'a' && p[i] <= 'f')
@@ -327,20 +327,20 @@ static bool hex_u64(const char *p, uint64_t *out)
 }
 
 /*
- * A seal's fingerprints: the 16-digit groups from the quote at fp to the one
- * closing them right before ',"mac":' at mac_at (which the MAC does not
- * cover, so nothing else may stand there).  NULL when they are not that;
+ * A seal's fingerprints: the groups of width digits from the quote at fp to
+ * the one closing them right before ',"mac":' at mac_at (which the MAC does
+ * not cover, so nothing else may stand there).  NULL when they are not that;
  * their number in *n.
  */
-static uint64_t *read_fps(const char *fp, const char *mac_at, size_t *n)
+static uint64_t *read_fps(const char *fp, const char *mac_at, size_t width, size_t *n)
 {
 	if (!fp || *fp != '"' || mac_at - fp < 2 || mac_at[-1] != '"' ||
-	    (size_t)(mac_at - fp - 2) % FP_HEX)
+	    (size_t)(mac_at - fp - 2) % width)
 		return NULL;
-	*n = (size_t)(mac_at - fp - 2) / FP_HEX;
+	*n = (size_t)(mac_at - fp - 2) / width;
 	uint64_t *out = malloc((*n + 1) * sizeof(*out));
 	for (size_t j = 0; out && j < *n; j++) {
-		if (!hex_u64(fp + 1 + j * FP_HEX, &out[j])) {
+		if (!hex_u64(fp + 1 + j * width, width, &out[j])) {
 			free(out);
 			return NULL;
 		}
@@ -389,25 +389,85 @@ static void sealed(struct verify *v, const struct pending *e)
 	}
 }
 
+/* An event's fingerprint in a seal of format (the key: formats 2 and 3's). */
+static uint64_t fingerprint(uint64_t format, const uint8_t fp_key[16],
+			    const struct tcp_audit_event *ev)
+{
+	return format >= 4 ? seal_crc(ev) : seal_fp(fp_key, ev);
+}
+
+/*
+ * Format 4: the chunks of a batch against their tags (body: 32 digits each).
+ * A chunk whose every event was matched (at[j]: the pending event matched to
+ * the batch's event j, plus 1; 0: none) is proven by its tag, or named as
+ * altered behind unchanged fingerprints; one with an event missing or
+ * altered cannot be proven, and its other events are noted as such (not
+ * counted as verified; the problem is the event already named).
+ */
+static void check_chunks(struct verify *v, const size_t *at, uint64_t n, const char *body,
+			 const char *what)
+{
+	char tag[SEAL_TAG_HEX];
+
+	for (uint64_t k = 0; k * SEAL_CHUNK < n; k++) {
+		uint64_t from = k * SEAL_CHUNK, to = from + SEAL_CHUNK < n ? from + SEAL_CHUNK : n;
+		uint64_t there = 0;
+		for (uint64_t j = from; j < to; j++)
+			there += at[j] != 0;
+		if (there < to - from) {
+			if (there) /* the problem is the one named already */
+				note("%" PRIu64 " other events of %s (of its events %" PRIu64
+				     " to %" PRIu64 ", which its tag %" PRIu64 " covers) match their "
+				     "fingerprints but are not proven without the missing or altered "
+				     "one",
+				     there, what, from + 1, to, k + 1);
+			continue;
+		}
+		for (uint64_t j = from; j < to; j++)
+			seal_body_add(v->body, &v->pend[at[j] - 1].ev);
+		if (seal_body_tag(v->body, k, tag) != 0) {
+			fprintf(stderr, "tcp-audit verify: libcrypto's AES-256-GCM failed\n");
+			exit(EXIT_USAGE);
+		}
+		if (memcmp(tag, body + k * SEAL_TAG_HEX, SEAL_TAG_HEX) == 0) {
+			for (uint64_t j = from; j < to; j++)
+				sealed(v, &v->pend[at[j] - 1]);
+			continue;
+		}
+		const struct pending *first = &v->pend[at[from] - 1], *end = &v->pend[at[to - 1] - 1];
+		char span[160];
+		if (v->by_uid)
+			snprintf(span, sizeof(span), "event %s to event %s", first->uid, end->uid);
+		else
+			snprintf(span, sizeof(span), "%ss %" PRIu64 " to %" PRIu64, v->unit, first->line,
+				 end->line);
+		problem(v, "%s: events %" PRIu64 " to %" PRIu64 " of %s altered behind unchanged "
+			   "fingerprints (its tag %" PRIu64 " is wrong): not verified",
+			span, from + 1, to, what, k + 1);
+	}
+}
+
 /*
  * The events before a seal against its fingerprints want (n of them), in
- * order: matched ones are sealed; an expected one not there is deleted; one
- * there and not expected is altered when it stands where an expected one is
- * missing, else kept aside (inserted, or a copy written again after a crash).
+ * order: matched ones are sealed (format 4: by their chunk's tag in body);
+ * an expected one not there is deleted; one there and not expected is
+ * altered when it stands where an expected one is missing, else kept aside
+ * (inserted, or a copy written again after a crash).
  */
-static void check_batch(struct verify *v, const uint64_t *want, uint64_t n,
-			const uint8_t fp_key[16], const char *what)
+static void check_batch(struct verify *v, uint64_t format, const uint64_t *want, uint64_t n,
+			const uint8_t fp_key[16], const char *body, const char *what)
 {
 	uint64_t *got = calloc(v->n_pend ? v->n_pend : 1, sizeof(*got));
-	if (!got) {
+	size_t *at = calloc(n ? n : 1, sizeof(*at));
+	if (!got || !at) {
 		fprintf(stderr, "tcp-audit verify: out of memory\n");
 		exit(EXIT_USAGE);
 	}
 	for (size_t i = 0; i < v->n_pend; i++) {
-		got[i] = seal_fp(fp_key, &v->pend[i].ev);
+		got[i] = fingerprint(format, fp_key, &v->pend[i].ev);
 		if (!v->pend[i].has_alt)
 			continue;
-		uint64_t alt = seal_fp(fp_key, &v->pend[i].alt);
+		uint64_t alt = fingerprint(format, fp_key, &v->pend[i].alt);
 		for (uint64_t j = 0; j < n; j++)
 			if (want[j] == alt) {
 				got[i] = alt;
@@ -419,7 +479,10 @@ static void check_batch(struct verify *v, const uint64_t *want, uint64_t n,
 	uint64_t j = 0;
 	while (i < v->n_pend || j < n) {
 		if (i < v->n_pend && j < n && got[i] == want[j]) {
-			sealed(v, &v->pend[i]);
+			if (format >= 4)
+				at[j] = i + 1;
+			else
+				sealed(v, &v->pend[i]);
 			i++, j++;
 			continue;
 		}
@@ -453,8 +516,11 @@ static void check_batch(struct verify *v, const uint64_t *want, uint64_t n,
 			j = n;
 		}
 	}
+	if (format >= 4)
+		check_chunks(v, at, n, body, what);
 	v->n_pend = 0;
 	free(got);
+	free(at);
 }
 
 static void check_seal(struct verify *v, const char *text, size_t len, uint64_t line)
@@ -491,10 +557,24 @@ static void check_seal(struct verify *v, const char *text, size_t len, uint64_t 
 	/* the fingerprints: the MAC covers them as bytes */
 	const char *fp = field(text, len, "fp");
 	size_t n_fp = 0;
-	uint64_t *want = read_fps(fp, mac_at, &n_fp);
+	uint64_t *want = read_fps(fp, mac_at, seal_fp_hex_len(format), &n_fp);
 	if (!want) {
 		problem(v, "%s %" PRIu64 ": a damaged seal (its fingerprints)", v->seal_unit, line);
 		return;
+	}
+	/* format 4: the body's tags, 32 digits a chunk, right before the fingerprints */
+	const char *body = format >= 4 ? field(text, len, "body") : NULL;
+	size_t n_tags = 0;
+	if (format >= 4) {
+		const char *end = fp - strlen(",\"fp\":");
+		if (!body || body >= end || *body != '"' || end[-1] != '"' ||
+		    (size_t)(end - body - 2) % SEAL_TAG_HEX) {
+			problem(v, "%s %" PRIu64 ": a damaged seal (its body)", v->seal_unit, line);
+			free(want);
+			return;
+		}
+		n_tags = (size_t)(end - body - 2) / SEAL_TAG_HEX;
+		body++;
 	}
 	if (v->by_uid) /* the seal's index is where it is */
 		snprintf(what, sizeof(what), "seal %.8s #%" PRIu64, id, index);
@@ -540,8 +620,8 @@ static void check_seal(struct verify *v, const char *text, size_t len, uint64_t 
 		return;
 	}
 	v->seals++;
-	if (n_fp != count) {
-		problem(v, "%s: its fingerprints do not match its count", what);
+	if (n_fp != count || (format >= 4 && n_tags != (count + SEAL_CHUNK - 1) / SEAL_CHUNK)) {
+		problem(v, "%s: its fingerprints or tags do not match its count", what);
 		free(want);
 		return;
 	}
@@ -608,11 +688,20 @@ static void check_seal(struct verify *v, const char *text, size_t len, uint64_t 
 	r->last_seal_ns = time_ns;
 	r->events += count;
 
-	uint8_t fp_key[16];
-	seal_fp_key(key, id, index, fp_key);
+	uint8_t fp_key[16] = {0};
+	if (format >= 4) {
+		if (seal_body_key(v->body, key, text, (size_t)(body - text)) != 0) {
+			fprintf(stderr, "tcp-audit verify: libcrypto's AES-256-GCM failed\n");
+			exit(EXIT_USAGE);
+		}
+	} else {
+		seal_fp_key(key, id, index, fp_key);
+	}
 	v->seal_host = v->key_hosts[k][0] ? v->key_hosts[k] : NULL;
-	check_batch(v, want, count, fp_key, what);
+	check_batch(v, format, want, count, fp_key, body, what);
 	v->seal_host = NULL;
+	if (format >= 4)
+		seal_body_done(v->body);
 	free(want);
 }
 
@@ -1981,12 +2070,19 @@ int verify_main(int argc, char **argv)
 	v.keys = keys;
 	v.key_hosts = key_hosts;
 	v.n_keys = n_keys;
+	v.body = seal_body_new();
+	if (!v.body) {
+		fprintf(stderr, "tcp-audit verify: out of memory\n");
+		return EXIT_USAGE;
+	}
 	int r = clickhouse		      ? verify_clickhouse(&v, password_file, ca_file)
 		: archive_is_pgsql(v.source)  ? verify_pgsql(&v)
 		: archive_is_sqlite(v.source) ? verify_sqlite(&v)
 					      : verify_jsonl(&v);
-	if (r)
+	if (r) {
+		seal_body_free(v.body);
 		return r;
+	}
 	for (size_t i = 0; i < v.n_runs; i++) {
 		const struct run *run = &v.runs[i];
 		char t0[RFC3339_NS_LEN + 1] = "", t1[RFC3339_NS_LEN + 1] = "";
@@ -2012,6 +2108,7 @@ int verify_main(int argc, char **argv)
 		printf("FAILED: %" PRIu64 " problem%s\n", v.problems, v.problems == 1 ? "" : "s");
 	else
 		printf("OK\n");
+	seal_body_free(v.body);
 	free(v.pend);
 	free(v.runs);
 	free(v.sealed);

@@ -7,7 +7,8 @@ events come from the synthetic eventer; the keys and archives are real files.
 The test re-derives keys and MACs in Python (hashlib's BLAKE2b is the same
 function as libsodium's crypto_generichash; Poly1305 is written out below from
 RFC 8439 and checked against its test vector) to forge seals the way an
-attacker holding the key file would."""
+attacker holding the key file would; crc-forge (crc-forge.c) alters an event
+and keeps its unkeyed fingerprint, as an attacker can."""
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ import signal
 import socket
 import sqlite3
 import stat
+import subprocess
 import tempfile
 import time
 import unittest
@@ -24,6 +26,7 @@ import tcpaudit
 from tcpaudit import Running, fixture, run, summary, wait_until
 
 SYNTH = fixture("synthetic-eventer")
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
 
 def step(key):
@@ -43,9 +46,9 @@ def poly1305(key, data):
 
 def mac(key, body, fmt=None):
     """A seal's MAC from its text before ',"mac":' (seal.h): of the text up to
-    and with '"fp":"', then the fingerprints' digits as bytes; format 3:
-    Poly1305 under a one-time key, BLAKE2b of the text under key; format 2:
-    BLAKE2b under key.  fmt: the body's own "v" unless given."""
+    and with '"fp":"', then the fingerprints' digits as bytes; formats 3 and
+    4: Poly1305 under a one-time key, BLAKE2b of the text under key; format
+    2: BLAKE2b under key.  fmt: the body's own "v" unless given."""
     fmt = fmt or json.loads(body + "}")["v"]
     head, fps = body.split('"fp":"', 1)
     head = (head + '"fp":"').encode()
@@ -282,7 +285,7 @@ class Seal(unittest.TestCase):
         t = lines[:]
         body, s = split_seal(t[seals[0]])
         t[seals[0]] = body.replace('"count":500', '"count":499').replace(
-            '"fp":"' + s["fp"], '"fp":"' + s["fp"][16:]) + ',"mac":"%s"}' % s["mac"]
+            '"fp":"' + s["fp"], '"fp":"' + s["fp"][8:]) + ',"mac":"%s"}' % s["mac"]
         del t[0]
         out = self.verify(t, 1)
         self.assertIn("its MAC is wrong", out)
@@ -295,13 +298,56 @@ class Seal(unittest.TestCase):
         out = self.verify(t, 1)
         self.assertIn("line %d: a damaged seal (its fingerprints)" % (seals[0] + 1), out)
 
+        # and the body's tags: one digit of one changed
+        t = lines[:]
+        tag = s["body"][32:64]
+        t[seals[0]] = t[seals[0]].replace(tag, tag[:-1] + ("0" if tag[-1] != "0" else "1"), 1)
+        out = self.verify(t, 1)
+        self.assertIn("its MAC is wrong", out)
+
         # a seal of another format is named, not misread
         t = lines[:]
-        self.assertIn('"v":3,', t[seals[1]])
-        t[seals[1]] = t[seals[1]].replace('"v":3,', '"v":1,', 1)
+        self.assertIn('"v":4,', t[seals[1]])
+        t[seals[1]] = t[seals[1]].replace('"v":4,', '"v":1,', 1)
         out = self.verify(t, 1)
         self.assertIn("line %d: a seal of format 1, which this tcp-audit does not read "
-                      "(it reads formats 2 to 3)" % (seals[1] + 1), out)
+                      "(it reads formats 2 to 4)" % (seals[1] + 1), out)
+
+    def test_an_alteration_that_keeps_the_fingerprint_is_caught(self):
+        """The fingerprints only name events (a CRC-32C, which anyone can make
+        come out the same); the body's tags prove them.  An event altered so
+        that its fingerprint stays: its chunk of 64 is named, and the other
+        chunks still verify."""
+        self.seal_init()
+        lines = self.capture(count=1000)
+        seals = self.seal_lines(lines)
+        self.assertEqual(len(json.loads(lines[seals[0]])["body"]), 32 * 8)  # 500 events: 8 tags
+        t = lines[:]
+        r = subprocess.run([os.environ["TCP_AUDIT_CRC_FORGE"]], input=t[69] + "\n",
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        forged = r.stdout.strip()
+        old, new = json.loads(t[69]), json.loads(forged)
+        self.assertNotEqual(old["daddr"], new["daddr"])
+        t[69] = forged
+        out = self.verify(t, 1)
+        # line 70 is event 70 of the first seal: in its second chunk (65 to 128)
+        self.assertIn("lines 65 to 128: events 65 to 128 of seal %s #0 (line %d) altered behind "
+                      "unchanged fingerprints (its tag 2 is wrong): not verified"
+                      % (json.loads(lines[seals[0]])["run"][:8], seals[0] + 1), out)
+        self.assertNotIn("event altered (it was", out)  # the fingerprint did not tell
+        self.assertIn("936 events verified", out)  # every other chunk: 1000 - 64
+        self.assertIn("FAILED: 1 problem\n", out)
+
+        # an event deleted: named by its fingerprint; the rest of its chunk unproven
+        t = lines[:]
+        del t[69]
+        out = self.verify(t, 1)
+        self.assertIn("event 70 of seal", out)
+        self.assertIn("63 other events of seal", out)
+        self.assertIn("(of its events 65 to 128, which its tag 2 covers) match their "
+                      "fingerprints but are not proven without the missing or altered one", out)
+        self.assertIn("936 events verified", out)
 
     def test_poly1305_as_rfc_8439_gives_it(self):
         # the test's own Poly1305 (which forges format 3 seals) against RFC 8439 2.5.2
@@ -309,32 +355,44 @@ class Seal(unittest.TestCase):
         self.assertEqual(poly1305(key, b"Cryptographic Forum Research Group").hex(),
                          "a8061dc1305136c6c22b8baf0c0127a9")
 
-    def test_an_archive_of_seal_format_2_still_verifies(self):
-        """Seals of format 2 (builds of 2026-12-02 and -03: a BLAKE2b MAC of 64
-        digits) verify, and an event altered under them is named.  Made from
-        a capture of this build, its seals MACed again as format 2 did (the
-        fingerprints are the same in both)."""
-        vkey = self.seal_init()
-        lines = self.capture(count=1000)
-        seals = self.seal_lines(lines)
-        old = lines[:]
-        reseal(old, seals[0], key_from(bytes.fromhex(vkey.split("-")[1])), fmt=2)
+    def test_archives_of_seal_formats_2_and_3_still_verify(self):
+        """Seals of format 3 (builds of 2026-12-03 to -05: SipHash fingerprints,
+        no body; data/seal-v3.jsonl, 150 synthetic events sealed by such a
+        build) verify, and so do those of format 2 (builds of 2026-12-02 and
+        -03: a BLAKE2b MAC of 64 digits; the same archive MACed again as format
+        2 did: the fingerprints are the same in both); an event altered under
+        either is named."""
+        with open(os.path.join(DATA, "seal-v3.vkey")) as f:
+            self.vkey = f.read().strip()
+        with open(os.path.join(DATA, "seal-v3.jsonl")) as f:
+            v3 = f.read().splitlines()
+        seals = self.seal_lines(v3)
+        self.assertEqual([json.loads(v3[i])["v"] for i in seals], [3] * 4)
+        out = self.verify(v3, 0)
+        self.assertIn("150 events verified in 4 seals of 1 run", out)
+        t = v3[:]
+        self.assertIn('"daddr":"::1"', t[7])
+        t[7] = t[7].replace('"daddr":"::1"', '"daddr":"::2"', 1)
+        out = self.verify(t, 1)
+        self.assertIn("line 8: event altered (it was event 8 of seal", out)
+
+        old = v3[:]
+        reseal(old, seals[0], key_from(bytes.fromhex(self.vkey.split("-")[1])), fmt=2)
         s = json.loads(old[seals[1]])
         self.assertEqual((s["v"], len(s["mac"]), len(s["prev"])), (2, 64, 64))
         out = self.verify(old, 0)
-        self.assertIn("1000 events verified in 3 seals of 1 run", out)
+        self.assertIn("150 events verified in 4 seals of 1 run", out)
         # the chain is checked in format 2 too: a seal's prev changed is named
         t = old[:]
         t[seals[1]] = t[seals[1]].replace('"prev":"%s"' % s["prev"], '"prev":"%s"' % ("0" * 64))
         out = self.verify(t, 1)
         self.assertIn("its MAC is wrong", out)
         t = old[:]
-        t[7] = t[7].replace('"saddr":"::1"', '"saddr":"::2"', 1)
-        self.assertNotEqual(t[7], old[7])
+        t[7] = t[7].replace('"daddr":"::1"', '"daddr":"::2"', 1)
         out = self.verify(t, 1)
         self.assertIn("line 8: event altered (it was event 8 of seal", out)
         # and the MAC is a format's own: format 3's MAC under "v":2 is wrong
-        t = lines[:]
+        t = v3[:]
         t[seals[0]] = t[seals[0]].replace('"v":3,', '"v":2,', 1)
         out = self.verify(t, 1)
         self.assertIn("a damaged seal (fields missing)", out)
@@ -443,28 +501,31 @@ class Seal(unittest.TestCase):
                 k = step(k)
             return k
 
-        # the forgery: an event of the first batch deleted, its fingerprint
-        # dropped from the seal, every seal after re-chained and re-MACed
-        forged = lines[:]
-        del forged[0]
-        body, s = split_seal(forged[seals[0] - 1])
-        body = body.replace('"count":500', '"count":499').replace('"fp":"' + s["fp"],
-                                                                  '"fp":"' + s["fp"][16:])
-        forged[seals[0] - 1] = body + ',"mac":"x"}'
+        # the forgery: the last batch cut off and a closing seal made for the
+        # batch before it, so that the cut reads as a clean stop
+        self.assertEqual(len(seals), 7)  # 6 batches of 500 and the closing seal
+        forged = lines[:seals[4] + 1]
+        body, s = split_seal(lines[seals[6]])
+        prev = json.loads(lines[seals[4]])["mac"]
+        body = body.replace('"index":6,', '"index":5,').replace(
+            '"prev":"%s"' % s["prev"], '"prev":"%s"' % prev)
+        forged.append(body + ',"mac":"x"}')
         # with k(0) (kept off the host) the forgery would pass: the method is right
         control = forged[:]
-        reseal(control, seals[0] - 1, key_from(k0))
-        self.verify(control, 0)
+        reseal(control, len(forged) - 1, key_from(k0))
+        out = self.verify(control, 0)
+        self.assertIn("2500 events verified in 6 seals", out)
         # with the key file's key it does not, whatever epoch it claims
         attempt = forged[:]
-        reseal(attempt, seals[0] - 1, from_stolen)
+        reseal(attempt, len(forged) - 1, from_stolen)
         out = self.verify(attempt, 1)
         self.assertIn("its MAC is wrong", out)
-        attempt = [l.replace('"epoch":%d,' % epoch0, '"epoch":%d,' % stolen_epoch)
-                   for l in forged]
-        reseal(attempt, seals[0] - 1, from_stolen)
+        attempt = forged[:]
+        epoch_c = s["epoch"]  # the closing seal's own (the run may have crossed into epoch0 + 1)
+        attempt[-1] = attempt[-1].replace('"epoch":%d,' % epoch_c, '"epoch":%d,' % stolen_epoch)
+        reseal(attempt, len(forged) - 1, from_stolen)
         out = self.verify(attempt, 1)
-        self.assertIn("sealed in epoch %d but dated in epoch %d" % (stolen_epoch, epoch0), out)
+        self.assertIn("sealed in epoch %d but dated in epoch %d" % (stolen_epoch, epoch_c), out)
 
     def kill_9_and_restart(self, sink, path):
         self.seal_init()
