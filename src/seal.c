@@ -57,6 +57,8 @@ struct seal_chain {
 struct seal_body {
 	EVP_CIPHER_CTX *ctx;
 	size_t used; /* bytes in buf: the canonical bytes of the chunk's events so far */
+	size_t n;    /* the chunk's events so far, */
+	uint16_t at[SEAL_CHUNK], len[SEAL_CHUNK]; /* where each one's bytes are in buf */
 	uint8_t buf[SEAL_CHUNK * sizeof(struct tcp_audit_event)];
 };
 
@@ -440,7 +442,7 @@ struct seal_body *seal_body_new(void)
 
 	if (!b)
 		return NULL;
-	b->used = 0;
+	b->used = b->n = 0;
 	b->ctx = EVP_CIPHER_CTX_new();
 	if (!b->ctx) {
 		free(b);
@@ -465,32 +467,48 @@ int seal_body_key(struct seal_body *b, const uint8_t key[SEAL_KEY_BYTES], const 
 	derive(key, BODY_CONTEXT, head, len, k);
 	int ok = EVP_EncryptInit_ex(b->ctx, EVP_aes_256_gcm(), NULL, k, NULL);
 	sodium_memzero(k, sizeof(k));
-	b->used = 0;
+	b->used = b->n = 0;
 	return ok == 1 ? 0 : -EIO;
 }
 
-uint32_t seal_body_add(struct seal_body *b, const struct tcp_audit_event *ev)
+void seal_body_add(struct seal_body *b, const struct tcp_audit_event *ev)
 {
-	uint8_t *at = b->buf + b->used;
-	size_t len = canonical(ev, at);
+	size_t len = canonical(ev, b->buf + b->used);
 
+	b->at[b->n] = (uint16_t)b->used;
+	b->len[b->n++] = (uint16_t)len;
 	b->used += len;
-	return crc32c(at, len);
 }
 
-int seal_body_tag(struct seal_body *b, uint64_t chunk, char out[SEAL_TAG_HEX])
+/* The fingerprints of the chunk's events, three at a time. */
+static void body_fps(const struct seal_body *b, uint32_t *fp)
+{
+	size_t i = 0;
+
+	for (; i + 3 <= b->n; i += 3) {
+		const void *p[3] = {b->buf + b->at[i], b->buf + b->at[i + 1], b->buf + b->at[i + 2]};
+		size_t len[3] = {b->len[i], b->len[i + 1], b->len[i + 2]};
+		crc32c_x3(p, len, fp + i);
+	}
+	for (; i < b->n; i++)
+		fp[i] = crc32c(b->buf + b->at[i], b->len[i]);
+}
+
+int seal_body_tag(struct seal_body *b, uint64_t chunk, char out[SEAL_TAG_HEX], uint32_t *fp)
 {
 	uint8_t iv[12] = {0}, tag[16], none[16];
 	uint64_t be = htobe64(chunk);
 	int len, ok;
 
+	if (fp)
+		body_fps(b, fp);
 	memcpy(iv + 4, &be, 8);
 	/* GMAC: AES-256-GCM with the chunk's bytes as its only (additional) data */
 	ok = EVP_EncryptInit_ex(b->ctx, NULL, NULL, NULL, iv) == 1 &&
 	     (b->used == 0 || EVP_EncryptUpdate(b->ctx, NULL, &len, b->buf, (int)b->used) == 1) &&
 	     EVP_EncryptFinal_ex(b->ctx, none, &len) == 1 &&
 	     EVP_CIPHER_CTX_ctrl(b->ctx, EVP_CTRL_GCM_GET_TAG, sizeof(tag), tag) == 1;
-	b->used = 0;
+	b->used = b->n = 0;
 	if (!ok)
 		return -EIO;
 	for (int i = 0; i < 16; i++)
@@ -501,7 +519,7 @@ int seal_body_tag(struct seal_body *b, uint64_t chunk, char out[SEAL_TAG_HEX])
 void seal_body_done(struct seal_body *b)
 {
 	EVP_CIPHER_CTX_reset(b->ctx); /* the one-time key's schedule, cleansed */
-	b->used = 0;
+	b->used = b->n = 0;
 }
 
 /* Packs up to 64 of the n fingerprints at fp into buf, big-endian, of width bytes. */
@@ -624,14 +642,17 @@ int seal_chain_make(struct seal_chain *c, const struct tcp_audit_event *ev, size
 	p += chunks * SEAL_TAG_HEX;
 	p += sprintf(p, "\",\"fp\":\"");
 	size_t head = (size_t)(p - c->text);
-	for (size_t k = 0, i = 0; !r && k < chunks; k++) {
-		for (size_t end = i + SEAL_CHUNK < n ? i + SEAL_CHUNK : n; i < end; i++) {
-			uint32_t fp = seal_body_add(c->body, &ev[i]);
-			c->fp[i] = fp;
-			format_hex32(fp, p);
+	for (size_t k = 0; !r && k < chunks; k++) {
+		size_t from = k * SEAL_CHUNK, to = from + SEAL_CHUNK < n ? from + SEAL_CHUNK : n;
+		uint32_t fp[SEAL_CHUNK];
+		for (size_t i = from; i < to; i++)
+			seal_body_add(c->body, &ev[i]);
+		r = seal_body_tag(c->body, k, tags + k * SEAL_TAG_HEX, fp);
+		for (size_t i = from; i < to; i++) {
+			c->fp[i] = fp[i - from];
+			format_hex32(fp[i - from], p);
 			p += 8;
 		}
-		r = seal_body_tag(c->body, k, tags + k * SEAL_TAG_HEX);
 	}
 	seal_body_done(c->body);
 	if (r) {

@@ -146,10 +146,11 @@ uint32_t seal_crc(const struct tcp_audit_event *ev);
 
 /*
  * Format 4's body tags: seal_body_key() with the seal's text up to and with
- * '"body":"'; per chunk, seal_body_add() its events in order (each returns
- * the event's fingerprint), then seal_body_tag() writes the chunk's tag as
- * 32 hex digits (no NUL) and starts the next chunk; seal_body_done() at the
- * end of a seal.  0 or -EIO (libcrypto failed).
+ * '"body":"'; per chunk, seal_body_add() its events in order (at most
+ * SEAL_CHUNK), then seal_body_tag() writes the chunk's tag as 32 hex digits
+ * (no NUL) and, with fp, the events' fingerprints, and starts the next
+ * chunk; seal_body_done() at the end of a seal.  0 or -EIO (libcrypto
+ * failed).
  */
 #define SEAL_CHUNK 64
 #define SEAL_TAG_HEX 32
@@ -158,8 +159,8 @@ struct seal_body *seal_body_new(void);
 void seal_body_free(struct seal_body *b);
 int seal_body_key(struct seal_body *b, const uint8_t key[SEAL_KEY_BYTES], const char *head,
 		  size_t len);
-uint32_t seal_body_add(struct seal_body *b, const struct tcp_audit_event *ev);
-int seal_body_tag(struct seal_body *b, uint64_t chunk, char out[SEAL_TAG_HEX]);
+void seal_body_add(struct seal_body *b, const struct tcp_audit_event *ev);
+int seal_body_tag(struct seal_body *b, uint64_t chunk, char out[SEAL_TAG_HEX], uint32_t *fp);
 void seal_body_done(struct seal_body *b);
 
 /* The hex digits of a MAC, and of a fingerprint, of format (2 to 4). */

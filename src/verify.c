@@ -425,7 +425,7 @@ static void check_chunks(struct verify *v, const size_t *at, uint64_t n, const c
 		}
 		for (uint64_t j = from; j < to; j++)
 			seal_body_add(v->body, &v->pend[at[j] - 1].ev);
-		if (seal_body_tag(v->body, k, tag) != 0) {
+		if (seal_body_tag(v->body, k, tag, NULL) != 0) {
 			fprintf(stderr, "tcp-audit verify: libcrypto's AES-256-GCM failed\n");
 			exit(EXIT_USAGE);
 		}

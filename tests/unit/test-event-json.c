@@ -714,6 +714,17 @@ static void test_crc32c(void **state)
 			}
 			assert_int_equal(crc32c(buf + off, len), ~c);
 		}
+	/* three at once, of lengths alike and not, as one at a time */
+	for (size_t a = 0; a < 40; a += 3)
+		for (size_t b = 0; b < 40; b += 5)
+			for (size_t c = 0; c < 40; c += 7) {
+				const void *p[3] = {buf + 1, buf + 50, buf + 103};
+				size_t n[3] = {a + 100, b + 100, c + 100};
+				uint32_t out[3];
+				crc32c_x3(p, n, out);
+				for (int i = 0; i < 3; i++)
+					assert_int_equal(out[i], crc32c(p[i], n[i]));
+			}
 }
 
 int main(void)
