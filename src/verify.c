@@ -6,7 +6,8 @@
  * the seal's MAC is checked under the key of its epoch, its place in its
  * run's chain (index, prev), and then the events before it against its
  * fingerprints, one by one, so that a deleted, altered or inserted event is
- * named by its line.  At the end: events after the last seal, and runs
+ * named by its line, and (format 4) each chunk of 64 against its tag, which
+ * proves them.  At the end: events after the last seal, and runs
  * without a closing seal (a crash, recorded by the run after it, is a note;
  * otherwise the end was cut off).
  */
