@@ -48,7 +48,7 @@ int errno_from_name(const char *name, size_t len);
 /* A byte's two lower-case hex digits, for every byte. */
 extern const char hex_pairs[256][2];
 
-/* v as 16 lower-case hex digits, no NUL (a machine; a seal's fingerprint, one per event). */
+/* v as 16 lower-case hex digits, no NUL (a machine). */
 static inline void format_hex64(uint64_t v, char out[16])
 {
 	for (int j = 14; j >= 0; j -= 2, v >>= 8)
