@@ -48,10 +48,17 @@ int errno_from_name(const char *name, size_t len);
 /* A byte's two lower-case hex digits, for every byte. */
 extern const char hex_pairs[256][2];
 
-/* v as 16 lower-case hex digits, no NUL (a machine). */
+/* v as 16 lower-case hex digits, no NUL (a machine, a seal's tag). */
 static inline void format_hex64(uint64_t v, char out[16])
 {
 	for (int j = 14; j >= 0; j -= 2, v >>= 8)
+		memcpy(out + j, hex_pairs[v & 255], 2);
+}
+
+/* v as 8 lower-case hex digits, no NUL (a seal's fingerprint). */
+static inline void format_hex32(uint32_t v, char out[8])
+{
+	for (int j = 6; j >= 0; j -= 2, v >>= 8)
 		memcpy(out + j, hex_pairs[v & 255], 2);
 }
 

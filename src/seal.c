@@ -32,8 +32,7 @@
 #define FP_CONTEXT "tcp-audit seal fp"
 #define MAC_CONTEXT "tcp-audit seal mac"
 #define BODY_CONTEXT "tcp-audit seal body"
-#define FP_HEX_MAX 16
-#define SEAL_FIXED_MAX 512 /* the seal's text but for the fingerprints */
+#define SEAL_FIXED_MAX 512 /* the seal's text but for the fingerprints and the tags */
 
 struct sealer {
 	pthread_mutex_t mu;
@@ -536,8 +535,11 @@ int seal_body_tag(struct seal_body *b, uint64_t chunk, char out[SEAL_TAG_HEX], u
 	b->used = b->n = 0;
 	if (!ok)
 		return -EIO;
-	for (int i = 0; i < 16; i++)
-		memcpy(out + 2 * i, hex_pairs[tag[i]], 2);
+	for (int half = 0; half < 2; half++) { /* the tag's bytes in order, as two big-endian halves */
+		uint64_t v;
+		memcpy(&v, tag + 8 * half, 8);
+		format_hex64(be64toh(v), out + 16 * half);
+	}
 	return 0;
 }
 
@@ -611,19 +613,12 @@ void seal_mac_hex(uint64_t format, const uint8_t key[SEAL_KEY_BYTES], const char
 	sodium_bin2hex(out, SEAL_MAC_HEX_MAX + 1, mac, seal_mac_hex_len(format) / 2);
 }
 
-/* v's low 32 bits as 8 hex digits, no NUL */
-static void format_hex32(uint32_t v, char out[8])
-{
-	for (int j = 6; j >= 0; j -= 2, v >>= 8)
-		memcpy(out + j, hex_pairs[v & 255], 2);
-}
-
 int seal_chain_make(struct seal_chain *c, const struct tcp_audit_event *ev, size_t n, bool last,
 		    struct tcp_audit_seal *out)
 {
 	struct sealer *s = c->s;
 	size_t chunks = (n + SEAL_CHUNK - 1) / SEAL_CHUNK;
-	size_t need = SEAL_FIXED_MAX + n * FP_HEX_MAX + chunks * SEAL_TAG_HEX;
+	size_t need = SEAL_FIXED_MAX + n * seal_fp_hex_len(SEAL_FORMAT) + chunks * SEAL_TAG_HEX;
 	uint8_t key[SEAL_KEY_BYTES];
 	char stamp[RFC3339_NS_LEN + 1];
 	int r;

@@ -567,7 +567,8 @@ static void check_seal(struct verify *v, const char *text, size_t len, uint64_t 
 	const char *body = format >= 4 ? field(text, len, "body") : NULL;
 	size_t n_tags = 0;
 	if (format >= 4) {
-		const char *end = fp - strlen(",\"fp\":");
+		const size_t sep = strlen(",\"fp\":");
+		const char *end = (size_t)(fp - text) >= sep ? fp - sep : text;
 		if (!body || body >= end || *body != '"' || end[-1] != '"' ||
 		    (size_t)(end - body - 2) % SEAL_TAG_HEX) {
 			problem(v, "%s %" PRIu64 ": a damaged seal (its body)", v->seal_unit, line);
