@@ -41,6 +41,15 @@
 #define INSTANCE_PREFIX "tcp_audit_"
 #define QUEUE_CAP 16384        /* decoded events held per CPU */
 #define POLL_NS 10000000ull    /* how often an idle reader looks at the buffers */
+/*
+ * A pass over the buffers that found fewer than PACE_EVENTS events makes the
+ * next one wait until PACE_NS after it: each read() takes what a CPU's buffer
+ * holds, a partial page as readily as a whole one, and a reader that comes
+ * back as soon as it has handed out a batch reads a few events a system call
+ * (and hands the host small batches: a spool write and sink writes each).
+ */
+#define PACE_EVENTS 512
+#define PACE_NS 4000000ull
 #define TID_SLOTS 4096         /* thread -> process cache */
 #define TID_TTL_NS 2000000000ull
 #define CLOCK_REFRESH_NS 10000000000ull
@@ -136,6 +145,7 @@ struct tracefs_eventer {
 	 * the host asks for the stats is never read: counted as lost.
 	 */
 	bool stopping;
+	uint64_t next_pass; /* CLOCK_MONOTONIC: no pass over the buffers before (PACE_NS) */
 	struct tid_entry *tids;
 	struct cpu_reader *filling; /* decode callback's target */
 	struct ta_filter filter;    /* the options' filters, for the snapshot */
@@ -470,6 +480,16 @@ static int tracefs_read(void *self, struct tcp_audit_event *events, size_t max, 
 
 	for (;;) {
 		uint64_t now = clock_now_ns(CLOCK_MONOTONIC);
+		if (now < t->next_pass && !t->stopping) {
+			/* the last pass found little: let the buffers fill a while */
+			uint64_t until = t->next_pass < deadline ? t->next_pass : deadline;
+			if (now < until) {
+				struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)(until - now)};
+				nanosleep(&ts, NULL);
+				now = clock_now_ns(CLOCK_MONOTONIC);
+			}
+		}
+		uint64_t pass = now;
 		if (now - t->clock_checked > CLOCK_REFRESH_NS) {
 			t->clock_offset = realtime_minus_monotonic_ns();
 			t->clock_checked = now;
@@ -506,6 +526,7 @@ static int tracefs_read(void *self, struct tcp_audit_event *events, size_t max, 
 			memcpy(e->comm_on_cpu, te->comm, sizeof(e->comm_on_cpu));
 			e->time_ns = (uint64_t)((int64_t)e->ktime_ns + t->clock_offset);
 		}
+		t->next_pass = n < PACE_EVENTS ? pass + PACE_NS : 0;
 		if (n > 0)
 			return (int)n;
 		now = clock_now_ns(CLOCK_MONOTONIC);
