@@ -42,11 +42,12 @@
 #define QUEUE_CAP 16384        /* decoded events held per CPU */
 #define POLL_NS 10000000ull    /* how often an idle reader looks at the buffers */
 /*
- * A pass over the buffers that found fewer than PACE_EVENTS events makes the
- * next one wait until PACE_NS after it: each read() takes what a CPU's buffer
- * holds, a partial page as readily as a whole one, and a reader that comes
- * back as soon as it has handed out a batch reads a few events a system call
- * (and hands the host small batches: a spool write and sink writes each).
+ * A pass over the buffers that handed out fewer than PACE_EVENTS events (and
+ * fewer than asked for) makes the next one wait until PACE_NS after it: each
+ * read() takes what a CPU's buffer holds, a partial page as readily as a
+ * whole one, and a reader that comes back as soon as it has handed out a
+ * batch reads a few events a system call (and hands the host small batches:
+ * a spool write and sink writes each).
  */
 #define PACE_EVENTS 512
 #define PACE_NS 4000000ull
@@ -526,7 +527,8 @@ static int tracefs_read(void *self, struct tcp_audit_event *events, size_t max, 
 			memcpy(e->comm_on_cpu, te->comm, sizeof(e->comm_on_cpu));
 			e->time_ns = (uint64_t)((int64_t)e->ktime_ns + t->clock_offset);
 		}
-		t->next_pass = n < PACE_EVENTS ? pass + PACE_NS : 0;
+		/* not after a full batch (--batch-size may be below PACE_EVENTS): more may wait */
+		t->next_pass = n < PACE_EVENTS && n < max ? pass + PACE_NS : 0;
 		if (n > 0)
 			return (int)n;
 		now = clock_now_ns(CLOCK_MONOTONIC);
