@@ -463,6 +463,16 @@ static bool snapshot_keep(struct snapshot_socket *sk, void *arg)
 	return snapshot_filter(arg, sk) == TA_PASS;
 }
 
+/* Sleeps from now (CLOCK_MONOTONIC ns) until until, if that is later. */
+static void sleep_until(uint64_t now, uint64_t until)
+{
+	if (until <= now)
+		return;
+	struct timespec ts = {.tv_sec = (time_t)((until - now) / 1000000000u),
+			      .tv_nsec = (long)((until - now) % 1000000000u)};
+	nanosleep(&ts, NULL);
+}
+
 static int tracefs_read(void *self, struct tcp_audit_event *events, size_t max, int timeout_ms)
 {
 	struct tracefs_eventer *t = self;
@@ -483,14 +493,9 @@ static int tracefs_read(void *self, struct tcp_audit_event *events, size_t max, 
 		uint64_t now = clock_now_ns(CLOCK_MONOTONIC);
 		if (now < t->next_pass && !t->stopping) {
 			/* the last pass found little: let the buffers fill a while */
-			uint64_t until = t->next_pass < deadline ? t->next_pass : deadline;
-			if (now < until) {
-				struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)(until - now)};
-				nanosleep(&ts, NULL);
-				now = clock_now_ns(CLOCK_MONOTONIC);
-			}
+			sleep_until(now, t->next_pass < deadline ? t->next_pass : deadline);
+			now = clock_now_ns(CLOCK_MONOTONIC);
 		}
-		uint64_t pass = now;
 		if (now - t->clock_checked > CLOCK_REFRESH_NS) {
 			t->clock_offset = realtime_minus_monotonic_ns();
 			t->clock_checked = now;
@@ -528,15 +533,13 @@ static int tracefs_read(void *self, struct tcp_audit_event *events, size_t max, 
 			e->time_ns = (uint64_t)((int64_t)e->ktime_ns + t->clock_offset);
 		}
 		/* not after a full batch (--batch-size may be below PACE_EVENTS): more may wait */
-		t->next_pass = n < PACE_EVENTS && n < max ? pass + PACE_NS : 0;
+		t->next_pass = n < PACE_EVENTS && n < max ? now + PACE_NS : 0;
 		if (n > 0)
 			return (int)n;
 		now = clock_now_ns(CLOCK_MONOTONIC);
 		if (now >= deadline || timeout_ms == TCP_AUDIT_READ_DRAIN)
 			return 0;
-		uint64_t wait = deadline - now < POLL_NS ? deadline - now : POLL_NS;
-		struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)wait};
-		nanosleep(&ts, NULL);
+		sleep_until(now, deadline - now < POLL_NS ? deadline : now + POLL_NS);
 	}
 }
 
