@@ -9,6 +9,12 @@
  * appended next does not run into it; those events come again from the
  * spool.  After SIGHUP it reopens the file by its name (logrotate).
  *
+ * A full file system (ENOSPC, EDQUOT) is an outage, as a full disk is for
+ * the sqlite sink and a server away is for pgsql: the batch is cut back and
+ * TCP_AUDIT_RETRY returned, so its events wait in the spool until there is
+ * room again, however long that takes, instead of counting as failures
+ * that stop the run after --max-errors of them.
+ *
  * A regular file is written with O_DIRECT where its file system allows it
  * (-p direct, on by default): whole blocks go from our buffer to the disk,
  * and only the last, partial block of each batch through the page cache (it
@@ -69,6 +75,7 @@ struct jsonl {
 	int dfd;       /* the file again, with O_DIRECT; -1: not written that way */
 	off_t dbase;   /* with dfd: the file offset of buf[0], a block's (-1: not known) */
 	size_t kept;   /* with dfd: buf's first kept bytes, the file's last partial block */
+	bool full;     /* in an outage of a full file system: logged once */
 };
 
 static const struct tcp_audit_option jsonl_options[] = {
@@ -419,14 +426,21 @@ static int write_locked(struct jsonl *j, const struct tcp_audit_event *ev, size_
 		j->kept = used;
 	else if (!r && j->regular)
 		let_go(j, lseek(j->fd, 0, SEEK_CUR)); /* appending: where the file ends */
-	if (!r)
+	if (!r) {
+		if (j->full)
+			tcp_audit_info(j->host, "%s is writable again", j->cfg->path);
+		j->full = false;
 		return 0;
+	}
 	j->dbase = -1; /* found again at the next batch */
 	if (start >= 0 && ftruncate(j->fd, start) != 0) {
 		tcp_audit_error(j->host, "writing %s: %s; cannot cut it back to %lld bytes: %s",
 				j->cfg->path, strerror(-r), (long long)start, strerror(errno));
 		return r;
 	}
+	/* a stdout opened without O_APPEND (`>`) writes where it is: back to the end, no hole */
+	if (start >= 0)
+		(void)lseek(j->fd, start, SEEK_SET);
 	if (r == -EINVAL && j->dfd >= 0) {
 		/* O_DIRECT refused after all: through the page cache, this batch too */
 		tcp_audit_info(j->host, "%s: O_DIRECT refused (%s): writing through the page cache",
@@ -434,6 +448,14 @@ static int write_locked(struct jsonl *j, const struct tcp_audit_event *ev, size_
 		close(j->dfd);
 		j->dfd = -1;
 		return write_locked(j, ev, n, seal);
+	}
+	if ((r == -ENOSPC || r == -EDQUOT) && start >= 0) {
+		/* cut back to where it was: the same batch comes again */
+		if (!j->full)
+			tcp_audit_warning(j->host, "cannot write to %s: %s: holding events and retrying",
+					  j->cfg->path, strerror(-r));
+		j->full = true;
+		return TCP_AUDIT_RETRY;
 	}
 	tcp_audit_error(j->host, "writing %s: %s", j->cfg->path, strerror(-r));
 	return r;

@@ -71,10 +71,11 @@ struct pgsql_sink {
 	char store[256];   /* user@host:port/db, for messages */
 	char *secret;      /* a password to keep out of messages */
 	bool down;         /* in an outage: logged once */
+	bool refused;      /* batches refused for now (a full disk, ...): logged once */
 	bool set_up;       /* tables checked/migrated on this store */
 	uint64_t next_try; /* CLOCK_MONOTONIC ns of the next reconnect */
 	struct byte_buffer out; /* COPY data of a batch */
-	char sqlstate[6]; /* of the last failed COPY */
+	char sqlstate[6]; /* of the batch's first failed statement, "" for none */
 	uint64_t chunk_ns; /* length of a chunk (partition) */
 	int64_t known[KNOWN_CHUNKS]; /* chunks (time_ns / chunk_ns) whose partitions exist */
 	unsigned n_known;
@@ -275,11 +276,23 @@ static void describe_store(struct pgsql_sink *s)
 		 host && *host ? host : "localhost", port && *port ? port : "5432", db ? db : "?");
 }
 
+/* A statement's result: true if it succeeded, else its SQLSTATE noted (the batch's first). */
+static bool result_ok(struct pgsql_sink *s, const PGresult *res)
+{
+	ExecStatusType st = PQresultStatus(res);
+
+	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+		return true;
+	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	if (!s->sqlstate[0])
+		snprintf(s->sqlstate, sizeof(s->sqlstate), "%s", state ? state : "");
+	return false;
+}
+
 static bool exec_ok(struct pgsql_sink *s, const char *sql)
 {
 	PGresult *res = PQexec(s->conn, sql);
-	ExecStatusType st = PQresultStatus(res);
-	bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+	bool ok = result_ok(s, res);
 
 	PQclear(res);
 	return ok;
@@ -1015,6 +1028,8 @@ static bool copy_begin(struct pgsql_sink *s, const char *table)
 	snprintf(sql, sizeof(sql), "COPY %s FROM STDIN (FORMAT binary)", table);
 	PGresult *res = PQexec(s->conn, sql);
 	bool ok = PQresultStatus(res) == PGRES_COPY_IN;
+	if (!ok)
+		result_ok(s, res); /* notes its SQLSTATE */
 	PQclear(res);
 	s->out.len = 0;
 	put(s, header, sizeof(header));
@@ -1040,9 +1055,7 @@ static bool copy_end(struct pgsql_sink *s, bool ok)
 	ok = copy_send(s, true) && ok;
 	ok = PQputCopyEnd(s->conn, ok ? NULL : "tcp-audit: sending failed") == 1 && ok;
 	res = PQgetResult(s->conn);
-	ok = ok && PQresultStatus(res) == PGRES_COMMAND_OK;
-	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-	snprintf(s->sqlstate, sizeof(s->sqlstate), "%s", state ? state : "");
+	ok = result_ok(s, res) && ok;
 	PQclear(res);
 	while ((res = PQgetResult(s->conn)))
 		PQclear(res);
@@ -1077,7 +1090,7 @@ static bool store_seal(struct pgsql_sink *s, const struct tcp_audit_event *ev, s
 				     "INSERT INTO tcp_audit_seals VALUES ($1, $2, $3, $4, $5, $6)"
 				     " ON CONFLICT DO NOTHING",
 				     6, NULL, values, lengths, formats, 0);
-	bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+	bool ok = result_ok(s, res);
 	PQclear(res);
 	free(text);
 	return ok;
@@ -1088,6 +1101,7 @@ static int store_batch(struct pgsql_sink *s, const struct tcp_audit_event *ev, s
 {
 	bool ok = true;
 
+	s->sqlstate[0] = '\0';
 	if (byte_buffer_reserve(&s->out, COPY_CHUNK + ROW_MAX))
 		return -ENOMEM;
 	/* partitions first, on their own: a batch rolled back must not take them along */
@@ -1122,6 +1136,26 @@ static int store_batch(struct pgsql_sink *s, const struct tcp_audit_event *ev, s
 
 #define UNIQUE_VIOLATION "23505"
 
+/*
+ * A server that cannot take a batch now but may later: out of disk space or
+ * memory (class 53 but for a configured limit), read-only (a standby, while
+ * a failover goes on), a serialization failure or a deadlock, a lock or
+ * statement timeout, shutting down or starting.  Such a batch is retried,
+ * as after a lost connection, however long it takes: not a failure that
+ * counts towards --max-errors.
+ */
+static bool transient_state(const char *state)
+{
+	static const char *const states[] = {"53000", "53100", "53200", "53300", "25006",
+					     "40001", "40P01", "55P03", "57014", "57P01",
+					     "57P02", "57P03"};
+
+	for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++)
+		if (strcmp(state, states[i]) == 0)
+			return true;
+	return false;
+}
+
 static int write_batch(struct pgsql_sink *s, const struct tcp_audit_event *ev, size_t n,
 		       const struct tcp_audit_seal *seal)
 {
@@ -1152,7 +1186,9 @@ static int write_batch(struct pgsql_sink *s, const struct tcp_audit_event *ev, s
 	if (r == 0) {
 		if (s->down)
 			tcp_audit_info(s->host, "connection to %s is back", s->store);
-		s->down = false;
+		if (s->refused)
+			tcp_audit_info(s->host, "%s takes batches again", s->store);
+		s->down = s->refused = false;
 		for (size_t i = 0; i < n; i++)
 			if (ev[i].time_ns > s->newest)
 				s->newest = ev[i].time_ns;
@@ -1168,6 +1204,17 @@ static int write_batch(struct pgsql_sink *s, const struct tcp_audit_event *ev, s
 		if (!s->down)
 			log_pg(s, TCP_AUDIT_LOG_WARNING, "connection lost to");
 		s->down = true;
+		return TCP_AUDIT_RETRY;
+	}
+	if (r == -EIO && transient_state(s->sqlstate)) {
+		if (!s->refused) {
+			char msg[1024];
+			clean_message(s, PQerrorMessage(s->conn), msg, sizeof(msg));
+			tcp_audit_warning(s->host, "%s cannot take a batch now: %s: holding events "
+						   "and retrying", s->store, msg);
+		}
+		s->refused = true;
+		exec_ok(s, "ROLLBACK");
 		return TCP_AUDIT_RETRY;
 	}
 	log_pg(s, TCP_AUDIT_LOG_ERROR, "cannot store a batch in");

@@ -1,7 +1,8 @@
 """--metrics: the Prometheus endpoint, read over real HTTP on loopback; its
 numbers against the exit summary after a real churn; and a real Prometheus
 (Debian's) scraping it, with the shipped alerting rules, seeing a sink fail
-on a full file system and the events all stored once the space is back."""
+(its file made immutable), then unavailable on a full file system (an
+outage, not a failure), and the events all stored once it can write again."""
 import json
 import os
 import re
@@ -237,17 +238,19 @@ class RealPrometheus(unittest.TestCase):
 
     @unittest.skipIf(tcpaudit.WRAPPER or os.environ.get("TCP_AUDIT_SANITIZED"),
                      "a real Prometheus: once, on the plain build")
-    @unittest.skipUnless(os.geteuid() == 0, "mounts a small tmpfs: needs root")
+    @unittest.skipUnless(os.geteuid() == 0, "mounts a small ext4 image: needs root")
     def test_scraped_and_alert_fires_when_a_sink_fails(self):
         tmp = tempfile.TemporaryDirectory(prefix="tcp-audit-prom-")
         self.addCleanup(tmp.cleanup)
-        full = os.path.join(tmp.name, "full")
-        os.mkdir(full)
-        # a file system that fills up: the jsonl sink's writes fail (ENOSPC)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tcp-audit-test", full],
-                       check=True)
-        self.addCleanup(subprocess.run, ["umount", "-l", full])
-        out = os.path.join(full, "events.jsonl")
+        small = os.path.join(tmp.name, "small")
+        os.mkdir(small)
+        image = os.path.join(tmp.name, "ext4.img")
+        with open(image, "wb") as f:
+            f.truncate(16 << 20)
+        subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True)
+        subprocess.run(["mount", "-o", "loop", image, small], check=True)
+        self.addCleanup(subprocess.run, ["umount", "-l", small])
+        out = os.path.join(small, "events.jsonl")
 
         t = Running(["--metrics", "127.0.0.1:0", "--max-errors", "1000000",
                      "--event", SYNTH, "-p", "count=0", "-p", "interval_ms=10", "-p",
@@ -297,6 +300,10 @@ class RealPrometheus(unittest.TestCase):
                     for r in data["result"]}
 
         wait_until(lambda: query("tcp_audit_events_read_total > 0"), 30, "events read")
+        wait_until(lambda: os.path.exists(out) and os.path.getsize(out) > 0, 30, "the first lines")
+        # the file made immutable: every write fails (EPERM), a failure
+        subprocess.run(["chattr", "+i", out], check=True)
+        self.addCleanup(subprocess.run, ["chattr", "-i", out])
 
         def alerts():
             return {(a["labels"]["alertname"], a["state"]) for a in
@@ -308,10 +315,26 @@ class RealPrometheus(unittest.TestCase):
         self.assertNotIn("TcpAuditEventsLost", {a for a, _ in alerts()})
         errors = query('tcp_audit_sink_errors_total{sink="jsonl"}')
         self.assertGreater(list(errors.values())[0], 0)
-        self.assertIn("ENOSPC", t.stderr().replace("No space left on device", "ENOSPC"))
+        self.assertIn("Operation not permitted", t.stderr())
 
-        # space again: the sink catches up from the spool, nothing lost
-        subprocess.run(["mount", "-o", "remount,size=64m", full], check=True)
+        # writable again: the sink catches up from the spool
+        subprocess.run(["chattr", "-i", out], check=True)
+        wait_until(lambda: metrics_of(where)['tcp_audit_sink_unavailable{sink="jsonl"}'] == 0,
+                   30, "the sink writing again")
+
+        # a full file system: an outage, retried without counting errors
+        m = metrics_of(where)
+        errors, retries = (m['tcp_audit_sink_errors_total{sink="jsonl"}'],
+                           m['tcp_audit_sink_retries_total{sink="jsonl"}'])
+        filler = os.path.join(small, "filler")
+        subprocess.run(["dd", "if=/dev/zero", "of=" + filler, "bs=64k"], capture_output=True)
+        wait_until(lambda: metrics_of(where)['tcp_audit_sink_retries_total{sink="jsonl"}']
+                   > retries + 3, 30, "retries on the full file system")
+        m = metrics_of(where)
+        self.assertEqual(m['tcp_audit_sink_unavailable{sink="jsonl"}'], 1)
+        self.assertEqual(m['tcp_audit_sink_errors_total{sink="jsonl"}'], errors)
+        self.assertIn("No space left on device: holding events and retrying", t.stderr())
+        os.unlink(filler)
         wait_until(lambda: metrics_of(where)['tcp_audit_sink_unavailable{sink="jsonl"}'] == 0,
                    30, "the sink writing again")
         self.assertEqual(t.stop(), 130, t.stderr())

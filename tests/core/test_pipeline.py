@@ -184,6 +184,38 @@ class Pipeline(unittest.TestCase):
                              list(range(1, summary(err)["events read"] + 1)), host)
         self.assertEqual(len(lines), sum(summary(e)["events read"] for e in errs))
 
+    @unittest.skipUnless(os.geteuid() == 0, "mounts a small tmpfs: needs root")
+    def test_jsonl_stdout_on_a_full_file_system_waits_and_leaves_no_hole(self):
+        # stdout a file opened as `>` does (no O_APPEND) on a file system that fills up:
+        # an outage (retried past --max-errors), each failed batch cut back, and its retry
+        # written at the cut, not where the failed write had left the file offset
+        small = tempfile.mkdtemp(prefix="tcp-audit-small-")
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tcp-audit-test", small],
+                       check=True)
+        self.addCleanup(os.rmdir, small)
+        self.addCleanup(subprocess.run, ["umount", "-l", small])
+        out, filler = os.path.join(small, "out.jsonl"), os.path.join(small, "filler")
+        with open(out, "wb") as f, Running(
+                ["--event", SYNTH, "-p", "count=0", "-p", "interval_ms=10", "-p", "per_read=37",
+                 "--spool", self.path("spool"), "--sink", "jsonl"], stdout=f) as t:
+            wait_until(lambda: os.path.getsize(out) > 0, 30, "the first lines")
+            subprocess.run(["dd", "if=/dev/zero", "of=" + filler, "bs=4k"], capture_output=True)
+            t.wait_for_log("cannot write to -: No space left on device: holding events and "
+                           "retrying")
+            time.sleep(7)  # more than --max-errors (5) retries
+            self.assertIsNone(t.proc.poll())
+            os.unlink(filler)
+            t.wait_for_log("- is writable again")
+            rc = t.stop()
+            err = t.stderr()
+        self.assertEqual(rc, 130, err)
+        with open(out, "rb") as f:
+            data = f.read()
+        self.assertEqual(data.count(b"\0"), 0, "a hole: written past the cut")
+        self.assertTrue(data.endswith(b"\n"))
+        self.assertEqual([json.loads(l)["seq"] for l in data.decode().splitlines()],
+                         list(range(1, summary(err)["events read"] + 1)))
+
     def test_second_signal_exits_without_waiting(self):
         with Running(["--event", SYNTH, "-p", "count=0", "-p", "interval_ms=5", "--sink",
                       FAULTY, "-p", "path=" + self.path("a"), "-p",

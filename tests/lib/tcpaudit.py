@@ -45,15 +45,16 @@ class Running:
 
     Waits until it logs that it has started (all plugins open, reading), so
     traffic made afterwards is captured.  stderr goes to a file (never a
-    pipe that could fill up); stdout likewise unless stdout=PIPE-like given.
+    pipe that could fill up); stdout likewise unless a file object is given
+    as stdout (then stdout() is not available).
     """
 
-    def __init__(self, args, env=None, start_timeout=30, wait_started=True):
+    def __init__(self, args, env=None, start_timeout=30, wait_started=True, stdout=None):
         self.dir = tempfile.TemporaryDirectory(prefix="tcp-audit-test-")
         self.stderr_path = os.path.join(self.dir.name, "stderr")
         self.stdout_path = os.path.join(self.dir.name, "stdout")
         self._err = open(self.stderr_path, "wb")
-        self._out = open(self.stdout_path, "wb")
+        self._out = stdout if stdout is not None else open(self.stdout_path, "wb")
         self.state_dir = os.path.join(self.dir.name, "state")
         os.mkdir(self.state_dir)
         self.proc = subprocess.Popen(WRAPPER + [BIN] + list(args), stdout=self._out,
