@@ -190,13 +190,18 @@ class Endpoint(unittest.TestCase):
                       "--sink", "jsonl", "-p", "path=" + self.out, "--seal", key],
                      start_timeout=120) as t:
             where = served_at(t)
+            # a bpf capture never sees the state changes of the test VM's blind spot
+            # (README, "Limits"): the witness tells how many there were
+            witness = tcpaudit.Witness([port])
+            self.addCleanup(witness.__exit__)
             gen = subprocess.run([LOADGEN, "-t", "2", "-n", "2000", "-p", str(port)],
                                  capture_output=True, text=True, check=True).stdout
             caused = int(dict(kv.split("=") for kv in gen.split())["events"])
+            blind = sum(witness.blind().values())
 
             def settled():
                 m = metrics_of(where)
-                return (m["tcp_audit_events_read_total"] >= caused and
+                return (m["tcp_audit_events_read_total"] + blind >= caused and
                         m['tcp_audit_sink_lag_events{sink="jsonl"}'] == 0 and
                         m["tcp_audit_spool_bytes"] > 0)
             wait_until(settled, 120, "every event read and stored")
@@ -220,7 +225,7 @@ class Endpoint(unittest.TestCase):
         lines = read_jsonl(self.out)
         self.assertEqual(sum(1 for e in lines if e.get("kind") == "seal"), s["sink jsonl seals"])
         self.assertEqual(len(lines) - s["sink jsonl seals"], s["sink jsonl written"])
-        self.assertGreaterEqual(s["events read"], caused)
+        self.assertGreaterEqual(s["events read"] + blind, caused)
 
 
 def free_tcp_port():
