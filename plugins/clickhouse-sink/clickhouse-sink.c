@@ -391,20 +391,35 @@ static int error_code(const char *reply)
 }
 
 /*
- * Errors that pass: the server is busy, restarting, or cannot reach
- * ZooKeeper or another shard for now.  TIMEOUT_EXCEEDED,
+ * Errors that pass: the server is busy, restarting, out of disk space, or
+ * cannot reach ZooKeeper or another shard for now.  TIMEOUT_EXCEEDED,
  * TOO_MANY_SIMULTANEOUS_QUERIES, SOCKET_TIMEOUT, NETWORK_ERROR, NO_ZOOKEEPER,
- * MEMORY_LIMIT_EXCEEDED, TABLE_IS_READ_ONLY, TOO_MANY_PARTS,
+ * MEMORY_LIMIT_EXCEEDED, TABLE_IS_READ_ONLY, NOT_ENOUGH_SPACE, TOO_MANY_PARTS,
  * ALL_CONNECTION_TRIES_FAILED, UNKNOWN_STATUS_OF_INSERT, KEEPER_EXCEPTION.
  */
 static bool transient_code(int code)
 {
-	static const int codes[] = {159, 202, 209, 210, 225, 241, 242, 252, 279, 319, 999};
+	static const int codes[] = {159, 202, 209, 210, 225, 241, 242, 243, 252, 279, 319, 999};
 
 	for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
 		if (codes[i] == code)
 			return true;
 	return false;
+}
+
+/*
+ * A full disk under the server: a write that failed with ENOSPC or EDQUOT
+ * (18.16 says "Cannot write to file ..., errno: 28, strerror: No space left
+ * on device", CANNOT_WRITE_TO_FILE_DESCRIPTOR, whatever the file).  It
+ * passes once there is room; any other errno does not.
+ */
+static bool disk_full(const char *reply)
+{
+	char full[32], quota[32];
+
+	snprintf(full, sizeof(full), "errno: %d,", ENOSPC);
+	snprintf(quota, sizeof(quota), "errno: %d,", EDQUOT);
+	return reply && (strstr(reply, full) || strstr(reply, quota));
 }
 
 /* The reply's first line, with the password (if the server ever echoed it) blotted out. */
@@ -456,7 +471,9 @@ static int request(struct ch_sink *s, const char *url, const char *body, size_t 
 	if (s->status == 200)
 		return 0;
 	describe_reply(s);
-	return s->status == 503 || transient_code(error_code(s->reply.p)) ? TCP_AUDIT_RETRY : -EIO;
+	return s->status == 503 || transient_code(error_code(s->reply.p)) || disk_full(s->reply.p)
+		       ? TCP_AUDIT_RETRY
+		       : -EIO;
 }
 
 static int query(struct ch_sink *s, const char *sql)

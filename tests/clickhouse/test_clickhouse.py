@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import tempfile
 import threading
 import time
@@ -332,6 +333,45 @@ class ClickHouseSink(unittest.TestCase):
             self.assertIn("%d events verified" % n, out)
         finally:
             other.cleanup()
+
+    def test_a_full_disk_is_waited_out(self):
+        # the server's tables on a small tmpfs that fills up: its inserts fail (18.16: code
+        # 75, "errno: 28"; later versions also 243, NOT_ENOUGH_SPACE), an outage that the
+        # default --max-errors (5) does not end; every event once when there is room again
+        small = tempfile.mkdtemp(prefix="tcp-audit-ch-small-")
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128m", "tcp-audit-test", small],
+                       check=True)
+        other = None
+        try:
+            other = chserver.ClickHouseServer(data_dir=os.path.join(small, "data")).start()
+            n = 20000
+            lines = [sample_line(i + 1, sport=10000 + i % 50000) for i in range(n)]
+            path = os.path.join(self.tmp.name, "all.jsonl")
+            with open(path, "w") as f:
+                f.write("\n".join(lines) + "\n")
+            with open(self.inp, "w") as f:
+                f.write("\n".join(lines[:1000]) + "\n")
+            self.replay(url=other.url)  # the table, and the first rows
+            filler = os.path.join(small, "filler")
+            subprocess.run(["dd", "if=/dev/zero", "of=" + filler, "bs=64k"], capture_output=True)
+            with Running(["--event", "replay", "-p", "path=" + path, "--batch-size", "500"] +
+                         self.sink("batch_rows=1000", "interval=0", url=other.url)) as t:
+                t.wait_for_log("No space left on device", timeout=60)
+                time.sleep(8)  # more than --max-errors (5) retries
+                self.assertIsNone(t.proc.poll(), t.stderr())
+                os.unlink(filler)
+                self.assertEqual(t.wait(timeout=300), 0, t.stderr())
+                err = t.stderr()
+            self.assertIn(" is back", err)
+            self.assertNotIn(" error: ", err)  # no failure logged
+            self.assertEqual(err.count("holding the events and retrying"), 1, err)
+            self.assertEqual(int(other.query("SELECT count() FROM %s.tcp_events FINAL" % self.db)),
+                             n)
+        finally:
+            if other:
+                other.cleanup()
+            subprocess.run(["umount", "-l", small])
+            os.rmdir(small)
 
     def seal_init(self):
         """The verification key of a sealing key made once per test (self.key)."""

@@ -25,7 +25,7 @@ CONFIG = """<?xml version="1.0"?>
   <listen_host>127.0.0.1</listen_host>
   <http_port>{http}</http_port>
   <tcp_port>{tcp}</tcp_port>
-  <path>{dir}/data/</path>
+  <path>{data}/</path>
   <tmp_path>{dir}/tmp/</tmp_path>
   <user_files_path>{dir}/user_files/</user_files_path>
   <format_schema_path>{dir}/format_schemas/</format_schema_path>
@@ -81,10 +81,12 @@ class ClickHouseServer(ServerProcess):
     NAME = "clickhouse-server"
     LOGS = ("out.log", "server.err.log")
 
-    def __init__(self, tls=False):
+    def __init__(self, tls=False, data_dir=None):
+        """data_dir: where the tables go (default: data/ in the server's folder)."""
         super().__init__("tcp-audit-ch-")
         self.http_port, self.tcp_port, self.https_port = free_ports(3)
         self.tls = tls
+        self.data_dir = data_dir or os.path.join(self.dir, "data")
         if tls:  # a self-signed certificate for 127.0.0.1, its own CA
             self.ca_file = os.path.join(self.dir, "cert.pem")
             subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
@@ -105,8 +107,8 @@ class ClickHouseServer(ServerProcess):
                                    shards="".join(SHARD.format(port=s.tcp_port)
                                                   for s in shards))
         with open(os.path.join(self.dir, "config.xml"), "w") as f:
-            f.write(CONFIG.format(dir=self.dir, http=self.http_port, tcp=self.tcp_port,
-                                  cluster=extra))
+            f.write(CONFIG.format(dir=self.dir, data=self.data_dir, http=self.http_port,
+                                  tcp=self.tcp_port, cluster=extra))
 
     @property
     def url(self):
