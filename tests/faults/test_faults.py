@@ -1,6 +1,7 @@
 """Fault tests with real parts: kernel capture (bpf) of loopback traffic from
-the load generator, a real PostgreSQL the test starts, kills and restarts, a
-real SQLite file on a tmpfs that fills up, and tcp-audit itself killed with
+the load generator, a real PostgreSQL the test starts, kills and restarts or
+whose tablespace fills up, a real SQLite file on a tmpfs and a jsonl file on
+an ext4 that fill up, and tcp-audit itself killed with
 -9 or stopped with SIGTERM under load.  In each, every event captured must
 end up in every sink exactly once (or be counted as lost)."""
 import json
