@@ -199,12 +199,20 @@ class Endpoint(unittest.TestCase):
             caused = int(dict(kv.split("=") for kv in gen.split())["events"])
             blind = sum(witness.blind().values())
 
+            seen = {}
+
             def settled():
-                m = metrics_of(where)
-                return (m["tcp_audit_events_read_total"] + blind >= caused and
-                        m['tcp_audit_sink_lag_events{sink="jsonl"}'] == 0 and
-                        m["tcp_audit_spool_bytes"] > 0)
-            wait_until(settled, 120, "every event read and stored")
+                seen.update(metrics_of(where))
+                return (seen["tcp_audit_events_read_total"] + blind >= caused and
+                        seen['tcp_audit_sink_lag_events{sink="jsonl"}'] == 0 and
+                        seen["tcp_audit_spool_bytes"] > 0)
+            try:
+                wait_until(settled, 120, "every event read and stored")
+            except AssertionError as e:
+                raise AssertionError("%s: caused %d, blind %d, metrics %s" % (
+                    e, caused, blind, {k: v for k, v in seen.items()
+                                       if "read" in k or "lost" in k or "lag" in k
+                                       or "spool" in k})) from None
             time.sleep(1.5)  # the eventer's loss counters are polled every second
             m = metrics_of(where)
             self.assertEqual(t.stop(), 130, t.stderr())
