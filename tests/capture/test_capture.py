@@ -1320,12 +1320,16 @@ class Capture(unittest.TestCase):
         gives each CPU of a host with 32, woken every 256 records.  The reader
         can go to sleep with more than that already waiting (records younger
         than the merge's slack); a ring that woke it only on reaching exactly
-        256 then filled up before the reader's 100 ms timer, and a churn that
-        keeps both CPUs busy lost 90% of its events (now: 0 to a few hundred
-        of 1,000,002).  Nothing but the rings is timed here (no spool,
-        /dev/null, no start-up snapshot to hand out first): an instrumented
-        reader cannot keep up with the churn through rings this small whatever
-        wakes it."""
+        256 then filled up before the reader's 100 ms timer.  One busy loadgen
+        thread (one CPU's worth of churn, ~360,000 events a second, the other
+        CPU free for the reader): that code lost 85-89% of 1,000,002 events
+        (3 runs), this loses 0 to 1.5% (8 runs; the scheduler may still put the
+        woken reader on the churn's CPU now and then, and 4,096 slots last it
+        ~11 ms).  With two threads, both CPUs the churn's, the two were
+        5.5-12% against 0.1-2.9%: too close to tell apart on this VM.  Nothing
+        but the rings is timed here (no spool, /dev/null, no start-up snapshot
+        to hand out first): an instrumented reader cannot keep up with the
+        churn through rings this small whatever wakes it."""
         if tcpaudit.WRAPPER or os.environ.get("TCP_AUDIT_SANITIZED"):
             self.skipTest("needs tcp-audit's reader at full speed")
         port = free_port()
@@ -1333,18 +1337,15 @@ class Capture(unittest.TestCase):
         with Running(["--spool", "none", "--event", "bpf", "-p", "ring_size=1M", "-p",
                       "kinds=state", "-p", "snapshot=false", "--sink", "jsonl", "-p",
                       "path=/dev/null"]) as t:
-            loadgen(port, 100000, result, "busy")
+            loadgen(port, 100000, result, "busy", threads=1)
             wait_for_quiet_port(port)
             time.sleep(0.5)  # the reader's timer
             self.assertEqual(t.stop(), 130, t.stderr())
             s = summary(t.stderr())
         caused = int(result["events"])
         self.assertEqual(caused, 10 * int(result["connections"]) + 2)
-        # With both CPUs the generator's, the reader's thread can still wait a
-        # few ms for one now and then, and rings this small overflow (counted):
-        # hundreds, where waiting for the timer lost most of the churn.
-        lost = s["lost in kernel"]
-        self.assertLess(lost, caused // 100, s)
+        lost = s["lost in kernel"]  # counted, with a gap record
+        self.assertLess(lost, caused // 10, s)
         self.assertGreaterEqual(s["events read"] + lost, caused - 10, s)  # the blind spot
 
     def test_sealed_capture_verifies(self):
