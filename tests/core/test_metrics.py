@@ -179,40 +179,42 @@ class Endpoint(unittest.TestCase):
 
     @unittest.skipUnless(LOADGEN and os.geteuid() == 0, "needs root and the load generator")
     def test_metrics_follow_the_counters(self):
-        """After a real churn (bpf, else tracefs), sealed, /metrics says what the
-        summary says."""
+        """After a real churn, sealed, /metrics says what the summary says.
+        The tracefs eventer, state changes only: its in-kernel filter keeps
+        the other suites' churn out of its buffer, so nothing this test does
+        not cause can move a counter between the last scrape and the stop.
+        The bpf eventer's programs run for every port before they filter,
+        and a run the kernel skips (nested in another on its CPU, README's
+        "Limits") is counted lost whatever its port: with another churn
+        beside it, this test saw 2 such between its scrape and the stop,
+        and its wait for every event read timed out twice (a lost event of
+        its own port, or the VM's blind spot)."""
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         key = os.path.join(os.path.dirname(self.out), "seal.key")
         self.assertEqual(run(["seal-init", key]).returncode, 0)
-        with Running(["--metrics", "127.0.0.1:0", "--event", "auto", "-p", "ports=%d" % port,
-                      "--sink", "jsonl", "-p", "path=" + self.out, "--seal", key],
-                     start_timeout=120) as t:
+        with Running(["--metrics", "127.0.0.1:0", "--event", "tracefs", "-p", "ports=%d" % port,
+                      "-p", "kinds=state", "-p", "snapshot=false", "--sink", "jsonl",
+                      "-p", "path=" + self.out, "--seal", key], start_timeout=120) as t:
             where = served_at(t)
-            # a bpf capture never sees the state changes of the test VM's blind spot
-            # (README, "Limits"): the witness tells how many there were
-            witness = tcpaudit.Witness([port])
-            self.addCleanup(witness.__exit__)
             gen = subprocess.run([LOADGEN, "-t", "2", "-n", "2000", "-p", str(port)],
                                  capture_output=True, text=True, check=True).stdout
             caused = int(dict(kv.split("=") for kv in gen.split())["events"])
-            blind = sum(witness.blind().values())
-
             seen = {}
 
             def settled():
                 seen.update(metrics_of(where))
-                return (seen["tcp_audit_events_read_total"] + blind >= caused and
+                return (seen["tcp_audit_events_read_total"] >= caused and
                         seen['tcp_audit_sink_lag_events{sink="jsonl"}'] == 0 and
                         seen["tcp_audit_spool_bytes"] > 0)
             try:
                 wait_until(settled, 120, "every event read and stored")
             except AssertionError as e:
-                raise AssertionError("%s: caused %d, blind %d, metrics %s" % (
-                    e, caused, blind, {k: v for k, v in seen.items()
-                                       if "read" in k or "lost" in k or "lag" in k
-                                       or "spool" in k})) from None
+                raise AssertionError("%s: caused %d, metrics %s" % (
+                    e, caused, {k: v for k, v in seen.items()
+                                if "read" in k or "lost" in k or "lag" in k
+                                or "spool" in k})) from None
             time.sleep(1.5)  # the eventer's loss counters are polled every second
             m = metrics_of(where)
             self.assertEqual(t.stop(), 130, t.stderr())
@@ -233,7 +235,7 @@ class Endpoint(unittest.TestCase):
         lines = read_jsonl(self.out)
         self.assertEqual(sum(1 for e in lines if e.get("kind") == "seal"), s["sink jsonl seals"])
         self.assertEqual(len(lines) - s["sink jsonl seals"], s["sink jsonl written"])
-        self.assertGreaterEqual(s["events read"] + blind, caused)
+        self.assertGreaterEqual(s["events read"], caused)
 
 
 def free_tcp_port():
