@@ -338,9 +338,8 @@ class ClickHouseSink(unittest.TestCase):
         # the server's tables on a small tmpfs that fills up: its inserts fail (18.16: code
         # 75, "errno: 28"; later versions also 243, NOT_ENOUGH_SPACE), an outage that the
         # default --max-errors (5) does not end; every event once when there is room again
-        small = tempfile.mkdtemp(prefix="tcp-audit-ch-small-")
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128m", "tcp-audit-test", small],
-                       check=True)
+        tmp = self.enterContext(tempfile.TemporaryDirectory(prefix="tcp-audit-ch-small-"))
+        small = self.enterContext(tcpaudit.small_file_system(os.path.join(tmp, "small"), 128))
         other = None
         try:
             other = chserver.ClickHouseServer(data_dir=os.path.join(small, "data")).start()
@@ -370,8 +369,6 @@ class ClickHouseSink(unittest.TestCase):
         finally:
             if other:
                 other.cleanup()
-            subprocess.run(["umount", "-l", small])
-            os.rmdir(small)
 
     def seal_init(self):
         """The verification key of a sealing key made once per test (self.key)."""

@@ -257,14 +257,8 @@ class RealPrometheus(unittest.TestCase):
     def test_scraped_and_alert_fires_when_a_sink_fails(self):
         tmp = tempfile.TemporaryDirectory(prefix="tcp-audit-prom-")
         self.addCleanup(tmp.cleanup)
-        small = os.path.join(tmp.name, "small")
-        os.mkdir(small)
-        image = os.path.join(tmp.name, "ext4.img")
-        with open(image, "wb") as f:
-            f.truncate(16 << 20)
-        subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True)
-        subprocess.run(["mount", "-o", "loop", image, small], check=True)
-        self.addCleanup(subprocess.run, ["umount", "-l", small])
+        small = self.enterContext(tcpaudit.small_file_system(os.path.join(tmp.name, "small"),
+                                                            16, ext4=True))
         out = os.path.join(small, "events.jsonl")
 
         t = Running(["--metrics", "127.0.0.1:0", "--max-errors", "1000000",

@@ -189,11 +189,9 @@ class Pipeline(unittest.TestCase):
         # stdout a file opened as `>` does (no O_APPEND) on a file system that fills up:
         # an outage (retried past --max-errors), each failed batch cut back, and its retry
         # written at the cut, not where the failed write had left the file offset
-        small = tempfile.mkdtemp(prefix="tcp-audit-small-")
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tcp-audit-test", small],
-                       check=True)
-        self.addCleanup(os.rmdir, small)
-        self.addCleanup(subprocess.run, ["umount", "-l", small])
+        # not in self.d, which tearDown removes before the cleanups unmount
+        tmp = self.enterContext(tempfile.TemporaryDirectory(prefix="tcp-audit-small-"))
+        small = self.enterContext(tcpaudit.small_file_system(os.path.join(tmp, "small"), 16))
         out, filler = os.path.join(small, "out.jsonl"), os.path.join(small, "filler")
         with open(out, "wb") as f, Running(
                 ["--event", SYNTH, "-p", "count=0", "-p", "interval_ms=10", "-p", "per_read=37",

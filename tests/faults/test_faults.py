@@ -167,48 +167,44 @@ class Faults(unittest.TestCase):
         # server refuses batches (SQLSTATE 53100), an outage that --max-errors (5) does not
         # end, and every event is stored once when the space is back
         space = os.path.join(self.pg.dir, "space-" + self.db)  # where postgres can go
-        os.mkdir(space)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tcp-audit-pgspace", space],
-                       check=True)
         tablespace = "small_" + self.db
-        try:
-            pw = pwd.getpwnam("postgres")
-            os.chown(space, pw.pw_uid, pw.pw_gid)
-            os.chmod(space, 0o700)
-            self.pg.psql(self.db, "CREATE TABLESPACE %s LOCATION '%s'" % (tablespace, space))
-            self.pg.psql(self.db, "ALTER DATABASE %s SET default_tablespace = %s" % (
-                self.db, tablespace))
-            with Running(["--spool", self.path("spool")] + self.capture_args()) as t:
-                loadgen(self.port, 300)
-                wait_until(lambda: self.pg_count() > 0, what="the first rows")
-                filler = os.path.join(space, "filler")
-                subprocess.run(["dd", "if=/dev/zero", "of=" + filler, "bs=64k"],
-                               capture_output=True)
-                loadgen(self.port, 3000)
-                t.wait_for_log("holding events and retrying")
-                self.wait_for_reference(300, 3000)
-                # more than --max-errors retries (backoff 0.1, 0.2, ... 3.2 s): still running
-                time.sleep(8)
-                self.assertIsNone(t.proc.poll())
-                os.unlink(filler)
-                ref = [e for e in jsonl(self.path("ref.jsonl")) if e.get("kind") != "gap"]
-                wait_until(lambda: self.pg_count() >= len(ref), 60, "PostgreSQL to catch up")
-                rc = t.stop(signal.SIGTERM)
-                err = t.stderr()
-            self.assertEqual(rc, 143, err)
-            self.assertIn("cannot take a batch now: ERROR:  could not extend file", err)
-            self.assertIn("No space left on device", err)
-            self.assertEqual(err.count("holding events and retrying"), 1, err)
-            self.assertIn("takes batches again", err)
-            self.assertNotIn("failed", err)
-            ref = [e["seq"] for e in jsonl(self.path("ref.jsonl")) if e.get("kind") != "gap"]
-            self.assertEqual(self.pg_seqs(), sorted(ref))
-            self.assert_each_once()
-        finally:
-            self.pg.dropdb(self.db)
-            self.pg.psql("postgres", "DROP TABLESPACE IF EXISTS " + tablespace)
-            subprocess.run(["umount", "-l", space])
-            os.rmdir(space)
+        with tcpaudit.small_file_system(space, 16):
+            try:
+                pw = pwd.getpwnam("postgres")
+                os.chown(space, pw.pw_uid, pw.pw_gid)
+                os.chmod(space, 0o700)
+                self.pg.psql(self.db, "CREATE TABLESPACE %s LOCATION '%s'" % (tablespace, space))
+                self.pg.psql(self.db, "ALTER DATABASE %s SET default_tablespace = %s" % (
+                    self.db, tablespace))
+                with Running(["--spool", self.path("spool")] + self.capture_args()) as t:
+                    loadgen(self.port, 300)
+                    wait_until(lambda: self.pg_count() > 0, what="the first rows")
+                    filler = os.path.join(space, "filler")
+                    subprocess.run(["dd", "if=/dev/zero", "of=" + filler, "bs=64k"],
+                                   capture_output=True)
+                    loadgen(self.port, 3000)
+                    t.wait_for_log("holding events and retrying")
+                    self.wait_for_reference(300, 3000)
+                    # more than --max-errors retries (backoff 0.1, 0.2, ... 3.2 s): still running
+                    time.sleep(8)
+                    self.assertIsNone(t.proc.poll())
+                    os.unlink(filler)
+                    ref = [e for e in jsonl(self.path("ref.jsonl")) if e.get("kind") != "gap"]
+                    wait_until(lambda: self.pg_count() >= len(ref), 60, "PostgreSQL to catch up")
+                    rc = t.stop(signal.SIGTERM)
+                    err = t.stderr()
+                self.assertEqual(rc, 143, err)
+                self.assertIn("cannot take a batch now: ERROR:  could not extend file", err)
+                self.assertIn("No space left on device", err)
+                self.assertEqual(err.count("holding events and retrying"), 1, err)
+                self.assertIn("takes batches again", err)
+                self.assertNotIn("failed", err)
+                ref = [e["seq"] for e in jsonl(self.path("ref.jsonl")) if e.get("kind") != "gap"]
+                self.assertEqual(self.pg_seqs(), sorted(ref))
+                self.assert_each_once()
+            finally:
+                self.pg.dropdb(self.db)
+                self.pg.psql("postgres", "DROP TABLESPACE IF EXISTS " + tablespace)
 
     def test_tcp_audit_killed_9_then_restarted_delivers_the_spool_once(self):
         self.pg.stop()
@@ -266,10 +262,7 @@ class Faults(unittest.TestCase):
         self.assert_each_once()
 
     def test_sqlite_on_a_full_tmpfs_resumes_when_space_is_freed(self):
-        mnt = self.path("small")
-        os.mkdir(mnt)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", mnt], check=True)
-        try:
+        with tcpaudit.small_file_system(self.path("small"), 32) as mnt:
             db_path = os.path.join(mnt, "events.db")
             filler = os.path.join(mnt, "filler")
             args = ["--event", "bpf", "-p", "ports=%d" % self.port, "-p", "snapshot=false",
@@ -299,20 +292,12 @@ class Faults(unittest.TestCase):
             self.assertIn("is writable again", err)
             self.assertEqual(stored(), len(ref))
             self.assertEqual(summary(err)["sink sqlite undelivered"], 0)
-        finally:
-            subprocess.run(["umount", "-l", mnt])
 
     def test_jsonl_on_a_full_ext4_resumes_when_space_is_freed(self):
         # ext4 takes O_DIRECT writes: the blocks' path and its cut-back are tested too.
         # A full file system is an outage, not a failure: the default --max-errors (5)
         # does not stop the run however long it lasts.
-        image, mnt = self.path("ext4.img"), self.path("small")
-        os.mkdir(mnt)
-        with open(image, "wb") as f:
-            f.truncate(32 << 20)
-        subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True)
-        subprocess.run(["mount", "-o", "loop", image, mnt], check=True)
-        try:
+        with tcpaudit.small_file_system(self.path("small"), 32, ext4=True) as mnt:
             out = os.path.join(mnt, "events.jsonl")
             filler = os.path.join(mnt, "filler")
             args = ["--event", "bpf", "-p", "ports=%d" % self.port, "-p", "snapshot=false",
@@ -347,8 +332,6 @@ class Faults(unittest.TestCase):
                 self.assertTrue(f.read().endswith("\n"))
             self.assertEqual([e["seq"] for e in jsonl(out) if e.get("kind") != "gap"], ref)
             self.assertEqual(summary(err)["sink jsonl#1 undelivered"], 0)
-        finally:
-            subprocess.run(["umount", "-l", mnt])
 
 
 if __name__ == "__main__":

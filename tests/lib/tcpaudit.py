@@ -5,6 +5,7 @@ TCP_AUDIT_BIN (the binary in the build tree; run from there it loads the
 plugins of the build tree) and TCP_AUDIT_BUILD_DIR.
 """
 import collections
+import contextlib
 import json
 import sys
 import unittest
@@ -278,6 +279,33 @@ KERNEL_STATES = {
     "TCP_CLOSE": "CLOSED", "TCP_CLOSE_WAIT": "CLOSE-WAIT", "TCP_LAST_ACK": "LAST-ACK",
     "TCP_LISTEN": "LISTEN", "TCP_CLOSING": "CLOSING", "TCP_NEW_SYN_RECV": "NEW-SYN-RECEIVED",
 }
+
+
+@contextlib.contextmanager
+def small_file_system(where, mib, ext4=False):
+    """A file system of mib MiB mounted on where (a directory made here), for
+    a test to fill up: tmpfs, or ext4 in an image file beside where (ext4
+    takes O_DIRECT writes and chattr +i).  Unmounted and gone at the end.
+    Needs root."""
+    os.mkdir(where)
+    image = where + ".img"
+    try:
+        if ext4:
+            with open(image, "wb") as f:
+                f.truncate(mib << 20)
+            subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True)
+            subprocess.run(["mount", "-o", "loop", image, where], check=True)
+        else:
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%dm" % mib, "tcp-audit-test",
+                            where], check=True)
+        try:
+            yield where
+        finally:
+            subprocess.run(["umount", "-l", where], check=True)
+    finally:
+        os.rmdir(where)
+        if ext4 and os.path.exists(image):
+            os.unlink(image)
 
 
 def pid1_threads():
