@@ -1323,7 +1323,7 @@ class Capture(unittest.TestCase):
         256 then filled up before the reader's 100 ms timer.  One busy loadgen
         thread (one CPU's worth of churn, ~360,000 events a second, the other
         CPU free for the reader): that code lost 85-89% of 1,000,002 events
-        (3 runs), this loses 0 to 1.5% (8 runs; the scheduler may still put the
+        (4 runs), this loses 0 to 1.5% (8 runs; the scheduler may still put the
         woken reader on the churn's CPU now and then, and 4,096 slots last it
         ~11 ms).  With two threads, both CPUs the churn's, the two were
         5.5-12% against 0.1-2.9%: too close to tell apart on this VM.  Nothing
