@@ -376,20 +376,32 @@ class Witness:
         while a thread of PID 1 was on the CPU."""
         return self.transitions(only_blind=True)
 
+    def _in_blind_spot(self, line):
+        m = re.match(r"\s*.*?-(\d+)\s+(?:\(\s*\S+\)\s+)?\[\d+\]", line)
+        return m is not None and int(m.group(1)) in self.threads
+
+    @staticmethod
+    def _transition(line):
+        f = dict(kv.split("=", 1) for kv in line.split("inet_sock_set_state:", 1)[1].split())
+        return (int(f["sport"]), int(f["dport"]), KERNEL_STATES[f["oldstate"]],
+                KERNEL_STATES[f["newstate"]])
+
     def transitions(self, only_blind=False):
         """Counter of (sport, dport, old_state, new_state) the witness saw
         (with only_blind, those of the VM's blind spot alone)."""
         self.stop()
-        seen = collections.Counter()
-        for line in self.lines:
-            if only_blind:
-                m = re.match(r"\s*.*?-(\d+)\s+(?:\(\s*\S+\)\s+)?\[\d+\]", line)
-                if not m or int(m.group(1)) not in self.threads:
-                    continue
-            f = dict(kv.split("=", 1) for kv in line.split("inet_sock_set_state:", 1)[1].split())
-            seen[(int(f["sport"]), int(f["dport"]), KERNEL_STATES[f["oldstate"]],
-                  KERNEL_STATES[f["newstate"]])] += 1
-        return seen
+        return collections.Counter(self._transition(l) for l in self.lines
+                                   if not only_blind or self._in_blind_spot(l))
+
+    def unstored(self, events, limit=20):
+        """The witness's lines (at most limit) of the transitions it saw more
+        often than events (a store's state changes) hold them: what a failing
+        test shows of its missing events (the task on the CPU, in or out of
+        the blind spot, the CPU, the time)."""
+        self.stop()
+        extra = self.transitions() - collections.Counter(
+            (e["sport"], e["dport"], e["old_state"], e["new_state"]) for e in events)
+        return [l.rstrip("\n") for l in self.lines if extra[self._transition(l)]][:limit]
 
 
 # A start-up snapshot record: a listener held by a process, as the eventers write it.
