@@ -93,10 +93,11 @@ class Faults(unittest.TestCase):
         self.assertGreaterEqual(
             n + lost + (blind or 0), want,
             "the jsonl sink has %d events of the %d caused after %.1f s (the last came at "
-            "%.1f s; %d counted lost, %d in the blind spot); the witness saw these happen and "
-            "the sink lacks them:\n%s" % (
+            "%.1f s; %d counted lost, %d in the blind spot; the witness saw %d); the witness "
+            "saw these happen and the sink lacks them:\n%s" % (
                 n, want, now - start, since - start, lost, blind or 0,
-                "\n".join(self.witness.unstored(events))))
+                sum(self.witness.transitions().values()),
+                "\n".join(self.witness.unstored(events)) or "(none)"))
         if since - start > 3:
             print("# the jsonl sink's last events came %.1f s into the wait" % (since - start))
 
