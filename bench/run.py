@@ -33,6 +33,16 @@ eventers bpf -> jsonl against tracefs -> jsonl in paired rounds, as resets
          the per-round differences, how many rounds bpf was ahead, and
          tcp-audit's CPU per event over its whole run and while the
          generator ran (no start-up: bpf's loading of its programs).
+kernelpath
+         What the tracing costs inside the traced workload's kernel, per
+         event: bpf -> jsonl and tracefs -> jsonl in alternating order
+         (--pair-rounds rounds), the generator under perf record -e
+         cpu-clock -a -g (perf: Debian's linux-perf): the CPU time sampled
+         under the tracing's kernel functions (bpf's tracepoint programs
+         with their helpers and ring, its getpeername hook; tracefs's event
+         writes into the trace buffer), tcp-audit's own CPU meanwhile, and
+         the generator's, each per event caused.  No untraced run: these
+         are CPU times, not rates, and far steadier than the ratios.
 seal     What sealing costs (--seal, issue 19's target: the ratio within 0.01,
          tcp-audit's CPU per event up by at most 0.1 us): bpf -> jsonl with
          and without --seal in paired rounds, as resets; every sealed store
@@ -121,8 +131,8 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 import shaped  # noqa: E402  (capture-shaped events)
 import tcpaudit  # noqa: E402  (summary parsing)
 
-SECTIONS = ("capture", "resets", "eventers", "seal", "witness", "syscalls", "burst", "replay", "verify",
-            "snapshot", "archive")
+SECTIONS = ("capture", "resets", "eventers", "kernelpath", "seal", "witness", "syscalls",
+            "burst", "replay", "verify", "snapshot", "archive")
 SHAPES = ("fin", "busy")
 
 # name: (eventer shown, sink shown, spool shown, arguments before the sink's own)
@@ -213,9 +223,11 @@ def wait_tw_room(a, timeout=90):
     return waited
 
 
-def loadgen(a, shape, threads, connections, port=0):
-    args = [os.path.join(a.build, "bench", "loadgen"), "-s", shape, "-t", str(threads),
-            "-p", str(port), "-n", str(connections)]
+def loadgen(a, shape, threads, connections, port=0, wrap=()):
+    """Runs the generator (under the command wrap, if any: perf record) and
+    returns what it printed."""
+    args = list(wrap) + [os.path.join(a.build, "bench", "loadgen"), "-s", shape, "-t",
+                         str(threads), "-p", str(port), "-n", str(connections)]
     waited = wait_tw_room(a)
     before = tw_overflows()
     r = subprocess.run(args, capture_output=True, text=True)
@@ -862,6 +874,138 @@ def eventers_section(a, servers, workdir):
                            median([x["bpf_run_cpu"] for x in rows]),
                            median([x["tracefs_run_cpu"] for x in rows]),
                            100 * min(x["completeness"] for x in rows)))
+    return out
+
+
+# The kernel functions through which the traced workload runs the tracing:
+# bpf's tracepoint programs (bpf_trace_run<number of arguments>) and its
+# getpeername hook (where it sees accept()), tracefs's event writes.
+TRACING_PATH = re.compile(r"^(bpf_trace_run\d+|__cgroup_bpf_run_filter_sock_addr|"
+                          r"trace_event_raw_event_\w+)$")
+
+
+def perf_report(path, *args):
+    r = subprocess.run(["perf", "report", "-i", path, "--stdio", "-g", "none"] + list(args),
+                       capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError("perf report failed (%d): %s" % (r.returncode, r.stderr[-2000:]))
+    return r.stdout
+
+
+def perf_shares(path):
+    """From a perf record -e cpu-clock -a -g file: the CPU time it sampled, in
+    ns (on all CPUs, idle too), the share of it under each of TRACING_PATH's
+    functions (wherever they ran: the generator, a softirq, a kernel thread),
+    and each command's share."""
+    text = perf_report(path, "--children", "--sort", "sym")
+    total = int(re.search(r"Event count \(approx\.\): (\d+)", text).group(1))
+    shares = {}
+    for line in text.splitlines():
+        m = re.match(r"\s*([0-9.]+)%\s+[0-9.]+%\s+\[k\]\s+(\S+)\s*$", line)
+        if m and TRACING_PATH.match(m.group(2)):
+            shares[m.group(2)] = float(m.group(1)) / 100
+    comms = {}
+    for line in perf_report(path, "--no-children", "--sort", "comm").splitlines():
+        m = re.match(r"\s*([0-9.]+)%\s+(\S.*?)\s*$", line)
+        if m and not line.lstrip().startswith("#"):
+            comms[m.group(2)] = float(m.group(1)) / 100
+    return total, shares, comms
+
+
+def kernelpath_round(a, servers, workdir, config, shape, threads):
+    """One run of config with the generator under perf record: the CPU time per
+    event the tracing path took in the kernel, tcp-audit's and the generator's."""
+    ta = TcpAudit(a, workdir)
+    store = None
+    data = os.path.join(workdir, "perf.data")
+    try:
+        store = Store(config_store(config), ta, servers)
+        wait_tw_room(a)
+        ta.start(config_args(config, store))
+        ta.wait_started()
+        port = free_port()
+        gen = loadgen(a, shape, threads, a.connections, port,
+                      wrap=["perf", "record", "-q", "-e", "cpu-clock", "-a", "-g", "-o", data,
+                            "--"])
+        time.sleep(0.5)  # let the last events leave the kernel's buffer
+        res = ta.wait(STOP_TIMEOUT, signal.SIGINT)
+        if res["rc"] != 130:
+            raise RuntimeError("tcp-audit %s exited %d:\n%s" % (
+                shlex.join(ta.args), res["rc"], res["stderr"][-4000:]))
+        total, shares, comms = perf_shares(data)
+        events = gen["events"]
+        return {"rate": gen["rate"],
+                "path_ns": sum(shares.values()) * total / events,
+                "accept_hook_ns": shares.get("__cgroup_bpf_run_filter_sock_addr", 0.0) * total
+                / events,
+                "tcp_audit_ns": comms.get("tcp-audit", 0.0) * total / events,
+                "generator_ns": comms.get("loadgen", 0.0) * total / events,
+                "completeness": store.count(port) / events}
+    finally:
+        if store:
+            store.drop()
+        ta.cleanup()
+        if os.path.exists(data):
+            os.unlink(data)
+
+
+def kernelpath_section(a, servers, workdir):
+    """The tracing's own CPU per event in the traced workload's kernel, bpf
+    against tracefs (issue 13: kernel-side cost no higher than tracefs)."""
+    if not shutil.which("perf"):
+        raise RuntimeError("the kernelpath section needs perf (Debian: apt-get install "
+                           "linux-perf)")
+    pair = ("bpf-jsonl", "tracefs-jsonl")
+    out = ["", "What the tracing costs inside the kernel, per event: %d rounds a row of %d "
+               "connections (%d events), bpf -> jsonl and tracefs -> jsonl in alternating "
+               "order, each with the generator run under `perf record -e cpu-clock -a -g`; "
+               "kernel path: the CPU time sampled under the tracing's kernel functions "
+               "(bpf: its tracepoint programs' bpf_trace_run*, with the helpers and the ring, "
+               "and its getpeername hook, which sees accept(), shown apart; tracefs: "
+               "trace_event_raw_event_*, with the trace buffer's write), wherever they ran, "
+               "per event the generator caused; both: kernel path + tcp-audit; "
+               "tcp-audit: its processes' CPU sampled meanwhile; generator: loadgen's (with "
+               "the kernel path it runs)." % (
+                   a.reset_rounds, a.connections, 10 * a.connections + 2),
+           "",
+           "| shape | threads | rounds | bpf kernel path (of it the getpeername hook) | "
+           "tracefs kernel path | bpf - tracefs, median (range) | bpf rounds at or below | "
+           "bpf tcp-audit | tracefs tcp-audit | bpf both | tracefs both | bpf generator | "
+           "tracefs generator | completeness (worst) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for shape in a.shapes:
+        for threads in a.threads:
+            rows = []
+            for r in range(a.reset_rounds):
+                progress(a, "kernelpath %s/%d round %d" % (shape, threads, r + 1))
+                got = {}
+                for config in (pair if r % 2 == 0 else pair[::-1]):
+                    got[config] = kernelpath_round(a, servers, workdir, config, shape, threads)
+                rows.append({"bpf": got[pair[0]], "tracefs": got[pair[1]]})
+            diffs = [x["bpf"]["path_ns"] - x["tracefs"]["path_ns"] for x in rows]
+
+            def med(who, what):
+                return median([x[who][what] for x in rows])
+
+            def both(who):
+                return median([x[who]["path_ns"] + x[who]["tcp_audit_ns"] for x in rows])
+
+            row = {"section": "kernelpath", "shape": shape, "threads": threads,
+                   "rounds": a.reset_rounds, "bpf_path_ns": med("bpf", "path_ns"),
+                   "tracefs_path_ns": med("tracefs", "path_ns"), "difference": median(diffs),
+                   "per_round": rows}
+            emit(row)
+            out.append("| %s | %d | %d | %.0f ns (%.0f) | %.0f ns | %+.0f ns (%+.0f .. %+.0f) | "
+                       "%d of %d | %.0f ns | %.0f ns | %.0f ns | %.0f ns | %.0f ns | %.0f ns | "
+                       "%.4f%% |" % (
+                           shape, threads, a.reset_rounds, row["bpf_path_ns"],
+                           med("bpf", "accept_hook_ns"), row["tracefs_path_ns"], row["difference"], min(diffs), max(diffs),
+                           sum(1 for d in diffs if d <= 0), len(diffs),
+                           med("bpf", "tcp_audit_ns"), med("tracefs", "tcp_audit_ns"),
+                           both("bpf"), both("tracefs"),
+                           med("bpf", "generator_ns"), med("tracefs", "generator_ns"),
+                           100 * min(min(x["bpf"]["completeness"], x["tracefs"]["completeness"])
+                                     for x in rows)))
     return out
 
 
@@ -1813,7 +1957,8 @@ def main():
             a.default_problem = default_path_problem(a, workdir)
         for section in a.sections:
             out = {"capture": capture_section, "resets": resets_section,
-                   "eventers": eventers_section, "seal": seal_section,
+                   "eventers": eventers_section, "kernelpath": kernelpath_section,
+                   "seal": seal_section,
                    "witness": witness_section, "syscalls": syscalls_section,
                    "burst": burst_section,
                    "replay": replay_section, "verify": verify_section,
