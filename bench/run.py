@@ -952,9 +952,6 @@ def kernelpath_round(a, servers, workdir, config, shape, threads):
 def kernelpath_section(a, servers, workdir):
     """The tracing's own CPU per event in the traced workload's kernel, bpf
     against tracefs (issue 13: kernel-side cost no higher than tracefs)."""
-    if not shutil.which("perf"):
-        raise RuntimeError("the kernelpath section needs perf (Debian: apt-get install "
-                           "linux-perf)")
     pair = ("bpf-jsonl", "tracefs-jsonl")
     out = ["", "What the tracing costs inside the kernel, per event: %d rounds a row of %d "
                "connections (%d events), bpf -> jsonl and tracefs -> jsonl in alternating "
@@ -1936,6 +1933,9 @@ def main():
                 os.path.join(a.build, "bench", "syscall-loop")):
         if not os.access(exe, os.X_OK):
             sys.exit("bench/run.py: %s is missing: build first (ninja -C %s)" % (exe, a.build))
+    if "kernelpath" in a.sections and not shutil.which("perf"):
+        sys.exit("bench/run.py: the kernelpath section needs perf (Debian: apt-get install "
+                 "linux-perf), or leave it out (--sections)")
 
     print("# tcp-audit benchmark")
     print("")
