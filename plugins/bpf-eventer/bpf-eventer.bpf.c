@@ -257,7 +257,7 @@ static __always_inline void commit(struct ta_slot *slot, __u64 pos)
 /*
  * Sends r through this CPU's ring, stamped with the time (read after the
  * slot is reserved, so that user space can tell when no older record can
- * come: see rings.h).  Programs interrupt one another on a CPU (a softirq's
+ * come: see rings.h), an accept record with 0.  Programs interrupt one another on a CPU (a softirq's
  * state change inside a process's accept() record, a rescue), so a slot is
  * reserved by compare-and-swap, then committed (commit()).  A wake-up per
  * event would cost the traced workload far more than the tracing itself:
@@ -295,7 +295,14 @@ static __always_inline void send(struct ta_record *r)
 	struct ta_slot *slot = bpf_map_lookup_elem(&ring_slot, &index);
 	if (!slot)
 		return; /* cannot be: CPU < the possible CPUs */
-	r->ktime = bpf_ktime_get_ns();
+	/*
+	 * An accept record names an owner and is no event: it carries no time
+	 * (0: it goes as soon as its ring's records before it have), and user
+	 * space takes it before or after its socket's first events alike.  On
+	 * the development VM (kvm-clock under PVM) a clock read was a third of
+	 * the getpeername hook's cost, ~18 ns an event of a busy churn.
+	 */
+	r->ktime = r->kind == TA_KIND_ACCEPT ? 0 : bpf_ktime_get_ns();
 	__builtin_memcpy(&slot->rec, r, sizeof(*r));
 	commit(slot, pos);
 	if (((pos + 1 - tail) & (wakeup_records - 1)) == 0)

@@ -545,6 +545,17 @@ static struct owner_entry *track_owner(struct bpf_eventer *b, const struct ta_re
 		return set_owner(b, b->sockets, k->cookie, cpu, pending, false);
 	}
 	if (k->oldstate == TCP_AUDIT_TCP_LISTEN && k->newstate != TCP_AUDIT_TCP_CLOSE) {
+		/*
+		 * A socket's first event: an entry already there is its accept's,
+		 * whose record has no time and can come first (send() in
+		 * bpf-eventer.bpf.c): the acceptor stays its owner.
+		 */
+		struct owner_entry *en = owner_table_find(b->sockets, k->cookie);
+		if (en && !en->from_listener) {
+			if (!quiet)
+				en->pending_since = 0;
+			return en;
+		}
 		const struct owner_entry *l = owner_table_find(b->listeners, lkey);
 		if (l) {
 			struct owner copy = l->owner; /* the tables may move as they grow */

@@ -28,7 +28,7 @@
 #define TA_REC_PEERNAME 0x40
 
 struct ta_record {
-	__u64 ktime;
+	__u64 ktime; /* CLOCK_MONOTONIC ns; 0 in an accept record (no event: see send()) */
 	__u64 cookie;
 	__u64 cgroup_id;
 	__u64 sock_inode;

@@ -13,6 +13,8 @@
  * the oldest head goes first, and a record waits while a ring that is empty
  * (or whose next record is still being written) might still get an older
  * one, that is, until it is SLACK older than the moment that ring was seen.
+ * (An accept record, which is no event, carries 0: it goes as soon as its
+ * ring's records before it have.)
  *
  * The rings are arrays of fixed-size slots that the programs fill and user
  * space reads in place (memory-mapped BPF array maps: struct ta_slot and
