@@ -996,7 +996,8 @@ def kernelpath_section(a, servers, workdir):
                        "%d of %d | %.0f ns | %.0f ns | %.0f ns | %.0f ns | %.0f ns | %.0f ns | "
                        "%.4f%% |" % (
                            shape, threads, a.reset_rounds, row["bpf_path_ns"],
-                           med("bpf", "accept_hook_ns"), row["tracefs_path_ns"], row["difference"], min(diffs), max(diffs),
+                           med("bpf", "accept_hook_ns"), row["tracefs_path_ns"],
+                           row["difference"], min(diffs), max(diffs),
                            sum(1 for d in diffs if d <= 0), len(diffs),
                            med("bpf", "tcp_audit_ns"), med("tracefs", "tcp_audit_ns"),
                            both("bpf"), both("tracefs"),
