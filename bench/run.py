@@ -626,7 +626,8 @@ def seal_cpu_us(stderr, read):
 
 
 def traced_round(a, servers, workdir, config, shape, threads, connections, prog_stats=False,
-                 witness=False):
+                 witness=False, wrap=()):
+    """One traced run of config; wrap: a command the generator runs under (perf record)."""
     ta = TcpAudit(a, workdir)
     store = wit = None
     try:
@@ -641,7 +642,7 @@ def traced_round(a, servers, workdir, config, shape, threads, connections, prog_
         if witness:
             # ftrace's own record of the port's state changes (1M events of ~80 bytes a CPU)
             wit = tcpaudit.Witness([port], buffer_kb=262144)
-        gen = loadgen(a, shape, threads, connections, port)
+        gen = loadgen(a, shape, threads, connections, port, wrap)
         runs1 = bpf_prog_runs(RESET_PROGS) if prog_stats else None
         time.sleep(0.5)  # let the last events leave the kernel's buffer
         # while the generator ran: without start-up (loading, the snapshot) and the exit
@@ -913,40 +914,25 @@ def perf_shares(path):
 
 
 def kernelpath_round(a, servers, workdir, config, shape, threads):
-    """One run of config with the generator under perf record: the CPU time per
-    event the tracing path took in the kernel, tcp-audit's and the generator's."""
-    ta = TcpAudit(a, workdir)
-    store = None
+    """One traced run of config with the generator under perf record: the CPU
+    time per event the tracing path took in the kernel, tcp-audit's and the
+    generator's."""
     data = os.path.join(workdir, "perf.data")
     try:
-        store = Store(config_store(config), ta, servers)
-        wait_tw_room(a)
-        ta.start(config_args(config, store))
-        ta.wait_started()
-        port = free_port()
-        gen = loadgen(a, shape, threads, a.connections, port,
-                      wrap=["perf", "record", "-q", "-e", "cpu-clock", "-a", "-g", "-o", data,
-                            "--"])
-        time.sleep(0.5)  # let the last events leave the kernel's buffer
-        res = ta.wait(STOP_TIMEOUT, signal.SIGINT)
-        if res["rc"] != 130:
-            raise RuntimeError("tcp-audit %s exited %d:\n%s" % (
-                shlex.join(ta.args), res["rc"], res["stderr"][-4000:]))
+        t = traced_round(a, servers, workdir, config, shape, threads, a.connections,
+                         wrap=["perf", "record", "-q", "-e", "cpu-clock", "-a", "-g", "-o",
+                               data, "--"])
         total, shares, comms = perf_shares(data)
-        events = gen["events"]
-        return {"rate": gen["rate"],
-                "path_ns": sum(shares.values()) * total / events,
-                "accept_hook_ns": shares.get("__cgroup_bpf_run_filter_sock_addr", 0.0) * total
-                / events,
-                "tcp_audit_ns": comms.get("tcp-audit", 0.0) * total / events,
-                "generator_ns": comms.get("loadgen", 0.0) * total / events,
-                "completeness": store.count(port) / events}
     finally:
-        if store:
-            store.drop()
-        ta.cleanup()
         if os.path.exists(data):
             os.unlink(data)
+    per_event = total / t["caused"]
+    return {"rate": t["rate"],
+            "path_ns": sum(shares.values()) * per_event,
+            "accept_hook_ns": shares.get("__cgroup_bpf_run_filter_sock_addr", 0.0) * per_event,
+            "tcp_audit_ns": comms.get("tcp-audit", 0.0) * per_event,
+            "generator_ns": comms.get("loadgen", 0.0) * per_event,
+            "completeness": t["completeness"]}
 
 
 def kernelpath_section(a, servers, workdir):

@@ -259,8 +259,8 @@ static __always_inline void commit(struct ta_slot *slot, __u64 pos)
  * slot is reserved, so that user space can tell when no older record can
  * come: see rings.h), an accept record with 0.  Programs interrupt one
  * another on a CPU (a softirq's state change inside a process's accept()
- * record, a rescue), so a slot is
- * reserved by compare-and-swap, then committed (commit()).  A wake-up per
+ * record, a rescue), so a slot is reserved by compare-and-swap, then
+ * committed (commit()).  A wake-up per
  * event would cost the traced workload far more than the tracing itself:
  * the reader is woken only when this record makes the ring's waiting
  * records a multiple of wakeup_records.  Every multiple, not only the first:
