@@ -177,67 +177,32 @@ def free_port():
         return s.getsockname()[1]
 
 
-# TIME-WAIT: when the kernel's table of time-wait sockets is full
-# (net.ipv4.tcp_max_tw_buckets), closing connections skip TIME-WAIT, and the
-# fin shape, whose connect() otherwise searches for a reusable port, runs ~7
-# times faster (measured: 101,000/s instead of 15,000/s after ten busy
-# rounds).  A round could then be compared with one that ran under other
-# conditions, so every round first waits until one round's worth of
-# time-wait sockets (a local port range) fits in the table, and counts the
-# sockets that still skipped TIME-WAIT (TcpExt TCPTimeWaitOverflow).
-
 def _read_int(path, index=0):
     with open(path) as f:
         return int(f.read().split()[index])
 
 
-def tw_sockets():
-    with open("/proc/net/sockstat") as f:
-        for line in f:
-            if line.startswith("TCP:"):
-                w = line.split()
-                return int(w[w.index("tw") + 1])
-    return 0
-
-
-def tw_overflows():
-    with open("/proc/net/netstat") as f:
-        lines = [line.split() for line in f if line.startswith("TcpExt:")]
-    keys, values = lines[0], lines[1]
-    return int(values[keys.index("TCPTimeWaitOverflow")])
-
-
-def wait_tw_room(a, timeout=90):
-    """Waits until a round's time-wait sockets fit in the table; returns the
-    seconds waited."""
-    cap = _read_int("/proc/sys/net/ipv4/tcp_max_tw_buckets")
-    ports = (_read_int("/proc/sys/net/ipv4/ip_local_port_range", 1) -
-             _read_int("/proc/sys/net/ipv4/ip_local_port_range", 0) + 1)
-    target = cap - ports if cap > 2 * ports else cap // 4
-    t0 = time.monotonic()
-    while tw_sockets() > target and time.monotonic() - t0 < timeout:
-        time.sleep(0.5)
-    waited = time.monotonic() - t0
-    if waited >= 1:
-        progress(a, "waited %.0f s for time-wait sockets to expire" % waited)
-    return waited
-
+# TIME-WAIT: every run of the generator is in a network namespace of its own
+# (loadgen -N), whose time-wait sockets the kernel purges when it exits.  On
+# the host's, each run would leave a local port range's worth of them for a
+# minute: a later run would meet a fuller table, or, once it is full
+# (net.ipv4.tcp_max_tw_buckets), closing connections skip TIME-WAIT and the
+# fin shape, whose connect() otherwise searches for a reusable port, runs ~7
+# times faster (measured: 101,000/s instead of 15,000/s after ten busy
+# rounds).  So every run starts from an empty table, with no minute's wait
+# between runs; loadgen counts the sockets that still skipped TIME-WAIT
+# (TcpExt TCPTimeWaitOverflow of its namespace).
 
 def loadgen(a, shape, threads, connections, port=0, wrap=()):
     """Runs the generator (under the command wrap, if any: perf record) and
     returns what it printed."""
-    args = list(wrap) + [os.path.join(a.build, "bench", "loadgen"), "-s", shape, "-t",
+    args = list(wrap) + [os.path.join(a.build, "bench", "loadgen"), "-N", "-s", shape, "-t",
                          str(threads), "-p", str(port), "-n", str(connections)]
-    waited = wait_tw_room(a)
-    before = tw_overflows()
     r = subprocess.run(args, capture_output=True, text=True)
     if r.returncode:
         raise RuntimeError("%s failed (%d): %s%s" % (" ".join(args), r.returncode, r.stdout,
                                                      r.stderr))
-    out = {k: float(v) for k, v in (kv.split("=") for kv in r.stdout.split())}
-    out["tw_overflow"] = tw_overflows() - before
-    out["tw_wait_s"] = waited
-    return out
+    return {k: float(v) for k, v in (kv.split("=") for kv in r.stdout.split())}
 
 
 # -- PostgreSQL: servers started on first use, their CPU time
@@ -632,7 +597,6 @@ def traced_round(a, servers, workdir, config, shape, threads, connections, prog_
     store = wit = None
     try:
         store = Store(config_store(config), ta, servers)
-        wait_tw_room(a)  # before tcp-audit starts, so that it does not idle meanwhile
         pg_before = server_cpu(store.pg)
         ta.start(config_args(config, store))
         ta.wait_started()
