@@ -123,16 +123,20 @@ static void own_netns(void)
 	close(s);
 }
 
-/* The namespace's TcpExt TCPTimeWaitOverflow, or -1 if it cannot be read. */
+/*
+ * The namespace's TcpExt TCPTimeWaitOverflow, or -1 if it cannot be read
+ * (/proc/net/netstat: a line of names, then a line of their values).
+ */
 static long tw_overflows(void)
 {
-	char keys[4096], values[4096];
+	char *keys = NULL, *values = NULL;
+	size_t kcap = 0, vcap = 0;
 	long v = -1;
 	FILE *f = fopen("/proc/self/net/netstat", "r");
 
 	if (!f)
 		return -1;
-	while (fgets(keys, sizeof(keys), f) && fgets(values, sizeof(values), f)) {
+	while (getline(&keys, &kcap, f) > 0 && getline(&values, &vcap, f) > 0) {
 		if (strncmp(keys, "TcpExt:", 7) != 0)
 			continue;
 		char *ks, *vs, *k = strtok_r(keys, " \n", &ks), *val = strtok_r(values, " \n", &vs);
@@ -140,6 +144,8 @@ static long tw_overflows(void)
 			if (strcmp(k, "TCPTimeWaitOverflow") == 0)
 				v = atol(val);
 	}
+	free(keys);
+	free(values);
 	fclose(f);
 	return v;
 }
