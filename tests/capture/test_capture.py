@@ -1311,7 +1311,9 @@ class Capture(unittest.TestCase):
             self.assertEqual(seqs, list(range(seqs[0], seqs[0] + len(seqs))), "seq has gaps")
         conns = int(result["connections"])
         self.assertEqual(int(result["events"]), 10 * conns + 2)
-        self.assertGreaterEqual(len(mine), 200000 - (counted if slow else 0))
+        # every transition once, but for counted loss and what the witness saw
+        # in the VM's blind spot (no fixed allowance: a counted pair and a
+        # blind one in the same burst are both accounted for)
         self.check_transitions(mine, conns, counted)
 
     @unittest.skipUnless(EVENTER == "bpf", "the bpf eventer's rings")
