@@ -657,9 +657,9 @@ void spool_close(struct spool *s)
 		pthread_mutex_unlock(&s->mu);
 		pthread_join(s->syncer, NULL);
 	}
-	for (size_t i = 0; i < s->n_doomed; i++) /* what the syncer had no turn for */
+	/* what the syncer had no turn for (the directory is synced below) */
+	for (size_t i = 0; i < s->n_doomed; i++)
 		unlink_segment(s, s->doomed[i]);
-	s->dir_dirty |= s->n_doomed > 0;
 	s->n_doomed = 0;
 	for (size_t i = 0; i < s->n_unsynced; i++) {
 		fdatasync(s->unsynced[i]);
