@@ -667,7 +667,7 @@ enum { T_CONNECTIONS, T_OUTCOMES, T_FAILED_DEST, T_FAILED_PROC, T_RESETS, T_STUC
 
 enum format { FORMAT_TEXT, FORMAT_JSON, FORMAT_HTML };
 
-#define TABLE(k, title, cols) {k, title, cols, (int)(sizeof(cols) / sizeof(cols[0])), NULL, 0, 0}
+#define TABLE(k, t, c) {.key = k, .title = t, .cols = c, .ncols = (int)(sizeof(c) / sizeof(c[0]))}
 
 struct report {
 	const char *source;

@@ -974,9 +974,11 @@ static bool row_latin1(const struct row *r, int i, char *field, size_t size)
 static void row_alt(const struct row *r, struct pending *e)
 {
 	e->alt = e->ev;
-	e->has_alt = row_latin1(r, 2, e->alt.host, sizeof(e->alt.host)) |
-		     row_latin1(r, 12, e->alt.comm_on_cpu, sizeof(e->alt.comm_on_cpu)) |
-		     row_latin1(r, 15, e->alt.owner_comm, sizeof(e->alt.owner_comm));
+	/* all three read back, whichever differ */
+	bool host = row_latin1(r, 2, e->alt.host, sizeof(e->alt.host));
+	bool comm = row_latin1(r, 12, e->alt.comm_on_cpu, sizeof(e->alt.comm_on_cpu));
+	bool owner = row_latin1(r, 15, e->alt.owner_comm, sizeof(e->alt.owner_comm));
+	e->has_alt = host || comm || owner;
 }
 
 static int cmp_uid(const void *a, const void *b)
