@@ -11,7 +11,7 @@ import time
 import unittest
 
 import tcpaudit
-from tcpaudit import Running, counters, fixture, open_flags, run, summary, wait_until
+from tcpaudit import Running, fixture, open_flags, run, summary, wait_until
 
 SYNTH = fixture("synthetic-eventer")
 FAULTY = fixture("faulty-sink")
@@ -318,15 +318,19 @@ class Pipeline(unittest.TestCase):
                       "delay_ms=50", "--sink", "jsonl", "-p",
                       "path=" + self.path("fast.jsonl")]) as t:
             time.sleep(1.5)
-            t.proc.send_signal(signal.SIGUSR1)
-            t.wait_for_log("tcp-audit: counters:")
-            time.sleep(0.2)
-            c = counters(t.stderr(), "counters")
+            # several looks: one can meet the fast sink in the middle of a write that the
+            # host's disk held up (a parallel test's fsyncs), a batch behind the slow one
+            samples = []
+            for _ in range(5):
+                samples.append(t.counters())
+                time.sleep(0.3)
             rc = t.stop()
             s = summary(t.stderr())
-        ahead = c["sink jsonl written"] - c["sink faulty written"]
-        self.assertGreater(ahead, 0, c)           # the fast sink is not held in lockstep
-        self.assertLessEqual(ahead, queue, c)     # ... but no more than the queue
+        ahead = [c["sink jsonl written"] - c["sink faulty written"] for c in samples]
+        # the fast sink is not held in lockstep: more than a batch ahead at some look
+        self.assertGreater(max(ahead), 64, samples)
+        for a in ahead:                           # ... but never more than the queue
+            self.assertLessEqual(a, queue, samples)
         self.assertEqual(rc, 130)
         self.assertEqual(s["sink faulty written"], s["events read"])
         self.assertEqual(s["sink jsonl written"], s["events read"])
