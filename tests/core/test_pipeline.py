@@ -318,8 +318,8 @@ class Pipeline(unittest.TestCase):
                       "delay_ms=50", "--sink", "jsonl", "-p",
                       "path=" + self.path("fast.jsonl")]) as t:
             time.sleep(1.5)
-            # several looks: one can meet the fast sink in the middle of a write that the
-            # host's disk held up (a parallel test's fsyncs), a batch behind the slow one
+            # several looks: one can meet the fast sink in the middle of a write held up
+            # on a busy host, a batch behind the slow one
             samples = []
             for _ in range(5):
                 samples.append(t.counters())
