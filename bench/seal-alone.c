@@ -24,20 +24,13 @@
 #include <arpa/inet.h>
 #include <sys/socket.h>
 
+#include "kernel-helpers.h"
 #include "seal.h"
 
 enum { BATCH = 4096, BATCHES = 64, SEALS = 300 };
 
 static struct tcp_audit_event *events; /* BATCHES batches of BATCH */
 static atomic_int turn; /* "other": 0 the writer's turn, 1 the sealer's */
-
-static double cpu_s(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
 
 static void pin(int cpu)
 {
@@ -101,12 +94,12 @@ static double run(struct seal_chain *c, const char *how, size_t n, int seals)
 		else if (!strcmp(how, "other"))
 			while (atomic_load_explicit(&turn, memory_order_acquire) != 1)
 				;
-		double t0 = cpu_s();
+		uint64_t t0 = clock_now_ns(CLOCK_THREAD_CPUTIME_ID);
 		if (seal_chain_make(c, ev, n, false, &out) != 0) {
 			fprintf(stderr, "seal-alone: seal_chain_make() failed\n");
 			exit(1);
 		}
-		spent += cpu_s() - t0;
+		spent += (double)(clock_now_ns(CLOCK_THREAD_CPUTIME_ID) - t0) / 1e9;
 		seal_chain_advance(c);
 		if (!strcmp(how, "other"))
 			atomic_store_explicit(&turn, 0, memory_order_release);
