@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "event-text.h"
+#include "kernel-helpers.h"
 #include "seal.h"
 #include "spool.h"
 
@@ -112,14 +113,6 @@ struct pipeline {
 	size_t n_sinks;
 	struct sink_thread sinks[];
 };
-
-static uint64_t now_ns(clockid_t clock)
-{
-	struct timespec ts;
-
-	clock_gettime(clock, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static void deadline_after_ms(struct timespec *ts, int ms)
 {
@@ -330,8 +323,8 @@ static void add_gap_record(struct pipeline *p, uint64_t lost)
 	ev->kind = TCP_AUDIT_KIND_GAP;
 	ev->gap_stage = TCP_AUDIT_STAGE_KERNEL;
 	ev->gap_lost = lost;
-	ev->time_ns = now_ns(CLOCK_REALTIME);
-	ev->ktime_ns = now_ns(CLOCK_MONOTONIC);
+	ev->time_ns = clock_now_ns(CLOCK_REALTIME);
+	ev->ktime_ns = clock_now_ns(CLOCK_MONOTONIC);
 	ev->valid = TCP_AUDIT_HAS_KTIME;
 	origin_stamp(p->cfg.origin, ev);
 	pthread_mutex_lock(&p->mu);
@@ -482,9 +475,9 @@ static void take(struct pipeline *p, struct tcp_audit_event *dest, size_t n, siz
 static void drain_eventer(struct pipeline *p)
 {
 	const struct tcp_audit_plugin *d = p->eventer.desc;
-	uint64_t deadline = now_ns(CLOCK_MONOTONIC) + DRAIN_LIMIT_NS;
+	uint64_t deadline = clock_now_ns(CLOCK_MONOTONIC) + DRAIN_LIMIT_NS;
 
-	while (now_ns(CLOCK_MONOTONIC) < deadline) {
+	while (clock_now_ns(CLOCK_MONOTONIC) < deadline) {
 		size_t room;
 		bool in_ring;
 		struct tcp_audit_event *dest = obtain(p, p->cfg.batch_size, true, &room, &in_ring);
@@ -501,7 +494,7 @@ static void *reader_main(void *arg)
 {
 	struct pipeline *p = arg;
 	const struct tcp_audit_plugin *d = p->eventer.desc;
-	uint64_t next_stats = now_ns(CLOCK_MONOTONIC) + STATS_INTERVAL_NS;
+	uint64_t next_stats = clock_now_ns(CLOCK_MONOTONIC) + STATS_INTERVAL_NS;
 	int errors = 0;
 	bool stopped = false;
 
@@ -543,7 +536,7 @@ static void *reader_main(void *arg)
 			}
 			pause_ms(p, BACKOFF_MIN_MS, false);
 		}
-		uint64_t now = now_ns(CLOCK_MONOTONIC);
+		uint64_t now = clock_now_ns(CLOCK_MONOTONIC);
 		if (now >= next_stats) {
 			poll_eventer_stats(p, false);
 			next_stats = now + STATS_INTERVAL_NS;
@@ -583,7 +576,7 @@ static void *reader_main(void *arg)
 static void request_stop(struct pipeline *p)
 {
 	if (!p->stop)
-		p->stop_ns = now_ns(CLOCK_MONOTONIC);
+		p->stop_ns = clock_now_ns(CLOCK_MONOTONIC);
 	p->stop = true;
 	pthread_cond_broadcast(&p->space);
 }
@@ -617,14 +610,14 @@ static bool deliver_as(struct sink_thread *s, const struct tcp_audit_event *ev, 
 
 	/* made once: a retried batch comes with the same seal */
 	if (sealed) {
-		uint64_t t0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
+		uint64_t t0 = clock_now_ns(CLOCK_THREAD_CPUTIME_ID);
 		int r = seal_chain_make(s->chain, ev, n, closing, &seal);
 		if (r != 0) {
 			log_error("%s: cannot seal a batch: %s", s->stage.label,
 				  r == -ENOMEM ? "out of memory" : "libcrypto's AES-256-GCM failed");
 			return false;
 		}
-		uint64_t spent = now_ns(CLOCK_THREAD_CPUTIME_ID) - t0;
+		uint64_t spent = clock_now_ns(CLOCK_THREAD_CPUTIME_ID) - t0;
 		pthread_mutex_lock(&p->mu);
 		s->seals++;
 		s->seal_cpu_ns += spent;
@@ -639,7 +632,7 @@ static bool deliver_as(struct sink_thread *s, const struct tcp_audit_event *ev, 
 				seal_chain_advance(s->chain);
 			if (unavailable_since)
 				log_info("%s is writing again after %.1f s", s->stage.label,
-					 (double)(now_ns(CLOCK_MONOTONIC) - unavailable_since) / 1e9);
+					 (double)(clock_now_ns(CLOCK_MONOTONIC) - unavailable_since) / 1e9);
 			if (errors || unavailable_since)
 				note_trouble(s, 0, 0, false);
 			return true;
@@ -647,7 +640,7 @@ static bool deliver_as(struct sink_thread *s, const struct tcp_audit_event *ev, 
 		note_trouble(s, r != TCP_AUDIT_RETRY, r == TCP_AUDIT_RETRY, true);
 		if (r == TCP_AUDIT_RETRY) {
 			if (!unavailable_since) {
-				unavailable_since = now_ns(CLOCK_MONOTONIC);
+				unavailable_since = clock_now_ns(CLOCK_MONOTONIC);
 				log_warning("%s is unavailable: holding its events and retrying",
 					    s->stage.label);
 			}
@@ -666,7 +659,7 @@ static bool deliver_as(struct sink_thread *s, const struct tcp_audit_event *ev, 
 		pthread_mutex_lock(&p->mu);
 		bool abandon = p->abandon;
 		bool leave = p->cfg.spool && p->stop &&
-			     now_ns(CLOCK_MONOTONIC) >=
+			     clock_now_ns(CLOCK_MONOTONIC) >=
 				     p->stop_ns + (uint64_t)p->cfg.stop_grace_ms * 1000000u;
 		if (leave)
 			s->left_in_spool = true;
@@ -741,7 +734,7 @@ static void *sink_main(void *arg)
 	struct sink_thread *s = arg;
 	struct pipeline *p = s->p;
 	bool dirty = false, ok = true;
-	uint64_t last_flush = now_ns(CLOCK_MONOTONIC);
+	uint64_t last_flush = clock_now_ns(CLOCK_MONOTONIC);
 
 	pthread_mutex_lock(&p->mu);
 	for (;;) {
@@ -765,7 +758,7 @@ static void *sink_main(void *arg)
 				/* caught up: make what we wrote visible now */
 				pthread_mutex_unlock(&p->mu);
 				ok = deliver(s, NULL, 0);
-				last_flush = now_ns(CLOCK_MONOTONIC);
+				last_flush = clock_now_ns(CLOCK_MONOTONIC);
 				dirty = false;
 				pthread_mutex_lock(&p->mu);
 				if (!ok)
@@ -788,7 +781,7 @@ static void *sink_main(void *arg)
 		ok = deliver(s, &p->ring[start], (size_t)n);
 		if (ok) {
 			dirty = true;
-			uint64_t now = now_ns(CLOCK_MONOTONIC);
+			uint64_t now = clock_now_ns(CLOCK_MONOTONIC);
 			if (now - last_flush >= FLUSH_INTERVAL_NS) {
 				ok = deliver(s, NULL, 0);
 				last_flush = now;
@@ -827,7 +820,7 @@ static void *sink_spool_main(void *arg)
 	struct spool *sp = p->cfg.spool;
 	size_t idx = (size_t)(s - p->sinks);
 	bool dirty = false, ok = true;
-	uint64_t last_flush = now_ns(CLOCK_MONOTONIC);
+	uint64_t last_flush = clock_now_ns(CLOCK_MONOTONIC);
 	int read_errors = 0;
 
 	pthread_mutex_lock(&p->mu);
@@ -877,7 +870,7 @@ static void *sink_spool_main(void *arg)
 					dirty = true;
 			}
 		}
-		uint64_t now = now_ns(CLOCK_MONOTONIC);
+		uint64_t now = clock_now_ns(CLOCK_MONOTONIC);
 		bool flush = ok && dirty && now - last_flush >= FLUSH_INTERVAL_NS;
 		if (ok && dirty && !flush && next == end) {
 			pthread_mutex_lock(&p->mu);

@@ -39,6 +39,7 @@
 #include "byte-buffer.h"
 #include "event-text.h"
 #include "event-uid.h"
+#include "kernel-helpers.h"
 
 #define REPLY_MAX (1u << 20) /* of a query's answer kept (a table's columns) */
 #define RETRY_AFTER_NS 500000000ull
@@ -215,14 +216,6 @@ static const struct tcp_audit_option ch_options[] = {
 	 .offset = offsetof(struct ch_config, inserts)},
 	{0},
 };
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* ------------------------------------------------------------------------ */
 /* Schema                                                                    */
@@ -839,7 +832,7 @@ static int ch_open(void **self, const void *config, const struct tcp_audit_host 
 				  "%s: %s; capturing anyway, holding the events and retrying",
 				  s->store, s->error);
 		s->down = true;
-		s->next_try = now_ns() + RETRY_AFTER_NS;
+		s->next_try = clock_now_ns(CLOCK_MONOTONIC) + RETRY_AFTER_NS;
 		r = 0;
 	} else if (r == 0) {
 		s->set_up = true;
@@ -1043,13 +1036,13 @@ static void note_outage(struct ch_sink *s)
 		tcp_audit_warning(s->host, "%s is unavailable (%s): holding the events and retrying",
 				  s->store, s->error);
 	s->down = true;
-	s->next_try = now_ns() + RETRY_AFTER_NS;
+	s->next_try = clock_now_ns(CLOCK_MONOTONIC) + RETRY_AFTER_NS;
 }
 
 /* While down: whether it is time to try again (the host's backoff aside). */
 static bool may_try(struct ch_sink *s)
 {
-	return !s->down || now_ns() >= s->next_try;
+	return !s->down || clock_now_ns(CLOCK_MONOTONIC) >= s->next_try;
 }
 
 static bool small_batch(const struct ch_sink *s);
@@ -1072,10 +1065,10 @@ static int ensure_table(struct ch_sink *s, const struct table *tb, bool *done)
 static int insert(struct ch_sink *s, const struct table *tb, const char *url,
 		  struct byte_buffer *b, size_t *rows)
 {
-	uint64_t start = now_ns();
+	uint64_t start = clock_now_ns(CLOCK_MONOTONIC);
 	int r = request(s, url, b->p, b->len);
 
-	s->last_insert = now_ns();
+	s->last_insert = clock_now_ns(CLOCK_MONOTONIC);
 	if (r == -EIO)
 		tcp_audit_error(s->host, "%s: cannot insert %zu rows into %s: %s", s->store, *rows,
 				tb->name, s->error);
@@ -1356,7 +1349,7 @@ static int ch_write_sealed(void *self, const struct tcp_audit_event *ev, size_t 
 
 static void sleep_until(uint64_t t)
 {
-	uint64_t now = now_ns();
+	uint64_t now = clock_now_ns(CLOCK_MONOTONIC);
 
 	if (t <= now)
 		return;

@@ -40,6 +40,7 @@
 #include "byte-buffer.h"
 #include "event-text.h"
 #include "event-uid.h"
+#include "kernel-helpers.h"
 #include "sql-case.h"
 
 #define SCHEMA_VERSION 2
@@ -211,14 +212,6 @@ static const char *const original_to_v1_sql =
 
 /* A v1 event's time: time_ns, or (rows of the original's) its timestamp. */
 #define V1_TIME_NS "coalesce(e.time_ns, (extract(epoch FROM e.timestamp) * 1000000000)::bigint)"
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* A libpq message, one line, with any password blotted out. */
 static void clean_message(const struct pgsql_sink *s, const char *msg, char *out, size_t size)
@@ -416,7 +409,7 @@ static void close_a_chunk(struct pgsql_sink *s, uint64_t newest)
 			 name, name, name);
 		snprintf(lock, sizeof(lock),
 			 "SELECT 1 WHERE pg_try_advisory_xact_lock(hashtext('tcp-audit %s'))", name);
-		uint64_t start = now_ns();
+		uint64_t start = clock_now_ns(CLOCK_MONOTONIC);
 		bool ok = exec_ok(s, "BEGIN");
 		bool mine = ok && query_int(s, lock) == 1;
 		ok = ok && (!mine || exec_ok(s, sql)) && exec_ok(s, "COMMIT");
@@ -427,7 +420,7 @@ static void close_a_chunk(struct pgsql_sink *s, uint64_t newest)
 		}
 		if (mine)
 			tcp_audit_info(s->host, "%s: indexed the closed chunk %s in %.1f s", s->store,
-				       name, (double)(now_ns() - start) / 1e9);
+				       name, (double)(clock_now_ns(CLOCK_MONOTONIC) - start) / 1e9);
 		s->open_chunks[i] = s->open_chunks[--s->n_open];
 		if (s->open_overflow)
 			find_open_chunks(s);
@@ -453,14 +446,14 @@ static bool refresh_chunk(struct pgsql_sink *s, int64_t chunk, bool analyze)
 		 " ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam WHERE a.amname = 'brin'"
 		 " AND i.indrelid = to_regclass('%s')%s%s; COMMIT",
 		 name, analyze ? "; ANALYZE " : "", analyze ? name : "");
-	uint64_t start = now_ns();
+	uint64_t start = clock_now_ns(CLOCK_MONOTONIC);
 	if (!exec_ok(s, sql)) {
 		exec_ok(s, "ROLLBACK");
 		tcp_audit_debug(s->host, "%s: did not summarize %s now (busy)", s->store, name);
 		return false;
 	}
 	tcp_audit_debug(s->host, "%s: summarized%s %s in %.3f s", s->store,
-			analyze ? " and analyzed" : "", name, (double)(now_ns() - start) / 1e9);
+			analyze ? " and analyzed" : "", name, (double)(clock_now_ns(CLOCK_MONOTONIC) - start) / 1e9);
 	return true;
 }
 
@@ -486,9 +479,10 @@ static void refresh_open_chunk(struct pgsql_sink *s, const struct tcp_audit_even
 	for (size_t i = 0; i < n; i++)
 		s->head_rows += (int64_t)(ev[i].time_ns / s->chunk_ns) == head;
 	bool analyze = !s->head_analyzed && s->head_rows >= ANALYZE_AFTER_ROWS;
-	if (!analyze && (now_ns() < s->next_summary || s->head_rows == s->head_summarized))
+	if (!analyze && (clock_now_ns(CLOCK_MONOTONIC) < s->next_summary ||
+			 s->head_rows == s->head_summarized))
 		return;
-	s->next_summary = now_ns() + SUMMARIZE_EVERY_NS;
+	s->next_summary = clock_now_ns(CLOCK_MONOTONIC) + SUMMARIZE_EVERY_NS;
 	if (refresh_chunk(s, head, analyze)) {
 		s->head_analyzed |= analyze;
 		s->head_summarized = s->head_rows;
@@ -794,7 +788,7 @@ static int set_up_session(struct pgsql_sink *s)
 		if ((r = migrate(s)))
 			return r;
 		apply_retention(s);
-		s->next_retention = now_ns() + RETENTION_EVERY_NS;
+		s->next_retention = clock_now_ns(CLOCK_MONOTONIC) + RETENTION_EVERY_NS;
 		s->set_up = true;
 	}
 	s->n_known = 0;
@@ -861,7 +855,7 @@ static int pgsql_open(void **self, const void *config, const struct tcp_audit_ho
 		log_pg(s, TCP_AUDIT_LOG_WARNING,
 		       "capturing anyway; holding the events and retrying to connect to");
 		s->down = true;
-		s->next_try = now_ns() + RECONNECT_MIN_NS;
+		s->next_try = clock_now_ns(CLOCK_MONOTONIC) + RECONNECT_MIN_NS;
 	} else if (r == -ECONNREFUSED) {
 		log_pg(s, TCP_AUDIT_LOG_ERROR, "cannot connect to PostgreSQL at");
 		goto fail;
@@ -1166,15 +1160,15 @@ static int write_batch(struct pgsql_sink *s, const struct tcp_audit_event *ev, s
 		if (!s->down)
 			log_pg(s, TCP_AUDIT_LOG_WARNING, "connection lost to");
 		s->down = true;
-		if (now_ns() < s->next_try)
+		if (clock_now_ns(CLOCK_MONOTONIC) < s->next_try)
 			return TCP_AUDIT_RETRY;
-		s->next_try = now_ns() + RECONNECT_MIN_NS;
+		s->next_try = clock_now_ns(CLOCK_MONOTONIC) + RECONNECT_MIN_NS;
 		if (connect_store(s) != 0)
 			return TCP_AUDIT_RETRY; /* the outage is logged once, above */
 	}
-	if (now_ns() >= s->next_retention) {
+	if (clock_now_ns(CLOCK_MONOTONIC) >= s->next_retention) {
 		apply_retention(s);
-		s->next_retention = now_ns() + RETENTION_EVERY_NS;
+		s->next_retention = clock_now_ns(CLOCK_MONOTONIC) + RETENTION_EVERY_NS;
 	}
 	r = store_batch(s, ev, n, true, seal);
 	if (r == -EIO && strcmp(s->sqlstate, UNIQUE_VIOLATION) == 0 &&
