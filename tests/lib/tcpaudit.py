@@ -23,6 +23,10 @@ BUILD_DIR = os.environ.get("TCP_AUDIT_BUILD_DIR", "")
 SOURCE_DIR = os.environ.get("TCP_AUDIT_SOURCE_DIR", "")
 # a command tcp-audit runs under, e.g. valgrind (meson test --setup valgrind)
 WRAPPER = shlex.split(os.environ.get("TCP_AUDIT_WRAPPER", ""))
+# a STATE_DIRECTORY of the shell (or unit) that runs the tests is not theirs: without this, every
+# test's tcp-audit (and the commands tests start with dict(os.environ, ...)) would share its
+# archive and spool, and write into it
+os.environ.pop("STATE_DIRECTORY", None)
 
 
 def with_state_directory(env, directory):
